@@ -1,0 +1,103 @@
+//! Command implementations: gather through the library, render, choose the exit code.
+
+pub mod diff;
+pub mod validate;
+
+use crate::SourceArgs;
+use drover::config::Settings;
+use drover::manifest::Diagnostic;
+use drover::model::DesiredState;
+use drover::source::{self, SourceSpec};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_DIFFERENCES: u8 = 1;
+pub const EXIT_ERROR: u8 = 2;
+
+pub struct Context {
+    pub settings: Settings,
+    pub state_dir: PathBuf,
+}
+
+impl Context {
+    pub fn source_spec(&self, args: &SourceArgs) -> SourceSpec {
+        self.settings.source(
+            args.source.as_deref(),
+            args.reference.as_deref(),
+            args.path.as_deref(),
+        )
+    }
+}
+
+/// Prints an error as one line and returns the error exit code.
+pub fn fail(e: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("drover: error: {e}");
+    ExitCode::from(EXIT_ERROR)
+}
+
+/// Why the desired state could not be had.
+pub enum LoadError {
+    Source(source::SourceError),
+    Invalid(Vec<Diagnostic>),
+}
+
+/// Reads and validates the whole source.
+pub fn load_desired(cx: &Context, spec: &SourceSpec) -> Result<(DesiredState, Option<String>), LoadError> {
+    let snapshot = source::read(spec, &cx.settings.git_options(&cx.state_dir)).map_err(LoadError::Source)?;
+    let desired = drover::manifest::desired_state(&snapshot.files).map_err(LoadError::Invalid)?;
+    Ok((desired, snapshot.commit))
+}
+
+/// Reports a load error on stderr: every diagnostic, then a count. Returns the exit code.
+pub fn report_load_error(e: LoadError) -> ExitCode {
+    match e {
+        LoadError::Source(e) => fail(&e),
+        LoadError::Invalid(diags) => {
+            let stderr = std::io::stderr();
+            let color = use_color(stderr.is_terminal());
+            for d in &diags {
+                eprintln!("{}", paint(color, RED, &format!("error: {d}")));
+            }
+            let mut files: Vec<&str> = diags.iter().map(|d| d.file.as_str()).collect();
+            files.dedup();
+            files.sort();
+            files.dedup();
+            eprintln!(
+                "drover: {} error{} in {} file{}; nothing was changed",
+                diags.len(),
+                plural(diags.len()),
+                files.len(),
+                plural(files.len())
+            );
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+pub fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+pub const RED: &str = "31";
+pub const GREEN: &str = "32";
+pub const CYAN: &str = "36";
+pub const BOLD: &str = "1";
+
+/// Colour only on a terminal, and never when NO_COLOR is set to anything non-empty.
+pub fn use_color(is_terminal: bool) -> bool {
+    is_terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+pub fn paint(color: bool, code: &str, text: &str) -> String {
+    if color {
+        format!("\x1b[{code}m{text}\x1b[0m")
+    } else {
+        text.to_string()
+    }
+}

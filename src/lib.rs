@@ -1,0 +1,11 @@
+//! drover: a declarative GitOps reconciler for containers on plain Linux hosts.
+//!
+//! Data flows one way: source -> desired model -> plan <- observed model <- minions. See
+//! ARCHITECTURE.md for the map; each module's `//!` says what it owns.
+
+pub mod config;
+pub mod manifest;
+pub mod model;
+pub mod plan;
+pub mod source;
+pub mod store;

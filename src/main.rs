@@ -1,0 +1,76 @@
+//! The `drover` command line: the only place that prints, knows about terminals and colours,
+//! and turns outcomes into exit codes (0 ok / in sync, 1 differences, 2 error).
+
+mod cli;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "drover", version, about = "Declarative GitOps for containers on plain Linux hosts")]
+struct Args {
+    /// Config file [default: $DROVER_CONFIG, else ./drover.toml if present]
+    #[arg(long, global = true, env = "DROVER_CONFIG")]
+    config: Option<PathBuf>,
+    /// State directory [default: state_dir from the config, else .drover beside it]
+    #[arg(long, global = true)]
+    state: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where the desired state comes from.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SourceArgs {
+    /// A directory, or a git repository (a URL, or a path with --ref)
+    /// [default: source from the config, else ./manifests]
+    pub source: Option<String>,
+    /// Read the committed tree at this git ref (branch, tag or commit) instead of files
+    #[arg(long = "ref", value_name = "REF")]
+    pub reference: Option<String>,
+    /// Subdirectory inside the source that holds the manifests
+    #[arg(long, value_name = "SUBDIR")]
+    pub path: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum DiffOutput {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Parse and validate the manifests only (exit 0 valid, 2 invalid)
+    Validate {
+        #[command(flatten)]
+        source: SourceArgs,
+    },
+    /// Show what differs between the manifests and the observed state
+    /// (exit 0 in sync, 1 differences, 2 error)
+    Diff {
+        #[command(flatten)]
+        source: SourceArgs,
+        /// Output format
+        #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
+        output: DiffOutput,
+    },
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let settings = match drover::config::Settings::load(args.config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => return cli::fail(&e),
+    };
+    let state_dir = settings.state_dir(args.state.as_deref());
+    let cx = cli::Context {
+        settings,
+        state_dir,
+    };
+    match args.command {
+        Command::Validate { source } => cli::validate::run(&cx, &source),
+        Command::Diff { source, output } => cli::diff::run(&cx, &source, output),
+    }
+}

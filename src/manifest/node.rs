@@ -1,0 +1,487 @@
+//! A located document tree: JSON and TOML both become `Node`s that remember the line:column of
+//! every value and key, so that validation can point at the exact place of every error.
+//!
+//! The JSON reader is hand-written (serde_json does not expose positions); TOML goes through the
+//! `toml` crate's spanned parser. Nothing here knows about drover's object kinds.
+
+use std::fmt;
+
+/// A 1-based line and column (columns count characters, as editors do).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Pos {
+    pub line: u32,
+    pub col: u32,
+}
+
+impl fmt::Display for Pos {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.line, self.col)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    Array(Vec<Node>),
+    Object(Vec<Entry>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    pub pos: Pos,
+    pub value: Value,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub key: String,
+    pub key_pos: Pos,
+    pub node: Node,
+}
+
+impl Node {
+    /// The name of this value's type, as error messages say it.
+    pub fn type_name(&self) -> &'static str {
+        match self.value {
+            Value::Null => "null",
+            Value::Bool(_) => "a boolean",
+            Value::Int(_) => "an integer",
+            Value::Float(_) => "a number with a fraction",
+            Value::Str(_) => "a string",
+            Value::Array(_) => "an array",
+            Value::Object(_) => "an object",
+        }
+    }
+}
+
+/// A syntax error: where, and what.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyntaxError {
+    pub pos: Pos,
+    pub message: String,
+}
+
+// ---------------------------------------------------------------------------------------------
+// JSON
+
+/// Parses one JSON document. Duplicate keys are kept (the decoder reports them with both places).
+pub fn parse_json(text: &str) -> Result<Node, SyntaxError> {
+    let mut p = JsonParser {
+        bytes: text.as_bytes(),
+        text,
+        i: 0,
+        line: 1,
+        line_start: 0,
+        depth: 0,
+    };
+    p.skip_ws();
+    let node = p.value()?;
+    p.skip_ws();
+    if p.i < p.bytes.len() {
+        return Err(p.error("unexpected text after the end of the document"));
+    }
+    Ok(node)
+}
+
+struct JsonParser<'a> {
+    bytes: &'a [u8],
+    text: &'a str,
+    i: usize,
+    line: u32,
+    line_start: usize,
+    depth: u32,
+}
+
+/// Deeper nesting than this is refused rather than risking the stack on hostile input.
+const MAX_DEPTH: u32 = 128;
+
+impl JsonParser<'_> {
+    fn pos(&self) -> Pos {
+        // Columns count characters, not bytes, so multi-byte text points where an editor would.
+        let col = self.text[self.line_start..self.i].chars().count() as u32 + 1;
+        Pos {
+            line: self.line,
+            col,
+        }
+    }
+
+    fn error(&self, message: impl Into<String>) -> SyntaxError {
+        SyntaxError {
+            pos: self.pos(),
+            message: message.into(),
+        }
+    }
+
+    fn skip_ws(&mut self) {
+        while let Some(&b) = self.bytes.get(self.i) {
+            match b {
+                b'\n' => {
+                    self.i += 1;
+                    self.line += 1;
+                    self.line_start = self.i;
+                }
+                b' ' | b'\t' | b'\r' => self.i += 1,
+                _ => break,
+            }
+        }
+    }
+
+    fn value(&mut self) -> Result<Node, SyntaxError> {
+        let pos = self.pos();
+        let value = match self.bytes.get(self.i) {
+            None => return Err(self.error("unexpected end of input: the document is truncated")),
+            Some(b'{') => self.object()?,
+            Some(b'[') => self.array()?,
+            Some(b'"') => Value::Str(self.string()?),
+            Some(b't') => self.literal("true", Value::Bool(true))?,
+            Some(b'f') => self.literal("false", Value::Bool(false))?,
+            Some(b'n') => self.literal("null", Value::Null)?,
+            Some(b'-' | b'0'..=b'9') => self.number()?,
+            Some(_) => {
+                let c = self.text[self.i..].chars().next().unwrap_or('?');
+                return Err(self.error(format!("expected a value, found `{c}`")));
+            }
+        };
+        Ok(Node { pos, value })
+    }
+
+    fn literal(&mut self, word: &str, value: Value) -> Result<Value, SyntaxError> {
+        if self.bytes[self.i..].starts_with(word.as_bytes()) {
+            self.i += word.len();
+            Ok(value)
+        } else {
+            Err(self.error("expected a value (true, false, null, a number, a string, [ or {)"))
+        }
+    }
+
+    fn enter(&mut self) -> Result<(), SyntaxError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(self.error(format!("nesting deeper than {MAX_DEPTH} levels")));
+        }
+        Ok(())
+    }
+
+    fn object(&mut self) -> Result<Value, SyntaxError> {
+        self.enter()?;
+        self.i += 1; // '{'
+        let mut entries = Vec::new();
+        self.skip_ws();
+        if self.bytes.get(self.i) == Some(&b'}') {
+            self.i += 1;
+            self.depth -= 1;
+            return Ok(Value::Object(entries));
+        }
+        loop {
+            self.skip_ws();
+            match self.bytes.get(self.i) {
+                Some(b'"') => {}
+                None => return Err(self.error("unexpected end of input inside an object")),
+                // Trailing commas are a common hand-editing slip: say so plainly.
+                Some(b'}') => return Err(self.error("trailing comma before `}`")),
+                Some(_) => return Err(self.error("expected a field name in double quotes")),
+            }
+            let key_pos = self.pos();
+            let key = self.string()?;
+            self.skip_ws();
+            if self.bytes.get(self.i) != Some(&b':') {
+                return Err(self.error(format!("expected `:` after field name \"{key}\"")));
+            }
+            self.i += 1;
+            self.skip_ws();
+            let node = self.value()?;
+            entries.push(Entry { key, key_pos, node });
+            self.skip_ws();
+            match self.bytes.get(self.i) {
+                Some(b',') => self.i += 1,
+                Some(b'}') => {
+                    self.i += 1;
+                    self.depth -= 1;
+                    return Ok(Value::Object(entries));
+                }
+                None => return Err(self.error("unexpected end of input: missing `}`")),
+                Some(_) => return Err(self.error("expected `,` or `}` after a field")),
+            }
+        }
+    }
+
+    fn array(&mut self) -> Result<Value, SyntaxError> {
+        self.enter()?;
+        self.i += 1; // '['
+        let mut items = Vec::new();
+        self.skip_ws();
+        if self.bytes.get(self.i) == Some(&b']') {
+            self.i += 1;
+            self.depth -= 1;
+            return Ok(Value::Array(items));
+        }
+        loop {
+            self.skip_ws();
+            if self.bytes.get(self.i) == Some(&b']') {
+                return Err(self.error("trailing comma before `]`"));
+            }
+            items.push(self.value()?);
+            self.skip_ws();
+            match self.bytes.get(self.i) {
+                Some(b',') => self.i += 1,
+                Some(b']') => {
+                    self.i += 1;
+                    self.depth -= 1;
+                    return Ok(Value::Array(items));
+                }
+                None => return Err(self.error("unexpected end of input: missing `]`")),
+                Some(_) => return Err(self.error("expected `,` or `]` after an array item")),
+            }
+        }
+    }
+
+    fn string(&mut self) -> Result<String, SyntaxError> {
+        self.i += 1; // opening quote
+        let mut out = String::new();
+        loop {
+            let start = self.i;
+            while let Some(&b) = self.bytes.get(self.i) {
+                if b == b'"' || b == b'\\' || b < 0x20 {
+                    break;
+                }
+                self.i += 1;
+            }
+            out.push_str(&self.text[start..self.i]);
+            match self.bytes.get(self.i) {
+                None => return Err(self.error("unexpected end of input inside a string")),
+                Some(b'"') => {
+                    self.i += 1;
+                    return Ok(out);
+                }
+                Some(b'\\') => {
+                    self.i += 1;
+                    self.escape(&mut out)?;
+                }
+                Some(_) => return Err(self.error("control character inside a string (use \\n)")),
+            }
+        }
+    }
+
+    fn escape(&mut self, out: &mut String) -> Result<(), SyntaxError> {
+        let Some(&b) = self.bytes.get(self.i) else {
+            return Err(self.error("unexpected end of input inside a string"));
+        };
+        self.i += 1;
+        match b {
+            b'"' => out.push('"'),
+            b'\\' => out.push('\\'),
+            b'/' => out.push('/'),
+            b'b' => out.push('\u{8}'),
+            b'f' => out.push('\u{c}'),
+            b'n' => out.push('\n'),
+            b'r' => out.push('\r'),
+            b't' => out.push('\t'),
+            b'u' => {
+                let first = self.hex4()?;
+                let c = if (0xD800..0xDC00).contains(&first) {
+                    if !self.bytes[self.i..].starts_with(b"\\u") {
+                        return Err(self.error("unpaired surrogate in \\u escape"));
+                    }
+                    self.i += 2;
+                    let second = self.hex4()?;
+                    if !(0xDC00..0xE000).contains(&second) {
+                        return Err(self.error("unpaired surrogate in \\u escape"));
+                    }
+                    char::from_u32(0x10000 + ((first - 0xD800) << 10) + (second - 0xDC00))
+                } else {
+                    char::from_u32(first)
+                };
+                out.push(c.ok_or_else(|| self.error("invalid \\u escape"))?);
+            }
+            _ => return Err(self.error("invalid escape in a string")),
+        }
+        Ok(())
+    }
+
+    fn hex4(&mut self) -> Result<u32, SyntaxError> {
+        let digits = self
+            .text
+            .get(self.i..self.i + 4)
+            .ok_or_else(|| self.error("truncated \\u escape"))?;
+        let v = u32::from_str_radix(digits, 16).map_err(|_| self.error("invalid \\u escape"))?;
+        self.i += 4;
+        Ok(v)
+    }
+
+    fn number(&mut self) -> Result<Value, SyntaxError> {
+        let start = self.i;
+        let mut fraction = false;
+        if self.bytes[self.i] == b'-' {
+            self.i += 1;
+        }
+        while let Some(&b) = self.bytes.get(self.i) {
+            match b {
+                b'0'..=b'9' => {}
+                b'.' | b'e' | b'E' | b'+' | b'-' => fraction = true,
+                _ => break,
+            }
+            self.i += 1;
+        }
+        let s = &self.text[start..self.i];
+        if !fraction {
+            if let Ok(v) = s.parse::<i64>() {
+                return Ok(Value::Int(v));
+            }
+        }
+        match s.parse::<f64>() {
+            Ok(v) if v.is_finite() && s != "-" => Ok(Value::Float(v)),
+            _ => {
+                self.i = start;
+                Err(self.error(format!("invalid number `{s}`")))
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// TOML
+
+/// Parses a TOML document into the same located tree.
+pub fn parse_toml(text: &str) -> Result<Node, SyntaxError> {
+    let lines = LineIndex::new(text);
+    let table = toml::de::DeTable::parse(text).map_err(|e| SyntaxError {
+        pos: e.span().map(|s| lines.pos(s.start)).unwrap_or_default(),
+        message: e.message().to_string(),
+    })?;
+    let pos = lines.pos(table.span().start);
+    Ok(Node {
+        pos,
+        value: toml_table(&lines, table.get_ref()),
+    })
+}
+
+fn toml_table(lines: &LineIndex, table: &toml::de::DeTable<'_>) -> Value {
+    Value::Object(
+        table
+            .iter()
+            .map(|(k, v)| Entry {
+                key: k.get_ref().to_string(),
+                key_pos: lines.pos(k.span().start),
+                node: toml_node(lines, v),
+            })
+            .collect(),
+    )
+}
+
+fn toml_node(lines: &LineIndex, v: &toml::Spanned<toml::de::DeValue<'_>>) -> Node {
+    use toml::de::DeValue;
+    let pos = lines.pos(v.span().start);
+    let value = match v.get_ref() {
+        DeValue::String(s) => Value::Str(s.to_string()),
+        DeValue::Integer(i) => match i64::from_str_radix(i.as_str(), i.radix()) {
+            Ok(n) => Value::Int(n),
+            // Out of i64 range: keep it as a float so the range check reports it.
+            Err(_) => Value::Float(f64::INFINITY),
+        },
+        DeValue::Float(f) => Value::Float(f.as_str().parse().unwrap_or(f64::NAN)),
+        DeValue::Boolean(b) => Value::Bool(*b),
+        DeValue::Datetime(d) => Value::Str(d.to_string()),
+        DeValue::Array(items) => Value::Array(items.iter().map(|i| toml_node(lines, i)).collect()),
+        DeValue::Table(t) => toml_table(lines, t),
+    };
+    Node { pos, value }
+}
+
+/// Byte offset -> line:column, for parsers that report spans.
+pub struct LineIndex<'a> {
+    text: &'a str,
+    starts: Vec<usize>,
+}
+
+impl<'a> LineIndex<'a> {
+    pub fn new(text: &'a str) -> Self {
+        let mut starts = vec![0];
+        starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        LineIndex { text, starts }
+    }
+
+    pub fn pos(&self, offset: usize) -> Pos {
+        let line = self.starts.partition_point(|&s| s <= offset).max(1);
+        let start = self.starts[line - 1];
+        let end = offset.min(self.text.len());
+        let col = self.text.get(start..end).map(|s| s.chars().count()).unwrap_or(0) + 1;
+        Pos {
+            line: line as u32,
+            col: col as u32,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_positions_point_at_values_and_keys() {
+        let n = parse_json("{\n  \"a\": [1, \"x\"],\n  \"b\": {\"c\": true}\n}").unwrap();
+        let Value::Object(entries) = &n.value else {
+            panic!("object expected")
+        };
+        assert_eq!(entries[0].key_pos, Pos { line: 2, col: 3 });
+        assert_eq!(entries[0].node.pos, Pos { line: 2, col: 8 });
+        assert_eq!(entries[1].key, "b");
+        assert_eq!(entries[1].node.pos, Pos { line: 3, col: 8 });
+    }
+
+    #[test]
+    fn truncated_json_reports_the_end() {
+        let err = parse_json("{\n  \"a\": [1,").unwrap_err();
+        assert_eq!(err.pos.line, 2);
+        assert!(err.message.contains("end of input"), "{}", err.message);
+    }
+
+    #[test]
+    fn trailing_comma_is_named() {
+        let err = parse_json("{\"a\": 1,}").unwrap_err();
+        assert!(err.message.contains("trailing comma"));
+        assert_eq!(err.pos, Pos { line: 1, col: 9 });
+    }
+
+    #[test]
+    fn strings_unescape_and_numbers_split_int_from_float() {
+        let n = parse_json(r#"["a\"\u00e9\ud83d\ude00", -12, 1.5, 1e3]"#).unwrap();
+        let Value::Array(items) = n.value else {
+            panic!()
+        };
+        assert_eq!(items[0].value, Value::Str("a\"é😀".into()));
+        assert_eq!(items[1].value, Value::Int(-12));
+        assert_eq!(items[2].value, Value::Float(1.5));
+        assert_eq!(items[3].value, Value::Float(1000.0));
+    }
+
+    #[test]
+    fn hostile_nesting_is_refused() {
+        let deep = "[".repeat(1000);
+        assert!(parse_json(&deep).unwrap_err().message.contains("nesting"));
+    }
+
+    #[test]
+    fn toml_positions() {
+        let n = parse_toml("id = \"x\"\n[desiredState]\nreplicas = 2\n").unwrap();
+        let Value::Object(entries) = &n.value else {
+            panic!()
+        };
+        assert_eq!(entries[0].key_pos, Pos { line: 1, col: 1 });
+        let Value::Object(inner) = &entries[1].node.value else {
+            panic!()
+        };
+        assert_eq!(inner[0].key_pos, Pos { line: 3, col: 1 });
+        assert_eq!(inner[0].node.value, Value::Int(2));
+        assert_eq!(inner[0].node.pos, Pos { line: 3, col: 12 });
+    }
+
+    #[test]
+    fn toml_syntax_error_has_a_position() {
+        let err = parse_toml("id = \"x\"\nreplicas = = 2\n").unwrap_err();
+        assert_eq!(err.pos.line, 2);
+    }
+}

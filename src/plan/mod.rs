@@ -1,0 +1,4 @@
+//! Planning: pure functions from desired and observed state to what must change.
+//! No IO, no clock, no randomness: the same inputs give the same output.
+
+pub mod objects;

@@ -1,0 +1,259 @@
+//! Object-level changes between the desired state and the store, as `drover diff` shows them:
+//! which objects to create, change or delete, which fields differ, and a unified diff of their
+//! normalised JSON with secret-looking values masked.
+
+use crate::model::ObjectKey;
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeAction {
+    Create,
+    Change,
+    Delete,
+}
+
+/// Compares content hashes of the desired objects with the stored ones. Objects only in the
+/// store are deletes: callers must only pass a desired state read from the *whole* source.
+pub fn object_changes(
+    desired: &BTreeMap<ObjectKey, String>,
+    stored: &BTreeMap<ObjectKey, String>,
+) -> Vec<(ObjectKey, ChangeAction)> {
+    let mut changes = Vec::new();
+    for (key, hash) in desired {
+        match stored.get(key) {
+            None => changes.push((key.clone(), ChangeAction::Create)),
+            Some(old) if old != hash => changes.push((key.clone(), ChangeAction::Change)),
+            Some(_) => {}
+        }
+    }
+    for key in stored.keys() {
+        if !desired.contains_key(key) {
+            changes.push((key.clone(), ChangeAction::Delete));
+        }
+    }
+    changes.sort();
+    changes
+}
+
+/// Counts per action, in the order of the summary line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    pub create: usize,
+    pub change: usize,
+    pub delete: usize,
+}
+
+impl Summary {
+    pub fn of<'a>(actions: impl IntoIterator<Item = &'a ChangeAction>) -> Summary {
+        let mut s = Summary::default();
+        for a in actions {
+            match a {
+                ChangeAction::Create => s.create += 1,
+                ChangeAction::Change => s.change += 1,
+                ChangeAction::Delete => s.delete += 1,
+            }
+        }
+        s
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == Summary::default()
+    }
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} to create, {} to change, {} to delete",
+            self.create, self.change, self.delete
+        )
+    }
+}
+
+/// Paths of the leaves that differ between two JSON values (`desiredState.replicas`,
+/// `labels.tier`, `...containers[0].image`). Arrays of different length are reported whole.
+pub fn changed_fields(before: &Value, after: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    walk(before, after, String::new(), &mut out);
+    out
+}
+
+fn walk(a: &Value, b: &Value, path: String, out: &mut Vec<String>) {
+    let child = |name: &str| {
+        if path.is_empty() {
+            name.to_string()
+        } else {
+            format!("{path}.{name}")
+        }
+    };
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            for k in keys {
+                match (x.get(k), y.get(k)) {
+                    (Some(va), Some(vb)) => walk(va, vb, child(k), out),
+                    _ => out.push(child(k)),
+                }
+            }
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+            for (i, (va, vb)) in x.iter().zip(y).enumerate() {
+                walk(va, vb, format!("{path}[{i}]"), out);
+            }
+        }
+        _ if a != b => out.push(if path.is_empty() { "(whole object)".into() } else { path }),
+        _ => {}
+    }
+}
+
+/// Environment variable names that usually hold credentials.
+fn looks_secret(name: &str) -> bool {
+    let n = name.to_ascii_uppercase();
+    ["PASSWORD", "PASSWD", "SECRET", "TOKEN", "KEY", "CREDENTIAL", "PRIVATE"]
+        .iter()
+        .any(|w| n.contains(w))
+}
+
+/// Masks the values of secret-looking env vars, keeping a short fingerprint so that a changed
+/// secret still shows up as a changed line. Works on any object shape (pods and RC templates).
+pub fn redact_secrets(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            if let (Some(Value::String(name)), Some(Value::String(value))) =
+                (map.get("name"), map.get("value"))
+            {
+                if looks_secret(name) && !value.is_empty() {
+                    let fp = &crate::store::content_hash(value.as_bytes())[..8];
+                    map.insert("value".into(), Value::String(format!("<redacted {fp}>")));
+                }
+            }
+            map.values_mut().for_each(redact_secrets);
+        }
+        Value::Array(items) => items.iter_mut().for_each(redact_secrets),
+        _ => {}
+    }
+}
+
+/// Normalised JSON text prepared for display: secrets masked, same layout.
+pub fn display_text(text: &str) -> String {
+    match serde_json::from_str::<Value>(text) {
+        Ok(mut v) => {
+            redact_secrets(&mut v);
+            let mut s = serde_json::to_string_pretty(&v).unwrap_or_default();
+            s.push('\n');
+            s
+        }
+        Err(_) => text.to_string(),
+    }
+}
+
+/// A unified diff with three lines of context.
+pub fn unified_diff(before: &str, after: &str, old_header: &str, new_header: &str) -> String {
+    similar::TextDiff::from_lines(before, after)
+        .unified_diff()
+        .context_radius(3)
+        .header(old_header, new_header)
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Kind;
+    use serde_json::json;
+
+    fn k(id: &str) -> ObjectKey {
+        ObjectKey::new(Kind::Pod, id)
+    }
+
+    #[test]
+    fn creates_changes_and_deletes_by_hash() {
+        let desired: BTreeMap<_, _> = [(k("a"), "1".into()), (k("b"), "2".into()), (k("c"), "3".into())].into();
+        let stored: BTreeMap<_, _> = [(k("b"), "2".into()), (k("c"), "x".into()), (k("d"), "4".into())].into();
+        let changes = object_changes(&desired, &stored);
+        assert_eq!(
+            changes,
+            vec![
+                (k("a"), ChangeAction::Create),
+                (k("c"), ChangeAction::Change),
+                (k("d"), ChangeAction::Delete)
+            ]
+        );
+        let s = Summary::of(changes.iter().map(|(_, a)| a));
+        assert_eq!(s.to_string(), "1 to create, 1 to change, 1 to delete");
+    }
+
+    #[test]
+    fn applying_the_changes_leaves_nothing_to_change() {
+        let desired: BTreeMap<_, _> = [(k("a"), "1".into()), (k("c"), "3".into())].into();
+        let mut stored: BTreeMap<_, _> = [(k("c"), "x".into()), (k("d"), "4".into())].into();
+        for (key, action) in object_changes(&desired, &stored) {
+            match action {
+                ChangeAction::Delete => {
+                    stored.remove(&key);
+                }
+                _ => {
+                    stored.insert(key.clone(), desired[&key].clone());
+                }
+            }
+        }
+        assert!(object_changes(&desired, &stored).is_empty());
+    }
+
+    #[test]
+    fn changed_fields_name_the_leaf() {
+        let a = json!({"desiredState": {"replicas": 2, "x": [1, 2]}, "labels": {"a": "1"}});
+        let b = json!({"desiredState": {"replicas": 3, "x": [1, 5]}, "labels": {"a": "1", "b": "2"}});
+        assert_eq!(
+            changed_fields(&a, &b),
+            vec!["desiredState.replicas", "desiredState.x[1]", "labels.b"]
+        );
+    }
+
+    #[test]
+    fn secret_env_values_are_masked_but_changes_stay_visible() {
+        let text = |v: &str| {
+            json!({"env": [{"name": "DB_PASSWORD", "value": v}, {"name": "MODE", "value": "prod"}]}).to_string()
+        };
+        let a = display_text(&text("hunter2"));
+        let b = display_text(&text("hunter3"));
+        assert!(!a.contains("hunter2") && a.contains("<redacted "), "{a}");
+        assert!(a.contains("prod"));
+        assert_ne!(a, b);
+    }
+}
+
+/// The store batch that makes the observed section equal the desired state: what a successful
+/// apply records. Pure: it only looks at the index's hashes.
+pub fn record_batch(
+    desired: &crate::model::DesiredState,
+    index: &crate::store::Index,
+) -> crate::store::Batch {
+    use crate::store::{content_hash, Batch, Section};
+    let mut batch = Batch::default();
+    let mut hashes = BTreeMap::new();
+    let mut texts = BTreeMap::new();
+    for (key, (object, _)) in &desired.objects {
+        let text = object.normalized_json();
+        hashes.insert(key.clone(), content_hash(text.as_bytes()));
+        texts.insert(key.clone(), text);
+    }
+    let stored = index.observed.iter().map(|(k, e)| (k.clone(), e.hash.clone())).collect();
+    for (key, action) in object_changes(&hashes, &stored) {
+        match action {
+            ChangeAction::Delete => batch.delete(Section::Observed, key),
+            _ => {
+                let origin = desired.objects[&key].1.clone();
+                let text = texts.remove(&key).expect("every change has desired text");
+                batch.put(Section::Observed, key, text, Some(origin));
+            }
+        }
+    }
+    batch
+}

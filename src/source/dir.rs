@@ -1,0 +1,115 @@
+//! Directory sources: recursive, `*.json` and `*.toml`, hidden entries skipped, symlinks
+//! followed only while they stay inside the directory.
+
+use super::{display, is_hidden, Snapshot, SourceError};
+use crate::manifest::{Format, SourceFile};
+use crate::model::Origin;
+use std::collections::HashSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+pub fn read(root: &Path, subdir: Option<&str>) -> Result<Snapshot, SourceError> {
+    let io = |path: &Path| {
+        let path = display(path);
+        move |source| SourceError::Io { path, source }
+    };
+    let top = match subdir {
+        Some(s) => root.join(s),
+        None => root.to_path_buf(),
+    };
+    let canonical_root = fs::canonicalize(root).map_err(io(root))?;
+    let canonical_top = fs::canonicalize(&top).map_err(io(&top))?;
+    if !canonical_top.starts_with(&canonical_root) {
+        return Err(SourceError::SymlinkEscapes {
+            path: display(&top),
+            target: display(&canonical_top),
+        });
+    }
+    if !canonical_top.is_dir() {
+        return Err(SourceError::NotADirectory {
+            path: display(&top),
+        });
+    }
+    let mut walk = Walk {
+        root: canonical_root,
+        visited: HashSet::new(),
+        found: Vec::new(),
+    };
+    walk.dir(&top, &canonical_top)?;
+    walk.found.sort();
+    let mut files = Vec::with_capacity(walk.found.len());
+    for (shown, real) in walk.found {
+        let bytes = fs::read(&real).map_err(io(&shown))?;
+        files.push(SourceFile {
+            origin: Origin {
+                file: display(&shown),
+                commit: None,
+            },
+            bytes,
+        });
+    }
+    Ok(Snapshot {
+        files,
+        commit: None,
+    })
+}
+
+struct Walk {
+    root: PathBuf,
+    /// Canonical directories already walked: a symlink loop is walked once.
+    visited: HashSet<PathBuf>,
+    /// (path as the user sees it, canonical path to read)
+    found: Vec<(PathBuf, PathBuf)>,
+}
+
+impl Walk {
+    fn dir(&mut self, shown: &Path, real: &Path) -> Result<(), SourceError> {
+        if !self.visited.insert(real.to_path_buf()) {
+            return Ok(());
+        }
+        let entries = fs::read_dir(real).map_err(|source| SourceError::Io {
+            path: display(shown),
+            source,
+        })?;
+        for entry in entries {
+            let entry = entry.map_err(|source| SourceError::Io {
+                path: display(shown),
+                source,
+            })?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else {
+                continue; // not UTF-8: cannot be a *.json / *.toml name we would report sanely
+            };
+            if is_hidden(name) {
+                continue;
+            }
+            let shown_child = shown.join(name);
+            let io = |source| SourceError::Io {
+                path: display(&shown_child),
+                source,
+            };
+            let file_type = entry.file_type().map_err(io)?;
+            let mut real_child = entry.path();
+            if file_type.is_symlink() {
+                let target = fs::canonicalize(&real_child).map_err(io)?;
+                if !target.starts_with(&self.root) {
+                    // Only refuse links that would be read: a manifest or a directory.
+                    if target.is_dir() || Format::of(name).is_some() {
+                        return Err(SourceError::SymlinkEscapes {
+                            path: display(&shown_child),
+                            target: display(&target),
+                        });
+                    }
+                    continue;
+                }
+                real_child = target;
+            }
+            if real_child.is_dir() {
+                self.dir(&shown_child, &real_child)?;
+            } else if Format::of(name).is_some() && real_child.is_file() {
+                self.found.push((shown_child, real_child));
+            }
+        }
+        Ok(())
+    }
+}

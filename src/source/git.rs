@@ -1,0 +1,205 @@
+//! Git sources: the committed tree at a ref, read with git2 straight from the object database
+//! (no checkout, so a dirty or absent work tree never leaks into the desired state). Remote
+//! repositories are kept as bare clones under the state directory and fetched before each read.
+
+use super::{is_hidden, is_url, GitOptions, Snapshot, SourceError};
+use crate::manifest::{Format, SourceFile};
+use crate::model::Origin;
+use git2::{FetchOptions, ObjectType, RemoteCallbacks, Repository, Tree, TreeWalkMode, TreeWalkResult};
+use std::path::{Path, PathBuf};
+
+pub fn read(
+    repo: &str,
+    reference: &str,
+    subdir: Option<&str>,
+    opts: &GitOptions,
+) -> Result<Snapshot, SourceError> {
+    let err = |e: git2::Error| SourceError::Git {
+        repo: repo.to_string(),
+        message: e.message().to_string(),
+    };
+    let repository = open(repo, opts)?;
+    let commit = repository
+        .revparse_single(reference)
+        .and_then(|o| o.peel_to_commit())
+        .map_err(|e| SourceError::Git {
+            repo: repo.to_string(),
+            message: format!("cannot resolve ref `{reference}`: {}", e.message()),
+        })?;
+    let commit_id = commit.id().to_string();
+    let root = commit.tree().map_err(err)?;
+    let tree = match subdir {
+        None => root,
+        Some(dir) => {
+            let entry = root.get_path(Path::new(dir)).map_err(|_| SourceError::Git {
+                repo: repo.to_string(),
+                message: format!("path `{dir}` does not exist at {reference} ({commit_id})"),
+            })?;
+            entry
+                .to_object(&repository)
+                .and_then(|o| o.peel_to_tree())
+                .map_err(|_| SourceError::Git {
+                    repo: repo.to_string(),
+                    message: format!("path `{dir}` is not a directory at {reference}"),
+                })?
+        }
+    };
+    let prefix = subdir.map(|d| format!("{d}/")).unwrap_or_default();
+    let files = collect(&repository, &tree, &prefix, &commit_id).map_err(|message| {
+        SourceError::Git {
+            repo: repo.to_string(),
+            message,
+        }
+    })?;
+    Ok(Snapshot {
+        files,
+        commit: Some(commit_id),
+    })
+}
+
+pub fn resolve(repo: &str, reference: &str, opts: &GitOptions) -> Result<String, SourceError> {
+    let repository = open(repo, opts)?;
+    repository
+        .revparse_single(reference)
+        .and_then(|o| o.peel_to_commit())
+        .map(|c| c.id().to_string())
+        .map_err(|e| SourceError::Git {
+            repo: repo.to_string(),
+            message: format!("cannot resolve ref `{reference}`: {}", e.message()),
+        })
+}
+
+fn collect(
+    repository: &Repository,
+    tree: &Tree<'_>,
+    prefix: &str,
+    commit: &str,
+) -> Result<Vec<SourceFile>, String> {
+    let mut files = Vec::new();
+    let mut failure = None;
+    tree.walk(TreeWalkMode::PreOrder, |dir, entry| {
+        let Ok(name) = entry.name() else {
+            return TreeWalkResult::Skip;
+        };
+        if is_hidden(name) {
+            return TreeWalkResult::Skip;
+        }
+        if entry.kind() != Some(ObjectType::Blob) || Format::of(name).is_none() {
+            return TreeWalkResult::Ok;
+        }
+        let path = format!("{prefix}{dir}{name}");
+        if entry.filemode() == 0o120000 {
+            failure = Some(format!("{path}: is a symlink; drover does not follow symlinks in git sources"));
+            return TreeWalkResult::Abort;
+        }
+        match repository.find_blob(entry.id()) {
+            Ok(blob) => files.push(SourceFile {
+                origin: Origin {
+                    file: path,
+                    commit: Some(commit.to_string()),
+                },
+                bytes: blob.content().to_vec(),
+            }),
+            Err(e) => {
+                failure = Some(format!("{path}: {}", e.message()));
+                return TreeWalkResult::Abort;
+            }
+        }
+        TreeWalkResult::Ok
+    })
+    .map_err(|e| failure.clone().unwrap_or_else(|| e.message().to_string()))?;
+    if let Some(f) = failure {
+        return Err(f);
+    }
+    files.sort_by(|a, b| a.origin.file.cmp(&b.origin.file));
+    Ok(files)
+}
+
+/// Opens a local repository, or brings the bare cache of a remote one up to date.
+fn open(repo: &str, opts: &GitOptions) -> Result<Repository, SourceError> {
+    let err = |e: git2::Error| SourceError::Git {
+        repo: repo.to_string(),
+        message: e.message().to_string(),
+    };
+    if !is_url(repo) {
+        return Repository::open(repo).map_err(err);
+    }
+    let dir = cache_path(&opts.cache_dir, repo);
+    let repository = match Repository::open_bare(&dir) {
+        Ok(r) => r,
+        Err(_) => {
+            std::fs::create_dir_all(&dir).map_err(|source| SourceError::Io {
+                path: dir.display().to_string(),
+                source,
+            })?;
+            Repository::init_bare(&dir).map_err(err)?
+        }
+    };
+    fetch(&repository, repo, opts).map_err(err)?;
+    Ok(repository)
+}
+
+/// Mirrors the remote's branches and tags (pruning deleted ones) and points HEAD at the
+/// remote's default branch, so that `HEAD`, branch names, tags and commit ids all resolve.
+fn fetch(repository: &Repository, url: &str, opts: &GitOptions) -> Result<(), git2::Error> {
+    let mut remote = repository.remote_anonymous(url)?;
+    let mut fetch_options = FetchOptions::new();
+    fetch_options.remote_callbacks(callbacks(opts));
+    fetch_options.prune(git2::FetchPrune::On);
+    fetch_options.download_tags(git2::AutotagOption::All);
+    remote.fetch(
+        &["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"],
+        Some(&mut fetch_options),
+        None,
+    )?;
+    let default_branch = remote
+        .default_branch()
+        .ok()
+        .and_then(|b| b.as_str().ok().map(str::to_string));
+    if let Some(branch) = default_branch {
+        if repository.find_reference(&branch).is_ok() {
+            repository.set_head(&branch)?;
+        }
+    }
+    Ok(())
+}
+
+fn callbacks(opts: &GitOptions) -> RemoteCallbacks<'_> {
+    let mut callbacks = RemoteCallbacks::new();
+    let mut attempts = 0;
+    callbacks.credentials(move |url, username, allowed| {
+        attempts += 1;
+        let user = username.unwrap_or("git");
+        if allowed.contains(git2::CredentialType::SSH_KEY) {
+            // First the agent, then the configured identity; then give up instead of looping.
+            match (attempts, &opts.ssh_identity) {
+                (1, _) => return git2::Cred::ssh_key_from_agent(user),
+                (2, Some(key)) => return git2::Cred::ssh_key(user, None, key, None),
+                _ => {}
+            }
+        } else if allowed.contains(git2::CredentialType::USER_PASS_PLAINTEXT) && attempts == 1 {
+            let config = git2::Config::open_default()?;
+            return git2::Cred::credential_helper(&config, url, username);
+        } else if allowed.contains(git2::CredentialType::DEFAULT) && attempts == 1 {
+            return git2::Cred::default();
+        }
+        Err(git2::Error::from_str("authentication failed (tried ssh-agent, the configured identity and git credential helpers)"))
+    });
+    callbacks
+}
+
+/// One cache directory per URL, named so a person can tell which is which.
+fn cache_path(cache_dir: &Path, url: &str) -> PathBuf {
+    let readable: String = url
+        .split("://")
+        .last()
+        .unwrap_or(url)
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' })
+        .take(80)
+        .collect();
+    let hash = git2::Oid::hash_object(ObjectType::Blob, url.as_bytes())
+        .map(|o| o.to_string()[..12].to_string())
+        .unwrap_or_default();
+    cache_dir.join(format!("{readable}-{hash}.git"))
+}

@@ -1,0 +1,132 @@
+//! Sources of desired state: a directory (files as they are) or a git repository (the committed
+//! tree at a ref, read with git2 without a checkout). A source hands out bytes and where they
+//! came from; it never parses them.
+
+mod dir;
+mod git;
+
+use crate::manifest::SourceFile;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+/// Where the desired state is read from, as the user gave it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceSpec {
+    Dir {
+        root: PathBuf,
+        subdir: Option<String>,
+    },
+    Git {
+        /// A local repository path or a `file://`, `https://` or `ssh://` URL.
+        repo: String,
+        reference: String,
+        subdir: Option<String>,
+    },
+}
+
+impl SourceSpec {
+    /// Builds a spec from the command-line/config words: a URL is always git; a path is git
+    /// when a ref is given, a directory otherwise.
+    pub fn new(location: &str, reference: Option<&str>, subdir: Option<&str>) -> SourceSpec {
+        let subdir = subdir
+            .map(|s| s.trim_matches('/').to_string())
+            .filter(|s| !s.is_empty());
+        if is_url(location) || reference.is_some() {
+            SourceSpec::Git {
+                repo: location.to_string(),
+                reference: reference.unwrap_or("HEAD").to_string(),
+                subdir,
+            }
+        } else {
+            SourceSpec::Dir {
+                root: PathBuf::from(location),
+                subdir,
+            }
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            SourceSpec::Dir { root, subdir } => match subdir {
+                Some(s) => root.join(s).display().to_string(),
+                None => root.display().to_string(),
+            },
+            SourceSpec::Git {
+                repo,
+                reference,
+                subdir,
+            } => match subdir {
+                Some(s) => format!("{repo} @ {reference} : {s}"),
+                None => format!("{repo} @ {reference}"),
+            },
+        }
+    }
+}
+
+pub fn is_url(s: &str) -> bool {
+    s.contains("://")
+}
+
+/// Everything a source read: the manifest files, and the commit for git sources.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub files: Vec<SourceFile>,
+    pub commit: Option<String>,
+}
+
+#[derive(Debug, Error)]
+pub enum SourceError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: symlink points outside the source directory ({target}); refusing to read it")]
+    SymlinkEscapes { path: String, target: String },
+    #[error("{path}: not a directory")]
+    NotADirectory { path: String },
+    #[error("git {repo}: {message}")]
+    Git { repo: String, message: String },
+}
+
+/// Options for reading remote git sources.
+#[derive(Debug, Clone, Default)]
+pub struct GitOptions {
+    /// Where bare clones of remote repositories are cached (inside the state directory).
+    pub cache_dir: PathBuf,
+    /// SSH identity for `ssh://` remotes (an ssh-agent is tried first).
+    pub ssh_identity: Option<PathBuf>,
+}
+
+/// Reads the whole source. Either every file is read or the read fails: a partial read must
+/// never be mistaken for a source with fewer objects.
+pub fn read(spec: &SourceSpec, git: &GitOptions) -> Result<Snapshot, SourceError> {
+    match spec {
+        SourceSpec::Dir { root, subdir } => dir::read(root, subdir.as_deref()),
+        SourceSpec::Git {
+            repo,
+            reference,
+            subdir,
+        } => git::read(repo, reference, subdir.as_deref(), git),
+    }
+}
+
+/// Resolves the commit a git source's ref points at now, fetching remotes; `None` for
+/// directories. The daemon polls this to notice new commits cheaply.
+pub fn current_commit(spec: &SourceSpec, opts: &GitOptions) -> Result<Option<String>, SourceError> {
+    match spec {
+        SourceSpec::Dir { .. } => Ok(None),
+        SourceSpec::Git {
+            repo, reference, ..
+        } => git::resolve(repo, reference, opts).map(Some),
+    }
+}
+
+fn is_hidden(name: &str) -> bool {
+    name.starts_with('.')
+}
+
+fn display(p: &Path) -> String {
+    p.display().to_string()
+}

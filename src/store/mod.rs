@@ -1,0 +1,351 @@
+//! The local file store: drover's memory between runs, kept as plain files under `state_dir`.
+//!
+//! ```text
+//! state_dir/                       0700
+//!   state.json                     the index: format, resourceVersion, every object's version
+//!   objects/<section>/<kind>/<id>@<rv>.json
+//!   lock                           held by the one process allowed to write
+//! ```
+//! Object files are never overwritten: a commit writes new `<id>@<rv>.json` files, then swaps
+//! the index in with one atomic rename, then removes the files it superseded. A crash at any
+//! point leaves the old index (pointing at old files, still present) or the new one (pointing at
+//! new files, already durable): the previous state or the next, never a mix.
+//!
+//! Every file is written to a temp name, fsynced, renamed, and its directory fsynced. A file that
+//! cannot be read or does not match its recorded hash is an error naming it, never an empty state.
+
+mod fsutil;
+mod lock;
+
+pub use lock::StoreLock;
+
+use crate::model::{Kind, ObjectKey, Origin};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+/// The on-disk format this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+const INDEX_FILE: &str = "state.json";
+
+/// The two halves of the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Section {
+    /// The objects as last applied from the source.
+    Desired,
+    /// The objects as drover last saw them running.
+    Observed,
+}
+
+impl Section {
+    fn as_str(self) -> &'static str {
+        match self {
+            Section::Desired => "desired",
+            Section::Observed => "observed",
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: damaged state file: {reason}")]
+    Damaged { path: PathBuf, reason: String },
+    #[error("{path}: written by a newer drover (store format {found}, this build reads {FORMAT_VERSION}); upgrade drover")]
+    NewerFormat { path: PathBuf, found: u32 },
+    #[error("state directory {dir} is locked by another drover process ({holder}); wait for it to finish or stop it")]
+    Locked { dir: PathBuf, holder: String },
+    #[error("cannot store {key}: its id is not a valid file name")]
+    BadKey { key: String },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// One object's line in the index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Entry {
+    /// The store resource version at which this object last changed.
+    pub resource_version: u64,
+    /// Content hash of the object file (git blob id of its bytes).
+    pub hash: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
+}
+
+/// The index: which version of which object is current.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Index {
+    pub format: u32,
+    /// Grows by one with every commit.
+    pub resource_version: u64,
+    #[serde(with = "keyed")]
+    pub desired: BTreeMap<ObjectKey, Entry>,
+    #[serde(with = "keyed")]
+    pub observed: BTreeMap<ObjectKey, Entry>,
+}
+
+impl Index {
+    pub fn section(&self, section: Section) -> &BTreeMap<ObjectKey, Entry> {
+        match section {
+            Section::Desired => &self.desired,
+            Section::Observed => &self.observed,
+        }
+    }
+
+    fn section_mut(&mut self, section: Section) -> &mut BTreeMap<ObjectKey, Entry> {
+        match section {
+            Section::Desired => &mut self.desired,
+            Section::Observed => &mut self.observed,
+        }
+    }
+}
+
+/// Serialises `ObjectKey` map keys as `Kind/id` strings.
+mod keyed {
+    use super::{Entry, ObjectKey};
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+    use std::collections::BTreeMap;
+
+    pub fn serialize<S: Serializer>(m: &BTreeMap<ObjectKey, Entry>, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(m.iter().map(|(k, v)| (k.to_string(), v)))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<ObjectKey, Entry>, D::Error> {
+        let raw = BTreeMap::<String, Entry>::deserialize(d)?;
+        raw.into_iter()
+            .map(|(k, v)| {
+                ObjectKey::parse(&k)
+                    .map(|key| (key, v))
+                    .ok_or_else(|| D::Error::custom(format!("bad object key `{k}`")))
+            })
+            .collect()
+    }
+}
+
+/// The content hash used in the index: the git blob id of the bytes, so `git hash-object`
+/// on an object file gives the same value.
+pub fn content_hash(bytes: &[u8]) -> String {
+    git2::Oid::hash_object(git2::ObjectType::Blob, bytes)
+        .expect("hashing bytes in memory does not fail")
+        .to_string()
+}
+
+/// A set of changes committed together: all of them, or none.
+#[derive(Debug, Default, Clone)]
+pub struct Batch {
+    puts: Vec<(Section, ObjectKey, String, Option<Origin>)>,
+    deletes: Vec<(Section, ObjectKey)>,
+}
+
+impl Batch {
+    pub fn put(&mut self, section: Section, key: ObjectKey, text: String, origin: Option<Origin>) {
+        self.puts.push((section, key, text, origin));
+    }
+
+    pub fn delete(&mut self, section: Section, key: ObjectKey) {
+        self.deletes.push((section, key));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.puts.is_empty() && self.deletes.is_empty()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    dir: PathBuf,
+}
+
+impl Store {
+    pub fn new(dir: impl Into<PathBuf>) -> Store {
+        Store { dir: dir.into() }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn index_path(&self) -> PathBuf {
+        self.dir.join(INDEX_FILE)
+    }
+
+    fn object_path(&self, section: Section, key: &ObjectKey, rv: u64) -> PathBuf {
+        self.dir
+            .join("objects")
+            .join(section.as_str())
+            .join(key.kind.plural())
+            .join(format!("{}@{rv}.json", key.id))
+    }
+
+    /// Reads the index. No state directory or no index yet is the empty state of a first run;
+    /// anything unreadable is an error.
+    pub fn read_index(&self) -> Result<Index, StoreError> {
+        let path = self.index_path();
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Index {
+                    format: FORMAT_VERSION,
+                    ..Index::default()
+                })
+            }
+            Err(e) => return Err(io_err(&path)(e)),
+        };
+        // Check the format before the shape, so a newer store says "upgrade", not "damaged".
+        #[derive(Deserialize)]
+        struct FormatOnly {
+            format: u32,
+        }
+        match serde_json::from_slice::<FormatOnly>(&bytes) {
+            Ok(f) if f.format > FORMAT_VERSION => {
+                return Err(StoreError::NewerFormat {
+                    path,
+                    found: f.format,
+                })
+            }
+            _ => {}
+        }
+        serde_json::from_slice(&bytes).map_err(|e| StoreError::Damaged {
+            path,
+            reason: e.to_string(),
+        })
+    }
+
+    /// Reads one object's text and checks it against the index's hash.
+    pub fn read_object(
+        &self,
+        section: Section,
+        key: &ObjectKey,
+        entry: &Entry,
+    ) -> Result<String, StoreError> {
+        let path = self.object_path(section, key, entry.resource_version);
+        let bytes = std::fs::read(&path).map_err(io_err(&path))?;
+        if content_hash(&bytes) != entry.hash {
+            return Err(StoreError::Damaged {
+                path,
+                reason: "contents do not match the hash recorded in state.json".into(),
+            });
+        }
+        String::from_utf8(bytes).map_err(|_| StoreError::Damaged {
+            path,
+            reason: "not UTF-8".into(),
+        })
+    }
+
+    /// Reads every object of a section.
+    pub fn read_section(
+        &self,
+        index: &Index,
+        section: Section,
+    ) -> Result<BTreeMap<ObjectKey, String>, StoreError> {
+        index
+            .section(section)
+            .iter()
+            .map(|(k, e)| Ok((k.clone(), self.read_object(section, k, e)?)))
+            .collect()
+    }
+
+    /// Takes the writer lock, waiting up to `wait` for another drover to release it.
+    pub fn lock(&self, command: &str, wait: std::time::Duration) -> Result<StoreLock, StoreError> {
+        fsutil::create_private_dir(&self.dir)?;
+        lock::acquire(&self.dir, command, wait)
+    }
+
+    /// Applies a batch atomically and returns the new resource version. Needs the lock.
+    pub fn commit(&self, _lock: &StoreLock, batch: &Batch) -> Result<u64, StoreError> {
+        let mut index = self.read_index()?;
+        if batch.is_empty() {
+            return Ok(index.resource_version);
+        }
+        let rv = index.resource_version + 1;
+        let mut superseded = Vec::new();
+        let mut touched_dirs = std::collections::BTreeSet::new();
+        for (section, key, text, origin) in &batch.puts {
+            if crate::manifest::check_name(&key.id).is_err() {
+                return Err(StoreError::BadKey {
+                    key: key.to_string(),
+                });
+            }
+            let path = self.object_path(*section, key, rv);
+            let dir = path.parent().expect("object paths have a parent").to_path_buf();
+            if touched_dirs.insert(dir.clone()) {
+                fsutil::create_private_dir(&dir)?;
+            }
+            fsutil::write_file(&path, text.as_bytes(), false)?;
+            let entry = Entry {
+                resource_version: rv,
+                hash: content_hash(text.as_bytes()),
+                origin: origin.clone(),
+            };
+            if let Some(old) = index.section_mut(*section).insert(key.clone(), entry) {
+                superseded.push(self.object_path(*section, key, old.resource_version));
+            }
+        }
+        for (section, key) in &batch.deletes {
+            if let Some(old) = index.section_mut(*section).remove(key) {
+                superseded.push(self.object_path(*section, key, old.resource_version));
+            }
+        }
+        // New object files must be durable before the index that names them.
+        for dir in &touched_dirs {
+            fsutil::sync_dir(dir)?;
+        }
+        index.format = FORMAT_VERSION;
+        index.resource_version = rv;
+        let text = serde_json::to_vec_pretty(&index).expect("index serialises");
+        fsutil::write_file(&self.index_path(), &text, true)?;
+        // The commit point has passed; from here on failures only leave garbage behind,
+        // which the sweep of a later commit removes.
+        for path in superseded {
+            let _ = std::fs::remove_file(path);
+        }
+        self.sweep(&index);
+        Ok(rv)
+    }
+
+    /// Removes object files the index does not name: leftovers of a crash between writing
+    /// objects and swapping the index, or between the swap and the removals.
+    fn sweep(&self, index: &Index) {
+        for section in [Section::Desired, Section::Observed] {
+            for kind in Kind::ALL {
+                let dir = self.dir.join("objects").join(section.as_str()).join(kind.plural());
+                let Ok(entries) = std::fs::read_dir(&dir) else {
+                    continue;
+                };
+                for entry in entries.flatten() {
+                    let name = entry.file_name();
+                    let name = name.to_string_lossy();
+                    let keep = name
+                        .strip_suffix(".json")
+                        .and_then(|s| s.rsplit_once('@'))
+                        .and_then(|(id, rv)| Some((id, rv.parse::<u64>().ok()?)))
+                        .is_some_and(|(id, rv)| {
+                            index
+                                .section(section)
+                                .get(&ObjectKey::new(kind, id))
+                                .is_some_and(|e| e.resource_version == rv)
+                        });
+                    if !keep {
+                        let _ = std::fs::remove_file(entry.path());
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,124 @@
+use super::*;
+use crate::model::Kind;
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+fn key(id: &str) -> ObjectKey {
+    ObjectKey::new(Kind::Pod, id)
+}
+
+fn put(store: &Store, lock: &StoreLock, items: &[(&str, &str)]) -> u64 {
+    let mut b = Batch::default();
+    for (id, text) in items {
+        b.put(Section::Observed, key(id), text.to_string(), None);
+    }
+    store.commit(lock, &b).unwrap()
+}
+
+#[test]
+fn first_run_reads_an_empty_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::new(dir.path().join("absent"));
+    let index = store.read_index().unwrap();
+    assert_eq!(index.resource_version, 0);
+    assert!(index.observed.is_empty());
+}
+
+#[test]
+fn commits_round_trip_and_resource_version_grows() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::new(dir.path().join("s"));
+    let lock = store.lock("test", Duration::ZERO).unwrap();
+    assert_eq!(put(&store, &lock, &[("a", "{\"v\":1}\n"), ("b", "{}\n")]), 1);
+    assert_eq!(put(&store, &lock, &[("a", "{\"v\":2}\n")]), 2);
+    let index = store.read_index().unwrap();
+    assert_eq!(index.observed[&key("a")].resource_version, 2);
+    assert_eq!(index.observed[&key("b")].resource_version, 1);
+    let all = store.read_section(&index, Section::Observed).unwrap();
+    assert_eq!(all[&key("a")], "{\"v\":2}\n");
+    // The superseded version is gone from disk.
+    assert!(!dir.path().join("s/objects/observed/pods/a@1.json").exists());
+
+    let mut b = Batch::default();
+    b.delete(Section::Observed, key("b"));
+    assert_eq!(store.commit(&lock, &b).unwrap(), 3);
+    let index = store.read_index().unwrap();
+    assert!(!index.observed.contains_key(&key("b")));
+    assert!(!dir.path().join("s/objects/observed/pods/b@1.json").exists());
+}
+
+#[test]
+fn files_are_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::new(dir.path().join("s"));
+    let lock = store.lock("test", Duration::ZERO).unwrap();
+    put(&store, &lock, &[("a", "{}")]);
+    let mode = |p: &str| std::fs::metadata(dir.path().join(p)).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode("s"), 0o700);
+    assert_eq!(mode("s/objects/observed/pods"), 0o700);
+    assert_eq!(mode("s/state.json"), 0o600);
+    assert_eq!(mode("s/objects/observed/pods/a@1.json"), 0o600);
+    assert_eq!(mode("s/lock"), 0o600);
+}
+
+#[test]
+fn a_damaged_index_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("state.json"), "{\"format\": 1, \"resourceVer").unwrap();
+    let err = Store::new(dir.path()).read_index().unwrap_err().to_string();
+    assert!(err.contains("state.json: damaged state file"), "{err}");
+}
+
+#[test]
+fn a_newer_format_asks_for_an_upgrade() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("state.json"), "{\"format\": 9, \"other\": true}").unwrap();
+    let err = Store::new(dir.path()).read_index().unwrap_err().to_string();
+    assert!(err.contains("store format 9") && err.contains("upgrade drover"), "{err}");
+}
+
+#[test]
+fn a_tampered_object_file_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::new(dir.path());
+    let lock = store.lock("test", Duration::ZERO).unwrap();
+    put(&store, &lock, &[("a", "{\"v\":1}\n")]);
+    let file = dir.path().join("objects/observed/pods/a@1.json");
+    std::fs::write(&file, "{\"v\":").unwrap();
+    let index = store.read_index().unwrap();
+    let err = store.read_section(&index, Section::Observed).unwrap_err().to_string();
+    assert!(err.contains("a@1.json: damaged state file"), "{err}");
+}
+
+#[test]
+fn a_second_writer_gets_a_clear_error_naming_the_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::new(dir.path());
+    let _held = store.lock("daemon", Duration::ZERO).unwrap();
+    let err = store.lock("apply", Duration::from_millis(120)).unwrap_err().to_string();
+    assert!(err.contains("locked by another drover process"), "{err}");
+    assert!(err.contains(&format!("pid {}: drover daemon", std::process::id())), "{err}");
+}
+
+#[test]
+fn the_lock_is_released_on_drop() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::new(dir.path());
+    drop(store.lock("a", Duration::ZERO).unwrap());
+    store.lock("b", Duration::ZERO).unwrap();
+}
+
+#[test]
+fn leftovers_of_a_crash_are_swept_by_the_next_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::new(dir.path());
+    let lock = store.lock("test", Duration::ZERO).unwrap();
+    put(&store, &lock, &[("a", "{}")]);
+    let orphan = dir.path().join("objects/observed/pods/a@7.json");
+    let tmp = dir.path().join("objects/observed/pods/.tmp-1-1");
+    std::fs::write(&orphan, "x").unwrap();
+    std::fs::write(&tmp, "x").unwrap();
+    put(&store, &lock, &[("b", "{}")]);
+    assert!(!orphan.exists() && !tmp.exists());
+    assert!(dir.path().join("objects/observed/pods/a@1.json").exists());
+}
