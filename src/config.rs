@@ -140,7 +140,10 @@ impl Settings {
 
     fn resolve(&self, p: &str) -> PathBuf {
         let expanded = expand_home(p);
-        if expanded.is_absolute() {
+        // Paths relative to the working directory stay relative, so messages show them as
+        // the user typed them.
+        let in_cwd = std::env::current_dir().is_ok_and(|cwd| cwd == self.base_dir);
+        if expanded.is_absolute() || in_cwd {
             expanded
         } else {
             self.base_dir.join(expanded)

@@ -8,7 +8,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "drover", version, about = "Declarative GitOps for containers on plain Linux hosts")]
+#[command(
+    name = "drover",
+    version,
+    about = "Declarative GitOps for containers on plain Linux hosts"
+)]
 struct Args {
     /// Config file [default: $DROVER_CONFIG, else ./drover.toml if present]
     #[arg(long, global = true, env = "DROVER_CONFIG")]

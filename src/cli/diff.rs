@@ -1,11 +1,16 @@
 //! `drover diff`: desired state vs the observed state in the store, per object, as a unified
 //! diff of normalised JSON (or a JSON list of changes). Read-only: never takes the lock.
 
-use super::{load_desired, paint, plural, report_load_error, Context, BOLD, CYAN, EXIT_DIFFERENCES, EXIT_OK, GREEN, RED};
+use super::{
+    load_desired, paint, plural, report_load_error, Context, BOLD, CYAN, EXIT_DIFFERENCES, EXIT_OK,
+    GREEN, RED,
+};
 use crate::{DiffOutput, SourceArgs};
 use drover::model::{ObjectKey, Origin};
-use drover::plan::objects::{changed_fields, display_text, object_changes, unified_diff, ChangeAction, Summary};
-use drover::store::{content_hash, Section, Store};
+use drover::plan::objects::{
+    changed_fields, display_text, normalize, object_changes, unified_diff, ChangeAction, Summary,
+};
+use drover::store::{Section, Store};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
@@ -73,20 +78,21 @@ pub fn run(cx: &Context, args: &SourceArgs, output: DiffOutput) -> ExitCode {
             return super::fail(&e);
         }
     }
-    ExitCode::from(if summary.is_empty() { EXIT_OK } else { EXIT_DIFFERENCES })
+    ExitCode::from(if summary.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_DIFFERENCES
+    })
 }
 
 /// Hashes the desired objects, compares them with the store's index, and reads stored text
 /// only for the objects that differ.
-fn gather(store: &Store, desired: &drover::model::DesiredState) -> Result<Vec<Change>, drover::store::StoreError> {
+fn gather(
+    store: &Store,
+    desired: &drover::model::DesiredState,
+) -> Result<Vec<Change>, drover::store::StoreError> {
     let index = store.read_index()?;
-    let mut texts: BTreeMap<&ObjectKey, String> = BTreeMap::new();
-    let mut hashes: BTreeMap<ObjectKey, String> = BTreeMap::new();
-    for (key, (object, _)) in &desired.objects {
-        let text = object.normalized_json();
-        hashes.insert(key.clone(), content_hash(text.as_bytes()));
-        texts.insert(key, text);
-    }
+    let (texts, hashes) = normalize(desired);
     let stored: BTreeMap<ObjectKey, String> = index
         .observed
         .iter()
@@ -110,14 +116,22 @@ fn gather(store: &Store, desired: &drover::model::DesiredState) -> Result<Vec<Ch
         };
         let old_header = match action {
             ChangeAction::Create => "/dev/null".to_string(),
-            _ => format!("{key} (observed, rv {})", index.observed[&key].resource_version),
+            _ => format!(
+                "{key} (observed, rv {})",
+                index.observed[&key].resource_version
+            ),
         };
         let new_header = match (&action, &origin) {
             (ChangeAction::Delete, _) => "/dev/null".to_string(),
             (_, Some(o)) => format!("{key} ({o})"),
             (_, None) => key.to_string(),
         };
-        let diff = unified_diff(&display_text(&before), &display_text(&after), &old_header, &new_header);
+        let diff = unified_diff(
+            &display_text(&before),
+            &display_text(&after),
+            &old_header,
+            &new_header,
+        );
         changes.push(Change {
             action,
             kind: key.kind.to_string(),

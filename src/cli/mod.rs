@@ -44,8 +44,12 @@ pub enum LoadError {
 }
 
 /// Reads and validates the whole source.
-pub fn load_desired(cx: &Context, spec: &SourceSpec) -> Result<(DesiredState, Option<String>), LoadError> {
-    let snapshot = source::read(spec, &cx.settings.git_options(&cx.state_dir)).map_err(LoadError::Source)?;
+pub fn load_desired(
+    cx: &Context,
+    spec: &SourceSpec,
+) -> Result<(DesiredState, Option<String>), LoadError> {
+    let snapshot =
+        source::read(spec, &cx.settings.git_options(&cx.state_dir)).map_err(LoadError::Source)?;
     let desired = drover::manifest::desired_state(&snapshot.files).map_err(LoadError::Invalid)?;
     Ok((desired, snapshot.commit))
 }

@@ -8,7 +8,9 @@ pub fn run(cx: &Context, args: &SourceArgs) -> ExitCode {
     let spec = cx.source_spec(args);
     match load_desired(cx, &spec) {
         Ok((desired, commit)) => {
-            let at = commit.map(|c| format!(" at {}", &c[..12])).unwrap_or_default();
+            let at = commit
+                .map(|c| format!(" at {}", &c[..12]))
+                .unwrap_or_default();
             println!(
                 "{}{at}: {} object{} valid",
                 spec.describe(),

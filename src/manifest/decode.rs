@@ -299,7 +299,11 @@ fn labels(cx: &mut Cx, n: &Node, path: &str) -> Labels {
             || !label_part_ok(key_name)
             || !label_part_ok(prefix)
         {
-            cx.err(e.key_pos, &p, format!("`{}` is not a valid label name", e.key));
+            cx.err(
+                e.key_pos,
+                &p,
+                format!("`{}` is not a valid label name", e.key),
+            );
             continue;
         }
         let Some(v) = string(cx, &e.node, &p) else {
@@ -325,7 +329,11 @@ fn selector(cx: &mut Cx, fields: &mut Fields, field: &'static str) -> (Labels, O
         Some((n, p)) => {
             let sel = labels(cx, n, &p);
             if sel.is_empty() && matches!(n.value, Value::Object(_)) {
-                cx.err(n.pos, &p, "must not be empty: an empty selector would match every pod");
+                cx.err(
+                    n.pos,
+                    &p,
+                    "must not be empty: an empty selector would match every pod",
+                );
             }
             (sel, Some(n.pos))
         }
@@ -392,7 +400,10 @@ fn object(cx: &mut Cx, node: &Node, path: &str) -> Option<Decoded> {
             cx.err(
                 n.pos,
                 &p,
-                format!("unknown kind `{s}`: expected one of {}{hint}", names.join(", ")),
+                format!(
+                    "unknown kind `{s}`: expected one of {}{hint}",
+                    names.join(", ")
+                ),
             );
         }
         kind
@@ -404,7 +415,10 @@ fn object(cx: &mut Cx, node: &Node, path: &str) -> Option<Decoded> {
         Some((n, p)) => (name(cx, n, &p), n.pos),
         None => (None, f.pos),
     };
-    let labels = f.opt("labels").map(|(n, p)| labels(cx, n, &p)).unwrap_or_default();
+    let labels = f
+        .opt("labels")
+        .map(|(n, p)| labels(cx, n, &p))
+        .unwrap_or_default();
     let Some(kind) = kind else {
         // Without a kind the other fields cannot be judged; the kind error says it all.
         return None;
@@ -469,7 +483,9 @@ fn service(cx: &mut Cx, f: &mut Fields, id: String, labels: Labels) -> Object {
         .opt_non_null("protocol")
         .and_then(|(n, p)| protocol(cx, n, &p))
         .unwrap_or_default();
-    let container_port = f.opt_non_null("containerPort").and_then(|(n, p)| port_ref(cx, n, &p));
+    let container_port = f
+        .opt_non_null("containerPort")
+        .and_then(|(n, p)| port_ref(cx, n, &p));
     let (selector, _) = selector(cx, f, "selector");
     let session_affinity = f
         .opt_non_null("sessionAffinity")
@@ -504,8 +520,12 @@ fn node_resources(cx: &mut Cx, n: &Node, path: &str) -> NodeResources {
     };
     let capacity = f.opt("capacity").and_then(|(n, p)| {
         let mut c = fields(cx, n, &p)?;
-        let cpu = c.opt_non_null("cpu").and_then(|(n, p)| uint(cx, n, &p, 1, u32::MAX as u64));
-        let memory = c.opt_non_null("memory").and_then(|(n, p)| uint(cx, n, &p, 1, i64::MAX as u64));
+        let cpu = c
+            .opt_non_null("cpu")
+            .and_then(|(n, p)| uint(cx, n, &p, 1, u32::MAX as u64));
+        let memory = c
+            .opt_non_null("memory")
+            .and_then(|(n, p)| uint(cx, n, &p, 1, i64::MAX as u64));
         c.finish(cx);
         Some(Capacity { cpu, memory })
     });
@@ -630,12 +650,28 @@ fn manifest(cx: &mut Cx, n: &Node, path: &str) -> ContainerManifest {
         .unwrap_or_default();
     f.finish(cx);
 
-    unique_names(cx, containers.iter().map(|(c, pos, p)| (&c.name, *pos, p)), "container");
-    unique_names(cx, volumes.iter().map(|(v, pos, p)| (&v.name, *pos, p)), "volume");
-    unique_names(cx, refs.port_names.iter().map(|(n, pos, p)| (n, *pos, p)), "port");
+    unique_names(
+        cx,
+        containers.iter().map(|(c, pos, p)| (&c.name, *pos, p)),
+        "container",
+    );
+    unique_names(
+        cx,
+        volumes.iter().map(|(v, pos, p)| (&v.name, *pos, p)),
+        "volume",
+    );
+    unique_names(
+        cx,
+        refs.port_names.iter().map(|(n, pos, p)| (n, *pos, p)),
+        "port",
+    );
     for (mount, pos, p) in &refs.mounts {
         if !volumes.iter().any(|(v, _, _)| &v.name == mount) {
-            cx.err(*pos, p, format!("volumeMount names no volume: `{mount}` is not in manifest.volumes"));
+            cx.err(
+                *pos,
+                p,
+                format!("volumeMount names no volume: `{mount}` is not in manifest.volumes"),
+            );
         }
     }
     let mut host_ports: HashMap<(u16, Protocol), Pos> = HashMap::new();
@@ -644,7 +680,10 @@ fn manifest(cx: &mut Cx, n: &Node, path: &str) -> ContainerManifest {
             cx.err(
                 *pos,
                 p,
-                format!("hostPort {port}/{} is already used in this pod at {first}", proto.as_str()),
+                format!(
+                    "hostPort {port}/{} is already used in this pod at {first}",
+                    proto.as_str()
+                ),
             );
         }
     }
@@ -663,7 +702,11 @@ fn unique_names<'a>(
     let mut seen: BTreeMap<&str, Pos> = BTreeMap::new();
     for (name, pos, path) in items {
         if let Some(first) = seen.insert(name, pos) {
-            cx.err(pos, path, format!("duplicate {what} name `{name}` (first at {first})"));
+            cx.err(
+                pos,
+                path,
+                format!("duplicate {what} name `{name}` (first at {first})"),
+            );
         }
     }
 }
@@ -689,7 +732,10 @@ fn restart_policy(cx: &mut Cx, n: &Node, path: &str) -> RestartPolicy {
         cx.err(
             n.pos,
             path,
-            format!("conflicting restart policies {}: give exactly one", names.join(" and ")),
+            format!(
+                "conflicting restart policies {}: give exactly one",
+                names.join(" and ")
+            ),
         );
     }
     given.first().map(|(_, p)| *p).unwrap_or_default()
@@ -724,7 +770,11 @@ fn volume_source(cx: &mut Cx, n: &Node, path: &str) -> Option<VolumeSource> {
     f.finish(cx);
     match (empty, host) {
         (Some(_), Some(_)) => {
-            cx.err(n.pos, path, "give one volume source, not both emptyDir and hostDir");
+            cx.err(
+                n.pos,
+                path,
+                "give one volume source, not both emptyDir and hostDir",
+            );
             None
         }
         (Some((n, p)), None) => {
@@ -768,7 +818,9 @@ fn container(
         .opt_non_null("command")
         .map(|(n, p)| string_list(cx, n, &p))
         .unwrap_or_default();
-    let working_dir = f.opt_non_null("workingDir").and_then(|(n, p)| non_empty_string(cx, n, &p));
+    let working_dir = f
+        .opt_non_null("workingDir")
+        .and_then(|(n, p)| non_empty_string(cx, n, &p));
     let ports: Vec<Port> = f
         .opt_non_null("ports")
         .map(|(n, p)| list(cx, n, &p, |cx, n, p| port(cx, n, p, refs)))
@@ -824,8 +876,12 @@ fn port(cx: &mut Cx, n: &Node, path: String, refs: &mut ContainerRefs) -> Option
         refs.port_names.push((s.clone(), n.pos, p));
         Some(s)
     });
-    let container_port = f.req(cx, "containerPort").and_then(|(n, p)| port_number(cx, n, &p));
-    let host_port = f.opt_non_null("hostPort").map(|(n, p)| (port_number(cx, n, &p), n.pos, p));
+    let container_port = f
+        .req(cx, "containerPort")
+        .and_then(|(n, p)| port_number(cx, n, &p));
+    let host_port = f
+        .opt_non_null("hostPort")
+        .map(|(n, p)| (port_number(cx, n, &p), n.pos, p));
     let protocol = f
         .opt_non_null("protocol")
         .map(|(n, p)| self::protocol(cx, n, &p))
@@ -861,10 +917,17 @@ fn env_var(cx: &mut Cx, n: &Node, path: String) -> Option<EnvVar> {
     let mut f = fields(cx, n, &path)?;
     let name = f.req(cx, "name").and_then(|(n, p)| {
         let s = string(cx, n, &p)?;
-        let valid = s.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        let valid = s
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
             && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !valid {
-            cx.err(n.pos, &p, format!("`{s}` is not a valid environment variable name"));
+            cx.err(
+                n.pos,
+                &p,
+                format!("`{s}` is not a valid environment variable name"),
+            );
             return None;
         }
         Some(s)
@@ -916,7 +979,11 @@ fn liveness_probe(cx: &mut Cx, n: &Node, path: &str, ports: &[Port]) -> Option<L
         let r = port_ref(cx, n, p)?;
         if let PortRef::Name(name) = &r {
             if !ports.iter().any(|pt| pt.name.as_deref() == Some(name)) {
-                cx.err(n.pos, p, format!("port `{name}` names no port of this container"));
+                cx.err(
+                    n.pos,
+                    p,
+                    format!("port `{name}` names no port of this container"),
+                );
                 return None;
             }
         }
@@ -966,7 +1033,11 @@ fn liveness_probe(cx: &mut Cx, n: &Node, path: &str, ports: &[Port]) -> Option<L
     f.finish(cx);
     let actions = [http_get.is_some(), tcp_socket.is_some(), exec.is_some()];
     if actions.iter().filter(|a| **a).count() != 1 {
-        cx.err(n.pos, path, "give exactly one of httpGet, tcpSocket or exec");
+        cx.err(
+            n.pos,
+            path,
+            "give exactly one of httpGet, tcpSocket or exec",
+        );
         return None;
     }
     Some(LivenessProbe {

@@ -82,18 +82,27 @@ fn unknown_field_is_named_with_the_nearest_known_one() {
     let text = TOMCAT_RC.replace("\"replicas\": 2", "\"replica\": 2");
     let errs = errors("rc.json", &text);
     assert!(
-        errs.iter().any(|e| e.starts_with("rc.json:6:5: desiredState.replica: unknown field `replica`; did you mean `replicas`?")),
+        errs.iter().any(|e| e.starts_with(
+            "rc.json:6:5: desiredState.replica: unknown field `replica`; did you mean `replicas`?"
+        )),
         "{errs:#?}"
     );
     // The missing required field is reported too: every error, not just the first.
-    assert!(errs.iter().any(|e| e.contains("desiredState.replicas: missing required field")), "{errs:#?}");
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("desiredState.replicas: missing required field")),
+        "{errs:#?}"
+    );
 }
 
 #[test]
 fn wrong_types_report_expected_and_found() {
     let text = TOMCAT_RC.replace("\"replicas\": 2", "\"replicas\": \"2\"");
     let errs = errors("rc.json", &text);
-    assert_eq!(errs, vec!["rc.json:6:17: desiredState.replicas: expected an integer, found a string"]);
+    assert_eq!(
+        errs,
+        vec!["rc.json:6:17: desiredState.replicas: expected an integer, found a string"]
+    );
 }
 
 #[test]
@@ -110,7 +119,10 @@ fn every_error_in_a_file_is_collected() {
         "volumeMounts[0].name: volumeMount names no volume: `data`",
     ];
     for w in want {
-        assert!(errs.iter().any(|e| e.contains(w)), "missing {w:?} in {errs:#?}");
+        assert!(
+            errs.iter().any(|e| e.contains(w)),
+            "missing {w:?} in {errs:#?}"
+        );
     }
     assert_eq!(errs.len(), 4, "{errs:#?}");
 }
@@ -139,21 +151,52 @@ fn names_follow_the_docker_container_name_rule() {
 #[test]
 fn unknown_kind_is_suggested() {
     let errs = errors("x.json", r#"{"kind": "Serivce", "id": "a"}"#);
-    assert!(errs[0].contains("unknown kind `Serivce`") && errs[0].contains("did you mean `Service`?"), "{errs:#?}");
+    assert!(
+        errs[0].contains("unknown kind `Serivce`") && errs[0].contains("did you mean `Service`?"),
+        "{errs:#?}"
+    );
 }
 
 #[test]
 fn duplicate_ids_within_a_kind_are_errors_naming_both_places() {
-    let pod = |id: &str| format!(r#"{{"kind":"Pod","id":"{id}","desiredState":{{"manifest":{{"containers":[{{"name":"c","image":"i"}}]}}}}}}"#);
+    let pod = |id: &str| {
+        format!(
+            r#"{{"kind":"Pod","id":"{id}","desiredState":{{"manifest":{{"containers":[{{"name":"c","image":"i"}}]}}}}}}"#
+        )
+    };
     let files = vec![
-        SourceFile { origin: Origin { file: "a.json".into(), commit: None }, bytes: pod("web").into_bytes() },
-        SourceFile { origin: Origin { file: "b.json".into(), commit: None }, bytes: pod("web").into_bytes() },
-        SourceFile { origin: Origin { file: "c.json".into(), commit: None }, bytes: pod("other").into_bytes() },
+        SourceFile {
+            origin: Origin {
+                file: "a.json".into(),
+                commit: None,
+            },
+            bytes: pod("web").into_bytes(),
+        },
+        SourceFile {
+            origin: Origin {
+                file: "b.json".into(),
+                commit: None,
+            },
+            bytes: pod("web").into_bytes(),
+        },
+        SourceFile {
+            origin: Origin {
+                file: "c.json".into(),
+                commit: None,
+            },
+            bytes: pod("other").into_bytes(),
+        },
     ];
     let errs = desired_state(&files).unwrap_err();
     assert_eq!(errs.len(), 1);
     assert_eq!(errs[0].file, "b.json");
-    assert!(errs[0].message.contains("Pod/web is also defined at a.json:1:20"), "{}", errs[0]);
+    assert!(
+        errs[0]
+            .message
+            .contains("Pod/web is also defined at a.json:1:20"),
+        "{}",
+        errs[0]
+    );
 }
 
 #[test]
@@ -170,7 +213,10 @@ fn same_id_in_different_kinds_is_fine() {
 
 #[test]
 fn service_defaults_and_container_port_by_name() {
-    let Object::Service(s) = parse_one("s.json", r#"{"kind":"Service","id":"web","port":80,"containerPort":"http","selector":{"app":"web"}}"#) else {
+    let Object::Service(s) = parse_one(
+        "s.json",
+        r#"{"kind":"Service","id":"web","port":80,"containerPort":"http","selector":{"app":"web"}}"#,
+    ) else {
         panic!()
     };
     assert_eq!(s.protocol, Protocol::TCP);
@@ -187,14 +233,22 @@ fn volumes_default_to_empty_dir_and_host_dir_must_be_absolute() {
     assert_eq!(errs.len(), 1, "{errs:#?}");
     assert!(errs[0].contains("hostDir path `rel` must be absolute"));
     let ok = text.replace("\"rel\"", "\"/srv\"");
-    let Object::Pod(p) = parse_one("p.json", &ok) else { panic!() };
-    assert_eq!(p.desired_state.manifest.volumes[0].source, VolumeSource::EmptyDir {});
+    let Object::Pod(p) = parse_one("p.json", &ok) else {
+        panic!()
+    };
+    assert_eq!(
+        p.desired_state.manifest.volumes[0].source,
+        VolumeSource::EmptyDir {}
+    );
 }
 
 #[test]
 fn truncated_and_non_utf8_files_are_reported_with_positions() {
     let errs = errors("t.json", "{\"kind\": \"Pod\",\n \"id\": \"x");
-    assert_eq!(errs, vec!["t.json:2:10: unexpected end of input inside a string"]);
+    assert_eq!(
+        errs,
+        vec!["t.json:2:10: unexpected end of input inside a string"]
+    );
     let d = parse_file("u.json", b"{\n\"id\": \"\xff\"}").unwrap_err();
     assert_eq!(d[0].pos, Pos { line: 2, col: 8 });
 }
@@ -205,10 +259,19 @@ fn liveness_probe_needs_exactly_one_action_and_known_port_names() {
         "ports":[{"name":"http","containerPort":80}],
         "livenessProbe":{"httpGet":{"port":"htp"}}}]}}}"#;
     let errs = errors("p.json", text);
-    assert!(errs.iter().any(|e| e.contains("port `htp` names no port of this container")), "{errs:#?}");
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("port `htp` names no port of this container")),
+        "{errs:#?}"
+    );
     let ok = text.replace("\"htp\"", "\"http\"");
-    let Object::Pod(p) = parse_one("p.json", &ok) else { panic!() };
-    let probe = p.desired_state.manifest.containers[0].liveness_probe.clone().unwrap();
+    let Object::Pod(p) = parse_one("p.json", &ok) else {
+        panic!()
+    };
+    let probe = p.desired_state.manifest.containers[0]
+        .liveness_probe
+        .clone()
+        .unwrap();
     assert_eq!(probe.timeout_seconds, 1);
     assert_eq!(probe.http_get.unwrap().path, "/");
 }

@@ -107,7 +107,11 @@ fn walk(a: &Value, b: &Value, path: String, out: &mut Vec<String>) {
                 walk(va, vb, format!("{path}[{i}]"), out);
             }
         }
-        _ if a != b => out.push(if path.is_empty() { "(whole object)".into() } else { path }),
+        _ if a != b => out.push(if path.is_empty() {
+            "(whole object)".into()
+        } else {
+            path
+        }),
         _ => {}
     }
 }
@@ -115,9 +119,17 @@ fn walk(a: &Value, b: &Value, path: String, out: &mut Vec<String>) {
 /// Environment variable names that usually hold credentials.
 fn looks_secret(name: &str) -> bool {
     let n = name.to_ascii_uppercase();
-    ["PASSWORD", "PASSWD", "SECRET", "TOKEN", "KEY", "CREDENTIAL", "PRIVATE"]
-        .iter()
-        .any(|w| n.contains(w))
+    [
+        "PASSWORD",
+        "PASSWD",
+        "SECRET",
+        "TOKEN",
+        "KEY",
+        "CREDENTIAL",
+        "PRIVATE",
+    ]
+    .iter()
+    .any(|w| n.contains(w))
 }
 
 /// Masks the values of secret-looking env vars, keeping a short fingerprint so that a changed
@@ -162,6 +174,47 @@ pub fn unified_diff(before: &str, after: &str, old_header: &str, new_header: &st
         .to_string()
 }
 
+/// The normalised text and content hash of every desired object.
+pub fn normalize(
+    desired: &crate::model::DesiredState,
+) -> (BTreeMap<ObjectKey, String>, BTreeMap<ObjectKey, String>) {
+    let mut texts = BTreeMap::new();
+    let mut hashes = BTreeMap::new();
+    for (key, (object, _)) in &desired.objects {
+        let text = object.normalized_json();
+        hashes.insert(key.clone(), crate::store::content_hash(text.as_bytes()));
+        texts.insert(key.clone(), text);
+    }
+    (texts, hashes)
+}
+
+/// The store batch that makes the observed section equal the desired state: what a successful
+/// apply records. Pure: it only looks at the index's hashes.
+pub fn record_batch(
+    desired: &crate::model::DesiredState,
+    index: &crate::store::Index,
+) -> crate::store::Batch {
+    use crate::store::{Batch, Section};
+    let mut batch = Batch::default();
+    let (mut texts, hashes) = normalize(desired);
+    let stored = index
+        .observed
+        .iter()
+        .map(|(k, e)| (k.clone(), e.hash.clone()))
+        .collect();
+    for (key, action) in object_changes(&hashes, &stored) {
+        match action {
+            ChangeAction::Delete => batch.delete(Section::Observed, key),
+            _ => {
+                let origin = desired.objects[&key].1.clone();
+                let text = texts.remove(&key).expect("every change has desired text");
+                batch.put(Section::Observed, key, text, Some(origin));
+            }
+        }
+    }
+    batch
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,8 +227,18 @@ mod tests {
 
     #[test]
     fn creates_changes_and_deletes_by_hash() {
-        let desired: BTreeMap<_, _> = [(k("a"), "1".into()), (k("b"), "2".into()), (k("c"), "3".into())].into();
-        let stored: BTreeMap<_, _> = [(k("b"), "2".into()), (k("c"), "x".into()), (k("d"), "4".into())].into();
+        let desired: BTreeMap<_, _> = [
+            (k("a"), "1".into()),
+            (k("b"), "2".into()),
+            (k("c"), "3".into()),
+        ]
+        .into();
+        let stored: BTreeMap<_, _> = [
+            (k("b"), "2".into()),
+            (k("c"), "x".into()),
+            (k("d"), "4".into()),
+        ]
+        .into();
         let changes = object_changes(&desired, &stored);
         assert_eq!(
             changes,
@@ -209,7 +272,8 @@ mod tests {
     #[test]
     fn changed_fields_name_the_leaf() {
         let a = json!({"desiredState": {"replicas": 2, "x": [1, 2]}, "labels": {"a": "1"}});
-        let b = json!({"desiredState": {"replicas": 3, "x": [1, 5]}, "labels": {"a": "1", "b": "2"}});
+        let b =
+            json!({"desiredState": {"replicas": 3, "x": [1, 5]}, "labels": {"a": "1", "b": "2"}});
         assert_eq!(
             changed_fields(&a, &b),
             vec!["desiredState.replicas", "desiredState.x[1]", "labels.b"]
@@ -219,7 +283,8 @@ mod tests {
     #[test]
     fn secret_env_values_are_masked_but_changes_stay_visible() {
         let text = |v: &str| {
-            json!({"env": [{"name": "DB_PASSWORD", "value": v}, {"name": "MODE", "value": "prod"}]}).to_string()
+            json!({"env": [{"name": "DB_PASSWORD", "value": v}, {"name": "MODE", "value": "prod"}]})
+                .to_string()
         };
         let a = display_text(&text("hunter2"));
         let b = display_text(&text("hunter3"));
@@ -227,33 +292,4 @@ mod tests {
         assert!(a.contains("prod"));
         assert_ne!(a, b);
     }
-}
-
-/// The store batch that makes the observed section equal the desired state: what a successful
-/// apply records. Pure: it only looks at the index's hashes.
-pub fn record_batch(
-    desired: &crate::model::DesiredState,
-    index: &crate::store::Index,
-) -> crate::store::Batch {
-    use crate::store::{content_hash, Batch, Section};
-    let mut batch = Batch::default();
-    let mut hashes = BTreeMap::new();
-    let mut texts = BTreeMap::new();
-    for (key, (object, _)) in &desired.objects {
-        let text = object.normalized_json();
-        hashes.insert(key.clone(), content_hash(text.as_bytes()));
-        texts.insert(key.clone(), text);
-    }
-    let stored = index.observed.iter().map(|(k, e)| (k.clone(), e.hash.clone())).collect();
-    for (key, action) in object_changes(&hashes, &stored) {
-        match action {
-            ChangeAction::Delete => batch.delete(Section::Observed, key),
-            _ => {
-                let origin = desired.objects[&key].1.clone();
-                let text = texts.remove(&key).expect("every change has desired text");
-                batch.put(Section::Observed, key, text, Some(origin));
-            }
-        }
-    }
-    batch
 }

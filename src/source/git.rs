@@ -5,7 +5,9 @@
 use super::{is_hidden, is_url, GitOptions, Snapshot, SourceError};
 use crate::manifest::{Format, SourceFile};
 use crate::model::Origin;
-use git2::{FetchOptions, ObjectType, RemoteCallbacks, Repository, Tree, TreeWalkMode, TreeWalkResult};
+use git2::{
+    FetchOptions, ObjectType, RemoteCallbacks, Repository, Tree, TreeWalkMode, TreeWalkResult,
+};
 use std::path::{Path, PathBuf};
 
 pub fn read(
@@ -31,10 +33,12 @@ pub fn read(
     let tree = match subdir {
         None => root,
         Some(dir) => {
-            let entry = root.get_path(Path::new(dir)).map_err(|_| SourceError::Git {
-                repo: repo.to_string(),
-                message: format!("path `{dir}` does not exist at {reference} ({commit_id})"),
-            })?;
+            let entry = root
+                .get_path(Path::new(dir))
+                .map_err(|_| SourceError::Git {
+                    repo: repo.to_string(),
+                    message: format!("path `{dir}` does not exist at {reference} ({commit_id})"),
+                })?;
             entry
                 .to_object(&repository)
                 .and_then(|o| o.peel_to_tree())
@@ -45,12 +49,11 @@ pub fn read(
         }
     };
     let prefix = subdir.map(|d| format!("{d}/")).unwrap_or_default();
-    let files = collect(&repository, &tree, &prefix, &commit_id).map_err(|message| {
-        SourceError::Git {
+    let files =
+        collect(&repository, &tree, &prefix, &commit_id).map_err(|message| SourceError::Git {
             repo: repo.to_string(),
             message,
-        }
-    })?;
+        })?;
     Ok(Snapshot {
         files,
         commit: Some(commit_id),
@@ -89,7 +92,9 @@ fn collect(
         }
         let path = format!("{prefix}{dir}{name}");
         if entry.filemode() == 0o120000 {
-            failure = Some(format!("{path}: is a symlink; drover does not follow symlinks in git sources"));
+            failure = Some(format!(
+                "{path}: is a symlink; drover does not follow symlinks in git sources"
+            ));
             return TreeWalkResult::Abort;
         }
         match repository.find_blob(entry.id()) {
@@ -195,7 +200,13 @@ fn cache_path(cache_dir: &Path, url: &str) -> PathBuf {
         .last()
         .unwrap_or(url)
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(80)
         .collect();
     let hash = git2::Oid::hash_object(ObjectType::Blob, url.as_bytes())

@@ -119,11 +119,16 @@ mod keyed {
     use serde::{de::Error, Deserialize, Deserializer, Serializer};
     use std::collections::BTreeMap;
 
-    pub fn serialize<S: Serializer>(m: &BTreeMap<ObjectKey, Entry>, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer>(
+        m: &BTreeMap<ObjectKey, Entry>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         s.collect_map(m.iter().map(|(k, v)| (k.to_string(), v)))
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<ObjectKey, Entry>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<ObjectKey, Entry>, D::Error> {
         let raw = BTreeMap::<String, Entry>::deserialize(d)?;
         raw.into_iter()
             .map(|(k, v)| {
@@ -261,7 +266,13 @@ impl Store {
     /// Takes the writer lock, waiting up to `wait` for another drover to release it.
     pub fn lock(&self, command: &str, wait: std::time::Duration) -> Result<StoreLock, StoreError> {
         fsutil::create_private_dir(&self.dir)?;
-        lock::acquire(&self.dir, command, wait)
+        let lock = lock::acquire(&self.dir, command, wait)?;
+        // The one writer now: clear what a crashed writer left behind, so garbage cannot pile
+        // up over repeated crashes.
+        if let Ok(index) = self.read_index() {
+            self.sweep(&index);
+        }
+        Ok(lock)
     }
 
     /// Applies a batch atomically and returns the new resource version. Needs the lock.
@@ -280,7 +291,10 @@ impl Store {
                 });
             }
             let path = self.object_path(*section, key, rv);
-            let dir = path.parent().expect("object paths have a parent").to_path_buf();
+            let dir = path
+                .parent()
+                .expect("object paths have a parent")
+                .to_path_buf();
             if touched_dirs.insert(dir.clone()) {
                 fsutil::create_private_dir(&dir)?;
             }
@@ -321,7 +335,11 @@ impl Store {
     fn sweep(&self, index: &Index) {
         for section in [Section::Desired, Section::Observed] {
             for kind in Kind::ALL {
-                let dir = self.dir.join("objects").join(section.as_str()).join(kind.plural());
+                let dir = self
+                    .dir
+                    .join("objects")
+                    .join(section.as_str())
+                    .join(kind.plural());
                 let Ok(entries) = std::fs::read_dir(&dir) else {
                     continue;
                 };

@@ -29,7 +29,10 @@ fn commits_round_trip_and_resource_version_grows() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::new(dir.path().join("s"));
     let lock = store.lock("test", Duration::ZERO).unwrap();
-    assert_eq!(put(&store, &lock, &[("a", "{\"v\":1}\n"), ("b", "{}\n")]), 1);
+    assert_eq!(
+        put(&store, &lock, &[("a", "{\"v\":1}\n"), ("b", "{}\n")]),
+        1
+    );
     assert_eq!(put(&store, &lock, &[("a", "{\"v\":2}\n")]), 2);
     let index = store.read_index().unwrap();
     assert_eq!(index.observed[&key("a")].resource_version, 2);
@@ -53,7 +56,13 @@ fn files_are_private() {
     let store = Store::new(dir.path().join("s"));
     let lock = store.lock("test", Duration::ZERO).unwrap();
     put(&store, &lock, &[("a", "{}")]);
-    let mode = |p: &str| std::fs::metadata(dir.path().join(p)).unwrap().permissions().mode() & 0o777;
+    let mode = |p: &str| {
+        std::fs::metadata(dir.path().join(p))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
     assert_eq!(mode("s"), 0o700);
     assert_eq!(mode("s/objects/observed/pods"), 0o700);
     assert_eq!(mode("s/state.json"), 0o600);
@@ -64,7 +73,11 @@ fn files_are_private() {
 #[test]
 fn a_damaged_index_is_an_error_naming_it() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("state.json"), "{\"format\": 1, \"resourceVer").unwrap();
+    std::fs::write(
+        dir.path().join("state.json"),
+        "{\"format\": 1, \"resourceVer",
+    )
+    .unwrap();
     let err = Store::new(dir.path()).read_index().unwrap_err().to_string();
     assert!(err.contains("state.json: damaged state file"), "{err}");
 }
@@ -72,9 +85,16 @@ fn a_damaged_index_is_an_error_naming_it() {
 #[test]
 fn a_newer_format_asks_for_an_upgrade() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("state.json"), "{\"format\": 9, \"other\": true}").unwrap();
+    std::fs::write(
+        dir.path().join("state.json"),
+        "{\"format\": 9, \"other\": true}",
+    )
+    .unwrap();
     let err = Store::new(dir.path()).read_index().unwrap_err().to_string();
-    assert!(err.contains("store format 9") && err.contains("upgrade drover"), "{err}");
+    assert!(
+        err.contains("store format 9") && err.contains("upgrade drover"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -86,7 +106,10 @@ fn a_tampered_object_file_is_an_error_naming_it() {
     let file = dir.path().join("objects/observed/pods/a@1.json");
     std::fs::write(&file, "{\"v\":").unwrap();
     let index = store.read_index().unwrap();
-    let err = store.read_section(&index, Section::Observed).unwrap_err().to_string();
+    let err = store
+        .read_section(&index, Section::Observed)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("a@1.json: damaged state file"), "{err}");
 }
 
@@ -95,9 +118,15 @@ fn a_second_writer_gets_a_clear_error_naming_the_holder() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::new(dir.path());
     let _held = store.lock("daemon", Duration::ZERO).unwrap();
-    let err = store.lock("apply", Duration::from_millis(120)).unwrap_err().to_string();
+    let err = store
+        .lock("apply", Duration::from_millis(120))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("locked by another drover process"), "{err}");
-    assert!(err.contains(&format!("pid {}: drover daemon", std::process::id())), "{err}");
+    assert!(
+        err.contains(&format!("pid {}: drover daemon", std::process::id())),
+        "{err}"
+    );
 }
 
 #[test]
