@@ -6,6 +6,7 @@
 pub mod config;
 pub mod manifest;
 pub mod model;
+pub mod par;
 pub mod plan;
 pub mod source;
 pub mod store;

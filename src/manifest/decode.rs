@@ -33,12 +33,17 @@ impl Cx<'_> {
     }
 }
 
+/// `path.name`; built by hand because it runs for every field of every manifest and the
+/// formatting machinery costs more than the copy.
 fn join(path: &str, name: &str) -> String {
     if path.is_empty() {
-        name.to_string()
-    } else {
-        format!("{path}.{name}")
+        return name.to_string();
     }
+    let mut s = String::with_capacity(path.len() + 1 + name.len());
+    s.push_str(path);
+    s.push('.');
+    s.push_str(name);
+    s
 }
 
 /// The fields of one object, handed out by name; remembers which names were asked for.
@@ -54,13 +59,13 @@ fn fields<'n>(cx: &mut Cx, node: &'n Node, path: &str) -> Option<Fields<'n>> {
         cx.type_err(node, path, "an object");
         return None;
     };
-    let mut seen: HashMap<&str, Pos> = HashMap::new();
-    for e in entries {
-        if let Some(first) = seen.insert(&e.key, e.key_pos) {
+    // Objects have a handful of fields: a quadratic scan beats hashing (no allocation).
+    for (i, e) in entries.iter().enumerate() {
+        if let Some(first) = entries[..i].iter().find(|f| f.key == e.key) {
             cx.err(
                 e.key_pos,
                 &join(path, &e.key),
-                format!("duplicate field (first given at {first})"),
+                format!("duplicate field (first given at {})", first.key_pos),
             );
         }
     }
@@ -221,7 +226,14 @@ fn list<T>(
     items
         .iter()
         .enumerate()
-        .filter_map(|(i, it)| item(cx, it, format!("{path}[{i}]")))
+        .filter_map(|(i, it)| {
+            let mut p = String::with_capacity(path.len() + 4);
+            p.push_str(path);
+            p.push('[');
+            p.push_str(&i.to_string());
+            p.push(']');
+            item(cx, it, p)
+        })
         .collect()
 }
 

@@ -119,7 +119,7 @@ pub fn parse_file(file: &str, bytes: &[u8]) -> Result<Vec<ParsedObject>, Vec<Dia
 /// Parses every file and assembles the desired state. Any diagnostic anywhere fails the whole
 /// source: callers must not apply or prune from a partly read source.
 pub fn desired_state(files: &[SourceFile]) -> Result<DesiredState, Vec<Diagnostic>> {
-    let results = parse_all(files);
+    let results = crate::par::map(files, |f| parse_file(&f.origin.file, &f.bytes));
     let mut diags = Vec::new();
     let mut desired = DesiredState::default();
     let mut first_seen: BTreeMap<ObjectKey, (String, Pos)> = BTreeMap::new();
@@ -153,31 +153,6 @@ pub fn desired_state(files: &[SourceFile]) -> Result<DesiredState, Vec<Diagnosti
     } else {
         Err(diags)
     }
-}
-
-type FileResult = Result<Vec<ParsedObject>, Vec<Diagnostic>>;
-
-/// Parsing is CPU-bound and files are independent: spread them over the cores.
-fn parse_all(files: &[SourceFile]) -> Vec<FileResult> {
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(files.len() / 64 + 1);
-    let parse = |f: &SourceFile| parse_file(&f.origin.file, &f.bytes);
-    if threads <= 1 {
-        return files.iter().map(parse).collect();
-    }
-    let chunk = files.len().div_ceil(threads);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = files
-            .chunks(chunk)
-            .map(|c| s.spawn(move || c.iter().map(parse).collect::<Vec<_>>()))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("manifest parsing does not panic"))
-            .collect()
-    })
 }
 
 #[cfg(test)]

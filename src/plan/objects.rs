@@ -178,12 +178,18 @@ pub fn unified_diff(before: &str, after: &str, old_header: &str, new_header: &st
 pub fn normalize(
     desired: &crate::model::DesiredState,
 ) -> (BTreeMap<ObjectKey, String>, BTreeMap<ObjectKey, String>) {
+    let objects: Vec<(&ObjectKey, &crate::model::Object)> =
+        desired.objects.iter().map(|(k, (o, _))| (k, o)).collect();
+    let normalized = crate::par::map(&objects, |(_, o)| {
+        let text = o.normalized_json();
+        let hash = crate::store::content_hash(text.as_bytes());
+        (text, hash)
+    });
     let mut texts = BTreeMap::new();
     let mut hashes = BTreeMap::new();
-    for (key, (object, _)) in &desired.objects {
-        let text = object.normalized_json();
-        hashes.insert(key.clone(), crate::store::content_hash(text.as_bytes()));
+    for ((key, _), (text, hash)) in objects.into_iter().zip(normalized) {
         texts.insert(key.clone(), text);
+        hashes.insert(key.clone(), hash);
     }
     (texts, hashes)
 }

@@ -78,7 +78,7 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
 pub struct Entry {
     /// The store resource version at which this object last changed.
     pub resource_version: u64,
-    /// Content hash of the object file (git blob id of its bytes).
+    /// Content hash of the object file (SHA-256 of its bytes).
     pub hash: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<Origin>,
@@ -140,12 +140,17 @@ mod keyed {
     }
 }
 
-/// The content hash used in the index: the git blob id of the bytes, so `git hash-object`
-/// on an object file gives the same value.
+/// The content hash used in the index: SHA-256 of the bytes in hex, so `sha256sum` on an
+/// object file gives the same value.
 pub fn content_hash(bytes: &[u8]) -> String {
-    git2::Oid::hash_object(git2::ObjectType::Blob, bytes)
-        .expect("hashing bytes in memory does not fail")
-        .to_string()
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(bytes);
+    let mut hex = String::with_capacity(64);
+    for b in digest {
+        hex.push(char::from_digit(u32::from(b >> 4), 16).expect("nibble"));
+        hex.push(char::from_digit(u32::from(b & 0xf), 16).expect("nibble"));
+    }
+    hex
 }
 
 /// A set of changes committed together: all of them, or none.
