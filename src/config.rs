@@ -138,7 +138,7 @@ impl Settings {
         })
     }
 
-    fn resolve(&self, p: &str) -> PathBuf {
+    pub fn resolve(&self, p: &str) -> PathBuf {
         let expanded = expand_home(p);
         // Paths relative to the working directory stay relative, so messages show them as
         // the user typed them.

@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod manifest;
+pub mod minion;
 pub mod model;
 pub mod par;
 pub mod plan;

@@ -44,6 +44,22 @@ pub enum DiffOutput {
     Json,
 }
 
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum GetKind {
+    Minions,
+}
+
+#[derive(Subcommand)]
+enum MinionsCommand {
+    /// Accept a minion's SSH host key: fetch it, show its fingerprint, add it to known_hosts
+    Trust {
+        name: String,
+        /// Replace a different key already recorded for the host
+        #[arg(long)]
+        replace: bool,
+    },
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Parse and validate the manifests only (exit 0 valid, 2 invalid)
@@ -59,6 +75,19 @@ enum Command {
         /// Output format
         #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
         output: DiffOutput,
+    },
+    /// List objects and their state
+    Get {
+        #[arg(value_enum)]
+        kind: GetKind,
+        name: Option<String>,
+        #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+        output: cli::minions::GetOutput,
+    },
+    /// Manage minions
+    Minions {
+        #[command(subcommand)]
+        command: MinionsCommand,
     },
 }
 
@@ -76,5 +105,13 @@ fn main() -> ExitCode {
     match args.command {
         Command::Validate { source } => cli::validate::run(&cx, &source),
         Command::Diff { source, output } => cli::diff::run(&cx, &source, output),
+        Command::Get {
+            kind: GetKind::Minions,
+            name,
+            output,
+        } => cli::minions::get(&cx, name.as_deref(), output),
+        Command::Minions {
+            command: MinionsCommand::Trust { name, replace },
+        } => cli::minions::trust(&cx, &name, replace),
     }
 }

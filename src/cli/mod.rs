@@ -1,6 +1,7 @@
 //! Command implementations: gather through the library, render, choose the exit code.
 
 pub mod diff;
+pub mod minions;
 pub mod validate;
 
 use crate::SourceArgs;
@@ -78,6 +79,14 @@ pub fn report_load_error(e: LoadError) -> ExitCode {
             ExitCode::from(EXIT_ERROR)
         }
     }
+}
+
+/// The async runtime for commands that talk to minions.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime starts")
 }
 
 pub fn plural(n: usize) -> &'static str {

@@ -1,0 +1,312 @@
+//! The agentless minion driver: each minion's Docker Engine, reached over one persistent SSH
+//! session (`ssh.rs`) or the local socket, spoken to with bollard. Everything goes through the
+//! Docker API; no shell ever runs on a minion.
+//!
+//! This module owns connections and health. It makes no decisions about what should run.
+
+mod ops;
+pub mod ssh;
+mod transport;
+
+pub use ops::*;
+
+use crate::config::{Settings, Transport};
+use crate::model::{Capacity, DesiredState, Kind, Labels, Object};
+use serde::Serialize;
+use ssh::{SshLink, SshTarget};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+/// The label every container drover makes carries; drover never touches a container without it.
+pub const LABEL_MANAGED_BY: &str = "io.drover.managed-by";
+pub const MANAGED_BY: &str = "drover";
+
+pub const DEFAULT_DOCKER_SOCKET: &str = "/var/run/docker.sock";
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bollard's per-call timeout (seconds) for waiting on response headers.
+const CALL_TIMEOUT_SECS: u64 = 30;
+
+/// An error on one minion; always names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MinionError {
+    pub minion: String,
+    pub address: String,
+    pub message: String,
+}
+
+impl MinionError {
+    pub fn new(minion: &str, address: &str, message: impl Into<String>) -> MinionError {
+        MinionError {
+            minion: minion.to_string(),
+            address: address.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for MinionError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "minion {} ({}): {}",
+            self.minion, self.address, self.message
+        )
+    }
+}
+
+impl std::error::Error for MinionError {}
+
+/// How to reach a minion's Docker Engine.
+#[derive(Debug, Clone)]
+pub enum TransportSpec {
+    Local,
+    Ssh(SshTarget),
+}
+
+/// One minion as configured: config file and Minion manifests merged.
+#[derive(Debug, Clone)]
+pub struct MinionSpec {
+    pub name: String,
+    /// What people call its address: the SSH host, or `local`.
+    pub address: String,
+    pub transport: TransportSpec,
+    pub docker_socket: String,
+    /// Where pod host ports are published and reached.
+    pub publish_address: String,
+    pub labels: Labels,
+    /// Configured capacity; missing parts are read from Docker.
+    pub capacity: Capacity,
+}
+
+/// The minions drover drives: `[[minions]]` of the config, plus Minion manifests of the source
+/// merged in by id (a manifest whose id is a configured minion's name or address adds labels
+/// and capacity to it; any other is a new SSH minion at that address with the `[ssh]`
+/// defaults). No minions at all: one local minion on the local Docker socket.
+pub fn minion_specs(
+    settings: &Settings,
+    desired: Option<&DesiredState>,
+) -> Result<Vec<MinionSpec>, String> {
+    let c = &settings.config;
+    let resolve = |p: &str| settings.resolve(p);
+    let home_ssh = |f: &str| {
+        std::env::var_os("HOME")
+            .map(|h| PathBuf::from(h).join(".ssh").join(f))
+            .unwrap_or_else(|| PathBuf::from(f))
+    };
+    let known_hosts = c
+        .ssh
+        .known_hosts
+        .as_deref()
+        .map(resolve)
+        .unwrap_or_else(|| home_ssh("known_hosts"));
+    let ssh_target =
+        |name: &str, host: &str, port: Option<u16>, user: Option<&str>, identity: Option<&str>| {
+            SshTarget {
+                minion: name.to_string(),
+                host: host.to_string(),
+                port: port.or(c.ssh.port).unwrap_or(22),
+                user: user.or(c.ssh.user.as_deref()).unwrap_or("root").to_string(),
+                identity: identity.or(c.ssh.identity.as_deref()).map(resolve),
+                known_hosts: known_hosts.clone(),
+                connect_timeout: CONNECT_TIMEOUT,
+            }
+        };
+    let mut specs = Vec::new();
+    for m in &c.minions {
+        if specs.iter().any(|s: &MinionSpec| s.name == m.name) {
+            return Err(format!("minions: duplicate minion name `{}`", m.name));
+        }
+        let (transport, address) = match m.transport {
+            Transport::Local => (TransportSpec::Local, "local".to_string()),
+            Transport::Ssh => {
+                let address = m.address.clone().ok_or_else(|| {
+                    format!(
+                        "minions: minion `{}` needs an `address` (or transport = \"local\")",
+                        m.name
+                    )
+                })?;
+                let target = ssh_target(
+                    &m.name,
+                    &address,
+                    m.port,
+                    m.user.as_deref(),
+                    m.identity.as_deref(),
+                );
+                (TransportSpec::Ssh(target), address)
+            }
+        };
+        let publish_address = m
+            .publish_address
+            .clone()
+            .unwrap_or_else(|| match m.transport {
+                Transport::Local => "127.0.0.1".to_string(),
+                Transport::Ssh => address.clone(),
+            });
+        specs.push(MinionSpec {
+            name: m.name.clone(),
+            address,
+            transport,
+            docker_socket: m
+                .docker_socket
+                .clone()
+                .unwrap_or_else(|| DEFAULT_DOCKER_SOCKET.to_string()),
+            publish_address,
+            labels: m.labels.clone(),
+            capacity: m
+                .capacity
+                .map(|c| Capacity {
+                    cpu: c.cpu,
+                    memory: c.memory,
+                })
+                .unwrap_or_default(),
+        });
+    }
+    if let Some(desired) = desired {
+        for (key, (object, _)) in &desired.objects {
+            let Object::Minion(minion) = object else {
+                continue;
+            };
+            debug_assert_eq!(key.kind, Kind::Minion);
+            match specs
+                .iter_mut()
+                .find(|s| s.name == minion.id || s.address == minion.id)
+            {
+                Some(spec) => {
+                    spec.labels.extend(minion.labels.clone());
+                    let cap = minion.resources.capacity;
+                    spec.capacity.cpu = spec.capacity.cpu.or(cap.cpu);
+                    spec.capacity.memory = spec.capacity.memory.or(cap.memory);
+                }
+                None => specs.push(MinionSpec {
+                    name: minion.id.clone(),
+                    address: minion.id.clone(),
+                    transport: TransportSpec::Ssh(ssh_target(
+                        &minion.id, &minion.id, None, None, None,
+                    )),
+                    docker_socket: DEFAULT_DOCKER_SOCKET.to_string(),
+                    publish_address: minion.id.clone(),
+                    labels: minion.labels.clone(),
+                    capacity: minion.resources.capacity,
+                }),
+            }
+        }
+    }
+    if specs.is_empty() {
+        specs.push(MinionSpec {
+            name: "local".into(),
+            address: "local".into(),
+            transport: TransportSpec::Local,
+            docker_socket: DEFAULT_DOCKER_SOCKET.into(),
+            publish_address: "127.0.0.1".into(),
+            labels: Labels::new(),
+            capacity: Capacity::default(),
+        });
+    }
+    Ok(specs)
+}
+
+/// Health of a minion as last observed (NodeReachable / NodeReady of v1beta1).
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Health {
+    /// The SSH session is up (always true for a local minion).
+    pub reachable: bool,
+    /// Docker answers.
+    pub ready: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<SystemTime>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// A connected minion: a Docker client over its transport, and its health.
+pub struct Minion {
+    pub spec: MinionSpec,
+    docker: bollard::Docker,
+    link: Option<Arc<SshLink>>,
+    health: Mutex<Health>,
+}
+
+impl Minion {
+    /// Builds the client; nothing goes over the network until the first call.
+    pub fn new(spec: MinionSpec) -> Result<Minion, MinionError> {
+        let err = |m: String| MinionError::new(&spec.name, &spec.address, m);
+        let (docker, link) = match &spec.transport {
+            TransportSpec::Local => (
+                bollard::Docker::connect_with_unix(
+                    &spec.docker_socket,
+                    CALL_TIMEOUT_SECS,
+                    bollard::API_DEFAULT_VERSION,
+                )
+                .map_err(|e| err(e.to_string()))?,
+                None,
+            ),
+            TransportSpec::Ssh(target) => {
+                let link = Arc::new(SshLink::new(target.clone()));
+                let docker = transport::docker_over_ssh(
+                    link.clone(),
+                    &spec.docker_socket,
+                    CALL_TIMEOUT_SECS,
+                )
+                .map_err(|e| err(e.to_string()))?;
+                (docker, Some(link))
+            }
+        };
+        Ok(Minion {
+            spec,
+            docker,
+            link,
+            health: Mutex::new(Health::default()),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    pub fn docker(&self) -> &bollard::Docker {
+        &self.docker
+    }
+
+    pub fn health(&self) -> Health {
+        self.health.lock().expect("health").clone()
+    }
+
+    /// Turns a bollard error into one that names this minion and, for SSH failures, says
+    /// what the link saw rather than a vague "SendRequest".
+    pub fn error(&self, e: impl std::error::Error) -> MinionError {
+        let mut message = e.to_string();
+        let mut source = e.source();
+        while let Some(s) = source {
+            let text = s.to_string();
+            if !message.contains(&text) {
+                message = format!("{message}: {text}");
+            }
+            source = s.source();
+        }
+        // A MinionError from the connector already names the minion: keep its message only.
+        let prefix = format!("minion {} ({}): ", self.spec.name, self.spec.address);
+        let message = message.replace(&prefix, "");
+        MinionError::new(&self.spec.name, &self.spec.address, message)
+    }
+
+    /// Records the outcome of a call in the health state.
+    pub(crate) fn observe<T>(&self, result: &Result<T, MinionError>) {
+        let mut h = self.health.lock().expect("health");
+        let reachable = self.link.as_ref().is_none_or(|l| l.is_connected());
+        match result {
+            Ok(_) => {
+                h.reachable = true;
+                h.ready = true;
+                h.last_seen = Some(SystemTime::now());
+                h.last_error = None;
+            }
+            Err(e) => {
+                h.reachable = reachable;
+                h.ready = false;
+                h.last_error = Some(e.message.clone());
+            }
+        }
+    }
+}

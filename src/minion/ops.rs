@@ -1,0 +1,238 @@
+//! Minion operations that the reconciler builds on, all through the Docker API. Each records
+//! its outcome in the minion's health and fails with an error naming the minion.
+
+use super::{Minion, MinionError, LABEL_MANAGED_BY, MANAGED_BY};
+use crate::model::Capacity;
+use bollard::models::{ContainerCreateBody, ContainerInspectResponse, ContainerSummary};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+};
+use futures_util::{Stream, StreamExt, TryStreamExt};
+use serde::Serialize;
+use std::collections::HashMap;
+
+/// What `get minions` shows about one minion.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MinionStatus {
+    pub name: String,
+    pub address: String,
+    pub health: super::Health,
+    pub docker_version: Option<String>,
+    /// Configured capacity, with what is missing read from Docker.
+    pub capacity: Capacity,
+    pub labels: crate::model::Labels,
+    /// Containers drover manages there.
+    pub managed_containers: Option<usize>,
+}
+
+/// Registry credentials for pulls.
+pub type Credentials = bollard::auth::DockerCredentials;
+
+impl Minion {
+    async fn call<T>(
+        &self,
+        f: impl std::future::Future<Output = Result<T, bollard::errors::Error>>,
+    ) -> Result<T, MinionError> {
+        let result = f.await.map_err(|e| self.error(e));
+        self.observe(&result);
+        result
+    }
+
+    pub async fn ping(&self) -> Result<(), MinionError> {
+        self.call(self.docker().ping()).await.map(|_| ())
+    }
+
+    pub async fn version(&self) -> Result<String, MinionError> {
+        let v = self.call(self.docker().version()).await?;
+        Ok(v.version.unwrap_or_default())
+    }
+
+    /// Capacity: configured values first, the rest from Docker's NCPU and MemTotal.
+    pub async fn capacity(&self) -> Result<Capacity, MinionError> {
+        let configured = self.spec.capacity;
+        if configured.cpu.is_some() && configured.memory.is_some() {
+            return Ok(configured);
+        }
+        let info = self.call(self.docker().info()).await?;
+        Ok(Capacity {
+            cpu: configured.cpu.or(info.ncpu.map(|n| n as u64 * 1000)),
+            memory: configured.memory.or(info.mem_total.map(|m| m as u64)),
+        })
+    }
+
+    /// Containers (running or not) carrying all the given labels.
+    pub async fn list_containers(
+        &self,
+        labels: &[(&str, &str)],
+    ) -> Result<Vec<ContainerSummary>, MinionError> {
+        let filters: HashMap<&str, Vec<String>> = [(
+            "label",
+            labels.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        )]
+        .into();
+        let options = ListContainersOptionsBuilder::new()
+            .all(true)
+            .filters(&filters)
+            .build();
+        self.call(self.docker().list_containers(Some(options)))
+            .await
+    }
+
+    /// Every container drover manages on this minion.
+    pub async fn list_managed(&self) -> Result<Vec<ContainerSummary>, MinionError> {
+        self.list_containers(&[(LABEL_MANAGED_BY, MANAGED_BY)])
+            .await
+    }
+
+    /// Creates a container; drover's managed-by label is always added.
+    pub async fn create_container(
+        &self,
+        name: &str,
+        mut body: ContainerCreateBody,
+    ) -> Result<String, MinionError> {
+        body.labels
+            .get_or_insert_with(HashMap::new)
+            .insert(LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string());
+        let options = CreateContainerOptionsBuilder::new().name(name).build();
+        let created = self
+            .call(self.docker().create_container(Some(options), body))
+            .await?;
+        Ok(created.id)
+    }
+
+    pub async fn start_container(&self, id: &str) -> Result<(), MinionError> {
+        self.call(self.docker().start_container(id, None)).await
+    }
+
+    pub async fn stop_container(&self, id: &str, grace_seconds: i32) -> Result<(), MinionError> {
+        let options = StopContainerOptionsBuilder::new().t(grace_seconds).build();
+        self.call(self.docker().stop_container(id, Some(options)))
+            .await
+    }
+
+    /// Removes a container and its anonymous volumes.
+    pub async fn remove_container(&self, id: &str) -> Result<(), MinionError> {
+        let options = RemoveContainerOptionsBuilder::new()
+            .force(true)
+            .v(true)
+            .build();
+        self.call(self.docker().remove_container(id, Some(options)))
+            .await
+    }
+
+    pub async fn inspect_container(
+        &self,
+        id: &str,
+    ) -> Result<ContainerInspectResponse, MinionError> {
+        self.call(self.docker().inspect_container(id, None)).await
+    }
+
+    pub async fn image_present(&self, image: &str) -> Result<bool, MinionError> {
+        match self.docker().inspect_image(image).await {
+            Ok(_) => {
+                self.observe::<()>(&Ok(()));
+                Ok(true)
+            }
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(false),
+            Err(e) => {
+                let e = self.error(e);
+                self.observe::<()>(&Err(e.clone()));
+                Err(e)
+            }
+        }
+    }
+
+    /// Pulls an image from its registry, with credentials when given.
+    pub async fn pull_image(
+        &self,
+        image: &str,
+        credentials: Option<Credentials>,
+    ) -> Result<(), MinionError> {
+        let options = CreateImageOptionsBuilder::new().from_image(image).build();
+        let stream = self.docker().create_image(Some(options), None, credentials);
+        self.call(stream.try_for_each(|_| async { Ok(()) })).await
+    }
+
+    /// Imports a root filesystem tar (as `docker import`) under `repo:tag`.
+    pub async fn import_image(
+        &self,
+        tar: Vec<u8>,
+        repo: &str,
+        tag: &str,
+    ) -> Result<(), MinionError> {
+        let options = CreateImageOptionsBuilder::new()
+            .from_src("-")
+            .repo(repo)
+            .tag(tag)
+            .build();
+        let body = bollard::body_full(tar.into());
+        let stream = self.docker().create_image(Some(options), Some(body), None);
+        self.call(stream.try_for_each(|_| async { Ok(()) })).await
+    }
+
+    /// A container's output, stdout and stderr, optionally following it.
+    pub fn logs(
+        &self,
+        id: &str,
+        follow: bool,
+    ) -> impl Stream<Item = Result<String, MinionError>> + '_ {
+        let options = LogsOptionsBuilder::new()
+            .stdout(true)
+            .stderr(true)
+            .follow(follow)
+            .build();
+        self.docker()
+            .logs(id, Some(options))
+            .map(move |item| item.map(|o| o.to_string()).map_err(|e| self.error(e)))
+    }
+
+    /// Runs a command (no shell) in a running container; returns its exit code and output.
+    pub async fn exec(&self, id: &str, command: &[&str]) -> Result<(i64, String), MinionError> {
+        let config = bollard::exec::CreateExecOptions {
+            cmd: Some(command.iter().map(|s| s.to_string()).collect::<Vec<_>>()),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            ..Default::default()
+        };
+        let exec = self.call(self.docker().create_exec(id, config)).await?;
+        let started = self.call(self.docker().start_exec(&exec.id, None)).await?;
+        let mut output = String::new();
+        if let bollard::exec::StartExecResults::Attached {
+            output: mut stream, ..
+        } = started
+        {
+            while let Some(chunk) = stream.next().await {
+                output.push_str(&chunk.map_err(|e| self.error(e))?.to_string());
+            }
+        }
+        let inspected = self.call(self.docker().inspect_exec(&exec.id)).await?;
+        Ok((inspected.exit_code.unwrap_or(-1), output))
+    }
+
+    /// Probes the minion and reports everything `get minions` shows. Never fails: an
+    /// unreachable minion is a status, not an error.
+    pub async fn status(&self) -> MinionStatus {
+        let version = self.version().await.ok();
+        let capacity = match version {
+            Some(_) => self.capacity().await.unwrap_or(self.spec.capacity),
+            None => self.spec.capacity,
+        };
+        let managed = match version {
+            Some(_) => self.list_managed().await.ok().map(|c| c.len()),
+            None => None,
+        };
+        MinionStatus {
+            name: self.spec.name.clone(),
+            address: self.spec.address.clone(),
+            health: self.health(),
+            docker_version: version,
+            capacity,
+            labels: self.spec.labels.clone(),
+            managed_containers: managed,
+        }
+    }
+}

@@ -1,0 +1,908 @@
+//! The SSH link to one minion: one ssh2 session, opened once and reused for every Docker call.
+//!
+//! libssh2 puts a session and all its channels behind one lock, so a blocking read on one
+//! channel would stall every other. Instead one I/O thread per minion owns the session in
+//! non-blocking mode and pumps bytes between each `direct-streamlocal` channel (to the minion's
+//! Docker socket) and one end of a local `UnixStream` pair; the other end goes to hyper, which
+//! speaks HTTP over it as over any socket. Many calls are in flight at once as many channels.
+//! The thread sleeps in `poll(2)` on the TCP socket, the local sockets and a wake-up socket.
+//!
+//! Host keys are verified against known_hosts before anything else is sent.
+
+use super::MinionError;
+use std::collections::VecDeque;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Where and how to reach one minion's sshd.
+#[derive(Debug, Clone)]
+pub struct SshTarget {
+    pub minion: String,
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    /// Private key file; `None` means: the ssh-agent, then ~/.ssh/id_ed25519 and id_rsa.
+    pub identity: Option<PathBuf>,
+    pub known_hosts: PathBuf,
+    pub connect_timeout: Duration,
+}
+
+impl SshTarget {
+    /// The host as written in known_hosts: `host`, or `[host]:port` off port 22.
+    pub fn known_hosts_name(&self) -> String {
+        if self.port == 22 {
+            self.host.clone()
+        } else {
+            format!("[{}]:{}", self.host, self.port)
+        }
+    }
+}
+
+const EAGAIN: i32 = -37; // LIBSSH2_ERROR_EAGAIN
+const BUF: usize = 64 * 1024;
+const MAX_BACKOFF: Duration = Duration::from_secs(4);
+
+fn is_again(e: &ssh2::Error) -> bool {
+    e.code() == ssh2::ErrorCode::Session(EAGAIN)
+}
+
+enum Command {
+    Open {
+        socket_path: String,
+        local: UnixStream,
+        reply: tokio::sync::oneshot::Sender<Result<(), String>>,
+    },
+}
+
+struct Worker {
+    commands: mpsc::Sender<Command>,
+    wake: UnixStream,
+    alive: Arc<AtomicBool>,
+}
+
+#[derive(Default)]
+struct LinkState {
+    worker: Option<Worker>,
+    /// No new connection attempt before this instant (backoff after failures).
+    retry_at: Option<Instant>,
+    backoff: Duration,
+    last_error: Option<String>,
+}
+
+/// A persistent, self-healing SSH link to one minion.
+pub struct SshLink {
+    target: SshTarget,
+    state: Mutex<LinkState>,
+    /// Serialises connection attempts; calls arriving meanwhile wait for the one attempt.
+    connecting: tokio::sync::Mutex<()>,
+}
+
+impl SshLink {
+    pub fn new(target: SshTarget) -> SshLink {
+        SshLink {
+            target,
+            state: Mutex::new(LinkState::default()),
+            connecting: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn target(&self) -> &SshTarget {
+        &self.target
+    }
+
+    /// Is the SSH session up right now?
+    pub fn is_connected(&self) -> bool {
+        let state = self.state.lock().expect("link state");
+        state
+            .worker
+            .as_ref()
+            .is_some_and(|w| w.alive.load(Ordering::Acquire))
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.state.lock().expect("link state").last_error.clone()
+    }
+
+    fn err(&self, message: impl Into<String>) -> MinionError {
+        MinionError::new(&self.target.minion, &self.target.host, message)
+    }
+
+    /// Opens a stream to a unix socket on the minion (its Docker socket), connecting or
+    /// reconnecting the session first when needed.
+    pub async fn open_stream(
+        &self,
+        socket_path: &str,
+    ) -> Result<tokio::net::UnixStream, MinionError> {
+        let (commands, wake_fd) = self.worker().await?;
+        let (ours, theirs) =
+            UnixStream::pair().map_err(|e| self.err(format!("socketpair: {e}")))?;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let sent = commands.send(Command::Open {
+            socket_path: socket_path.to_string(),
+            local: theirs,
+            reply,
+        });
+        if sent.is_err() {
+            return Err(self.err("ssh session closed"));
+        }
+        let _ = (&wake_fd).write(&[1]);
+        match tokio::time::timeout(self.target.connect_timeout, answer).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(message))) => return Err(self.err(message)),
+            Ok(Err(_)) => return Err(self.err("ssh session closed while opening a channel")),
+            Err(_) => return Err(self.err("timed out opening a channel to the Docker socket")),
+        }
+        ours.set_nonblocking(true)
+            .map_err(|e| self.err(e.to_string()))?;
+        tokio::net::UnixStream::from_std(ours).map_err(|e| self.err(e.to_string()))
+    }
+
+    /// The running worker, started (with backoff) if there is none or it died.
+    async fn worker(&self) -> Result<(mpsc::Sender<Command>, UnixStream), MinionError> {
+        if let Some(w) = self.live_worker() {
+            return Ok(w);
+        }
+        let _one_at_a_time = self.connecting.lock().await;
+        if let Some(w) = self.live_worker() {
+            return Ok(w);
+        }
+        {
+            let state = self.state.lock().expect("link state");
+            if let Some(at) = state.retry_at {
+                if Instant::now() < at {
+                    let last = state.last_error.clone().unwrap_or_default();
+                    return Err(self.err(format!(
+                        "unreachable: {last} (retrying in {:.1}s)",
+                        (at - Instant::now()).as_secs_f64()
+                    )));
+                }
+            }
+        }
+        let target = self.target.clone();
+        let started = tokio::task::spawn_blocking(move || start_worker(&target))
+            .await
+            .map_err(|e| self.err(format!("connect task failed: {e}")))?;
+        let mut state = self.state.lock().expect("link state");
+        match started {
+            Ok(worker) => {
+                let handles = (
+                    worker.commands.clone(),
+                    worker
+                        .wake
+                        .try_clone()
+                        .map_err(|e| self.err(e.to_string()))?,
+                );
+                state.worker = Some(worker);
+                state.retry_at = None;
+                state.backoff = Duration::ZERO;
+                state.last_error = None;
+                Ok(handles)
+            }
+            Err(message) => {
+                // Back off 0.25 s, 0.5 s, ... up to a few seconds: a revived minion is found
+                // again quickly, a dead one is not hammered.
+                state.backoff = (state.backoff * 2).clamp(Duration::from_millis(250), MAX_BACKOFF);
+                state.retry_at = Some(Instant::now() + state.backoff);
+                state.last_error = Some(message.clone());
+                Err(self.err(message))
+            }
+        }
+    }
+
+    fn live_worker(&self) -> Option<(mpsc::Sender<Command>, UnixStream)> {
+        let mut state = self.state.lock().expect("link state");
+        match &state.worker {
+            Some(w) if w.alive.load(Ordering::Acquire) => {
+                Some((w.commands.clone(), w.wake.try_clone().ok()?))
+            }
+            Some(_) => {
+                state.worker = None;
+                state.last_error = Some("ssh session lost".into());
+                None
+            }
+            None => None,
+        }
+    }
+}
+
+/// Connects, verifies the host key, authenticates and starts the I/O thread.
+fn start_worker(t: &SshTarget) -> Result<Worker, String> {
+    let addr = (t.host.as_str(), t.port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {}: {e}", t.host))?
+        .next()
+        .ok_or_else(|| format!("cannot resolve {}", t.host))?;
+    let tcp = TcpStream::connect_timeout(&addr, t.connect_timeout)
+        .map_err(|e| format!("ssh connect to {addr}: {e}"))?;
+    let _ = tcp.set_nodelay(true);
+    set_tcp_keepalive(&tcp);
+    let poll_socket = tcp.try_clone().map_err(|e| e.to_string())?;
+    let mut session = ssh2::Session::new().map_err(|e| e.to_string())?;
+    session.set_timeout(t.connect_timeout.as_millis() as u32);
+    pin_host_key_types(&session, t)?;
+    session.set_tcp_stream(tcp);
+    session
+        .handshake()
+        .map_err(|e| format!("ssh handshake with {addr}: {}", e.message()))?;
+    verify_host_key(&session, t)?;
+    authenticate(&session, t)?;
+    session.set_keepalive(false, 15);
+    session.set_blocking(false);
+
+    let (commands, queue) = mpsc::channel();
+    let (wake, wake_reader) = UnixStream::pair().map_err(|e| e.to_string())?;
+    wake_reader
+        .set_nonblocking(true)
+        .map_err(|e| e.to_string())?;
+    let alive = Arc::new(AtomicBool::new(true));
+    let thread_alive = alive.clone();
+    let name = format!("ssh-{}", t.minion);
+    std::thread::Builder::new()
+        .name(name)
+        .spawn(move || {
+            let mut io = IoLoop {
+                session,
+                socket: poll_socket,
+                queue,
+                wake: wake_reader,
+                bridges: Vec::new(),
+                opening: VecDeque::new(),
+                buf: vec![0; BUF],
+            };
+            io.run();
+            thread_alive.store(false, Ordering::Release);
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(Worker {
+        commands,
+        wake,
+        alive,
+    })
+}
+
+/// Kernel keepalive finds a peer that vanished without closing (libssh2's own keepalive only
+/// sends and never learns of a dead peer).
+fn set_tcp_keepalive(tcp: &TcpStream) {
+    let fd = tcp.as_raw_fd();
+    let set = |level, name, value: libc::c_int| {
+        // SAFETY: setsockopt with a valid fd and a pointer to a c_int of the given size.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                level,
+                name,
+                &value as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    };
+    set(libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1);
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, 10);
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, 5);
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 3);
+}
+
+fn open_known_hosts(session: &ssh2::Session, t: &SshTarget) -> Result<ssh2::KnownHosts, String> {
+    let mut known = session.known_hosts().map_err(|e| e.to_string())?;
+    if t.known_hosts.exists() {
+        known
+            .read_file(&t.known_hosts, ssh2::KnownHostFileKind::OpenSSH)
+            .map_err(|e| format!("{}: {}", t.known_hosts.display(), e.message()))?;
+    }
+    Ok(known)
+}
+
+/// Asks the server for the host key types we already know for it, so a host known by, say,
+/// an RSA line is checked against its RSA key rather than reported as changed.
+fn pin_host_key_types(session: &ssh2::Session, t: &SshTarget) -> Result<(), String> {
+    let known = open_known_hosts(session, t)?;
+    let name = t.known_hosts_name();
+    let mut types: Vec<String> = Vec::new();
+    for host in known.iter().map_err(|e| e.to_string())? {
+        if host.name() == Some(name.as_str()) {
+            if let Some(kind) = key_type_of(host.key()) {
+                if !types.contains(&kind) {
+                    types.push(kind);
+                }
+            }
+        }
+    }
+    if !types.is_empty() {
+        session
+            .method_pref(ssh2::MethodType::HostKey, &types.join(","))
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// The key type named at the start of a base64 public key blob.
+fn key_type_of(base64: &str) -> Option<String> {
+    let blob = decode_base64(base64)?;
+    let len = u32::from_be_bytes(blob.get(..4)?.try_into().ok()?) as usize;
+    String::from_utf8(blob.get(4..4 + len)?.to_vec()).ok()
+}
+
+fn decode_base64(s: &str) -> Option<Vec<u8>> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => Some(c - b'A'),
+        b'a'..=b'z' => Some(c - b'a' + 26),
+        b'0'..=b'9' => Some(c - b'0' + 52),
+        b'+' => Some(62),
+        b'/' => Some(63),
+        _ => None,
+    };
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in s.bytes().filter(|c| *c != b'=') {
+        acc = (acc << 6) | u32::from(value(c)?);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Some(out)
+}
+
+/// The server's host key as a known_hosts line, and its SHA-256 fingerprint.
+pub fn host_key_line(session: &ssh2::Session, t: &SshTarget) -> Result<(String, String), String> {
+    let (key, kind) = session.host_key().ok_or("server sent no host key")?;
+    let type_name = match kind {
+        ssh2::HostKeyType::Rsa => "ssh-rsa",
+        ssh2::HostKeyType::Dss => "ssh-dss",
+        ssh2::HostKeyType::Ecdsa256 => "ecdsa-sha2-nistp256",
+        ssh2::HostKeyType::Ecdsa384 => "ecdsa-sha2-nistp384",
+        ssh2::HostKeyType::Ecdsa521 => "ecdsa-sha2-nistp521",
+        ssh2::HostKeyType::Ed25519 => "ssh-ed25519",
+        ssh2::HostKeyType::Unknown => "unknown",
+    };
+    let fingerprint = session
+        .host_key_hash(ssh2::HashType::Sha256)
+        .map(|h| format!("SHA256:{}", encode_base64(h).trim_end_matches('=')))
+        .unwrap_or_default();
+    Ok((
+        format!(
+            "{} {type_name} {}",
+            t.known_hosts_name(),
+            encode_base64(key)
+        ),
+        fingerprint,
+    ))
+}
+
+fn encode_base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, b)| acc | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn verify_host_key(session: &ssh2::Session, t: &SshTarget) -> Result<(), String> {
+    let known = open_known_hosts(session, t)?;
+    let (key, _) = session.host_key().ok_or("server sent no host key")?;
+    let (_, fingerprint) = host_key_line(session, t)?;
+    match known.check_port(&t.host, t.port, key) {
+        ssh2::CheckResult::Match => Ok(()),
+        ssh2::CheckResult::NotFound => Err(format!(
+            "unknown host key {fingerprint} for {} (not in {}); if it is right, accept it with `drover minions trust {}`",
+            t.known_hosts_name(),
+            t.known_hosts.display(),
+            t.minion
+        )),
+        ssh2::CheckResult::Mismatch => Err(format!(
+            "HOST KEY CHANGED for {}: it now offers {fingerprint}, which does not match {}. This may be an attack; if the change is expected, replace it with `drover minions trust {} --replace`",
+            t.known_hosts_name(),
+            t.known_hosts.display(),
+            t.minion
+        )),
+        ssh2::CheckResult::Failure => Err(format!("could not check the host key against {}", t.known_hosts.display())),
+    }
+}
+
+fn authenticate(session: &ssh2::Session, t: &SshTarget) -> Result<(), String> {
+    let mut tried = Vec::new();
+    if let Some(identity) = &t.identity {
+        if let Err(e) = session.userauth_pubkey_file(&t.user, None, identity, None) {
+            return Err(format!(
+                "public key authentication as {} with {} failed: {}",
+                t.user,
+                identity.display(),
+                e.message()
+            ));
+        }
+    } else {
+        if session.userauth_agent(&t.user).is_ok() {
+            return Ok(());
+        }
+        tried.push("ssh-agent".to_string());
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_default();
+        for name in ["id_ed25519", "id_rsa", "id_ecdsa"] {
+            let key = home.join(".ssh").join(name);
+            if key.exists() {
+                if session
+                    .userauth_pubkey_file(&t.user, None, &key, None)
+                    .is_ok()
+                {
+                    return Ok(());
+                }
+                tried.push(key.display().to_string());
+            }
+        }
+    }
+    if session.authenticated() {
+        Ok(())
+    } else {
+        Err(format!(
+            "authentication as {} failed (tried {})",
+            t.user,
+            tried.join(", ")
+        ))
+    }
+}
+
+/// Connects without checking the host key, and records the key the server offers in
+/// known_hosts (the explicit "accept this key" step). An existing, different key for the host
+/// is only replaced with `replace`. Returns the fingerprint and the file written.
+pub fn trust_host_key(t: &SshTarget, replace: bool) -> Result<(String, PathBuf), String> {
+    let addr = (t.host.as_str(), t.port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {}: {e}", t.host))?
+        .next()
+        .ok_or_else(|| format!("cannot resolve {}", t.host))?;
+    let tcp = TcpStream::connect_timeout(&addr, t.connect_timeout)
+        .map_err(|e| format!("ssh connect to {addr}: {e}"))?;
+    let mut session = ssh2::Session::new().map_err(|e| e.to_string())?;
+    session.set_timeout(t.connect_timeout.as_millis() as u32);
+    session.set_tcp_stream(tcp);
+    session
+        .handshake()
+        .map_err(|e| format!("ssh handshake with {addr}: {}", e.message()))?;
+    let (line, fingerprint) = host_key_line(&session, t)?;
+    let existing = std::fs::read_to_string(&t.known_hosts).unwrap_or_default();
+    let name = t.known_hosts_name();
+    let names_host = |l: &str| {
+        l.split_whitespace()
+            .next()
+            .is_some_and(|names| names.split(',').any(|n| n == name))
+    };
+    let key_of = |l: &str| l.split_whitespace().nth(2).map(str::to_string);
+    let ours = key_of(&line);
+    if existing.lines().any(|l| names_host(l) && key_of(l) == ours) {
+        return Ok((fingerprint, t.known_hosts.clone()));
+    }
+    if existing.lines().any(names_host) && !replace {
+        return Err(format!(
+            "{} already has a different key for {name}; pass --replace to replace it with {fingerprint}",
+            t.known_hosts.display()
+        ));
+    }
+    let mut text: String = existing
+        .lines()
+        .filter(|l| !names_host(l))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    text.push_str(&line);
+    text.push('\n');
+    if let Some(dir) = t.known_hosts.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    write_private(&t.known_hosts, text.as_bytes())
+        .map_err(|e| format!("{}: {e}", t.known_hosts.display()))?;
+    Ok((fingerprint, t.known_hosts.clone()))
+}
+
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("drover-tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(tmp, path)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The I/O thread
+
+struct Bridge {
+    channel: ssh2::Channel,
+    local: UnixStream,
+    /// Bytes read from the local socket, not yet written to the channel.
+    up: Vec<u8>,
+    up_sent: usize,
+    /// Bytes read from the channel, not yet written to the local socket.
+    down: Vec<u8>,
+    down_sent: usize,
+    local_eof: bool,
+    eof_sent: bool,
+    remote_eof: bool,
+    closing: bool,
+}
+
+struct Opening {
+    socket_path: String,
+    local: UnixStream,
+    reply: tokio::sync::oneshot::Sender<Result<(), String>>,
+}
+
+struct IoLoop {
+    session: ssh2::Session,
+    socket: TcpStream,
+    queue: mpsc::Receiver<Command>,
+    wake: UnixStream,
+    bridges: Vec<Bridge>,
+    opening: VecDeque<Opening>,
+    buf: Vec<u8>,
+}
+
+/// What one step of pumping a bridge did.
+enum Step {
+    Progress,
+    Idle,
+    Done,
+    /// The session itself failed: every channel is gone.
+    SessionDead(String),
+}
+
+impl IoLoop {
+    fn run(&mut self) {
+        let mut last_keepalive = Instant::now();
+        loop {
+            let mut progress = self.take_commands();
+            match self.open_channels() {
+                Ok(p) => progress |= p,
+                Err(e) => return self.fail_all(&e),
+            }
+            let mut i = 0;
+            while i < self.bridges.len() {
+                match pump(&mut self.bridges[i], &mut self.buf) {
+                    Step::Progress => {
+                        progress = true;
+                        i += 1;
+                    }
+                    Step::Idle => i += 1,
+                    Step::Done => {
+                        let mut b = self.bridges.swap_remove(i);
+                        close_channel(&mut b.channel);
+                        progress = true;
+                    }
+                    Step::SessionDead(e) => return self.fail_all(&e),
+                }
+            }
+            if last_keepalive.elapsed() > Duration::from_secs(5) {
+                last_keepalive = Instant::now();
+                let _ = self.session.keepalive_send();
+                if self.bridges.is_empty() && peer_closed(&self.socket) {
+                    return self.fail_all("ssh connection closed by the minion");
+                }
+            }
+            if !progress && !self.wait() {
+                return self.fail_all("ssh connection closed by the minion");
+            }
+        }
+    }
+
+    fn take_commands(&mut self) -> bool {
+        let mut drained = [0u8; 64];
+        while (&self.wake).read(&mut drained).is_ok_and(|n| n > 0) {}
+        let mut any = false;
+        while let Ok(Command::Open {
+            socket_path,
+            local,
+            reply,
+        }) = self.queue.try_recv()
+        {
+            self.opening.push_back(Opening {
+                socket_path,
+                local,
+                reply,
+            });
+            any = true;
+        }
+        any
+    }
+
+    /// Channel opens are serialised on the session; an EAGAIN leaves the rest for later.
+    fn open_channels(&mut self) -> Result<bool, String> {
+        let mut progress = false;
+        while let Some(o) = self.opening.front() {
+            match self
+                .session
+                .channel_direct_streamlocal(&o.socket_path, None)
+            {
+                Ok(channel) => {
+                    let o = self.opening.pop_front().expect("front exists");
+                    if o.local.set_nonblocking(true).is_err() {
+                        continue;
+                    }
+                    let _ = o.reply.send(Ok(()));
+                    self.bridges.push(Bridge {
+                        channel,
+                        local: o.local,
+                        up: Vec::new(),
+                        up_sent: 0,
+                        down: Vec::new(),
+                        down_sent: 0,
+                        local_eof: false,
+                        eof_sent: false,
+                        remote_eof: false,
+                        closing: false,
+                    });
+                    progress = true;
+                }
+                Err(e) if is_again(&e) => break,
+                Err(e) if is_session_error(&e) => {
+                    return Err(format!("ssh session failed: {}", e.message()))
+                }
+                Err(e) => {
+                    let o = self.opening.pop_front().expect("front exists");
+                    let _ = o.reply.send(Err(format!(
+                        "cannot open the Docker socket {} over ssh: {} (is the path right, and is AllowStreamLocalForwarding on?)",
+                        o.socket_path,
+                        e.message()
+                    )));
+                    progress = true;
+                }
+            }
+        }
+        Ok(progress)
+    }
+
+    /// Sleeps until the TCP socket, a local socket or the wake-up socket is ready.
+    /// Returns false if the TCP connection is gone.
+    fn wait(&mut self) -> bool {
+        let mut fds = Vec::with_capacity(self.bridges.len() + 2);
+        fds.push(libc::pollfd {
+            fd: self.wake.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        });
+        let busy = !self.bridges.is_empty() || !self.opening.is_empty();
+        let mut tcp_events = 0;
+        if busy {
+            let dirs = self.session.block_directions();
+            tcp_events = libc::POLLIN;
+            if matches!(
+                dirs,
+                ssh2::BlockDirections::Outbound | ssh2::BlockDirections::Both
+            ) {
+                tcp_events |= libc::POLLOUT;
+            }
+        }
+        fds.push(libc::pollfd {
+            fd: self.socket.as_raw_fd(),
+            events: tcp_events,
+            revents: 0,
+        });
+        for b in &self.bridges {
+            let mut events = 0;
+            if b.up_sent >= b.up.len() && !b.local_eof {
+                events |= libc::POLLIN;
+            }
+            if b.down_sent < b.down.len() {
+                events |= libc::POLLOUT;
+            }
+            fds.push(libc::pollfd {
+                fd: b.local.as_raw_fd(),
+                events,
+                revents: 0,
+            });
+        }
+        // libssh2 may already hold data for a channel (read from the socket while serving
+        // another channel): poll would not report it, so do not sleep on it.
+        let buffered = self.bridges.iter().any(|b| {
+            b.down_sent >= b.down.len() && !b.remote_eof && b.channel.read_window().available > 0
+        });
+        if buffered {
+            return true;
+        }
+        // Idle: wake for commands and the keepalive tick. Busy: come back now and then, for
+        // states libssh2 keeps that no poll reports.
+        let timeout = if busy { 50 } else { 1000 };
+        // SAFETY: fds is a valid array of pollfd for the duration of the call.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+        if n > 0
+            && fds[1].revents & (libc::POLLHUP | libc::POLLERR) != 0
+            && peer_closed(&self.socket)
+        {
+            return false;
+        }
+        true
+    }
+
+    fn fail_all(&mut self, message: &str) {
+        for o in self.opening.drain(..) {
+            let _ = o.reply.send(Err(message.to_string()));
+        }
+        // Dropping the local ends tells hyper the connections are gone.
+        self.bridges.clear();
+    }
+}
+
+/// Has the peer closed the TCP connection? (A zero-byte peek is an orderly shutdown.)
+fn peer_closed(socket: &TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    // SAFETY: recv into a 1-byte buffer we own, without blocking.
+    let n = unsafe {
+        libc::recv(
+            socket.as_raw_fd(),
+            byte.as_mut_ptr() as *mut libc::c_void,
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    if n == 0 {
+        return true;
+    }
+    n < 0 && {
+        let err = std::io::Error::last_os_error();
+        !matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted)
+    }
+}
+
+fn is_session_error(e: &ssh2::Error) -> bool {
+    // Socket send/recv failures, disconnects and timeouts end the session, not one channel.
+    matches!(e.code(), ssh2::ErrorCode::Session(-7 | -9 | -13 | -43))
+}
+
+fn io_session_dead(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::ConnectionReset
+            | ErrorKind::ConnectionAborted
+            | ErrorKind::BrokenPipe
+            | ErrorKind::UnexpectedEof
+    )
+}
+
+/// Moves what it can in both directions without blocking.
+fn pump(b: &mut Bridge, buf: &mut [u8]) -> Step {
+    let mut progress = false;
+    // local -> channel
+    if b.up_sent >= b.up.len() && !b.local_eof {
+        match b.local.read(buf) {
+            Ok(0) => {
+                b.local_eof = true;
+                progress = true;
+            }
+            Ok(n) => {
+                b.up.clear();
+                b.up.extend_from_slice(&buf[..n]);
+                b.up_sent = 0;
+                progress = true;
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => {
+                b.local_eof = true;
+                b.closing = true;
+            }
+        }
+    }
+    while b.up_sent < b.up.len() {
+        match b.channel.write(&b.up[b.up_sent..]) {
+            Ok(0) => break,
+            Ok(n) => {
+                b.up_sent += n;
+                progress = true;
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) if io_session_dead(&e) => return Step::SessionDead(e.to_string()),
+            Err(_) => {
+                b.closing = true;
+                break;
+            }
+        }
+    }
+    if b.local_eof && b.up_sent >= b.up.len() && !b.eof_sent {
+        match b.channel.send_eof() {
+            Ok(()) => {
+                b.eof_sent = true;
+                progress = true;
+            }
+            Err(e) if is_again(&e) => {}
+            Err(_) => b.eof_sent = true,
+        }
+    }
+    // channel -> local
+    if b.down_sent >= b.down.len() && !b.remote_eof {
+        match b.channel.read(buf) {
+            Ok(0) => {
+                if b.channel.eof() {
+                    b.remote_eof = true;
+                    progress = true;
+                }
+            }
+            Ok(n) => {
+                b.down.clear();
+                b.down.extend_from_slice(&buf[..n]);
+                b.down_sent = 0;
+                progress = true;
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            Err(e) if io_session_dead(&e) => return Step::SessionDead(e.to_string()),
+            Err(_) => b.remote_eof = true,
+        }
+    }
+    while b.down_sent < b.down.len() {
+        match b.local.write(&b.down[b.down_sent..]) {
+            Ok(n) => {
+                b.down_sent += n;
+                progress = true;
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::Interrupted => {
+                break
+            }
+            Err(_) => {
+                // hyper went away: drop what the minion still sends.
+                b.closing = true;
+                b.down_sent = b.down.len();
+            }
+        }
+    }
+    let drained = b.down_sent >= b.down.len();
+    if b.remote_eof && drained {
+        let _ = b.local.shutdown(std::net::Shutdown::Write);
+        if b.local_eof || b.closing {
+            return Step::Done;
+        }
+    }
+    if b.closing && drained && b.up_sent >= b.up.len() {
+        return Step::Done;
+    }
+    if progress {
+        Step::Progress
+    } else {
+        Step::Idle
+    }
+}
+
+/// Closes a channel fully before it is dropped: dropping an open channel races other users of
+/// the session (ssh2-rs #322). Bounded, so a wedged channel cannot stall the loop for long.
+fn close_channel(channel: &mut ssh2::Channel) {
+    let deadline = Instant::now() + Duration::from_millis(200);
+    while Instant::now() < deadline {
+        match channel.close() {
+            Ok(()) => return,
+            Err(e) if is_again(&e) => std::thread::yield_now(),
+            Err(_) => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_round_trips_and_names_key_types() {
+        let blob = [&[0, 0, 0, 11][..], b"ssh-ed25519", &[0, 0, 0, 1, 42]].concat();
+        let text = encode_base64(&blob);
+        assert_eq!(decode_base64(&text).unwrap(), blob);
+        assert_eq!(key_type_of(&text).as_deref(), Some("ssh-ed25519"));
+        assert_eq!(encode_base64(b"ab"), "YWI=");
+    }
+}
