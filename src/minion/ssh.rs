@@ -725,13 +725,9 @@ impl IoLoop {
         let timeout = if busy { 50 } else { 1000 };
         // SAFETY: fds is a valid array of pollfd for the duration of the call.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
-        if n > 0
-            && fds[1].revents & (libc::POLLHUP | libc::POLLERR) != 0
-            && peer_closed(&self.socket)
-        {
-            return false;
-        }
-        true
+        // At EOF the socket stays readable forever while libssh2 reports "again": check the
+        // peer whenever the socket wakes us, or the loop would spin on a dead connection.
+        !(n > 0 && fds[1].revents != 0 && peer_closed(&self.socket))
     }
 
     fn fail_all(&mut self, message: &str) {

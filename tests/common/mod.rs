@@ -2,6 +2,8 @@
 //! real `drover` binary.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -1,0 +1,262 @@
+//! The SSH minion driver on the real test cluster: three minions, each its own dockerd and
+//! OpenSSH sshd on 127.0.1.i.
+
+mod common;
+use common::cluster::{cluster, disrupt, steady, testbed, Revive, MINIONS};
+use common::*;
+use std::time::{Duration, Instant};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        Instant::now().elapsed().as_nanos() % 1_000_000
+    )
+}
+
+#[test]
+fn get_minions_shows_every_minion_ready() {
+    let c = cluster();
+    let _g = steady();
+    let t = TestDir::new();
+    let r = t.drover(&[
+        "--config",
+        c.config.to_str().unwrap(),
+        "get",
+        "minions",
+        "-o",
+        "json",
+    ]);
+    r.expect_code(0);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let minions = v.as_array().unwrap();
+    assert_eq!(minions.len(), MINIONS);
+    for (i, m) in minions.iter().enumerate() {
+        assert_eq!(m["name"], format!("m{}", i + 1));
+        assert_eq!(m["health"]["ready"], true, "{m}");
+        assert_eq!(m["health"]["reachable"], true, "{m}");
+        assert!(m["dockerVersion"].as_str().unwrap().len() > 2);
+        assert!(
+            m["capacity"]["cpu"].as_u64().unwrap() >= 1000,
+            "capacity read from NCPU"
+        );
+        assert!(
+            m["capacity"]["memory"].as_u64().unwrap() > 1 << 20,
+            "capacity read from MemTotal"
+        );
+    }
+    let r = t.drover(&["--config", c.config.to_str().unwrap(), "get", "minions"]);
+    assert!(
+        r.stdout.lines().nth(1).unwrap().contains("Ready"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn a_container_created_on_m2_is_there_and_not_on_m1() {
+    let c = cluster();
+    let _g = steady();
+    let (m1, m2) = (c.minion("m1"), c.minion("m2"));
+    let name = unique("probe");
+    runtime().block_on(async {
+        let body = bollard::models::ContainerCreateBody {
+            image: Some("drover/busybox:latest".into()),
+            cmd: Some(vec!["sleep".into(), "300".into()]),
+            labels: Some([("io.drover.test".to_string(), name.clone())].into()),
+            ..Default::default()
+        };
+        let id = m2.create_container(&name, body).await.unwrap();
+        m2.start_container(&id).await.unwrap();
+        let on = |list: Vec<bollard::models::ContainerSummary>| {
+            list.iter().any(|s| s.id.as_deref() == Some(id.as_str()))
+        };
+        assert!(on(m2
+            .list_containers(&[("io.drover.test", &name)])
+            .await
+            .unwrap()));
+        assert!(
+            on(m2.list_managed().await.unwrap()),
+            "drover's label is always set"
+        );
+        assert!(!on(m1
+            .list_containers(&[("io.drover.test", &name)])
+            .await
+            .unwrap()));
+        let inspected = m2.inspect_container(&id).await.unwrap();
+        assert_eq!(inspected.state.unwrap().running, Some(true));
+        let (code, out) = m2.exec(&id, &["echo", "hello"]).await.unwrap();
+        assert_eq!((code, out.trim()), (0, "hello"));
+        m2.remove_container(&id).await.unwrap();
+        assert!(!on(m2
+            .list_containers(&[("io.drover.test", &name)])
+            .await
+            .unwrap()));
+    });
+}
+
+#[test]
+fn twenty_concurrent_calls_to_one_minion_all_succeed() {
+    let c = cluster();
+    let _g = steady();
+    let m = c.minion("m3");
+    runtime().block_on(async {
+        let calls = (0..20).map(|_| m.list_managed());
+        let results = futures_util::future::join_all(calls).await;
+        for r in results {
+            r.unwrap();
+        }
+        // A larger body through the same session: an image import of a few MiB.
+        let tar = std::fs::read(c.dir.join("busybox.tar")).unwrap();
+        m.import_image(tar, "drover/import-check", "latest")
+            .await
+            .unwrap();
+        assert!(m.image_present("drover/import-check:latest").await.unwrap());
+        assert!(!m.image_present("drover/absent:latest").await.unwrap());
+    });
+}
+
+#[test]
+fn a_killed_minion_fails_fast_naming_itself_and_recovers_when_revived() {
+    let c = cluster();
+    let _g = disrupt();
+    let m2 = c.minion("m2");
+    let rt = runtime();
+    rt.block_on(m2.ping()).unwrap();
+    {
+        let _revive = Revive(2);
+        testbed(&["kill", "2"]);
+        let start = Instant::now();
+        let err = rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(10), m2.ping())
+                .await
+                .expect("must not hang")
+        });
+        let err = err.unwrap_err();
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "took {:?}",
+            start.elapsed()
+        );
+        assert_eq!(err.minion, "m2");
+        assert!(
+            err.to_string().starts_with("minion m2 (127.0.1.2): "),
+            "{err}"
+        );
+        let h = m2.health();
+        assert!(!h.reachable && !h.ready, "{h:?}");
+        // The other minions are unaffected.
+        rt.block_on(c.minion("m1").ping()).unwrap();
+    }
+    // Revived (by the guard): the same Minion reconnects without a restart of anything.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match rt.block_on(m2.ping()) {
+            Ok(()) => break,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "no recovery: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+    let h = m2.health();
+    assert!(h.reachable && h.ready, "{h:?}");
+}
+
+#[test]
+fn an_unknown_host_key_is_refused_until_trusted() {
+    let c = cluster();
+    let _g = steady();
+    let t = TestDir::new();
+    let config = std::fs::read_to_string(&c.config).unwrap();
+    let known = t.join("known_hosts");
+    let config = config.replace(
+        &c.dir.join("known_hosts").display().to_string(),
+        &known.display().to_string(),
+    );
+    t.write("drover.toml", &config);
+    let r = t.drover(&["get", "minions", "m1", "-o", "wide"]);
+    assert!(r.stdout.contains("Unreachable"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("unknown host key SHA256:"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("drover minions trust m1"), "{}", r.stdout);
+
+    let r = t.drover(&["minions", "trust", "m1"]);
+    r.expect_code(0);
+    assert!(
+        r.stdout.contains("trusted m1 (127.0.1.1) host key SHA256:"),
+        "{}",
+        r.stdout
+    );
+    let r = t.drover(&["get", "minions", "m1"]);
+    assert!(r.stdout.contains("Ready"), "{}", r.stdout);
+
+    // A changed key is refused loudly and not silently replaced.
+    let other = std::fs::read_to_string(c.dir.join("m2/ssh_host_ed25519_key.pub")).unwrap();
+    let key = other
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ");
+    std::fs::write(&known, format!("127.0.1.1 {key}\n")).unwrap();
+    let r = t.drover(&["get", "minions", "m1", "-o", "wide"]);
+    assert!(
+        r.stdout.contains("HOST KEY CHANGED for 127.0.1.1"),
+        "{}",
+        r.stdout
+    );
+    let r = t.drover(&["minions", "trust", "m1"]);
+    r.expect_code(2);
+    assert!(r.stderr.contains("pass --replace"), "{}", r.stderr);
+    t.drover(&["minions", "trust", "m1", "--replace"])
+        .expect_code(0);
+    assert!(t.drover(&["get", "minions", "m1"]).stdout.contains("Ready"));
+}
+
+#[test]
+fn a_wrong_identity_or_socket_path_fails_clearly() {
+    let c = cluster();
+    let _g = steady();
+    let t = TestDir::new();
+    let status = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(t.join("wrong_key"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let config = std::fs::read_to_string(&c.config).unwrap();
+    t.write(
+        "drover.toml",
+        &config.replace(
+            &c.dir.join("id_ed25519").display().to_string(),
+            &t.join("wrong_key").display().to_string(),
+        ),
+    );
+    let r = t.drover(&["get", "minions", "m1", "-o", "wide"]);
+    assert!(
+        r.stdout.contains("public key authentication as root with") && r.stdout.contains("failed"),
+        "{}",
+        r.stdout
+    );
+
+    t.write(
+        "drover.toml",
+        &config.replace("m1/docker.sock", "m1/nope.sock"),
+    );
+    let r = t.drover(&["get", "minions", "m1", "-o", "wide"]);
+    assert!(
+        r.stdout.contains("cannot open the Docker socket") && r.stdout.contains("nope.sock"),
+        "{}",
+        r.stdout
+    );
+}
