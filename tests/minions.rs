@@ -254,9 +254,32 @@ fn a_wrong_identity_or_socket_path_fails_clearly() {
         &config.replace("m1/docker.sock", "m1/nope.sock"),
     );
     let r = t.drover(&["get", "minions", "m1", "-o", "wide"]);
+    // Stream-local fails, then the dial-stdio fallback: the minion's own words say why.
+    assert!(r.stdout.contains("NotReady"), "{}", r.stdout);
     assert!(
-        r.stdout.contains("cannot open the Docker socket") && r.stdout.contains("nope.sock"),
+        r.stdout.contains("dial-stdio on the minion failed")
+            && r.stdout
+                .contains("/tmp/drover-testbed/m1/nope.sock: connect: no such file"),
         "{}",
         r.stdout
+    );
+}
+
+#[test]
+fn a_minion_whose_sshd_forbids_stream_local_forwarding_is_reached_through_dial_stdio() {
+    let c = cluster();
+    let _g = steady();
+    let t = TestDir::new();
+    // m1's engine, through the second sshd (127.0.1.101) that denies stream-local forwarding.
+    let config = std::fs::read_to_string(&c.config)
+        .unwrap()
+        .replace("address = \"127.0.1.1\"", "address = \"127.0.1.101\"");
+    t.write("drover.toml", &config);
+    let r = t.drover(&["get", "minions", "m1", "-o", "wide"]);
+    assert!(r.stdout.contains("Ready"), "{}", r.stdout);
+    let log = std::fs::read_to_string(c.dir.join("m1/sshd-nofwd.log")).unwrap();
+    assert!(
+        log.contains("denied") || log.contains("refused"),
+        "the fast path must have been refused:\n{log}"
     );
 }

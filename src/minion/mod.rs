@@ -143,14 +143,21 @@ pub fn minion_specs(
                 Transport::Local => "127.0.0.1".to_string(),
                 Transport::Ssh => address.clone(),
             });
+        let docker_socket = m
+            .docker_socket
+            .clone()
+            .unwrap_or_else(|| DEFAULT_DOCKER_SOCKET.to_string());
+        if !docker_socket.starts_with('/') || docker_socket.contains(['\'', '\n']) {
+            return Err(format!(
+                "minions: minion `{}`: docker_socket `{docker_socket}` must be an absolute path without quotes",
+                m.name
+            ));
+        }
         specs.push(MinionSpec {
             name: m.name.clone(),
             address,
             transport,
-            docker_socket: m
-                .docker_socket
-                .clone()
-                .unwrap_or_else(|| DEFAULT_DOCKER_SOCKET.to_string()),
+            docker_socket,
             publish_address,
             labels: m.labels.clone(),
             capacity: m
@@ -287,7 +294,10 @@ impl Minion {
         }
         // A MinionError from the connector already names the minion: keep its message only.
         let prefix = format!("minion {} ({}): ", self.spec.name, self.spec.address);
-        let message = message.replace(&prefix, "");
+        let mut message = message.replace(&prefix, "");
+        if let Some(diag) = self.link.as_ref().and_then(|l| l.take_remote_diagnostic()) {
+            message = format!("{message}; {diag}");
+        }
         MinionError::new(&self.spec.name, &self.spec.address, message)
     }
 

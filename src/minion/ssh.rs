@@ -66,6 +66,9 @@ struct Worker {
     alive: Arc<AtomicBool>,
 }
 
+/// What the minion said on stderr when a `dial-stdio` relay ended badly, for error messages.
+type RemoteDiagnostic = Arc<Mutex<Option<String>>>;
+
 #[derive(Default)]
 struct LinkState {
     worker: Option<Worker>,
@@ -78,6 +81,7 @@ struct LinkState {
 /// A persistent, self-healing SSH link to one minion.
 pub struct SshLink {
     target: SshTarget,
+    diagnostic: RemoteDiagnostic,
     state: Mutex<LinkState>,
     /// Serialises connection attempts; calls arriving meanwhile wait for the one attempt.
     connecting: tokio::sync::Mutex<()>,
@@ -87,6 +91,7 @@ impl SshLink {
     pub fn new(target: SshTarget) -> SshLink {
         SshLink {
             target,
+            diagnostic: RemoteDiagnostic::default(),
             state: Mutex::new(LinkState::default()),
             connecting: tokio::sync::Mutex::new(()),
         }
@@ -103,6 +108,11 @@ impl SshLink {
             .worker
             .as_ref()
             .is_some_and(|w| w.alive.load(Ordering::Acquire))
+    }
+
+    /// The last failure the minion itself reported (stderr of the dial-stdio fallback), once.
+    pub fn take_remote_diagnostic(&self) -> Option<String> {
+        self.diagnostic.lock().expect("diagnostic").take()
     }
 
     pub fn last_error(&self) -> Option<String> {
@@ -165,7 +175,8 @@ impl SshLink {
             }
         }
         let target = self.target.clone();
-        let started = tokio::task::spawn_blocking(move || start_worker(&target))
+        let diagnostic = self.diagnostic.clone();
+        let started = tokio::task::spawn_blocking(move || start_worker(&target, diagnostic))
             .await
             .map_err(|e| self.err(format!("connect task failed: {e}")))?;
         let mut state = self.state.lock().expect("link state");
@@ -212,7 +223,7 @@ impl SshLink {
 }
 
 /// Connects, verifies the host key, authenticates and starts the I/O thread.
-fn start_worker(t: &SshTarget) -> Result<Worker, String> {
+fn start_worker(t: &SshTarget, diagnostic: RemoteDiagnostic) -> Result<Worker, String> {
     let addr = (t.host.as_str(), t.port)
         .to_socket_addrs()
         .map_err(|e| format!("cannot resolve {}: {e}", t.host))?
@@ -247,6 +258,8 @@ fn start_worker(t: &SshTarget) -> Result<Worker, String> {
         .name(name)
         .spawn(move || {
             let mut io = IoLoop {
+                diagnostic,
+                dial_stdio: false,
                 session,
                 socket: poll_socket,
                 queue,
@@ -541,15 +554,51 @@ struct Bridge {
     eof_sent: bool,
     remote_eof: bool,
     closing: bool,
+    /// For dial-stdio relays: what the remote command wrote to stderr (bounded).
+    stderr: Option<Vec<u8>>,
+}
+
+impl Bridge {
+    fn new(channel: ssh2::Channel, local: UnixStream) -> Bridge {
+        Bridge {
+            channel,
+            local,
+            up: Vec::new(),
+            up_sent: 0,
+            down: Vec::new(),
+            down_sent: 0,
+            local_eof: false,
+            eof_sent: false,
+            remote_eof: false,
+            closing: false,
+            stderr: None,
+        }
+    }
 }
 
 struct Opening {
     socket_path: String,
     local: UnixStream,
     reply: tokio::sync::oneshot::Sender<Result<(), String>>,
+    /// Set once the direct-streamlocal attempt failed: the reason, and the exec channel of the
+    /// `docker system dial-stdio` fallback while it is being set up.
+    streamlocal_error: Option<String>,
+    exec_channel: Option<ssh2::Channel>,
+}
+
+/// The fallback for minions whose sshd forbids stream-local forwarding: the Docker CLI on the
+/// minion relays stdin/stdout to its engine. Only the configured socket path is interpolated,
+/// single-quoted; no manifest text ever gets here.
+fn dial_stdio_command(socket_path: &str) -> Option<String> {
+    // minion_specs refuses such paths already; this keeps the quoting sound on its own.
+    (!socket_path.contains('\''))
+        .then(|| format!("docker -H 'unix://{socket_path}' system dial-stdio"))
 }
 
 struct IoLoop {
+    diagnostic: RemoteDiagnostic,
+    /// This sshd refused stream-local forwarding and the dial-stdio fallback worked: use it.
+    dial_stdio: bool,
     session: ssh2::Session,
     socket: TcpStream,
     queue: mpsc::Receiver<Command>,
@@ -579,7 +628,7 @@ impl IoLoop {
             }
             let mut i = 0;
             while i < self.bridges.len() {
-                match pump(&mut self.bridges[i], &mut self.buf) {
+                match pump(&mut self.bridges[i], &mut self.buf, &self.diagnostic) {
                     Step::Progress => {
                         progress = true;
                         i += 1;
@@ -588,6 +637,7 @@ impl IoLoop {
                     Step::Done => {
                         let mut b = self.bridges.swap_remove(i);
                         close_channel(&mut b.channel);
+
                         progress = true;
                     }
                     Step::SessionDead(e) => return self.fail_all(&e),
@@ -620,6 +670,8 @@ impl IoLoop {
                 socket_path,
                 local,
                 reply,
+                streamlocal_error: None,
+                exec_channel: None,
             });
             any = true;
         }
@@ -629,39 +681,45 @@ impl IoLoop {
     /// Channel opens are serialised on the session; an EAGAIN leaves the rest for later.
     fn open_channels(&mut self) -> Result<bool, String> {
         let mut progress = false;
-        while let Some(o) = self.opening.front() {
-            match self
-                .session
-                .channel_direct_streamlocal(&o.socket_path, None)
-            {
-                Ok(channel) => {
+        while let Some(o) = self.opening.front_mut() {
+            let attempt = if o.streamlocal_error.is_none() && !self.dial_stdio {
+                self.session
+                    .channel_direct_streamlocal(&o.socket_path, None)
+                    .map(Some)
+            } else {
+                open_dial_stdio(&self.session, o)
+            };
+            match attempt {
+                Ok(Some(channel)) => {
                     let o = self.opening.pop_front().expect("front exists");
+                    if o.streamlocal_error.is_some() || self.dial_stdio {
+                        self.dial_stdio = true; // remember: this sshd only allows the fallback
+                    }
                     if o.local.set_nonblocking(true).is_err() {
                         continue;
                     }
                     let _ = o.reply.send(Ok(()));
-                    self.bridges.push(Bridge {
-                        channel,
-                        local: o.local,
-                        up: Vec::new(),
-                        up_sent: 0,
-                        down: Vec::new(),
-                        down_sent: 0,
-                        local_eof: false,
-                        eof_sent: false,
-                        remote_eof: false,
-                        closing: false,
-                    });
+                    let mut bridge = Bridge::new(channel, o.local);
+                    if self.dial_stdio {
+                        bridge.stderr = Some(Vec::new());
+                    }
+                    self.bridges.push(bridge);
                     progress = true;
                 }
+                Ok(None) => break, // the fallback is half-way set up
                 Err(e) if is_again(&e) => break,
                 Err(e) if is_session_error(&e) => {
                     return Err(format!("ssh session failed: {}", e.message()))
                 }
+                Err(e) if o.streamlocal_error.is_none() && !self.dial_stdio => {
+                    o.streamlocal_error = Some(e.message().to_string());
+                    progress = true;
+                }
                 Err(e) => {
                     let o = self.opening.pop_front().expect("front exists");
+                    let streamlocal = o.streamlocal_error.unwrap_or_else(|| "not tried".into());
                     let _ = o.reply.send(Err(format!(
-                        "cannot open the Docker socket {} over ssh: {} (is the path right, and is AllowStreamLocalForwarding on?)",
+                        "cannot open the Docker socket {} over ssh: {streamlocal} (is the path right, and is AllowStreamLocalForwarding on?); the `docker system dial-stdio` fallback failed too: {}",
                         o.socket_path,
                         e.message()
                     )));
@@ -739,6 +797,32 @@ impl IoLoop {
     }
 }
 
+/// One non-blocking step of opening the dial-stdio fallback: an exec channel running the
+/// Docker CLI. `Ok(None)` means "call again".
+fn open_dial_stdio(
+    session: &ssh2::Session,
+    o: &mut Opening,
+) -> Result<Option<ssh2::Channel>, ssh2::Error> {
+    let command = dial_stdio_command(&o.socket_path).ok_or_else(|| {
+        ssh2::Error::new(
+            ssh2::ErrorCode::Session(-34),
+            "the docker socket path contains a quote",
+        )
+    })?;
+    if o.exec_channel.is_none() {
+        o.exec_channel = Some(session.channel_session()?);
+    }
+    let channel = o.exec_channel.as_mut().expect("just set");
+    match channel.exec(&command) {
+        Ok(()) => Ok(o.exec_channel.take()),
+        Err(e) if is_again(&e) => Ok(None),
+        Err(e) => {
+            o.exec_channel = None;
+            Err(e)
+        }
+    }
+}
+
 /// Has the peer closed the TCP connection? (A zero-byte peek is an orderly shutdown.)
 fn peer_closed(socket: &TcpStream) -> bool {
     let mut byte = [0u8; 1];
@@ -776,7 +860,7 @@ fn io_session_dead(e: &std::io::Error) -> bool {
 }
 
 /// Moves what it can in both directions without blocking.
-fn pump(b: &mut Bridge, buf: &mut [u8]) -> Step {
+fn pump(b: &mut Bridge, buf: &mut [u8], diagnostic: &RemoteDiagnostic) -> Step {
     let mut progress = false;
     // local -> channel
     if b.up_sent >= b.up.len() && !b.local_eof {
@@ -823,6 +907,14 @@ fn pump(b: &mut Bridge, buf: &mut [u8]) -> Step {
             Err(_) => b.eof_sent = true,
         }
     }
+    // stderr of a dial-stdio relay: keep the start of it for error messages
+    if let Some(err) = &mut b.stderr {
+        if let Ok(n) = b.channel.stderr().read(buf) {
+            let room = 4096usize.saturating_sub(err.len());
+            err.extend_from_slice(&buf[..n.min(room)]);
+            progress |= n > 0;
+        }
+    }
     // channel -> local
     if b.down_sent >= b.down.len() && !b.remote_eof {
         match b.channel.read(buf) {
@@ -838,7 +930,12 @@ fn pump(b: &mut Bridge, buf: &mut [u8]) -> Step {
                 b.down_sent = 0;
                 progress = true;
             }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                if b.channel.eof() {
+                    b.remote_eof = true;
+                    progress = true;
+                }
+            }
             Err(e) if io_session_dead(&e) => return Step::SessionDead(e.to_string()),
             Err(_) => b.remote_eof = true,
         }
@@ -861,6 +958,23 @@ fn pump(b: &mut Bridge, buf: &mut [u8]) -> Step {
     }
     let drained = b.down_sent >= b.down.len();
     if b.remote_eof && drained {
+        // Record what a failed dial-stdio said *before* hyper learns the connection is gone,
+        // so the error it raises can carry the reason.
+        if let Some(err) = &mut b.stderr {
+            while let Ok(n) = b.channel.stderr().read(buf) {
+                if n == 0 || err.len() >= 4096 {
+                    break;
+                }
+                err.extend_from_slice(&buf[..n.min(4096 - err.len())]);
+            }
+            let text = String::from_utf8_lossy(err).trim().to_string();
+            if !text.is_empty() {
+                *diagnostic.lock().expect("diagnostic") = Some(format!(
+                    "docker system dial-stdio on the minion failed: {text}"
+                ));
+            }
+            b.stderr = None;
+        }
         let _ = b.local.shutdown(std::net::Shutdown::Write);
         if b.local_eof || b.closing {
             return Step::Done;
