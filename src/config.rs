@@ -23,6 +23,59 @@ pub struct Config {
     pub proxy: ProxyConfig,
     #[serde(default)]
     pub minions: Vec<MinionConfig>,
+    #[serde(default)]
+    pub registries: Vec<RegistryConfig>,
+}
+
+/// Credentials for pulling from one registry. The password comes from the config or, better,
+/// from an environment variable; it is never printed (Debug redacts it).
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// Registry host as it appears in image names (`registry.example.com:5000`); `docker.io`
+    /// for Docker Hub.
+    pub server: String,
+    pub username: String,
+    pub password: Option<String>,
+    pub password_env: Option<String>,
+}
+
+impl std::fmt::Debug for RegistryConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryConfig")
+            .field("server", &self.server)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("password_env", &self.password_env)
+            .finish()
+    }
+}
+
+/// The registry host of an image reference: its first path part when that looks like a host
+/// (has a `.` or `:`, or is `localhost`), else Docker Hub.
+pub fn registry_of(image: &str) -> &str {
+    match image.split_once('/') {
+        Some((first, _)) if first.contains(['.', ':']) || first == "localhost" => first,
+        _ => "docker.io",
+    }
+}
+
+impl Config {
+    /// Pull credentials for an image, if a `[[registries]]` entry matches its registry.
+    pub fn credentials_for(&self, image: &str) -> Option<bollard::auth::DockerCredentials> {
+        let server = registry_of(image);
+        let r = self.registries.iter().find(|r| r.server == server)?;
+        let password = r
+            .password
+            .clone()
+            .or_else(|| r.password_env.as_ref().and_then(|v| std::env::var(v).ok()));
+        Some(bollard::auth::DockerCredentials {
+            username: Some(r.username.clone()),
+            password,
+            serveraddress: Some(r.server.clone()),
+            ..Default::default()
+        })
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -242,6 +295,24 @@ transport = "local"
         assert_eq!(c.minions.len(), 2);
         assert_eq!(c.minions[1].transport, Transport::Local);
         assert_eq!(c.minions[0].capacity.unwrap().cpu, Some(2000));
+    }
+
+    #[test]
+    fn registry_credentials_match_the_image_host_and_stay_secret() {
+        let c = parse(
+            "[[registries]]\nserver = \"reg.example.com:5000\"\nusername = \"deploy\"\npassword = \"s3cret\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            registry_of("reg.example.com:5000/app:1"),
+            "reg.example.com:5000"
+        );
+        assert_eq!(registry_of("library/redis"), "docker.io");
+        assert_eq!(registry_of("redis"), "docker.io");
+        let creds = c.credentials_for("reg.example.com:5000/app:1").unwrap();
+        assert_eq!(creds.password.as_deref(), Some("s3cret"));
+        assert!(c.credentials_for("redis").is_none());
+        assert!(!format!("{c:?}").contains("s3cret"));
     }
 
     #[test]
