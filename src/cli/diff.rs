@@ -43,12 +43,24 @@ struct Report<'a> {
 
 pub fn run(cx: &Context, args: &SourceArgs, output: DiffOutput) -> ExitCode {
     let spec = cx.source_spec(args);
-    let (desired, commit) = match load_desired(cx, &spec) {
+    let store = Store::new(&cx.state_dir);
+    // The store's index and the source are independent: read them at the same time.
+    let (loaded, index) = std::thread::scope(|s| {
+        let index = s.spawn(|| store.read_index());
+        (
+            load_desired(cx, &spec),
+            index.join().expect("index reader does not panic"),
+        )
+    });
+    let (desired, commit) = match loaded {
         Ok(d) => d,
         Err(e) => return report_load_error(e),
     };
-    let store = Store::new(&cx.state_dir);
-    let changes = match gather(&store, &desired) {
+    let index = match index {
+        Ok(i) => i,
+        Err(e) => return super::fail(&e),
+    };
+    let changes = match gather(&store, &index, &desired) {
         Ok(c) => c,
         Err(e) => return super::fail(&e),
     };
@@ -89,9 +101,9 @@ pub fn run(cx: &Context, args: &SourceArgs, output: DiffOutput) -> ExitCode {
 /// only for the objects that differ.
 fn gather(
     store: &Store,
+    index: &drover::store::Index,
     desired: &drover::model::DesiredState,
 ) -> Result<Vec<Change>, drover::store::StoreError> {
-    let index = store.read_index()?;
     let (texts, hashes) = normalize(desired);
     let stored: BTreeMap<ObjectKey, String> = index
         .observed
