@@ -2,3 +2,5 @@
 //! No IO, no clock, no randomness: the same inputs give the same output.
 
 pub mod objects;
+pub mod pods;
+pub mod scheduler;

@@ -1,0 +1,304 @@
+//! Pods and replication controllers: from the desired state and the pods observed on the
+//! minions to a `Plan` of pod creations and deletions. Pure and deterministic.
+//!
+//! Level-triggered: the plan never asks why it runs. A pod on a minion that is not Ready is
+//! reported by the caller as `Failed` (the node controller's decision), so its RC replaces it;
+//! when the minion returns, the pod is active again and the surplus is removed.
+//!
+//! A changed RC template rolls out one pod at a time: one new pod is added, and only when every
+//! new pod is Running does an old one go, so the service never drops below `replicas`.
+
+use super::scheduler::{MinionView, PodRequest, Scheduler};
+use crate::model::{ContainerManifest, DesiredState, Labels, Object};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub enum Phase {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+/// A pod drover wants: an explicit Pod object, or one replica of an RC.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodSpec {
+    pub id: String,
+    pub labels: Labels,
+    pub node_selector: Labels,
+    pub manifest: ContainerManifest,
+    /// The RC that owns it.
+    pub owner: Option<String>,
+    /// Hash of what the pod runs; a different hash means a different pod.
+    pub template_hash: String,
+}
+
+impl PodSpec {
+    pub fn request(&self) -> PodRequest {
+        let containers = &self.manifest.containers;
+        PodRequest {
+            cpu: containers.iter().map(|c| c.cpu).sum(),
+            memory: containers.iter().map(|c| c.memory).sum(),
+            host_ports: containers
+                .iter()
+                .flat_map(|c| {
+                    c.ports
+                        .iter()
+                        .filter_map(|p| p.host_port.map(|hp| (hp, p.protocol)))
+                })
+                .collect(),
+            node_selector: self.node_selector.clone(),
+            group: self.owner.clone().unwrap_or_else(|| self.id.clone()),
+        }
+    }
+}
+
+/// A pod as found on a minion (rebuilt from its containers' labels).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObservedPod {
+    pub id: String,
+    pub minion: String,
+    pub owner: Option<String>,
+    pub template_hash: String,
+    pub phase: Phase,
+    /// Creation order (e.g. a timestamp); larger is newer.
+    pub created: u64,
+    pub request: PodRequest,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "action", rename_all = "camelCase")]
+pub enum Action {
+    CreatePod {
+        minion: String,
+        pod: PodSpec,
+    },
+    DeletePod {
+        minion: String,
+        id: String,
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Plan {
+    /// Deletions first, then creations; each in a fixed order.
+    pub actions: Vec<Action>,
+    /// Pods that could not be placed, with the reason (they stay Pending).
+    pub unschedulable: Vec<(String, String)>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.actions.is_empty()
+    }
+}
+
+/// Short content hash of a pod's definition.
+pub fn template_hash(
+    manifest: &ContainerManifest,
+    labels: &Labels,
+    node_selector: &Labels,
+) -> String {
+    let text = serde_json::to_string(&(manifest, labels, node_selector)).expect("serialises");
+    crate::store::content_hash(text.as_bytes())[..10].to_string()
+}
+
+/// The id of an RC's replica: `<rc>-<hash>-<n>`, kept within the 63-character name limit.
+pub fn replica_id(rc: &str, hash: &str, ordinal: usize) -> String {
+    let suffix = format!("-{}-{ordinal}", &hash[..6.min(hash.len())]);
+    let keep = 63usize.saturating_sub(suffix.len()).min(rc.len());
+    format!("{}{suffix}", &rc[..keep])
+}
+
+fn active(p: &ObservedPod) -> bool {
+    matches!(p.phase, Phase::Pending | Phase::Running)
+}
+
+/// Which of `pods` to delete first: not running before running, then newest first.
+fn deletion_order(pods: &mut [&ObservedPod]) {
+    pods.sort_by(|a, b| {
+        (
+            a.phase == Phase::Running,
+            std::cmp::Reverse(a.created),
+            &a.id,
+        )
+            .cmp(&(
+                b.phase == Phase::Running,
+                std::cmp::Reverse(b.created),
+                &b.id,
+            ))
+    });
+}
+
+pub fn plan(desired: &DesiredState, observed: &[ObservedPod], minions: &[MinionView]) -> Plan {
+    let ready: BTreeSet<&str> = minions
+        .iter()
+        .filter(|m| m.ready)
+        .map(|m| m.name.as_str())
+        .collect();
+    let mut scheduler = Scheduler::new(minions);
+    for p in observed.iter().filter(|p| active(p)) {
+        scheduler.account(&p.minion, &p.request);
+    }
+    let mut deletes: Vec<(&ObservedPod, String)> = Vec::new();
+    let mut creates: Vec<PodSpec> = Vec::new();
+
+    // Explicit pods.
+    let explicit: BTreeMap<&str, PodSpec> = desired
+        .objects
+        .values()
+        .filter_map(|(o, _)| match o {
+            Object::Pod(p) => Some((
+                p.id.as_str(),
+                PodSpec {
+                    id: p.id.clone(),
+                    labels: p.labels.clone(),
+                    node_selector: p.node_selector.clone(),
+                    manifest: p.desired_state.manifest.clone(),
+                    owner: None,
+                    template_hash: template_hash(
+                        &p.desired_state.manifest,
+                        &p.labels,
+                        &p.node_selector,
+                    ),
+                },
+            )),
+            _ => None,
+        })
+        .collect();
+    let mut seen_explicit = BTreeSet::new();
+    for p in observed.iter().filter(|p| p.owner.is_none()) {
+        match explicit.get(p.id.as_str()) {
+            Some(spec) if spec.template_hash == p.template_hash => {
+                seen_explicit.insert(p.id.as_str());
+            }
+            Some(_) => deletes.push((p, "pod definition changed".into())),
+            None => deletes.push((p, "pod no longer in the source".into())),
+        }
+    }
+    for (id, spec) in &explicit {
+        if !seen_explicit.contains(id) {
+            creates.push(spec.clone());
+        }
+    }
+
+    // Replication controllers.
+    let rcs: BTreeMap<&str, _> = desired
+        .objects
+        .values()
+        .filter_map(|(o, _)| match o {
+            Object::ReplicationController(rc) => Some((rc.id.as_str(), rc)),
+            _ => None,
+        })
+        .collect();
+    for p in observed.iter() {
+        if let Some(owner) = &p.owner {
+            if !rcs.contains_key(owner.as_str()) {
+                deletes.push((
+                    p,
+                    format!("replication controller {owner} no longer in the source"),
+                ));
+            }
+        }
+    }
+    for (id, rc) in &rcs {
+        let t = &rc.desired_state.pod_template;
+        let hash = template_hash(&t.desired_state.manifest, &t.labels, &t.node_selector);
+        let replicas = rc.desired_state.replicas as usize;
+        let mine: Vec<&ObservedPod> = observed
+            .iter()
+            .filter(|p| p.owner.as_deref() == Some(id))
+            .collect();
+        // Finished or failed replicas are cleaned up where the minion can be reached.
+        for p in mine
+            .iter()
+            .filter(|p| !active(p) && ready.contains(p.minion.as_str()))
+        {
+            deletes.push((p, "replica is no longer running".into()));
+        }
+        let mut new: Vec<&ObservedPod> = mine
+            .iter()
+            .copied()
+            .filter(|p| active(p) && p.template_hash == hash)
+            .collect();
+        let mut old: Vec<&ObservedPod> = mine
+            .iter()
+            .copied()
+            .filter(|p| active(p) && p.template_hash != hash)
+            .collect();
+        let total = new.len() + old.len();
+        let used: BTreeSet<&str> = mine.iter().map(|p| p.id.as_str()).collect();
+        let mut ordinals = (0..)
+            .map(|n| replica_id(id, &hash, n))
+            .filter(|n| !used.contains(n.as_str()));
+        let mut spec = |n: usize| -> Vec<PodSpec> {
+            (0..n)
+                .map(|_| PodSpec {
+                    id: ordinals.next().expect("infinite"),
+                    labels: t.labels.clone(),
+                    node_selector: t.node_selector.clone(),
+                    manifest: t.desired_state.manifest.clone(),
+                    owner: Some(id.to_string()),
+                    template_hash: hash.clone(),
+                })
+                .collect()
+        };
+        let all_new_running = new.iter().all(|p| p.phase == Phase::Running);
+        deletion_order(&mut old);
+        deletion_order(&mut new);
+        if total < replicas {
+            creates.extend(spec(replicas - total));
+        } else if old.is_empty() {
+            for p in new.iter().take(total - replicas) {
+                deletes.push((p, format!("scaled down to {replicas}")));
+            }
+        } else if all_new_running && total == replicas {
+            // Rolling update at the count: add one new replica (a surge of one).
+            creates.extend(spec(1));
+        } else {
+            // Rolling update past the count: old replicas go once every new one runs; while a
+            // new one is still starting, only what exceeds the surge of one goes.
+            let allowed = if all_new_running {
+                replicas
+            } else {
+                replicas + 1
+            };
+            let surplus = total.saturating_sub(allowed);
+            let from_old = surplus.min(old.len());
+            for p in old.iter().take(from_old) {
+                deletes.push((p, "rolling update: replaced by a new replica".into()));
+            }
+            for p in new.iter().take(surplus - from_old) {
+                deletes.push((p, format!("scaled down to {replicas}")));
+            }
+        }
+    }
+
+    // Deletions free room before creations are placed.
+    deletes.sort_by(|a, b| (&a.0.minion, &a.0.id).cmp(&(&b.0.minion, &b.0.id)));
+    deletes.dedup_by(|a, b| a.0.id == b.0.id && a.0.minion == b.0.minion);
+    let mut plan = Plan::default();
+    for (p, reason) in deletes {
+        if active(p) {
+            scheduler.release(&p.minion, &p.request);
+        }
+        plan.actions.push(Action::DeletePod {
+            minion: p.minion.clone(),
+            id: p.id.clone(),
+            reason,
+        });
+    }
+    for pod in creates {
+        match scheduler.place(&pod.request()) {
+            Ok(minion) => plan.actions.push(Action::CreatePod { minion, pod }),
+            Err(reason) => plan.unschedulable.push((pod.id.clone(), reason)),
+        }
+    }
+    plan
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,379 @@
+use super::*;
+use crate::model::*;
+use proptest::prelude::*;
+
+fn manifest(image: &str, cpu: u64, host_port: Option<u16>) -> ContainerManifest {
+    ContainerManifest {
+        volumes: vec![],
+        containers: vec![Container {
+            name: "c".into(),
+            image: image.into(),
+            cpu,
+            ports: host_port
+                .map(|hp| {
+                    vec![Port {
+                        container_port: 80,
+                        host_port: Some(hp),
+                        ..Default::default()
+                    }]
+                })
+                .unwrap_or_default(),
+            ..Default::default()
+        }],
+        restart_policy: RestartPolicy::Always {},
+    }
+}
+
+fn rc(id: &str, replicas: u32, image: &str, cpu: u64) -> Object {
+    let labels: Labels = [("app".to_string(), id.to_string())].into();
+    Object::ReplicationController(ReplicationController {
+        id: id.into(),
+        api_version: API_VERSION.into(),
+        labels: labels.clone(),
+        desired_state: ReplicationControllerState {
+            replicas,
+            replica_selector: labels.clone(),
+            pod_template: PodTemplate {
+                desired_state: PodState {
+                    manifest: manifest(image, cpu, None),
+                },
+                labels,
+                node_selector: Labels::new(),
+            },
+        },
+    })
+}
+
+fn pod(id: &str, image: &str, cpu: u64, host_port: Option<u16>) -> Object {
+    Object::Pod(Pod {
+        id: id.into(),
+        api_version: API_VERSION.into(),
+        labels: Labels::new(),
+        desired_state: PodState {
+            manifest: manifest(image, cpu, host_port),
+        },
+        node_selector: Labels::new(),
+    })
+}
+
+fn desired(objects: Vec<Object>) -> DesiredState {
+    let origin = Origin {
+        file: "t.json".into(),
+        commit: None,
+    };
+    DesiredState {
+        objects: objects
+            .into_iter()
+            .map(|o| (o.key(), (o, origin.clone())))
+            .collect(),
+    }
+}
+
+fn minions(n: usize, cpu: Option<u64>) -> Vec<MinionView> {
+    (0..n)
+        .map(|i| MinionView {
+            name: format!("m{i}"),
+            ready: true,
+            labels: Labels::new(),
+            capacity: Capacity { cpu, memory: None },
+        })
+        .collect()
+}
+
+/// The model of the minions: applies a plan as a successful executor would. New pods start
+/// Pending; `settle` makes them Running, as the next observation would.
+#[derive(Default)]
+struct World {
+    pods: Vec<ObservedPod>,
+    clock: u64,
+}
+
+impl World {
+    fn apply(&mut self, plan: &Plan) {
+        for a in &plan.actions {
+            match a {
+                Action::DeletePod { minion, id, .. } => {
+                    self.pods.retain(|p| !(p.id == *id && p.minion == *minion))
+                }
+                Action::CreatePod { minion, pod } => {
+                    assert!(
+                        !self.pods.iter().any(|p| p.id == pod.id),
+                        "duplicate pod {}",
+                        pod.id
+                    );
+                    self.clock += 1;
+                    self.pods.push(ObservedPod {
+                        id: pod.id.clone(),
+                        minion: minion.clone(),
+                        owner: pod.owner.clone(),
+                        template_hash: pod.template_hash.clone(),
+                        phase: Phase::Pending,
+                        created: self.clock,
+                        request: pod.request(),
+                    });
+                }
+            }
+        }
+    }
+
+    fn settle(&mut self) {
+        for p in &mut self.pods {
+            p.phase = Phase::Running;
+        }
+    }
+
+    fn cpu_on(&self, minion: &str) -> u64 {
+        self.pods
+            .iter()
+            .filter(|p| p.minion == minion)
+            .map(|p| p.request.cpu)
+            .sum()
+    }
+
+    /// Plans and applies until the plan is empty; checks capacity after every step.
+    fn converge(&mut self, d: &DesiredState, m: &[MinionView]) -> Plan {
+        for _ in 0..100 {
+            let plan = plan(d, &self.pods, m);
+            if plan.is_empty() {
+                return plan;
+            }
+            self.apply(&plan);
+            for v in m {
+                if let Some(cap) = v.capacity.cpu {
+                    assert!(
+                        self.cpu_on(&v.name) <= cap,
+                        "capacity of {} exceeded",
+                        v.name
+                    );
+                }
+            }
+            self.settle();
+        }
+        panic!("no convergence in 100 steps");
+    }
+}
+
+#[test]
+fn applying_a_plan_then_planning_again_gives_an_empty_plan() {
+    let d = desired(vec![
+        rc("web", 3, "a", 100),
+        rc("api", 2, "a", 100),
+        pod("solo", "x", 50, Some(80)),
+    ]);
+    let m = minions(3, Some(2000));
+    let mut w = World::default();
+    let first = plan(&d, &w.pods, &m);
+    assert_eq!(first.actions.len(), 6);
+    w.apply(&first);
+    w.settle();
+    assert_eq!(plan(&d, &w.pods, &m), Plan::default());
+}
+
+#[test]
+fn scaling_up_and_down_changes_only_the_difference() {
+    let m = minions(3, None);
+    let mut w = World::default();
+    w.converge(&desired(vec![rc("web", 3, "a", 0)]), &m);
+    let before: Vec<String> = w.pods.iter().map(|p| p.id.clone()).collect();
+    w.converge(&desired(vec![rc("web", 5, "a", 0)]), &m);
+    assert_eq!(w.pods.len(), 5);
+    assert!(
+        before.iter().all(|id| w.pods.iter().any(|p| &p.id == id)),
+        "scale-up kept every pod"
+    );
+    w.converge(&desired(vec![rc("web", 1, "a", 0)]), &m);
+    assert_eq!(w.pods.len(), 1);
+    assert_eq!(
+        w.pods[0].id, before[0],
+        "the oldest replica survives a scale-down"
+    );
+}
+
+#[test]
+fn a_changed_template_rolls_out_one_pod_at_a_time_without_dropping_below_replicas() {
+    let m = minions(3, None);
+    let mut w = World::default();
+    w.converge(&desired(vec![rc("web", 3, "v1", 0)]), &m);
+    let d2 = desired(vec![rc("web", 3, "v2", 0)]);
+    let new_hash = match &d2.objects.values().next().unwrap().0 {
+        Object::ReplicationController(r) => {
+            let t = &r.desired_state.pod_template;
+            template_hash(&t.desired_state.manifest, &t.labels, &t.node_selector)
+        }
+        _ => unreachable!(),
+    };
+    let mut steps = 0;
+    loop {
+        let p = plan(&d2, &w.pods, &m);
+        if p.is_empty() {
+            break;
+        }
+        let creates = p
+            .actions
+            .iter()
+            .filter(|a| matches!(a, Action::CreatePod { .. }))
+            .count();
+        assert!(creates <= 1, "one new pod at a time: {p:?}");
+        w.apply(&p);
+        let running = w.pods.iter().filter(|p| p.phase == Phase::Running).count();
+        assert!(running >= 3, "never below replicas while rolling out");
+        assert!(w.pods.len() <= 4, "surge of at most one");
+        // The new pod is not Running yet: planning now must not remove an old one.
+        let waiting = plan(&d2, &w.pods, &m);
+        assert!(
+            waiting
+                .actions
+                .iter()
+                .all(|a| !matches!(a, Action::DeletePod { .. })),
+            "{waiting:?}"
+        );
+        w.settle();
+        steps += 1;
+        assert!(steps < 20);
+    }
+    assert_eq!(w.pods.len(), 3);
+    assert!(w.pods.iter().all(|p| p.template_hash == new_hash));
+}
+
+#[test]
+fn pods_on_a_lost_minion_are_replaced_and_the_surplus_removed_when_it_returns() {
+    let mut m = minions(3, None);
+    let mut w = World::default();
+    let d = desired(vec![rc("web", 3, "a", 0)]);
+    w.converge(&d, &m);
+    // m1 is lost: the node controller reports its pods Failed and the minion not Ready.
+    m[1].ready = false;
+    for p in w.pods.iter_mut().filter(|p| p.minion == "m1") {
+        p.phase = Phase::Failed;
+    }
+    let p = plan(&d, &w.pods, &m);
+    let creates: Vec<&str> = p
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::CreatePod { minion, .. } => Some(minion.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(creates.len(), 1);
+    assert_ne!(creates[0], "m1");
+    assert!(
+        p.actions
+            .iter()
+            .all(|a| !matches!(a, Action::DeletePod { minion, .. } if minion == "m1")),
+        "m1 cannot be reached"
+    );
+    w.apply(&p);
+    w.settle();
+    // m1 returns with its old pod running again: one replica too many.
+    m[1].ready = true;
+    let p = plan(&d, &w.pods, &m);
+    assert_eq!(
+        p.actions
+            .iter()
+            .filter(|a| matches!(a, Action::DeletePod { .. }))
+            .count(),
+        1,
+        "{p:?}"
+    );
+    w.apply(&p);
+    assert_eq!(w.pods.len(), 3);
+    assert!(plan(&d, &w.pods, &m).is_empty());
+}
+
+#[test]
+fn a_pod_that_fits_nowhere_is_unschedulable_with_a_reason() {
+    let d = desired(vec![pod("big", "x", 5000, None)]);
+    let p = plan(&d, &[], &minions(2, Some(1000)));
+    assert!(p.actions.is_empty());
+    assert_eq!(
+        p.unschedulable,
+        vec![(
+            "big".to_string(),
+            "0/2 minions fit: 2 insufficient cpu".to_string()
+        )]
+    );
+}
+
+#[test]
+fn replica_ids_are_deterministic_and_fit_the_name_limit() {
+    let long = "r".repeat(63);
+    let id = replica_id(&long, "abcdef1234", 12);
+    assert!(id.len() <= 63 && id.ends_with("-abcdef-12"), "{id}");
+    assert!(crate::manifest::check_name(&id).is_ok());
+    let d = desired(vec![rc("web", 2, "a", 0)]);
+    assert_eq!(
+        plan(&d, &[], &minions(2, None)),
+        plan(&d, &[], &minions(2, None))
+    );
+}
+
+fn arb_objects() -> impl Strategy<Value = Vec<Object>> {
+    let rcs = prop::collection::vec((0u32..7, 0u64..600, 0u8..2), 0..4).prop_map(|v| {
+        v.into_iter()
+            .enumerate()
+            .map(|(i, (n, cpu, img))| rc(&format!("rc{i}"), n, &format!("img{img}"), cpu))
+            .collect::<Vec<_>>()
+    });
+    let pods =
+        prop::collection::vec((0u64..800, prop::option::of(80u16..83)), 0..4).prop_map(|v| {
+            v.into_iter()
+                .enumerate()
+                .map(|(i, (cpu, hp))| pod(&format!("p{i}"), "x", cpu, hp))
+                .collect::<Vec<_>>()
+        });
+    (rcs, pods).prop_map(|(mut a, b)| {
+        a.extend(b);
+        a
+    })
+}
+
+fn arb_minions() -> impl Strategy<Value = Vec<MinionView>> {
+    prop::collection::vec(prop::option::of(500u64..4000), 1..6).prop_map(|caps| {
+        caps.into_iter()
+            .enumerate()
+            .map(|(i, cpu)| MinionView {
+                name: format!("m{i}"),
+                ready: true,
+                labels: Labels::new(),
+                capacity: Capacity { cpu, memory: None },
+            })
+            .collect()
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// From any start (nothing, or an older version of the objects), repeated plan-and-apply
+    /// reaches a plan with nothing to do, never exceeding capacity on the way, and then every
+    /// RC has its replicas unless something was unschedulable.
+    #[test]
+    fn convergence_and_capacity(before in arb_objects(), after in arb_objects(), m in arb_minions()) {
+        let mut w = World::default();
+        w.converge(&desired(before), &m);
+        let d = desired(after);
+        let last = w.converge(&d, &m);
+        prop_assert!(plan(&d, &w.pods, &m).is_empty());
+        if last.unschedulable.is_empty() {
+            for (o, _) in d.objects.values() {
+                if let Object::ReplicationController(r) = o {
+                    let n = w.pods.iter().filter(|p| p.owner.as_deref() == Some(r.id.as_str())).count();
+                    prop_assert_eq!(n, r.desired_state.replicas as usize);
+                }
+            }
+        }
+    }
+
+    /// With room everywhere, the replicas of an RC are within one of even across minions.
+    #[test]
+    fn spreading(replicas in 0u32..20, n in 1usize..6, others in 0u32..5) {
+        let d = desired(vec![rc("web", replicas, "a", 10), rc("other", others, "a", 300)]);
+        let m = minions(n, None);
+        let mut w = World::default();
+        w.converge(&d, &m);
+        let counts: Vec<usize> = m.iter().map(|v| w.pods.iter().filter(|p| p.minion == v.name && p.owner.as_deref() == Some("web")).count()).collect();
+        let (min, max) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
+        prop_assert!(max - min <= 1, "{:?}", counts);
+    }
+}
