@@ -76,6 +76,18 @@ enum Command {
         #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
         output: DiffOutput,
     },
+    /// Reconcile once: make the minions run what the manifests say, wait for it, record it
+    /// (exit 0 converged, 2 error)
+    Apply {
+        #[command(flatten)]
+        source: SourceArgs,
+        /// Print the plan without changing anything
+        #[arg(long)]
+        dry_run: bool,
+        /// Give up waiting for convergence after this many seconds
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+    },
     /// List objects and their state
     Get {
         #[arg(value_enum)]
@@ -105,6 +117,16 @@ fn main() -> ExitCode {
     match args.command {
         Command::Validate { source } => cli::validate::run(&cx, &source),
         Command::Diff { source, output } => cli::diff::run(&cx, &source, output),
+        Command::Apply {
+            source,
+            dry_run,
+            timeout,
+        } => cli::apply::run(
+            &cx,
+            &source,
+            dry_run,
+            std::time::Duration::from_secs(timeout),
+        ),
         Command::Get {
             kind: GetKind::Minions,
             name,

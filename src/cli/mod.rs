@@ -1,5 +1,6 @@
 //! Command implementations: gather through the library, render, choose the exit code.
 
+pub mod apply;
 pub mod diff;
 pub mod minions;
 pub mod validate;

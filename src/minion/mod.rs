@@ -5,6 +5,8 @@
 //! This module owns connections and health. It makes no decisions about what should run.
 
 mod ops;
+pub mod pause;
+pub mod pods;
 pub mod ssh;
 mod transport;
 

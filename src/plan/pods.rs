@@ -50,8 +50,17 @@ impl PodSpec {
                 })
                 .collect(),
             node_selector: self.node_selector.clone(),
-            group: self.owner.clone().unwrap_or_else(|| self.id.clone()),
+            group: spread_group(self.owner.as_deref(), &self.template_hash, &self.id),
         }
+    }
+}
+
+/// Pods of one RC template are spread across minions (so a rollout spreads the new replicas
+/// evenly too); an explicit pod is its own group.
+pub fn spread_group(owner: Option<&str>, template_hash: &str, id: &str) -> String {
+    match owner {
+        Some(rc) => format!("{rc}/{template_hash}"),
+        None => id.to_string(),
     }
 }
 

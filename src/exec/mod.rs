@@ -1,0 +1,107 @@
+//! The executor: runs a Plan through the minion driver, in parallel across minions with
+//! bounded concurrency. It makes no decisions: every action is in the plan. A failing minion
+//! fails its own actions with errors naming it; the others go on.
+
+use crate::minion::{Minion, MinionError};
+use crate::plan::pods::{Action, ObservedPod, Plan};
+use crate::plan::scheduler::MinionView;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// How many actions run at once across all minions.
+pub const CONCURRENCY: usize = 16;
+
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub done: Vec<Action>,
+    pub failed: Vec<(Action, MinionError)>,
+}
+
+pub type Credentials = Arc<dyn Fn(&str) -> Option<crate::minion::Credentials> + Send + Sync>;
+
+/// Runs the plan: all deletions first (they free ports and capacity), then all creations.
+pub async fn execute(
+    plan: &Plan,
+    minions: &HashMap<String, Arc<Minion>>,
+    credentials: Credentials,
+) -> Outcome {
+    let mut outcome = Outcome::default();
+    let (deletes, creates): (Vec<&Action>, Vec<&Action>) = plan
+        .actions
+        .iter()
+        .partition(|a| matches!(a, Action::DeletePod { .. }));
+    for batch in [deletes, creates] {
+        let limit = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
+        let mut tasks = tokio::task::JoinSet::new();
+        for action in batch {
+            let action = action.clone();
+            let (minion_name, _) = describe(&action);
+            let Some(minion) = minions.get(&minion_name).cloned() else {
+                let e = MinionError::new(&minion_name, "?", "not a configured minion");
+                outcome.failed.push((action, e));
+                continue;
+            };
+            let (limit, credentials) = (limit.clone(), credentials.clone());
+            tasks.spawn(async move {
+                let _permit = limit.acquire_owned().await.expect("semaphore open");
+                let result = match &action {
+                    Action::DeletePod { id, .. } => minion.delete_pod(id).await,
+                    Action::CreatePod { pod, .. } => {
+                        minion.create_pod(pod, &[], &*credentials).await
+                    }
+                };
+                (action, result)
+            });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok((action, Ok(()))) => outcome.done.push(action),
+                Ok((action, Err(e))) => outcome.failed.push((action, e)),
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            }
+        }
+    }
+    outcome
+}
+
+/// The minion an action runs on, and a one-line description of it.
+pub fn describe(action: &Action) -> (String, String) {
+    match action {
+        Action::CreatePod { minion, pod } => {
+            (minion.clone(), format!("+ pod {} on {minion}", pod.id))
+        }
+        Action::DeletePod { minion, id, reason } => {
+            (minion.clone(), format!("- pod {id} on {minion} ({reason})"))
+        }
+    }
+}
+
+/// What every minion runs now, and what the scheduler needs to know of each minion.
+/// Minions that cannot be observed are returned as errors (and as not Ready views).
+pub async fn observe(
+    minions: &[Arc<Minion>],
+) -> (Vec<ObservedPod>, Vec<MinionView>, Vec<MinionError>) {
+    let results = futures_util::future::join_all(minions.iter().map(|m| async move {
+        let pods = m.observe_pods().await;
+        let capacity = match &pods {
+            Ok(_) => m.capacity().await.unwrap_or(m.spec.capacity),
+            Err(_) => m.spec.capacity,
+        };
+        (m, pods, capacity)
+    }))
+    .await;
+    let (mut pods, mut views, mut errors) = (Vec::new(), Vec::new(), Vec::new());
+    for (m, observed, capacity) in results {
+        views.push(MinionView {
+            name: m.spec.name.clone(),
+            ready: observed.is_ok(),
+            labels: m.spec.labels.clone(),
+            capacity,
+        });
+        match observed {
+            Ok(p) => pods.extend(p),
+            Err(e) => errors.push(e),
+        }
+    }
+    (pods, views, errors)
+}

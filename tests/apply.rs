@@ -1,0 +1,144 @@
+//! `drover apply` on the real 3-minion cluster: the example application comes up with its pods'
+//! containers sharing one network namespace, re-applying changes nothing, scaling and a
+//! template change converge, and a bad manifest changes nothing on the minions.
+
+mod common;
+use common::cluster::{cluster, steady};
+use common::*;
+
+/// A test directory with the example app and a config for the cluster with its own state.
+fn setup() -> TestDir {
+    let c = cluster();
+    let t = TestDir::new();
+    t.copy_manifests("manifests");
+    let config = std::fs::read_to_string(&c.config).unwrap();
+    t.write("drover.toml", &config);
+    t
+}
+
+fn docker(minion: &str, args: &[&str]) -> String {
+    let socket = format!("unix://{}/{minion}/docker.sock", cluster().dir.display());
+    let out = std::process::Command::new("docker")
+        .arg("-H")
+        .arg(socket)
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Names of drover's running containers on every minion, as "minion name".
+fn running() -> Vec<String> {
+    let mut all = Vec::new();
+    for m in ["m1", "m2", "m3"] {
+        for name in docker(
+            m,
+            &[
+                "ps",
+                "--filter",
+                "label=io.drover.managed-by=drover",
+                "--format",
+                "{{.Names}}",
+            ],
+        )
+        .lines()
+        {
+            all.push(format!("{m} {name}"));
+        }
+    }
+    all.sort();
+    all
+}
+
+fn web_pods() -> Vec<String> {
+    running()
+        .into_iter()
+        .filter(|c| c.contains("_web-") && c.ends_with("_httpd"))
+        .collect()
+}
+
+#[test]
+fn the_example_app_comes_up_converges_and_scales() {
+    let _g = steady();
+    let t = setup();
+    let r = t.drover(&["apply"]);
+    r.expect_code(0);
+    assert!(r.stdout.contains("converged in"), "{}", r.stdout);
+    let web = web_pods();
+    assert_eq!(web.len(), 2, "{web:?}");
+    assert_ne!(
+        web[0].split(' ').next(),
+        web[1].split(' ').next(),
+        "replicas spread over minions: {web:?}"
+    );
+
+    // One pod, one network namespace: the app container reaches itself on 127.0.0.1, and its
+    // port is published by the infra container on the minion's address.
+    let (minion, name) = web[0].split_once(' ').unwrap();
+    let page = docker(
+        minion,
+        &["exec", name, "wget", "-qO-", "http://127.0.0.1:80/"],
+    );
+    assert_eq!(page.trim(), "hello from drover");
+    let infra = name.replace("_httpd", "_infra");
+    let port = docker(minion, &["port", &infra, "80/tcp"]);
+    assert!(
+        port.starts_with(&format!("127.0.1.{}:", &minion[1..])),
+        "{port}"
+    );
+
+    // Applying again changes nothing; diff agrees.
+    let r = t.drover(&["apply"]);
+    assert!(
+        r.stdout.contains("0 pods created, 0 deleted"),
+        "{}",
+        r.stdout
+    );
+    t.drover(&["diff"]).expect_code(0);
+
+    // Scale 2 -> 5 -> 1.
+    let file = t.join("manifests/web-controller.json");
+    let edit = |from: &str, to: &str| {
+        let text = std::fs::read_to_string(&file).unwrap().replace(from, to);
+        std::fs::write(&file, text).unwrap();
+    };
+    edit("\"replicas\": 2", "\"replicas\": 5");
+    t.drover(&["apply"]).expect_code(0);
+    assert_eq!(web_pods().len(), 5);
+    edit("\"replicas\": 5", "\"replicas\": 1");
+    t.drover(&["apply"]).expect_code(0);
+    assert_eq!(web_pods().len(), 1);
+
+    // A template change rolls out; the replacement runs the new template.
+    edit("\"replicas\": 1", "\"replicas\": 3");
+    t.drover(&["apply"]).expect_code(0);
+    let before = web_pods();
+    edit("http://127.0.0.1:9090", "http://127.0.0.1:9091");
+    let r = t.drover(&["apply"]);
+    r.expect_code(0);
+    assert!(r.stdout.contains("rolling update"), "{}", r.stdout);
+    let after = web_pods();
+    assert_eq!(after.len(), 3);
+    assert!(
+        after.iter().all(|p| !before.contains(p)),
+        "every replica replaced: {before:?} -> {after:?}"
+    );
+
+    // A bad manifest: exit 2, nothing changes on the minions.
+    t.write("manifests/broken.json", "{\"kind\": \"Pod\"");
+    let r = t.drover(&["apply"]);
+    r.expect_code(2);
+    assert_eq!(web_pods(), after);
+
+    // Removing everything from the source prunes drover's containers, and only those.
+    std::fs::remove_file(t.join("manifests/broken.json")).unwrap();
+    for f in ["web-controller.json", "web-service.json", "backend.toml"] {
+        std::fs::remove_file(t.join("manifests").join(f)).unwrap();
+    }
+    t.write(
+        "manifests/empty.json",
+        "{\"kind\": \"List\", \"items\": []}",
+    );
+    t.drover(&["apply"]).expect_code(0);
+    assert!(running().is_empty(), "{:?}", running());
+}
