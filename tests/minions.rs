@@ -94,6 +94,25 @@ fn a_container_created_on_m2_is_there_and_not_on_m1() {
         assert_eq!(inspected.state.unwrap().running, Some(true));
         let (code, out) = m2.exec(&id, &["echo", "hello"]).await.unwrap();
         assert_eq!((code, out.trim()), (0, "hello"));
+        // Logs, followed until the container stops.
+        let (_, _) = m2
+            .exec(&id, &["sh", "-c", "echo from-exec > /proc/1/fd/1"])
+            .await
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut seen = String::new();
+        while !seen.contains("from-exec") {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "log line never seen: {seen:?}"
+            );
+            use futures_util::StreamExt;
+            let lines: Vec<_> = m2.logs(&id, false).collect().await;
+            seen = lines.into_iter().map(|l| l.unwrap()).collect();
+        }
+        m2.stop_container(&id, 1).await.unwrap();
+        let state = m2.inspect_container(&id).await.unwrap().state.unwrap();
+        assert_eq!(state.running, Some(false));
         m2.remove_container(&id).await.unwrap();
         assert!(!on(m2
             .list_containers(&[("io.drover.test", &name)])

@@ -31,7 +31,7 @@ pub struct MinionStatus {
 pub type Credentials = bollard::auth::DockerCredentials;
 
 impl Minion {
-    async fn call<T>(
+    pub(crate) async fn call<T>(
         &self,
         f: impl std::future::Future<Output = Result<T, bollard::errors::Error>>,
     ) -> Result<T, MinionError> {

@@ -238,9 +238,7 @@ impl Minion {
         let options = bollard::query_parameters::ListVolumesOptionsBuilder::new()
             .filters(&filters)
             .build();
-        let volumes = self
-            .call_docker(self.docker().list_volumes(Some(options)))
-            .await?;
+        let volumes = self.call(self.docker().list_volumes(Some(options))).await?;
         for v in volumes.volumes.unwrap_or_default() {
             if v.name.starts_with(&format!("drover_{pod_id}_")) {
                 let _ = self
@@ -307,15 +305,6 @@ impl Minion {
                 }
             })
             .collect())
-    }
-
-    async fn call_docker<T>(
-        &self,
-        f: impl std::future::Future<Output = Result<T, bollard::errors::Error>>,
-    ) -> Result<T, MinionError> {
-        let r = f.await.map_err(|e| self.error(e));
-        self.observe(&r);
-        r
     }
 }
 

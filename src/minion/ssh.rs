@@ -519,23 +519,8 @@ pub fn trust_host_key(t: &SshTarget, replace: bool) -> Result<(String, PathBuf),
     if let Some(dir) = t.known_hosts.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
-    write_private(&t.known_hosts, text.as_bytes())
-        .map_err(|e| format!("{}: {e}", t.known_hosts.display()))?;
+    crate::store::write_private_file(&t.known_hosts, text.as_bytes()).map_err(|e| e.to_string())?;
     Ok((fingerprint, t.known_hosts.clone()))
-}
-
-fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("drover-tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(tmp, path)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -859,6 +844,19 @@ fn io_session_dead(e: &std::io::Error) -> bool {
     )
 }
 
+/// Reads what a dial-stdio relay wrote to stderr, keeping at most 4 KiB; returns bytes read.
+fn read_stderr(b: &mut Bridge, buf: &mut [u8]) -> usize {
+    let Some(err) = &mut b.stderr else { return 0 };
+    match b.channel.stderr().read(buf) {
+        Ok(n) => {
+            let room = 4096usize.saturating_sub(err.len());
+            err.extend_from_slice(&buf[..n.min(room)]);
+            n
+        }
+        Err(_) => 0,
+    }
+}
+
 /// Moves what it can in both directions without blocking.
 fn pump(b: &mut Bridge, buf: &mut [u8], diagnostic: &RemoteDiagnostic) -> Step {
     let mut progress = false;
@@ -908,13 +906,7 @@ fn pump(b: &mut Bridge, buf: &mut [u8], diagnostic: &RemoteDiagnostic) -> Step {
         }
     }
     // stderr of a dial-stdio relay: keep the start of it for error messages
-    if let Some(err) = &mut b.stderr {
-        if let Ok(n) = b.channel.stderr().read(buf) {
-            let room = 4096usize.saturating_sub(err.len());
-            err.extend_from_slice(&buf[..n.min(room)]);
-            progress |= n > 0;
-        }
-    }
+    progress |= read_stderr(b, buf) > 0;
     // channel -> local
     if b.down_sent >= b.down.len() && !b.remote_eof {
         match b.channel.read(buf) {
@@ -960,20 +952,14 @@ fn pump(b: &mut Bridge, buf: &mut [u8], diagnostic: &RemoteDiagnostic) -> Step {
     if b.remote_eof && drained {
         // Record what a failed dial-stdio said *before* hyper learns the connection is gone,
         // so the error it raises can carry the reason.
-        if let Some(err) = &mut b.stderr {
-            while let Ok(n) = b.channel.stderr().read(buf) {
-                if n == 0 || err.len() >= 4096 {
-                    break;
-                }
-                err.extend_from_slice(&buf[..n.min(4096 - err.len())]);
-            }
-            let text = String::from_utf8_lossy(err).trim().to_string();
+        while read_stderr(b, buf) > 0 {}
+        if let Some(err) = b.stderr.take() {
+            let text = String::from_utf8_lossy(&err).trim().to_string();
             if !text.is_empty() {
                 *diagnostic.lock().expect("diagnostic") = Some(format!(
                     "docker system dial-stdio on the minion failed: {text}"
                 ));
             }
-            b.stderr = None;
         }
         let _ = b.local.shutdown(std::net::Shutdown::Write);
         if b.local_eof || b.closing {

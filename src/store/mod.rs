@@ -19,6 +19,11 @@ mod lock;
 
 pub use lock::StoreLock;
 
+/// Writes a file atomically and durably with mode 0600 (also used for known_hosts).
+pub fn write_private_file(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    fsutil::write_file(path, bytes, true)
+}
+
 use crate::model::{Kind, ObjectKey, Origin};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
