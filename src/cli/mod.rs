@@ -66,10 +66,8 @@ pub fn report_load_error(e: LoadError) -> ExitCode {
             for d in &diags {
                 eprintln!("{}", paint(color, RED, &format!("error: {d}")));
             }
-            let mut files: Vec<&str> = diags.iter().map(|d| d.file.as_str()).collect();
-            files.dedup();
-            files.sort();
-            files.dedup();
+            let files: std::collections::BTreeSet<&str> =
+                diags.iter().map(|d| d.file.as_str()).collect();
             eprintln!(
                 "drover: {} error{} in {} file{}; nothing was changed",
                 diags.len(),

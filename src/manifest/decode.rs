@@ -5,7 +5,7 @@
 //! the document is an unknown field, reported with the nearest known name.
 
 use super::node::{Entry, Node, Pos, Value};
-use super::Diagnostic;
+use super::{Diagnostic, ParsedObject};
 use crate::model::*;
 use std::collections::{BTreeMap, HashMap};
 
@@ -356,13 +356,7 @@ fn selector(cx: &mut Cx, fields: &mut Fields, field: &'static str) -> (Labels, O
 // ---------------------------------------------------------------------------------------------
 // objects
 
-/// A decoded object with the place of its id, for duplicate reports.
-pub(super) struct Decoded {
-    pub object: Object,
-    pub id_pos: Pos,
-}
-
-pub(super) fn document(cx: &mut Cx, root: &Node) -> Vec<Decoded> {
+pub(super) fn document(cx: &mut Cx, root: &Node) -> Vec<ParsedObject> {
     // `{"kind": "List", "items": [...]}` holds several objects in one file.
     if let Value::Object(entries) = &root.value {
         let is_list = entries
@@ -399,7 +393,7 @@ fn api_version(cx: &mut Cx, n: &Node, path: &str) {
     }
 }
 
-fn object(cx: &mut Cx, node: &Node, path: &str) -> Option<Decoded> {
+fn object(cx: &mut Cx, node: &Node, path: &str) -> Option<ParsedObject> {
     let mut f = fields(cx, node, path)?;
     let kind = f.req(cx, "kind").and_then(|(n, p)| {
         let s = string(cx, n, &p)?;
@@ -483,7 +477,7 @@ fn object(cx: &mut Cx, node: &Node, path: &str) -> Option<Decoded> {
         }
     };
     f.finish(cx);
-    (cx.diags.len() == errors_before).then_some(Decoded { object, id_pos })
+    (cx.diags.len() == errors_before).then_some(ParsedObject { object, id_pos })
 }
 
 fn service(cx: &mut Cx, f: &mut Fields, id: String, labels: Labels) -> Object {

@@ -103,13 +103,7 @@ pub fn parse_file(file: &str, bytes: &[u8]) -> Result<Vec<ParsedObject>, Vec<Dia
     };
     let objects = decode::document(&mut cx, &root);
     if cx.diags.is_empty() {
-        Ok(objects
-            .into_iter()
-            .map(|d| ParsedObject {
-                object: d.object,
-                id_pos: d.id_pos,
-            })
-            .collect())
+        Ok(objects)
     } else {
         cx.diags.sort();
         Err(cx.diags)

@@ -97,10 +97,6 @@ impl SshLink {
         }
     }
 
-    pub fn target(&self) -> &SshTarget {
-        &self.target
-    }
-
     /// Is the SSH session up right now?
     pub fn is_connected(&self) -> bool {
         let state = self.state.lock().expect("link state");
@@ -113,10 +109,6 @@ impl SshLink {
     /// The last failure the minion itself reported (stderr of the dial-stdio fallback), once.
     pub fn take_remote_diagnostic(&self) -> Option<String> {
         self.diagnostic.lock().expect("diagnostic").take()
-    }
-
-    pub fn last_error(&self) -> Option<String> {
-        self.state.lock().expect("link state").last_error.clone()
     }
 
     fn err(&self, message: impl Into<String>) -> MinionError {

@@ -112,17 +112,6 @@ pub fn read(spec: &SourceSpec, git: &GitOptions) -> Result<Snapshot, SourceError
     }
 }
 
-/// Resolves the commit a git source's ref points at now, fetching remotes; `None` for
-/// directories. The daemon polls this to notice new commits cheaply.
-pub fn current_commit(spec: &SourceSpec, opts: &GitOptions) -> Result<Option<String>, SourceError> {
-    match spec {
-        SourceSpec::Dir { .. } => Ok(None),
-        SourceSpec::Git {
-            repo, reference, ..
-        } => git::resolve(repo, reference, opts).map(Some),
-    }
-}
-
 fn is_hidden(name: &str) -> bool {
     name.starts_with('.')
 }
