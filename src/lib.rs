@@ -4,6 +4,7 @@
 //! ARCHITECTURE.md for the map; each module's `//!` says what it owns.
 
 pub mod config;
+pub mod daemon;
 pub mod exec;
 pub mod manifest;
 pub mod minion;

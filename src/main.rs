@@ -88,6 +88,17 @@ enum Command {
         #[arg(long, default_value_t = 120)]
         timeout: u64,
     },
+    /// Watch mode: reconcile on every change and every resync, replace pods of lost minions
+    Daemon {
+        #[command(flatten)]
+        source: SourceArgs,
+        /// Seconds between resyncs (drift repair)
+        #[arg(long, default_value_t = 10)]
+        resync: u64,
+        /// Seconds a minion may be silent before its pods are replaced elsewhere
+        #[arg(long, default_value_t = 30)]
+        node_grace: u64,
+    },
     /// List objects and their state
     Get {
         #[arg(value_enum)]
@@ -126,6 +137,16 @@ fn main() -> ExitCode {
             &source,
             dry_run,
             std::time::Duration::from_secs(timeout),
+        ),
+        Command::Daemon {
+            source,
+            resync,
+            node_grace,
+        } => cli::daemon::run(
+            &cx,
+            &source,
+            std::time::Duration::from_secs(resync.max(1)),
+            std::time::Duration::from_secs(node_grace),
         ),
         Command::Get {
             kind: GetKind::Minions,

@@ -1,16 +1,13 @@
-//! `drover apply`: reconcile once — observe the minions, plan, execute, and repeat until the
-//! plan is empty and every pod runs (rolling updates take several rounds), or the timeout.
-//! Then record the applied objects in the store, so `drover diff` shows them in sync.
+//! `drover apply`: reconcile once — rounds of observe, plan, execute until the plan is empty
+//! and every pod runs (rolling updates take several rounds), or the timeout. Then record the
+//! applied objects in the store, so `drover diff` shows them in sync.
 
 use super::{fail, load_desired, report_load_error, Context, EXIT_ERROR, EXIT_OK};
 use crate::SourceArgs;
-use drover::exec::{describe, execute, observe};
-use drover::minion::{minion_specs, Minion};
-use drover::plan::pods::{plan, Action, Phase};
+use drover::exec::describe;
+use drover::plan::pods::Action;
 use drover::store::Store;
-use std::collections::HashMap;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub fn run(cx: &Context, args: &SourceArgs, dry_run: bool, timeout: Duration) -> ExitCode {
@@ -20,21 +17,10 @@ pub fn run(cx: &Context, args: &SourceArgs, dry_run: bool, timeout: Duration) ->
         Ok(d) => d,
         Err(e) => return report_load_error(e),
     };
-    let specs = match minion_specs(&cx.settings, Some(&desired)) {
-        Ok(s) => s,
+    let mut reconciler = match super::reconciler(cx, &desired, Duration::MAX) {
+        Ok(r) => r,
         Err(e) => return fail(&e),
     };
-    let mut minions = Vec::new();
-    for s in specs {
-        match Minion::new(s) {
-            Ok(m) => minions.push(Arc::new(m)),
-            Err(e) => return fail(&e),
-        }
-    }
-    let by_name: HashMap<String, Arc<Minion>> = minions
-        .iter()
-        .map(|m| (m.spec.name.clone(), m.clone()))
-        .collect();
     let store = Store::new(&cx.state_dir);
     let lock = if dry_run {
         None
@@ -44,67 +30,60 @@ pub fn run(cx: &Context, args: &SourceArgs, dry_run: bool, timeout: Duration) ->
             Err(e) => return fail(&e),
         }
     };
-    let config = cx.settings.config.clone();
-    let credentials: drover::exec::Credentials =
-        Arc::new(move |image: &str| config.credentials_for(image));
-    let runtime = super::runtime();
     let started = Instant::now();
-    let deadline = started + timeout;
     let (mut created, mut deleted) = (0usize, 0usize);
-    let converged = runtime.block_on(async {
+    let converged = super::runtime().block_on(async {
         loop {
-            let (pods, views, errors) = observe(&minions).await;
-            if !errors.is_empty() {
+            let round = reconciler.round(&desired, true, dry_run).await;
+            if !round.unobserved.is_empty() {
                 // Without a minion's pods the plan would replace them elsewhere: one-shot apply
                 // does not guess (the daemon's node controller decides after a grace period).
-                for e in &errors {
+                for e in &round.unobserved {
                     eprintln!("drover: error: {e}");
                 }
                 eprintln!("drover: cannot observe every minion; nothing more is changed");
                 return false;
             }
-            let p = plan(&desired, &pods, &views);
-            for (pod, reason) in &p.unschedulable {
-                eprintln!("drover: pod {pod} is Pending: {reason}");
-            }
             if dry_run {
-                for a in &p.actions {
+                for a in &round.done {
                     println!("{}", describe(a).1);
+                }
+                for (pod, reason) in &round.unschedulable {
+                    println!("! pod {pod} cannot be placed: {reason}");
                 }
                 println!(
                     "plan: {} action{}",
-                    p.actions.len(),
-                    super::plural(p.actions.len())
+                    round.planned,
+                    super::plural(round.planned)
                 );
                 return true;
             }
-            let pending = pods.iter().any(|p| p.phase == Phase::Pending);
-            if p.actions.is_empty() && (!pending || !p.unschedulable.is_empty()) {
-                return p.unschedulable.is_empty();
-            }
-            if Instant::now() > deadline {
-                eprintln!("drover: not converged after {:?}", timeout);
-                return false;
-            }
-            if p.actions.is_empty() {
-                // Containers are starting: look again shortly.
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
-            }
-            let outcome = execute(&p, &by_name, credentials.clone()).await;
-            for a in &outcome.done {
+            for a in &round.done {
                 println!("{}", describe(a).1);
                 match a {
                     Action::CreatePod { .. } => created += 1,
                     Action::DeletePod { .. } => deleted += 1,
                 }
             }
-            for (a, e) in &outcome.failed {
+            for (a, e) in &round.failed {
                 eprintln!("drover: error: {}: {e}", describe(a).1);
             }
-            if !outcome.failed.is_empty() {
-                // Retried on the next round, until the deadline.
-                tokio::time::sleep(Duration::from_millis(500)).await;
+            if round.planned == 0 && !round.unschedulable.is_empty() {
+                for (pod, reason) in &round.unschedulable {
+                    eprintln!("drover: pod {pod} is Pending: {reason}");
+                }
+                return false;
+            }
+            if round.converged() {
+                return true;
+            }
+            if Instant::now() > started + timeout {
+                eprintln!("drover: not converged after {}s", timeout.as_secs());
+                return false;
+            }
+            // Containers starting, or failures to retry: look again shortly.
+            if round.planned == 0 || !round.failed.is_empty() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
     });
@@ -115,11 +94,7 @@ pub fn run(cx: &Context, args: &SourceArgs, dry_run: bool, timeout: Duration) ->
         return ExitCode::from(EXIT_ERROR);
     }
     let lock = lock.expect("taken when not a dry run");
-    let recorded = store
-        .read_index()
-        .map(|index| drover::plan::objects::record_batch(&desired, &index))
-        .and_then(|batch| store.commit(&lock, &batch));
-    if let Err(e) = recorded {
+    if let Err(e) = super::record(&store, &lock, &desired) {
         return fail(&e);
     }
     println!(

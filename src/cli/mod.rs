@@ -1,6 +1,7 @@
 //! Command implementations: gather through the library, render, choose the exit code.
 
 pub mod apply;
+pub mod daemon;
 pub mod diff;
 pub mod minions;
 pub mod validate;
@@ -78,6 +79,41 @@ pub fn report_load_error(e: LoadError) -> ExitCode {
             ExitCode::from(EXIT_ERROR)
         }
     }
+}
+
+/// A reconciler over every minion (config plus the source's Minion manifests).
+pub fn reconciler(
+    cx: &Context,
+    desired: &DesiredState,
+    node_grace: std::time::Duration,
+) -> Result<drover::daemon::Reconciler, String> {
+    let specs = drover::minion::minion_specs(&cx.settings, Some(desired))?;
+    let minions = specs
+        .into_iter()
+        .map(|s| {
+            drover::minion::Minion::new(s)
+                .map(std::sync::Arc::new)
+                .map_err(|e| e.to_string())
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let config = cx.settings.config.clone();
+    let credentials: drover::exec::Credentials =
+        std::sync::Arc::new(move |image: &str| config.credentials_for(image));
+    Ok(drover::daemon::Reconciler::new(
+        minions,
+        credentials,
+        node_grace,
+    ))
+}
+
+/// Records the applied objects as observed, so `drover diff` shows them in sync.
+pub fn record(
+    store: &drover::store::Store,
+    lock: &drover::store::StoreLock,
+    desired: &DesiredState,
+) -> Result<u64, drover::store::StoreError> {
+    let index = store.read_index()?;
+    store.commit(lock, &drover::plan::objects::record_batch(desired, &index))
 }
 
 /// The async runtime for commands that talk to minions.

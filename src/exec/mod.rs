@@ -3,8 +3,7 @@
 //! fails its own actions with errors naming it; the others go on.
 
 use crate::minion::{Minion, MinionError};
-use crate::plan::pods::{Action, ObservedPod, Plan};
-use crate::plan::scheduler::MinionView;
+use crate::plan::pods::{Action, Plan};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -74,34 +73,4 @@ pub fn describe(action: &Action) -> (String, String) {
             (minion.clone(), format!("- pod {id} on {minion} ({reason})"))
         }
     }
-}
-
-/// What every minion runs now, and what the scheduler needs to know of each minion.
-/// Minions that cannot be observed are returned as errors (and as not Ready views).
-pub async fn observe(
-    minions: &[Arc<Minion>],
-) -> (Vec<ObservedPod>, Vec<MinionView>, Vec<MinionError>) {
-    let results = futures_util::future::join_all(minions.iter().map(|m| async move {
-        let pods = m.observe_pods().await;
-        let capacity = match &pods {
-            Ok(_) => m.capacity().await.unwrap_or(m.spec.capacity),
-            Err(_) => m.spec.capacity,
-        };
-        (m, pods, capacity)
-    }))
-    .await;
-    let (mut pods, mut views, mut errors) = (Vec::new(), Vec::new(), Vec::new());
-    for (m, observed, capacity) in results {
-        views.push(MinionView {
-            name: m.spec.name.clone(),
-            ready: observed.is_ok(),
-            labels: m.spec.labels.clone(),
-            capacity,
-        });
-        match observed {
-            Ok(p) => pods.extend(p),
-            Err(e) => errors.push(e),
-        }
-    }
-    (pods, views, errors)
 }

@@ -22,6 +22,8 @@ pub const LABEL_HASH: &str = "io.drover.template-hash";
 pub const LABEL_CONTAINER: &str = "io.drover.container";
 pub const LABEL_RESTART: &str = "io.drover.restart-policy";
 pub const LABEL_REQUEST: &str = "io.drover.request";
+/// How many app containers the pod has, so a container removed by hand is noticed.
+pub const LABEL_CONTAINERS: &str = "io.drover.containers";
 const INFRA: &str = "infra";
 
 pub fn container_name(pod: &str, container: &str) -> String {
@@ -83,6 +85,10 @@ impl Minion {
             l.insert(LABEL_HASH.into(), pod.template_hash.clone());
             l.insert(LABEL_CONTAINER.into(), container.into());
             l.insert(LABEL_REQUEST.into(), request.clone());
+            l.insert(
+                LABEL_CONTAINERS.into(),
+                pod.manifest.containers.len().to_string(),
+            );
             l.insert(
                 LABEL_RESTART.into(),
                 restart_name(pod.manifest.restart_policy).into(),
@@ -284,12 +290,27 @@ impl Minion {
                     .get(LABEL_RESTART)
                     .map(String::as_str)
                     .unwrap_or("always");
+                let expected: usize = labels
+                    .get(LABEL_CONTAINERS)
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(apps.len());
+                let has_infra = cs.len() > apps.len();
+                // Changed by hand: a container removed, or an "always" container stopped (Docker
+                // does not restart what was stopped on purpose). Failed makes it replaced.
+                let broken = apps.len() < expected
+                    || !has_infra
+                    || (policy == "always"
+                        && apps.iter().any(|a| matches!(a, ContainerState::Exited(_))));
                 ObservedPod {
                     id,
                     minion: self.spec.name.clone(),
                     owner: labels.get(LABEL_RC).cloned(),
                     template_hash: labels.get(LABEL_HASH).cloned().unwrap_or_default(),
-                    phase: phase(&apps, policy),
+                    phase: if broken {
+                        Phase::Failed
+                    } else {
+                        phase(&apps, policy)
+                    },
                     created: cs.iter().filter_map(|c| c.created).min().unwrap_or(0) as u64,
                     request: request.into_request(crate::plan::pods::spread_group(
                         labels.get(LABEL_RC).map(String::as_str),

@@ -181,6 +181,17 @@ pub fn plan(desired: &DesiredState, observed: &[ObservedPod], minions: &[MinionV
     let mut seen_explicit = BTreeSet::new();
     for p in observed.iter().filter(|p| p.owner.is_none()) {
         match explicit.get(p.id.as_str()) {
+            Some(spec)
+                if p.phase == Phase::Failed
+                    && spec.manifest.restart_policy == crate::model::RestartPolicy::Always {} =>
+            {
+                // Failed although it must always run: make it again, where it can be reached.
+                if ready.contains(p.minion.as_str()) {
+                    deletes.push((p, "pod failed; its restart policy is always".into()));
+                } else {
+                    seen_explicit.insert(p.id.as_str());
+                }
+            }
             Some(spec) if spec.template_hash == p.template_hash => {
                 seen_explicit.insert(p.id.as_str());
             }

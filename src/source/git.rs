@@ -60,6 +60,18 @@ pub fn read(
     })
 }
 
+pub fn resolve(repo: &str, reference: &str, opts: &GitOptions) -> Result<String, SourceError> {
+    let repository = open(repo, opts)?;
+    repository
+        .revparse_single(reference)
+        .and_then(|o| o.peel_to_commit())
+        .map(|c| c.id().to_string())
+        .map_err(|e| SourceError::Git {
+            repo: repo.to_string(),
+            message: format!("cannot resolve ref `{reference}`: {}", e.message()),
+        })
+}
+
 fn collect(
     repository: &Repository,
     tree: &Tree<'_>,

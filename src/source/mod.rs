@@ -112,6 +112,17 @@ pub fn read(spec: &SourceSpec, git: &GitOptions) -> Result<Snapshot, SourceError
     }
 }
 
+/// The commit a git source's ref points at now (fetching a remote first); `None` for a
+/// directory. The daemon polls this to notice new commits without reading the whole tree.
+pub fn head_commit(spec: &SourceSpec, opts: &GitOptions) -> Result<Option<String>, SourceError> {
+    match spec {
+        SourceSpec::Dir { .. } => Ok(None),
+        SourceSpec::Git {
+            repo, reference, ..
+        } => git::resolve(repo, reference, opts).map(Some),
+    }
+}
+
 fn is_hidden(name: &str) -> bool {
     name.starts_with('.')
 }

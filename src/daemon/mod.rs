@@ -1,0 +1,120 @@
+//! Reconciling: one level-triggered round (observe every minion, plan, execute) shared by
+//! `apply` and the daemon, and the daemon's watch loop around it.
+//!
+//! The loop never asks why it runs: a change to the source, the periodic resync and a minion
+//! coming or going all just trigger the next round, at most one at a time, bursts coalesced.
+
+use crate::exec::{execute, Credentials};
+use crate::minion::{Minion, MinionError};
+use crate::model::DesiredState;
+use crate::plan::nodes::NodeController;
+use crate::plan::pods::{plan, Action, Phase};
+use crate::plan::scheduler::MinionView;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What one round saw and did.
+#[derive(Debug, Default)]
+pub struct Round {
+    pub done: Vec<Action>,
+    pub failed: Vec<(Action, MinionError)>,
+    pub unschedulable: Vec<(String, String)>,
+    /// Minions that could not be observed this round.
+    pub unobserved: Vec<MinionError>,
+    /// Pods still starting.
+    pub pending: bool,
+    /// Actions the plan held (executed or not).
+    pub planned: usize,
+}
+
+impl Round {
+    /// Nothing left to do and nothing starting.
+    pub fn converged(&self) -> bool {
+        self.planned == 0 && !self.pending && self.unobserved.is_empty()
+    }
+}
+
+pub struct Reconciler {
+    minions: Vec<Arc<Minion>>,
+    by_name: HashMap<String, Arc<Minion>>,
+    credentials: Credentials,
+    nodes: NodeController,
+}
+
+impl Reconciler {
+    pub fn new(
+        minions: Vec<Arc<Minion>>,
+        credentials: Credentials,
+        node_grace: Duration,
+    ) -> Reconciler {
+        let by_name = minions
+            .iter()
+            .map(|m| (m.spec.name.clone(), m.clone()))
+            .collect();
+        Reconciler {
+            minions,
+            by_name,
+            credentials,
+            nodes: NodeController::new(node_grace),
+        }
+    }
+
+    /// One round. With `strict`, a minion that cannot be observed stops the round before
+    /// anything is planned (one-shot apply); otherwise the node controller decides what its
+    /// pods count as (the daemon). `dry_run` plans without executing.
+    pub async fn round(&mut self, desired: &DesiredState, strict: bool, dry_run: bool) -> Round {
+        let now = Instant::now();
+        let observed = futures_util::future::join_all(self.minions.iter().map(|m| async move {
+            let pods = m.observe_pods().await;
+            let capacity = match &pods {
+                Ok(_) => m.capacity().await.unwrap_or(m.spec.capacity),
+                Err(_) => m.spec.capacity,
+            };
+            (m.clone(), pods, capacity)
+        }))
+        .await;
+        let mut round = Round::default();
+        let (mut pods, mut views) = (Vec::new(), Vec::new());
+        for (m, result, capacity) in observed {
+            let name = m.spec.name.clone();
+            let ready = match result {
+                Ok(p) => {
+                    self.nodes.observed(&name, &p, now);
+                    pods.extend(p);
+                    true
+                }
+                Err(e) => {
+                    pods.extend(self.nodes.unobserved(&name, now));
+                    round.unobserved.push(e);
+                    false
+                }
+            };
+            views.push(MinionView {
+                name,
+                ready,
+                labels: m.spec.labels.clone(),
+                capacity,
+            });
+        }
+        if strict && !round.unobserved.is_empty() {
+            return round;
+        }
+        round.pending = pods.iter().any(|p| p.phase == Phase::Pending);
+        let p = plan(desired, &pods, &views);
+        round.planned = p.actions.len();
+        round.unschedulable = p.unschedulable.clone();
+        if dry_run {
+            round.done = p.actions;
+            return round;
+        }
+        if !p.actions.is_empty() {
+            let outcome = execute(&p, &self.by_name, self.credentials.clone()).await;
+            round.done = outcome.done;
+            round.failed = outcome.failed;
+        }
+        round
+    }
+}
+
+pub mod watch;
