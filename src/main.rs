@@ -46,6 +46,10 @@ pub enum DiffOutput {
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 enum GetKind {
+    Pods,
+    #[value(alias = "replicationcontrollers")]
+    Rc,
+    Services,
     Minions,
 }
 
@@ -104,8 +108,23 @@ enum Command {
         #[arg(value_enum)]
         kind: GetKind,
         name: Option<String>,
+        /// Label selector, key=value[,key=value]
+        #[arg(short = 'l', long = "selector")]
+        selector: Option<String>,
         #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
         output: cli::minions::GetOutput,
+    },
+    /// Show one pod or replication controller in detail (and why a pod is Pending)
+    Describe { kind: String, name: String },
+    /// Print a pod container's output
+    Logs {
+        pod: String,
+        /// The container (needed when the pod has several)
+        #[arg(short = 'c', long = "container")]
+        container: Option<String>,
+        /// Keep following the output
+        #[arg(short = 'f', long)]
+        follow: bool,
     },
     /// Manage minions
     Minions {
@@ -149,10 +168,29 @@ fn main() -> ExitCode {
             std::time::Duration::from_secs(node_grace),
         ),
         Command::Get {
-            kind: GetKind::Minions,
+            kind,
             name,
+            selector,
             output,
-        } => cli::minions::get(&cx, name.as_deref(), output),
+        } => {
+            let selector = match cli::get::parse_selector(selector.as_deref().unwrap_or("")) {
+                Ok(s) => s,
+                Err(e) => return cli::fail(&e),
+            };
+            let json = matches!(output, cli::minions::GetOutput::Json);
+            match kind {
+                GetKind::Minions => cli::minions::get(&cx, name.as_deref(), output),
+                GetKind::Pods => cli::get::pods(&cx, name.as_deref(), &selector, json),
+                GetKind::Rc => cli::get::rcs(&cx, name.as_deref(), &selector, json),
+                GetKind::Services => cli::get::services(&cx, name.as_deref(), &selector, json),
+            }
+        }
+        Command::Describe { kind, name } => cli::get::describe(&cx, &kind, &name),
+        Command::Logs {
+            pod,
+            container,
+            follow,
+        } => cli::get::logs(&cx, &pod, container.as_deref(), follow),
         Command::Minions {
             command: MinionsCommand::Trust { name, replace },
         } => cli::minions::trust(&cx, &name, replace),

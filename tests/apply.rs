@@ -87,6 +87,58 @@ fn the_example_app_comes_up_converges_and_scales() {
         "{port}"
     );
 
+    // get / describe / logs read the same pods back from the minions.
+    let r = t.drover(&["get", "pods", "-l", "tier=web", "-o", "json"]);
+    let pods: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(pods.as_array().unwrap().len(), 2, "{}", r.stdout);
+    assert!(pods
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|p| p["phase"] == "Running" && p["replicationController"] == "web"));
+    let pod_id = pods[0]["id"].as_str().unwrap().to_string();
+    let r = t.drover(&["get", "rc"]);
+    assert!(
+        r.stdout
+            .lines()
+            .any(|l| l.starts_with("web ") && l.contains(" 2  ")),
+        "{}",
+        r.stdout
+    );
+    let r = t.drover(&["describe", "pod", &pod_id]);
+    assert!(r.stdout.contains("Phase:       Running"), "{}", r.stdout);
+    let pod_minion = pods[0]["minion"].as_str().unwrap();
+    docker(
+        pod_minion,
+        &[
+            "exec",
+            &format!("drover_{pod_id}_httpd"),
+            "sh",
+            "-c",
+            "echo logged-line > /proc/1/fd/1",
+        ],
+    );
+    let r = t.drover(&["logs", &pod_id]);
+    r.expect_code(0);
+    assert!(r.stdout.contains("logged-line"), "{}", r.stdout);
+    t.write("manifests/huge.json", r#"{"kind":"Pod","id":"huge","desiredState":{"manifest":{"containers":[{"name":"c","image":"drover/busybox:latest","cpu":999000}]}}}"#);
+    let r = t.drover(&["apply"]);
+    r.expect_code(2);
+    assert!(
+        r.stderr
+            .contains("pod huge is Pending: 0/3 minions fit: 3 insufficient cpu"),
+        "{}",
+        r.stderr
+    );
+    let r = t.drover(&["describe", "pod", "huge"]);
+    assert!(
+        r.stdout
+            .contains("Reason:      0/3 minions fit: 3 insufficient cpu"),
+        "{}",
+        r.stdout
+    );
+    std::fs::remove_file(t.join("manifests/huge.json")).unwrap();
+
     // Applying again changes nothing; diff agrees.
     let r = t.drover(&["apply"]);
     assert!(

@@ -3,6 +3,7 @@
 pub mod apply;
 pub mod daemon;
 pub mod diff;
+pub mod get;
 pub mod minions;
 pub mod validate;
 

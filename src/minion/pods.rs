@@ -306,6 +306,21 @@ impl Minion {
                     minion: self.spec.name.clone(),
                     owner: labels.get(LABEL_RC).cloned(),
                     template_hash: labels.get(LABEL_HASH).cloned().unwrap_or_default(),
+                    labels: labels
+                        .iter()
+                        .filter(|(k, _)| !k.starts_with("io.drover."))
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                    images: cs
+                        .iter()
+                        .filter(|c| {
+                            c.labels
+                                .as_ref()
+                                .and_then(|l| l.get(LABEL_CONTAINER))
+                                .is_some_and(|n| n != INFRA)
+                        })
+                        .filter_map(|c| c.image.clone())
+                        .collect(),
                     phase: if broken {
                         Phase::Failed
                     } else {

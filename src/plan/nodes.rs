@@ -65,6 +65,8 @@ mod tests {
             minion: "m2".into(),
             owner: Some("web".into()),
             template_hash: "h".into(),
+            labels: Default::default(),
+            images: vec![],
             phase: Phase::Running,
             created: 1,
             request: PodRequest::default(),

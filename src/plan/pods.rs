@@ -71,7 +71,10 @@ pub struct ObservedPod {
     pub minion: String,
     pub owner: Option<String>,
     pub template_hash: String,
+    pub labels: Labels,
     pub phase: Phase,
+    /// The app containers' images, for display.
+    pub images: Vec<String>,
     /// Creation order (e.g. a timestamp); larger is newer.
     pub created: u64,
     pub request: PodRequest,

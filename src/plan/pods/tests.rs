@@ -107,6 +107,8 @@ impl World {
                         minion: minion.clone(),
                         owner: pod.owner.clone(),
                         template_hash: pod.template_hash.clone(),
+                        labels: pod.labels.clone(),
+                        images: vec![],
                         phase: Phase::Pending,
                         created: self.clock,
                         request: pod.request(),

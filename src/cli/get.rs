@@ -1,0 +1,396 @@
+//! `drover get pods|rc|services`, `drover describe`, `drover logs`: what runs where, read from
+//! the minions themselves (the labels on drover's containers) and the source.
+
+use super::{fail, Context, EXIT_ERROR, EXIT_OK};
+use drover::minion::{minion_specs, Minion, MinionError};
+use drover::model::{selector_matches, DesiredState, Labels, Object};
+use drover::plan::pods::{ObservedPod, Phase};
+use futures_util::StreamExt;
+use serde::Serialize;
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// `key=value,key=value` as a label selector.
+pub fn parse_selector(s: &str) -> Result<Labels, String> {
+    s.split(',')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.split_once('=')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                .ok_or_else(|| format!("bad selector `{p}`: use key=value[,key=value]"))
+        })
+        .collect()
+}
+
+struct World {
+    desired: Option<DesiredState>,
+    minions: Vec<Arc<Minion>>,
+    pods: Vec<ObservedPod>,
+    errors: Vec<MinionError>,
+    /// What the scheduler would see, capacity read from Docker.
+    views: Vec<drover::plan::scheduler::MinionView>,
+}
+
+fn observe(cx: &Context) -> Result<World, String> {
+    let spec = cx.settings.source(None, None, None);
+    let desired = super::load_desired(cx, &spec).ok().map(|(d, _)| d);
+    let specs = minion_specs(&cx.settings, desired.as_ref())?;
+    let minions: Vec<Arc<Minion>> = specs
+        .into_iter()
+        .map(|s| Minion::new(s).map(Arc::new).map_err(|e| e.to_string()))
+        .collect::<Result<_, _>>()?;
+    let results = super::runtime().block_on(futures_util::future::join_all(minions.iter().map(
+        |m| async move {
+            let pods = m.observe_pods().await;
+            let capacity = m.capacity().await.unwrap_or(m.spec.capacity);
+            (m, pods, capacity)
+        },
+    )));
+    let (mut pods, mut errors, mut views) = (Vec::new(), Vec::new(), Vec::new());
+    for (m, r, capacity) in results {
+        views.push(drover::plan::scheduler::MinionView {
+            name: m.spec.name.clone(),
+            ready: r.is_ok(),
+            labels: m.spec.labels.clone(),
+            capacity,
+        });
+        match r {
+            Ok(p) => pods.extend(p),
+            Err(e) => errors.push(e),
+        }
+    }
+    pods.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(World {
+        desired,
+        minions,
+        pods,
+        errors,
+        views,
+    })
+}
+
+fn print_table(rows: Vec<Vec<String>>) {
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = std::io::stdout().lock();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect();
+        let _ = writeln!(out, "{}", line.join("  ").trim_end());
+    }
+}
+
+fn labels_text(l: &Labels) -> String {
+    if l.is_empty() {
+        "-".into()
+    } else {
+        l.iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PodRow<'a> {
+    id: &'a str,
+    minion: &'a str,
+    phase: Phase,
+    replication_controller: Option<&'a str>,
+    labels: &'a Labels,
+    images: &'a [String],
+}
+
+pub fn pods(cx: &Context, name: Option<&str>, selector: &Labels, json: bool) -> ExitCode {
+    let world = match observe(cx) {
+        Ok(w) => w,
+        Err(e) => return fail(&e),
+    };
+    for e in &world.errors {
+        eprintln!("drover: warning: {e}");
+    }
+    let rows: Vec<PodRow> = world
+        .pods
+        .iter()
+        .filter(|p| name.is_none_or(|n| p.id == n))
+        .filter(|p| selector.is_empty() || selector_matches(selector, &p.labels))
+        .map(|p| PodRow {
+            id: &p.id,
+            minion: &p.minion,
+            phase: p.phase,
+            replication_controller: p.owner.as_deref(),
+            labels: &p.labels,
+            images: &p.images,
+        })
+        .collect();
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).expect("serialises")
+        );
+    } else {
+        let mut table = vec![["NAME", "MINION", "PHASE", "RC", "IMAGES", "LABELS"]
+            .map(String::from)
+            .to_vec()];
+        for r in &rows {
+            table.push(vec![
+                r.id.to_string(),
+                r.minion.to_string(),
+                format!("{:?}", r.phase),
+                r.replication_controller.unwrap_or("-").to_string(),
+                r.images.join(","),
+                labels_text(r.labels),
+            ]);
+        }
+        print_table(table);
+    }
+    ExitCode::from(EXIT_OK)
+}
+
+pub fn rcs(cx: &Context, name: Option<&str>, selector: &Labels, json: bool) -> ExitCode {
+    let world = match observe(cx) {
+        Ok(w) => w,
+        Err(e) => return fail(&e),
+    };
+    let Some(desired) = &world.desired else {
+        return fail(&"the source cannot be read; replication controllers come from it");
+    };
+    let mut table = vec![["NAME", "DESIRED", "CURRENT", "SELECTOR", "IMAGES"]
+        .map(String::from)
+        .to_vec()];
+    let mut rows = Vec::new();
+    for (o, _) in desired.objects.values() {
+        let Object::ReplicationController(rc) = o else {
+            continue;
+        };
+        if name.is_some_and(|n| rc.id != n)
+            || !(selector.is_empty() || selector_matches(selector, &rc.labels))
+        {
+            continue;
+        }
+        let current = world
+            .pods
+            .iter()
+            .filter(|p| {
+                p.owner.as_deref() == Some(rc.id.as_str())
+                    && matches!(p.phase, Phase::Running | Phase::Pending)
+            })
+            .count();
+        let images: Vec<String> = rc
+            .desired_state
+            .pod_template
+            .desired_state
+            .manifest
+            .containers
+            .iter()
+            .map(|c| c.image.clone())
+            .collect();
+        table.push(vec![
+            rc.id.clone(),
+            rc.desired_state.replicas.to_string(),
+            current.to_string(),
+            labels_text(&rc.desired_state.replica_selector),
+            images.join(","),
+        ]);
+        rows.push(serde_json::json!({"id": rc.id, "replicas": rc.desired_state.replicas, "current": current,
+            "selector": rc.desired_state.replica_selector, "images": images}));
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).expect("serialises")
+        );
+    } else {
+        print_table(table);
+    }
+    ExitCode::from(EXIT_OK)
+}
+
+pub fn services(cx: &Context, name: Option<&str>, selector: &Labels, json: bool) -> ExitCode {
+    let world = match observe(cx) {
+        Ok(w) => w,
+        Err(e) => return fail(&e),
+    };
+    let Some(desired) = &world.desired else {
+        return fail(&"the source cannot be read; services come from it");
+    };
+    let mut table = vec![["NAME", "PORT", "SELECTOR", "PODS"]
+        .map(String::from)
+        .to_vec()];
+    let mut rows = Vec::new();
+    for (o, _) in desired.objects.values() {
+        let Object::Service(s) = o else { continue };
+        if name.is_some_and(|n| s.id != n)
+            || !(selector.is_empty() || selector_matches(selector, &s.labels))
+        {
+            continue;
+        }
+        let pods: Vec<&str> = world
+            .pods
+            .iter()
+            .filter(|p| p.phase == Phase::Running && selector_matches(&s.selector, &p.labels))
+            .map(|p| p.id.as_str())
+            .collect();
+        table.push(vec![
+            s.id.clone(),
+            format!("{}/{}", s.port, s.protocol.as_str()),
+            labels_text(&s.selector),
+            pods.len().to_string(),
+        ]);
+        rows.push(serde_json::json!({"id": s.id, "port": s.port, "protocol": s.protocol, "selector": s.selector, "pods": pods}));
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).expect("serialises")
+        );
+    } else {
+        print_table(table);
+    }
+    ExitCode::from(EXIT_OK)
+}
+
+/// `describe pod NAME` / `describe rc NAME`: where it runs and in what state, and for pods that
+/// are not running anywhere, why the scheduler cannot place them.
+pub fn describe(cx: &Context, kind: &str, name: &str) -> ExitCode {
+    let world = match observe(cx) {
+        Ok(w) => w,
+        Err(e) => return fail(&e),
+    };
+    let mut out = std::io::stdout().lock();
+    match kind {
+        "pod" | "pods" => {
+            let found: Vec<&ObservedPod> = world.pods.iter().filter(|p| p.id == name).collect();
+            for p in &found {
+                let _ = writeln!(out, "Name:        {}\nMinion:      {}\nPhase:       {:?}\nController:  {}\nLabels:      {}\nImages:      {}",
+                    p.id, p.minion, p.phase, p.owner.as_deref().unwrap_or("-"), labels_text(&p.labels), p.images.join(", "));
+            }
+            if found.is_empty() {
+                // Not running: if it is wanted, say why it is Pending.
+                let Some(desired) = &world.desired else {
+                    return fail(&format!("no pod named `{name}`"));
+                };
+                let plan = drover::plan::pods::plan(desired, &world.pods, &world.views);
+                match plan.unschedulable.iter().find(|(id, _)| id == name) {
+                    Some((_, reason)) => {
+                        let _ = writeln!(
+                            out,
+                            "Name:        {name}\nPhase:       Pending\nReason:      {reason}"
+                        );
+                    }
+                    None => {
+                        return fail(&format!(
+                            "no pod named `{name}` is running or waiting to be placed"
+                        ))
+                    }
+                }
+            }
+        }
+        "rc" | "replicationcontroller" | "replicationcontrollers" => {
+            let rc = world.desired.as_ref().and_then(|d| {
+                d.objects.values().find_map(|(o, origin)| match o {
+                    Object::ReplicationController(r) if r.id == name => {
+                        Some((r.clone(), origin.clone()))
+                    }
+                    _ => None,
+                })
+            });
+            let Some((rc, origin)) = rc else {
+                return fail(&format!(
+                    "no replication controller named `{name}` in the source"
+                ));
+            };
+            let _ = writeln!(
+                out,
+                "Name:        {}\nSource:      {origin}\nSelector:    {}\nReplicas:    {} desired",
+                rc.id,
+                labels_text(&rc.desired_state.replica_selector),
+                rc.desired_state.replicas
+            );
+            let _ = writeln!(out, "Pods:");
+            for p in world
+                .pods
+                .iter()
+                .filter(|p| p.owner.as_deref() == Some(rc.id.as_str()))
+            {
+                let _ = writeln!(out, "  {}  {}  {:?}", p.id, p.minion, p.phase);
+            }
+        }
+        other => return fail(&format!("cannot describe `{other}`: use pod or rc")),
+    }
+    for e in &world.errors {
+        eprintln!("drover: warning: {e}");
+    }
+    ExitCode::from(EXIT_OK)
+}
+
+/// `logs POD [-c CONTAINER] [-f]`.
+pub fn logs(cx: &Context, pod: &str, container: Option<&str>, follow: bool) -> ExitCode {
+    let world = match observe(cx) {
+        Ok(w) => w,
+        Err(e) => return fail(&e),
+    };
+    let Some(p) = world.pods.iter().find(|p| p.id == pod) else {
+        return fail(&format!("no pod named `{pod}` on any reachable minion"));
+    };
+    let Some(minion) = world
+        .minions
+        .iter()
+        .find(|m| m.spec.name == p.minion)
+        .cloned()
+    else {
+        return ExitCode::from(EXIT_ERROR);
+    };
+    let runtime = super::runtime();
+    let result: Result<(), String> = runtime.block_on(async {
+        let containers = minion
+            .list_containers(&[(drover::minion::pods::LABEL_POD, pod)])
+            .await
+            .map_err(|e| e.to_string())?;
+        let names: Vec<String> = containers
+            .iter()
+            .filter_map(|c| {
+                c.labels
+                    .as_ref()?
+                    .get(drover::minion::pods::LABEL_CONTAINER)
+                    .cloned()
+            })
+            .filter(|n| n != "infra")
+            .collect();
+        let chosen = match container {
+            Some(c) if names.iter().any(|n| n == c) => c.to_string(),
+            Some(c) => {
+                return Err(format!(
+                    "pod {pod} has no container `{c}` (it has {})",
+                    names.join(", ")
+                ))
+            }
+            None if names.len() == 1 => names[0].clone(),
+            None => {
+                return Err(format!(
+                    "pod {pod} has several containers; choose one with -c ({})",
+                    names.join(", ")
+                ))
+            }
+        };
+        let mut stream =
+            Box::pin(minion.logs(&drover::minion::pods::container_name(pod, &chosen), follow));
+        let mut out = std::io::stdout();
+        while let Some(chunk) = stream.next().await {
+            let text = chunk.map_err(|e| e.to_string())?;
+            let _ = out.write_all(text.as_bytes());
+            let _ = out.flush();
+        }
+        Ok(())
+    });
+    match result {
+        Ok(()) => ExitCode::from(EXIT_OK),
+        Err(e) => fail(&e),
+    }
+}
