@@ -235,6 +235,7 @@ pub struct Minion {
     docker: bollard::Docker,
     link: Option<Arc<SshLink>>,
     health: Mutex<Health>,
+    docker_capacity: Mutex<Option<Capacity>>,
 }
 
 impl Minion {
@@ -267,6 +268,7 @@ impl Minion {
             docker,
             link,
             health: Mutex::new(Health::default()),
+            docker_capacity: Mutex::new(None),
         })
     }
 

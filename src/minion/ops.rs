@@ -49,17 +49,23 @@ impl Minion {
         Ok(v.version.unwrap_or_default())
     }
 
-    /// Capacity: configured values first, the rest from Docker's NCPU and MemTotal.
+    /// Capacity: configured values first, the rest from Docker's NCPU and MemTotal, asked once
+    /// and remembered (a no-op resync then costs one list call per minion).
     pub async fn capacity(&self) -> Result<Capacity, MinionError> {
         let configured = self.spec.capacity;
         if configured.cpu.is_some() && configured.memory.is_some() {
             return Ok(configured);
         }
+        if let Some(known) = *self.docker_capacity.lock().expect("capacity") {
+            return Ok(known);
+        }
         let info = self.call(self.docker().info()).await?;
-        Ok(Capacity {
+        let capacity = Capacity {
             cpu: configured.cpu.or(info.ncpu.map(|n| n as u64 * 1000)),
             memory: configured.memory.or(info.mem_total.map(|m| m as u64)),
-        })
+        };
+        *self.docker_capacity.lock().expect("capacity") = Some(capacity);
+        Ok(capacity)
     }
 
     /// Containers (running or not) carrying all the given labels.
