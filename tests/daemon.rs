@@ -40,6 +40,16 @@ fn web() -> Vec<(String, String)> {
     all
 }
 
+/// Kills the daemon if a test fails half-way, so it cannot disturb the tests after it.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) -> Duration {
     let start = Instant::now();
     while !ok() {
@@ -61,7 +71,7 @@ fn the_daemon_converges_repairs_drift_and_handles_node_loss() {
     t.copy_manifests("manifests");
     t.write("drover.toml", &std::fs::read_to_string(&c.config).unwrap());
     let log = std::fs::File::create(t.join("daemon.log")).unwrap();
-    let mut daemon = Command::new(env!("CARGO_BIN_EXE_drover"))
+    let daemon = Command::new(env!("CARGO_BIN_EXE_drover"))
         .current_dir(t.path())
         .args(["daemon", "--resync", "2", "--node-grace", "3"])
         .stdout(log.try_clone().unwrap())
@@ -69,6 +79,7 @@ fn the_daemon_converges_repairs_drift_and_handles_node_loss() {
         .stdin(Stdio::null())
         .spawn()
         .unwrap();
+    let mut daemon = KillOnDrop(daemon);
     let log = || std::fs::read_to_string(t.join("daemon.log")).unwrap_or_default();
 
     wait_until("2 web replicas", Duration::from_secs(30), || {
@@ -141,11 +152,11 @@ fn the_daemon_converges_repairs_drift_and_handles_node_loss() {
     });
 
     // SIGTERM: a clean stop.
-    let pid = daemon.id().to_string();
+    let pid = daemon.0.id().to_string();
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     let status = loop {
-        if let Some(s) = daemon.try_wait().unwrap() {
+        if let Some(s) = daemon.0.try_wait().unwrap() {
             break s;
         }
         assert!(Instant::now() < deadline, "daemon did not stop");
@@ -153,4 +164,72 @@ fn the_daemon_converges_repairs_drift_and_handles_node_loss() {
     };
     assert!(status.success(), "{status:?}\n{}", log());
     assert!(log().contains("drover daemon: stopped"));
+}
+
+#[test]
+fn a_bad_manifest_committed_to_a_watched_git_source_changes_nothing() {
+    let c = cluster();
+    let _g = disrupt();
+    let t = TestDir::new();
+    t.write("drover.toml", &std::fs::read_to_string(&c.config).unwrap());
+    let repo = GitRepo::init(&t.join("repo"));
+    t.copy_manifests("repo/deploy");
+    repo.commit_all("app");
+    let log = std::fs::File::create(t.join("daemon.log")).unwrap();
+    let daemon = Command::new(env!("CARGO_BIN_EXE_drover"))
+        .current_dir(t.path())
+        .args([
+            "daemon", "repo", "--ref", "main", "--path", "deploy", "--resync", "2",
+        ])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let daemon = KillOnDrop(daemon);
+    let log = || std::fs::read_to_string(t.join("daemon.log")).unwrap_or_default();
+    wait_until("2 web replicas", Duration::from_secs(30), || {
+        web().len() == 2
+    });
+
+    // A commit that scales down *and* breaks a file: nothing may change.
+    let f = t.join("repo/deploy/web-controller.json");
+    std::fs::write(
+        &f,
+        std::fs::read_to_string(&f)
+            .unwrap()
+            .replace("\"replicas\": 2", "\"replicas\": 1"),
+    )
+    .unwrap();
+    t.write(
+        "repo/deploy/broken.json",
+        "{\"kind\": \"Service\", \"id\": 7}",
+    );
+    repo.commit_all("bad");
+    wait_until(
+        "the bad commit to be reported",
+        Duration::from_secs(10),
+        || log().contains("deploy/broken.json:1:27: id: expected a string"),
+    );
+    std::thread::sleep(Duration::from_millis(2500)); // a resync passes
+    assert_eq!(web().len(), 2, "{}", log());
+
+    // Fixed in the next commit: the scale-down applies; then everything is removed.
+    std::fs::remove_file(t.join("repo/deploy/broken.json")).unwrap();
+    repo.commit_all("fix");
+    wait_until("the fixed commit to apply", Duration::from_secs(10), || {
+        web().len() == 1
+    });
+    for f in ["web-controller.json", "web-service.json", "backend.toml"] {
+        std::fs::remove_file(t.join("repo/deploy").join(f)).unwrap();
+    }
+    t.write(
+        "repo/deploy/empty.json",
+        "{\"kind\": \"List\", \"items\": []}",
+    );
+    repo.commit_all("empty");
+    wait_until("everything to be pruned", Duration::from_secs(15), || {
+        web().is_empty()
+    });
+    drop(daemon);
 }
