@@ -88,6 +88,12 @@ enum Command {
         /// Print the plan without changing anything
         #[arg(long)]
         dry_run: bool,
+        /// Keep pods whose Pod or RC left the source running
+        #[arg(long)]
+        no_prune: bool,
+        /// Do not ask for confirmation on a terminal
+        #[arg(long, short = 'y')]
+        yes: bool,
         /// Give up waiting for convergence after this many seconds
         #[arg(long, default_value_t = 120)]
         timeout: u64,
@@ -150,12 +156,18 @@ fn main() -> ExitCode {
         Command::Apply {
             source,
             dry_run,
+            no_prune,
+            yes,
             timeout,
         } => cli::apply::run(
             &cx,
             &source,
-            dry_run,
-            std::time::Duration::from_secs(timeout),
+            cli::apply::Options {
+                dry_run,
+                prune: !no_prune,
+                yes,
+                timeout: std::time::Duration::from_secs(timeout),
+            },
         ),
         Command::Daemon {
             source,

@@ -182,8 +182,16 @@ fn the_example_app_comes_up_converges_and_scales() {
     r.expect_code(2);
     assert_eq!(web_pods(), after);
 
-    // Removing everything from the source prunes drover's containers, and only those.
+    // --no-prune: an RC removed from the source leaves its pods running.
     std::fs::remove_file(t.join("manifests/broken.json")).unwrap();
+    let kept = std::fs::read_to_string(&file).unwrap();
+    std::fs::remove_file(&file).unwrap();
+    let r = t.drover(&["apply", "--no-prune"]);
+    r.expect_code(0);
+    assert_eq!(web_pods(), after, "{}", r.stdout);
+    std::fs::write(&file, kept).unwrap();
+
+    // Removing everything from the source prunes drover's containers, and only those.
     for f in ["web-controller.json", "web-service.json", "backend.toml"] {
         std::fs::remove_file(t.join("manifests").join(f)).unwrap();
     }

@@ -7,10 +7,26 @@ use crate::SourceArgs;
 use drover::exec::describe;
 use drover::plan::pods::Action;
 use drover::store::Store;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-pub fn run(cx: &Context, args: &SourceArgs, dry_run: bool, timeout: Duration) -> ExitCode {
+/// What the user asked of `apply`.
+pub struct Options {
+    pub dry_run: bool,
+    pub prune: bool,
+    /// Skip the confirmation a terminal user is asked for.
+    pub yes: bool,
+    pub timeout: Duration,
+}
+
+pub fn run(cx: &Context, args: &SourceArgs, opts: Options) -> ExitCode {
+    let Options {
+        dry_run,
+        prune,
+        yes,
+        timeout,
+    } = opts;
     let spec = cx.source_spec(args);
     // A bad manifest anywhere: nothing is applied and nothing is pruned.
     let (desired, _commit) = match load_desired(cx, &spec) {
@@ -21,6 +37,29 @@ pub fn run(cx: &Context, args: &SourceArgs, dry_run: bool, timeout: Duration) ->
         Ok(r) => r,
         Err(e) => return fail(&e),
     };
+    reconciler.prune = prune;
+    // On a terminal, show the plan and ask first (like `terraform apply`); scripts and CI,
+    // with no terminal on stdin, are not asked.
+    if !dry_run && !yes && std::io::stdin().is_terminal() {
+        let preview = super::runtime().block_on(reconciler.round(&desired, true, true));
+        for a in &preview.done {
+            println!("{}", describe(a).1);
+        }
+        if preview.planned > 0 {
+            print!(
+                "apply {} action{}? [y/N] ",
+                preview.planned,
+                super::plural(preview.planned)
+            );
+            let _ = std::io::stdout().flush();
+            let mut answer = String::new();
+            let _ = std::io::stdin().read_line(&mut answer);
+            if !matches!(answer.trim(), "y" | "yes") {
+                println!("nothing changed");
+                return ExitCode::from(EXIT_OK);
+            }
+        }
+    }
     let store = Store::new(&cx.state_dir);
     let lock = if dry_run {
         None
@@ -94,7 +133,7 @@ pub fn run(cx: &Context, args: &SourceArgs, dry_run: bool, timeout: Duration) ->
         return ExitCode::from(EXIT_ERROR);
     }
     let lock = lock.expect("taken when not a dry run");
-    if let Err(e) = super::record(&store, &lock, &desired) {
+    if let Err(e) = super::record(&store, &lock, &desired, prune) {
         return fail(&e);
     }
     println!(

@@ -120,7 +120,7 @@ pub fn run(cx: &Context, args: &SourceArgs, resync: Duration, node_grace: Durati
                 );
             }
             if round.converged() {
-                if let Err(e) = super::record(&store, &lock, &desired) {
+                if let Err(e) = super::record(&store, &lock, &desired, true) {
                     eprintln!("drover: error: {e}");
                 }
             } else if round.planned > 0 || round.pending {

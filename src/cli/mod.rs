@@ -112,9 +112,13 @@ pub fn record(
     store: &drover::store::Store,
     lock: &drover::store::StoreLock,
     desired: &DesiredState,
+    prune: bool,
 ) -> Result<u64, drover::store::StoreError> {
     let index = store.read_index()?;
-    store.commit(lock, &drover::plan::objects::record_batch(desired, &index))
+    store.commit(
+        lock,
+        &drover::plan::objects::record_batch_with(desired, &index, prune),
+    )
 }
 
 /// The async runtime for commands that talk to minions.

@@ -8,7 +8,7 @@ use crate::exec::{execute, Credentials};
 use crate::minion::{Minion, MinionError};
 use crate::model::DesiredState;
 use crate::plan::nodes::NodeController;
-use crate::plan::pods::{plan, Action, Phase};
+use crate::plan::pods::{plan_with, Action, Phase};
 use crate::plan::scheduler::MinionView;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -40,6 +40,8 @@ pub struct Reconciler {
     by_name: HashMap<String, Arc<Minion>>,
     credentials: Credentials,
     nodes: NodeController,
+    /// Delete pods whose Pod or RC left the source.
+    pub prune: bool,
 }
 
 impl Reconciler {
@@ -57,6 +59,7 @@ impl Reconciler {
             by_name,
             credentials,
             nodes: NodeController::new(node_grace),
+            prune: true,
         }
     }
 
@@ -101,7 +104,7 @@ impl Reconciler {
             return round;
         }
         round.pending = pods.iter().any(|p| p.phase == Phase::Pending);
-        let p = plan(desired, &pods, &views);
+        let p = plan_with(desired, &pods, &views, self.prune);
         round.planned = p.actions.len();
         round.unschedulable = p.unschedulable.clone();
         if dry_run {

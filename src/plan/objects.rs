@@ -200,6 +200,16 @@ pub fn record_batch(
     desired: &crate::model::DesiredState,
     index: &crate::store::Index,
 ) -> crate::store::Batch {
+    record_batch_with(desired, index, true)
+}
+
+/// As `record_batch`; without `prune`, objects that left the source stay recorded (their pods
+/// were left running).
+pub fn record_batch_with(
+    desired: &crate::model::DesiredState,
+    index: &crate::store::Index,
+    prune: bool,
+) -> crate::store::Batch {
     use crate::store::{Batch, Section};
     let mut batch = Batch::default();
     let (mut texts, hashes) = normalize(desired);
@@ -210,7 +220,8 @@ pub fn record_batch(
         .collect();
     for (key, action) in object_changes(&hashes, &stored) {
         match action {
-            ChangeAction::Delete => batch.delete(Section::Observed, key),
+            ChangeAction::Delete if prune => batch.delete(Section::Observed, key),
+            ChangeAction::Delete => {}
             _ => {
                 let origin = desired.objects[&key].1.clone();
                 let text = texts.remove(&key).expect("every change has desired text");

@@ -145,7 +145,19 @@ fn deletion_order(pods: &mut [&ObservedPod]) {
     });
 }
 
+/// Plans with pruning: pods whose Pod or RC left the source are deleted.
 pub fn plan(desired: &DesiredState, observed: &[ObservedPod], minions: &[MinionView]) -> Plan {
+    plan_with(desired, observed, minions, true)
+}
+
+/// Plans; with `prune` false, pods whose Pod or RC left the source are kept running (and
+/// still count against their minion's capacity).
+pub fn plan_with(
+    desired: &DesiredState,
+    observed: &[ObservedPod],
+    minions: &[MinionView],
+    prune: bool,
+) -> Plan {
     let ready: BTreeSet<&str> = minions
         .iter()
         .filter(|m| m.ready)
@@ -199,7 +211,8 @@ pub fn plan(desired: &DesiredState, observed: &[ObservedPod], minions: &[MinionV
                 seen_explicit.insert(p.id.as_str());
             }
             Some(_) => deletes.push((p, "pod definition changed".into())),
-            None => deletes.push((p, "pod no longer in the source".into())),
+            None if prune => deletes.push((p, "pod no longer in the source".into())),
+            None => {}
         }
     }
     for (id, spec) in &explicit {
@@ -219,7 +232,7 @@ pub fn plan(desired: &DesiredState, observed: &[ObservedPod], minions: &[MinionV
         .collect();
     for p in observed.iter() {
         if let Some(owner) = &p.owner {
-            if !rcs.contains_key(owner.as_str()) {
+            if prune && !rcs.contains_key(owner.as_str()) {
                 deletes.push((
                     p,
                     format!("replication controller {owner} no longer in the source"),

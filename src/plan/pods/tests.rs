@@ -284,6 +284,27 @@ fn pods_on_a_lost_minion_are_replaced_and_the_surplus_removed_when_it_returns() 
 }
 
 #[test]
+fn without_pruning_pods_that_left_the_source_keep_running() {
+    let m = minions(2, None);
+    let mut w = World::default();
+    w.converge(
+        &desired(vec![rc("web", 2, "a", 0), pod("solo", "x", 0, None)]),
+        &m,
+    );
+    let only_web = desired(vec![rc("web", 2, "a", 0)]);
+    assert!(plan_with(&only_web, &w.pods, &m, false).is_empty());
+    assert_eq!(
+        plan(&only_web, &w.pods, &m).actions.len(),
+        1,
+        "pruning deletes the solo pod"
+    );
+    assert_eq!(
+        plan_with(&desired(vec![]), &w.pods, &m, false),
+        Plan::default()
+    );
+}
+
+#[test]
 fn a_pod_that_fits_nowhere_is_unschedulable_with_a_reason() {
     let d = desired(vec![pod("big", "x", 5000, None)]);
     let p = plan(&d, &[], &minions(2, Some(1000)));
