@@ -108,6 +108,9 @@ enum Command {
         /// Seconds a minion may be silent before its pods are replaced elsewhere
         #[arg(long, default_value_t = 30)]
         node_grace: u64,
+        /// Address of the HTTP status API (GET /status, /healthz)
+        #[arg(long, default_value = "127.0.0.1:7979")]
+        listen: std::net::SocketAddr,
     },
     /// List objects and their state
     Get {
@@ -173,11 +176,13 @@ fn main() -> ExitCode {
             source,
             resync,
             node_grace,
+            listen,
         } => cli::daemon::run(
             &cx,
             &source,
             std::time::Duration::from_secs(resync.max(1)),
             std::time::Duration::from_secs(node_grace),
+            listen,
         ),
         Command::Get {
             kind,

@@ -73,7 +73,15 @@ fn the_daemon_converges_repairs_drift_and_handles_node_loss() {
     let log = std::fs::File::create(t.join("daemon.log")).unwrap();
     let daemon = Command::new(env!("CARGO_BIN_EXE_drover"))
         .current_dir(t.path())
-        .args(["daemon", "--resync", "2", "--node-grace", "3"])
+        .args([
+            "daemon",
+            "--resync",
+            "2",
+            "--node-grace",
+            "3",
+            "--listen",
+            "127.0.0.1:0",
+        ])
         .stdout(log.try_clone().unwrap())
         .stderr(log)
         .stdin(Stdio::null())
@@ -85,6 +93,53 @@ fn the_daemon_converges_repairs_drift_and_handles_node_loss() {
     wait_until("2 web replicas", Duration::from_secs(30), || {
         web().len() == 2
     });
+
+    // The status API reports the minions and pods of the last round.
+    let addr = log()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("status API on http://")?
+                .strip_suffix("/status")
+                .map(str::to_string)
+        })
+        .expect("status API address in the log");
+    assert!(addr.starts_with("127.0.0.1:"), "loopback: {addr}");
+    let get = |path: &str| {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        text
+    };
+    wait_until(
+        "a status with both web pods",
+        Duration::from_secs(10),
+        || {
+            get("/status")
+                .matches("\"replicationController\": \"web\"")
+                .count()
+                == 2
+        },
+    );
+    let body = get("/status");
+    let json: serde_json::Value =
+        serde_json::from_str(&body[body.find("\r\n\r\n").unwrap() + 4..]).unwrap();
+    assert_eq!(json["minions"].as_array().unwrap().len(), 3);
+    assert!(
+        json["minions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["ready"] == true),
+        "{json}"
+    );
+    assert!(get("/healthz").ends_with("ok"));
+    assert!(get("/nope").starts_with("HTTP/1.1 404"));
 
     // A container removed by hand comes back at the next resync.
     let (m, name) = web()[0].clone();

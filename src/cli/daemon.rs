@@ -13,7 +13,42 @@ use drover::store::Store;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-pub fn run(cx: &Context, args: &SourceArgs, resync: Duration, node_grace: Duration) -> ExitCode {
+/// The document `GET /status` serves.
+fn status_document(
+    source: &str,
+    commit: Option<&str>,
+    round: &drover::daemon::Round,
+) -> serde_json::Value {
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    serde_json::json!({
+        "source": source,
+        "commit": commit,
+        "lastRound": {
+            "at": at,
+            "planned": round.planned,
+            "done": round.done.iter().map(|a| describe(a).1).collect::<Vec<_>>(),
+            "failed": round.failed.iter().map(|(a, e)| format!("{}: {e}", describe(a).1)).collect::<Vec<_>>(),
+            "unschedulable": round.unschedulable,
+            "pending": round.pending,
+            "converged": round.converged(),
+        },
+        "minions": round.minions.iter().map(|m| serde_json::json!({"name": m.name, "ready": m.ready})).collect::<Vec<_>>(),
+        "pods": round.pods.iter().map(|p| serde_json::json!({
+            "id": p.id, "minion": p.minion, "phase": p.phase, "replicationController": p.owner,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+pub fn run(
+    cx: &Context,
+    args: &SourceArgs,
+    resync: Duration,
+    node_grace: Duration,
+    listen: std::net::SocketAddr,
+) -> ExitCode {
     let spec = cx.source_spec(args);
     let (mut desired, mut commit) = match load_desired(cx, &spec) {
         Ok(d) => d,
@@ -61,6 +96,12 @@ pub fn run(cx: &Context, args: &SourceArgs, resync: Duration, node_grace: Durati
                     }
                 }
             });
+        }
+        let status: drover::daemon::status::Shared = Default::default();
+        match drover::daemon::status::serve(listen, status.clone()).await {
+            Ok(addr) => println!("status API on http://{addr}/status"),
+            // Reconciling matters more than reporting: go on without it.
+            Err(e) => eprintln!("drover: warning: status API on {listen}: {e}; running without it"),
         }
         let mut terminate =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -119,6 +160,8 @@ pub fn run(cx: &Context, args: &SourceArgs, resync: Duration, node_grace: Durati
                     started.elapsed().as_secs_f64() * 1e3
                 );
             }
+            *status.lock().expect("status") =
+                status_document(&spec.describe(), commit.as_deref(), &round);
             if round.converged() {
                 if let Err(e) = super::record(&store, &lock, &desired, true) {
                     eprintln!("drover: error: {e}");

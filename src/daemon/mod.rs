@@ -26,6 +26,9 @@ pub struct Round {
     pub pending: bool,
     /// Actions the plan held (executed or not).
     pub planned: usize,
+    /// What was observed (or assumed by the node controller), for status reports.
+    pub pods: Vec<crate::plan::pods::ObservedPod>,
+    pub minions: Vec<MinionView>,
 }
 
 impl Round {
@@ -105,6 +108,8 @@ impl Reconciler {
         }
         round.pending = pods.iter().any(|p| p.phase == Phase::Pending);
         let p = plan_with(desired, &pods, &views, self.prune);
+        round.pods = pods;
+        round.minions = views;
         round.planned = p.actions.len();
         round.unschedulable = p.unschedulable.clone();
         if dry_run {
@@ -120,4 +125,5 @@ impl Reconciler {
     }
 }
 
+pub mod status;
 pub mod watch;
