@@ -40,13 +40,7 @@ fn observe(cx: &Context) -> Result<World, String> {
         .into_iter()
         .map(|s| Minion::new(s).map(Arc::new).map_err(|e| e.to_string()))
         .collect::<Result<_, _>>()?;
-    let results = super::runtime().block_on(futures_util::future::join_all(minions.iter().map(
-        |m| async move {
-            let pods = m.observe_pods().await;
-            let capacity = m.capacity().await.unwrap_or(m.spec.capacity);
-            (m, pods, capacity)
-        },
-    )));
+    let results = super::runtime().block_on(drover::daemon::observe(&minions));
     let (mut pods, mut errors, mut views) = (Vec::new(), Vec::new(), Vec::new());
     for (m, r, capacity) in results {
         views.push(drover::plan::scheduler::MinionView {
@@ -68,21 +62,6 @@ fn observe(cx: &Context) -> Result<World, String> {
         errors,
         views,
     })
-}
-
-fn print_table(rows: Vec<Vec<String>>) {
-    let widths: Vec<usize> = (0..rows[0].len())
-        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
-        .collect();
-    let mut out = std::io::stdout().lock();
-    for r in rows {
-        let line: Vec<String> = r
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
-            .collect();
-        let _ = writeln!(out, "{}", line.join("  ").trim_end());
-    }
 }
 
 fn labels_text(l: &Labels) -> String {
@@ -148,7 +127,7 @@ pub fn pods(cx: &Context, name: Option<&str>, selector: &Labels, json: bool) -> 
                 labels_text(r.labels),
             ]);
         }
-        print_table(table);
+        super::print_table(table);
     }
     ExitCode::from(EXIT_OK)
 }
@@ -207,7 +186,7 @@ pub fn rcs(cx: &Context, name: Option<&str>, selector: &Labels, json: bool) -> E
             serde_json::to_string_pretty(&rows).expect("serialises")
         );
     } else {
-        print_table(table);
+        super::print_table(table);
     }
     ExitCode::from(EXIT_OK)
 }
@@ -251,7 +230,7 @@ pub fn services(cx: &Context, name: Option<&str>, selector: &Labels, json: bool)
             serde_json::to_string_pretty(&rows).expect("serialises")
         );
     } else {
-        print_table(table);
+        super::print_table(table);
     }
     ExitCode::from(EXIT_OK)
 }

@@ -56,9 +56,7 @@ pub fn get(cx: &Context, name: Option<&str>, output: GetOutput) -> ExitCode {
         GetOutput::Json => serde_json::to_writer_pretty(&mut out, &statuses)
             .map_err(std::io::Error::from)
             .and_then(|_| writeln!(out)),
-        GetOutput::Table | GetOutput::Wide => {
-            table(&mut out, &statuses, matches!(output, GetOutput::Wide))
-        }
+        GetOutput::Table | GetOutput::Wide => table(&statuses, matches!(output, GetOutput::Wide)),
     };
     ExitCode::from(EXIT_OK)
 }
@@ -71,7 +69,7 @@ fn state(s: &MinionStatus) -> &'static str {
     }
 }
 
-fn table(out: &mut impl Write, statuses: &[MinionStatus], wide: bool) -> std::io::Result<()> {
+fn table(statuses: &[MinionStatus], wide: bool) -> std::io::Result<()> {
     let mut rows = vec![vec![
         "NAME",
         "ADDRESS",
@@ -117,17 +115,7 @@ fn table(out: &mut impl Write, statuses: &[MinionStatus], wide: bool) -> std::io
         }
         rows.push(row);
     }
-    let widths: Vec<usize> = (0..rows[0].len())
-        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
-        .collect();
-    for r in rows {
-        let line: Vec<String> = r
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
-            .collect();
-        writeln!(out, "{}", line.join("  ").trim_end())?;
-    }
+    super::print_table(rows);
     Ok(())
 }
 

@@ -38,6 +38,26 @@ impl Round {
     }
 }
 
+/// Every minion's pods (one list call each, in parallel) and its capacity; a minion that
+/// cannot be observed keeps its configured capacity.
+pub async fn observe(
+    minions: &[Arc<Minion>],
+) -> Vec<(
+    Arc<Minion>,
+    Result<Vec<crate::plan::pods::ObservedPod>, MinionError>,
+    crate::model::Capacity,
+)> {
+    futures_util::future::join_all(minions.iter().map(|m| async move {
+        let pods = m.observe_pods().await;
+        let capacity = match &pods {
+            Ok(_) => m.capacity().await.unwrap_or(m.spec.capacity),
+            Err(_) => m.spec.capacity,
+        };
+        (m.clone(), pods, capacity)
+    }))
+    .await
+}
+
 pub struct Reconciler {
     minions: Vec<Arc<Minion>>,
     by_name: HashMap<String, Arc<Minion>>,
@@ -71,15 +91,7 @@ impl Reconciler {
     /// pods count as (the daemon). `dry_run` plans without executing.
     pub async fn round(&mut self, desired: &DesiredState, strict: bool, dry_run: bool) -> Round {
         let now = Instant::now();
-        let observed = futures_util::future::join_all(self.minions.iter().map(|m| async move {
-            let pods = m.observe_pods().await;
-            let capacity = match &pods {
-                Ok(_) => m.capacity().await.unwrap_or(m.spec.capacity),
-                Err(_) => m.spec.capacity,
-            };
-            (m.clone(), pods, capacity)
-        }))
-        .await;
+        let observed = observe(&self.minions).await;
         let mut round = Round::default();
         let (mut pods, mut views) = (Vec::new(), Vec::new());
         for (m, result, capacity) in observed {

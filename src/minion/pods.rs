@@ -276,7 +276,7 @@ impl Minion {
                     .get(LABEL_REQUEST)
                     .and_then(|r| serde_json::from_str(r).ok())
                     .unwrap_or_default();
-                let apps: Vec<ContainerState> = cs
+                let app_containers: Vec<&&bollard::models::ContainerSummary> = cs
                     .iter()
                     .filter(|c| {
                         c.labels
@@ -284,6 +284,9 @@ impl Minion {
                             .and_then(|l| l.get(LABEL_CONTAINER))
                             .is_some_and(|n| n != INFRA)
                     })
+                    .collect();
+                let apps: Vec<ContainerState> = app_containers
+                    .iter()
                     .map(|c| ContainerState::of(c))
                     .collect();
                 let policy = labels
@@ -311,14 +314,8 @@ impl Minion {
                         .filter(|(k, _)| !k.starts_with("io.drover."))
                         .map(|(k, v)| (k.clone(), v.clone()))
                         .collect(),
-                    images: cs
+                    images: app_containers
                         .iter()
-                        .filter(|c| {
-                            c.labels
-                                .as_ref()
-                                .and_then(|l| l.get(LABEL_CONTAINER))
-                                .is_some_and(|n| n != INFRA)
-                        })
                         .filter_map(|c| c.image.clone())
                         .collect(),
                     phase: if broken {
