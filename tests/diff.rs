@@ -36,7 +36,7 @@ fn diff_against_an_empty_store_creates_everything() {
 fn diff_against_a_matching_store_is_in_sync() {
     let t = TestDir::new();
     t.copy_manifests("manifests");
-    record_as_observed(&t.join("manifests"), &t.join(".drover"));
+    record_as_applied(&t.join("manifests"), &t.join(".drover"));
     let r = t.drover(&["diff"]);
     r.expect_code(0);
     assert!(r.stdout.contains("in sync: 4 objects"), "{}", r.stdout);
@@ -46,7 +46,7 @@ fn diff_against_a_matching_store_is_in_sync() {
 fn a_changed_field_is_named_and_shown() {
     let t = TestDir::new();
     t.copy_manifests("manifests");
-    record_as_observed(&t.join("manifests"), &t.join(".drover"));
+    record_as_applied(&t.join("manifests"), &t.join(".drover"));
     let file = t.join("manifests/web-controller.json");
     let text = std::fs::read_to_string(&file)
         .unwrap()
@@ -76,7 +76,7 @@ fn a_changed_field_is_named_and_shown() {
 fn a_deleted_file_is_a_delete() {
     let t = TestDir::new();
     t.copy_manifests("manifests");
-    record_as_observed(&t.join("manifests"), &t.join(".drover"));
+    record_as_applied(&t.join("manifests"), &t.join(".drover"));
     std::fs::remove_file(t.join("manifests/web-service.json")).unwrap();
     let r = t.drover(&["diff", "-o", "json"]);
     r.expect_code(1);
@@ -95,7 +95,7 @@ fn a_deleted_file_is_a_delete() {
 fn bad_manifests_fail_with_every_file_named_and_the_store_untouched() {
     let t = TestDir::new();
     t.copy_manifests("manifests");
-    record_as_observed(&t.join("manifests"), &t.join(".drover"));
+    record_as_applied(&t.join("manifests"), &t.join(".drover"));
     let before = tree_bytes(&t.join(".drover"));
     t.write(
         "manifests/truncated.json",
@@ -334,7 +334,7 @@ fn the_config_file_sets_source_and_state_dir_and_bad_keys_are_named() {
         "source = \"apps\"\npath = \"prod\"\nstate_dir = \"state\"\n",
     );
     t.drover(&["diff"]).expect_code(1);
-    record_as_observed(&t.join("apps/prod"), &t.join("state"));
+    record_as_applied(&t.join("apps/prod"), &t.join("state"));
     t.drover(&["diff"]).expect_code(0);
     t.write("drover.toml", "source = \"apps\"\nstate_dri = \"state\"\n");
     let r = t.drover(&["diff"]);

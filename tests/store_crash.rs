@@ -28,7 +28,7 @@ fn crash_writer_child() {
                 "x".repeat(2000 + i * 50)
             );
             batch.put(
-                Section::Observed,
+                Section::Applied,
                 ObjectKey::new(Kind::Pod, format!("p{i}")),
                 text,
                 None,
@@ -36,10 +36,10 @@ fn crash_writer_child() {
         }
         // Delete and re-add one object every other generation, to crash deletes too.
         if generation.is_multiple_of(2) {
-            batch.delete(Section::Desired, ObjectKey::new(Kind::Pod, "extra"));
+            batch.delete(Section::Observed, ObjectKey::new(Kind::Pod, "extra"));
         } else {
             batch.put(
-                Section::Desired,
+                Section::Observed,
                 ObjectKey::new(Kind::Pod, "extra"),
                 format!("{generation}\n"),
                 None,
@@ -91,7 +91,7 @@ fn a_writer_killed_at_any_point_leaves_a_readable_consistent_store() {
         assert!(index.resource_version >= last_rv);
         last_rv = index.resource_version;
         let objects = store
-            .read_section(&index, Section::Observed)
+            .read_section(&index, Section::Applied)
             .expect("objects readable and matching their hashes");
         assert_eq!(objects.len(), OBJECTS);
         let generations: std::collections::BTreeSet<u64> =
@@ -107,12 +107,12 @@ fn a_writer_killed_at_any_point_leaves_a_readable_consistent_store() {
             "objects and index disagree"
         );
         let extra = index
-            .desired
+            .observed
             .contains_key(&ObjectKey::new(Kind::Pod, "extra"));
         assert_eq!(extra, generation % 2 == 1);
         // Leftovers are bounded (the writer sweeps them when it takes the lock): the current
         // objects plus at most one interrupted commit's worth.
-        let files = std::fs::read_dir(dir.path().join("objects/observed/pods"))
+        let files = std::fs::read_dir(dir.path().join("objects/applied/pods"))
             .unwrap()
             .count();
         assert!(files <= 2 * OBJECTS + 1, "{files} files");

@@ -106,7 +106,7 @@ fn gather(
 ) -> Result<Vec<Change>, drover::store::StoreError> {
     let (texts, hashes) = normalize(desired);
     let stored: BTreeMap<ObjectKey, String> = index
-        .observed
+        .applied
         .iter()
         .map(|(k, e)| (k.clone(), e.hash.clone()))
         .collect();
@@ -114,7 +114,7 @@ fn gather(
     for (key, action) in object_changes(&hashes, &stored) {
         let before = match action {
             ChangeAction::Create => String::new(),
-            _ => store.read_object(Section::Observed, &key, &index.observed[&key])?,
+            _ => store.read_object(Section::Applied, &key, &index.applied[&key])?,
         };
         let after = texts.get(&key).cloned().unwrap_or_default();
         let origin = desired.objects.get(&key).map(|(_, o)| o.clone());
@@ -129,8 +129,8 @@ fn gather(
         let old_header = match action {
             ChangeAction::Create => "/dev/null".to_string(),
             _ => format!(
-                "{key} (observed, rv {})",
-                index.observed[&key].resource_version
+                "{key} (applied, rv {})",
+                index.applied[&key].resource_version
             ),
         };
         let new_header = match (&action, &origin) {

@@ -83,7 +83,7 @@ struct PodRow<'a> {
     phase: Phase,
     replication_controller: Option<&'a str>,
     labels: &'a Labels,
-    images: &'a [String],
+    images: Vec<&'a str>,
 }
 
 pub fn pods(cx: &Context, name: Option<&str>, selector: &Labels, json: bool) -> ExitCode {
@@ -105,7 +105,7 @@ pub fn pods(cx: &Context, name: Option<&str>, selector: &Labels, json: bool) -> 
             phase: p.phase,
             replication_controller: p.owner.as_deref(),
             labels: &p.labels,
-            images: &p.images,
+            images: p.images(),
         })
         .collect();
     if json {
@@ -247,8 +247,30 @@ pub fn describe(cx: &Context, kind: &str, name: &str) -> ExitCode {
         "pod" | "pods" => {
             let found: Vec<&ObservedPod> = world.pods.iter().filter(|p| p.id == name).collect();
             for p in &found {
-                let _ = writeln!(out, "Name:        {}\nMinion:      {}\nPhase:       {:?}\nController:  {}\nLabels:      {}\nImages:      {}",
-                    p.id, p.minion, p.phase, p.owner.as_deref().unwrap_or("-"), labels_text(&p.labels), p.images.join(", "));
+                let _ = writeln!(out, "Name:        {}\nMinion:      {}\nPhase:       {:?}\nController:  {}\nLabels:      {}\nContainers:",
+                    p.id, p.minion, p.phase, p.owner.as_deref().unwrap_or("-"), labels_text(&p.labels));
+                let minion = world.minions.iter().find(|m| m.spec.name == p.minion);
+                for c in &p.containers {
+                    let _ = writeln!(out, "  {}:\n    Image:      {}\n    State:      {}", c.name, c.image, c.state);
+                    // The list call gives the state; inspect adds when and how often.
+                    let Some(minion) = minion else { continue };
+                    let name = drover::minion::pods::container_name(&p.id, &c.name);
+                    let inspected = super::runtime().block_on(minion.inspect_container(&name));
+                    match inspected {
+                        Ok(info) => {
+                            let state = info.state.unwrap_or_default();
+                            let when = |t: Option<String>| t.filter(|t| !t.starts_with("0001-")).unwrap_or_else(|| "-".into());
+                            let _ = writeln!(out, "    Started:    {}\n    Finished:   {}\n    Restarts:   {}",
+                                when(state.started_at), when(state.finished_at), info.restart_count.unwrap_or(0));
+                            if let Some(error) = state.error.filter(|e| !e.is_empty()) {
+                                let _ = writeln!(out, "    Error:      {error}");
+                            }
+                        }
+                        Err(e) => {
+                            let _ = writeln!(out, "    Details:    unavailable ({e})");
+                        }
+                    }
+                }
             }
             if found.is_empty() {
                 // Not running: if it is wanted, say why it is Pending.

@@ -9,7 +9,7 @@
 
 use super::{pause, Minion, MinionError};
 use crate::model::{Protocol, RestartPolicy, VolumeSource};
-use crate::plan::pods::{ObservedPod, Phase, PodSpec};
+use crate::plan::pods::{phase_of, ContainerState, ContainerStatus, ObservedPod, Phase, PodSpec};
 use crate::plan::scheduler::PodRequest;
 use bollard::models::{
     ContainerCreateBody, ContainerSummaryStateEnum, HostConfig, PortBinding, RestartPolicyNameEnum,
@@ -285,14 +285,23 @@ impl Minion {
                             .is_some_and(|n| n != INFRA)
                     })
                     .collect();
-                let apps: Vec<ContainerState> = app_containers
+                let mut containers: Vec<ContainerStatus> = app_containers
                     .iter()
-                    .map(|c| ContainerState::of(c))
+                    .map(|c| ContainerStatus {
+                        name: c
+                            .labels
+                            .as_ref()
+                            .and_then(|l| l.get(LABEL_CONTAINER))
+                            .cloned()
+                            .unwrap_or_default(),
+                        image: c.image.clone().unwrap_or_default(),
+                        state: container_state(c),
+                    })
                     .collect();
-                let policy = labels
-                    .get(LABEL_RESTART)
-                    .map(String::as_str)
-                    .unwrap_or("always");
+                // Docker lists newest first; a fixed order keeps the stored record stable.
+                containers.sort_by(|a, b| a.name.cmp(&b.name));
+                let apps: Vec<ContainerState> = containers.iter().map(|c| c.state).collect();
+                let policy = restart_from_label(labels.get(LABEL_RESTART).map(String::as_str));
                 let expected: usize = labels
                     .get(LABEL_CONTAINERS)
                     .and_then(|n| n.parse().ok())
@@ -302,8 +311,10 @@ impl Minion {
                 // does not restart what was stopped on purpose). Failed makes it replaced.
                 let broken = apps.len() < expected
                     || !has_infra
-                    || (policy == "always"
-                        && apps.iter().any(|a| matches!(a, ContainerState::Exited(_))));
+                    || (policy == RestartPolicy::Always {}
+                        && apps
+                            .iter()
+                            .any(|a| matches!(a, ContainerState::Exited { .. })));
                 ObservedPod {
                     id,
                     minion: self.spec.name.clone(),
@@ -314,14 +325,11 @@ impl Minion {
                         .filter(|(k, _)| !k.starts_with("io.drover."))
                         .map(|(k, v)| (k.clone(), v.clone()))
                         .collect(),
-                    images: app_containers
-                        .iter()
-                        .filter_map(|c| c.image.clone())
-                        .collect(),
+                    containers,
                     phase: if broken {
                         Phase::Failed
                     } else {
-                        phase(&apps, policy)
+                        phase_of(&apps, policy)
                     },
                     created: cs.iter().filter_map(|c| c.created).min().unwrap_or(0) as u64,
                     request: request.into_request(crate::plan::pods::spread_group(
@@ -387,67 +395,59 @@ impl RequestLabel {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum ContainerState {
-    Waiting,
-    Running,
-    Exited(i64),
-}
-
-impl ContainerState {
-    fn of(c: &bollard::models::ContainerSummary) -> ContainerState {
-        match c.state {
-            Some(
-                ContainerSummaryStateEnum::RUNNING
-                | ContainerSummaryStateEnum::RESTARTING
-                | ContainerSummaryStateEnum::PAUSED,
-            ) => ContainerState::Running,
-            Some(ContainerSummaryStateEnum::EXITED | ContainerSummaryStateEnum::DEAD) => {
-                // "Exited (3) 5 seconds ago"
-                let code = c
-                    .status
-                    .as_deref()
-                    .and_then(|s| s.split_once('(')?.1.split_once(')')?.0.parse().ok())
-                    .unwrap_or(-1);
-                ContainerState::Exited(code)
-            }
-            _ => ContainerState::Waiting,
+/// A container's state from the list call: "Exited (3) 5 seconds ago" carries the exit code.
+fn container_state(c: &bollard::models::ContainerSummary) -> ContainerState {
+    match c.state {
+        Some(
+            ContainerSummaryStateEnum::RUNNING
+            | ContainerSummaryStateEnum::RESTARTING
+            | ContainerSummaryStateEnum::PAUSED,
+        ) => ContainerState::Running,
+        Some(ContainerSummaryStateEnum::EXITED | ContainerSummaryStateEnum::DEAD) => {
+            let code = c
+                .status
+                .as_deref()
+                .and_then(|s| s.split_once('(')?.1.split_once(')')?.0.parse().ok())
+                .unwrap_or(-1);
+            ContainerState::Exited { code }
         }
+        _ => ContainerState::Waiting,
     }
 }
 
-/// A pod's phase from its containers, per the seeds' table of restart policy x exit status:
-/// a container that will be restarted keeps the pod Running.
-fn phase(apps: &[ContainerState], policy: &str) -> Phase {
-    if apps.is_empty() || apps.contains(&ContainerState::Waiting) {
-        return Phase::Pending;
-    }
-    if apps.contains(&ContainerState::Running) {
-        return Phase::Running;
-    }
-    let all_ok = apps.iter().all(|s| *s == ContainerState::Exited(0));
-    match (policy, all_ok) {
-        ("always", _) => Phase::Running,
-        (_, true) => Phase::Succeeded,
-        ("onFailure", false) => Phase::Running,
-        _ => Phase::Failed,
+/// The restart policy as kept in a label.
+fn restart_from_label(name: Option<&str>) -> RestartPolicy {
+    match name {
+        Some("never") => RestartPolicy::Never {},
+        Some("onFailure") => RestartPolicy::OnFailure {},
+        _ => RestartPolicy::Always {},
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ContainerState::*;
 
     #[test]
     fn phases_follow_the_restart_policy_table() {
-        assert_eq!(phase(&[Running, Exited(0)], "never"), Phase::Running);
-        assert_eq!(phase(&[Exited(0), Exited(0)], "never"), Phase::Succeeded);
-        assert_eq!(phase(&[Exited(0), Exited(1)], "never"), Phase::Failed);
-        assert_eq!(phase(&[Exited(1)], "onFailure"), Phase::Running);
-        assert_eq!(phase(&[Exited(0)], "onFailure"), Phase::Succeeded);
-        assert_eq!(phase(&[Exited(1)], "always"), Phase::Running);
-        assert_eq!(phase(&[Waiting, Running], "always"), Phase::Pending);
+        use ContainerState::*;
+        let (never, on_failure, always) = (
+            RestartPolicy::Never {},
+            RestartPolicy::OnFailure {},
+            RestartPolicy::Always {},
+        );
+        let ok = Exited { code: 0 };
+        let bad = Exited { code: 1 };
+        assert_eq!(phase_of(&[Running, ok], never), Phase::Running);
+        assert_eq!(phase_of(&[ok, ok], never), Phase::Succeeded);
+        assert_eq!(phase_of(&[ok, bad], never), Phase::Failed);
+        assert_eq!(phase_of(&[bad], on_failure), Phase::Running);
+        assert_eq!(phase_of(&[ok], on_failure), Phase::Succeeded);
+        assert_eq!(phase_of(&[bad], always), Phase::Running);
+        assert_eq!(phase_of(&[Waiting, Running], always), Phase::Pending);
+        for policy in ["never", "onFailure", "always"] {
+            assert_eq!(restart_name(restart_from_label(Some(policy))), policy);
+        }
     }
 
     #[test]

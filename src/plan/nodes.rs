@@ -66,7 +66,7 @@ mod tests {
             owner: Some("web".into()),
             template_hash: "h".into(),
             labels: Default::default(),
-            images: vec![],
+            containers: vec![],
             phase: Phase::Running,
             created: 1,
             request: PodRequest::default(),

@@ -194,7 +194,7 @@ pub fn normalize(
     (texts, hashes)
 }
 
-/// The store batch that makes the observed section equal the desired state: what a successful
+/// The store batch that makes the applied section equal the desired state: what a successful
 /// apply records. Pure: it only looks at the index's hashes.
 pub fn record_batch(
     desired: &crate::model::DesiredState,
@@ -214,18 +214,18 @@ pub fn record_batch_with(
     let mut batch = Batch::default();
     let (mut texts, hashes) = normalize(desired);
     let stored = index
-        .observed
+        .applied
         .iter()
         .map(|(k, e)| (k.clone(), e.hash.clone()))
         .collect();
     for (key, action) in object_changes(&hashes, &stored) {
         match action {
-            ChangeAction::Delete if prune => batch.delete(Section::Observed, key),
+            ChangeAction::Delete if prune => batch.delete(Section::Applied, key),
             ChangeAction::Delete => {}
             _ => {
                 let origin = desired.objects[&key].1.clone();
                 let text = texts.remove(&key).expect("every change has desired text");
-                batch.put(Section::Observed, key, text, Some(origin));
+                batch.put(Section::Applied, key, text, Some(origin));
             }
         }
     }

@@ -9,11 +9,11 @@
 //! new pod is Running does an old one go, so the service never drops below `replicas`.
 
 use super::scheduler::{MinionView, PodRequest, Scheduler};
-use crate::model::{ContainerManifest, DesiredState, Labels, Object};
-use serde::Serialize;
+use crate::model::{ContainerManifest, DesiredState, Labels, Object, RestartPolicy};
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Phase {
     Pending,
     Running,
@@ -64,8 +64,10 @@ pub fn spread_group(owner: Option<&str>, template_hash: &str, id: &str) -> Strin
     }
 }
 
-/// A pod as found on a minion (rebuilt from its containers' labels).
-#[derive(Debug, Clone, PartialEq)]
+/// A pod as found on a minion (rebuilt from its containers' labels). Its serde form is the
+/// pod's record in the store's observed section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ObservedPod {
     pub id: String,
     pub minion: String,
@@ -73,11 +75,68 @@ pub struct ObservedPod {
     pub template_hash: String,
     pub labels: Labels,
     pub phase: Phase,
-    /// The app containers' images, for display.
-    pub images: Vec<String>,
+    /// The app containers, by name.
+    pub containers: Vec<ContainerStatus>,
     /// Creation order (e.g. a timestamp); larger is newer.
     pub created: u64,
     pub request: PodRequest,
+}
+
+impl ObservedPod {
+    pub fn images(&self) -> Vec<&str> {
+        self.containers.iter().map(|c| c.image.as_str()).collect()
+    }
+}
+
+/// One app container of an observed pod.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ContainerStatus {
+    pub name: String,
+    pub image: String,
+    pub state: ContainerState,
+}
+
+/// What Docker says of a container, reduced to what the phase table needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "state")]
+pub enum ContainerState {
+    /// Created, not started yet.
+    Waiting,
+    Running,
+    Exited {
+        #[serde(rename = "exitCode")]
+        code: i64,
+    },
+}
+
+impl std::fmt::Display for ContainerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ContainerState::Waiting => f.write_str("Waiting"),
+            ContainerState::Running => f.write_str("Running"),
+            ContainerState::Exited { code } => write!(f, "Exited ({code})"),
+        }
+    }
+}
+
+/// A pod's phase from its app containers, per the seeds' table of restart policy x exit
+/// status: a container that will be restarted keeps the pod Running.
+pub fn phase_of(apps: &[ContainerState], policy: RestartPolicy) -> Phase {
+    use ContainerState::*;
+    if apps.is_empty() || apps.contains(&Waiting) {
+        return Phase::Pending;
+    }
+    if apps.contains(&Running) {
+        return Phase::Running;
+    }
+    let all_ok = apps.iter().all(|s| *s == Exited { code: 0 });
+    match (policy, all_ok) {
+        (RestartPolicy::Always {}, _) => Phase::Running,
+        (_, true) => Phase::Succeeded,
+        (RestartPolicy::OnFailure {}, false) => Phase::Running,
+        _ => Phase::Failed,
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

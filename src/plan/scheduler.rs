@@ -11,10 +11,13 @@
 //! kube-scheduler to ~1-15 pods/s).
 
 use crate::model::{Capacity, Labels, Protocol};
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-/// What the scheduler knows of a minion.
-#[derive(Debug, Clone, PartialEq)]
+/// What the scheduler knows of a minion. Its serde form is the minion's record in the store's
+/// observed section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MinionView {
     pub name: String,
     pub ready: bool,
@@ -23,7 +26,8 @@ pub struct MinionView {
 }
 
 /// What a pod asks of a minion.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PodRequest {
     pub cpu: u64,
     pub memory: u64,

@@ -31,22 +31,26 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 /// The on-disk format this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// Format 1 (before pods and minions were kept) is migrated when read; see `upgrade_v1`.
+pub const FORMAT_VERSION: u32 = 2;
 const INDEX_FILE: &str = "state.json";
 
 /// The two halves of the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Section {
-    /// The objects as last applied from the source.
-    Desired,
-    /// The objects as drover last saw them running.
+    /// The source's objects as last applied and seen converged: what `drover diff` compares
+    /// the source with.
+    Applied,
+    /// Pods and minions as last seen on the minions (rebuilt from their containers' labels).
     Observed,
 }
 
 impl Section {
+    pub const ALL: [Section; 2] = [Section::Applied, Section::Observed];
+
     fn as_str(self) -> &'static str {
         match self {
-            Section::Desired => "desired",
+            Section::Applied => "applied",
             Section::Observed => "observed",
         }
     }
@@ -87,6 +91,9 @@ pub struct Entry {
     pub hash: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<Origin>,
+    /// Read from a format 1 index: the file still sits where format 1 kept it.
+    #[serde(skip)]
+    v1_path: bool,
 }
 
 /// The index: which version of which object is current.
@@ -97,7 +104,7 @@ pub struct Index {
     /// Grows by one with every commit.
     pub resource_version: u64,
     #[serde(with = "keyed")]
-    pub desired: BTreeMap<ObjectKey, Entry>,
+    pub applied: BTreeMap<ObjectKey, Entry>,
     #[serde(with = "keyed")]
     pub observed: BTreeMap<ObjectKey, Entry>,
 }
@@ -105,15 +112,47 @@ pub struct Index {
 impl Index {
     pub fn section(&self, section: Section) -> &BTreeMap<ObjectKey, Entry> {
         match section {
-            Section::Desired => &self.desired,
+            Section::Applied => &self.applied,
             Section::Observed => &self.observed,
         }
     }
 
     fn section_mut(&mut self, section: Section) -> &mut BTreeMap<ObjectKey, Entry> {
         match section {
-            Section::Desired => &mut self.desired,
+            Section::Applied => &mut self.applied,
             Section::Observed => &mut self.observed,
+        }
+    }
+}
+
+/// Where format 1 kept the objects it called "observed": the applied objects of format 2.
+const V1_APPLIED_DIR: &str = "observed";
+
+/// A format 1 index: `observed` held the applied objects, `desired` was never written.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct IndexV1 {
+    #[allow(dead_code)]
+    format: u32,
+    resource_version: u64,
+    #[serde(with = "keyed")]
+    #[allow(dead_code)]
+    desired: BTreeMap<ObjectKey, Entry>,
+    #[serde(with = "keyed")]
+    observed: BTreeMap<ObjectKey, Entry>,
+}
+
+impl IndexV1 {
+    fn upgrade(self) -> Index {
+        Index {
+            format: 1,
+            resource_version: self.resource_version,
+            applied: self
+                .observed
+                .into_iter()
+                .map(|(k, e)| (k, Entry { v1_path: true, ..e }))
+                .collect(),
+            observed: BTreeMap::new(),
         }
     }
 }
@@ -198,9 +237,22 @@ impl Store {
     }
 
     fn object_path(&self, section: Section, key: &ObjectKey, rv: u64) -> PathBuf {
+        self.object_path_in(section.as_str(), key, rv)
+    }
+
+    fn entry_path(&self, section: Section, key: &ObjectKey, entry: &Entry) -> PathBuf {
+        let dir = if entry.v1_path {
+            V1_APPLIED_DIR
+        } else {
+            section.as_str()
+        };
+        self.object_path_in(dir, key, entry.resource_version)
+    }
+
+    fn object_path_in(&self, section_dir: &str, key: &ObjectKey, rv: u64) -> PathBuf {
         self.dir
             .join("objects")
-            .join(section.as_str())
+            .join(section_dir)
             .join(key.kind.plural())
             .join(format!("{}@{rv}.json", key.id))
     }
@@ -233,10 +285,16 @@ impl Store {
             }
             _ => {}
         }
-        serde_json::from_slice(&bytes).map_err(|e| StoreError::Damaged {
-            path,
+        let damaged = |e: serde_json::Error| StoreError::Damaged {
+            path: path.clone(),
             reason: e.to_string(),
-        })
+        };
+        match serde_json::from_slice::<FormatOnly>(&bytes) {
+            Ok(f) if f.format == 1 => serde_json::from_slice::<IndexV1>(&bytes)
+                .map(IndexV1::upgrade)
+                .map_err(damaged),
+            _ => serde_json::from_slice(&bytes).map_err(damaged),
+        }
     }
 
     /// Reads one object's text and checks it against the index's hash.
@@ -246,7 +304,7 @@ impl Store {
         key: &ObjectKey,
         entry: &Entry,
     ) -> Result<String, StoreError> {
-        let path = self.object_path(section, key, entry.resource_version);
+        let path = self.entry_path(section, key, entry);
         let bytes = std::fs::read(&path).map_err(io_err(&path))?;
         if content_hash(&bytes) != entry.hash {
             return Err(StoreError::Damaged {
@@ -294,7 +352,14 @@ impl Store {
         let rv = index.resource_version + 1;
         let mut superseded = Vec::new();
         let mut touched_dirs = std::collections::BTreeSet::new();
-        for (section, key, text, origin) in &batch.puts {
+        // A format 1 store's objects move to their format 2 place with this commit.
+        let mut puts: Vec<(Section, ObjectKey, String, Option<Origin>)> = Vec::new();
+        for (key, entry) in index.applied.iter().filter(|(_, e)| e.v1_path) {
+            let text = self.read_object(Section::Applied, key, entry)?;
+            puts.push((Section::Applied, key.clone(), text, entry.origin.clone()));
+        }
+        puts.retain(|(_, k, _, _)| !batch.puts.iter().any(|(s, bk, _, _)| *s == Section::Applied && bk == k));
+        for (section, key, text, origin) in batch.puts.iter().chain(&puts) {
             if crate::manifest::check_name(&key.id).is_err() {
                 return Err(StoreError::BadKey {
                     key: key.to_string(),
@@ -313,14 +378,15 @@ impl Store {
                 resource_version: rv,
                 hash: content_hash(text.as_bytes()),
                 origin: origin.clone(),
+                v1_path: false,
             };
             if let Some(old) = index.section_mut(*section).insert(key.clone(), entry) {
-                superseded.push(self.object_path(*section, key, old.resource_version));
+                superseded.push(self.entry_path(*section, key, &old));
             }
         }
         for (section, key) in &batch.deletes {
             if let Some(old) = index.section_mut(*section).remove(key) {
-                superseded.push(self.object_path(*section, key, old.resource_version));
+                superseded.push(self.entry_path(*section, key, &old));
             }
         }
         // New object files must be durable before the index that names them.
@@ -343,7 +409,11 @@ impl Store {
     /// Removes object files the index does not name: leftovers of a crash between writing
     /// objects and swapping the index, or between the swap and the removals.
     fn sweep(&self, index: &Index) {
-        for section in [Section::Desired, Section::Observed] {
+        if index.format < FORMAT_VERSION {
+            // Its files sit where format 1 kept them; the first commit moves them.
+            return;
+        }
+        for section in Section::ALL {
             for kind in Kind::ALL {
                 let dir = self
                     .dir

@@ -10,7 +10,7 @@ fn key(id: &str) -> ObjectKey {
 fn put(store: &Store, lock: &StoreLock, items: &[(&str, &str)]) -> u64 {
     let mut b = Batch::default();
     for (id, text) in items {
-        b.put(Section::Observed, key(id), text.to_string(), None);
+        b.put(Section::Applied, key(id), text.to_string(), None);
     }
     store.commit(lock, &b).unwrap()
 }
@@ -21,7 +21,7 @@ fn first_run_reads_an_empty_state() {
     let store = Store::new(dir.path().join("absent"));
     let index = store.read_index().unwrap();
     assert_eq!(index.resource_version, 0);
-    assert!(index.observed.is_empty());
+    assert!(index.applied.is_empty());
 }
 
 #[test]
@@ -35,19 +35,19 @@ fn commits_round_trip_and_resource_version_grows() {
     );
     assert_eq!(put(&store, &lock, &[("a", "{\"v\":2}\n")]), 2);
     let index = store.read_index().unwrap();
-    assert_eq!(index.observed[&key("a")].resource_version, 2);
-    assert_eq!(index.observed[&key("b")].resource_version, 1);
-    let all = store.read_section(&index, Section::Observed).unwrap();
+    assert_eq!(index.applied[&key("a")].resource_version, 2);
+    assert_eq!(index.applied[&key("b")].resource_version, 1);
+    let all = store.read_section(&index, Section::Applied).unwrap();
     assert_eq!(all[&key("a")], "{\"v\":2}\n");
     // The superseded version is gone from disk.
-    assert!(!dir.path().join("s/objects/observed/pods/a@1.json").exists());
+    assert!(!dir.path().join("s/objects/applied/pods/a@1.json").exists());
 
     let mut b = Batch::default();
-    b.delete(Section::Observed, key("b"));
+    b.delete(Section::Applied, key("b"));
     assert_eq!(store.commit(&lock, &b).unwrap(), 3);
     let index = store.read_index().unwrap();
-    assert!(!index.observed.contains_key(&key("b")));
-    assert!(!dir.path().join("s/objects/observed/pods/b@1.json").exists());
+    assert!(!index.applied.contains_key(&key("b")));
+    assert!(!dir.path().join("s/objects/applied/pods/b@1.json").exists());
 }
 
 #[test]
@@ -64,9 +64,9 @@ fn files_are_private() {
             & 0o777
     };
     assert_eq!(mode("s"), 0o700);
-    assert_eq!(mode("s/objects/observed/pods"), 0o700);
+    assert_eq!(mode("s/objects/applied/pods"), 0o700);
     assert_eq!(mode("s/state.json"), 0o600);
-    assert_eq!(mode("s/objects/observed/pods/a@1.json"), 0o600);
+    assert_eq!(mode("s/objects/applied/pods/a@1.json"), 0o600);
     assert_eq!(mode("s/lock"), 0o600);
 }
 
@@ -103,11 +103,11 @@ fn a_tampered_object_file_is_an_error_naming_it() {
     let store = Store::new(dir.path());
     let lock = store.lock("test", Duration::ZERO).unwrap();
     put(&store, &lock, &[("a", "{\"v\":1}\n")]);
-    let file = dir.path().join("objects/observed/pods/a@1.json");
+    let file = dir.path().join("objects/applied/pods/a@1.json");
     std::fs::write(&file, "{\"v\":").unwrap();
     let index = store.read_index().unwrap();
     let err = store
-        .read_section(&index, Section::Observed)
+        .read_section(&index, Section::Applied)
         .unwrap_err()
         .to_string();
     assert!(err.contains("a@1.json: damaged state file"), "{err}");
@@ -143,11 +143,50 @@ fn leftovers_of_a_crash_are_swept_by_the_next_commit() {
     let store = Store::new(dir.path());
     let lock = store.lock("test", Duration::ZERO).unwrap();
     put(&store, &lock, &[("a", "{}")]);
-    let orphan = dir.path().join("objects/observed/pods/a@7.json");
-    let tmp = dir.path().join("objects/observed/pods/.tmp-1-1");
+    let orphan = dir.path().join("objects/applied/pods/a@7.json");
+    let tmp = dir.path().join("objects/applied/pods/.tmp-1-1");
     std::fs::write(&orphan, "x").unwrap();
     std::fs::write(&tmp, "x").unwrap();
     put(&store, &lock, &[("b", "{}")]);
     assert!(!orphan.exists() && !tmp.exists());
-    assert!(dir.path().join("objects/observed/pods/a@1.json").exists());
+    assert!(dir.path().join("objects/applied/pods/a@1.json").exists());
+}
+
+#[test]
+fn a_format_1_store_is_read_and_moved_on_the_next_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "{\"v\":1}\n";
+    std::fs::create_dir_all(dir.path().join("objects/observed/pods")).unwrap();
+    std::fs::write(dir.path().join("objects/observed/pods/a@3.json"), text).unwrap();
+    std::fs::write(
+        dir.path().join("state.json"),
+        format!(
+            "{{\"format\": 1, \"resourceVersion\": 3, \"desired\": {{}}, \"observed\": \
+             {{\"Pod/a\": {{\"resourceVersion\": 3, \"hash\": \"{}\"}}}}}}",
+            content_hash(text.as_bytes())
+        ),
+    )
+    .unwrap();
+    let store = Store::new(dir.path());
+    // Readable as it is, the old "observed" objects being the applied ones.
+    let index = store.read_index().unwrap();
+    assert_eq!(
+        store.read_section(&index, Section::Applied).unwrap()[&key("a")],
+        text
+    );
+    assert!(index.observed.is_empty());
+    // Taking the lock does not sweep the old files away; the next commit moves them.
+    let lock = store.lock("test", Duration::ZERO).unwrap();
+    let mut b = Batch::default();
+    b.put(Section::Observed, key("p"), "{}\n".into(), None);
+    assert_eq!(store.commit(&lock, &b).unwrap(), 4);
+    let index = store.read_index().unwrap();
+    assert_eq!(index.format, FORMAT_VERSION);
+    assert_eq!(
+        store.read_section(&index, Section::Applied).unwrap()[&key("a")],
+        text
+    );
+    assert!(dir.path().join("objects/applied/pods/a@4.json").exists());
+    assert!(!dir.path().join("objects/observed/pods/a@3.json").exists());
+    assert!(dir.path().join("objects/observed/pods/p@4.json").exists());
 }

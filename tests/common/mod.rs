@@ -97,9 +97,9 @@ impl Run {
     }
 }
 
-/// Makes the store's observed state equal to what `source` says, through the library, as a
+/// Makes the store's applied section equal to what `source` says, through the library, as a
 /// successful apply would record it.
-pub fn record_as_observed(source: &Path, state: &Path) {
+pub fn record_as_applied(source: &Path, state: &Path) {
     use drover::source::{read, GitOptions, SourceSpec};
     let spec = SourceSpec::new(source.to_str().unwrap(), None, None);
     let snap = read(&spec, &GitOptions::default()).unwrap();

@@ -108,7 +108,7 @@ impl World {
                         owner: pod.owner.clone(),
                         template_hash: pod.template_hash.clone(),
                         labels: pod.labels.clone(),
-                        images: vec![],
+                        containers: vec![],
                         phase: Phase::Pending,
                         created: self.clock,
                         request: pod.request(),
