@@ -79,6 +79,9 @@ enum Command {
         /// Output format
         #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
         output: DiffOutput,
+        /// Observe the minions first and keep what was seen in the store
+        #[arg(long)]
+        live: bool,
     },
     /// Reconcile once: make the minions run what the manifests say, wait for it, record it
     /// (exit 0 converged, 2 error)
@@ -155,7 +158,11 @@ fn main() -> ExitCode {
     };
     match args.command {
         Command::Validate { source } => cli::validate::run(&cx, &source),
-        Command::Diff { source, output } => cli::diff::run(&cx, &source, output),
+        Command::Diff {
+            source,
+            output,
+            live,
+        } => cli::diff::run(&cx, &source, output, live),
         Command::Apply {
             source,
             dry_run,

@@ -71,9 +71,11 @@ pub fn run(cx: &Context, args: &SourceArgs, opts: Options) -> ExitCode {
     };
     let started = Instant::now();
     let (mut created, mut deleted) = (0usize, 0usize);
+    let mut last_seen = None;
     let converged = super::runtime().block_on(async {
         loop {
             let round = reconciler.round(&desired, true, dry_run).await;
+            last_seen = Some(round.observation());
             if !round.unobserved.is_empty() {
                 // Without a minion's pods the plan would replace them elsewhere: one-shot apply
                 // does not guess (the daemon's node controller decides after a grace period).
@@ -129,10 +131,16 @@ pub fn run(cx: &Context, args: &SourceArgs, opts: Options) -> ExitCode {
     if dry_run {
         return ExitCode::from(EXIT_OK);
     }
+    let lock = lock.expect("taken when not a dry run");
+    // What was seen is worth keeping even when apply failed: `drover diff` shows it.
+    if let Some(seen) = &last_seen {
+        if let Err(e) = super::record_observation(&store, &lock, seen) {
+            return fail(&e);
+        }
+    }
     if !converged {
         return ExitCode::from(EXIT_ERROR);
     }
-    let lock = lock.expect("taken when not a dry run");
     if let Err(e) = super::record(&store, &lock, &desired, prune) {
         return fail(&e);
     }

@@ -162,6 +162,9 @@ pub fn run(
             }
             *status.lock().expect("status") =
                 status_document(&spec.describe(), commit.as_deref(), &round);
+            if let Err(e) = super::record_observation(&store, &lock, &round.observation()) {
+                eprintln!("drover: error: {e}");
+            }
             if round.converged() {
                 if let Err(e) = super::record(&store, &lock, &desired, true) {
                     eprintln!("drover: error: {e}");

@@ -1,5 +1,11 @@
-//! `drover diff`: desired state vs the observed state in the store, per object, as a unified
-//! diff of normalised JSON (or a JSON list of changes). Read-only: never takes the lock.
+//! `drover diff`: the source against what the store knows, in two parts.
+//!
+//! Objects: each desired object against the one last applied, as a unified diff of normalised
+//! JSON (or a JSON list of changes). Pods: the plan `apply` would run against the pods and
+//! minions last observed — a container removed by hand, a pod waiting for room, a replica
+//! count not reached. `--live` observes every minion first and keeps what it saw in the store
+//! (when no other drover holds the store; a running daemon keeps it current itself). Without
+//! `--live`, diff only reads and never takes the lock.
 
 use super::{
     load_desired, paint, plural, report_load_error, Context, BOLD, CYAN, EXIT_DIFFERENCES, EXIT_OK,
@@ -10,7 +16,11 @@ use drover::model::{ObjectKey, Origin};
 use drover::plan::objects::{
     changed_fields, display_text, normalize, object_changes, unified_diff, ChangeAction, Summary,
 };
-use drover::store::{Section, Store};
+use drover::model::DesiredState;
+use drover::plan::observed::{from_records, Observation};
+use drover::plan::pods::Action;
+use drover::store::{Section, Store, StoreError};
+use std::time::Duration;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
@@ -39,9 +49,110 @@ struct Report<'a> {
     commit: Option<String>,
     summary: Summary,
     changes: &'a [Change],
+    /// Absent when nothing has been observed yet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pods: Option<&'a PodReport>,
 }
 
-pub fn run(cx: &Context, args: &SourceArgs, output: DiffOutput) -> ExitCode {
+/// The pod-level part: what `apply` would do now.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PodReport {
+    /// Whether the minions were observed by this command (`--live`) or read from the store.
+    live: bool,
+    minions: usize,
+    minions_not_ready: Vec<String>,
+    pods: usize,
+    actions: Vec<PodAction>,
+    /// Pods that cannot be placed, with the reason.
+    unschedulable: Vec<(String, String)>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PodAction {
+    action: &'static str,
+    pod: String,
+    minion: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+impl PodReport {
+    fn in_sync(&self) -> bool {
+        self.actions.is_empty() && self.unschedulable.is_empty()
+    }
+}
+
+fn pod_report(desired: &DesiredState, seen: &Observation, live: bool) -> PodReport {
+    let plan = drover::plan::pods::plan(desired, &seen.pods, &seen.minions);
+    PodReport {
+        live,
+        minions: seen.minions.len(),
+        minions_not_ready: seen
+            .minions
+            .iter()
+            .filter(|m| !m.ready)
+            .map(|m| m.name.clone())
+            .collect(),
+        pods: seen.pods.len(),
+        actions: plan
+            .actions
+            .into_iter()
+            .map(|a| match a {
+                Action::CreatePod { minion, pod } => PodAction {
+                    action: "create",
+                    pod: pod.id,
+                    minion,
+                    reason: None,
+                },
+                Action::DeletePod { minion, id, reason } => PodAction {
+                    action: "delete",
+                    pod: id,
+                    minion,
+                    reason: Some(reason),
+                },
+            })
+            .collect(),
+        unschedulable: plan.unschedulable,
+    }
+}
+
+/// The observation the pod part is planned against: fresh from the minions with `--live`
+/// (kept in the store when the lock is free), else the store's.
+fn observation(
+    cx: &Context,
+    store: &Store,
+    index: &drover::store::Index,
+    desired: &DesiredState,
+    live: bool,
+) -> Result<Observation, String> {
+    let stored = store
+        .read_section(index, Section::Observed)
+        .map_err(|e| e.to_string())?;
+    let stored = from_records(&stored).map_err(|e| e.to_string())?;
+    if !live {
+        return Ok(stored);
+    }
+    let minions = super::minions(cx, Some(desired))?;
+    let (seen, errors) = super::runtime().block_on(drover::daemon::observe_all(&minions));
+    for e in &errors {
+        eprintln!("drover: warning: {e}; using the pods last seen there");
+    }
+    let seen = seen.or_last_seen(&stored);
+    match store.lock("diff --live", Duration::ZERO) {
+        Ok(lock) => {
+            super::record_observation(store, &lock, &seen).map_err(|e| e.to_string())?;
+        }
+        Err(StoreError::Locked { holder, .. }) => {
+            eprintln!("drover: note: the store is held by {holder}; what was seen is not kept");
+        }
+        Err(e) => return Err(e.to_string()),
+    }
+    Ok(seen)
+}
+
+pub fn run(cx: &Context, args: &SourceArgs, output: DiffOutput, live: bool) -> ExitCode {
     let spec = cx.source_spec(args);
     let store = Store::new(&cx.state_dir);
     // The store's index and the source are independent: read them at the same time.
@@ -65,15 +176,22 @@ pub fn run(cx: &Context, args: &SourceArgs, output: DiffOutput) -> ExitCode {
         Err(e) => return super::fail(&e),
     };
     let summary = Summary::of(changes.iter().map(|c| &c.action));
+    let pods = match observation(cx, &store, &index, &desired, live) {
+        Ok(seen) if seen.is_empty() => None,
+        Ok(seen) => Some(pod_report(&desired, &seen, live)),
+        Err(e) => return super::fail(&e),
+    };
+    let in_sync = summary.is_empty() && pods.as_ref().is_none_or(PodReport::in_sync);
     let mut out = std::io::stdout().lock();
     let written = match output {
         DiffOutput::Json => {
             let report = Report {
-                in_sync: summary.is_empty(),
+                in_sync,
                 source: spec.describe(),
                 commit,
                 summary,
                 changes: &changes,
+                pods: pods.as_ref(),
             };
             serde_json::to_writer_pretty(&mut out, &report)
                 .map_err(std::io::Error::from)
@@ -81,7 +199,12 @@ pub fn run(cx: &Context, args: &SourceArgs, output: DiffOutput) -> ExitCode {
         }
         DiffOutput::Text => {
             let color = super::use_color(std::io::stdout().is_terminal());
-            render_text(&mut out, &changes, summary, desired.objects.len(), color)
+            render_text(&mut out, &changes, summary, desired.objects.len(), color).and_then(
+                |_| match &pods {
+                    Some(p) => render_pods(&mut out, p, color),
+                    None => Ok(()),
+                },
+            )
         }
     };
     // A closed pipe (`drover diff | head`) is not an error worth a message.
@@ -90,7 +213,7 @@ pub fn run(cx: &Context, args: &SourceArgs, output: DiffOutput) -> ExitCode {
             return super::fail(&e);
         }
     }
-    ExitCode::from(if summary.is_empty() {
+    ExitCode::from(if in_sync {
         EXIT_OK
     } else {
         EXIT_DIFFERENCES
@@ -194,5 +317,50 @@ fn render_text(
         writeln!(out, "in sync: {total} object{}, no changes", plural(total))
     } else {
         writeln!(out, "{summary}")
+    }
+}
+
+fn render_pods(out: &mut impl Write, p: &PodReport, color: bool) -> std::io::Result<()> {
+    for a in &p.actions {
+        let (mark, code) = if a.action == "create" {
+            ("+", GREEN)
+        } else {
+            ("-", RED)
+        };
+        let reason = a
+            .reason
+            .as_deref()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default();
+        let line = format!("{mark} pod {} on {}{reason}", a.pod, a.minion);
+        writeln!(out, "{}", paint(color, code, &line))?;
+    }
+    for (pod, reason) in &p.unschedulable {
+        writeln!(out, "! pod {pod} cannot be placed: {reason}")?;
+    }
+    let seen = if p.live { "observed now" } else { "last observed" };
+    let not_ready = if p.minions_not_ready.is_empty() {
+        String::new()
+    } else {
+        format!("; not ready: {}", p.minions_not_ready.join(", "))
+    };
+    let what = format!(
+        "pods: {} {seen} on {} minion{}{not_ready}",
+        p.pods,
+        p.minions,
+        plural(p.minions)
+    );
+    if p.in_sync() {
+        writeln!(out, "{what}; in sync")
+    } else {
+        let (creates, deletes) = p
+            .actions
+            .iter()
+            .fold((0, 0), |(c, d), a| if a.action == "create" { (c + 1, d) } else { (c, d + 1) });
+        writeln!(
+            out,
+            "{what}; apply would create {creates}, delete {deletes}, and cannot place {}",
+            p.unschedulable.len()
+        )
     }
 }

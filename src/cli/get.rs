@@ -2,7 +2,7 @@
 //! the minions themselves (the labels on drover's containers) and the source.
 
 use super::{fail, Context, EXIT_ERROR, EXIT_OK};
-use drover::minion::{minion_specs, Minion, MinionError};
+use drover::minion::{Minion, MinionError};
 use drover::model::{selector_matches, DesiredState, Labels, Object};
 use drover::plan::pods::{ObservedPod, Phase};
 use futures_util::StreamExt;
@@ -35,32 +35,14 @@ struct World {
 fn observe(cx: &Context) -> Result<World, String> {
     let spec = cx.settings.source(None, None, None);
     let desired = super::load_desired(cx, &spec).ok().map(|(d, _)| d);
-    let specs = minion_specs(&cx.settings, desired.as_ref())?;
-    let minions: Vec<Arc<Minion>> = specs
-        .into_iter()
-        .map(|s| Minion::new(s).map(Arc::new).map_err(|e| e.to_string()))
-        .collect::<Result<_, _>>()?;
-    let results = super::runtime().block_on(drover::daemon::observe(&minions));
-    let (mut pods, mut errors, mut views) = (Vec::new(), Vec::new(), Vec::new());
-    for (m, r, capacity) in results {
-        views.push(drover::plan::scheduler::MinionView {
-            name: m.spec.name.clone(),
-            ready: r.is_ok(),
-            labels: m.spec.labels.clone(),
-            capacity,
-        });
-        match r {
-            Ok(p) => pods.extend(p),
-            Err(e) => errors.push(e),
-        }
-    }
-    pods.sort_by(|a, b| a.id.cmp(&b.id));
+    let minions = super::minions(cx, desired.as_ref())?;
+    let (seen, errors) = super::runtime().block_on(drover::daemon::observe_all(&minions));
     Ok(World {
         desired,
         minions,
-        pods,
+        pods: seen.pods,
         errors,
-        views,
+        views: seen.minions,
     })
 }
 

@@ -82,21 +82,28 @@ pub fn report_load_error(e: LoadError) -> ExitCode {
     }
 }
 
-/// A reconciler over every minion (config plus the source's Minion manifests).
-pub fn reconciler(
+/// Every minion: the config's plus the source's Minion manifests (when it could be read).
+pub fn minions(
     cx: &Context,
-    desired: &DesiredState,
-    node_grace: std::time::Duration,
-) -> Result<drover::daemon::Reconciler, String> {
-    let specs = drover::minion::minion_specs(&cx.settings, Some(desired))?;
-    let minions = specs
+    desired: Option<&DesiredState>,
+) -> Result<Vec<std::sync::Arc<drover::minion::Minion>>, String> {
+    drover::minion::minion_specs(&cx.settings, desired)?
         .into_iter()
         .map(|s| {
             drover::minion::Minion::new(s)
                 .map(std::sync::Arc::new)
                 .map_err(|e| e.to_string())
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect()
+}
+
+/// A reconciler over every minion.
+pub fn reconciler(
+    cx: &Context,
+    desired: &DesiredState,
+    node_grace: std::time::Duration,
+) -> Result<drover::daemon::Reconciler, String> {
+    let minions = minions(cx, Some(desired))?;
     let config = cx.settings.config.clone();
     let credentials: drover::exec::Credentials =
         std::sync::Arc::new(move |image: &str| config.credentials_for(image));
@@ -107,7 +114,7 @@ pub fn reconciler(
     ))
 }
 
-/// Records the applied objects as observed, so `drover diff` shows them in sync.
+/// Records the applied objects, so `drover diff` shows them in sync.
 pub fn record(
     store: &drover::store::Store,
     lock: &drover::store::StoreLock,
@@ -118,6 +125,20 @@ pub fn record(
     store.commit(
         lock,
         &drover::plan::objects::record_batch_with(desired, &index, prune),
+    )
+}
+
+/// Records what a round (or `diff --live`) saw in the store's observed section; writes
+/// nothing when nothing changed.
+pub fn record_observation(
+    store: &drover::store::Store,
+    lock: &drover::store::StoreLock,
+    seen: &drover::plan::observed::Observation,
+) -> Result<u64, drover::store::StoreError> {
+    let index = store.read_index()?;
+    store.commit(
+        lock,
+        &drover::plan::observed::observation_batch(&index, seen),
     )
 }
 

@@ -8,6 +8,7 @@ use crate::exec::{execute, Credentials};
 use crate::minion::{Minion, MinionError};
 use crate::model::DesiredState;
 use crate::plan::nodes::NodeController;
+use crate::plan::observed::Observation;
 use crate::plan::pods::{plan_with, Action, Phase};
 use crate::plan::scheduler::MinionView;
 use std::collections::HashMap;
@@ -36,6 +37,15 @@ impl Round {
     pub fn converged(&self) -> bool {
         self.planned == 0 && !self.pending && self.unobserved.is_empty()
     }
+
+    /// What this round saw, for the store. Pods the node controller assumed on a silent
+    /// minion are not in it: `observation_batch` keeps that minion's last-seen records.
+    pub fn observation(&self) -> Observation {
+        Observation {
+            minions: self.minions.clone(),
+            pods: self.pods.clone(),
+        }
+    }
 }
 
 /// Every minion's pods (one list call each, in parallel) and its capacity; a minion that
@@ -56,6 +66,27 @@ pub async fn observe(
         (m.clone(), pods, capacity)
     }))
     .await
+}
+
+/// Every minion observed at once: what answered, as an `Observation` (a minion that did not
+/// answer is in it as not Ready, with no pods), and why the others did not.
+pub async fn observe_all(minions: &[Arc<Minion>]) -> (Observation, Vec<MinionError>) {
+    let mut seen = Observation::default();
+    let mut errors = Vec::new();
+    for (m, result, capacity) in observe(minions).await {
+        seen.minions.push(MinionView {
+            name: m.spec.name.clone(),
+            ready: result.is_ok(),
+            labels: m.spec.labels.clone(),
+            capacity,
+        });
+        match result {
+            Ok(pods) => seen.pods.extend(pods),
+            Err(e) => errors.push(e),
+        }
+    }
+    seen.pods.sort_by(|a, b| (&a.id, &a.minion).cmp(&(&b.id, &b.minion)));
+    (seen, errors)
 }
 
 pub struct Reconciler {
@@ -115,13 +146,13 @@ impl Reconciler {
                 capacity,
             });
         }
+        round.pods = pods;
+        round.minions = views;
         if strict && !round.unobserved.is_empty() {
             return round;
         }
-        round.pending = pods.iter().any(|p| p.phase == Phase::Pending);
-        let p = plan_with(desired, &pods, &views, self.prune);
-        round.pods = pods;
-        round.minions = views;
+        round.pending = round.pods.iter().any(|p| p.phase == Phase::Pending);
+        let p = plan_with(desired, &round.pods, &round.minions, self.prune);
         round.planned = p.actions.len();
         round.unschedulable = p.unschedulable.clone();
         if dry_run {

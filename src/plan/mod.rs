@@ -3,5 +3,6 @@
 
 pub mod nodes;
 pub mod objects;
+pub mod observed;
 pub mod pods;
 pub mod scheduler;

@@ -96,6 +96,17 @@ pub struct Entry {
     v1_path: bool,
 }
 
+impl Entry {
+    pub fn new(resource_version: u64, hash: String, origin: Option<Origin>) -> Entry {
+        Entry {
+            resource_version,
+            hash,
+            origin,
+            v1_path: false,
+        }
+    }
+}
+
 /// The index: which version of which object is current.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -123,6 +134,17 @@ impl Index {
             Section::Observed => &mut self.observed,
         }
     }
+}
+
+/// Whether an object id can be a file name here: a manifest name (letters, digits, `-`, `.`,
+/// `_`) or several joined by `+`, never `..`, a path separator or `@` (which ends the id).
+fn valid_file_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 200
+        && id.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '+'))
 }
 
 /// Where format 1 kept the objects it called "observed": the applied objects of format 2.
@@ -215,6 +237,22 @@ impl Batch {
 
     pub fn is_empty(&self) -> bool {
         self.puts.is_empty() && self.deletes.is_empty()
+    }
+
+    /// The objects this batch writes into `section`, with their texts.
+    pub fn puts_in(&self, section: Section) -> impl Iterator<Item = (&ObjectKey, &str)> {
+        self.puts
+            .iter()
+            .filter(move |(s, ..)| *s == section)
+            .map(|(_, k, t, _)| (k, t.as_str()))
+    }
+
+    /// The objects this batch removes from `section`.
+    pub fn deletes_in(&self, section: Section) -> impl Iterator<Item = &ObjectKey> {
+        self.deletes
+            .iter()
+            .filter(move |(s, _)| *s == section)
+            .map(|(_, k)| k)
     }
 }
 
@@ -360,7 +398,7 @@ impl Store {
         }
         puts.retain(|(_, k, _, _)| !batch.puts.iter().any(|(s, bk, _, _)| *s == Section::Applied && bk == k));
         for (section, key, text, origin) in batch.puts.iter().chain(&puts) {
-            if crate::manifest::check_name(&key.id).is_err() {
+            if !valid_file_id(&key.id) {
                 return Err(StoreError::BadKey {
                     key: key.to_string(),
                 });
@@ -374,12 +412,7 @@ impl Store {
                 fsutil::create_private_dir(&dir)?;
             }
             fsutil::write_file(&path, text.as_bytes(), false)?;
-            let entry = Entry {
-                resource_version: rv,
-                hash: content_hash(text.as_bytes()),
-                origin: origin.clone(),
-                v1_path: false,
-            };
+            let entry = Entry::new(rv, content_hash(text.as_bytes()), origin.clone());
             if let Some(old) = index.section_mut(*section).insert(key.clone(), entry) {
                 superseded.push(self.entry_path(*section, key, &old));
             }
