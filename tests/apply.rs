@@ -107,6 +107,12 @@ fn the_example_app_comes_up_converges_and_scales() {
     );
     let r = t.drover(&["describe", "pod", &pod_id]);
     assert!(r.stdout.contains("Phase:       Running"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("  httpd:\n    Image:      drover/busybox:latest\n    State:      Running\n    Started:    20")
+            && r.stdout.contains("    Restarts:   0"),
+        "{}",
+        r.stdout
+    );
     let pod_minion = pods[0]["minion"].as_str().unwrap();
     docker(
         pod_minion,
@@ -146,15 +152,48 @@ fn the_example_app_comes_up_converges_and_scales() {
         "{}",
         r.stdout
     );
-    t.drover(&["diff"]).expect_code(0);
+    let r = t.drover(&["diff"]);
+    r.expect_code(0);
+    assert!(
+        r.stdout
+            .contains("pods: 3 last observed on 3 minions; in sync"),
+        "{}",
+        r.stdout
+    );
 
-    // Scale 2 -> 5 -> 1.
+    // A container removed by hand: plain diff reads the store and does not know yet; --live
+    // observes, shows what apply would do, and keeps what it saw for the next plain diff.
+    docker(pod_minion, &["rm", "-f", &format!("drover_{pod_id}_httpd")]);
+    t.drover(&["diff"]).expect_code(0);
+    let r = t.drover(&["diff", "--live"]);
+    r.expect_code(1);
+    assert!(
+        r.stdout.contains(&format!(
+            "- pod {pod_id} on {pod_minion} (replica is no longer running)"
+        )) && r.stdout.contains("+ pod web-")
+            && r.stdout
+                .contains("pods: 3 observed now on 3 minions; apply would create 1, delete 1"),
+        "{}",
+        r.stdout
+    );
+    let r = t.drover(&["diff", "-o", "json"]);
+    r.expect_code(1);
+    let report: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(report["inSync"], false);
+    assert_eq!(report["pods"]["actions"][0]["pod"], pod_id.as_str());
+    t.drover(&["apply"]).expect_code(0);
+    t.drover(&["diff", "--live"]).expect_code(0);
+
+    // Scale 2 -> 3 -> 5 -> 1.
     let file = t.join("manifests/web-controller.json");
     let edit = |from: &str, to: &str| {
         let text = std::fs::read_to_string(&file).unwrap().replace(from, to);
         std::fs::write(&file, text).unwrap();
     };
-    edit("\"replicas\": 2", "\"replicas\": 5");
+    edit("\"replicas\": 2", "\"replicas\": 3");
+    t.drover(&["apply"]).expect_code(0);
+    assert_eq!(web_pods().len(), 3);
+    edit("\"replicas\": 3", "\"replicas\": 5");
     t.drover(&["apply"]).expect_code(0);
     assert_eq!(web_pods().len(), 5);
     edit("\"replicas\": 5", "\"replicas\": 1");

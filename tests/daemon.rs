@@ -163,6 +163,26 @@ fn the_daemon_converges_repairs_drift_and_handles_node_loss() {
     eprintln!("file saved -> new replica running: {took:?}");
     assert!(took < Duration::from_secs(2), "took {took:?}");
 
+    // The daemon keeps the store current: a plain diff (reading only the store) comes back in
+    // sync, and diff --live works beside the daemon without taking its store.
+    wait_until(
+        "the store to show the 3 replicas",
+        Duration::from_secs(10),
+        || {
+            let r = t.drover(&["diff"]);
+            r.code == 0
+                && r.stdout
+                    .contains("pods: 4 last observed on 3 minions; in sync")
+        },
+    );
+    let r = t.drover(&["diff", "--live"]);
+    r.expect_code(0);
+    assert!(
+        r.stderr.contains("the store is held by pid") && r.stderr.contains("drover daemon"),
+        "{}",
+        r.stderr
+    );
+
     // Node loss: m2's replicas run elsewhere within grace (3 s) + 15 s.
     let on_m2 = web().iter().filter(|w| w.0 == "m2").count();
     {
@@ -172,6 +192,30 @@ fn the_daemon_converges_repairs_drift_and_handles_node_loss() {
             "replacements for m2's replicas",
             Duration::from_secs(18),
             || web().iter().filter(|w| w.0 != "m2").count() == 3,
+        );
+        // The store says m2 is not Ready and still holds what was last seen there.
+        wait_until(
+            "the store to record m2 as not Ready",
+            Duration::from_secs(5),
+            || {
+                let r = t.drover(&["diff", "-o", "json"]);
+                let report: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+                report["pods"]["minionsNotReady"] == serde_json::json!(["m2"])
+            },
+        );
+        let kept = std::fs::read_dir(t.join("state/objects/observed/pods"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .contains("+m2@")
+            })
+            .count();
+        assert!(
+            kept >= on_m2,
+            "{kept} records of m2's pods, {on_m2} pods were there"
         );
     }
     // m2 is back with its old replica: the surplus goes.
@@ -190,7 +234,17 @@ fn the_daemon_converges_repairs_drift_and_handles_node_loss() {
         Duration::from_secs(10),
         || log().contains("keeping the last valid state"),
     );
-    std::thread::sleep(Duration::from_millis(2500)); // one resync passes: still nothing changes
+    // Two more rounds (a resync among them) pass, and still nothing changes.
+    let round = |json: &str| -> u64 {
+        let body = &json[json.find("\r\n\r\n").unwrap() + 4..];
+        serde_json::from_str::<serde_json::Value>(body).unwrap()["lastRound"]["number"]
+            .as_u64()
+            .unwrap()
+    };
+    let reported = round(&get("/status"));
+    wait_until("two more rounds", Duration::from_secs(10), || {
+        round(&get("/status")) >= reported + 2
+    });
     assert_eq!(web(), before);
 
     // Valid again and empty: everything is pruned.

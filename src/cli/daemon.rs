@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 fn status_document(
     source: &str,
     commit: Option<&str>,
+    number: u64,
     round: &drover::daemon::Round,
 ) -> serde_json::Value {
     let at = std::time::SystemTime::now()
@@ -27,6 +28,7 @@ fn status_document(
         "source": source,
         "commit": commit,
         "lastRound": {
+            "number": number,
             "at": at,
             "planned": round.planned,
             "done": round.done.iter().map(|a| describe(a).1).collect::<Vec<_>>(),
@@ -108,6 +110,7 @@ pub fn run(
                 .expect("signal handler");
         let mut tick = tokio::time::interval(resync);
         let mut source_changed = false;
+        let mut rounds = 0u64;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -145,6 +148,7 @@ pub fn run(
             }
             let started = Instant::now();
             let round = reconciler.round(&desired, false, false).await;
+            rounds += 1;
             for e in &round.unobserved {
                 eprintln!("drover: {e}");
             }
@@ -161,7 +165,7 @@ pub fn run(
                 );
             }
             *status.lock().expect("status") =
-                status_document(&spec.describe(), commit.as_deref(), &round);
+                status_document(&spec.describe(), commit.as_deref(), rounds, &round);
             if let Err(e) = super::record_observation(&store, &lock, &round.observation()) {
                 eprintln!("drover: error: {e}");
             }

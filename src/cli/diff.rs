@@ -12,19 +12,19 @@ use super::{
     GREEN, RED,
 };
 use crate::{DiffOutput, SourceArgs};
+use drover::model::DesiredState;
 use drover::model::{ObjectKey, Origin};
 use drover::plan::objects::{
     changed_fields, display_text, normalize, object_changes, unified_diff, ChangeAction, Summary,
 };
-use drover::model::DesiredState;
 use drover::plan::observed::{from_records, Observation};
 use drover::plan::pods::Action;
 use drover::store::{Section, Store, StoreError};
-use std::time::Duration;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -199,12 +199,12 @@ pub fn run(cx: &Context, args: &SourceArgs, output: DiffOutput, live: bool) -> E
         }
         DiffOutput::Text => {
             let color = super::use_color(std::io::stdout().is_terminal());
-            render_text(&mut out, &changes, summary, desired.objects.len(), color).and_then(
-                |_| match &pods {
+            render_text(&mut out, &changes, summary, desired.objects.len(), color).and_then(|_| {
+                match &pods {
                     Some(p) => render_pods(&mut out, p, color),
                     None => Ok(()),
-                },
-            )
+                }
+            })
         }
     };
     // A closed pipe (`drover diff | head`) is not an error worth a message.
@@ -213,11 +213,7 @@ pub fn run(cx: &Context, args: &SourceArgs, output: DiffOutput, live: bool) -> E
             return super::fail(&e);
         }
     }
-    ExitCode::from(if in_sync {
-        EXIT_OK
-    } else {
-        EXIT_DIFFERENCES
-    })
+    ExitCode::from(if in_sync { EXIT_OK } else { EXIT_DIFFERENCES })
 }
 
 /// Hashes the desired objects, compares them with the store's index, and reads stored text
@@ -338,7 +334,11 @@ fn render_pods(out: &mut impl Write, p: &PodReport, color: bool) -> std::io::Res
     for (pod, reason) in &p.unschedulable {
         writeln!(out, "! pod {pod} cannot be placed: {reason}")?;
     }
-    let seen = if p.live { "observed now" } else { "last observed" };
+    let seen = if p.live {
+        "observed now"
+    } else {
+        "last observed"
+    };
     let not_ready = if p.minions_not_ready.is_empty() {
         String::new()
     } else {
@@ -353,10 +353,13 @@ fn render_pods(out: &mut impl Write, p: &PodReport, color: bool) -> std::io::Res
     if p.in_sync() {
         writeln!(out, "{what}; in sync")
     } else {
-        let (creates, deletes) = p
-            .actions
-            .iter()
-            .fold((0, 0), |(c, d), a| if a.action == "create" { (c + 1, d) } else { (c, d + 1) });
+        let (creates, deletes) = p.actions.iter().fold((0, 0), |(c, d), a| {
+            if a.action == "create" {
+                (c + 1, d)
+            } else {
+                (c, d + 1)
+            }
+        });
         writeln!(
             out,
             "{what}; apply would create {creates}, delete {deletes}, and cannot place {}",

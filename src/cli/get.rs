@@ -233,7 +233,11 @@ pub fn describe(cx: &Context, kind: &str, name: &str) -> ExitCode {
                     p.id, p.minion, p.phase, p.owner.as_deref().unwrap_or("-"), labels_text(&p.labels));
                 let minion = world.minions.iter().find(|m| m.spec.name == p.minion);
                 for c in &p.containers {
-                    let _ = writeln!(out, "  {}:\n    Image:      {}\n    State:      {}", c.name, c.image, c.state);
+                    let _ = writeln!(
+                        out,
+                        "  {}:\n    Image:      {}\n    State:      {}",
+                        c.name, c.image, c.state
+                    );
                     // The list call gives the state; inspect adds when and how often.
                     let Some(minion) = minion else { continue };
                     let name = drover::minion::pods::container_name(&p.id, &c.name);
@@ -241,9 +245,17 @@ pub fn describe(cx: &Context, kind: &str, name: &str) -> ExitCode {
                     match inspected {
                         Ok(info) => {
                             let state = info.state.unwrap_or_default();
-                            let when = |t: Option<String>| t.filter(|t| !t.starts_with("0001-")).unwrap_or_else(|| "-".into());
-                            let _ = writeln!(out, "    Started:    {}\n    Finished:   {}\n    Restarts:   {}",
-                                when(state.started_at), when(state.finished_at), info.restart_count.unwrap_or(0));
+                            let when = |t: Option<String>| {
+                                t.filter(|t| !t.starts_with("0001-"))
+                                    .unwrap_or_else(|| "-".into())
+                            };
+                            let _ = writeln!(
+                                out,
+                                "    Started:    {}\n    Finished:   {}\n    Restarts:   {}",
+                                when(state.started_at),
+                                when(state.finished_at),
+                                info.restart_count.unwrap_or(0)
+                            );
                             if let Some(error) = state.error.filter(|e| !e.is_empty()) {
                                 let _ = writeln!(out, "    Error:      {error}");
                             }

@@ -85,7 +85,8 @@ pub async fn observe_all(minions: &[Arc<Minion>]) -> (Observation, Vec<MinionErr
             Err(e) => errors.push(e),
         }
     }
-    seen.pods.sort_by(|a, b| (&a.id, &a.minion).cmp(&(&b.id, &b.minion)));
+    seen.pods
+        .sort_by(|a, b| (&a.id, &a.minion).cmp(&(&b.id, &b.minion)));
     (seen, errors)
 }
 

@@ -117,8 +117,7 @@ pub fn minion_specs(
     let mut specs = Vec::new();
     for m in &c.minions {
         // The name goes into container labels and store file names.
-        crate::manifest::check_name(&m.name)
-            .map_err(|e| format!("minions: minion name: {e}"))?;
+        crate::manifest::check_name(&m.name).map_err(|e| format!("minions: minion name: {e}"))?;
         if specs.iter().any(|s: &MinionSpec| s.name == m.name) {
             return Err(format!("minions: duplicate minion name `{}`", m.name));
         }

@@ -45,7 +45,8 @@ impl Observation {
                 .filter(|p| silent.contains(p.minion.as_str()))
                 .cloned(),
         );
-        self.pods.sort_by(|a, b| (&a.id, &a.minion).cmp(&(&b.id, &b.minion)));
+        self.pods
+            .sort_by(|a, b| (&a.id, &a.minion).cmp(&(&b.id, &b.minion)));
         self
     }
 }
@@ -187,7 +188,10 @@ mod tests {
     fn recording_twice_writes_nothing_the_second_time() {
         let seen = Observation {
             minions: vec![minion("m1", true), minion("m2", true)],
-            pods: vec![pod("a", "m1", Phase::Running), pod("b", "m2", Phase::Pending)],
+            pods: vec![
+                pod("a", "m1", Phase::Running),
+                pod("b", "m2", Phase::Pending),
+            ],
         };
         let first = observation_batch(&Index::default(), &seen);
         assert_eq!(first.puts_in(Section::Observed).count(), 4);
@@ -213,7 +217,10 @@ mod tests {
                 pod("c", "m3", Phase::Running),
             ],
         };
-        let index = committed(Index::default(), &observation_batch(&Index::default(), &seen));
+        let index = committed(
+            Index::default(),
+            &observation_batch(&Index::default(), &seen),
+        );
         // m2 does not answer (the node controller may report its pod as Failed: not recorded),
         // m3 left the configuration, a's container went away on m1.
         let now = Observation {
@@ -235,7 +242,10 @@ mod tests {
     fn records_read_back_as_they_were_written() {
         let seen = Observation {
             minions: vec![minion("m1", true)],
-            pods: vec![pod("a", "m1", Phase::Running), pod("a", "m2", Phase::Failed)],
+            pods: vec![
+                pod("a", "m1", Phase::Running),
+                pod("a", "m2", Phase::Failed),
+            ],
         };
         let texts: BTreeMap<ObjectKey, String> = observation_batch(&Index::default(), &seen)
             .puts_in(Section::Observed)

@@ -396,7 +396,12 @@ impl Store {
             let text = self.read_object(Section::Applied, key, entry)?;
             puts.push((Section::Applied, key.clone(), text, entry.origin.clone()));
         }
-        puts.retain(|(_, k, _, _)| !batch.puts.iter().any(|(s, bk, _, _)| *s == Section::Applied && bk == k));
+        puts.retain(|(_, k, _, _)| {
+            !batch
+                .puts
+                .iter()
+                .any(|(s, bk, _, _)| *s == Section::Applied && bk == k)
+        });
         for (section, key, text, origin) in batch.puts.iter().chain(&puts) {
             if !valid_file_id(&key.id) {
                 return Err(StoreError::BadKey {
