@@ -5,10 +5,14 @@
 use super::{fail, load_desired, report_load_error, Context, EXIT_ERROR, EXIT_OK};
 use crate::SourceArgs;
 use drover::exec::describe;
+use drover::exec::Progress;
+use drover::minion::MinionError;
 use drover::plan::pods::Action;
 use drover::store::Store;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What the user asked of `apply`.
@@ -69,6 +73,8 @@ pub fn run(cx: &Context, args: &SourceArgs, opts: Options) -> ExitCode {
             Err(e) => return fail(&e),
         }
     };
+    let progress = Arc::new(Shown::new(!dry_run && std::io::stderr().is_terminal()));
+    reconciler.progress = progress.clone();
     let started = Instant::now();
     let (mut created, mut deleted) = (0usize, 0usize);
     let mut last_seen = None;
@@ -99,16 +105,19 @@ pub fn run(cx: &Context, args: &SourceArgs, opts: Options) -> ExitCode {
                 );
                 return true;
             }
+            // Each action was reported by `progress` as it finished.
             for a in &round.done {
-                println!("{}", describe(a).1);
                 match a {
                     Action::CreatePod { .. } => created += 1,
                     Action::DeletePod { .. } => deleted += 1,
                 }
             }
-            for (a, e) in &round.failed {
-                eprintln!("drover: error: {}: {e}", describe(a).1);
-            }
+            let starting = round
+                .pods
+                .iter()
+                .filter(|p| p.phase == drover::plan::pods::Phase::Pending)
+                .count();
+            progress.waiting(starting);
             if round.planned == 0 && !round.unschedulable.is_empty() {
                 for (pod, reason) in &round.unschedulable {
                     eprintln!("drover: pod {pod} is Pending: {reason}");
@@ -128,6 +137,7 @@ pub fn run(cx: &Context, args: &SourceArgs, opts: Options) -> ExitCode {
             }
         }
     });
+    progress.clear();
     if dry_run {
         return ExitCode::from(EXIT_OK);
     }
@@ -150,4 +160,78 @@ pub fn run(cx: &Context, args: &SourceArgs, opts: Options) -> ExitCode {
         super::plural(created)
     );
     ExitCode::from(EXIT_OK)
+}
+
+/// A line per finished action (stdout; failures on stderr) and, on a terminal, a bar below the
+/// lines: actions done of the round's plan, then a spinner while pods start.
+struct Shown {
+    bar: Option<ProgressBar>,
+}
+
+impl Shown {
+    fn new(terminal: bool) -> Shown {
+        let bar = terminal.then(|| {
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+            bar.set_style(Self::spinner());
+            bar.set_message("observing the minions");
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        Shown { bar }
+    }
+
+    fn spinner() -> ProgressStyle {
+        ProgressStyle::with_template("{spinner} {msg}").expect("a valid template")
+    }
+
+    /// Between rounds: how many pods are still starting.
+    fn waiting(&self, starting: usize) {
+        if let Some(bar) = &self.bar {
+            bar.set_style(Self::spinner());
+            bar.set_message(if starting == 0 {
+                "observing the minions".to_string()
+            } else {
+                format!(
+                    "waiting for {starting} pod{} to start",
+                    super::plural(starting)
+                )
+            });
+        }
+    }
+
+    fn clear(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl Progress for Shown {
+    fn started(&self, total: usize) {
+        if let Some(bar) = &self.bar {
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} {msg}")
+                    .expect("a valid template")
+                    .progress_chars("=> "),
+            );
+            bar.set_length(total as u64);
+            bar.set_position(0);
+            bar.set_message("applying");
+        }
+    }
+
+    fn finished(&self, action: &Action, error: Option<&MinionError>) {
+        let line = describe(action).1;
+        let print = || match error {
+            None => println!("{line}"),
+            Some(e) => eprintln!("drover: error: {line}: {e}"),
+        };
+        match &self.bar {
+            Some(bar) => {
+                bar.suspend(print);
+                bar.inc(1);
+            }
+            None => print(),
+        }
+    }
 }

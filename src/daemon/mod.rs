@@ -4,7 +4,7 @@
 //! The loop never asks why it runs: a change to the source, the periodic resync and a minion
 //! coming or going all just trigger the next round, at most one at a time, bursts coalesced.
 
-use crate::exec::{execute, Credentials};
+use crate::exec::{execute, Credentials, Progress, Quiet};
 use crate::minion::{Minion, MinionError};
 use crate::model::DesiredState;
 use crate::plan::nodes::NodeController;
@@ -97,6 +97,7 @@ pub struct Reconciler {
     nodes: NodeController,
     /// Delete pods whose Pod or RC left the source.
     pub prune: bool,
+    pub progress: Arc<dyn Progress>,
 }
 
 impl Reconciler {
@@ -115,6 +116,7 @@ impl Reconciler {
             credentials,
             nodes: NodeController::new(node_grace),
             prune: true,
+            progress: Arc::new(Quiet),
         }
     }
 
@@ -161,7 +163,8 @@ impl Reconciler {
             return round;
         }
         if !p.actions.is_empty() {
-            let outcome = execute(&p, &self.by_name, self.credentials.clone()).await;
+            let outcome =
+                execute(&p, &self.by_name, self.credentials.clone(), &*self.progress).await;
             round.done = outcome.done;
             round.failed = outcome.failed;
         }

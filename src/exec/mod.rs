@@ -18,12 +18,25 @@ pub struct Outcome {
 
 pub type Credentials = Arc<dyn Fn(&str) -> Option<crate::minion::Credentials> + Send + Sync>;
 
+/// Told as a plan runs, so a terminal can show progress. Called from the executor's own task,
+/// one action at a time.
+pub trait Progress: Send + Sync {
+    fn started(&self, _total: usize) {}
+    fn finished(&self, _action: &Action, _error: Option<&MinionError>) {}
+}
+
+/// No progress shown (the daemon reports per round instead).
+pub struct Quiet;
+impl Progress for Quiet {}
+
 /// Runs the plan: all deletions first (they free ports and capacity), then all creations.
 pub async fn execute(
     plan: &Plan,
     minions: &HashMap<String, Arc<Minion>>,
     credentials: Credentials,
+    progress: &dyn Progress,
 ) -> Outcome {
+    progress.started(plan.actions.len());
     let mut outcome = Outcome::default();
     let (deletes, creates): (Vec<&Action>, Vec<&Action>) = plan
         .actions
@@ -37,6 +50,7 @@ pub async fn execute(
             let (minion_name, _) = describe(&action);
             let Some(minion) = minions.get(&minion_name).cloned() else {
                 let e = MinionError::new(&minion_name, "?", "not a configured minion");
+                progress.finished(&action, Some(&e));
                 outcome.failed.push((action, e));
                 continue;
             };
@@ -54,8 +68,14 @@ pub async fn execute(
         }
         while let Some(joined) = tasks.join_next().await {
             match joined {
-                Ok((action, Ok(()))) => outcome.done.push(action),
-                Ok((action, Err(e))) => outcome.failed.push((action, e)),
+                Ok((action, Ok(()))) => {
+                    progress.finished(&action, None);
+                    outcome.done.push(action)
+                }
+                Ok((action, Err(e))) => {
+                    progress.finished(&action, Some(&e));
+                    outcome.failed.push((action, e))
+                }
                 Err(e) => std::panic::resume_unwind(e.into_panic()),
             }
         }
