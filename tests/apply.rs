@@ -1,9 +1,10 @@
 //! `drover apply` on the real 3-minion cluster: the example application comes up with its pods'
 //! containers sharing one network namespace, re-applying changes nothing, scaling and a
-//! template change converge, and a bad manifest changes nothing on the minions.
+//! template change converge, and a bad manifest changes nothing on the minions; an apply killed
+//! half-way and run again converges with no duplicate containers.
 
 mod common;
-use common::cluster::{cluster, steady};
+use common::cluster::{cluster, disrupt, steady};
 use common::*;
 
 /// A test directory with the example app and a config for the cluster with its own state.
@@ -240,4 +241,88 @@ fn the_example_app_comes_up_converges_and_scales() {
     );
     t.drover(&["apply"]).expect_code(0);
     assert!(running().is_empty(), "{:?}", running());
+}
+
+/// Every drover container on the minions as (minion, pod, container name).
+fn containers_by_pod() -> Vec<(String, String, String)> {
+    let mut all = Vec::new();
+    for m in ["m1", "m2", "m3"] {
+        let out = docker(
+            m,
+            &[
+                "ps",
+                "-a",
+                "--filter",
+                "label=io.drover.managed-by=drover",
+                "--format",
+                "{{.Label \"io.drover.pod\"}} {{.Names}}",
+            ],
+        );
+        for line in out.lines() {
+            let (pod, name) = line.split_once(' ').unwrap();
+            all.push((m.to_string(), pod.to_string(), name.to_string()));
+        }
+    }
+    all.sort();
+    all
+}
+
+#[test]
+fn an_apply_killed_half_way_and_run_again_converges_without_duplicates() {
+    // Alone on the cluster: its pods must not meet another test's source (each prunes).
+    let _g = disrupt();
+    let t = TestDir::new();
+    t.write(
+        "drover.toml",
+        &std::fs::read_to_string(&cluster().config).unwrap(),
+    );
+    t.write(
+        "manifests/crash.json",
+        r#"{"kind": "ReplicationController", "id": "crash", "desiredState": {"replicas": 12,
+  "replicaSelector": {"app": "crash"},
+  "podTemplate": {"labels": {"app": "crash"}, "desiredState": {"manifest": {"containers": [
+    {"name": "app", "image": "drover/busybox:latest", "command": ["sleep", "3600"]}]}}}}}"#,
+    );
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
+        .current_dir(t.path())
+        .args(["apply", "--yes"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed as soon as the first pod is reported: the others are being made right now.
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    let first = lines.next().expect("a line").unwrap();
+    assert!(first.starts_with("+ pod crash-"), "{first}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let partial = containers_by_pod().len();
+    assert!(
+        partial < 24,
+        "killed before it finished: {partial} containers"
+    );
+
+    let r = t.drover(&["apply"]);
+    r.expect_code(0);
+    let all = containers_by_pod();
+    let mut pods: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+    for (_, pod, name) in &all {
+        pods.entry(pod).or_default().push(name);
+    }
+    assert_eq!(pods.len(), 12, "{all:?}");
+    for (pod, names) in &pods {
+        assert_eq!(
+            names.as_slice(),
+            [format!("drover_{pod}_app"), format!("drover_{pod}_infra")],
+            "one infra and one app container per pod: {all:?}"
+        );
+    }
+    t.drover(&["diff", "--live"]).expect_code(0);
+
+    t.write(
+        "manifests/crash.json",
+        "{\"kind\": \"List\", \"items\": []}",
+    );
+    t.drover(&["apply"]).expect_code(0);
+    assert!(containers_by_pod().is_empty());
 }

@@ -9,7 +9,7 @@ use crate::minion::{Minion, MinionError};
 use crate::model::DesiredState;
 use crate::plan::nodes::NodeController;
 use crate::plan::observed::Observation;
-use crate::plan::pods::{plan_with, Action, Phase};
+use crate::plan::pods::{fail_half_made, plan_with, Action, Phase};
 use crate::plan::scheduler::MinionView;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -131,7 +131,9 @@ impl Reconciler {
         for (m, result, capacity) in observed {
             let name = m.spec.name.clone();
             let ready = match result {
-                Ok(p) => {
+                Ok(mut p) => {
+                    // Rounds never overlap and this process is the store's one writer.
+                    fail_half_made(&mut p);
                     self.nodes.observed(&name, &p, now);
                     pods.extend(p);
                     true

@@ -120,6 +120,21 @@ impl std::fmt::Display for ContainerState {
     }
 }
 
+/// Marks Failed the pods with a container created but never started. Only for the one drover
+/// that writes (it holds the store lock) and only while it creates nothing: then such a pod can
+/// only be what a drover killed half-way through making it left behind, and it must be
+/// replaced rather than waited for.
+pub fn fail_half_made(pods: &mut [ObservedPod]) {
+    for p in pods {
+        if p.containers
+            .iter()
+            .any(|c| c.state == ContainerState::Waiting)
+        {
+            p.phase = Phase::Failed;
+        }
+    }
+}
+
 /// A pod's phase from its app containers, per the seeds' table of restart policy x exit
 /// status: a container that will be restarted keeps the pod Running.
 pub fn phase_of(apps: &[ContainerState], policy: RestartPolicy) -> Phase {

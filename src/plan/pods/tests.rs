@@ -284,6 +284,43 @@ fn pods_on_a_lost_minion_are_replaced_and_the_surplus_removed_when_it_returns() 
 }
 
 #[test]
+fn a_pod_left_half_made_by_a_killed_drover_is_replaced() {
+    let m = minions(2, None);
+    let mut w = World::default();
+    let d = desired(vec![rc("web", 2, "a", 0)]);
+    w.converge(&d, &m);
+    // One replica's container was created, never started: its maker died.
+    w.pods[0].containers = vec![ContainerStatus {
+        name: "c".into(),
+        image: "a".into(),
+        state: ContainerState::Waiting,
+    }];
+    w.pods[0].phase = Phase::Pending;
+    assert!(
+        plan(&d, &w.pods, &m).is_empty(),
+        "Pending alone is waited for"
+    );
+    let half_made = w.pods[0].id.clone();
+    fail_half_made(&mut w.pods);
+    assert_eq!(w.pods[0].phase, Phase::Failed);
+    assert_eq!(w.pods[1].phase, Phase::Running);
+    let p = plan(&d, &w.pods, &m);
+    assert!(
+        p.actions
+            .iter()
+            .any(|a| matches!(a, Action::DeletePod { id, .. } if *id == half_made))
+            && p.actions
+                .iter()
+                .any(|a| matches!(a, Action::CreatePod { .. })),
+        "{p:?}"
+    );
+    w.apply(&p);
+    w.settle();
+    assert_eq!(w.pods.len(), 2);
+    assert!(plan(&d, &w.pods, &m).is_empty());
+}
+
+#[test]
 fn without_pruning_pods_that_left_the_source_keep_running() {
     let m = minions(2, None);
     let mut w = World::default();
