@@ -276,6 +276,12 @@ fn an_apply_killed_half_way_and_run_again_converges_without_duplicates() {
         "drover.toml",
         &std::fs::read_to_string(&cluster().config).unwrap(),
     );
+    // From an empty cluster, whatever an earlier run left.
+    t.write(
+        "manifests/crash.json",
+        "{\"kind\": \"List\", \"items\": []}",
+    );
+    t.drover(&["apply"]).expect_code(0);
     t.write(
         "manifests/crash.json",
         r#"{"kind": "ReplicationController", "id": "crash", "desiredState": {"replicas": 12,

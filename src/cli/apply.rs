@@ -42,6 +42,16 @@ pub fn run(cx: &Context, args: &SourceArgs, opts: Options) -> ExitCode {
         Err(e) => return fail(&e),
     };
     reconciler.prune = prune;
+    let store = Store::new(&cx.state_dir);
+    let lock = if dry_run {
+        None
+    } else {
+        match store.lock("apply", Duration::from_secs(10)) {
+            Ok(l) => Some(l),
+            Err(e) => return fail(&e),
+        }
+    };
+    reconciler.sole_writer = lock.is_some();
     // On a terminal, show the plan and ask first (like `terraform apply`); scripts and CI,
     // with no terminal on stdin, are not asked.
     if !dry_run && !yes && std::io::stdin().is_terminal() {
@@ -64,15 +74,6 @@ pub fn run(cx: &Context, args: &SourceArgs, opts: Options) -> ExitCode {
             }
         }
     }
-    let store = Store::new(&cx.state_dir);
-    let lock = if dry_run {
-        None
-    } else {
-        match store.lock("apply", Duration::from_secs(10)) {
-            Ok(l) => Some(l),
-            Err(e) => return fail(&e),
-        }
-    };
     let progress = Arc::new(Shown::new(!dry_run && std::io::stderr().is_terminal()));
     reconciler.progress = progress.clone();
     let started = Instant::now();

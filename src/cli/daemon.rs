@@ -65,6 +65,7 @@ pub fn run(
         Ok(l) => l,
         Err(e) => return fail(&e),
     };
+    reconciler.sole_writer = true;
     let git = cx.settings.git_options(&cx.state_dir);
     println!(
         "drover daemon: watching {}, resync every {}s, node grace {}s",

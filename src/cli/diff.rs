@@ -18,7 +18,7 @@ use drover::plan::objects::{
     changed_fields, display_text, normalize, object_changes, unified_diff, ChangeAction, Summary,
 };
 use drover::plan::observed::{from_records, Observation};
-use drover::plan::pods::Action;
+use drover::plan::pods::{fail_half_made, Action};
 use drover::store::{Section, Store, StoreError};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -134,20 +134,26 @@ fn observation(
     if !live {
         return Ok(stored);
     }
+    // Taken before looking: while it is held no drover makes pods, so what looks half-made is.
+    let lock = match store.lock("diff --live", Duration::ZERO) {
+        Ok(lock) => Some(lock),
+        Err(StoreError::Locked { holder, .. }) => {
+            eprintln!("drover: note: the store is held by {holder}; what is seen is not kept");
+            None
+        }
+        Err(e) => return Err(e.to_string()),
+    };
     let minions = super::minions(cx, Some(desired))?;
-    let (seen, errors) = super::runtime().block_on(drover::daemon::observe_all(&minions));
+    let (mut seen, errors) = super::runtime().block_on(drover::daemon::observe_all(&minions));
     for e in &errors {
         eprintln!("drover: warning: {e}; using the pods last seen there");
     }
+    if lock.is_some() {
+        fail_half_made(&mut seen.pods);
+    }
     let seen = seen.or_last_seen(&stored);
-    match store.lock("diff --live", Duration::ZERO) {
-        Ok(lock) => {
-            super::record_observation(store, &lock, &seen).map_err(|e| e.to_string())?;
-        }
-        Err(StoreError::Locked { holder, .. }) => {
-            eprintln!("drover: note: the store is held by {holder}; what was seen is not kept");
-        }
-        Err(e) => return Err(e.to_string()),
+    if let Some(lock) = &lock {
+        super::record_observation(store, lock, &seen).map_err(|e| e.to_string())?;
     }
     Ok(seen)
 }

@@ -98,6 +98,9 @@ pub struct Reconciler {
     /// Delete pods whose Pod or RC left the source.
     pub prune: bool,
     pub progress: Arc<dyn Progress>,
+    /// Set while this process holds the store lock: then no other drover makes pods, so a
+    /// container created and never started is a leftover of a killed one (`fail_half_made`).
+    pub sole_writer: bool,
 }
 
 impl Reconciler {
@@ -117,6 +120,7 @@ impl Reconciler {
             nodes: NodeController::new(node_grace),
             prune: true,
             progress: Arc::new(Quiet),
+            sole_writer: false,
         }
     }
 
@@ -132,8 +136,10 @@ impl Reconciler {
             let name = m.spec.name.clone();
             let ready = match result {
                 Ok(mut p) => {
-                    // Rounds never overlap and this process is the store's one writer.
-                    fail_half_made(&mut p);
+                    // Rounds never overlap, so nothing of ours is half-made while we look.
+                    if self.sole_writer {
+                        fail_half_made(&mut p);
+                    }
                     self.nodes.observed(&name, &p, now);
                     pods.extend(p);
                     true
