@@ -4,7 +4,7 @@
 //! half-way and run again converges with no duplicate containers.
 
 mod common;
-use common::cluster::{cluster, disrupt, steady};
+use common::cluster::{cluster, disrupt, docker, steady};
 use common::*;
 
 /// A test directory with the example app and a config for the cluster with its own state.
@@ -15,17 +15,6 @@ fn setup() -> TestDir {
     let config = std::fs::read_to_string(&c.config).unwrap();
     t.write("drover.toml", &config);
     t
-}
-
-fn docker(minion: &str, args: &[&str]) -> String {
-    let socket = format!("unix://{}/{minion}/docker.sock", cluster().dir.display());
-    let out = std::process::Command::new("docker")
-        .arg("-H")
-        .arg(socket)
-        .args(args)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Names of drover's running containers on every minion, as "minion name".

@@ -4,21 +4,10 @@
 //! ignores an invalid source, and stops cleanly on SIGTERM.
 
 mod common;
-use common::cluster::{cluster, disrupt, testbed, Revive};
+use common::cluster::{cluster, disrupt, docker, testbed, Revive};
 use common::*;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn docker(minion: &str, args: &[&str]) -> String {
-    let socket = format!("unix://{}/{minion}/docker.sock", cluster().dir.display());
-    let out = Command::new("docker")
-        .arg("-H")
-        .arg(socket)
-        .args(args)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// (minion, container name) of every running web app container.
 fn web() -> Vec<(String, String)> {

@@ -28,21 +28,25 @@ impl Observation {
         self.minions.is_empty() && self.pods.is_empty()
     }
 
-    /// This observation for the minions that answered, and `previous` for the ones that did
-    /// not: the pods drover last saw there.
-    pub fn or_last_seen(mut self, previous: &Observation) -> Observation {
-        let silent: BTreeSet<&str> = self
-            .minions
+    /// The minions that did not answer.
+    fn silent(&self) -> BTreeSet<&str> {
+        self.minions
             .iter()
             .filter(|m| !m.ready)
             .map(|m| m.name.as_str())
-            .collect();
-        self.pods.retain(|p| !silent.contains(p.minion.as_str()));
+            .collect()
+    }
+
+    /// This observation for the minions that answered, and `previous` for the ones that did
+    /// not: the pods drover last saw there.
+    pub fn or_last_seen(mut self, previous: &Observation) -> Observation {
+        let silent: BTreeSet<String> = self.silent().into_iter().map(str::to_string).collect();
+        self.pods.retain(|p| !silent.contains(&p.minion));
         self.pods.extend(
             previous
                 .pods
                 .iter()
-                .filter(|p| silent.contains(p.minion.as_str()))
+                .filter(|p| silent.contains(&p.minion))
                 .cloned(),
         );
         self.pods
@@ -71,12 +75,7 @@ fn record(value: &impl serde::Serialize) -> String {
 pub fn observation_batch(index: &Index, seen: &Observation) -> Batch {
     let stored = &index.observed;
     let mut batch = Batch::default();
-    let silent: BTreeSet<&str> = seen
-        .minions
-        .iter()
-        .filter(|m| !m.ready)
-        .map(|m| m.name.as_str())
-        .collect();
+    let silent = seen.silent();
     let mut current = BTreeSet::new();
     let records = seen
         .minions

@@ -29,6 +29,18 @@ pub fn cluster() -> &'static Cluster {
     })
 }
 
+/// Runs the docker CLI against a minion's own engine; its stdout.
+pub fn docker(minion: &str, args: &[&str]) -> String {
+    let socket = format!("unix://{}/{minion}/docker.sock", cluster().dir.display());
+    let out = Command::new("docker")
+        .arg("-H")
+        .arg(socket)
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 pub fn testbed(args: &[&str]) {
     let script = super::project().join("tests/cluster/testbed");
     let out = Command::new(script)
