@@ -4,8 +4,7 @@
 
 use super::{fail, load_desired, report_load_error, Context, EXIT_ERROR, EXIT_OK};
 use crate::SourceArgs;
-use drover::exec::describe;
-use drover::exec::Progress;
+use drover::exec::{describe, Progress};
 use drover::minion::MinionError;
 use drover::plan::pods::Action;
 use drover::store::Store;

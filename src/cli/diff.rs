@@ -12,8 +12,7 @@ use super::{
     GREEN, RED,
 };
 use crate::{DiffOutput, SourceArgs};
-use drover::model::DesiredState;
-use drover::model::{ObjectKey, Origin};
+use drover::model::{DesiredState, ObjectKey, Origin};
 use drover::plan::objects::{
     changed_fields, display_text, normalize, object_changes, unified_diff, ChangeAction, Summary,
 };

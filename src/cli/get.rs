@@ -228,6 +228,7 @@ pub fn describe(cx: &Context, kind: &str, name: &str) -> ExitCode {
     match kind {
         "pod" | "pods" => {
             let found: Vec<&ObservedPod> = world.pods.iter().filter(|p| p.id == name).collect();
+            let runtime = super::runtime();
             for p in &found {
                 let _ = writeln!(out, "Name:        {}\nMinion:      {}\nPhase:       {:?}\nController:  {}\nLabels:      {}\nContainers:",
                     p.id, p.minion, p.phase, p.owner.as_deref().unwrap_or("-"), labels_text(&p.labels));
@@ -241,7 +242,7 @@ pub fn describe(cx: &Context, kind: &str, name: &str) -> ExitCode {
                     // The list call gives the state; inspect adds when and how often.
                     let Some(minion) = minion else { continue };
                     let name = drover::minion::pods::container_name(&p.id, &c.name);
-                    let inspected = super::runtime().block_on(minion.inspect_container(&name));
+                    let inspected = runtime.block_on(minion.inspect_container(&name));
                     match inspected {
                         Ok(info) => {
                             let state = info.state.unwrap_or_default();

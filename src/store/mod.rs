@@ -31,7 +31,8 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 /// The on-disk format this build reads and writes.
-/// Format 1 (before pods and minions were kept) is migrated when read; see `upgrade_v1`.
+/// Format 1 (before pods and minions were kept) is read in place (`IndexV1::upgrade`) and
+/// moved to the format 2 layout by the next commit.
 pub const FORMAT_VERSION: u32 = 2;
 const INDEX_FILE: &str = "state.json";
 
@@ -137,7 +138,8 @@ impl Index {
 }
 
 /// Whether an object id can be a file name here: a manifest name (letters, digits, `-`, `.`,
-/// `_`) or several joined by `+`, never `..`, a path separator or `@` (which ends the id).
+/// `_`) or several joined by `+`; never starting with `.`, never a path separator or `@`
+/// (which ends the id in a file name).
 fn valid_file_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 200
