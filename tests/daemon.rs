@@ -127,6 +127,16 @@ fn the_daemon_converges_repairs_drift_and_handles_node_loss() {
             .all(|m| m["ready"] == true),
         "{json}"
     );
+    assert!(
+        json["pods"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["replicationController"] == "web")
+            .all(|p| p["containers"][0]["name"] == "httpd"
+                && p["containers"][0]["state"] == "running"),
+        "{json}"
+    );
     assert!(get("/healthz").ends_with("ok"));
     assert!(get("/nope").starts_with("HTTP/1.1 404"));
 

@@ -40,6 +40,7 @@ fn status_document(
         "minions": round.minions.iter().map(|m| serde_json::json!({"name": m.name, "ready": m.ready})).collect::<Vec<_>>(),
         "pods": round.pods.iter().map(|p| serde_json::json!({
             "id": p.id, "minion": p.minion, "phase": p.phase, "replicationController": p.owner,
+            "containers": p.containers,
         })).collect::<Vec<_>>(),
     })
 }

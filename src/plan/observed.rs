@@ -239,17 +239,23 @@ mod tests {
 
     #[test]
     fn records_read_back_as_they_were_written() {
-        let seen = Observation {
+        let mut seen = Observation {
             minions: vec![minion("m1", true)],
             pods: vec![
                 pod("a", "m1", Phase::Running),
                 pod("a", "m2", Phase::Failed),
             ],
         };
+        seen.pods[1].containers[0].state = ContainerState::Exited { code: 3 };
         let texts: BTreeMap<ObjectKey, String> = observation_batch(&Index::default(), &seen)
             .puts_in(Section::Observed)
             .map(|(k, t)| (k.clone(), t.to_string()))
             .collect();
+        let failed = &texts[&pod_key("a", "m2")];
+        assert!(
+            failed.contains("\"state\": \"exited\",\n      \"exitCode\": 3"),
+            "{failed}"
+        );
         assert_eq!(from_records(&texts).unwrap(), seen);
         let mut broken = texts.clone();
         broken.insert(pod_key("x", "m1"), "{\"id\": 3}".into());

@@ -88,12 +88,13 @@ impl ObservedPod {
     }
 }
 
-/// One app container of an observed pod.
+/// One app container of an observed pod: `{"name", "image", "state", "exitCode"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct ContainerStatus {
     pub name: String,
     pub image: String,
+    #[serde(flatten)]
     pub state: ContainerState,
 }
 
