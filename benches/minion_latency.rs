@@ -33,11 +33,15 @@ fn main() {
         std::env::var("DROVER_TESTBED_DIR").unwrap_or_else(|_| "/tmp/drover-testbed".into()),
     );
     let settings = drover::config::Settings::load(Some(&dir.join("drover.toml"))).unwrap();
-    let spec = drover::minion::minion_specs(&settings, None)
-        .unwrap()
-        .into_iter()
-        .find(|s| s.name == "m1")
-        .unwrap();
+    let spec = drover::minion::minion_specs(
+        &settings,
+        &settings.project(&settings.state_dir(None)).unwrap(),
+        None,
+    )
+    .unwrap()
+    .into_iter()
+    .find(|s| s.name == "m1")
+    .unwrap();
     let socket = spec.docker_socket.clone();
     let minion = drover::minion::Minion::new(spec).unwrap();
     let local =

@@ -146,11 +146,15 @@ fn main() {
     let spec = drover::source::SourceSpec::new(dir.join("manifests").to_str().unwrap(), None, None);
     let snapshot = drover::source::read(&spec, &Default::default()).unwrap();
     let desired = drover::manifest::desired_state(&snapshot.files).unwrap();
-    let minions: Vec<_> = drover::minion::minion_specs(&settings, Some(&desired))
-        .unwrap()
-        .into_iter()
-        .map(|s| Arc::new(drover::minion::Minion::new(s).unwrap()))
-        .collect();
+    let minions: Vec<_> = drover::minion::minion_specs(
+        &settings,
+        &settings.project(&settings.state_dir(None)).unwrap(),
+        Some(&desired),
+    )
+    .unwrap()
+    .into_iter()
+    .map(|s| Arc::new(drover::minion::Minion::new(s).unwrap()))
+    .collect();
     let mut reconciler = drover::daemon::Reconciler::new(
         minions.clone(),
         Arc::new(|_: &str| None),

@@ -25,6 +25,7 @@ fn minions() -> Vec<MinionView> {
                 cpu: Some(64_000),
                 memory: Some(256 << 30),
             },
+            taken: Default::default(),
         })
         .collect()
 }

@@ -12,6 +12,13 @@ use thiserror::Error;
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// The project: the owner of every container and volume this config makes. Default: a
+    /// name derived from the state directory (`Settings::project`).
+    pub project: Option<String>,
+    /// Let a source with no objects prune everything applied before (the daemon's
+    /// `--allow-empty`).
+    #[serde(default)]
+    pub allow_empty: bool,
     pub source: Option<String>,
     #[serde(rename = "ref")]
     pub reference: Option<String>,
@@ -180,6 +187,21 @@ impl Settings {
             col,
             message,
         })?;
+        if let Some(p) = &config.project {
+            check_project(p).map_err(|e| {
+                // Top-level keys come before any table: the first `project =` line is it.
+                let line = text
+                    .lines()
+                    .position(|l| l.trim_start().starts_with("project"))
+                    .map_or(1, |n| n as u32 + 1);
+                ConfigError::Invalid {
+                    path: path.clone(),
+                    line,
+                    col: 1,
+                    message: format!("project `{p}`: {e}"),
+                }
+            })?;
+        }
         let base_dir = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => cwd.join(p),
             _ => cwd,
@@ -237,11 +259,88 @@ impl Settings {
         }
     }
 
+    /// The project name: `project` from the config, else derived from the state directory
+    /// (`<directory holding it>-<8 hex digits of its absolute path's SHA-256>`, e.g.
+    /// `shop-1f2e3d4c`), so two checkouts with their own state never share a name. Moving the
+    /// state directory changes a derived name: teams set `project` explicitly.
+    pub fn project(&self, state_dir: &Path) -> Result<String, ConfigError> {
+        if let Some(p) = &self.config.project {
+            // Checked when the config was loaded.
+            return Ok(p.clone());
+        }
+        let absolute = if state_dir.is_absolute() {
+            state_dir.to_path_buf()
+        } else {
+            std::env::current_dir()
+                .map_err(|source| ConfigError::Io {
+                    path: ".".into(),
+                    source,
+                })?
+                .join(state_dir)
+        };
+        Ok(derived_project(&normalise(&absolute)))
+    }
+
     pub fn git_options(&self, state_dir: &Path) -> GitOptions {
         GitOptions {
             cache_dir: state_dir.join("git"),
             ssh_identity: self.config.ssh.identity.as_deref().map(|p| self.resolve(p)),
         }
+    }
+}
+
+/// The longest project name: it goes into container names next to pod ids.
+pub const PROJECT_MAX: usize = 40;
+
+/// A project name is a DNS label (lowercase letters, digits, `-`; starts and ends with a
+/// letter or digit) of at most `PROJECT_MAX` characters: it goes into labels and names.
+pub fn check_project(name: &str) -> Result<(), String> {
+    let ok_chars = name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    let ok_ends = !name.starts_with('-') && !name.ends_with('-');
+    if name.is_empty() || name.len() > PROJECT_MAX || !ok_chars || !ok_ends {
+        return Err(format!(
+            "must be 1-{PROJECT_MAX} lowercase letters, digits or `-`, starting and ending with a letter or digit"
+        ));
+    }
+    Ok(())
+}
+
+/// `.` and `..` taken out without touching the disk (the state directory may not exist yet).
+fn normalise(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// The project name derived from an absolute state directory path.
+fn derived_project(state_dir: &Path) -> String {
+    let parent = state_dir
+        .parent()
+        .and_then(|p| p.file_name())
+        .map(|n| n.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
+    let mut base: String = parent
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    base = base.trim_matches('-').to_string();
+    base.truncate(PROJECT_MAX - 9);
+    let base = base.trim_end_matches('-');
+    let hash = &crate::store::content_hash(state_dir.as_os_str().as_encoded_bytes())[..8];
+    if base.is_empty() {
+        format!("drover-{hash}")
+    } else {
+        format!("{base}-{hash}")
     }
 }
 
@@ -313,6 +412,45 @@ transport = "local"
         assert_eq!(creds.password.as_deref(), Some("s3cret"));
         assert!(c.credentials_for("redis").is_none());
         assert!(!format!("{c:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn a_derived_project_is_stable_and_tells_state_directories_apart() {
+        let a = derived_project(Path::new("/srv/shop/.drover"));
+        assert_eq!(a, derived_project(Path::new("/srv/shop/.drover")));
+        assert!(
+            a.starts_with("shop-") && a.len() == "shop-".len() + 8,
+            "{a}"
+        );
+        assert_ne!(a, derived_project(Path::new("/home/x/shop/.drover")));
+        assert!(check_project(&a).is_ok());
+        let odd = derived_project(Path::new("/Srv/My Shop_2/.drover"));
+        assert!(odd.starts_with("my-shop-2-"), "{odd}");
+        assert!(check_project(&odd).is_ok());
+        assert!(check_project(&derived_project(Path::new("/.drover"))).is_ok());
+        let long = derived_project(Path::new(&format!("/{}/.drover", "a".repeat(100))));
+        assert!(check_project(&long).is_ok(), "{long}");
+        assert_eq!(
+            normalise(Path::new("/a/./b/../c/.drover")),
+            Path::new("/a/c/.drover")
+        );
+    }
+
+    #[test]
+    fn project_names_are_dns_labels() {
+        assert!(check_project("shop").is_ok());
+        assert!(check_project("shop-2").is_ok());
+        for bad in [
+            "",
+            "Shop",
+            "-shop",
+            "shop-",
+            "sh_op",
+            "sh.op",
+            &"a".repeat(41),
+        ] {
+            assert!(check_project(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

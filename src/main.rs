@@ -97,6 +97,9 @@ enum Command {
         /// Do not ask for confirmation on a terminal
         #[arg(long, short = 'y')]
         yes: bool,
+        /// Apply a source with no objects even though it prunes everything applied before
+        #[arg(long)]
+        allow_empty: bool,
         /// Give up waiting for convergence after this many seconds
         #[arg(long, default_value_t = 120)]
         timeout: u64,
@@ -114,6 +117,9 @@ enum Command {
         /// Address of the HTTP status API (GET /status, /healthz)
         #[arg(long, default_value = "127.0.0.1:7979")]
         listen: std::net::SocketAddr,
+        /// Apply a source with no objects even though it prunes everything applied before
+        #[arg(long)]
+        allow_empty: bool,
     },
     /// List objects and their state
     Get {
@@ -152,9 +158,14 @@ fn main() -> ExitCode {
         Err(e) => return cli::fail(&e),
     };
     let state_dir = settings.state_dir(args.state.as_deref());
+    let project = match settings.project(&state_dir) {
+        Ok(p) => p,
+        Err(e) => return cli::fail(&e),
+    };
     let cx = cli::Context {
         settings,
         state_dir,
+        project,
     };
     match args.command {
         Command::Validate { source } => cli::validate::run(&cx, &source),
@@ -168,6 +179,7 @@ fn main() -> ExitCode {
             dry_run,
             no_prune,
             yes,
+            allow_empty,
             timeout,
         } => cli::apply::run(
             &cx,
@@ -176,6 +188,7 @@ fn main() -> ExitCode {
                 dry_run,
                 prune: !no_prune,
                 yes,
+                allow_empty: allow_empty || cx.settings.config.allow_empty,
                 timeout: std::time::Duration::from_secs(timeout),
             },
         ),
@@ -184,12 +197,14 @@ fn main() -> ExitCode {
             resync,
             node_grace,
             listen,
+            allow_empty,
         } => cli::daemon::run(
             &cx,
             &source,
             std::time::Duration::from_secs(resync.max(1)),
             std::time::Duration::from_secs(node_grace),
             listen,
+            allow_empty || cx.settings.config.allow_empty,
         ),
         Command::Get {
             kind,

@@ -20,6 +20,8 @@ pub struct Options {
     pub prune: bool,
     /// Skip the confirmation a terminal user is asked for.
     pub yes: bool,
+    /// Let a source with no objects prune everything applied before.
+    pub allow_empty: bool,
     pub timeout: Duration,
 }
 
@@ -28,6 +30,7 @@ pub fn run(cx: &Context, args: &SourceArgs, opts: Options) -> ExitCode {
         dry_run,
         prune,
         yes,
+        allow_empty,
         timeout,
     } = opts;
     let spec = cx.source_spec(args);
@@ -46,10 +49,19 @@ pub fn run(cx: &Context, args: &SourceArgs, opts: Options) -> ExitCode {
         None
     } else {
         match store.lock("apply", Duration::from_secs(10)) {
-            Ok(l) => Some(l),
+            Ok(l) => Some(Arc::new(l)),
             Err(e) => return fail(&e),
         }
     };
+    // Read after the lock is taken: no other drover changes it from here on.
+    let index = match store.read_index() {
+        Ok(i) => i,
+        Err(e) => return fail(&e),
+    };
+    if let Err(e) = super::refuse_empty_source(&spec, &desired, &index, allow_empty) {
+        return fail(&e);
+    }
+    super::attach_store(&mut reconciler, &store, &index, lock.clone());
     reconciler.sole_writer = lock.is_some();
     // On a terminal, show the plan and ask first (like `terraform apply`); scripts and CI,
     // with no terminal on stdin, are not asked.
@@ -58,6 +70,7 @@ pub fn run(cx: &Context, args: &SourceArgs, opts: Options) -> ExitCode {
         for a in &preview.done {
             println!("{}", describe(a).1);
         }
+        report_left_alone(&preview);
         if preview.planned > 0 {
             print!(
                 "apply {} action{}? [y/N] ",
@@ -78,10 +91,21 @@ pub fn run(cx: &Context, args: &SourceArgs, opts: Options) -> ExitCode {
     let started = Instant::now();
     let (mut created, mut deleted) = (0usize, 0usize);
     let mut last_seen = None;
+    let mut first_round = true;
     let converged = super::runtime().block_on(async {
         loop {
             let round = reconciler.round(&desired, true, dry_run).await;
             last_seen = Some(round.observation());
+            if let Some(e) = &round.error {
+                eprintln!("drover: error: {e}; nothing more is changed");
+                return false;
+            }
+            if first_round {
+                first_round = false;
+                if dry_run || yes || !std::io::stdin().is_terminal() {
+                    report_left_alone(&round);
+                }
+            }
             if !round.unobserved.is_empty() {
                 // Without a minion's pods the plan would replace them elsewhere: one-shot apply
                 // does not guess (the daemon's node controller decides after a grace period).
@@ -110,6 +134,7 @@ pub fn run(cx: &Context, args: &SourceArgs, opts: Options) -> ExitCode {
                 match a {
                     Action::CreatePod { .. } => created += 1,
                     Action::DeletePod { .. } => deleted += 1,
+                    Action::DeleteVolumes { .. } => {}
                 }
             }
             let starting = round
@@ -142,16 +167,17 @@ pub fn run(cx: &Context, args: &SourceArgs, opts: Options) -> ExitCode {
         return ExitCode::from(EXIT_OK);
     }
     let lock = lock.expect("taken when not a dry run");
+    let lock = &*lock;
     // What was seen is worth keeping even when apply failed: `drover diff` shows it.
     if let Some(seen) = &last_seen {
-        if let Err(e) = super::record_observation(&store, &lock, seen) {
+        if let Err(e) = super::record_observation(&store, lock, seen) {
             return fail(&e);
         }
     }
     if !converged {
         return ExitCode::from(EXIT_ERROR);
     }
-    if let Err(e) = super::record(&store, &lock, &desired, prune) {
+    if let Err(e) = super::record(&store, lock, &desired, prune) {
         return fail(&e);
     }
     println!(
@@ -160,6 +186,22 @@ pub fn run(cx: &Context, args: &SourceArgs, opts: Options) -> ExitCode {
         super::plural(created)
     );
     ExitCode::from(EXIT_OK)
+}
+
+/// What this project saw but does not own: pods of objects it never applied, and pods of a
+/// drover from before projects that its store never recorded. Left alone, said once.
+pub fn report_left_alone(round: &drover::daemon::Round) {
+    for (pod, reason) in &round.unowned {
+        eprintln!("drover: note: pod {pod}: {reason}");
+    }
+    for (minion, pods) in &round.unclaimed {
+        eprintln!(
+            "drover: note: {} pod{} on {minion} made by drover without a project, never recorded by this one; left alone: {}",
+            pods.len(),
+            super::plural(pods.len()),
+            pods.join(", ")
+        );
+    }
 }
 
 /// A line per finished action (stdout; failures on stderr) and, on a terminal, a bar below the

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 /// The document `GET /status` serves.
 fn status_document(
+    project: &str,
     source: &str,
     commit: Option<&str>,
     number: u64,
@@ -25,6 +26,7 @@ fn status_document(
         .map(|d| d.as_secs())
         .unwrap_or(0);
     serde_json::json!({
+        "project": project,
         "source": source,
         "commit": commit,
         "lastRound": {
@@ -51,6 +53,7 @@ pub fn run(
     resync: Duration,
     node_grace: Duration,
     listen: std::net::SocketAddr,
+    allow_empty: bool,
 ) -> ExitCode {
     let spec = cx.source_spec(args);
     let (mut desired, mut commit) = match load_desired(cx, &spec) {
@@ -63,13 +66,23 @@ pub fn run(
     };
     let store = Store::new(&cx.state_dir);
     let lock = match store.lock("daemon", Duration::from_secs(10)) {
-        Ok(l) => l,
+        Ok(l) => std::sync::Arc::new(l),
         Err(e) => return fail(&e),
     };
+    let index = match store.read_index() {
+        Ok(i) => i,
+        Err(e) => return fail(&e),
+    };
+    if let Err(e) = super::refuse_empty_source(&spec, &desired, &index, allow_empty) {
+        return fail(&e);
+    }
+    super::attach_store(&mut reconciler, &store, &index, Some(lock.clone()));
+    let lock = &*lock;
     reconciler.sole_writer = true;
     let git = cx.settings.git_options(&cx.state_dir);
     println!(
-        "drover daemon: watching {}, resync every {}s, node grace {}s",
+        "drover daemon: project {}, watching {}, resync every {}s, node grace {}s",
+        cx.project,
         spec.describe(),
         resync.as_secs(),
         node_grace.as_secs()
@@ -113,6 +126,7 @@ pub fn run(
         let mut tick = tokio::time::interval(resync);
         let mut source_changed = false;
         let mut rounds = 0u64;
+        let mut last_left_alone = Default::default();
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -127,7 +141,19 @@ pub fn run(
             }
             if source_changed {
                 source_changed = false;
-                match load_desired(cx, &spec) {
+                let loaded = load_desired(cx, &spec).and_then(|(d, c)| {
+                    let index = store.read_index().map_err(|e| {
+                        LoadError::Source(drover::source::SourceError::Io {
+                            path: store.dir().join("state.json").display().to_string(),
+                            source: std::io::Error::other(e.to_string()),
+                        })
+                    })?;
+                    match super::refuse_empty_source(&spec, &d, &index, allow_empty) {
+                        Ok(()) => Ok((d, c)),
+                        Err(e) => Err(LoadError::Refused(e)),
+                    }
+                });
+                match loaded {
                     Ok((d, c)) => {
                         if c != commit {
                             println!("source at {}", c.as_deref().unwrap_or("-"));
@@ -146,6 +172,9 @@ pub fn run(
                     Err(LoadError::Source(e)) => {
                         eprintln!("drover: error: {e}; keeping the last valid state")
                     }
+                    Err(LoadError::Refused(e)) => {
+                        eprintln!("drover: error: {e}; keeping the last valid state")
+                    }
                 }
             }
             let started = Instant::now();
@@ -153,6 +182,15 @@ pub fn run(
             rounds += 1;
             for e in &round.unobserved {
                 eprintln!("drover: {e}");
+            }
+            if let Some(e) = &round.error {
+                eprintln!("drover: error: {e}");
+            }
+            // Said when it changes, not every round.
+            let left_alone = (round.unowned.clone(), round.unclaimed.clone());
+            if left_alone != last_left_alone {
+                super::apply::report_left_alone(&round);
+                last_left_alone = left_alone;
             }
             for a in &round.done {
                 println!("{}", describe(a).1);
@@ -166,13 +204,18 @@ pub fn run(
                     started.elapsed().as_secs_f64() * 1e3
                 );
             }
-            *status.lock().expect("status") =
-                status_document(&spec.describe(), commit.as_deref(), rounds, &round);
-            if let Err(e) = super::record_observation(&store, &lock, &round.observation()) {
+            *status.lock().expect("status") = status_document(
+                &cx.project,
+                &spec.describe(),
+                commit.as_deref(),
+                rounds,
+                &round,
+            );
+            if let Err(e) = super::record_observation(&store, lock, &round.observation()) {
                 eprintln!("drover: error: {e}");
             }
             if round.converged() {
-                if let Err(e) = super::record(&store, &lock, &desired, true) {
+                if let Err(e) = super::record(&store, lock, &desired, true) {
                     eprintln!("drover: error: {e}");
                 }
             } else if round.planned > 0 || round.pending {

@@ -83,8 +83,19 @@ impl PodReport {
     }
 }
 
-fn pod_report(desired: &DesiredState, seen: &Observation, live: bool) -> PodReport {
-    let plan = drover::plan::pods::plan(desired, &seen.pods, &seen.minions);
+fn pod_report(
+    desired: &DesiredState,
+    seen: &Observation,
+    index: &drover::store::Index,
+    live: bool,
+) -> PodReport {
+    let inventory = drover::plan::inventory::Inventory::from_index(index);
+    let plan = drover::plan::pods::plan_with(
+        desired,
+        &seen.pods,
+        &seen.minions,
+        drover::plan::pods::Prune::Owned(&inventory),
+    );
     PodReport {
         live,
         minions: seen.minions.len(),
@@ -105,11 +116,19 @@ fn pod_report(desired: &DesiredState, seen: &Observation, live: bool) -> PodRepo
                     minion,
                     reason: None,
                 },
-                Action::DeletePod { minion, id, reason } => PodAction {
+                Action::DeletePod {
+                    minion, id, reason, ..
+                } => PodAction {
                     action: "delete",
                     pod: id,
                     minion,
                     reason: Some(reason),
+                },
+                Action::DeleteVolumes { minion, pod, .. } => PodAction {
+                    action: "deleteVolumes",
+                    pod,
+                    minion,
+                    reason: Some("the pod is gone".into()),
                 },
             })
             .collect(),
@@ -143,7 +162,10 @@ fn observation(
         Err(e) => return Err(e.to_string()),
     };
     let minions = super::minions(cx, Some(desired))?;
-    let (mut seen, errors) = super::runtime().block_on(drover::daemon::observe_all(&minions));
+    let (mut seen, errors) = super::runtime().block_on(drover::daemon::observe_all(
+        &minions,
+        &super::adoptable(index),
+    ));
     for e in &errors {
         eprintln!("drover: warning: {e}; using the pods last seen there");
     }
@@ -183,7 +205,7 @@ pub fn run(cx: &Context, args: &SourceArgs, output: DiffOutput, live: bool) -> E
     let summary = Summary::of(changes.iter().map(|c| &c.action));
     let pods = match observation(cx, &store, &index, &desired, live) {
         Ok(seen) if seen.is_empty() => None,
-        Ok(seen) => Some(pod_report(&desired, &seen, live)),
+        Ok(seen) => Some(pod_report(&desired, &seen, &index, live)),
         Err(e) => return super::fail(&e),
     };
     let in_sync = summary.is_empty() && pods.as_ref().is_none_or(PodReport::in_sync);

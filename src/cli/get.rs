@@ -36,7 +36,14 @@ fn observe(cx: &Context) -> Result<World, String> {
     let spec = cx.settings.source(None, None, None);
     let desired = super::load_desired(cx, &spec).ok().map(|(d, _)| d);
     let minions = super::minions(cx, desired.as_ref())?;
-    let (seen, errors) = super::runtime().block_on(drover::daemon::observe_all(&minions));
+    // What this project's store recorded decides which pods of an older drover are its own.
+    let index = drover::store::Store::new(&cx.state_dir)
+        .read_index()
+        .map_err(|e| e.to_string())?;
+    let (seen, errors) = super::runtime().block_on(drover::daemon::observe_all(
+        &minions,
+        &super::adoptable(&index),
+    ));
     Ok(World {
         desired,
         minions,
@@ -241,7 +248,7 @@ pub fn describe(cx: &Context, kind: &str, name: &str) -> ExitCode {
                     );
                     // The list call gives the state; inspect adds when and how often.
                     let Some(minion) = minion else { continue };
-                    let name = drover::minion::pods::container_name(&p.id, &c.name);
+                    let name = drover::minion::pods::name_in(&cx.project, p, &c.name);
                     let inspected = runtime.block_on(minion.inspect_container(&name));
                     match inspected {
                         Ok(info) => {
@@ -345,20 +352,7 @@ pub fn logs(cx: &Context, pod: &str, container: Option<&str>, follow: bool) -> E
     };
     let runtime = super::runtime();
     let result: Result<(), String> = runtime.block_on(async {
-        let containers = minion
-            .list_containers(&[(drover::minion::pods::LABEL_POD, pod)])
-            .await
-            .map_err(|e| e.to_string())?;
-        let names: Vec<String> = containers
-            .iter()
-            .filter_map(|c| {
-                c.labels
-                    .as_ref()?
-                    .get(drover::minion::pods::LABEL_CONTAINER)
-                    .cloned()
-            })
-            .filter(|n| n != "infra")
-            .collect();
+        let names: Vec<String> = p.containers.iter().map(|c| c.name.clone()).collect();
         let chosen = match container {
             Some(c) if names.iter().any(|n| n == c) => c.to_string(),
             Some(c) => {
@@ -375,8 +369,10 @@ pub fn logs(cx: &Context, pod: &str, container: Option<&str>, follow: bool) -> E
                 ))
             }
         };
-        let mut stream =
-            Box::pin(minion.logs(&drover::minion::pods::container_name(pod, &chosen), follow));
+        let mut stream = Box::pin(minion.logs(
+            &drover::minion::pods::name_in(&cx.project, p, &chosen),
+            follow,
+        ));
         let mut out = std::io::stdout();
         while let Some(chunk) = stream.next().await {
             let text = chunk.map_err(|e| e.to_string())?;

@@ -18,7 +18,7 @@ pub fn specs(cx: &Context) -> Result<Vec<MinionSpec>, String> {
     let desired = match super::load_desired(cx, &spec) {
         Ok((d, _)) => Some(d),
         // No source is fine for looking at minions; a broken one is worth a word.
-        Err(super::LoadError::Source(_)) => None,
+        Err(super::LoadError::Source(_) | super::LoadError::Refused(_)) => None,
         Err(super::LoadError::Invalid(d)) => {
             eprintln!(
                 "drover: warning: {} has {} invalid manifest(s); showing configured minions only",
@@ -28,7 +28,7 @@ pub fn specs(cx: &Context) -> Result<Vec<MinionSpec>, String> {
             None
         }
     };
-    minion_specs(&cx.settings, desired.as_ref())
+    minion_specs(&cx.settings, &cx.project, desired.as_ref())
 }
 
 pub fn get(cx: &Context, name: Option<&str>, output: GetOutput) -> ExitCode {
@@ -84,6 +84,7 @@ fn table(statuses: &[MinionStatus], wide: bool) -> std::io::Result<()> {
     .map(String::from)
     .collect::<Vec<_>>()];
     if wide {
+        rows[0].push("PROJECT".into());
         rows[0].push("LAST ERROR".into());
     }
     for s in statuses {
@@ -111,6 +112,7 @@ fn table(statuses: &[MinionStatus], wide: bool) -> std::io::Result<()> {
             },
         ];
         if wide {
+            row.push(s.project.clone());
             row.push(s.health.last_error.clone().unwrap_or_else(|| "-".into()));
         }
         rows.push(row);

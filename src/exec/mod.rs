@@ -38,10 +38,8 @@ pub async fn execute(
 ) -> Outcome {
     progress.started(plan.actions.len());
     let mut outcome = Outcome::default();
-    let (deletes, creates): (Vec<&Action>, Vec<&Action>) = plan
-        .actions
-        .iter()
-        .partition(|a| matches!(a, Action::DeletePod { .. }));
+    let (deletes, creates): (Vec<&Action>, Vec<&Action>) =
+        plan.actions.iter().partition(|a| a.is_deletion());
     for batch in [deletes, creates] {
         let limit = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
         let mut tasks = tokio::task::JoinSet::new();
@@ -58,7 +56,8 @@ pub async fn execute(
             tasks.spawn(async move {
                 let _permit = limit.acquire_owned().await.expect("semaphore open");
                 let result = match &action {
-                    Action::DeletePod { id, .. } => minion.delete_pod(id).await,
+                    Action::DeletePod { id, legacy, .. } => minion.delete_pod(id, *legacy).await,
+                    Action::DeleteVolumes { volumes, .. } => minion.delete_volumes(volumes).await,
                     Action::CreatePod { pod, .. } => {
                         minion.create_pod(pod, &[], &*credentials).await
                     }
@@ -89,8 +88,20 @@ pub fn describe(action: &Action) -> (String, String) {
         Action::CreatePod { minion, pod } => {
             (minion.clone(), format!("+ pod {} on {minion}", pod.id))
         }
-        Action::DeletePod { minion, id, reason } => {
-            (minion.clone(), format!("- pod {id} on {minion} ({reason})"))
-        }
+        Action::DeletePod {
+            minion, id, reason, ..
+        } => (minion.clone(), format!("- pod {id} on {minion} ({reason})")),
+        Action::DeleteVolumes {
+            minion,
+            pod,
+            volumes,
+        } => (
+            minion.clone(),
+            format!(
+                "- volume{} {} on {minion} (pod {pod} is gone)",
+                if volumes.len() == 1 { "" } else { "s" },
+                volumes.join(", ")
+            ),
+        ),
     }
 }

@@ -23,6 +23,9 @@ use std::time::{Duration, SystemTime};
 /// The label every container drover makes carries; drover never touches a container without it.
 pub const LABEL_MANAGED_BY: &str = "io.drover.managed-by";
 pub const MANAGED_BY: &str = "drover";
+/// The project that made a container or volume: only that project observes, changes or
+/// removes it (design.md, safety rules).
+pub const LABEL_PROJECT: &str = "io.drover.project";
 
 pub const DEFAULT_DOCKER_SOCKET: &str = "/var/run/docker.sock";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -79,6 +82,8 @@ pub struct MinionSpec {
     pub labels: Labels,
     /// Configured capacity; missing parts are read from Docker.
     pub capacity: Capacity,
+    /// The project this drover acts for: it sees and touches only that project's containers.
+    pub project: String,
 }
 
 /// The minions drover drives: `[[minions]]` of the config, plus Minion manifests of the source
@@ -87,6 +92,7 @@ pub struct MinionSpec {
 /// defaults). No minions at all: one local minion on the local Docker socket.
 pub fn minion_specs(
     settings: &Settings,
+    project: &str,
     desired: Option<&DesiredState>,
 ) -> Result<Vec<MinionSpec>, String> {
     let c = &settings.config;
@@ -171,6 +177,7 @@ pub fn minion_specs(
                     memory: c.memory,
                 })
                 .unwrap_or_default(),
+            project: project.to_string(),
         });
     }
     if let Some(desired) = desired {
@@ -199,6 +206,7 @@ pub fn minion_specs(
                     publish_address: minion.id.clone(),
                     labels: minion.labels.clone(),
                     capacity: minion.resources.capacity,
+                    project: project.to_string(),
                 }),
             }
         }
@@ -212,6 +220,7 @@ pub fn minion_specs(
             publish_address: "127.0.0.1".into(),
             labels: Labels::new(),
             capacity: Capacity::default(),
+            project: project.to_string(),
         });
     }
     Ok(specs)

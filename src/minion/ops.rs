@@ -23,7 +23,9 @@ pub struct MinionStatus {
     /// Configured capacity, with what is missing read from Docker.
     pub capacity: Capacity,
     pub labels: crate::model::Labels,
-    /// Containers drover manages there.
+    /// The project drover acts for; `managed_containers` counts only its containers.
+    pub project: String,
+    /// Containers of this project there.
     pub managed_containers: Option<usize>,
 }
 
@@ -228,7 +230,14 @@ impl Minion {
             None => self.spec.capacity,
         };
         let managed = match version {
-            Some(_) => self.list_managed().await.ok().map(|c| c.len()),
+            Some(_) => self
+                .list_containers(&[
+                    (LABEL_MANAGED_BY, MANAGED_BY),
+                    (super::LABEL_PROJECT, self.spec.project.as_str()),
+                ])
+                .await
+                .ok()
+                .map(|c| c.len()),
             None => None,
         };
         MinionStatus {
@@ -238,6 +247,7 @@ impl Minion {
             docker_version: version,
             capacity,
             labels: self.spec.labels.clone(),
+            project: self.spec.project.clone(),
             managed_containers: managed,
         }
     }

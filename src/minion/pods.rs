@@ -3,14 +3,20 @@
 //! per manifest container joined to it (`container:<infra>`), so all share one IP and port
 //! space. emptyDir volumes are Docker volumes made per pod and removed with it.
 //!
-//! Names are deterministic (`drover_<pod>_<container>`) and every container carries labels that
-//! describe its pod, so the observed state is rebuilt from the minion alone and a re-run after a
-//! crash finds what it already made instead of making it twice.
+//! Names are deterministic (`drover_<project>_<pod>_<container>`) and every container carries
+//! labels that describe its pod and its project, so the observed state is rebuilt from the
+//! minion alone and a re-run after a crash finds what it already made instead of making it
+//! twice.
+//!
+//! A drover sees only its own project's containers and volumes. Containers drover made before
+//! projects existed (no project label, named `drover_<pod>_<container>`) are this project's
+//! only when its store recorded their pod (`adopt`); anything else on the minion — other
+//! projects' pods, containers drover did not make — is never changed, only counted as `Taken`.
 
-use super::{pause, Minion, MinionError};
+use super::{pause, Minion, MinionError, LABEL_MANAGED_BY, LABEL_PROJECT, MANAGED_BY};
 use crate::model::{Protocol, RestartPolicy, VolumeSource};
 use crate::plan::pods::{phase_of, ContainerState, ContainerStatus, ObservedPod, Phase, PodSpec};
-use crate::plan::scheduler::PodRequest;
+use crate::plan::scheduler::{PodRequest, Taken};
 use bollard::models::{
     ContainerCreateBody, ContainerSummaryStateEnum, HostConfig, PortBinding, RestartPolicyNameEnum,
 };
@@ -26,12 +32,51 @@ pub const LABEL_REQUEST: &str = "io.drover.request";
 pub const LABEL_CONTAINERS: &str = "io.drover.containers";
 const INFRA: &str = "infra";
 
-pub fn container_name(pod: &str, container: &str) -> String {
-    format!("drover_{pod}_{container}")
+pub fn container_name(project: &str, pod: &str, container: &str) -> String {
+    format!("drover_{project}_{pod}_{container}")
 }
 
-fn volume_name(pod: &str, volume: &str) -> String {
-    format!("drover_{pod}_{volume}")
+/// The Docker name of an observed pod's container: a pod adopted from a drover from before
+/// projects kept its old name.
+pub fn name_in(project: &str, pod: &ObservedPod, container: &str) -> String {
+    if pod.legacy {
+        format!("drover_{}_{container}", pod.id)
+    } else {
+        container_name(project, &pod.id, container)
+    }
+}
+
+fn volume_name(project: &str, pod: &str, volume: &str) -> String {
+    format!("drover_{project}_{pod}_{volume}")
+}
+
+/// What one minion holds for this project, and what it holds for others.
+#[derive(Debug, Default)]
+pub struct MinionObservation {
+    /// This project's pods (and adopted pods of a drover from before projects).
+    pub pods: Vec<ObservedPod>,
+    /// Capacity and host ports others use there.
+    pub taken: Taken,
+    /// Pods drover made before projects existed that this project's store never recorded:
+    /// reported, never touched.
+    pub unclaimed: Vec<String>,
+    /// This project's emptyDir volumes: (pod, volume name).
+    pub volumes: Vec<(String, String)>,
+}
+
+fn label<'a>(c: &'a bollard::models::ContainerSummary, key: &str) -> Option<&'a str> {
+    c.labels.as_ref()?.get(key).map(String::as_str)
+}
+
+fn is_running(c: &bollard::models::ContainerSummary) -> bool {
+    matches!(
+        c.state,
+        Some(ContainerSummaryStateEnum::RUNNING | ContainerSummaryStateEnum::RESTARTING)
+    )
+}
+
+fn is_not_found(e: &MinionError) -> bool {
+    e.message.contains("404") || e.message.contains("No such")
 }
 
 /// Docker CPU shares from thousandths of a core (1024 shares per core, at least 2).
@@ -82,6 +127,7 @@ impl Minion {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
             l.insert(LABEL_POD.into(), pod.id.clone());
+            l.insert(LABEL_PROJECT.into(), self.spec.project.clone());
             l.insert(LABEL_HASH.into(), pod.template_hash.clone());
             l.insert(LABEL_CONTAINER.into(), container.into());
             l.insert(LABEL_REQUEST.into(), request.clone());
@@ -121,7 +167,8 @@ impl Minion {
                 );
             }
         }
-        let infra_name = container_name(&pod.id, INFRA);
+        let project = self.spec.project.as_str();
+        let infra_name = container_name(project, &pod.id, INFRA);
         let infra = ContainerCreateBody {
             image: Some(pause::IMAGE.into()),
             cmd: Some(vec!["/pause".into()]),
@@ -142,18 +189,20 @@ impl Minion {
             .await
             .or_else(already_started)?;
 
-        let volumes: BTreeMap<&str, String> = pod
-            .manifest
-            .volumes
-            .iter()
-            .map(|v| {
-                let source = match &v.source {
-                    VolumeSource::EmptyDir {} => volume_name(&pod.id, &v.name),
-                    VolumeSource::HostDir { path } => path.clone(),
-                };
-                (v.name.as_str(), source)
-            })
-            .collect();
+        let mut volumes: BTreeMap<&str, String> = BTreeMap::new();
+        for v in &pod.manifest.volumes {
+            let source = match &v.source {
+                VolumeSource::EmptyDir {} => {
+                    // Made here with labels, not implicitly by a bind, so it can be found and
+                    // removed with its pod, whatever happened to its containers.
+                    let name = volume_name(project, &pod.id, &v.name);
+                    self.create_volume(&name, &pod.id).await?;
+                    name
+                }
+                VolumeSource::HostDir { path } => path.clone(),
+            };
+            volumes.insert(v.name.as_str(), source);
+        }
         for c in &pod.manifest.containers {
             let binds: Vec<String> = c
                 .volume_mounts
@@ -193,7 +242,7 @@ impl Minion {
                 ..Default::default()
             };
             let id = self
-                .create_or_find(&container_name(&pod.id, &c.name), body)
+                .create_or_find(&container_name(project, &pod.id, &c.name), body)
                 .await?;
             self.start_container(&id).await.or_else(already_started)?;
         }
@@ -217,60 +266,184 @@ impl Minion {
         }
     }
 
-    /// Removes every container of a pod, then its emptyDir volumes.
-    pub async fn delete_pod(&self, pod_id: &str) -> Result<(), MinionError> {
-        let containers = self.list_containers(&[(LABEL_POD, pod_id)]).await?;
-        // App containers first, the infra container (their network) last.
-        let mut ordered: Vec<_> = containers.iter().collect();
-        ordered.sort_by_key(|c| {
-            c.labels
-                .as_ref()
-                .and_then(|l| l.get(LABEL_CONTAINER))
-                .is_some_and(|n| n == INFRA)
-        });
-        for c in ordered {
-            if let Some(id) = &c.id {
-                match self.remove_container(id).await {
-                    Ok(()) => {}
-                    Err(e)
-                        if e.message.contains("404") || e.message.contains("No such container") => {
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
+    /// Makes an emptyDir volume carrying drover's labels (project, pod). Idempotent.
+    async fn create_volume(&self, name: &str, pod: &str) -> Result<(), MinionError> {
+        let labels: HashMap<String, String> = [
+            (LABEL_MANAGED_BY, MANAGED_BY),
+            (LABEL_PROJECT, self.spec.project.as_str()),
+            (LABEL_POD, pod),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let options = bollard::models::VolumeCreateRequest {
+            name: Some(name.to_string()),
+            labels: Some(labels),
+            ..Default::default()
+        };
+        self.call(self.docker().create_volume(options)).await?;
+        Ok(())
+    }
+
+    /// This project's emptyDir volumes on the minion, optionally of one pod: (pod, name).
+    async fn project_volumes(
+        &self,
+        pod: Option<&str>,
+    ) -> Result<Vec<(String, String)>, MinionError> {
+        let mut wanted = vec![
+            format!("{LABEL_MANAGED_BY}={MANAGED_BY}"),
+            format!("{LABEL_PROJECT}={}", self.spec.project),
+        ];
+        if let Some(pod) = pod {
+            wanted.push(format!("{LABEL_POD}={pod}"));
         }
-        let filters: HashMap<&str, Vec<String>> =
-            [("name", vec![format!("drover_{pod_id}_")])].into();
+        let filters: HashMap<&str, Vec<String>> = [("label", wanted)].into();
         let options = bollard::query_parameters::ListVolumesOptionsBuilder::new()
             .filters(&filters)
             .build();
-        let volumes = self.call(self.docker().list_volumes(Some(options))).await?;
-        for v in volumes.volumes.unwrap_or_default() {
-            if v.name.starts_with(&format!("drover_{pod_id}_")) {
-                let _ = self
-                    .docker()
-                    .remove_volume(
-                        &v.name,
+        let listed = self.call(self.docker().list_volumes(Some(options))).await?;
+        Ok(listed
+            .volumes
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|v| v.labels.get(LABEL_PROJECT) == Some(&self.spec.project))
+            .filter_map(|v| Some((v.labels.get(LABEL_POD)?.clone(), v.name)))
+            .collect())
+    }
+
+    /// Removes volumes; one already gone is fine.
+    pub async fn delete_volumes(&self, names: &[String]) -> Result<(), MinionError> {
+        for name in names {
+            let removed = self
+                .call(
+                    self.docker().remove_volume(
+                        name,
                         None::<bollard::query_parameters::RemoveVolumeOptions>,
-                    )
-                    .await;
+                    ),
+                )
+                .await;
+            match removed {
+                Err(e) if !is_not_found(&e) => return Err(e),
+                _ => {}
             }
         }
         Ok(())
     }
 
-    /// The pods drover runs on this minion, rebuilt from container labels and states.
-    pub async fn observe_pods(&self) -> Result<Vec<ObservedPod>, MinionError> {
-        let containers = self.list_managed().await?;
-        let mut pods: BTreeMap<String, Vec<&bollard::models::ContainerSummary>> = BTreeMap::new();
-        for c in &containers {
-            if let Some(pod) = c.labels.as_ref().and_then(|l| l.get(LABEL_POD)) {
-                pods.entry(pod.clone()).or_default().push(c);
+    /// Removes every container of one of this project's pods, then its emptyDir volumes.
+    /// `legacy`: the pod was made before projects (no project label; adopted by this one).
+    pub async fn delete_pod(&self, pod_id: &str, legacy: bool) -> Result<(), MinionError> {
+        let listed = self.list_containers(&[(LABEL_POD, pod_id)]).await?;
+        let ours = |c: &&bollard::models::ContainerSummary| match label(c, LABEL_PROJECT) {
+            Some(p) => !legacy && p == self.spec.project,
+            None => legacy && label(c, LABEL_MANAGED_BY) == Some(MANAGED_BY),
+        };
+        // App containers first, the infra container (their network) last.
+        let mut ordered: Vec<_> = listed.iter().filter(ours).collect();
+        ordered.sort_by_key(|c| label(c, LABEL_CONTAINER) == Some(INFRA));
+        for c in ordered {
+            if let Some(id) = &c.id {
+                match self.remove_container(id).await {
+                    Err(e) if !is_not_found(&e) => return Err(e),
+                    _ => {}
+                }
             }
         }
-        Ok(pods
+        let volumes: Vec<String> = if legacy {
+            // Made implicitly by Docker (no labels), named after the pod.
+            let prefix = format!("drover_{pod_id}_");
+            let listed = self
+                .call(
+                    self.docker()
+                        .list_volumes(None::<bollard::query_parameters::ListVolumesOptions>),
+                )
+                .await?;
+            listed
+                .volumes
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|v| v.name.starts_with(&prefix) && !v.labels.contains_key(LABEL_PROJECT))
+                .map(|v| v.name)
+                .collect()
+        } else {
+            self.project_volumes(Some(pod_id))
+                .await?
+                .into_iter()
+                .map(|(_, name)| name)
+                .collect()
+        };
+        self.delete_volumes(&volumes).await
+    }
+
+    /// The pods this project runs on the minion, rebuilt from container labels and states,
+    /// and what others use there. `adopt` says which pods made before projects (no project
+    /// label) this project's store recorded. One list call for containers, one for volumes.
+    pub async fn observe_project(
+        &self,
+        adopt: &(dyn Fn(&str) -> bool + Send + Sync),
+    ) -> Result<MinionObservation, MinionError> {
+        let (containers, volumes) =
+            futures_util::future::try_join(self.list_containers(&[]), self.project_volumes(None))
+                .await?;
+        let mut seen = MinionObservation {
+            volumes,
+            ..Default::default()
+        };
+        let mut pods: BTreeMap<(String, bool), Vec<&bollard::models::ContainerSummary>> =
+            BTreeMap::new();
+        // Other projects' pods, counted once each: (project, pod) -> request.
+        let mut foreign: BTreeMap<(&str, &str), RequestLabel> = BTreeMap::new();
+        let mut unclaimed = std::collections::BTreeSet::new();
+        for c in &containers {
+            let drover = label(c, LABEL_MANAGED_BY) == Some(MANAGED_BY);
+            let pod = label(c, LABEL_POD);
+            let project = label(c, LABEL_PROJECT);
+            match (drover, pod, project) {
+                (true, Some(pod), Some(p)) if p == self.spec.project => {
+                    pods.entry((pod.to_string(), false)).or_default().push(c)
+                }
+                (true, Some(pod), None) if adopt(pod) => {
+                    pods.entry((pod.to_string(), true)).or_default().push(c)
+                }
+                (true, Some(pod), project) => {
+                    if project.is_none() {
+                        unclaimed.insert(pod.to_string());
+                    }
+                    if is_running(c) {
+                        let request = label(c, LABEL_REQUEST)
+                            .and_then(|r| serde_json::from_str(r).ok())
+                            .unwrap_or_default();
+                        foreign
+                            .entry((project.unwrap_or(""), pod))
+                            .or_insert(request);
+                    }
+                }
+                _ if is_running(c) => {
+                    // Not a pod of drover's: only its published ports are known.
+                    for p in c.ports.iter().flatten() {
+                        if let Some(public) = p.public_port {
+                            let protocol = match p.typ {
+                                Some(bollard::models::PortSummaryTypeEnum::UDP) => Protocol::UDP,
+                                _ => Protocol::TCP,
+                            };
+                            seen.taken.host_ports.push((public, protocol));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        for request in foreign.into_values() {
+            seen.taken.cpu += request.cpu;
+            seen.taken.memory += request.memory;
+            seen.taken.host_ports.extend(request.host_ports);
+        }
+        seen.taken.host_ports.sort();
+        seen.taken.host_ports.dedup();
+        seen.unclaimed = unclaimed.into_iter().collect();
+        seen.pods = pods
             .into_iter()
-            .map(|(id, cs)| {
+            .map(|((id, legacy), cs)| {
                 let labels = cs[0].labels.clone().unwrap_or_default();
                 let request: RequestLabel = labels
                     .get(LABEL_REQUEST)
@@ -343,9 +516,11 @@ impl Minion {
                             .map(String::as_str)
                             .unwrap_or_default(),
                     )),
+                    legacy,
                 }
             })
-            .collect())
+            .collect();
+        Ok(seen)
     }
 }
 

@@ -70,6 +70,7 @@ mod tests {
             phase: Phase::Running,
             created: 1,
             request: PodRequest::default(),
+            legacy: false,
         }
     }
 

@@ -148,6 +148,7 @@ mod tests {
             ready,
             labels: Default::default(),
             capacity: Default::default(),
+            taken: Default::default(),
         }
     }
 
@@ -166,6 +167,7 @@ mod tests {
             }],
             created: 7,
             request: Default::default(),
+            legacy: false,
         }
     }
 

@@ -8,6 +8,7 @@
 //! A changed RC template rolls out one pod at a time: one new pod is added, and only when every
 //! new pod is Running does an old one go, so the service never drops below `replicas`.
 
+use super::inventory::{owner_of, Inventory};
 use super::scheduler::{MinionView, PodRequest, Scheduler};
 use crate::model::{ContainerManifest, DesiredState, Labels, Object, RestartPolicy};
 use serde::{Deserialize, Serialize};
@@ -80,6 +81,10 @@ pub struct ObservedPod {
     /// Creation order (e.g. a timestamp); larger is newer.
     pub created: u64,
     pub request: PodRequest,
+    /// Made by a drover from before projects (no project label) and adopted because this
+    /// project's store recorded it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub legacy: bool,
 }
 
 impl ObservedPod {
@@ -166,7 +171,24 @@ pub enum Action {
         minion: String,
         id: String,
         reason: String,
+        /// The pod's containers carry no project label (`ObservedPod::legacy`).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        legacy: bool,
     },
+    /// emptyDir volumes of this project left without their pod (its containers removed by
+    /// hand, or a pod deleted by a drover killed half-way).
+    DeleteVolumes {
+        minion: String,
+        pod: String,
+        volumes: Vec<String>,
+    },
+}
+
+impl Action {
+    /// Deletions run before creations (they free ports and capacity).
+    pub fn is_deletion(&self) -> bool {
+        !matches!(self, Action::CreatePod { .. })
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -175,6 +197,18 @@ pub struct Plan {
     pub actions: Vec<Action>,
     /// Pods that could not be placed, with the reason (they stay Pending).
     pub unschedulable: Vec<(String, String)>,
+    /// Pods of objects that are not in the source and not in this project's inventory: left
+    /// alone, with the reason.
+    pub unowned: Vec<(String, String)>,
+}
+
+/// Whether pods of objects that left the source are deleted.
+#[derive(Debug, Clone, Copy)]
+pub enum Prune<'a> {
+    /// Kept running (`--no-prune`); they still count against their minion.
+    Off,
+    /// Deleted when their object is in the project's inventory; reported otherwise.
+    Owned(&'a Inventory),
 }
 
 impl Plan {
@@ -220,19 +254,44 @@ fn deletion_order(pods: &mut [&ObservedPod]) {
     });
 }
 
-/// Plans with pruning: pods whose Pod or RC left the source are deleted.
+/// Plans with pruning, every observed pod's object counted as owned: pods whose Pod or RC
+/// left the source are deleted.
 pub fn plan(desired: &DesiredState, observed: &[ObservedPod], minions: &[MinionView]) -> Plan {
-    plan_with(desired, observed, minions, true)
+    let inventory = Inventory::of_pods(observed);
+    plan_with(desired, observed, minions, Prune::Owned(&inventory))
 }
 
-/// Plans; with `prune` false, pods whose Pod or RC left the source are kept running (and
-/// still count against their minion's capacity).
+/// Plans. Pods whose Pod or RC left the source are deleted only as `prune` allows; the rest
+/// keep running (and still count against their minion's capacity).
 pub fn plan_with(
     desired: &DesiredState,
     observed: &[ObservedPod],
     minions: &[MinionView],
-    prune: bool,
+    prune: Prune,
 ) -> Plan {
+    let mut unowned = Vec::new();
+    // Whether a pod whose object left the source goes: only if this project made it.
+    let mut prunable = |p: &ObservedPod| match prune {
+        Prune::Off => false,
+        Prune::Owned(inventory) => {
+            let owner = owner_of(p.owner.as_deref(), &p.id);
+            let owned = inventory.contains(&owner);
+            if !owned {
+                unowned.push((
+                    p.id.clone(),
+                    format!(
+                        "{} {} is not in the source and was never applied by this project; left alone",
+                        match owner.kind {
+                            crate::model::Kind::ReplicationController => "replication controller",
+                            _ => "pod",
+                        },
+                        owner.id
+                    ),
+                ));
+            }
+            owned
+        }
+    };
     let ready: BTreeSet<&str> = minions
         .iter()
         .filter(|m| m.ready)
@@ -286,7 +345,7 @@ pub fn plan_with(
                 seen_explicit.insert(p.id.as_str());
             }
             Some(_) => deletes.push((p, "pod definition changed".into())),
-            None if prune => deletes.push((p, "pod no longer in the source".into())),
+            None if prunable(p) => deletes.push((p, "pod no longer in the source".into())),
             None => {}
         }
     }
@@ -307,7 +366,7 @@ pub fn plan_with(
         .collect();
     for p in observed.iter() {
         if let Some(owner) = &p.owner {
-            if prune && !rcs.contains_key(owner.as_str()) {
+            if !rcs.contains_key(owner.as_str()) && prunable(p) {
                 deletes.push((
                     p,
                     format!("replication controller {owner} no longer in the source"),
@@ -400,8 +459,12 @@ pub fn plan_with(
             minion: p.minion.clone(),
             id: p.id.clone(),
             reason,
+            legacy: p.legacy,
         });
     }
+    unowned.sort();
+    unowned.dedup();
+    plan.unowned = unowned;
     for pod in creates {
         match scheduler.place(&pod.request()) {
             Ok(minion) => plan.actions.push(Action::CreatePod { minion, pod }),
@@ -409,6 +472,38 @@ pub fn plan_with(
         }
     }
     plan
+}
+
+/// Deletions of this project's emptyDir volumes whose pod is not on their minion any more.
+/// `volumes` are (minion, pod, volume name) as listed by their labels.
+pub fn leftover_volumes(
+    observed: &[ObservedPod],
+    volumes: &[(String, String, String)],
+) -> Vec<Action> {
+    let live: BTreeSet<(&str, &str)> = observed
+        .iter()
+        .map(|p| (p.minion.as_str(), p.id.as_str()))
+        .collect();
+    let mut by_pod: BTreeMap<(&str, &str), Vec<String>> = BTreeMap::new();
+    for (minion, pod, volume) in volumes {
+        if !live.contains(&(minion.as_str(), pod.as_str())) {
+            by_pod
+                .entry((minion.as_str(), pod.as_str()))
+                .or_default()
+                .push(volume.clone());
+        }
+    }
+    by_pod
+        .into_iter()
+        .map(|((minion, pod), mut volumes)| {
+            volumes.sort();
+            Action::DeleteVolumes {
+                minion: minion.to_string(),
+                pod: pod.to_string(),
+                volumes,
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -23,6 +23,27 @@ pub struct MinionView {
     pub ready: bool,
     pub labels: Labels,
     pub capacity: Capacity,
+    /// What others use there (other projects' pods, containers drover did not make).
+    #[serde(default, skip_serializing_if = "Taken::is_empty")]
+    pub taken: Taken,
+}
+
+/// What a minion gives to others than this project: never changed by it, but counted against
+/// the minion's capacity and host ports so two projects never collide on a port or overcommit
+/// a minion. Containers drover did not make count only with their published ports (Docker's
+/// list call does not tell their limits).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Taken {
+    pub cpu: u64,
+    pub memory: u64,
+    pub host_ports: Vec<(u16, Protocol)>,
+}
+
+impl Taken {
+    pub fn is_empty(&self) -> bool {
+        *self == Taken::default()
+    }
 }
 
 /// What a pod asks of a minion.
@@ -43,6 +64,8 @@ struct MinionState {
     cpu: u64,
     memory: u64,
     ports: HashSet<(u16, Protocol)>,
+    /// Host ports others hold (`MinionView::taken`).
+    foreign_ports: HashSet<(u16, Protocol)>,
     groups: HashMap<String, u32>,
 }
 
@@ -69,6 +92,13 @@ impl MinionState {
         }
         if pod.host_ports.iter().any(|p| self.ports.contains(p)) {
             return Some("host port in use");
+        }
+        if pod
+            .host_ports
+            .iter()
+            .any(|p| self.foreign_ports.contains(p))
+        {
+            return Some("host port taken by another project or container");
         }
         if self
             .view
@@ -107,9 +137,10 @@ impl Scheduler {
             .into_iter()
             .map(|v| MinionState {
                 view: v.clone(),
-                cpu: 0,
-                memory: 0,
+                cpu: v.taken.cpu,
+                memory: v.taken.memory,
                 ports: HashSet::new(),
+                foreign_ports: v.taken.host_ports.iter().copied().collect(),
                 groups: HashMap::new(),
             })
             .collect();
@@ -117,7 +148,7 @@ impl Scheduler {
             .iter()
             .enumerate()
             .filter(|(_, m)| m.view.ready)
-            .map(|(i, _)| (0, i))
+            .map(|(i, m)| (m.load(0, 0), i))
             .collect();
         let not_ready = minions.iter().filter(|m| !m.view.ready).count();
         Scheduler {
@@ -230,6 +261,7 @@ mod tests {
             ready: true,
             labels: Labels::new(),
             capacity: Capacity { cpu, memory: None },
+            taken: Default::default(),
         }
     }
 

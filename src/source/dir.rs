@@ -34,6 +34,7 @@ pub fn read(root: &Path, subdir: Option<&str>) -> Result<Snapshot, SourceError> 
         root: canonical_root,
         visited: HashSet::new(),
         found: Vec::new(),
+        skipped: Vec::new(),
     };
     walk.dir(&top, &canonical_top)?;
     // Byte order of the path text: deterministic, and much cheaper than comparing components.
@@ -50,9 +51,12 @@ pub fn read(root: &Path, subdir: Option<&str>) -> Result<Snapshot, SourceError> 
     })
     .into_iter()
     .collect::<Result<Vec<_>, SourceError>>()?;
+    let mut skipped: Vec<String> = walk.skipped.iter().map(|p| display(p)).collect();
+    skipped.sort();
     Ok(Snapshot {
         files,
         commit: None,
+        skipped,
     })
 }
 
@@ -62,6 +66,8 @@ struct Walk {
     visited: HashSet<PathBuf>,
     /// (path as the user sees it, canonical path to read)
     found: Vec<(PathBuf, PathBuf)>,
+    /// Files that are not manifests (by name), as the user sees them.
+    skipped: Vec<PathBuf>,
 }
 
 impl Walk {
@@ -113,6 +119,8 @@ impl Walk {
                 self.dir(&shown_child, &real_child)?;
             } else if is_file && Format::of(name).is_some() {
                 self.found.push((shown_child, real_child));
+            } else if is_file {
+                self.skipped.push(shown_child);
             }
         }
         Ok(())

@@ -49,7 +49,7 @@ pub fn read(
         }
     };
     let prefix = subdir.map(|d| format!("{d}/")).unwrap_or_default();
-    let files =
+    let (files, skipped) =
         collect(&repository, &tree, &prefix, &commit_id).map_err(|message| SourceError::Git {
             repo: repo.to_string(),
             message,
@@ -57,6 +57,7 @@ pub fn read(
     Ok(Snapshot {
         files,
         commit: Some(commit_id),
+        skipped,
     })
 }
 
@@ -77,8 +78,9 @@ fn collect(
     tree: &Tree<'_>,
     prefix: &str,
     commit: &str,
-) -> Result<Vec<SourceFile>, String> {
+) -> Result<(Vec<SourceFile>, Vec<String>), String> {
     let mut files = Vec::new();
+    let mut skipped = Vec::new();
     let mut failure = None;
     tree.walk(TreeWalkMode::PreOrder, |dir, entry| {
         let Ok(name) = entry.name() else {
@@ -87,7 +89,11 @@ fn collect(
         if is_hidden(name) {
             return TreeWalkResult::Skip;
         }
-        if entry.kind() != Some(ObjectType::Blob) || Format::of(name).is_none() {
+        if entry.kind() != Some(ObjectType::Blob) {
+            return TreeWalkResult::Ok;
+        }
+        if Format::of(name).is_none() {
+            skipped.push(format!("{prefix}{dir}{name}"));
             return TreeWalkResult::Ok;
         }
         let path = format!("{prefix}{dir}{name}");
@@ -117,7 +123,8 @@ fn collect(
         return Err(f);
     }
     files.sort_by(|a, b| a.origin.file.cmp(&b.origin.file));
-    Ok(files)
+    skipped.sort();
+    Ok((files, skipped))
 }
 
 /// Opens a local repository, or brings the bare cache of a remote one up to date.

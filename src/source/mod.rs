@@ -72,6 +72,28 @@ pub fn is_url(s: &str) -> bool {
 pub struct Snapshot {
     pub files: Vec<SourceFile>,
     pub commit: Option<String>,
+    /// Files drover does not read (not hidden, not a manifest by name), so that a source
+    /// that reads as empty says why.
+    pub skipped: Vec<String>,
+}
+
+impl Snapshot {
+    /// `skipped 3 files: not *.json or *.toml (a.yaml, b.yaml, notes.txt)`, or nothing.
+    pub fn skipped_note(&self) -> Option<String> {
+        const SHOWN: usize = 5;
+        let n = self.skipped.len();
+        if n == 0 {
+            return None;
+        }
+        let mut names = self.skipped[..n.min(SHOWN)].join(", ");
+        if n > SHOWN {
+            names.push_str(&format!(", and {} more", n - SHOWN));
+        }
+        Some(format!(
+            "skipped {n} file{}: not *.json or *.toml ({names})",
+            if n == 1 { "" } else { "s" }
+        ))
+    }
 }
 
 #[derive(Debug, Error)]

@@ -44,15 +44,19 @@ pub enum Section {
     Applied,
     /// Pods and minions as last seen on the minions (rebuilt from their containers' labels).
     Observed,
+    /// The project's inventory: the objects whose pods it made, recorded before the first pod
+    /// of each is made; pruning touches only pods of these (`plan::inventory`).
+    Inventory,
 }
 
 impl Section {
-    pub const ALL: [Section; 2] = [Section::Applied, Section::Observed];
+    pub const ALL: [Section; 3] = [Section::Applied, Section::Observed, Section::Inventory];
 
     fn as_str(self) -> &'static str {
         match self {
             Section::Applied => "applied",
             Section::Observed => "observed",
+            Section::Inventory => "inventory",
         }
     }
 }
@@ -119,6 +123,9 @@ pub struct Index {
     pub applied: BTreeMap<ObjectKey, Entry>,
     #[serde(with = "keyed")]
     pub observed: BTreeMap<ObjectKey, Entry>,
+    /// Absent in stores written before projects existed: their applied objects stand in.
+    #[serde(with = "keyed", default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub inventory: BTreeMap<ObjectKey, Entry>,
 }
 
 impl Index {
@@ -126,6 +133,7 @@ impl Index {
         match section {
             Section::Applied => &self.applied,
             Section::Observed => &self.observed,
+            Section::Inventory => &self.inventory,
         }
     }
 
@@ -133,6 +141,7 @@ impl Index {
         match section {
             Section::Applied => &mut self.applied,
             Section::Observed => &mut self.observed,
+            Section::Inventory => &mut self.inventory,
         }
     }
 }
@@ -177,6 +186,7 @@ impl IndexV1 {
                 .map(|(k, e)| (k, Entry { v1_path: true, ..e }))
                 .collect(),
             observed: BTreeMap::new(),
+            inventory: BTreeMap::new(),
         }
     }
 }
@@ -235,6 +245,12 @@ impl Batch {
 
     pub fn delete(&mut self, section: Section, key: ObjectKey) {
         self.deletes.push((section, key));
+    }
+
+    /// Adds another batch's changes to this one.
+    pub fn extend(&mut self, other: Batch) {
+        self.puts.extend(other.puts);
+        self.deletes.extend(other.deletes);
     }
 
     pub fn is_empty(&self) -> bool {

@@ -91,7 +91,12 @@ impl Cluster {
     /// The minion specs of the testbed config, through the library.
     pub fn specs(&self) -> Vec<drover::minion::MinionSpec> {
         let settings = drover::config::Settings::load(Some(&self.config)).unwrap();
-        drover::minion::minion_specs(&settings, None).unwrap()
+        drover::minion::minion_specs(
+            &settings,
+            &settings.project(&settings.state_dir(None)).unwrap(),
+            None,
+        )
+        .unwrap()
     }
 
     pub fn minion(&self, name: &str) -> drover::minion::Minion {

@@ -76,6 +76,7 @@ fn minions(n: usize, cpu: Option<u64>) -> Vec<MinionView> {
             ready: true,
             labels: Labels::new(),
             capacity: Capacity { cpu, memory: None },
+            taken: Default::default(),
         })
         .collect()
 }
@@ -112,8 +113,10 @@ impl World {
                         phase: Phase::Pending,
                         created: self.clock,
                         request: pod.request(),
+                        legacy: false,
                     });
                 }
+                Action::DeleteVolumes { .. } => {}
             }
         }
     }
@@ -329,15 +332,98 @@ fn without_pruning_pods_that_left_the_source_keep_running() {
         &m,
     );
     let only_web = desired(vec![rc("web", 2, "a", 0)]);
-    assert!(plan_with(&only_web, &w.pods, &m, false).is_empty());
+    assert!(plan_with(&only_web, &w.pods, &m, Prune::Off).is_empty());
     assert_eq!(
         plan(&only_web, &w.pods, &m).actions.len(),
         1,
         "pruning deletes the solo pod"
     );
     assert_eq!(
-        plan_with(&desired(vec![]), &w.pods, &m, false),
+        plan_with(&desired(vec![]), &w.pods, &m, Prune::Off),
         Plan::default()
+    );
+}
+
+#[test]
+fn pruning_touches_only_pods_of_objects_in_the_inventory() {
+    let m = minions(2, None);
+    let mut w = World::default();
+    w.converge(
+        &desired(vec![rc("web", 2, "a", 0), pod("solo", "x", 0, None)]),
+        &m,
+    );
+    // The inventory holds the RC only: the solo pod was never applied by this project.
+    let mut inventory = Inventory::default();
+    inventory.extend([ObjectKey::new(Kind::ReplicationController, "web")]);
+    let p = plan_with(&desired(vec![]), &w.pods, &m, Prune::Owned(&inventory));
+    let deleted: BTreeSet<&str> = p
+        .actions
+        .iter()
+        .map(|a| match a {
+            Action::DeletePod { id, .. } => id.as_str(),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(deleted.len(), 2);
+    assert!(deleted.iter().all(|id| id.starts_with("web-")));
+    assert_eq!(p.unowned.len(), 1);
+    assert_eq!(p.unowned[0].0, "solo");
+    assert!(p.unowned[0].1.contains("never applied by this project"));
+    // An empty inventory prunes nothing at all.
+    let p = plan_with(
+        &desired(vec![]),
+        &w.pods,
+        &m,
+        Prune::Owned(&Inventory::default()),
+    );
+    assert!(p.is_empty());
+    assert_eq!(p.unowned.len(), 3);
+}
+
+#[test]
+fn other_projects_ports_and_capacity_are_taken() {
+    let mut m = minions(2, Some(1000));
+    m[0].taken = crate::plan::scheduler::Taken {
+        cpu: 900,
+        memory: 0,
+        host_ports: vec![],
+    };
+    m[1].taken = crate::plan::scheduler::Taken {
+        cpu: 0,
+        memory: 0,
+        host_ports: vec![(8080, Protocol::TCP)],
+    };
+    let d = desired(vec![pod("p", "x", 200, Some(8080))]);
+    let p = plan(&d, &[], &m);
+    assert!(p.actions.is_empty(), "{p:?}");
+    let reason = &p.unschedulable[0].1;
+    assert!(reason.contains("insufficient cpu"), "{reason}");
+    assert!(reason.contains("another project"), "{reason}");
+    // Without the port the pod fits on m1, next to the other project's.
+    let d = desired(vec![pod("p", "x", 200, None)]);
+    assert!(matches!(
+        &plan(&d, &[], &m).actions[..],
+        [Action::CreatePod { minion, .. }] if minion == "m1"
+    ));
+}
+
+#[test]
+fn volumes_without_their_pod_are_removed() {
+    let m = minions(1, None);
+    let mut w = World::default();
+    w.converge(&desired(vec![pod("keep", "x", 0, None)]), &m);
+    let volumes = vec![
+        ("m0".to_string(), "keep".to_string(), "v-keep".to_string()),
+        ("m0".to_string(), "gone".to_string(), "v2".to_string()),
+        ("m0".to_string(), "gone".to_string(), "v1".to_string()),
+    ];
+    assert_eq!(
+        leftover_volumes(&w.pods, &volumes),
+        vec![Action::DeleteVolumes {
+            minion: "m0".into(),
+            pod: "gone".into(),
+            volumes: vec!["v1".into(), "v2".into()],
+        }]
     );
 }
 
@@ -397,6 +483,7 @@ fn arb_minions() -> impl Strategy<Value = Vec<MinionView>> {
                 ready: true,
                 labels: Labels::new(),
                 capacity: Capacity { cpu, memory: None },
+                taken: Default::default(),
             })
             .collect()
     })
