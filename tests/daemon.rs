@@ -4,13 +4,13 @@
 //! ignores an invalid source, and stops cleanly on SIGTERM.
 
 mod common;
-use common::cluster::{cluster, disrupt, docker, testbed, Revive};
+use common::cluster::{disrupt, docker, of_project, project_dir, testbed, Revive};
 use common::*;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// (minion, container name) of every running web app container.
-fn web() -> Vec<(String, String)> {
+/// (minion, container name) of every running web app container of the project.
+fn web(project: &str) -> Vec<(String, String)> {
     let mut all = Vec::new();
     for m in ["m1", "m2", "m3"] {
         let names = docker(
@@ -19,6 +19,8 @@ fn web() -> Vec<(String, String)> {
                 "ps",
                 "--filter",
                 "label=io.drover.container=httpd",
+                "--filter",
+                &of_project(project),
                 "--format",
                 "{{.Names}}",
             ],
@@ -44,8 +46,7 @@ fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) -> Dura
     while !ok() {
         assert!(
             start.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}; web = {:?}",
-            web()
+            "timed out after {limit:?} waiting for {what}"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -54,16 +55,15 @@ fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) -> Dura
 
 #[test]
 fn the_daemon_converges_repairs_drift_and_handles_node_loss() {
-    let c = cluster();
     let _g = disrupt();
-    let t = TestDir::new();
+    let (t, p) = project_dir();
     t.copy_manifests("manifests");
-    t.write("drover.toml", &std::fs::read_to_string(&c.config).unwrap());
     let log = std::fs::File::create(t.join("daemon.log")).unwrap();
     let daemon = Command::new(env!("CARGO_BIN_EXE_drover"))
         .current_dir(t.path())
         .args([
             "daemon",
+            "--allow-empty",
             "--resync",
             "2",
             "--node-grace",
@@ -80,7 +80,7 @@ fn the_daemon_converges_repairs_drift_and_handles_node_loss() {
     let log = || std::fs::read_to_string(t.join("daemon.log")).unwrap_or_default();
 
     wait_until("2 web replicas", Duration::from_secs(30), || {
-        web().len() == 2
+        web(&p).len() == 2
     });
 
     // The status API reports the minions and pods of the last round.
@@ -141,12 +141,12 @@ fn the_daemon_converges_repairs_drift_and_handles_node_loss() {
     assert!(get("/nope").starts_with("HTTP/1.1 404"));
 
     // A container removed by hand comes back at the next resync.
-    let (m, name) = web()[0].clone();
+    let (m, name) = web(&p)[0].clone();
     docker(&m, &["rm", "-f", &name]);
     wait_until(
         "the removed replica to be replaced",
         Duration::from_secs(10),
-        || web().len() == 2 && !web().iter().any(|w| w.1 == name),
+        || web(&p).len() == 2 && !web(&p).iter().any(|w| w.1 == name),
     );
 
     // A saved edit is applied at once (the watch, not the resync).
@@ -157,7 +157,7 @@ fn the_daemon_converges_repairs_drift_and_handles_node_loss() {
     };
     edit("\"replicas\": 2", "\"replicas\": 3");
     let took = wait_until("the third replica", Duration::from_secs(10), || {
-        web().len() == 3
+        web(&p).len() == 3
     });
     eprintln!("file saved -> new replica running: {took:?}");
     assert!(took < Duration::from_secs(2), "took {took:?}");
@@ -183,14 +183,14 @@ fn the_daemon_converges_repairs_drift_and_handles_node_loss() {
     );
 
     // Node loss: m2's replicas run elsewhere within grace (3 s) + 15 s.
-    let on_m2 = web().iter().filter(|w| w.0 == "m2").count();
+    let on_m2 = web(&p).iter().filter(|w| w.0 == "m2").count();
     {
         let _revive = Revive(2);
         testbed(&["kill", "2"]);
         wait_until(
             "replacements for m2's replicas",
             Duration::from_secs(18),
-            || web().iter().filter(|w| w.0 != "m2").count() == 3,
+            || web(&p).iter().filter(|w| w.0 != "m2").count() == 3,
         );
         // The store says m2 is not Ready and still holds what was last seen there.
         wait_until(
@@ -220,12 +220,12 @@ fn the_daemon_converges_repairs_drift_and_handles_node_loss() {
     // m2 is back with its old replica: the surplus goes.
     if on_m2 > 0 {
         wait_until("the surplus to be removed", Duration::from_secs(20), || {
-            web().len() == 3
+            web(&p).len() == 3
         });
     }
 
     // An invalid source changes nothing.
-    let before = web();
+    let before = web(&p);
     t.write("manifests/broken.json", "{\"kind\": \"Pod\"");
     edit("\"replicas\": 3", "\"replicas\": 1");
     wait_until(
@@ -244,7 +244,7 @@ fn the_daemon_converges_repairs_drift_and_handles_node_loss() {
     wait_until("two more rounds", Duration::from_secs(10), || {
         round(&get("/status")) >= reported + 2
     });
-    assert_eq!(web(), before);
+    assert_eq!(web(&p), before);
 
     // Valid again and empty: everything is pruned.
     std::fs::remove_file(t.join("manifests/broken.json")).unwrap();
@@ -256,7 +256,7 @@ fn the_daemon_converges_repairs_drift_and_handles_node_loss() {
         "{\"kind\": \"List\", \"items\": []}",
     );
     wait_until("everything to be pruned", Duration::from_secs(15), || {
-        web().is_empty()
+        web(&p).is_empty()
     });
 
     // SIGTERM: a clean stop.
@@ -276,10 +276,8 @@ fn the_daemon_converges_repairs_drift_and_handles_node_loss() {
 
 #[test]
 fn a_bad_manifest_committed_to_a_watched_git_source_changes_nothing() {
-    let c = cluster();
     let _g = disrupt();
-    let t = TestDir::new();
-    t.write("drover.toml", &std::fs::read_to_string(&c.config).unwrap());
+    let (t, p) = project_dir();
     let repo = GitRepo::init(&t.join("repo"));
     t.copy_manifests("repo/deploy");
     repo.commit_all("app");
@@ -287,7 +285,15 @@ fn a_bad_manifest_committed_to_a_watched_git_source_changes_nothing() {
     let daemon = Command::new(env!("CARGO_BIN_EXE_drover"))
         .current_dir(t.path())
         .args([
-            "daemon", "repo", "--ref", "main", "--path", "deploy", "--resync", "2",
+            "daemon",
+            "repo",
+            "--ref",
+            "main",
+            "--path",
+            "deploy",
+            "--resync",
+            "2",
+            "--allow-empty",
         ])
         .stdout(log.try_clone().unwrap())
         .stderr(log)
@@ -297,7 +303,7 @@ fn a_bad_manifest_committed_to_a_watched_git_source_changes_nothing() {
     let daemon = KillOnDrop(daemon);
     let log = || std::fs::read_to_string(t.join("daemon.log")).unwrap_or_default();
     wait_until("2 web replicas", Duration::from_secs(30), || {
-        web().len() == 2
+        web(&p).len() == 2
     });
 
     // A commit that scales down *and* breaks a file: nothing may change.
@@ -320,13 +326,13 @@ fn a_bad_manifest_committed_to_a_watched_git_source_changes_nothing() {
         || log().contains("deploy/broken.json:1:27: id: expected a string"),
     );
     std::thread::sleep(Duration::from_millis(2500)); // a resync passes
-    assert_eq!(web().len(), 2, "{}", log());
+    assert_eq!(web(&p).len(), 2, "{}", log());
 
     // Fixed in the next commit: the scale-down applies; then everything is removed.
     std::fs::remove_file(t.join("repo/deploy/broken.json")).unwrap();
     repo.commit_all("fix");
     wait_until("the fixed commit to apply", Duration::from_secs(10), || {
-        web().len() == 1
+        web(&p).len() == 1
     });
     for f in ["web-controller.json", "web-service.json", "backend.toml"] {
         std::fs::remove_file(t.join("repo/deploy").join(f)).unwrap();
@@ -337,7 +343,7 @@ fn a_bad_manifest_committed_to_a_watched_git_source_changes_nothing() {
     );
     repo.commit_all("empty");
     wait_until("everything to be pruned", Duration::from_secs(15), || {
-        web().is_empty()
+        web(&p).is_empty()
     });
     drop(daemon);
 }

@@ -75,6 +75,6 @@ fn pod_phases_follow_the_restart_policy_table() {
         "manifests/empty.json",
         "{\"kind\": \"List\", \"items\": []}",
     );
-    t.drover(&["apply"]).expect_code(0);
+    t.drover(&["apply", "--allow-empty"]).expect_code(0);
     assert!(phases(&t).as_array().unwrap().is_empty());
 }

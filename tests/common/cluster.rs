@@ -87,6 +87,27 @@ impl Drop for Revive {
     }
 }
 
+/// A test directory configured for the shared cluster as a project of its own (a name no other
+/// test or earlier run uses), so what it makes is told apart from everything else there.
+pub fn project_dir() -> (super::TestDir, String) {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = format!("t{}-{n}-{nanos:x}", std::process::id());
+    let t = super::TestDir::new();
+    let config = std::fs::read_to_string(&cluster().config).unwrap();
+    t.write("drover.toml", &format!("project = \"{name}\"\n{config}"));
+    (t, name)
+}
+
+/// The docker `--filter` for one project's containers.
+pub fn of_project(project: &str) -> String {
+    format!("label=io.drover.project={project}")
+}
+
 impl Cluster {
     /// The minion specs of the testbed config, through the library.
     pub fn specs(&self) -> Vec<drover::minion::MinionSpec> {
