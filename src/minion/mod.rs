@@ -240,6 +240,10 @@ pub struct Health {
     pub last_error: Option<String>,
 }
 
+/// A byte stream to something on a minion.
+pub trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
+
 /// A connected minion: a Docker client over its transport, and its health.
 pub struct Minion {
     pub spec: MinionSpec,

@@ -130,6 +130,47 @@ impl Minion {
             .await
     }
 
+    /// Restarts a container (a failed liveness probe), giving it `grace_seconds` to stop.
+    pub async fn restart_container(&self, id: &str, grace_seconds: i32) -> Result<(), MinionError> {
+        let options = bollard::query_parameters::RestartContainerOptionsBuilder::new()
+            .t(grace_seconds)
+            .build();
+        self.call(self.docker().restart_container(id, Some(options)))
+            .await
+    }
+
+    /// Kills a container (a failed liveness probe under restart policy never).
+    pub async fn kill_container(&self, id: &str) -> Result<(), MinionError> {
+        self.call(
+            self.docker()
+                .kill_container(id, None::<bollard::query_parameters::KillContainerOptions>),
+        )
+        .await
+    }
+
+    /// A TCP connection to `host:port` as the minion reaches it: over the SSH session
+    /// (`direct-tcpip`) for a remote minion, directly for the local one. Probes use it to reach
+    /// a pod's address on the minion's bridge.
+    pub async fn connect_tcp(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> Result<Box<dyn super::Stream>, MinionError> {
+        match &self.link {
+            Some(link) => Ok(Box::new(link.open_tcp(host, port).await?)),
+            None => tokio::net::TcpStream::connect((host, port))
+                .await
+                .map(|s| Box::new(s) as Box<dyn super::Stream>)
+                .map_err(|e| {
+                    MinionError::new(
+                        &self.spec.name,
+                        &self.spec.address,
+                        format!("{host}:{port}: {e}"),
+                    )
+                }),
+        }
+    }
+
     pub async fn inspect_container(
         &self,
         id: &str,

@@ -28,6 +28,9 @@ pub const LABEL_HASH: &str = "io.drover.template-hash";
 pub const LABEL_CONTAINER: &str = "io.drover.container";
 pub const LABEL_RESTART: &str = "io.drover.restart-policy";
 pub const LABEL_REQUEST: &str = "io.drover.request";
+/// The pod's ports in manifest order with their names (`[[name, port, protocol], ...]`), on the
+/// infra container: a service's containerPort by name, or its first port, is found from it.
+pub const LABEL_PORTS: &str = "io.drover.ports";
 /// How many app containers the pod has, so a container removed by hand is noticed.
 pub const LABEL_CONTAINERS: &str = "io.drover.containers";
 const INFRA: &str = "infra";
@@ -169,10 +172,22 @@ impl Minion {
         }
         let project = self.spec.project.as_str();
         let infra_name = container_name(project, &pod.id, INFRA);
+        let declared: Vec<(Option<&str>, u16, Protocol)> = pod
+            .manifest
+            .containers
+            .iter()
+            .flat_map(|c| &c.ports)
+            .map(|p| (p.name.as_deref(), p.container_port, p.protocol))
+            .collect();
+        let mut infra_labels = labels(INFRA);
+        infra_labels.insert(
+            LABEL_PORTS.into(),
+            serde_json::to_string(&declared).expect("serialises"),
+        );
         let infra = ContainerCreateBody {
             image: Some(pause::IMAGE.into()),
             cmd: Some(vec!["/pause".into()]),
-            labels: Some(labels(INFRA)),
+            labels: Some(infra_labels),
             exposed_ports: Some(bindings.keys().cloned().collect()),
             host_config: Some(HostConfig {
                 port_bindings: Some(bindings),
@@ -479,7 +494,9 @@ impl Minion {
                     .get(LABEL_CONTAINERS)
                     .and_then(|n| n.parse().ok())
                     .unwrap_or(apps.len());
-                let has_infra = cs.len() > apps.len();
+                let infra = cs.iter().find(|c| label(c, LABEL_CONTAINER) == Some(INFRA));
+                let has_infra = infra.is_some();
+                let (ports, ip) = infra.map(|c| published(c)).unwrap_or_default();
                 // Changed by hand: a container removed, or an "always" container stopped (Docker
                 // does not restart what was stopped on purpose). Failed makes it replaced.
                 let broken = apps.len() < expected
@@ -517,11 +534,66 @@ impl Minion {
                             .unwrap_or_default(),
                     )),
                     legacy,
+                    ports,
+                    ip,
                 }
             })
             .collect();
         Ok(seen)
     }
+}
+
+/// The ports an infra container publishes, and its address on the minion's bridge.
+fn published(
+    c: &bollard::models::ContainerSummary,
+) -> (Vec<crate::plan::pods::PublishedPort>, Option<String>) {
+    let declared: Vec<(Option<String>, u16, Protocol)> = label(c, LABEL_PORTS)
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_default();
+    let mut ports: Vec<crate::plan::pods::PublishedPort> = c
+        .ports
+        .iter()
+        .flatten()
+        .filter_map(|p| {
+            let host_port = p.public_port?;
+            let host_ip = p.ip.clone().unwrap_or_default();
+            // Docker lists a port bound on every address twice (0.0.0.0 and ::): keep IPv4.
+            if host_ip.contains(':') {
+                return None;
+            }
+            let protocol = match p.typ {
+                Some(bollard::models::PortSummaryTypeEnum::UDP) => Protocol::UDP,
+                _ => Protocol::TCP,
+            };
+            let name = declared
+                .iter()
+                .find(|d| d.1 == p.private_port && d.2 == protocol)
+                .and_then(|d| d.0.clone());
+            Some(crate::plan::pods::PublishedPort {
+                name,
+                container_port: p.private_port,
+                protocol,
+                host_ip,
+                host_port,
+            })
+        })
+        .collect();
+    // Manifest order (the first port is a service's default), then by number.
+    let rank = |p: &crate::plan::pods::PublishedPort| {
+        declared
+            .iter()
+            .position(|d| d.1 == p.container_port && d.2 == p.protocol)
+            .unwrap_or(usize::MAX)
+    };
+    ports.sort_by(|a, b| (rank(a), a).cmp(&(rank(b), b)));
+    ports.dedup();
+    let ip = c
+        .network_settings
+        .as_ref()
+        .and_then(|n| n.networks.as_ref())
+        .and_then(|n| n.values().find_map(|e| e.ip_address.clone()))
+        .filter(|ip| !ip.is_empty());
+    (ports, ip)
 }
 
 fn already_started(e: MinionError) -> Result<(), MinionError> {

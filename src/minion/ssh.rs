@@ -54,10 +54,20 @@ fn is_again(e: &ssh2::Error) -> bool {
 
 enum Command {
     Open {
-        socket_path: String,
+        to: Destination,
         local: UnixStream,
         reply: tokio::sync::oneshot::Sender<Result<(), String>>,
     },
+}
+
+/// Where a channel goes on the minion's side.
+#[derive(Debug, Clone)]
+enum Destination {
+    /// A unix socket (the Docker socket): `direct-streamlocal`, or the dial-stdio fallback.
+    Socket(String),
+    /// A TCP address as the minion reaches it (a pod's port, for probes): `direct-tcpip`, as
+    /// the kubelet probed from the node.
+    Tcp(String, u16),
 }
 
 struct Worker {
@@ -121,12 +131,31 @@ impl SshLink {
         &self,
         socket_path: &str,
     ) -> Result<tokio::net::UnixStream, MinionError> {
+        self.open(Destination::Socket(socket_path.to_string()))
+            .await
+    }
+
+    /// Opens a TCP connection from the minion to `host:port` (a `direct-tcpip` channel): what
+    /// the minion reaches, such as a pod's address on its bridge, without an agent there.
+    pub async fn open_tcp(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> Result<tokio::net::UnixStream, MinionError> {
+        self.open(Destination::Tcp(host.to_string(), port)).await
+    }
+
+    async fn open(&self, to: Destination) -> Result<tokio::net::UnixStream, MinionError> {
         let (commands, wake_fd) = self.worker().await?;
         let (ours, theirs) =
             UnixStream::pair().map_err(|e| self.err(format!("socketpair: {e}")))?;
         let (reply, answer) = tokio::sync::oneshot::channel();
+        let what = match &to {
+            Destination::Socket(_) => "the Docker socket".to_string(),
+            Destination::Tcp(h, p) => format!("{h}:{p}"),
+        };
         let sent = commands.send(Command::Open {
-            socket_path: socket_path.to_string(),
+            to,
             local: theirs,
             reply,
         });
@@ -138,7 +167,7 @@ impl SshLink {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(message))) => return Err(self.err(message)),
             Ok(Err(_)) => return Err(self.err("ssh session closed while opening a channel")),
-            Err(_) => return Err(self.err("timed out opening a channel to the Docker socket")),
+            Err(_) => return Err(self.err(format!("timed out opening a channel to {what}"))),
         }
         ours.set_nonblocking(true)
             .map_err(|e| self.err(e.to_string()))?;
@@ -554,7 +583,7 @@ impl Bridge {
 }
 
 struct Opening {
-    socket_path: String,
+    to: Destination,
     local: UnixStream,
     reply: tokio::sync::oneshot::Sender<Result<(), String>>,
     /// Set once the direct-streamlocal attempt failed: the reason, and the exec channel of the
@@ -637,14 +666,9 @@ impl IoLoop {
         let mut drained = [0u8; 64];
         while (&self.wake).read(&mut drained).is_ok_and(|n| n > 0) {}
         let mut any = false;
-        while let Ok(Command::Open {
-            socket_path,
-            local,
-            reply,
-        }) = self.queue.try_recv()
-        {
+        while let Ok(Command::Open { to, local, reply }) = self.queue.try_recv() {
             self.opening.push_back(Opening {
-                socket_path,
+                to,
                 local,
                 reply,
                 streamlocal_error: None,
@@ -659,17 +683,34 @@ impl IoLoop {
     fn open_channels(&mut self) -> Result<bool, String> {
         let mut progress = false;
         while let Some(o) = self.opening.front_mut() {
-            let attempt = if o.streamlocal_error.is_none() && !self.dial_stdio {
-                self.session
-                    .channel_direct_streamlocal(&o.socket_path, None)
-                    .map(Some)
-            } else {
-                open_dial_stdio(&self.session, o)
+            let attempt = match &o.to {
+                Destination::Tcp(host, port) => {
+                    match self.session.channel_direct_tcpip(host, *port, None) {
+                        Err(e) if !is_again(&e) && !is_session_error(&e) => {
+                            let message = format!(
+                                "cannot open {host}:{port} from the minion: {}",
+                                e.message()
+                            );
+                            let o = self.opening.pop_front().expect("front exists");
+                            let _ = o.reply.send(Err(message));
+                            progress = true;
+                            continue;
+                        }
+                        other => other.map(Some),
+                    }
+                }
+                Destination::Socket(path) if o.streamlocal_error.is_none() && !self.dial_stdio => {
+                    self.session
+                        .channel_direct_streamlocal(path, None)
+                        .map(Some)
+                }
+                Destination::Socket(_) => open_dial_stdio(&self.session, o),
             };
+            let tcp = matches!(o.to, Destination::Tcp(..));
             match attempt {
                 Ok(Some(channel)) => {
                     let o = self.opening.pop_front().expect("front exists");
-                    if o.streamlocal_error.is_some() || self.dial_stdio {
+                    if !tcp && (o.streamlocal_error.is_some() || self.dial_stdio) {
                         self.dial_stdio = true; // remember: this sshd only allows the fallback
                     }
                     if o.local.set_nonblocking(true).is_err() {
@@ -677,7 +718,7 @@ impl IoLoop {
                     }
                     let _ = o.reply.send(Ok(()));
                     let mut bridge = Bridge::new(channel, o.local);
-                    if self.dial_stdio {
+                    if self.dial_stdio && !tcp {
                         bridge.stderr = Some(Vec::new());
                     }
                     self.bridges.push(bridge);
@@ -695,9 +736,12 @@ impl IoLoop {
                 Err(e) => {
                     let o = self.opening.pop_front().expect("front exists");
                     let streamlocal = o.streamlocal_error.unwrap_or_else(|| "not tried".into());
+                    let path = match &o.to {
+                        Destination::Socket(p) => p.as_str(),
+                        Destination::Tcp(..) => "?",
+                    };
                     let _ = o.reply.send(Err(format!(
-                        "cannot open the Docker socket {} over ssh: {streamlocal} (is the path right, and is AllowStreamLocalForwarding on?); the `docker system dial-stdio` fallback failed too: {}",
-                        o.socket_path,
+                        "cannot open the Docker socket {path} over ssh: {streamlocal} (is the path right, and is AllowStreamLocalForwarding on?); the `docker system dial-stdio` fallback failed too: {}",
                         e.message()
                     )));
                     progress = true;
@@ -780,7 +824,10 @@ fn open_dial_stdio(
     session: &ssh2::Session,
     o: &mut Opening,
 ) -> Result<Option<ssh2::Channel>, ssh2::Error> {
-    let command = dial_stdio_command(&o.socket_path).ok_or_else(|| {
+    let Destination::Socket(path) = &o.to else {
+        unreachable!("only unix sockets fall back to dial-stdio");
+    };
+    let command = dial_stdio_command(path).ok_or_else(|| {
         ssh2::Error::new(
             ssh2::ErrorCode::Session(-34),
             "the docker socket path contains a quote",

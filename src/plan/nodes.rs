@@ -71,6 +71,8 @@ mod tests {
             created: 1,
             request: PodRequest::default(),
             legacy: false,
+            ports: vec![],
+            ip: None,
         }
     }
 

@@ -168,6 +168,8 @@ mod tests {
             created: 7,
             request: Default::default(),
             legacy: false,
+            ports: vec![],
+            ip: None,
         }
     }
 

@@ -85,6 +85,26 @@ pub struct ObservedPod {
     /// project's store recorded it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub legacy: bool,
+    /// The ports its infra container publishes on the minion.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PublishedPort>,
+    /// The pod's own address on its minion (its infra container's, on the bridge): where
+    /// probes reach it from the minion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+}
+
+/// A pod port published on its minion.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PublishedPort {
+    /// The container port's name in the manifest, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub container_port: u16,
+    pub protocol: crate::model::Protocol,
+    pub host_ip: String,
+    pub host_port: u16,
 }
 
 impl ObservedPod {

@@ -114,6 +114,8 @@ impl World {
                         created: self.clock,
                         request: pod.request(),
                         legacy: false,
+                        ports: vec![],
+                        ip: None,
                     });
                 }
                 Action::DeleteVolumes { .. } => {}
