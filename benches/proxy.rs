@@ -5,7 +5,8 @@
 //!   three listeners, a fixed 13-byte body, keep-alive unless asked to close), with and without
 //!   keep-alive (`Connection: close`): requests/s and p99 latency direct to one backend port,
 //!   through drover's proxy (splice and copy forwarding) and through HAProxy (mode tcp, balance
-//!   roundrobin over the same three backends).
+//!   roundrobin over the same three backends). drover runs once per forwarding mode: auto
+//!   (copy, then splice once a read fills the buffer), splice from the first byte, and copy.
 //! - Throughput: one 1 GiB transfer from a backend that writes 1 GiB and closes, read here,
 //!   directly and through each proxy.
 //!
@@ -84,7 +85,7 @@ fn main() {
         .build()
         .unwrap();
     let mut drover_ports = Vec::new();
-    let _proxies: Vec<Proxy> = [Forwarding::Splice, Forwarding::Copy]
+    let _proxies: Vec<Proxy> = [Forwarding::Auto, Forwarding::Splice, Forwarding::Copy]
         .into_iter()
         .map(|forwarding| {
             let (web, big) = (free_port(), free_port());
@@ -98,7 +99,10 @@ fn main() {
                     },
                 );
                 let table = ServiceTable {
-                    services: vec![service("web", web, &backends), service("bulk", big, &[bulk])],
+                    services: vec![
+                        service("web", web, &backends),
+                        service("bulk", big, &[bulk]),
+                    ],
                 };
                 let errors = proxy.update(&table).await;
                 assert!(errors.is_empty(), "{errors:?}");
@@ -121,11 +125,14 @@ fn main() {
             .arg(&config)
             .arg("-db")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(haproxy_dir.path().join("stderr")).unwrap())
             .spawn()
             .unwrap(),
     );
-    wait_listening(SocketAddr::new(LOOPBACK, haproxy_web));
+    if !listening(SocketAddr::new(LOOPBACK, haproxy_web)) {
+        let log = std::fs::read_to_string(haproxy_dir.path().join("stderr")).unwrap_or_default();
+        panic!("haproxy did not start:\n{log}");
+    }
     wait_listening(SocketAddr::new(LOOPBACK, haproxy_bulk));
 
     let targets = [
@@ -135,14 +142,19 @@ fn main() {
             bulk: bulk_port,
         },
         Target {
-            name: "drover (splice)",
+            name: "drover (auto)",
             web: drover_ports[0].0,
             bulk: drover_ports[0].1,
         },
         Target {
-            name: "drover (copy)",
+            name: "drover (splice)",
             web: drover_ports[1].0,
             bulk: drover_ports[1].1,
+        },
+        Target {
+            name: "drover (copy)",
+            web: drover_ports[2].0,
+            bulk: drover_ports[2].1,
         },
         Target {
             name: "haproxy",
@@ -263,7 +275,7 @@ fn haproxy_config(web: u16, backends: &[SocketAddr], bulk_port: u16, bulk: Socke
         .map(|(i, b)| format!("    server b{i} {b}\n"))
         .collect();
     format!(
-        "global\n    maxconn 20000\n    nbthread 2\n\
+        "global\n    maxconn 4000\n    nbthread 2\n\
          defaults\n    mode tcp\n    timeout connect 1s\n    timeout client 60s\n    timeout server 60s\n\
          listen web\n    bind 127.0.0.1:{web}\n    balance roundrobin\n{servers}\
          listen bulk\n    bind 127.0.0.1:{bulk_port}\n    balance roundrobin\n    server big {bulk}\n"
@@ -362,9 +374,8 @@ fn max(v: &[f64]) -> f64 {
 }
 
 fn on_path(tool: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|path| {
-        std::env::split_paths(&path).any(|dir| dir.join(tool).is_file())
-    })
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()))
 }
 
 fn free_port() -> u16 {
@@ -376,11 +387,19 @@ fn free_port() -> u16 {
 }
 
 fn wait_listening(addr: SocketAddr) {
+    assert!(listening(addr), "{addr} never listened");
+}
+
+/// Whether `addr` accepts a connection within 20 s.
+fn listening(addr: SocketAddr) -> bool {
     let start = Instant::now();
     while TcpStream::connect(addr).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(20), "{addr} never listened");
+        if start.elapsed() > Duration::from_secs(20) {
+            return false;
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
+    true
 }
 
 /// Kills a child process when the benchmark ends, however it ends.

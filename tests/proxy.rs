@@ -461,6 +461,11 @@ async fn splice_forwarding_passes_half_close_and_every_byte() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_forwarding_passes_half_close_and_every_byte() {
+    half_close_and_integrity(Forwarding::Auto).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copy_forwarding_passes_half_close_and_every_byte() {
     half_close_and_integrity(Forwarding::Copy).await;
 }

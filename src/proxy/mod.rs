@@ -59,7 +59,7 @@ impl Default for Limits {
             udp_idle_timeout: Duration::from_secs(60),
             max_udp_flows: 1024,
             picker: PickerSettings::default(),
-            forwarding: Forwarding::Splice,
+            forwarding: Forwarding::Auto,
         }
     }
 }

@@ -62,7 +62,7 @@ async fn serve(client: TcpStream, peer: SocketAddr, service: Arc<Service>, share
     active.set_endpoint(endpoint);
     let stopping = shared.stopping.subscribe();
     tokio::select! {
-        _ = forward::forward(client, upstream, shared.limits.forwarding) => {}
+        _ = forward::forward(&client, &upstream, shared.limits.forwarding) => {}
         _ = closed_after_grace(drain) => {}
         _ = closed_after_grace(stopping) => {}
     }
