@@ -163,6 +163,14 @@ fn main() {
         },
     ];
 
+    // For profiling one target: DROVER_BENCH_ONLY=copy keeps direct plus the targets whose
+    // name contains it; DROVER_BENCH_PARTS=close,bulk (of keepalive,close,bulk) picks the parts.
+    let only = std::env::var("DROVER_BENCH_ONLY").unwrap_or_default();
+    let targets: Vec<&Target> = targets
+        .iter()
+        .filter(|t| t.name.starts_with("direct") || t.name.contains(only.as_str()))
+        .collect();
+    let parts = std::env::var("DROVER_BENCH_PARTS").unwrap_or("keepalive,close,bulk".into());
     println!(
         "proxy benchmark: {} rounds, wrk -t{threads} -c{connections} -d{secs}s, backend: \
          drover's bench static server (3 ports), loopback, {} CPUs",
@@ -170,6 +178,9 @@ fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     for keep_alive in [true, false] {
+        if !parts.contains(if keep_alive { "keepalive" } else { "close" }) {
+            continue;
+        }
         let mut results: Vec<Vec<Wrk>> = vec![Vec::new(); targets.len()];
         for round in 0..rounds {
             // Rotate the order each round so no target always runs first or last.
@@ -212,7 +223,7 @@ fn main() {
         }
     }
 
-    if on_path("busybox") {
+    if on_path("busybox") && parts.contains("close") {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("index.html"), BODY).unwrap();
         let port = free_port();
@@ -231,6 +242,9 @@ fn main() {
         );
     }
 
+    if !parts.contains("bulk") {
+        return;
+    }
     println!("\nOne 1 GiB transfer (GiB/s; median of {rounds}, [min..max]):");
     let mut bulk_results: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
     for round in 0..rounds {

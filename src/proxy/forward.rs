@@ -11,6 +11,9 @@
 
 use serde::{Deserialize, Serialize};
 use std::io;
+use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 /// How a TCP connection's bytes are moved.
@@ -25,8 +28,8 @@ pub enum Forwarding {
     Copy,
 }
 
-/// Bytes of user-space buffer per direction. Part of the connection's task, so it costs no
-/// allocation of its own.
+/// Bytes of user-space buffer per direction, allocated uninitialised when the direction starts:
+/// neither zeroed nor moved with the connection's task.
 pub const COPY_BUFFER: usize = 16 * 1024;
 
 /// Forwards until both directions reached EOF, or either failed. Returns the bytes moved
@@ -36,40 +39,88 @@ pub async fn forward(
     upstream: &TcpStream,
     how: Forwarding,
 ) -> io::Result<(u64, u64)> {
+    let finished = AtomicBool::new(false);
     tokio::try_join!(
-        one_way(client, upstream, how),
-        one_way(upstream, client, how)
+        one_way(client, upstream, how, &finished),
+        one_way(upstream, client, how, &finished)
     )
 }
 
-/// Moves bytes from `src` to `dst` until EOF on `src`, then shuts down `dst`'s sending side so
-/// the peer sees the same EOF.
-async fn one_way(src: &TcpStream, dst: &TcpStream, how: Forwarding) -> io::Result<u64> {
+/// Moves bytes from `src` to `dst` until EOF on `src`, then passes the EOF on.
+async fn one_way(
+    src: &TcpStream,
+    dst: &TcpStream,
+    how: Forwarding,
+    finished: &AtomicBool,
+) -> io::Result<u64> {
     #[cfg(target_os = "linux")]
     if how == Forwarding::Splice {
-        return splice::one_way(src, dst, 0).await;
+        return splice::one_way(src, dst, 0, finished).await;
     }
-    let mut buf = [0u8; COPY_BUFFER];
+    let mut buf = Box::<[u8]>::new_uninit_slice(COPY_BUFFER);
     let mut total = 0u64;
     loop {
-        // Try before waiting: after a write the peer's answer is often already there.
-        let n = loop {
-            match src.try_read(&mut buf) {
-                Ok(n) => break n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => src.readable().await?,
-                Err(e) => return Err(e),
-            }
-        };
+        let n = read(src, &mut buf).await?;
         if n == 0 {
-            shutdown_write(dst);
+            pass_eof(dst, finished);
             return Ok(total);
         }
-        write_all(dst, &buf[..n]).await?;
+        // SAFETY: recv initialised the first n bytes.
+        let data = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n) };
+        write_all(dst, data).await?;
         total += n as u64;
         #[cfg(target_os = "linux")]
-        if how == Forwarding::Auto && n == buf.len() {
-            return splice::one_way(src, dst, total).await;
+        if how == Forwarding::Auto && n == COPY_BUFFER {
+            return splice::one_way(src, dst, total, finished).await;
         }
+    }
+}
+
+/// EOF from one side: shut down the sending side towards the other, so it sees the EOF too,
+/// unless the other direction already finished, since then both sockets are about to be closed
+/// and the close sends the same FIN without a syscall of its own.
+fn pass_eof(dst: &TcpStream, finished: &AtomicBool) {
+    if !finished.swap(true, Ordering::AcqRel) {
+        shutdown_write(dst);
+    }
+}
+
+/// Reads what `src` has. A read shorter than the buffer took everything the socket held, so
+/// the readiness is cleared right away instead of by one more read that would return EAGAIN:
+/// a syscall saved per message. Safe with edge-triggered readiness: data arriving later is a
+/// new event, and tokio never clears the read-closed flag this way.
+async fn read(src: &TcpStream, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    loop {
+        let mut got = None;
+        let attempt = src.try_io(Interest::READABLE, || {
+            // SAFETY: buf is valid for writes of buf.len() bytes (recv only writes, so
+            // uninitialised memory is fine); the descriptor is open.
+            let n = unsafe { libc::recv(src.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            got = Some(n as usize);
+            drained_if(n as usize, buf.len())
+        });
+        if let Some(n) = got {
+            return Ok(n);
+        }
+        match attempt {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => src.readable().await?,
+            Err(e) => return Err(e),
+            Ok(()) => unreachable!("a successful recv sets `got`"),
+        }
+    }
+}
+
+/// `Err(WouldBlock)` (which makes `try_io` clear the readiness) when a read of `n` bytes out of
+/// `asked` emptied the socket.
+fn drained_if(n: usize, asked: usize) -> io::Result<()> {
+    if n > 0 && n < asked {
+        Err(io::ErrorKind::WouldBlock.into())
+    } else {
+        Ok(())
     }
 }
 
@@ -95,6 +146,7 @@ fn shutdown_write(stream: &TcpStream) {
 mod splice {
     use std::io;
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+    use std::sync::atomic::AtomicBool;
     use tokio::io::Interest;
     use tokio::net::TcpStream;
 
@@ -145,22 +197,35 @@ mod splice {
     }
 
     /// Moves bytes from `src` to `dst` through a pipe of its own until EOF on `src`, then
-    /// shuts down `dst`'s sending side. `total` is what was already moved.
-    pub async fn one_way(src: &TcpStream, dst: &TcpStream, mut total: u64) -> io::Result<u64> {
+    /// passes the EOF on. `total` is what was already moved.
+    pub async fn one_way(
+        src: &TcpStream,
+        dst: &TcpStream,
+        mut total: u64,
+        finished: &AtomicBool,
+    ) -> io::Result<u64> {
         let pipe = Pipe::new()?;
         loop {
             // The pipe is empty here, so EAGAIN can only mean the socket has nothing to read.
             let filled = loop {
-                match src.try_io(Interest::READABLE, || {
-                    splice(src.as_raw_fd(), pipe.write.as_raw_fd(), CHUNK)
-                }) {
-                    Ok(n) => break n,
+                let mut got = None;
+                let attempt = src.try_io(Interest::READABLE, || {
+                    let n = splice(src.as_raw_fd(), pipe.write.as_raw_fd(), CHUNK)?;
+                    got = Some(n);
+                    // Short: the socket is empty (the pipe had room for CHUNK).
+                    super::drained_if(n, CHUNK)
+                });
+                if let Some(n) = got {
+                    break n;
+                }
+                match attempt {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => src.readable().await?,
                     Err(e) => return Err(e),
+                    Ok(()) => unreachable!("a successful splice sets `got`"),
                 }
             };
             if filled == 0 {
-                super::shutdown_write(dst);
+                super::pass_eof(dst, finished);
                 return Ok(total);
             }
             let mut left = filled;
