@@ -11,5 +11,6 @@ pub mod minion;
 pub mod model;
 pub mod par;
 pub mod plan;
+pub mod proxy;
 pub mod source;
 pub mod store;

@@ -1,0 +1,518 @@
+//! Benchmark: drover's service proxy against a direct connection and against HAProxy, in one
+//! run on loopback.
+//!
+//! - HTTP: `wrk` against a small static HTTP server (this binary re-run as a child process:
+//!   three listeners, a fixed 13-byte body, keep-alive unless asked to close), with and without
+//!   keep-alive (`Connection: close`): requests/s and p99 latency direct to one backend port,
+//!   through drover's proxy (splice and copy forwarding) and through HAProxy (mode tcp, balance
+//!   roundrobin over the same three backends). drover runs once per forwarding mode: auto
+//!   (copy, then splice once a read fills the buffer), splice from the first byte, and copy.
+//! - Throughput: one 1 GiB transfer from a backend that writes 1 GiB and closes, read here,
+//!   directly and through each proxy.
+//!
+//! The targets are measured in alternating rounds so all see the same machine; every figure is
+//! printed with its spread (min..max over rounds) and the median's ratio against direct.
+//! Why not busybox httpd as the backend: it forks a process per connection and has no
+//! keep-alive, so it, not the proxy, would be measured; one reference row shows its rate.
+//!
+//! Needs the Debian packages `wrk` and `haproxy` (skips with a message without them).
+//! Run: `cargo bench --bench proxy`. Knobs: DROVER_BENCH_ROUNDS (3), DROVER_BENCH_SECS (5),
+//! DROVER_BENCH_CONNECTIONS (64), DROVER_BENCH_THREADS (wrk threads, 2).
+
+use drover::model::{Protocol, SessionAffinity};
+use drover::proxy::{Forwarding, Limits, Proxy, ServiceEntry, ServiceTable};
+use std::io::Read;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+const GIB: u64 = 1 << 30;
+const BODY: &str = "hello, world\n";
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    if let Ok(ports) = std::env::var("DROVER_BENCH_BACKEND") {
+        return backend::run(&ports);
+    }
+    for tool in ["wrk", "haproxy"] {
+        if !on_path(tool) {
+            println!(
+                "proxy benchmark skipped: `{tool}` not found (apt-get install -y wrk haproxy)"
+            );
+            return;
+        }
+    }
+    let rounds = env_or("DROVER_BENCH_ROUNDS", 3) as usize;
+    let secs = env_or("DROVER_BENCH_SECS", 5);
+    let connections = env_or("DROVER_BENCH_CONNECTIONS", 64);
+    let threads = env_or("DROVER_BENCH_THREADS", 2);
+
+    let http_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let bulk_port = free_port();
+    let _backend = ChildGuard(
+        Command::new(std::env::current_exe().unwrap())
+            .env(
+                "DROVER_BENCH_BACKEND",
+                format!(
+                    "{},{},{},{}",
+                    http_ports[0], http_ports[1], http_ports[2], bulk_port
+                ),
+            )
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    for p in http_ports.iter().chain([&bulk_port]) {
+        wait_listening(SocketAddr::new(LOOPBACK, *p));
+    }
+    let backends: Vec<SocketAddr> = http_ports
+        .iter()
+        .map(|p| SocketAddr::new(LOOPBACK, *p))
+        .collect();
+    let bulk = SocketAddr::new(LOOPBACK, bulk_port);
+
+    // drover's proxy, once per forwarding mode, on a runtime of its own.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut drover_ports = Vec::new();
+    let _proxies: Vec<Proxy> = [Forwarding::Auto, Forwarding::Splice, Forwarding::Copy]
+        .into_iter()
+        .map(|forwarding| {
+            let (web, big) = (free_port(), free_port());
+            drover_ports.push((web, big));
+            runtime.block_on(async {
+                let proxy = Proxy::start(
+                    LOOPBACK,
+                    Limits {
+                        forwarding,
+                        ..Limits::default()
+                    },
+                );
+                let table = ServiceTable {
+                    services: vec![
+                        service("web", web, &backends),
+                        service("bulk", big, &[bulk]),
+                    ],
+                };
+                let errors = proxy.update(&table).await;
+                assert!(errors.is_empty(), "{errors:?}");
+                proxy
+            })
+        })
+        .collect();
+
+    let (haproxy_web, haproxy_bulk) = (free_port(), free_port());
+    let haproxy_dir = tempfile::tempdir().unwrap();
+    let config = haproxy_dir.path().join("haproxy.cfg");
+    std::fs::write(
+        &config,
+        haproxy_config(haproxy_web, &backends, haproxy_bulk, bulk),
+    )
+    .unwrap();
+    let _haproxy = ChildGuard(
+        Command::new("haproxy")
+            .arg("-f")
+            .arg(&config)
+            .arg("-db")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(haproxy_dir.path().join("stderr")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    if !listening(SocketAddr::new(LOOPBACK, haproxy_web)) {
+        let log = std::fs::read_to_string(haproxy_dir.path().join("stderr")).unwrap_or_default();
+        panic!("haproxy did not start:\n{log}");
+    }
+    wait_listening(SocketAddr::new(LOOPBACK, haproxy_bulk));
+
+    let targets = [
+        Target {
+            name: "direct (one backend)",
+            web: http_ports[0],
+            bulk: bulk_port,
+        },
+        Target {
+            name: "drover (auto)",
+            web: drover_ports[0].0,
+            bulk: drover_ports[0].1,
+        },
+        Target {
+            name: "drover (splice)",
+            web: drover_ports[1].0,
+            bulk: drover_ports[1].1,
+        },
+        Target {
+            name: "drover (copy)",
+            web: drover_ports[2].0,
+            bulk: drover_ports[2].1,
+        },
+        Target {
+            name: "haproxy",
+            web: haproxy_web,
+            bulk: haproxy_bulk,
+        },
+    ];
+
+    // For profiling one target: DROVER_BENCH_ONLY=copy keeps direct plus the targets whose
+    // name contains it; DROVER_BENCH_PARTS=close,bulk (of keepalive,close,bulk) picks the parts.
+    let only = std::env::var("DROVER_BENCH_ONLY").unwrap_or_default();
+    let targets: Vec<&Target> = targets
+        .iter()
+        .filter(|t| t.name.starts_with("direct") || t.name.contains(only.as_str()))
+        .collect();
+    let parts = std::env::var("DROVER_BENCH_PARTS").unwrap_or("keepalive,close,bulk".into());
+    println!(
+        "proxy benchmark: {} rounds, wrk -t{threads} -c{connections} -d{secs}s, backend: \
+         drover's bench static server (3 ports), loopback, {} CPUs",
+        rounds,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    for keep_alive in [true, false] {
+        if !parts.contains(if keep_alive { "keepalive" } else { "close" }) {
+            continue;
+        }
+        let mut results: Vec<Vec<Wrk>> = vec![Vec::new(); targets.len()];
+        for round in 0..rounds {
+            // Rotate the order each round so no target always runs first or last.
+            for k in 0..targets.len() {
+                let i = (k + round) % targets.len();
+                results[i].push(wrk(targets[i].web, keep_alive, threads, connections, secs));
+            }
+        }
+        println!(
+            "\nHTTP {} (requests/s and p99 latency; median of {rounds}, [min..max]):",
+            if keep_alive {
+                "with keep-alive"
+            } else {
+                "without keep-alive (Connection: close)"
+            }
+        );
+        let direct = median(results[0].iter().map(|r| r.rps).collect());
+        let direct_p99 = median(results[0].iter().map(|r| r.p99_ms).collect());
+        for (t, rs) in targets.iter().zip(&results) {
+            let rps: Vec<f64> = rs.iter().map(|r| r.rps).collect();
+            let p99: Vec<f64> = rs.iter().map(|r| r.p99_ms).collect();
+            let errors: u64 = rs.iter().map(|r| r.errors).sum();
+            println!(
+                "  {:<22} {:>9.0} req/s [{:>7.0}..{:>7.0}] {:>5.1}% of direct   p99 {:>7.2} ms [{:.2}..{:.2}] {:>5.2}x direct{}",
+                t.name,
+                median(rps.clone()),
+                min(&rps),
+                max(&rps),
+                100.0 * median(rps.clone()) / direct,
+                median(p99.clone()),
+                min(&p99),
+                max(&p99),
+                median(p99.clone()) / direct_p99,
+                if errors > 0 {
+                    format!("   ({errors} socket errors)")
+                } else {
+                    String::new()
+                }
+            );
+        }
+    }
+
+    if on_path("busybox") && parts.contains("close") {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("index.html"), BODY).unwrap();
+        let port = free_port();
+        let _httpd = ChildGuard(
+            Command::new("busybox")
+                .args(["httpd", "-f", "-p", &format!("127.0.0.1:{port}"), "-h"])
+                .arg(dir.path())
+                .spawn()
+                .unwrap(),
+        );
+        wait_listening(SocketAddr::new(LOOPBACK, port));
+        let r = wrk(port, false, threads, connections, secs);
+        println!(
+            "  (reference: busybox httpd direct, no keep-alive: {:.0} req/s, p99 {:.2} ms)",
+            r.rps, r.p99_ms
+        );
+    }
+
+    if !parts.contains("bulk") {
+        return;
+    }
+    println!("\nOne 1 GiB transfer (GiB/s; median of {rounds}, [min..max]):");
+    let mut bulk_results: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
+    for round in 0..rounds {
+        for k in 0..targets.len() {
+            let i = (k + round) % targets.len();
+            bulk_results[i].push(transfer(targets[i].bulk));
+        }
+    }
+    let direct = median(bulk_results[0].clone());
+    for (t, rs) in targets.iter().zip(&bulk_results) {
+        println!(
+            "  {:<22} {:>6.2} GiB/s [{:.2}..{:.2}] {:>5.1}% of direct",
+            t.name,
+            median(rs.clone()),
+            min(rs),
+            max(rs),
+            100.0 * median(rs.clone()) / direct
+        );
+    }
+}
+
+struct Target {
+    name: &'static str,
+    web: u16,
+    bulk: u16,
+}
+
+fn service(name: &str, port: u16, endpoints: &[SocketAddr]) -> ServiceEntry {
+    ServiceEntry {
+        name: name.to_string(),
+        port,
+        protocol: Protocol::TCP,
+        affinity: SessionAffinity::None,
+        endpoints: endpoints.to_vec(),
+    }
+}
+
+fn haproxy_config(web: u16, backends: &[SocketAddr], bulk_port: u16, bulk: SocketAddr) -> String {
+    let servers: String = backends
+        .iter()
+        .enumerate()
+        .map(|(i, b)| format!("    server b{i} {b}\n"))
+        .collect();
+    format!(
+        "global\n    maxconn 4000\n    nbthread 2\n\
+         defaults\n    mode tcp\n    timeout connect 1s\n    timeout client 60s\n    timeout server 60s\n\
+         listen web\n    bind 127.0.0.1:{web}\n    balance roundrobin\n{servers}\
+         listen bulk\n    bind 127.0.0.1:{bulk_port}\n    balance roundrobin\n    server big {bulk}\n"
+    )
+}
+
+#[derive(Debug, Clone)]
+struct Wrk {
+    rps: f64,
+    p99_ms: f64,
+    errors: u64,
+}
+
+fn wrk(port: u16, keep_alive: bool, threads: u64, connections: u64, secs: u64) -> Wrk {
+    let mut cmd = Command::new("wrk");
+    cmd.args([
+        format!("-t{threads}"),
+        format!("-c{connections}"),
+        format!("-d{secs}s"),
+        "--latency".to_string(),
+    ]);
+    if !keep_alive {
+        cmd.args(["-H", "Connection: close"]);
+    }
+    cmd.arg(format!("http://127.0.0.1:{port}/"));
+    let out = cmd.output().expect("run wrk");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rps = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no Requests/sec in wrk output:\n{text}"));
+    let p99_ms = text
+        .lines()
+        .map(str::trim)
+        .find_map(|l| l.strip_prefix("99%"))
+        .map(|v| duration_ms(v.trim()))
+        .unwrap_or_else(|| panic!("no 99% in wrk output:\n{text}"));
+    // "Socket errors: connect 0, read 0, write 0, timeout 0" and "Non-2xx or 3xx responses: N".
+    let errors = text
+        .lines()
+        .filter(|l| l.contains("Socket errors") || l.contains("Non-2xx"))
+        .flat_map(|l| l.split(|c: char| !c.is_ascii_digit()))
+        .filter_map(|n| n.parse::<u64>().ok())
+        .sum();
+    Wrk {
+        rps,
+        p99_ms,
+        errors,
+    }
+}
+
+/// wrk prints durations as `123.45us`, `1.23ms` or `1.02s`.
+fn duration_ms(v: &str) -> f64 {
+    let split = v.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(v.len());
+    let (n, unit) = v.split_at(split);
+    let n: f64 = n.parse().unwrap_or(f64::NAN);
+    match unit {
+        "us" => n / 1e3,
+        "ms" => n,
+        "s" => n * 1e3,
+        "m" => n * 60e3,
+        _ => f64::NAN,
+    }
+}
+
+/// Reads everything the bulk backend sends through `port`; returns GiB/s.
+fn transfer(port: u16) -> f64 {
+    let mut s = TcpStream::connect((LOOPBACK, port)).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    let t = Instant::now();
+    let mut total = 0u64;
+    loop {
+        let n = s.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+    }
+    let secs = t.elapsed().as_secs_f64();
+    assert_eq!(total, GIB, "short transfer through port {port}");
+    total as f64 / GIB as f64 / secs
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn min(v: &[f64]) -> f64 {
+    v.iter().copied().fold(f64::INFINITY, f64::min)
+}
+
+fn max(v: &[f64]) -> f64 {
+    v.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+}
+
+fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()))
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind((LOOPBACK, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_listening(addr: SocketAddr) {
+    assert!(listening(addr), "{addr} never listened");
+}
+
+/// Whether `addr` accepts a connection within 20 s.
+fn listening(addr: SocketAddr) -> bool {
+    let start = Instant::now();
+    while TcpStream::connect(addr).is_err() {
+        if start.elapsed() > Duration::from_secs(20) {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
+}
+
+/// Kills a child process when the benchmark ends, however it ends.
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The backend process: a static HTTP server on three ports and a bulk sender.
+mod backend {
+    use super::{BODY, GIB, LOOPBACK};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    pub fn run(ports: &str) {
+        let ports: Vec<u16> = ports.split(',').map(|p| p.parse().unwrap()).collect();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let (http, bulk) = ports.split_at(3);
+            for &port in http {
+                let listener = TcpListener::bind((LOOPBACK, port)).await.unwrap();
+                tokio::spawn(async move {
+                    loop {
+                        let (s, _) = listener.accept().await.unwrap();
+                        tokio::spawn(serve_http(s));
+                    }
+                });
+            }
+            let listener = TcpListener::bind((LOOPBACK, bulk[0])).await.unwrap();
+            loop {
+                let (s, _) = listener.accept().await.unwrap();
+                tokio::spawn(send_gib(s));
+            }
+        });
+    }
+
+    /// Answers every request (read up to its blank line) with the fixed body; closes after
+    /// answering a request that asked for it.
+    async fn serve_http(mut s: TcpStream) {
+        let _ = s.set_nodelay(true);
+        let keep = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{BODY}",
+            BODY.len()
+        );
+        let close = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{BODY}",
+            BODY.len()
+        );
+        let mut buf = vec![0u8; 4096];
+        let mut filled = 0;
+        loop {
+            let n = match s.read(&mut buf[filled..]).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            filled += n;
+            while let Some(end) = find(&buf[..filled], b"\r\n\r\n") {
+                let request = &buf[..end];
+                let wants_close = find_ci(request, b"connection: close");
+                let response = if wants_close { &close } else { &keep };
+                if s.write_all(response.as_bytes()).await.is_err() || wants_close {
+                    return;
+                }
+                buf.copy_within(end + 4..filled, 0);
+                filled -= end + 4;
+            }
+            if filled == buf.len() {
+                return;
+            }
+        }
+    }
+
+    fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+        hay.windows(needle.len()).position(|w| w == needle)
+    }
+
+    fn find_ci(hay: &[u8], needle: &[u8]) -> bool {
+        hay.windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle))
+    }
+
+    async fn send_gib(mut s: TcpStream) {
+        let chunk = vec![0x5au8; 1 << 20];
+        let mut left = GIB;
+        while left > 0 {
+            let n = left.min(chunk.len() as u64) as usize;
+            if s.write_all(&chunk[..n]).await.is_err() {
+                return;
+            }
+            left -= n as u64;
+        }
+        let _ = s.shutdown().await;
+    }
+}

@@ -1,0 +1,459 @@
+//! The service proxy: one listener per service on the proxy's address, each TCP connection or
+//! UDP flow forwarded to one endpoint chosen by the service's [`picker::Picker`].
+//!
+//! Owns the listeners, the connections and their counters. Fed whole [`ServiceTable`]s by its
+//! caller (`update`), which may come at any time: listeners open and close to match, endpoint
+//! sets are swapped without touching established connections, and a removed endpoint drains
+//! (no new connections, existing ones closed after a grace period). It never computes
+//! endpoints, reads the store or prints: problems are values (`update`'s errors, `status`).
+//! A service whose port cannot be bound fails alone and is retried on the next update.
+//! Resources are bounded: a global connection semaphore, fixed buffers (or pipes) per
+//! connection, one datagram buffer per UDP service, a bounded number of UDP flows.
+
+pub mod forward;
+pub mod picker;
+pub mod table;
+mod tcp;
+mod udp;
+
+pub use forward::Forwarding;
+pub use picker::{Picker, PickerSettings};
+pub use table::{ServiceEntry, ServiceTable};
+
+use crate::model::Protocol;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinHandle;
+
+/// Limits and timeouts of a proxy. `Default` gives the documented values.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// TCP connections forwarded at once, over all services. Past it, new connections wait in
+    /// the listen backlog until one closes.
+    pub max_connections: usize,
+    /// How long a connect to one endpoint may take before the next endpoint is tried.
+    pub connect_timeout: Duration,
+    /// How long connections to a removed endpoint (or of a removed service, or at shutdown)
+    /// may continue before they are closed.
+    pub drain_grace: Duration,
+    /// A UDP flow with no datagram either way for this long is forgotten.
+    pub udp_idle_timeout: Duration,
+    /// UDP flows (distinct client addresses) per service; datagrams from further clients are
+    /// dropped until a flow expires.
+    pub max_udp_flows: usize,
+    pub picker: PickerSettings,
+    pub forwarding: Forwarding,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 10_000,
+            connect_timeout: Duration::from_secs(1),
+            drain_grace: Duration::from_secs(30),
+            udp_idle_timeout: Duration::from_secs(60),
+            max_udp_flows: 1024,
+            picker: PickerSettings::default(),
+            forwarding: Forwarding::Auto,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("service {service}: cannot listen on {protocol} {addr}: {source}")]
+    Bind {
+        service: String,
+        protocol: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// What one service is doing, for `get services` and the status API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceStatus {
+    pub name: String,
+    pub port: u16,
+    pub protocol: Protocol,
+    /// The bound address while listening.
+    pub listening: Option<SocketAddr>,
+    /// Why it is not listening.
+    pub error: Option<String>,
+    /// Open TCP connections or live UDP flows, including those draining from removed endpoints.
+    pub active: usize,
+    /// Connections refused for want of any endpoint that accepted, and UDP datagrams dropped
+    /// (no endpoint, or too many flows).
+    pub rejected: u64,
+    pub endpoints: Vec<EndpointStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointStatus {
+    pub address: SocketAddr,
+    /// Open connections (TCP) or flows (UDP) to it.
+    pub active: u64,
+    /// Connections or flows it was given.
+    pub total: u64,
+    /// Failed connects (TCP) or refused datagrams (UDP).
+    pub failures: u64,
+    /// In back-off after a failure: skipped by new connections for now.
+    pub backing_off: bool,
+}
+
+/// Counters of one endpoint and the signal that drains it. Connections hold it, so counters
+/// of a removed endpoint stay correct until its last connection ends.
+struct Endpoint {
+    active: AtomicU64,
+    total: AtomicU64,
+    failures: AtomicU64,
+    /// Set to the instant its connections must be closed by, once removed.
+    drain: watch::Sender<Option<Instant>>,
+}
+
+impl Endpoint {
+    fn new() -> Arc<Endpoint> {
+        Arc::new(Endpoint {
+            active: AtomicU64::new(0),
+            total: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            drain: watch::channel(None).0,
+        })
+    }
+}
+
+/// The picker and the endpoint counters of one service, under one lock taken briefly per
+/// connection.
+struct Balance {
+    picker: Picker,
+    endpoints: HashMap<SocketAddr, Arc<Endpoint>>,
+}
+
+/// One served service, shared by its listener task and its connections.
+struct Service {
+    balance: Mutex<Balance>,
+    active: AtomicUsize,
+    rejected: AtomicU64,
+}
+
+impl Service {
+    fn new(entry: &ServiceEntry, limits: &Limits) -> Arc<Service> {
+        let service = Arc::new(Service {
+            balance: Mutex::new(Balance {
+                picker: Picker::new(&[], entry.affinity, limits.picker),
+                endpoints: HashMap::new(),
+            }),
+            active: AtomicUsize::new(0),
+            rejected: AtomicU64::new(0),
+        });
+        service.set_endpoints(entry, limits.drain_grace);
+        service
+    }
+
+    /// Swaps the endpoint set; endpoints that left start draining.
+    fn set_endpoints(&self, entry: &ServiceEntry, grace: Duration) {
+        let mut b = self.balance.lock().expect("balance lock");
+        b.picker.set_affinity(entry.affinity);
+        b.picker.set_endpoints(&entry.endpoints);
+        b.picker.forget_idle(Instant::now());
+        let deadline = Instant::now() + grace;
+        b.endpoints.retain(|addr, e| {
+            let keep = entry.endpoints.contains(addr);
+            if !keep {
+                e.drain.send_replace(Some(deadline));
+            }
+            keep
+        });
+        for addr in &entry.endpoints {
+            b.endpoints.entry(*addr).or_insert_with(Endpoint::new);
+        }
+    }
+
+    /// Picks an endpoint for `client`, not one of `exclude`.
+    fn pick(
+        &self,
+        client: IpAddr,
+        exclude: &[SocketAddr],
+    ) -> Option<(SocketAddr, Arc<Endpoint>, bool)> {
+        let mut b = self.balance.lock().expect("balance lock");
+        let pick = b.picker.pick(client, Instant::now(), exclude)?;
+        let endpoint = b.endpoints.get(&pick.addr)?.clone();
+        Some((pick.addr, endpoint, pick.was_dead))
+    }
+
+    fn connect_failed(&self, addr: SocketAddr, endpoint: &Endpoint) {
+        endpoint.failures.fetch_add(1, Ordering::Relaxed);
+        let mut b = self.balance.lock().expect("balance lock");
+        b.picker.mark_failed(addr, Instant::now());
+    }
+
+    fn connect_succeeded(&self, addr: SocketAddr) {
+        self.balance
+            .lock()
+            .expect("balance lock")
+            .picker
+            .mark_succeeded(addr);
+    }
+
+    /// Drains every endpoint: the service is going away.
+    fn drain_all(&self, grace: Duration) {
+        let deadline = Instant::now() + grace;
+        let b = self.balance.lock().expect("balance lock");
+        for e in b.endpoints.values() {
+            e.drain.send_replace(Some(deadline));
+        }
+    }
+}
+
+/// Counts a connection or flow as active on its service and endpoint while alive.
+struct ActiveGuard {
+    service: Arc<Service>,
+    endpoint: Option<Arc<Endpoint>>,
+}
+
+impl ActiveGuard {
+    fn new(service: Arc<Service>) -> ActiveGuard {
+        service.active.fetch_add(1, Ordering::Relaxed);
+        ActiveGuard {
+            service,
+            endpoint: None,
+        }
+    }
+
+    fn set_endpoint(&mut self, endpoint: Arc<Endpoint>) {
+        endpoint.active.fetch_add(1, Ordering::Relaxed);
+        endpoint.total.fetch_add(1, Ordering::Relaxed);
+        self.endpoint = Some(endpoint);
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.service.active.fetch_sub(1, Ordering::Relaxed);
+        if let Some(e) = &self.endpoint {
+            e.active.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Waits until `signal` carries a deadline, then until that deadline: the moment a draining
+/// connection must be closed. Never returns while no deadline is set.
+async fn closed_after_grace(mut signal: watch::Receiver<Option<Instant>>) {
+    let deadline = signal.wait_for(Option::is_some).await.ok().and_then(|d| *d);
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        // The sender is gone: nothing can drain this any more.
+        None => std::future::pending().await,
+    }
+}
+
+/// State shared by the proxy handle and every task it spawned.
+struct Shared {
+    listen: IpAddr,
+    limits: Limits,
+    connections: Arc<Semaphore>,
+    /// Set at shutdown to the instant every connection must be closed by.
+    stopping: watch::Sender<Option<Instant>>,
+}
+
+/// A served service slot: what the table said, and its listener or why it has none.
+struct Slot {
+    entry: ServiceEntry,
+    service: Arc<Service>,
+    listener: Result<Listener, String>,
+}
+
+struct Listener {
+    addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+/// The running proxy. Cheap to share behind an `Arc`; every method takes `&self`.
+pub struct Proxy {
+    shared: Arc<Shared>,
+    runtime: tokio::runtime::Handle,
+    slots: Mutex<HashMap<String, Slot>>,
+    /// Serialises `update` and `shutdown`, which await listener tasks between lock scopes.
+    updating: tokio::sync::Mutex<()>,
+}
+
+impl Proxy {
+    /// A proxy serving on `listen` (no services yet). Must be called within a tokio runtime;
+    /// its tasks run on that runtime.
+    pub fn start(listen: IpAddr, limits: Limits) -> Proxy {
+        let max = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
+        Proxy {
+            shared: Arc::new(Shared {
+                listen,
+                connections: Arc::new(Semaphore::new(max)),
+                limits: Limits {
+                    max_connections: max,
+                    ..limits
+                },
+                stopping: watch::channel(None).0,
+            }),
+            runtime: tokio::runtime::Handle::current(),
+            slots: Mutex::new(HashMap::new()),
+            updating: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Makes the proxy serve exactly `table`: opens listeners of new services (and retries
+    /// those that failed to bind before), closes those of services no longer listed, and swaps
+    /// endpoint sets. Returns one error per service that could not be bound; the others serve
+    /// regardless. A service whose port or protocol changed is closed and opened again.
+    pub async fn update(&self, table: &ServiceTable) -> Vec<ProxyError> {
+        let _serial = self.updating.lock().await;
+        let grace = self.shared.limits.drain_grace;
+        // Services that are gone or moved to another port: taken out of the map first, and
+        // their listeners closed before anything binds, so a port can pass between services.
+        let mut closing = Vec::new();
+        {
+            let mut slots = self.slots.lock().expect("slots lock");
+            slots.retain(|name, slot| {
+                let stays = table.services.iter().any(|e| {
+                    e.name == *name
+                        && e.port == slot.entry.port
+                        && e.protocol == slot.entry.protocol
+                });
+                if !stays {
+                    slot.service.drain_all(grace);
+                    if let Ok(l) = &slot.listener {
+                        l.task.abort();
+                    }
+                    closing.push(std::mem::replace(&mut slot.listener, Err(String::new())));
+                }
+                stays
+            });
+        }
+        for listener in closing.into_iter().flatten() {
+            // Aborted: the task (and with it the socket) is gone once this resolves.
+            let _ = listener.task.await;
+        }
+
+        let mut errors = Vec::new();
+        let mut slots = self.slots.lock().expect("slots lock");
+        let mut seen = std::collections::HashSet::new();
+        for entry in &table.services {
+            if !seen.insert(entry.name.as_str()) {
+                continue;
+            }
+            let slot = slots.entry(entry.name.clone()).or_insert_with(|| Slot {
+                entry: entry.clone(),
+                service: Service::new(entry, &self.shared.limits),
+                listener: Err(String::new()),
+            });
+            if slot.entry != *entry {
+                slot.service.set_endpoints(entry, grace);
+                slot.entry = entry.clone();
+            }
+            if slot.listener.is_err() {
+                match self.listen(&slot.service, entry) {
+                    Ok(listener) => slot.listener = Ok(listener),
+                    Err(e) => {
+                        slot.listener = Err(e.to_string());
+                        errors.push(e);
+                    }
+                }
+            }
+        }
+        errors
+    }
+
+    fn listen(&self, service: &Arc<Service>, entry: &ServiceEntry) -> Result<Listener, ProxyError> {
+        let addr = SocketAddr::new(self.shared.listen, entry.port);
+        let _in_runtime = self.runtime.enter();
+        let bound = match entry.protocol {
+            Protocol::TCP => tcp::bind(addr).map(|l| {
+                let addr = l.local_addr().unwrap_or(addr);
+                let task =
+                    self.runtime
+                        .spawn(tcp::accept_loop(l, service.clone(), self.shared.clone()));
+                Listener { addr, task }
+            }),
+            Protocol::UDP => udp::bind(addr).map(|s| {
+                let addr = s.local_addr().unwrap_or(addr);
+                let task = self
+                    .runtime
+                    .spawn(udp::serve(s, service.clone(), self.shared.clone()));
+                Listener { addr, task }
+            }),
+        };
+        bound.map_err(|source| ProxyError::Bind {
+            service: entry.name.clone(),
+            protocol: entry.protocol.as_str(),
+            addr,
+            source,
+        })
+    }
+
+    /// Every service of the last table, sorted by name.
+    pub fn status(&self) -> Vec<ServiceStatus> {
+        let slots = self.slots.lock().expect("slots lock");
+        let now = Instant::now();
+        let mut out: Vec<ServiceStatus> = slots
+            .values()
+            .map(|slot| {
+                let b = slot.service.balance.lock().expect("balance lock");
+                let endpoints = b
+                    .picker
+                    .endpoints()
+                    .map(|addr| {
+                        let e = &b.endpoints[&addr];
+                        EndpointStatus {
+                            address: addr,
+                            active: e.active.load(Ordering::Relaxed),
+                            total: e.total.load(Ordering::Relaxed),
+                            failures: e.failures.load(Ordering::Relaxed),
+                            backing_off: b.picker.is_dead(addr, now),
+                        }
+                    })
+                    .collect();
+                ServiceStatus {
+                    name: slot.entry.name.clone(),
+                    port: slot.entry.port,
+                    protocol: slot.entry.protocol,
+                    listening: slot.listener.as_ref().ok().map(|l| l.addr),
+                    error: slot.listener.as_ref().err().cloned(),
+                    active: slot.service.active.load(Ordering::Relaxed),
+                    rejected: slot.service.rejected.load(Ordering::Relaxed),
+                    endpoints,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// Stops accepting, lets open TCP connections finish for at most the drain grace, closes
+    /// the rest, and returns once every connection is gone. UDP flows end at once.
+    pub async fn shutdown(&self) {
+        let _serial = self.updating.lock().await;
+        let listeners: Vec<Listener> = {
+            let mut slots = self.slots.lock().expect("slots lock");
+            slots
+                .drain()
+                .filter_map(|(_, slot)| slot.listener.ok())
+                .collect()
+        };
+        for l in &listeners {
+            l.task.abort();
+        }
+        for l in listeners {
+            let _ = l.task.await;
+        }
+        self.shared
+            .stopping
+            .send_replace(Some(Instant::now() + self.shared.limits.drain_grace));
+        // Every connection holds a permit: having them all back means all are closed.
+        let all = self.shared.limits.max_connections as u32;
+        let _ = self.shared.connections.acquire_many(all).await;
+    }
+}

@@ -1,0 +1,97 @@
+//! TCP services: the accept loop of one listener and the life of one forwarded connection
+//! (pick, connect with a timeout and fail over, forward, drain). Never holds a lock across an
+//! await, never accepts a connection it has no permit for.
+
+use super::{closed_after_grace, forward, ActiveGuard, Service, Shared};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+
+/// Pending connections the kernel may hold for us, while every permit is taken or between
+/// accepts. Linux caps it at `net.core.somaxconn`.
+const BACKLOG: u32 = 4096;
+
+pub(super) fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // So a restarted proxy can bind again while old connections sit in TIME_WAIT. Not
+    // SO_REUSEPORT: that would let a second proxy bind the same port and silently split the
+    // traffic instead of reporting the port as taken.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
+pub(super) async fn accept_loop(listener: TcpListener, service: Arc<Service>, shared: Arc<Shared>) {
+    loop {
+        // Permit first: at the limit, clients wait in the backlog instead of being accepted
+        // and dropped.
+        let Ok(permit) = shared.connections.clone().acquire_owned().await else {
+            return;
+        };
+        let (client, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            // Out of descriptors or memory: give the system a moment instead of spinning.
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let service = service.clone();
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            serve(client, peer, service, &shared).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn serve(client: TcpStream, peer: SocketAddr, service: Arc<Service>, shared: &Shared) {
+    let mut active = ActiveGuard::new(service.clone());
+    let _ = client.set_nodelay(true);
+    let Some((upstream, endpoint)) = connect(&service, peer, shared).await else {
+        service.rejected.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    let drain = endpoint.drain.subscribe();
+    active.set_endpoint(endpoint);
+    let stopping = shared.stopping.subscribe();
+    tokio::select! {
+        _ = forward::forward(&client, &upstream, shared.limits.forwarding) => {}
+        _ = closed_after_grace(drain) => {}
+        _ = closed_after_grace(stopping) => {}
+    }
+}
+
+/// Connects to an endpoint for `peer`, trying each endpoint at most once: a failed or timed-out
+/// connect puts that endpoint in back-off and moves on to the next.
+async fn connect(
+    service: &Service,
+    peer: SocketAddr,
+    shared: &Shared,
+) -> Option<(TcpStream, Arc<super::Endpoint>)> {
+    // Allocates only once a connect has failed.
+    let mut tried: Vec<SocketAddr> = Vec::new();
+    loop {
+        let (addr, endpoint, was_dead) = service.pick(peer.ip(), &tried)?;
+        let attempt = tokio::time::timeout(shared.limits.connect_timeout, TcpStream::connect(addr));
+        match attempt.await {
+            Ok(Ok(upstream)) => {
+                let _ = upstream.set_nodelay(true);
+                if was_dead {
+                    service.connect_succeeded(addr);
+                }
+                return Some((upstream, endpoint));
+            }
+            _ => {
+                service.connect_failed(addr, &endpoint);
+                tried.push(addr);
+            }
+        }
+    }
+}
