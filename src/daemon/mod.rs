@@ -248,5 +248,6 @@ impl Reconciler {
     }
 }
 
+pub mod probes;
 pub mod status;
 pub mod watch;

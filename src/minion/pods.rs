@@ -536,6 +536,7 @@ impl Minion {
                     legacy,
                     ports,
                     ip,
+                    unready: false,
                 }
             })
             .collect();

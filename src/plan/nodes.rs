@@ -73,6 +73,7 @@ mod tests {
             legacy: false,
             ports: vec![],
             ip: None,
+            unready: false,
         }
     }
 

@@ -170,6 +170,7 @@ mod tests {
             legacy: false,
             ports: vec![],
             ip: None,
+            unready: false,
         }
     }
 

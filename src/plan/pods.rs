@@ -88,6 +88,11 @@ pub struct ObservedPod {
     /// The ports its infra container publishes on the minion.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<PublishedPort>,
+    /// Running, but a container's liveness probe has not passed (yet): not ready. Set by the
+    /// daemon from its prober for planning (a rollout waits for new pods to be ready); never
+    /// stored.
+    #[serde(skip)]
+    pub unready: bool,
     /// The pod's own address on its minion (its infra container's, on the bridge): where
     /// probes reach it from the minion.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -245,6 +250,29 @@ pub fn template_hash(
 ) -> String {
     let text = serde_json::to_string(&(manifest, labels, node_selector)).expect("serialises");
     crate::store::content_hash(text.as_bytes())[..10].to_string()
+}
+
+/// What each pod definition of the desired state runs, by template hash: the container
+/// manifests of explicit pods and RC templates (probes and named ports are read from them).
+pub fn manifests_by_hash(desired: &DesiredState) -> BTreeMap<String, &ContainerManifest> {
+    desired
+        .objects
+        .values()
+        .filter_map(|(o, _)| match o {
+            Object::Pod(p) => Some((
+                template_hash(&p.desired_state.manifest, &p.labels, &p.node_selector),
+                &p.desired_state.manifest,
+            )),
+            Object::ReplicationController(rc) => {
+                let t = &rc.desired_state.pod_template;
+                Some((
+                    template_hash(&t.desired_state.manifest, &t.labels, &t.node_selector),
+                    &t.desired_state.manifest,
+                ))
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 /// The id of an RC's replica: `<rc>-<hash>-<n>`, kept within the 63-character name limit.
@@ -436,7 +464,9 @@ pub fn plan_with(
                 })
                 .collect()
         };
-        let all_new_running = new.iter().all(|p| p.phase == Phase::Running);
+        let all_new_running = new
+            .iter()
+            .all(|p| p.phase == Phase::Running && !p.unready);
         deletion_order(&mut old);
         deletion_order(&mut new);
         if total < replicas {

@@ -71,6 +71,7 @@ fn pod(
         legacy: false,
         ports,
         ip: None,
+        unready: false,
     }
 }
 

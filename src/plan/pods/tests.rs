@@ -116,6 +116,7 @@ impl World {
                         legacy: false,
                         ports: vec![],
                         ip: None,
+                        unready: false,
                     });
                 }
                 Action::DeleteVolumes { .. } => {}
