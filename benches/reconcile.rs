@@ -155,7 +155,7 @@ fn main() {
     .into_iter()
     .map(|s| Arc::new(drover::minion::Minion::new(s).unwrap()))
     .collect();
-    let mut reconciler = drover::daemon::Reconciler::new(
+    let mut reconciler = drover::reconcile::Reconciler::new(
         minions.clone(),
         Arc::new(|_: &str| None),
         Duration::from_secs(30),

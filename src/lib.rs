@@ -12,5 +12,6 @@ pub mod model;
 pub mod par;
 pub mod plan;
 pub mod proxy;
+pub mod reconcile;
 pub mod source;
 pub mod store;

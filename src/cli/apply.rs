@@ -58,10 +58,12 @@ pub fn run(cx: &Context, args: &SourceArgs, opts: Options) -> ExitCode {
         Ok(i) => i,
         Err(e) => return fail(&e),
     };
-    if let Err(e) = super::refuse_empty_source(&spec, &desired, &index, allow_empty) {
+    if let Err(e) =
+        drover::reconcile::project::refuse_empty_source(&spec, &desired, &index, allow_empty)
+    {
         return fail(&e);
     }
-    super::attach_store(&mut reconciler, &store, &index, lock.clone());
+    drover::reconcile::project::attach_store(&mut reconciler, &store, &index, lock.clone());
     reconciler.sole_writer = lock.is_some();
     // On a terminal, show the plan and ask first (like `terraform apply`); scripts and CI,
     // with no terminal on stdin, are not asked.
@@ -170,14 +172,14 @@ pub fn run(cx: &Context, args: &SourceArgs, opts: Options) -> ExitCode {
     let lock = &*lock;
     // What was seen is worth keeping even when apply failed: `drover diff` shows it.
     if let Some(seen) = &last_seen {
-        if let Err(e) = super::record_observation(&store, lock, seen) {
+        if let Err(e) = drover::reconcile::project::record_observation(&store, lock, seen) {
             return fail(&e);
         }
     }
     if !converged {
         return ExitCode::from(EXIT_ERROR);
     }
-    if let Err(e) = super::record(&store, lock, &desired, prune) {
+    if let Err(e) = drover::reconcile::project::record_applied(&store, lock, &desired, prune) {
         return fail(&e);
     }
     println!(
@@ -190,7 +192,7 @@ pub fn run(cx: &Context, args: &SourceArgs, opts: Options) -> ExitCode {
 
 /// What this project saw but does not own: pods of objects it never applied, and pods of a
 /// drover from before projects that its store never recorded. Left alone, said once.
-pub fn report_left_alone(round: &drover::daemon::Round) {
+pub fn report_left_alone(round: &drover::reconcile::Round) {
     for (pod, reason) in &round.unowned {
         eprintln!("drover: note: pod {pod}: {reason}");
     }

@@ -19,7 +19,7 @@ fn status_document(
     source: &str,
     commit: Option<&str>,
     number: u64,
-    round: &drover::daemon::Round,
+    round: &drover::reconcile::Round,
 ) -> serde_json::Value {
     let at = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -73,10 +73,12 @@ pub fn run(
         Ok(i) => i,
         Err(e) => return fail(&e),
     };
-    if let Err(e) = super::refuse_empty_source(&spec, &desired, &index, allow_empty) {
+    if let Err(e) =
+        drover::reconcile::project::refuse_empty_source(&spec, &desired, &index, allow_empty)
+    {
         return fail(&e);
     }
-    super::attach_store(&mut reconciler, &store, &index, Some(lock.clone()));
+    drover::reconcile::project::attach_store(&mut reconciler, &store, &index, Some(lock.clone()));
     let lock = &*lock;
     reconciler.sole_writer = true;
     let git = cx.settings.git_options(&cx.state_dir);
@@ -148,7 +150,12 @@ pub fn run(
                             source: std::io::Error::other(e.to_string()),
                         })
                     })?;
-                    match super::refuse_empty_source(&spec, &d, &index, allow_empty) {
+                    match drover::reconcile::project::refuse_empty_source(
+                        &spec,
+                        &d,
+                        &index,
+                        allow_empty,
+                    ) {
                         Ok(()) => Ok((d, c)),
                         Err(e) => Err(LoadError::Refused(e)),
                     }
@@ -211,11 +218,15 @@ pub fn run(
                 rounds,
                 &round,
             );
-            if let Err(e) = super::record_observation(&store, lock, &round.observation()) {
+            if let Err(e) =
+                drover::reconcile::project::record_observation(&store, lock, &round.observation())
+            {
                 eprintln!("drover: error: {e}");
             }
             if round.converged() {
-                if let Err(e) = super::record(&store, lock, &desired, true) {
+                if let Err(e) =
+                    drover::reconcile::project::record_applied(&store, lock, &desired, true)
+                {
                     eprintln!("drover: error: {e}");
                 }
             } else if round.planned > 0 || round.pending {

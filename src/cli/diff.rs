@@ -162,9 +162,9 @@ fn observation(
         Err(e) => return Err(e.to_string()),
     };
     let minions = super::minions(cx, Some(desired))?;
-    let (mut seen, errors) = super::runtime().block_on(drover::daemon::observe_all(
+    let (mut seen, errors) = super::runtime().block_on(drover::reconcile::observe_all(
         &minions,
-        &super::adoptable(index),
+        &drover::reconcile::project::adoptable(index),
     ));
     for e in &errors {
         eprintln!("drover: warning: {e}; using the pods last seen there");
@@ -174,7 +174,8 @@ fn observation(
     }
     let seen = seen.or_last_seen(&stored);
     if let Some(lock) = &lock {
-        super::record_observation(store, lock, &seen).map_err(|e| e.to_string())?;
+        drover::reconcile::project::record_observation(store, lock, &seen)
+            .map_err(|e| e.to_string())?;
     }
     Ok(seen)
 }

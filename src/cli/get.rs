@@ -40,9 +40,9 @@ fn observe(cx: &Context) -> Result<World, String> {
     let index = drover::store::Store::new(&cx.state_dir)
         .read_index()
         .map_err(|e| e.to_string())?;
-    let (seen, errors) = super::runtime().block_on(drover::daemon::observe_all(
+    let (seen, errors) = super::runtime().block_on(drover::reconcile::observe_all(
         &minions,
-        &super::adoptable(&index),
+        &drover::reconcile::project::adoptable(&index),
     ));
     Ok(World {
         desired,

@@ -9,9 +9,8 @@ pub mod validate;
 
 use crate::SourceArgs;
 use drover::config::Settings;
-use drover::manifest::Diagnostic;
 use drover::model::DesiredState;
-use drover::source::{self, SourceSpec};
+use drover::source::SourceSpec;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,96 +42,18 @@ pub fn fail(e: &dyn std::fmt::Display) -> ExitCode {
     ExitCode::from(EXIT_ERROR)
 }
 
-/// Why the desired state could not be had.
-pub enum LoadError {
-    Source(source::SourceError),
-    Invalid(Vec<Diagnostic>),
-    /// Read and valid, but refused (the empty-source guard).
-    Refused(String),
-}
+pub use drover::reconcile::project::LoadError;
 
-/// Reads and validates the whole source.
+/// Reads and validates the whole source; names the files it skipped.
 pub fn load_desired(
     cx: &Context,
     spec: &SourceSpec,
 ) -> Result<(DesiredState, Option<String>), LoadError> {
-    let snapshot =
-        source::read(spec, &cx.settings.git_options(&cx.state_dir)).map_err(LoadError::Source)?;
-    if let Some(note) = snapshot.skipped_note() {
+    let loaded = drover::reconcile::project::load(spec, &cx.settings.git_options(&cx.state_dir))?;
+    if let Some(note) = &loaded.skipped {
         eprintln!("drover: note: {note}");
     }
-    let desired = drover::manifest::desired_state(&snapshot.files).map_err(LoadError::Invalid)?;
-    Ok((desired, snapshot.commit))
-}
-
-/// The empty-source guard (as Argo CD's `allowEmpty`): a source with no objects while the
-/// store holds applied objects is far more often a wrong path, ref or glob than a wish to
-/// delete everything. Refused unless `allow_empty`.
-pub fn refuse_empty_source(
-    spec: &SourceSpec,
-    desired: &DesiredState,
-    index: &drover::store::Index,
-    allow_empty: bool,
-) -> Result<(), String> {
-    if !desired.objects.is_empty() || allow_empty {
-        return Ok(());
-    }
-    let inventory = drover::plan::inventory::Inventory::from_index(index);
-    let applied = index.applied.len();
-    if applied == 0 && inventory.is_empty() {
-        return Ok(());
-    }
-    let mut kinds: std::collections::BTreeMap<String, usize> = Default::default();
-    for key in index.applied.keys() {
-        *kinds.entry(key.kind.to_string()).or_default() += 1;
-    }
-    let detail: Vec<String> = kinds.iter().map(|(k, n)| format!("{n} {k}")).collect();
-    Err(format!(
-        "the source {} has no objects, but this project applied {applied} object{} before ({}); \
-         applying it would prune them all. Refusing: check the source, ref and path, or pass \
-         --allow-empty (allow_empty = true in drover.toml) to prune everything",
-        spec.describe(),
-        plural(applied),
-        if detail.is_empty() {
-            "pods in the inventory".to_string()
-        } else {
-            detail.join(", ")
-        }
-    ))
-}
-
-/// Pods of this project's store: the pods made before projects that it may adopt.
-pub fn adoptable(index: &drover::store::Index) -> drover::daemon::Adoptable {
-    index
-        .observed
-        .keys()
-        .filter(|k| k.kind == drover::model::Kind::Pod)
-        .filter_map(|k| k.id.rsplit_once('+'))
-        .map(|(pod, minion)| (pod.to_string(), minion.to_string()))
-        .collect()
-}
-
-/// Connects a reconciler to the store: the project's inventory and adoptable pods from the
-/// index, and (with the lock) the writer that records new inventory entries before their pods
-/// are made.
-pub fn attach_store(
-    reconciler: &mut drover::daemon::Reconciler,
-    store: &drover::store::Store,
-    index: &drover::store::Index,
-    lock: Option<std::sync::Arc<drover::store::StoreLock>>,
-) {
-    reconciler.inventory = drover::plan::inventory::Inventory::from_index(index);
-    reconciler.adoptable = adoptable(index);
-    reconciler.record_inventory = lock.map(|lock| {
-        let store = store.clone();
-        let write: drover::daemon::InventoryWriter = Box::new(move |keys| {
-            store
-                .commit(&lock, &drover::plan::inventory::add_batch(keys))
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        });
-        write
-    });
+    Ok((loaded.desired, loaded.commit))
 }
 
 /// Reports a load error on stderr: every diagnostic, then a count. Returns the exit code.
@@ -180,45 +101,16 @@ pub fn reconciler(
     cx: &Context,
     desired: &DesiredState,
     node_grace: std::time::Duration,
-) -> Result<drover::daemon::Reconciler, String> {
+) -> Result<drover::reconcile::Reconciler, String> {
     let minions = minions(cx, Some(desired))?;
     let config = cx.settings.config.clone();
     let credentials: drover::exec::Credentials =
         std::sync::Arc::new(move |image: &str| config.credentials_for(image));
-    Ok(drover::daemon::Reconciler::new(
+    Ok(drover::reconcile::Reconciler::new(
         minions,
         credentials,
         node_grace,
     ))
-}
-
-/// Records the applied objects, so `drover diff` shows them in sync.
-pub fn record(
-    store: &drover::store::Store,
-    lock: &drover::store::StoreLock,
-    desired: &DesiredState,
-    prune: bool,
-) -> Result<u64, drover::store::StoreError> {
-    let index = store.read_index()?;
-    let mut batch = drover::plan::objects::record_batch_with(desired, &index, prune);
-    batch.extend(drover::plan::inventory::settle_batch(
-        &index, desired, prune,
-    ));
-    store.commit(lock, &batch)
-}
-
-/// Records what a round (or `diff --live`) saw in the store's observed section; writes
-/// nothing when nothing changed.
-pub fn record_observation(
-    store: &drover::store::Store,
-    lock: &drover::store::StoreLock,
-    seen: &drover::plan::observed::Observation,
-) -> Result<u64, drover::store::StoreError> {
-    let index = store.read_index()?;
-    store.commit(
-        lock,
-        &drover::plan::observed::observation_batch(&index, seen),
-    )
 }
 
 /// The async runtime for commands that talk to minions.

@@ -255,13 +255,19 @@ mod tests {
         let mut book = ProbeBook::default();
         let t0 = Instant::now();
         let running = vec![(key("c"), Duration::from_secs(5))];
-        assert!(book.due(&running, t0).is_empty(), "the initial delay is respected");
+        assert!(
+            book.due(&running, t0).is_empty(),
+            "the initial delay is respected"
+        );
         assert_eq!(book.unready().len(), 1, "not ready before its first probe");
         let t1 = t0 + Duration::from_secs(5);
         assert_eq!(book.due(&running, t1), vec![key("c")]);
         assert_eq!(book.record(&key("c"), Ok(()), t1), Verdict::Ready);
         assert!(book.unready().is_empty());
-        assert!(book.due(&running, t1 + Duration::from_secs(1)).is_empty(), "one per period");
+        assert!(
+            book.due(&running, t1 + Duration::from_secs(1)).is_empty(),
+            "one per period"
+        );
         let mut t = t1;
         for n in 1..=FAILURE_THRESHOLD {
             t += PERIOD;

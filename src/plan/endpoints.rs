@@ -191,5 +191,59 @@ pub fn service_env(desired: &DesiredState, host: &str) -> Vec<String> {
     env
 }
 
+/// The batch that makes the store's endpoints section hold `current` (only changed records).
+pub fn endpoints_batch(
+    index: &crate::store::Index,
+    current: &[ServiceEndpoints],
+) -> crate::store::Batch {
+    use crate::model::{Kind, ObjectKey};
+    use crate::store::{content_hash, Batch, Section};
+    let mut batch = Batch::default();
+    let mut keep = std::collections::BTreeSet::new();
+    for s in current {
+        let key = ObjectKey::new(Kind::Service, &s.name);
+        let mut text = serde_json::to_string_pretty(s).expect("endpoints serialise");
+        text.push('\n');
+        let unchanged = index
+            .endpoints
+            .get(&key)
+            .is_some_and(|e| e.hash == content_hash(text.as_bytes()));
+        if !unchanged {
+            batch.put(Section::Endpoints, key.clone(), text, None);
+        }
+        keep.insert(key);
+    }
+    for key in index.endpoints.keys().filter(|k| !keep.contains(*k)) {
+        batch.delete(Section::Endpoints, key.clone());
+    }
+    batch
+}
+
+/// Reads the endpoints section back.
+pub fn from_records(
+    texts: &BTreeMap<crate::model::ObjectKey, String>,
+) -> Result<Vec<ServiceEndpoints>, String> {
+    texts
+        .iter()
+        .map(|(k, t)| serde_json::from_str(t).map_err(|e| format!("endpoints record {k}: {e}")))
+        .collect()
+}
+
+/// The proxy's table: every service with its ready endpoints.
+pub fn proxy_table(services: &[ServiceEndpoints]) -> crate::proxy::ServiceTable {
+    crate::proxy::ServiceTable {
+        services: services
+            .iter()
+            .map(|s| crate::proxy::ServiceEntry {
+                name: s.name.clone(),
+                port: s.port,
+                protocol: s.protocol,
+                affinity: s.session_affinity,
+                endpoints: s.ready_addresses(),
+            })
+            .collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -464,9 +464,7 @@ pub fn plan_with(
                 })
                 .collect()
         };
-        let all_new_running = new
-            .iter()
-            .all(|p| p.phase == Phase::Running && !p.unready);
+        let all_new_running = new.iter().all(|p| p.phase == Phase::Running && !p.unready);
         deletion_order(&mut old);
         deletion_order(&mut new);
         if total < replicas {

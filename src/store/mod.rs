@@ -47,16 +47,25 @@ pub enum Section {
     /// The project's inventory: the objects whose pods it made, recorded before the first pod
     /// of each is made; pruning touches only pods of these (`plan::inventory`).
     Inventory,
+    /// Every service's endpoints as last computed (`plan::endpoints`): what a standalone
+    /// `drover proxy` serves and `get services` shows.
+    Endpoints,
 }
 
 impl Section {
-    pub const ALL: [Section; 3] = [Section::Applied, Section::Observed, Section::Inventory];
+    pub const ALL: [Section; 4] = [
+        Section::Applied,
+        Section::Observed,
+        Section::Inventory,
+        Section::Endpoints,
+    ];
 
     fn as_str(self) -> &'static str {
         match self {
             Section::Applied => "applied",
             Section::Observed => "observed",
             Section::Inventory => "inventory",
+            Section::Endpoints => "endpoints",
         }
     }
 }
@@ -126,6 +135,8 @@ pub struct Index {
     /// Absent in stores written before projects existed: their applied objects stand in.
     #[serde(with = "keyed", default, skip_serializing_if = "BTreeMap::is_empty")]
     pub inventory: BTreeMap<ObjectKey, Entry>,
+    #[serde(with = "keyed", default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub endpoints: BTreeMap<ObjectKey, Entry>,
 }
 
 impl Index {
@@ -134,6 +145,7 @@ impl Index {
             Section::Applied => &self.applied,
             Section::Observed => &self.observed,
             Section::Inventory => &self.inventory,
+            Section::Endpoints => &self.endpoints,
         }
     }
 
@@ -142,6 +154,7 @@ impl Index {
             Section::Applied => &mut self.applied,
             Section::Observed => &mut self.observed,
             Section::Inventory => &mut self.inventory,
+            Section::Endpoints => &mut self.endpoints,
         }
     }
 }
@@ -187,6 +200,7 @@ impl IndexV1 {
                 .collect(),
             observed: BTreeMap::new(),
             inventory: BTreeMap::new(),
+            endpoints: BTreeMap::new(),
         }
     }
 }

@@ -1,0 +1,249 @@
+//! Reconciling: one level-triggered round (observe every minion, plan, execute) shared by
+//! `apply` and the daemon. A round never asks why it runs: it observes, plans against what it
+//! saw, and executes. `project.rs` connects it to the project's store.
+
+use crate::exec::{execute, Credentials, Progress, Quiet};
+use crate::minion::pods::MinionObservation;
+use crate::minion::{Minion, MinionError};
+use crate::model::DesiredState;
+use crate::model::ObjectKey;
+use crate::plan::inventory::Inventory;
+use crate::plan::nodes::NodeController;
+use crate::plan::observed::Observation;
+use crate::plan::pods::{fail_half_made, leftover_volumes, plan_with, Action, Phase, Prune};
+use crate::plan::scheduler::MinionView;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What one round saw and did.
+#[derive(Debug, Default)]
+pub struct Round {
+    pub done: Vec<Action>,
+    pub failed: Vec<(Action, MinionError)>,
+    pub unschedulable: Vec<(String, String)>,
+    /// Minions that could not be observed this round.
+    pub unobserved: Vec<MinionError>,
+    /// Pods still starting.
+    pub pending: bool,
+    /// Actions the plan held (executed or not).
+    pub planned: usize,
+    /// What was observed (or assumed by the node controller), for status reports.
+    pub pods: Vec<crate::plan::pods::ObservedPod>,
+    pub minions: Vec<MinionView>,
+    /// Pods left alone because their object is not this project's (`Plan::unowned`).
+    pub unowned: Vec<(String, String)>,
+    /// Per minion, pods made by a drover from before projects that this project never
+    /// recorded: reported, never touched.
+    pub unclaimed: Vec<(String, Vec<String>)>,
+    /// What stopped the round before it acted.
+    pub error: Option<String>,
+}
+
+impl Round {
+    /// Nothing left to do and nothing starting.
+    pub fn converged(&self) -> bool {
+        self.planned == 0 && !self.pending && self.unobserved.is_empty() && self.error.is_none()
+    }
+
+    /// What this round saw, for the store. Pods the node controller assumed on a silent
+    /// minion are not in it: `observation_batch` keeps that minion's last-seen records.
+    pub fn observation(&self) -> Observation {
+        Observation {
+            minions: self.minions.clone(),
+            pods: self.pods.clone(),
+        }
+    }
+}
+
+/// The pods of this project the store recorded, as (pod, minion): the pods made before
+/// projects existed that this project may adopt.
+pub type Adoptable = BTreeSet<(String, String)>;
+
+/// Every minion's pods (one list call each, in parallel) and its capacity; a minion that
+/// cannot be observed keeps its configured capacity.
+pub async fn observe(
+    minions: &[Arc<Minion>],
+    adoptable: &Adoptable,
+) -> Vec<(
+    Arc<Minion>,
+    Result<MinionObservation, MinionError>,
+    crate::model::Capacity,
+)> {
+    futures_util::future::join_all(minions.iter().map(|m| async move {
+        let name = m.spec.name.clone();
+        let adopt = move |pod: &str| adoptable.contains(&(pod.to_string(), name.clone()));
+        let seen = m.observe_project(&adopt).await;
+        let capacity = match &seen {
+            Ok(_) => m.capacity().await.unwrap_or(m.spec.capacity),
+            Err(_) => m.spec.capacity,
+        };
+        (m.clone(), seen, capacity)
+    }))
+    .await
+}
+
+/// Every minion observed at once: what answered, as an `Observation` (a minion that did not
+/// answer is in it as not Ready, with no pods), and why the others did not.
+pub async fn observe_all(
+    minions: &[Arc<Minion>],
+    adoptable: &Adoptable,
+) -> (Observation, Vec<MinionError>) {
+    let mut seen = Observation::default();
+    let mut errors = Vec::new();
+    for (m, result, capacity) in observe(minions, adoptable).await {
+        let mut view = MinionView {
+            name: m.spec.name.clone(),
+            ready: result.is_ok(),
+            labels: m.spec.labels.clone(),
+            capacity,
+            taken: Default::default(),
+        };
+        match result {
+            Ok(o) => {
+                view.taken = o.taken;
+                seen.pods.extend(o.pods);
+            }
+            Err(e) => errors.push(e),
+        }
+        seen.minions.push(view);
+    }
+    seen.pods
+        .sort_by(|a, b| (&a.id, &a.minion).cmp(&(&b.id, &b.minion)));
+    (seen, errors)
+}
+
+/// Records objects into the project's inventory before pods are made for them.
+pub type InventoryWriter = Box<dyn Fn(&BTreeSet<ObjectKey>) -> Result<(), String> + Send + Sync>;
+
+pub struct Reconciler {
+    minions: Vec<Arc<Minion>>,
+    by_name: HashMap<String, Arc<Minion>>,
+    credentials: Credentials,
+    nodes: NodeController,
+    /// Delete pods whose Pod or RC left the source (those in the inventory).
+    pub prune: bool,
+    /// The objects whose pods this project made (`plan::inventory`).
+    pub inventory: Inventory,
+    /// Commits new inventory entries; without one (a dry run) nothing new is made.
+    pub record_inventory: Option<InventoryWriter>,
+    /// Pods made before projects that this project's store recorded.
+    pub adoptable: Adoptable,
+    pub progress: Arc<dyn Progress>,
+    /// Set while this process holds the store lock: then no other drover makes pods, so a
+    /// container created and never started is a leftover of a killed one (`fail_half_made`).
+    pub sole_writer: bool,
+}
+
+impl Reconciler {
+    pub fn new(
+        minions: Vec<Arc<Minion>>,
+        credentials: Credentials,
+        node_grace: Duration,
+    ) -> Reconciler {
+        let by_name = minions
+            .iter()
+            .map(|m| (m.spec.name.clone(), m.clone()))
+            .collect();
+        Reconciler {
+            minions,
+            by_name,
+            credentials,
+            nodes: NodeController::new(node_grace),
+            prune: true,
+            inventory: Inventory::default(),
+            record_inventory: None,
+            adoptable: Adoptable::new(),
+            progress: Arc::new(Quiet),
+            sole_writer: false,
+        }
+    }
+
+    /// One round. With `strict`, a minion that cannot be observed stops the round before
+    /// anything is planned (one-shot apply); otherwise the node controller decides what its
+    /// pods count as (the daemon). `dry_run` plans without executing.
+    pub async fn round(&mut self, desired: &DesiredState, strict: bool, dry_run: bool) -> Round {
+        let now = Instant::now();
+        let observed = observe(&self.minions, &self.adoptable).await;
+        let mut round = Round::default();
+        let (mut pods, mut views, mut volumes) = (Vec::new(), Vec::new(), Vec::new());
+        for (m, result, capacity) in observed {
+            let name = m.spec.name.clone();
+            let mut taken = Default::default();
+            let ready = match result {
+                Ok(mut seen) => {
+                    // Rounds never overlap, so nothing of ours is half-made while we look.
+                    if self.sole_writer {
+                        fail_half_made(&mut seen.pods);
+                    }
+                    self.nodes.observed(&name, &seen.pods, now);
+                    pods.extend(seen.pods);
+                    taken = seen.taken;
+                    if !seen.unclaimed.is_empty() {
+                        round.unclaimed.push((name.clone(), seen.unclaimed));
+                    }
+                    volumes.extend(
+                        seen.volumes
+                            .into_iter()
+                            .map(|(pod, volume)| (name.clone(), pod, volume)),
+                    );
+                    true
+                }
+                Err(e) => {
+                    pods.extend(self.nodes.unobserved(&name, now));
+                    round.unobserved.push(e);
+                    false
+                }
+            };
+            views.push(MinionView {
+                name,
+                ready,
+                labels: m.spec.labels.clone(),
+                capacity,
+                taken,
+            });
+        }
+        round.pods = pods;
+        round.minions = views;
+        if strict && !round.unobserved.is_empty() {
+            return round;
+        }
+        round.pending = round.pods.iter().any(|p| p.phase == Phase::Pending);
+        let prune = if self.prune {
+            Prune::Owned(&self.inventory)
+        } else {
+            Prune::Off
+        };
+        let mut p = plan_with(desired, &round.pods, &round.minions, prune);
+        p.actions.extend(leftover_volumes(&round.pods, &volumes));
+        round.planned = p.actions.len();
+        round.unschedulable = p.unschedulable.clone();
+        round.unowned = p.unowned.clone();
+        if dry_run {
+            round.done = p.actions;
+            return round;
+        }
+        // The inventory learns of an object before its first pod exists (write-ahead).
+        let missing = self.inventory.missing(&p);
+        if !missing.is_empty() {
+            let recorded = match &self.record_inventory {
+                Some(record) => record(&missing),
+                None => Err("no store to record the inventory in".to_string()),
+            };
+            if let Err(e) = recorded {
+                round.error = Some(format!("recording the inventory: {e}"));
+                return round;
+            }
+            self.inventory.extend(missing);
+        }
+        if !p.actions.is_empty() {
+            let outcome =
+                execute(&p, &self.by_name, self.credentials.clone(), &*self.progress).await;
+            round.done = outcome.done;
+            round.failed = outcome.failed;
+        }
+        round
+    }
+}
+
+pub mod project;

@@ -1,0 +1,164 @@
+//! A project's reconciling connected to its source and its store: reading the desired state
+//! (with the empty-source guard), the store's inventory and adoptable pods handed to the
+//! reconciler, and what a round records afterwards (observed pods and minions, endpoints, the
+//! applied objects once converged). Shared by `apply` and the daemon; prints nothing.
+
+use super::{Adoptable, InventoryWriter, Reconciler};
+use crate::manifest::Diagnostic;
+use crate::model::{DesiredState, Kind};
+use crate::plan::endpoints::ServiceEndpoints;
+use crate::plan::inventory::Inventory;
+use crate::plan::observed::Observation;
+use crate::source::{self, GitOptions, SourceSpec};
+use crate::store::{Index, Store, StoreError, StoreLock};
+use std::sync::Arc;
+
+/// Why the desired state could not be had.
+#[derive(Debug)]
+pub enum LoadError {
+    Source(source::SourceError),
+    Invalid(Vec<Diagnostic>),
+    /// Read and valid, but refused (the empty-source guard).
+    Refused(String),
+}
+
+/// A source read whole and validated.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub desired: DesiredState,
+    pub commit: Option<String>,
+    /// `skipped 3 files: ...`, when the source held files drover does not read.
+    pub skipped: Option<String>,
+}
+
+/// Reads and validates the whole source.
+pub fn load(spec: &SourceSpec, git: &GitOptions) -> Result<Loaded, LoadError> {
+    let snapshot = source::read(spec, git).map_err(LoadError::Source)?;
+    let skipped = snapshot.skipped_note();
+    let desired = crate::manifest::desired_state(&snapshot.files).map_err(LoadError::Invalid)?;
+    Ok(Loaded {
+        desired,
+        commit: snapshot.commit,
+        skipped,
+    })
+}
+
+/// The empty-source guard (as Argo CD's `allowEmpty`): a source with no objects while the
+/// store holds applied objects is far more often a wrong path, ref or glob than a wish to
+/// delete everything. Refused unless `allow_empty`.
+pub fn refuse_empty_source(
+    spec: &SourceSpec,
+    desired: &DesiredState,
+    index: &Index,
+    allow_empty: bool,
+) -> Result<(), String> {
+    if !desired.objects.is_empty() || allow_empty {
+        return Ok(());
+    }
+    let inventory = Inventory::from_index(index);
+    let applied = index.applied.len();
+    if applied == 0 && inventory.is_empty() {
+        return Ok(());
+    }
+    let mut kinds: std::collections::BTreeMap<String, usize> = Default::default();
+    for key in index.applied.keys() {
+        *kinds.entry(key.kind.to_string()).or_default() += 1;
+    }
+    let detail: Vec<String> = kinds.iter().map(|(k, n)| format!("{n} {k}")).collect();
+    Err(format!(
+        "the source {} has no objects, but this project applied {applied} object{} before ({}); \
+         applying it would prune them all. Refusing: check the source, ref and path, or pass \
+         --allow-empty (allow_empty = true in drover.toml) to prune everything",
+        spec.describe(),
+        if applied == 1 { "" } else { "s" },
+        if detail.is_empty() {
+            "pods in the inventory".to_string()
+        } else {
+            detail.join(", ")
+        }
+    ))
+}
+
+/// Pods of this project's store: the pods made before projects that it may adopt.
+pub fn adoptable(index: &Index) -> Adoptable {
+    index
+        .observed
+        .keys()
+        .filter(|k| k.kind == Kind::Pod)
+        .filter_map(|k| k.id.rsplit_once('+'))
+        .map(|(pod, minion)| (pod.to_string(), minion.to_string()))
+        .collect()
+}
+
+/// Connects a reconciler to the store: the project's inventory and adoptable pods from the
+/// index, and (with the lock) the writer that records new inventory entries before their pods
+/// are made.
+pub fn attach_store(
+    reconciler: &mut Reconciler,
+    store: &Store,
+    index: &Index,
+    lock: Option<Arc<StoreLock>>,
+) {
+    reconciler.inventory = Inventory::from_index(index);
+    reconciler.adoptable = adoptable(index);
+    reconciler.record_inventory = lock.map(|lock| {
+        let store = store.clone();
+        let write: InventoryWriter = Box::new(move |keys| {
+            store
+                .commit(&lock, &crate::plan::inventory::add_batch(keys))
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        });
+        write
+    });
+}
+
+/// Records the applied objects (and settles the inventory), so `drover diff` shows them in
+/// sync.
+pub fn record_applied(
+    store: &Store,
+    lock: &StoreLock,
+    desired: &DesiredState,
+    prune: bool,
+) -> Result<u64, StoreError> {
+    let index = store.read_index()?;
+    let mut batch = crate::plan::objects::record_batch_with(desired, &index, prune);
+    batch.extend(crate::plan::inventory::settle_batch(&index, desired, prune));
+    store.commit(lock, &batch)
+}
+
+/// Records what a round (or `diff --live`) saw in the store's observed section; writes
+/// nothing when nothing changed.
+pub fn record_observation(
+    store: &Store,
+    lock: &StoreLock,
+    seen: &Observation,
+) -> Result<u64, StoreError> {
+    let index = store.read_index()?;
+    store.commit(
+        lock,
+        &crate::plan::observed::observation_batch(&index, seen),
+    )
+}
+
+/// Records every service's endpoints; writes nothing when nothing changed.
+pub fn record_endpoints(
+    store: &Store,
+    lock: &StoreLock,
+    endpoints: &[ServiceEndpoints],
+) -> Result<u64, StoreError> {
+    let index = store.read_index()?;
+    store.commit(
+        lock,
+        &crate::plan::endpoints::endpoints_batch(&index, endpoints),
+    )
+}
+
+/// The endpoints the store holds (what a standalone proxy serves).
+pub fn stored_endpoints(store: &Store) -> Result<Vec<ServiceEndpoints>, String> {
+    let index = store.read_index().map_err(|e| e.to_string())?;
+    let texts = store
+        .read_section(&index, crate::store::Section::Endpoints)
+        .map_err(|e| e.to_string())?;
+    crate::plan::endpoints::from_records(&texts)
+}
