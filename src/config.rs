@@ -97,7 +97,34 @@ pub struct SshDefaults {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProxyConfig {
+    /// The address the service ports are served on (default 127.0.0.1).
     pub listen: Option<String>,
+    /// The proxy's address as containers on the minions reach it: `{NAME}_SERVICE_HOST`.
+    pub advertise: Option<String>,
+}
+
+/// Where the proxy serves and what containers are told.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    pub listen: std::net::IpAddr,
+    pub advertise: Option<String>,
+}
+
+impl ProxyConfig {
+    /// `listen` (default loopback) and `advertise` (default: `listen` when containers could
+    /// reach it, i.e. neither loopback nor the unspecified address).
+    pub fn settings(&self) -> Result<ProxySettings, String> {
+        let listen: std::net::IpAddr = match &self.listen {
+            Some(l) => l
+                .parse()
+                .map_err(|_| format!("[proxy] listen: `{l}` is not an IP address"))?,
+            None => std::net::Ipv4Addr::LOCALHOST.into(),
+        };
+        let advertise = self.advertise.clone().or_else(|| {
+            (!listen.is_loopback() && !listen.is_unspecified()).then(|| listen.to_string())
+        });
+        Ok(ProxySettings { listen, advertise })
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

@@ -132,8 +132,14 @@ enum Command {
         #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
         output: cli::minions::GetOutput,
     },
-    /// Show one pod or replication controller in detail (and why a pod is Pending)
+    /// Show one pod, replication controller or service in detail (and why a pod is Pending)
     Describe { kind: String, name: String },
+    /// Serve every service's port alone, from the endpoints in the state directory
+    Proxy {
+        /// Address to serve on (default: [proxy] listen, else 127.0.0.1)
+        #[arg(long)]
+        listen: Option<std::net::IpAddr>,
+    },
     /// Print a pod container's output
     Logs {
         pod: String,
@@ -224,6 +230,7 @@ fn main() -> ExitCode {
                 GetKind::Services => cli::get::services(&cx, name.as_deref(), &selector, json),
             }
         }
+        Command::Proxy { listen } => cli::proxy::run(&cx, listen),
         Command::Describe { kind, name } => cli::get::describe(&cx, &kind, &name),
         Command::Logs {
             pod,

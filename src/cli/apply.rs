@@ -65,6 +65,15 @@ pub fn run(cx: &Context, args: &SourceArgs, opts: Options) -> ExitCode {
     }
     drover::reconcile::project::attach_store(&mut reconciler, &store, &index, lock.clone());
     reconciler.sole_writer = lock.is_some();
+    match super::proxy_settings(cx) {
+        Ok(p) => reconciler.advertise = p.advertise,
+        Err(e) => return fail(&e),
+    }
+    let publish: std::collections::BTreeMap<String, String> = reconciler
+        .minions()
+        .iter()
+        .map(|m| (m.spec.name.clone(), m.spec.publish_address.clone()))
+        .collect();
     // On a terminal, show the plan and ask first (like `terraform apply`); scripts and CI,
     // with no terminal on stdin, are not asked.
     if !dry_run && !yes && std::io::stdin().is_terminal() {
@@ -173,6 +182,12 @@ pub fn run(cx: &Context, args: &SourceArgs, opts: Options) -> ExitCode {
     // What was seen is worth keeping even when apply failed: `drover diff` shows it.
     if let Some(seen) = &last_seen {
         if let Err(e) = drover::reconcile::project::record_observation(&store, lock, seen) {
+            return fail(&e);
+        }
+        // For a `drover proxy` beside it (no probes run here: running pods count as ready).
+        let endpoints =
+            drover::plan::endpoints::endpoints(&desired, &seen.pods, &publish, &|_| true);
+        if let Err(e) = drover::reconcile::project::record_endpoints(&store, lock, &endpoints) {
             return fail(&e);
         }
     }

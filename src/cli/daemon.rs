@@ -1,51 +1,15 @@
-//! `drover daemon`: watch mode. Reconciles on every change of the source (notify on a
-//! directory, debounced; a git ref polled), on every resync (repairing drift: a container
-//! removed or stopped by hand comes back) and runs the node controller: a minion silent for the
-//! grace period has its RC pods replaced elsewhere; when it returns the surplus goes. A source
-//! that turns invalid changes nothing: the last valid desired state stays in force. SIGTERM or
-//! Ctrl-C ends it after the round in progress.
+//! `drover daemon`: watch mode, run by `drover::daemon::Daemon`. This file only turns flags
+//! into options and the daemon's events into lines. SIGTERM or Ctrl-C ends it after the round
+//! in progress.
 
-use super::{fail, load_desired, report_load_error, Context, LoadError, EXIT_OK};
+use super::{fail, load_desired, report_load_error, Context, EXIT_OK};
 use crate::SourceArgs;
-use drover::daemon::watch;
+use drover::daemon::{Daemon, Event, Options};
 use drover::exec::describe;
 use drover::store::Store;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
-
-/// The document `GET /status` serves.
-fn status_document(
-    project: &str,
-    source: &str,
-    commit: Option<&str>,
-    number: u64,
-    round: &drover::reconcile::Round,
-) -> serde_json::Value {
-    let at = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    serde_json::json!({
-        "project": project,
-        "source": source,
-        "commit": commit,
-        "lastRound": {
-            "number": number,
-            "at": at,
-            "planned": round.planned,
-            "done": round.done.iter().map(|a| describe(a).1).collect::<Vec<_>>(),
-            "failed": round.failed.iter().map(|(a, e)| format!("{}: {e}", describe(a).1)).collect::<Vec<_>>(),
-            "unschedulable": round.unschedulable,
-            "pending": round.pending,
-            "converged": round.converged(),
-        },
-        "minions": round.minions.iter().map(|m| serde_json::json!({"name": m.name, "ready": m.ready})).collect::<Vec<_>>(),
-        "pods": round.pods.iter().map(|p| serde_json::json!({
-            "id": p.id, "minion": p.minion, "phase": p.phase, "replicationController": p.owner,
-            "containers": p.containers,
-        })).collect::<Vec<_>>(),
-    })
-}
+use std::sync::Mutex;
+use std::time::Duration;
 
 pub fn run(
     cx: &Context,
@@ -56,7 +20,7 @@ pub fn run(
     allow_empty: bool,
 ) -> ExitCode {
     let spec = cx.source_spec(args);
-    let (mut desired, mut commit) = match load_desired(cx, &spec) {
+    let (desired, commit) = match load_desired(cx, &spec) {
         Ok(d) => d,
         Err(e) => return report_load_error(e),
     };
@@ -79,9 +43,12 @@ pub fn run(
         return fail(&e);
     }
     drover::reconcile::project::attach_store(&mut reconciler, &store, &index, Some(lock.clone()));
-    let lock = &*lock;
     reconciler.sole_writer = true;
-    let git = cx.settings.git_options(&cx.state_dir);
+    let proxy = match super::proxy_settings(cx) {
+        Ok(p) => p,
+        Err(e) => return fail(&e),
+    };
+    reconciler.advertise = proxy.advertise.clone();
     println!(
         "drover daemon: project {}, watching {}, resync every {}s, node grace {}s",
         cx.project,
@@ -89,115 +56,98 @@ pub fn run(
         resync.as_secs(),
         node_grace.as_secs()
     );
+    if proxy.advertise.is_none() {
+        println!(
+            "note: no [proxy] advertise address: containers get no service variables (see README, \"Services\")"
+        );
+    }
+    let opts = Options {
+        project: cx.project.clone(),
+        git: cx.settings.git_options(&cx.state_dir),
+        spec,
+        resync,
+        status_listen: listen,
+        proxy: Some((proxy.listen, drover::proxy::Limits::default())),
+        allow_empty,
+    };
+    let loaded = drover::reconcile::project::Loaded {
+        desired,
+        commit,
+        skipped: None,
+    };
+    let daemon = Daemon::new(opts, reconciler, store, lock, loaded);
+    // Said when it changes, not every round.
+    let left_alone = Mutex::new(Default::default());
+    let report = move |event: Event| print_event(event, &left_alone);
     super::runtime().block_on(async {
-        let (tx, mut triggers) = tokio::sync::mpsc::channel::<()>(1);
-        let _watcher = match watch::watch_dir(&spec, tx.clone()) {
-            Ok(w) => w,
-            Err(e) => {
-                eprintln!("drover: warning: {e}; relying on resync");
-                None
-            }
-        };
-        if let Some(every) = watch::git_poll_interval(&spec) {
-            let (tx, spec, git, mut last) = (tx.clone(), spec.clone(), git.clone(), commit.clone());
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(every).await;
-                    let (s, g) = (spec.clone(), git.clone());
-                    if let Ok(Ok(now)) =
-                        tokio::task::spawn_blocking(move || drover::source::head_commit(&s, &g))
-                            .await
-                    {
-                        if now != last {
-                            last = now;
-                            let _ = tx.try_send(());
-                        }
-                    }
-                }
-            });
-        }
-        let status: drover::daemon::status::Shared = Default::default();
-        match drover::daemon::status::serve(listen, status.clone()).await {
-            Ok(addr) => println!("status API on http://{addr}/status"),
-            // Reconciling matters more than reporting: go on without it.
-            Err(e) => eprintln!("drover: warning: status API on {listen}: {e}; running without it"),
-        }
         let mut terminate =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
                 .expect("signal handler");
-        let mut tick = tokio::time::interval(resync);
-        let mut source_changed = false;
-        let mut rounds = 0u64;
-        let mut last_left_alone = Default::default();
-        loop {
+        let stop = async move {
             tokio::select! {
-                _ = tick.tick() => {}
-                Some(()) = triggers.recv() => {
-                    source_changed = true;
-                    // Debounce: an editor's save is often several events.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    while triggers.try_recv().is_ok() {}
-                }
-                _ = tokio::signal::ctrl_c() => break,
-                _ = terminate.recv() => break,
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
             }
-            if source_changed {
-                source_changed = false;
-                let loaded = load_desired(cx, &spec).and_then(|(d, c)| {
-                    let index = store.read_index().map_err(|e| {
-                        LoadError::Source(drover::source::SourceError::Io {
-                            path: store.dir().join("state.json").display().to_string(),
-                            source: std::io::Error::other(e.to_string()),
-                        })
-                    })?;
-                    match drover::reconcile::project::refuse_empty_source(
-                        &spec,
-                        &d,
-                        &index,
-                        allow_empty,
-                    ) {
-                        Ok(()) => Ok((d, c)),
-                        Err(e) => Err(LoadError::Refused(e)),
-                    }
-                });
-                match loaded {
-                    Ok((d, c)) => {
-                        if c != commit {
-                            println!("source at {}", c.as_deref().unwrap_or("-"));
-                        }
-                        (desired, commit) = (d, c);
-                    }
-                    Err(LoadError::Invalid(diags)) => {
-                        for d in &diags {
-                            eprintln!("drover: error: {d}");
-                        }
-                        eprintln!(
-                            "drover: source invalid ({} errors); keeping the last valid state",
-                            diags.len()
-                        );
-                    }
-                    Err(LoadError::Source(e)) => {
-                        eprintln!("drover: error: {e}; keeping the last valid state")
-                    }
-                    Err(LoadError::Refused(e)) => {
-                        eprintln!("drover: error: {e}; keeping the last valid state")
-                    }
-                }
+        };
+        daemon.run(&report, stop).await;
+    });
+    println!("drover daemon: stopped");
+    ExitCode::from(EXIT_OK)
+}
+
+type LeftAlone = (Vec<(String, String)>, Vec<(String, Vec<String>)>);
+
+fn print_event(event: Event, left_alone: &Mutex<LeftAlone>) {
+    match event {
+        Event::StatusApi(Ok(addr)) => println!("status API on http://{addr}/status"),
+        // Reconciling matters more than reporting: go on without it.
+        Event::StatusApi(Err(e)) => {
+            eprintln!("drover: warning: status API: {e}; running without it")
+        }
+        Event::SourceAt(commit) => println!("source at {}", commit.unwrap_or("-")),
+        Event::Skipped(note) => eprintln!("drover: note: {note}"),
+        Event::SourceInvalid(diags) => {
+            for d in diags {
+                eprintln!("drover: error: {d}");
             }
-            let started = Instant::now();
-            let round = reconciler.round(&desired, false, false).await;
-            rounds += 1;
+            eprintln!(
+                "drover: source invalid ({} errors); keeping the last valid state",
+                diags.len()
+            );
+        }
+        Event::SourceUnusable(e) => eprintln!("drover: error: {e}; keeping the last valid state"),
+        Event::ProxyError(e) => eprintln!("drover: error: proxy: {e}"),
+        Event::ProbeFailed {
+            minion,
+            pod,
+            container,
+            error,
+            acted,
+        } => match acted {
+            None => eprintln!(
+                "drover: pod {pod} on {minion}: container {container}: liveness probe failed: {error}"
+            ),
+            Some(Ok(())) => eprintln!(
+                "drover: pod {pod} on {minion}: container {container}: liveness probe failed {} times ({error}); restarted",
+                drover::daemon::probes::FAILURE_THRESHOLD
+            ),
+            Some(Err(e)) => eprintln!(
+                "drover: pod {pod} on {minion}: container {container}: liveness probe failed ({error}); restart failed: {e}"
+            ),
+        },
+        Event::StoreError(e) => eprintln!("drover: error: {e}"),
+        Event::Round(round, took) => {
             for e in &round.unobserved {
                 eprintln!("drover: {e}");
             }
             if let Some(e) = &round.error {
                 eprintln!("drover: error: {e}");
             }
-            // Said when it changes, not every round.
-            let left_alone = (round.unowned.clone(), round.unclaimed.clone());
-            if left_alone != last_left_alone {
-                super::apply::report_left_alone(&round);
-                last_left_alone = left_alone;
+            let now = (round.unowned.clone(), round.unclaimed.clone());
+            let mut last = left_alone.lock().expect("left alone");
+            if now != *last {
+                super::apply::report_left_alone(round);
+                *last = now;
             }
             for a in &round.done {
                 println!("{}", describe(a).1);
@@ -206,39 +156,8 @@ pub fn run(
                 eprintln!("drover: error: {}: {e}", describe(a).1);
             }
             if round.planned > 0 {
-                println!(
-                    "reconciled in {:.0} ms",
-                    started.elapsed().as_secs_f64() * 1e3
-                );
-            }
-            *status.lock().expect("status") = status_document(
-                &cx.project,
-                &spec.describe(),
-                commit.as_deref(),
-                rounds,
-                &round,
-            );
-            if let Err(e) =
-                drover::reconcile::project::record_observation(&store, lock, &round.observation())
-            {
-                eprintln!("drover: error: {e}");
-            }
-            if round.converged() {
-                if let Err(e) =
-                    drover::reconcile::project::record_applied(&store, lock, &desired, true)
-                {
-                    eprintln!("drover: error: {e}");
-                }
-            } else if round.planned > 0 || round.pending {
-                // Work in flight (starting pods, a rollout): look again soon, not at the resync.
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    let _ = tx.try_send(());
-                });
+                println!("reconciled in {:.0} ms", took.as_secs_f64() * 1e3);
             }
         }
-        println!("drover daemon: stopped");
-    });
-    ExitCode::from(EXIT_OK)
+    }
 }

@@ -180,6 +180,39 @@ pub fn rcs(cx: &Context, name: Option<&str>, selector: &Labels, json: bool) -> E
     ExitCode::from(EXIT_OK)
 }
 
+/// Every service's endpoints as the minions show them now, with what the daemon last knew
+/// that a look at the minions cannot tell: probes that fail, a port the proxy cannot bind.
+fn service_endpoints(
+    cx: &Context,
+    world: &World,
+    desired: &DesiredState,
+) -> Vec<drover::plan::endpoints::ServiceEndpoints> {
+    let stored =
+        drover::reconcile::project::stored_endpoints(&drover::store::Store::new(&cx.state_dir))
+            .unwrap_or_default();
+    let failing: std::collections::BTreeSet<(&str, &str)> = stored
+        .iter()
+        .flat_map(|s| &s.endpoints)
+        .filter(|e| e.reason.as_deref() == Some("liveness probe failing"))
+        .map(|e| (e.minion.as_str(), e.pod.as_str()))
+        .collect();
+    let publish = world
+        .minions
+        .iter()
+        .map(|m| (m.spec.name.clone(), m.spec.publish_address.clone()))
+        .collect();
+    let mut services = drover::plan::endpoints::endpoints(desired, &world.pods, &publish, &|p| {
+        !failing.contains(&(p.minion.as_str(), p.id.as_str()))
+    });
+    for s in &mut services {
+        s.error = stored
+            .iter()
+            .find(|t| t.name == s.name)
+            .and_then(|t| t.error.clone());
+    }
+    services
+}
+
 pub fn services(cx: &Context, name: Option<&str>, selector: &Labels, json: bool) -> ExitCode {
     let world = match observe(cx) {
         Ok(w) => w,
@@ -188,39 +221,58 @@ pub fn services(cx: &Context, name: Option<&str>, selector: &Labels, json: bool)
     let Some(desired) = &world.desired else {
         return fail(&"the source cannot be read; services come from it");
     };
-    let mut table = vec![["NAME", "PORT", "SELECTOR", "PODS"]
-        .map(String::from)
-        .to_vec()];
-    let mut rows = Vec::new();
-    for (o, _) in desired.objects.values() {
-        let Object::Service(s) = o else { continue };
-        if name.is_some_and(|n| s.id != n)
-            || !(selector.is_empty() || selector_matches(selector, &s.labels))
-        {
-            continue;
-        }
-        let pods: Vec<&str> = world
-            .pods
-            .iter()
-            .filter(|p| p.phase == Phase::Running && selector_matches(&s.selector, &p.labels))
-            .map(|p| p.id.as_str())
-            .collect();
-        table.push(vec![
-            s.id.clone(),
-            format!("{}/{}", s.port, s.protocol.as_str()),
-            labels_text(&s.selector),
-            pods.len().to_string(),
-        ]);
-        rows.push(serde_json::json!({"id": s.id, "port": s.port, "protocol": s.protocol, "selector": s.selector, "pods": pods}));
-    }
+    let wanted: std::collections::BTreeSet<&str> = desired
+        .objects
+        .values()
+        .filter_map(|(o, _)| match o {
+            Object::Service(s)
+                if name.is_none_or(|n| s.id == n)
+                    && (selector.is_empty() || selector_matches(selector, &s.labels)) =>
+            {
+                Some(s.id.as_str())
+            }
+            _ => None,
+        })
+        .collect();
+    let services: Vec<_> = service_endpoints(cx, &world, desired)
+        .into_iter()
+        .filter(|s| wanted.contains(s.name.as_str()))
+        .collect();
     if json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&rows).expect("serialises")
+            serde_json::to_string_pretty(&services).expect("serialises")
         );
-    } else {
-        super::print_table(table);
+        return ExitCode::from(EXIT_OK);
     }
+    let mut table = vec![["NAME", "PORT", "SELECTOR", "ENDPOINTS", "PROXY"]
+        .map(String::from)
+        .to_vec()];
+    for s in &services {
+        let ready: Vec<String> = s
+            .endpoints
+            .iter()
+            .filter(|e| e.ready)
+            .filter_map(|e| e.address.clone())
+            .collect();
+        let not_ready = s.endpoints.len() - ready.len();
+        let mut endpoints = if ready.is_empty() {
+            "<none>".to_string()
+        } else {
+            ready.join(",")
+        };
+        if not_ready > 0 {
+            endpoints.push_str(&format!(" (+{not_ready} not ready)"));
+        }
+        table.push(vec![
+            s.name.clone(),
+            format!("{}/{}", s.port, s.protocol.as_str()),
+            labels_text(&s.selector),
+            endpoints,
+            s.error.clone().unwrap_or_else(|| "ok".into()),
+        ]);
+    }
+    super::print_table(table);
     ExitCode::from(EXIT_OK)
 }
 
@@ -295,6 +347,44 @@ pub fn describe(cx: &Context, kind: &str, name: &str) -> ExitCode {
                 }
             }
         }
+        "service" | "services" | "svc" => {
+            let Some(desired) = &world.desired else {
+                return fail(&"the source cannot be read; services come from it");
+            };
+            let Some(s) = service_endpoints(cx, &world, desired)
+                .into_iter()
+                .find(|s| s.name == name)
+            else {
+                return fail(&format!("no service named `{name}` in the source"));
+            };
+            let _ = writeln!(
+                out,
+                "Name:             {}\nPort:             {}/{}\nSelector:         {}\nContainer port:   {}\nSession affinity: {:?}\nProxy:            {}\nEndpoints:",
+                s.name,
+                s.port,
+                s.protocol.as_str(),
+                labels_text(&s.selector),
+                s.container_port.as_ref().map(|p| p.to_string()).unwrap_or_else(|| "(the first port)".into()),
+                s.session_affinity,
+                s.error.as_deref().unwrap_or("ok"),
+            );
+            if s.endpoints.is_empty() {
+                let _ = writeln!(out, "  <none>");
+            }
+            for e in &s.endpoints {
+                let _ = writeln!(
+                    out,
+                    "  {:<22} pod {} on {}: {}",
+                    e.address.as_deref().unwrap_or("-"),
+                    e.pod,
+                    e.minion,
+                    match &e.reason {
+                        None => "ready".to_string(),
+                        Some(r) => format!("not ready ({r})"),
+                    }
+                );
+            }
+        }
         "rc" | "replicationcontroller" | "replicationcontrollers" => {
             let rc = world.desired.as_ref().and_then(|d| {
                 d.objects.values().find_map(|(o, origin)| match o {
@@ -325,7 +415,11 @@ pub fn describe(cx: &Context, kind: &str, name: &str) -> ExitCode {
                 let _ = writeln!(out, "  {}  {}  {:?}", p.id, p.minion, p.phase);
             }
         }
-        other => return fail(&format!("cannot describe `{other}`: use pod or rc")),
+        other => {
+            return fail(&format!(
+                "cannot describe `{other}`: use pod, rc or service"
+            ))
+        }
     }
     for e in &world.errors {
         eprintln!("drover: warning: {e}");

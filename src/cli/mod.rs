@@ -5,6 +5,7 @@ pub mod daemon;
 pub mod diff;
 pub mod get;
 pub mod minions;
+pub mod proxy;
 pub mod validate;
 
 use crate::SourceArgs;
@@ -111,6 +112,11 @@ pub fn reconciler(
         credentials,
         node_grace,
     ))
+}
+
+/// The proxy's settings from `[proxy]`.
+pub fn proxy_settings(cx: &Context) -> Result<drover::config::ProxySettings, String> {
+    cx.settings.config.proxy.settings()
 }
 
 /// The async runtime for commands that talk to minions.

@@ -1,5 +1,534 @@
-//! The long-running process (`drover daemon`).
+//! The long-running process (`drover daemon`): one [`Daemon`] owns the triggers (a watched
+//! directory, a polled git ref, the periodic resync), the reconcile loop, the prober, the
+//! service proxy and the status API, and stops them together.
+//!
+//! Modelled on kube-runtime's controller: level-triggered (a round never asks why it runs;
+//! triggers arriving during a round coalesce into the next one) and at most one round at a
+//! time. The prober runs beside the loop on its own period: it restarts containers whose
+//! liveness probes fail and takes not-ready pods out of the proxy at once, without waiting
+//! for a round. Before a round deletes pods that serve a service, the proxy stops sending
+//! them new connections and the round waits (bounded) for the open ones to finish: rolling
+//! updates drop no request.
+//!
+//! Nothing here prints: what happens is reported as [`Event`]s to the caller.
 
 pub mod probes;
 pub mod status;
 pub mod watch;
+
+use crate::manifest::Diagnostic;
+use crate::minion::Minion;
+use crate::model::DesiredState;
+use crate::plan::endpoints::{endpoints, proxy_table, ServiceEndpoints};
+use crate::plan::pods::{manifests_by_hash, Action, ObservedPod, Phase, Plan};
+use crate::proxy::{Proxy, ServiceStatus};
+use crate::reconcile::project::{self, LoadError, Loaded};
+use crate::reconcile::{Reconciler, Round};
+use crate::source::{GitOptions, SourceSpec};
+use crate::store::{Store, StoreLock};
+use probes::{ProbeBook, ProbeKey, Target, Verdict};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long a round waits for connections to pods it is about to delete to finish.
+pub const DRAIN_WAIT: Duration = Duration::from_secs(10);
+
+/// What the daemon is asked to do.
+pub struct Options {
+    pub project: String,
+    pub spec: SourceSpec,
+    pub git: GitOptions,
+    pub resync: Duration,
+    /// The status API's address.
+    pub status_listen: SocketAddr,
+    /// The proxy's address and limits; `None` runs no proxy (a `drover proxy` elsewhere
+    /// serves the services from the store).
+    pub proxy: Option<(IpAddr, crate::proxy::Limits)>,
+    pub allow_empty: bool,
+}
+
+/// What happened, for the caller to show.
+pub enum Event<'a> {
+    /// The status API is listening (or why not).
+    StatusApi(Result<SocketAddr, String>),
+    /// A new commit (or a directory change) was read.
+    SourceAt(Option<&'a str>),
+    Skipped(&'a str),
+    /// The source cannot be used; the last valid state stays in force.
+    SourceInvalid(&'a [Diagnostic]),
+    SourceUnusable(String),
+    /// A round ended (it may have done nothing).
+    Round(&'a Round, Duration),
+    /// A service the proxy cannot serve (its port cannot be bound), once per change.
+    ProxyError(String),
+    /// A liveness probe failed; `restarted` once the threshold was reached and it acted.
+    ProbeFailed {
+        minion: &'a str,
+        pod: &'a str,
+        container: &'a str,
+        error: &'a str,
+        acted: Option<Result<(), String>>,
+    },
+    /// A store write failed (reported, retried next round).
+    StoreError(String),
+}
+
+/// What the prober, the status API and the endpoint updates share with the loop.
+#[derive(Default)]
+struct Shared {
+    desired: DesiredState,
+    /// The pods of the last round, without those it deleted.
+    pods: Vec<ObservedPod>,
+    publish: BTreeMap<String, String>,
+    /// Pods (minion, pod) whose probes have not passed.
+    unready: BTreeSet<(String, String)>,
+}
+
+impl Shared {
+    fn endpoints(&self) -> Vec<ServiceEndpoints> {
+        let unready = &self.unready;
+        endpoints(
+            &self.desired,
+            &self.pods,
+            &self.publish,
+            &|p: &ObservedPod| !unready.contains(&(p.minion.clone(), p.id.clone())),
+        )
+    }
+}
+
+pub struct Daemon {
+    opts: Options,
+    reconciler: Reconciler,
+    store: Store,
+    lock: Arc<StoreLock>,
+    loaded: Loaded,
+}
+
+impl Daemon {
+    /// A daemon over a reconciler already attached to the store (`project::attach_store`),
+    /// starting from a loaded source.
+    pub fn new(
+        opts: Options,
+        reconciler: Reconciler,
+        store: Store,
+        lock: Arc<StoreLock>,
+        loaded: Loaded,
+    ) -> Daemon {
+        Daemon {
+            opts,
+            reconciler,
+            store,
+            lock,
+            loaded,
+        }
+    }
+
+    /// Runs until `stop` resolves; the round in progress finishes first, then the proxy,
+    /// the prober and the status API stop.
+    pub async fn run(
+        mut self,
+        report: &(dyn Fn(Event) + Send + Sync),
+        stop: impl std::future::Future<Output = ()>,
+    ) {
+        let (tx, mut triggers) = tokio::sync::mpsc::channel::<()>(1);
+        let _watcher = match watch::watch_dir(&self.opts.spec, tx.clone()) {
+            Ok(w) => w,
+            Err(e) => {
+                report(Event::SourceUnusable(format!("{e}; relying on resync")));
+                None
+            }
+        };
+        let mut tasks = tokio::task::JoinSet::new();
+        if let Some(every) = watch::git_poll_interval(&self.opts.spec) {
+            let (tx, spec, git) = (tx.clone(), self.opts.spec.clone(), self.opts.git.clone());
+            let mut last = self.loaded.commit.clone();
+            tasks.spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    let (s, g) = (spec.clone(), git.clone());
+                    if let Ok(Ok(now)) =
+                        tokio::task::spawn_blocking(move || crate::source::head_commit(&s, &g))
+                            .await
+                    {
+                        if now != last {
+                            last = now;
+                            let _ = tx.try_send(());
+                        }
+                    }
+                }
+            });
+        }
+        let status: status::Shared = Default::default();
+        report(Event::StatusApi(
+            status::serve(self.opts.status_listen, status.clone())
+                .await
+                .map_err(|e| e.to_string()),
+        ));
+        let proxy = self
+            .opts
+            .proxy
+            .clone()
+            .map(|(listen, limits)| Arc::new(Proxy::start(listen, limits)));
+        let shared = Arc::new(Mutex::new(Shared {
+            publish: self
+                .reconciler
+                .minions()
+                .iter()
+                .map(|m| (m.spec.name.clone(), m.spec.publish_address.clone()))
+                .collect(),
+            ..Default::default()
+        }));
+        let (probe_tx, mut probe_events) = tokio::sync::mpsc::channel::<ProbeReport>(64);
+        tasks.spawn(probe_loop(
+            self.reconciler.minions().to_vec(),
+            self.opts.project.clone(),
+            shared.clone(),
+            proxy.clone(),
+            probe_tx,
+        ));
+
+        let mut tick = tokio::time::interval(self.opts.resync);
+        let mut source_changed = false;
+        let mut rounds = 0u64;
+        let mut proxy_errors: Vec<String> = Vec::new();
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                Some(()) = triggers.recv() => {
+                    source_changed = true;
+                    // Debounce: an editor's save is often several events.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    while triggers.try_recv().is_ok() {}
+                }
+                Some(p) = probe_events.recv() => {
+                    report(Event::ProbeFailed {
+                        minion: &p.key.0, pod: &p.key.1, container: &p.key.2,
+                        error: &p.error, acted: p.acted,
+                    });
+                    continue;
+                }
+                _ = &mut stop => break,
+            }
+            if source_changed {
+                source_changed = false;
+                self.reload(report);
+            }
+            let started = Instant::now();
+            let desired = self.loaded.desired.clone();
+            self.reconciler.unready = shared.lock().expect("shared").unready.clone();
+            let (mut round, plan) = self.reconciler.prepare(&desired, false).await;
+            let deleted = plan.as_ref().map(deletions).unwrap_or_default();
+            // The proxy first: the pods about to go leave the endpoints and drain.
+            let current = {
+                let mut s = shared.lock().expect("shared");
+                s.desired = desired.clone();
+                s.pods = round
+                    .pods
+                    .iter()
+                    .filter(|p| !deleted.contains(&(p.minion.clone(), p.id.clone())))
+                    .cloned()
+                    .collect();
+                s.endpoints()
+            };
+            if let Some(proxy) = &proxy {
+                let errors: Vec<String> = proxy
+                    .update(&proxy_table(&current))
+                    .await
+                    .into_iter()
+                    .map(|e| e.to_string())
+                    .collect();
+                if errors != proxy_errors {
+                    for e in &errors {
+                        report(Event::ProxyError(e.clone()));
+                    }
+                    proxy_errors = errors;
+                }
+                if !deleted.is_empty() {
+                    drained(proxy, DRAIN_WAIT).await;
+                }
+            }
+            if let Some(plan) = plan {
+                round = self.reconciler.execute(&desired, round, plan).await;
+            }
+            rounds += 1;
+            report(Event::Round(&round, started.elapsed()));
+            let services = proxy.as_ref().map(|p| p.status()).unwrap_or_default();
+            let mut current = current;
+            for s in &mut current {
+                s.error = services
+                    .iter()
+                    .find(|p| p.name == s.name)
+                    .and_then(|p| p.error.clone());
+            }
+            *status.lock().expect("status") = status_document(
+                &self.opts.project,
+                &self.opts.spec.describe(),
+                self.loaded.commit.as_deref(),
+                rounds,
+                &round,
+                &current,
+                &services,
+            );
+            let lock = &*self.lock;
+            if let Err(e) = project::record_observation(&self.store, lock, &round.observation())
+                .and_then(|_| project::record_endpoints(&self.store, lock, &current))
+            {
+                report(Event::StoreError(e.to_string()));
+            }
+            if round.converged() {
+                if let Err(e) = project::record_applied(&self.store, lock, &desired, true) {
+                    report(Event::StoreError(e.to_string()));
+                }
+            } else if round.planned > 0 || round.pending {
+                // Work in flight (starting pods, a rollout): look again soon, not at the resync.
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    let _ = tx.try_send(());
+                });
+            }
+        }
+        tasks.shutdown().await;
+        if let Some(proxy) = proxy {
+            proxy.shutdown().await;
+        }
+    }
+
+    /// Reads the source again; an unusable one leaves the last valid state in force.
+    fn reload(&mut self, report: &(dyn Fn(Event) + Send + Sync)) {
+        let loaded = project::load(&self.opts.spec, &self.opts.git).and_then(|l| {
+            let index = self
+                .store
+                .read_index()
+                .map_err(|e| LoadError::Refused(e.to_string()))?;
+            project::refuse_empty_source(
+                &self.opts.spec,
+                &l.desired,
+                &index,
+                self.opts.allow_empty,
+            )
+            .map_err(LoadError::Refused)?;
+            Ok(l)
+        });
+        match loaded {
+            Ok(l) => {
+                if let Some(note) = &l.skipped {
+                    report(Event::Skipped(note));
+                }
+                if l.commit != self.loaded.commit {
+                    report(Event::SourceAt(l.commit.as_deref()));
+                }
+                self.loaded = l;
+            }
+            Err(LoadError::Invalid(diags)) => report(Event::SourceInvalid(&diags)),
+            Err(LoadError::Source(e)) => report(Event::SourceUnusable(e.to_string())),
+            Err(LoadError::Refused(e)) => report(Event::SourceUnusable(e)),
+        }
+    }
+}
+
+/// The pods a plan deletes, as (minion, pod).
+fn deletions(plan: &Plan) -> BTreeSet<(String, String)> {
+    plan.actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::DeletePod { minion, id, .. } => Some((minion.clone(), id.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Waits until no connection remains to a removed endpoint (or `limit` passes).
+async fn drained(proxy: &Proxy, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        let draining: usize = proxy
+            .status()
+            .iter()
+            .map(|s| {
+                let current: u64 = s.endpoints.iter().map(|e| e.active).sum();
+                s.active.saturating_sub(current as usize)
+            })
+            .sum();
+        if draining == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+struct ProbeReport {
+    key: ProbeKey,
+    error: String,
+    acted: Option<Result<(), String>>,
+}
+
+/// Every `probes::PERIOD`: probes the due containers of the last round's running pods,
+/// restarts those past the failure threshold, and when the set of unready pods changes,
+/// gives the proxy the new endpoints at once.
+async fn probe_loop(
+    minions: Vec<Arc<Minion>>,
+    project: String,
+    shared: Arc<Mutex<Shared>>,
+    proxy: Option<Arc<Proxy>>,
+    reports: tokio::sync::mpsc::Sender<ProbeReport>,
+) {
+    let by_name: BTreeMap<String, Arc<Minion>> = minions
+        .into_iter()
+        .map(|m| (m.spec.name.clone(), m))
+        .collect();
+    let mut book = ProbeBook::default();
+    let mut tick = tokio::time::interval(probes::PERIOD / 4);
+    loop {
+        tick.tick().await;
+        // What to probe, from the last round: running containers with a probe.
+        struct Job {
+            key: ProbeKey,
+            delay: Duration,
+            minion: Arc<Minion>,
+            container: String,
+            ip: Option<String>,
+            ports: Vec<crate::model::Port>,
+            probe: crate::model::LivenessProbe,
+            policy: crate::model::RestartPolicy,
+        }
+        let jobs: Vec<Job> = {
+            let s = shared.lock().expect("shared");
+            let manifests = manifests_by_hash(&s.desired);
+            let mut jobs = Vec::new();
+            for p in s.pods.iter().filter(|p| p.phase == Phase::Running) {
+                let (Some(manifest), Some(minion)) =
+                    (manifests.get(&p.template_hash), by_name.get(&p.minion))
+                else {
+                    continue;
+                };
+                let ports: Vec<crate::model::Port> = manifest
+                    .containers
+                    .iter()
+                    .flat_map(|c| c.ports.clone())
+                    .collect();
+                for c in &manifest.containers {
+                    let Some(probe) = &c.liveness_probe else {
+                        continue;
+                    };
+                    let running = p.containers.iter().any(|s| {
+                        s.name == c.name && s.state == crate::plan::pods::ContainerState::Running
+                    });
+                    if !running {
+                        continue;
+                    }
+                    jobs.push(Job {
+                        key: (p.minion.clone(), p.id.clone(), c.name.clone()),
+                        delay: Duration::from_secs(u64::from(probe.initial_delay_seconds)),
+                        minion: minion.clone(),
+                        container: crate::minion::pods::name_in(&project, p, &c.name),
+                        ip: p.ip.clone(),
+                        ports: ports.clone(),
+                        probe: probe.clone(),
+                        policy: manifest.restart_policy,
+                    });
+                }
+            }
+            jobs
+        };
+        let now = Instant::now();
+        let running: Vec<(ProbeKey, Duration)> =
+            jobs.iter().map(|j| (j.key.clone(), j.delay)).collect();
+        let due: BTreeSet<ProbeKey> = book.due(&running, now).into_iter().collect();
+        let results =
+            futures_util::future::join_all(jobs.iter().filter(|j| due.contains(&j.key)).map(
+                |j| async move {
+                    let target = Target {
+                        pod_ip: j.ip.as_deref(),
+                        container: &j.container,
+                        ports: &j.ports,
+                    };
+                    (j, probes::probe(&j.minion, &target, &j.probe).await)
+                },
+            ))
+            .await;
+        let now = Instant::now();
+        for (job, result) in results {
+            match book.record(&job.key, result, now) {
+                Verdict::Ready => {}
+                Verdict::NotReady(error) => {
+                    let _ = reports.try_send(ProbeReport {
+                        key: job.key.clone(),
+                        error,
+                        acted: None,
+                    });
+                }
+                Verdict::Restart(error) => {
+                    let acted =
+                        probes::act_on_failure(&job.minion, &job.container, job.policy).await;
+                    book.restarted(&job.key, job.delay, Instant::now());
+                    let _ = reports.try_send(ProbeReport {
+                        key: job.key.clone(),
+                        error,
+                        acted: Some(acted),
+                    });
+                }
+            }
+        }
+        let unready = book.unready();
+        let changed = {
+            let mut s = shared.lock().expect("shared");
+            let changed = s.unready != unready;
+            s.unready = unready;
+            changed.then(|| s.endpoints())
+        };
+        if let (Some(current), Some(proxy)) = (changed, &proxy) {
+            proxy.update(&proxy_table(&current)).await;
+        }
+    }
+}
+
+/// The document `GET /status` serves.
+fn status_document(
+    project: &str,
+    source: &str,
+    commit: Option<&str>,
+    number: u64,
+    round: &Round,
+    endpoints: &[ServiceEndpoints],
+    proxy: &[ServiceStatus],
+) -> serde_json::Value {
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let describe = |a: &Action| crate::exec::describe(a).1;
+    serde_json::json!({
+        "project": project,
+        "source": source,
+        "commit": commit,
+        "lastRound": {
+            "number": number,
+            "at": at,
+            "planned": round.planned,
+            "done": round.done.iter().map(describe).collect::<Vec<_>>(),
+            "failed": round.failed.iter().map(|(a, e)| format!("{}: {e}", describe(a))).collect::<Vec<_>>(),
+            "unschedulable": round.unschedulable,
+            "pending": round.pending,
+            "converged": round.converged(),
+        },
+        "minions": round.minions.iter().map(|m| serde_json::json!({"name": m.name, "ready": m.ready})).collect::<Vec<_>>(),
+        "pods": round.pods.iter().map(|p| serde_json::json!({
+            "id": p.id, "minion": p.minion, "phase": p.phase, "replicationController": p.owner,
+            "containers": p.containers,
+        })).collect::<Vec<_>>(),
+        "services": endpoints.iter().map(|s| {
+            let served = proxy.iter().find(|p| p.name == s.name);
+            serde_json::json!({
+                "name": s.name, "port": s.port, "protocol": s.protocol,
+                "endpoints": s.endpoints,
+                "listening": served.and_then(|p| p.listening),
+                "error": served.and_then(|p| p.error.clone()),
+                "active": served.map(|p| p.active),
+            })
+        }).collect::<Vec<_>>(),
+    })
+}

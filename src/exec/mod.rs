@@ -29,13 +29,16 @@ pub trait Progress: Send + Sync {
 pub struct Quiet;
 impl Progress for Quiet {}
 
-/// Runs the plan: all deletions first (they free ports and capacity), then all creations.
+/// Runs the plan: all deletions first (they free ports and capacity), then all creations,
+/// whose containers get `env` (the services' variables) before their own.
 pub async fn execute(
     plan: &Plan,
     minions: &HashMap<String, Arc<Minion>>,
     credentials: Credentials,
+    env: &[String],
     progress: &dyn Progress,
 ) -> Outcome {
+    let env: Arc<Vec<String>> = Arc::new(env.to_vec());
     progress.started(plan.actions.len());
     let mut outcome = Outcome::default();
     let (deletes, creates): (Vec<&Action>, Vec<&Action>) =
@@ -52,14 +55,14 @@ pub async fn execute(
                 outcome.failed.push((action, e));
                 continue;
             };
-            let (limit, credentials) = (limit.clone(), credentials.clone());
+            let (limit, credentials, env) = (limit.clone(), credentials.clone(), env.clone());
             tasks.spawn(async move {
                 let _permit = limit.acquire_owned().await.expect("semaphore open");
                 let result = match &action {
                     Action::DeletePod { id, legacy, .. } => minion.delete_pod(id, *legacy).await,
                     Action::DeleteVolumes { volumes, .. } => minion.delete_volumes(volumes).await,
                     Action::CreatePod { pod, .. } => {
-                        minion.create_pod(pod, &[], &*credentials).await
+                        minion.create_pod(pod, &env, &*credentials).await
                     }
                 };
                 (action, result)

@@ -30,6 +30,9 @@ pub struct ServiceEndpoints {
     pub container_port: Option<PortRef>,
     /// Every matching pod; only those `ready` are served.
     pub endpoints: Vec<Endpoint>,
+    /// Why the proxy cannot serve it (its port cannot be bound), as the daemon last saw.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// A pod behind a service.
@@ -138,6 +141,7 @@ pub fn endpoints(
                 selector: s.selector.clone(),
                 container_port: s.container_port.clone(),
                 endpoints,
+                error: None,
             }
         })
         .collect()

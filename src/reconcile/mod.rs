@@ -10,7 +10,7 @@ use crate::model::ObjectKey;
 use crate::plan::inventory::Inventory;
 use crate::plan::nodes::NodeController;
 use crate::plan::observed::Observation;
-use crate::plan::pods::{fail_half_made, leftover_volumes, plan_with, Action, Phase, Prune};
+use crate::plan::pods::{fail_half_made, leftover_volumes, plan_with, Action, Phase, Plan, Prune};
 use crate::plan::scheduler::MinionView;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -129,6 +129,10 @@ pub struct Reconciler {
     pub record_inventory: Option<InventoryWriter>,
     /// Pods made before projects that this project's store recorded.
     pub adoptable: Adoptable,
+    /// The proxy's address as containers reach it: pods made get every service's variables.
+    pub advertise: Option<String>,
+    /// Pods (minion, pod) whose probes have not passed: not ready, so a rollout waits.
+    pub unready: BTreeSet<(String, String)>,
     pub progress: Arc<dyn Progress>,
     /// Set while this process holds the store lock: then no other drover makes pods, so a
     /// container created and never started is a leftover of a killed one (`fail_half_made`).
@@ -154,15 +158,36 @@ impl Reconciler {
             inventory: Inventory::default(),
             record_inventory: None,
             adoptable: Adoptable::new(),
+            advertise: None,
+            unready: BTreeSet::new(),
             progress: Arc::new(Quiet),
             sole_writer: false,
         }
+    }
+
+    /// The minions this reconciler drives.
+    pub fn minions(&self) -> &[Arc<Minion>] {
+        &self.minions
     }
 
     /// One round. With `strict`, a minion that cannot be observed stops the round before
     /// anything is planned (one-shot apply); otherwise the node controller decides what its
     /// pods count as (the daemon). `dry_run` plans without executing.
     pub async fn round(&mut self, desired: &DesiredState, strict: bool, dry_run: bool) -> Round {
+        let (mut round, plan) = self.prepare(desired, strict).await;
+        match plan {
+            Some(p) if dry_run => {
+                round.done = p.actions;
+                round
+            }
+            Some(p) => self.execute(desired, round, p).await,
+            None => round,
+        }
+    }
+
+    /// The first half of a round: observe every minion and plan. No plan when `strict` and a
+    /// minion could not be observed.
+    pub async fn prepare(&mut self, desired: &DesiredState, strict: bool) -> (Round, Option<Plan>) {
         let now = Instant::now();
         let observed = observe(&self.minions, &self.adoptable).await;
         let mut round = Round::default();
@@ -203,10 +228,13 @@ impl Reconciler {
                 taken,
             });
         }
+        for p in &mut pods {
+            p.unready = self.unready.contains(&(p.minion.clone(), p.id.clone()));
+        }
         round.pods = pods;
         round.minions = views;
         if strict && !round.unobserved.is_empty() {
-            return round;
+            return (round, None);
         }
         round.pending = round.pods.iter().any(|p| p.phase == Phase::Pending);
         let prune = if self.prune {
@@ -219,10 +247,11 @@ impl Reconciler {
         round.planned = p.actions.len();
         round.unschedulable = p.unschedulable.clone();
         round.unowned = p.unowned.clone();
-        if dry_run {
-            round.done = p.actions;
-            return round;
-        }
+        (round, Some(p))
+    }
+
+    /// The second half of a round: run the plan (new inventory entries recorded first).
+    pub async fn execute(&mut self, desired: &DesiredState, mut round: Round, p: Plan) -> Round {
         // The inventory learns of an object before its first pod exists (write-ahead).
         let missing = self.inventory.missing(&p);
         if !missing.is_empty() {
@@ -237,8 +266,18 @@ impl Reconciler {
             self.inventory.extend(missing);
         }
         if !p.actions.is_empty() {
-            let outcome =
-                execute(&p, &self.by_name, self.credentials.clone(), &*self.progress).await;
+            let env = match &self.advertise {
+                Some(host) => crate::plan::endpoints::service_env(desired, host),
+                None => Vec::new(),
+            };
+            let outcome = execute(
+                &p,
+                &self.by_name,
+                self.credentials.clone(),
+                &env,
+                &*self.progress,
+            )
+            .await;
             round.done = outcome.done;
             round.failed = outcome.failed;
         }

@@ -1,0 +1,75 @@
+//! `drover proxy`: the service proxy alone, serving the endpoints a daemon (or `apply`) keeps
+//! in the state directory. It never takes the writer's lock: it only reads, following the
+//! store's resource version (a cheap read of `state.json`) every 250 ms.
+
+use super::{fail, Context, EXIT_OK};
+use drover::proxy::{Limits, Proxy};
+use drover::store::Store;
+use std::process::ExitCode;
+use std::time::Duration;
+
+const FOLLOW_EVERY: Duration = Duration::from_millis(250);
+
+pub fn run(cx: &Context, listen: Option<std::net::IpAddr>) -> ExitCode {
+    let settings = match super::proxy_settings(cx) {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
+    let listen = listen.unwrap_or(settings.listen);
+    let store = Store::new(&cx.state_dir);
+    println!(
+        "drover proxy: project {}, serving on {listen} the services of {}",
+        cx.project,
+        cx.state_dir.display()
+    );
+    super::runtime().block_on(async {
+        let proxy = Proxy::start(listen, Limits::default());
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("signal handler");
+        let mut tick = tokio::time::interval(FOLLOW_EVERY);
+        let mut seen: Option<u64> = None;
+        let mut last_problem = String::new();
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = tokio::signal::ctrl_c() => break,
+                _ = terminate.recv() => break,
+            }
+            let version = store.read_index().map(|i| i.resource_version);
+            if version.as_ref().ok() == seen.as_ref() {
+                continue;
+            }
+            // A store being rewritten or damaged leaves the last table in force.
+            let problem = match drover::reconcile::project::stored_endpoints(&store) {
+                Ok(services) => {
+                    seen = version.ok();
+                    let errors = proxy
+                        .update(&drover::plan::endpoints::proxy_table(&services))
+                        .await;
+                    let listening: Vec<String> = proxy
+                        .status()
+                        .iter()
+                        .filter_map(|s| Some(format!("{} on {}", s.name, s.listening?)))
+                        .collect();
+                    if !listening.is_empty() {
+                        println!("serving {}", listening.join(", "));
+                    }
+                    errors
+                        .iter()
+                        .map(|e| e.to_string())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                }
+                Err(e) => e,
+            };
+            if problem != last_problem && !problem.is_empty() {
+                eprintln!("drover: error: {problem}");
+            }
+            last_problem = problem;
+        }
+        proxy.shutdown().await;
+    });
+    println!("drover proxy: stopped");
+    ExitCode::from(EXIT_OK)
+}
