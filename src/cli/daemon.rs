@@ -124,9 +124,7 @@ fn print_event(event: Event, left_alone: &Mutex<LeftAlone>) {
             error,
             acted,
         } => match acted {
-            None => eprintln!(
-                "drover: pod {pod} on {minion}: container {container}: liveness probe failed: {error}"
-            ),
+            None => eprintln!("drover: pod {pod} on {minion}: container {container}: {error}"),
             Some(Ok(())) => eprintln!(
                 "drover: pod {pod} on {minion}: container {container}: liveness probe failed {} times ({error}); restarted",
                 drover::daemon::probes::FAILURE_THRESHOLD

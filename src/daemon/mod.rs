@@ -20,7 +20,7 @@ use crate::manifest::Diagnostic;
 use crate::minion::Minion;
 use crate::model::DesiredState;
 use crate::plan::endpoints::{endpoints, proxy_table, ServiceEndpoints};
-use crate::plan::pods::{manifests_by_hash, Action, ObservedPod, Phase, Plan};
+use crate::plan::pods::{manifests_by_hash, probes_passed, Action, ObservedPod, Phase, Plan};
 use crate::proxy::{Proxy, ServiceStatus};
 use crate::reconcile::project::{self, LoadError, Loaded};
 use crate::reconcile::{Reconciler, Round};
@@ -63,7 +63,8 @@ pub enum Event<'a> {
     Round(&'a Round, Duration),
     /// A service the proxy cannot serve (its port cannot be bound), once per change.
     ProxyError(String),
-    /// A liveness probe failed; `restarted` once the threshold was reached and it acted.
+    /// A container is not ready: its liveness probe failed, or Docker restarted it. `acted`
+    /// once the failure threshold was reached and drover restarted (or killed) it.
     ProbeFailed {
         minion: &'a str,
         pod: &'a str,
@@ -82,18 +83,18 @@ struct Shared {
     /// The pods of the last round, without those it deleted.
     pods: Vec<ObservedPod>,
     publish: BTreeMap<String, String>,
-    /// Pods (minion, pod) whose probes have not passed.
-    unready: BTreeSet<(String, String)>,
+    /// Containers (minion, pod, container) whose probes passed.
+    passed: BTreeSet<ProbeKey>,
 }
 
 impl Shared {
     fn endpoints(&self) -> Vec<ServiceEndpoints> {
-        let unready = &self.unready;
+        let manifests = manifests_by_hash(&self.desired);
         endpoints(
             &self.desired,
             &self.pods,
             &self.publish,
-            &|p: &ObservedPod| !unready.contains(&(p.minion.clone(), p.id.clone())),
+            &|p: &ObservedPod| probes_passed(p, &manifests, &self.passed),
         )
     }
 }
@@ -218,7 +219,7 @@ impl Daemon {
             }
             let started = Instant::now();
             let desired = self.loaded.desired.clone();
-            self.reconciler.unready = shared.lock().expect("shared").unready.clone();
+            self.reconciler.probes_passed = Some(shared.lock().expect("shared").passed.clone());
             let (mut round, plan) = self.reconciler.prepare(&desired, false).await;
             let deleted = plan.as_ref().map(deletions).unwrap_or_default();
             // The proxy first: the pods about to go leave the endpoints and drain.
@@ -367,7 +368,7 @@ struct ProbeReport {
 }
 
 /// Every `probes::PERIOD`: probes the due containers of the last round's running pods,
-/// restarts those past the failure threshold, and when the set of unready pods changes,
+/// restarts those past the failure threshold, and when the set of passing containers changes,
 /// gives the proxy the new endpoints at once.
 async fn probe_loop(
     minions: Vec<Arc<Minion>>,
@@ -437,7 +438,29 @@ async fn probe_loop(
         let now = Instant::now();
         let running: Vec<(ProbeKey, Duration)> =
             jobs.iter().map(|j| (j.key.clone(), j.delay)).collect();
-        let due: BTreeSet<ProbeKey> = book.due(&running, now).into_iter().collect();
+        let mut due: BTreeSet<ProbeKey> = book.due(&running, now).into_iter().collect();
+        // Docker may have restarted a container since (killed, crashed): then it is not
+        // ready until a probe passes again. One inspect per due probe tells.
+        let started = futures_util::future::join_all(
+            jobs.iter()
+                .filter(|j| due.contains(&j.key))
+                .map(|j| async move { (j, j.minion.inspect_container(&j.container).await) }),
+        )
+        .await;
+        for (job, inspected) in started {
+            let started_at = inspected
+                .ok()
+                .and_then(|i| i.state?.started_at)
+                .unwrap_or_default();
+            if book.started(&job.key, &started_at, job.delay, now) {
+                due.remove(&job.key);
+                let _ = reports.try_send(ProbeReport {
+                    key: job.key.clone(),
+                    error: "restarted by Docker; not ready until its probe passes".into(),
+                    acted: None,
+                });
+            }
+        }
         let results =
             futures_util::future::join_all(jobs.iter().filter(|j| due.contains(&j.key)).map(
                 |j| async move {
@@ -457,7 +480,7 @@ async fn probe_loop(
                 Verdict::NotReady(error) => {
                     let _ = reports.try_send(ProbeReport {
                         key: job.key.clone(),
-                        error,
+                        error: format!("liveness probe failed: {error}"),
                         acted: None,
                     });
                 }
@@ -473,11 +496,11 @@ async fn probe_loop(
                 }
             }
         }
-        let unready = book.unready();
+        let passed = book.passed();
         let changed = {
             let mut s = shared.lock().expect("shared");
-            let changed = s.unready != unready;
-            s.unready = unready;
+            let changed = s.passed != passed;
+            s.passed = passed;
             changed.then(|| s.endpoints())
         };
         if let (Some(current), Some(proxy)) = (changed, &proxy) {

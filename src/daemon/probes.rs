@@ -38,6 +38,8 @@ pub enum Verdict {
 struct ProbeState {
     /// When drover first saw the container running (or restarted it).
     since: Instant,
+    /// Docker's start time of the container as last seen: a new one means it restarted.
+    started_at: Option<String>,
     failures: u32,
     passed: bool,
     last_error: Option<String>,
@@ -60,6 +62,7 @@ impl ProbeBook {
         for (key, initial_delay) in running {
             let state = self.states.entry(key.clone()).or_insert(ProbeState {
                 since: now,
+                started_at: None,
                 failures: 0,
                 passed: false,
                 last_error: None,
@@ -102,6 +105,8 @@ impl ProbeBook {
         if let Some(state) = self.states.get_mut(key) {
             *state = ProbeState {
                 since: now,
+                // Its new start time is learnt at the next look, not taken for another restart.
+                started_at: None,
                 failures: 0,
                 passed: false,
                 last_error: None,
@@ -110,13 +115,39 @@ impl ProbeBook {
         }
     }
 
-    /// Pods (minion, pod) with a container whose probe has not passed since it started, or
-    /// failed last time: not ready.
-    pub fn unready(&self) -> BTreeSet<(String, String)> {
+    /// Docker's start time of a container, seen before a probe: a different one than last
+    /// time means it restarted (killed, crashed) since: it starts afresh, not ready until a
+    /// probe passes again. Returns whether it restarted.
+    pub fn started(
+        &mut self,
+        key: &ProbeKey,
+        started_at: &str,
+        initial_delay: Duration,
+        now: Instant,
+    ) -> bool {
+        let Some(state) = self.states.get_mut(key) else {
+            return false;
+        };
+        let restarted = state
+            .started_at
+            .as_deref()
+            .is_some_and(|before| before != started_at);
+        if restarted {
+            self.restarted(key, initial_delay, now);
+        }
+        if let Some(state) = self.states.get_mut(key) {
+            state.started_at = Some(started_at.to_string());
+        }
+        restarted
+    }
+
+    /// Containers whose probe passed since they (re)started and did not fail since. A
+    /// container with a probe that is not in it is not ready (`plan::pods::probes_passed`).
+    pub fn passed(&self) -> BTreeSet<ProbeKey> {
         self.states
             .iter()
-            .filter(|(_, s)| !s.passed || s.failures > 0)
-            .map(|((m, p, _), _)| (m.clone(), p.clone()))
+            .filter(|(_, s)| s.passed && s.failures == 0)
+            .map(|(k, _)| k.clone())
             .collect()
     }
 
@@ -259,11 +290,11 @@ mod tests {
             book.due(&running, t0).is_empty(),
             "the initial delay is respected"
         );
-        assert_eq!(book.unready().len(), 1, "not ready before its first probe");
+        assert!(book.passed().is_empty(), "not ready before its first probe");
         let t1 = t0 + Duration::from_secs(5);
         assert_eq!(book.due(&running, t1), vec![key("c")]);
         assert_eq!(book.record(&key("c"), Ok(()), t1), Verdict::Ready);
-        assert!(book.unready().is_empty());
+        assert_eq!(book.passed().len(), 1);
         assert!(
             book.due(&running, t1 + Duration::from_secs(1)).is_empty(),
             "one per period"
@@ -273,7 +304,7 @@ mod tests {
             t += PERIOD;
             assert_eq!(book.due(&running, t), vec![key("c")]);
             let verdict = book.record(&key("c"), Err("HTTP 500".into()), t);
-            assert_eq!(book.unready().len(), 1, "one failure makes it not ready");
+            assert!(book.passed().is_empty(), "one failure makes it not ready");
             if n < FAILURE_THRESHOLD {
                 assert_eq!(verdict, Verdict::NotReady("HTTP 500".into()));
             } else {
@@ -282,9 +313,21 @@ mod tests {
         }
         book.restarted(&key("c"), Duration::from_secs(5), t);
         assert!(book.due(&running, t + Duration::from_secs(1)).is_empty());
+        // Restarted behind drover's back (Docker's own restart): not ready until it passes.
+        t += Duration::from_secs(5);
+        assert_eq!(book.due(&running, t), vec![key("c")]);
+        assert!(
+            !book.started(&key("c"), "t1", Duration::ZERO, t),
+            "first sight"
+        );
+        assert_eq!(book.record(&key("c"), Ok(()), t), Verdict::Ready);
+        assert_eq!(book.passed().len(), 1);
+        assert!(!book.started(&key("c"), "t1", Duration::ZERO, t));
+        assert!(book.started(&key("c"), "t2", Duration::ZERO, t));
+        assert!(book.passed().is_empty());
         // A container no longer running is forgotten.
         book.due(&[], t);
-        assert!(book.unready().is_empty());
+        assert!(book.passed().is_empty());
     }
 
     #[test]

@@ -275,6 +275,22 @@ pub fn manifests_by_hash(desired: &DesiredState) -> BTreeMap<String, &ContainerM
         .collect()
 }
 
+/// Whether every container of a pod that has a liveness probe has passed it (`passed`:
+/// (minion, pod, container)). A pod whose definition is not in the desired state any more
+/// (an old replica during a rollout) cannot be probed and counts as passing.
+pub fn probes_passed(
+    pod: &ObservedPod,
+    manifests: &BTreeMap<String, &ContainerManifest>,
+    passed: &BTreeSet<(String, String, String)>,
+) -> bool {
+    manifests.get(&pod.template_hash).is_none_or(|m| {
+        m.containers
+            .iter()
+            .filter(|c| c.liveness_probe.is_some())
+            .all(|c| passed.contains(&(pod.minion.clone(), pod.id.clone(), c.name.clone())))
+    })
+}
+
 /// The id of an RC's replica: `<rc>-<hash>-<n>`, kept within the 63-character name limit.
 pub fn replica_id(rc: &str, hash: &str, ordinal: usize) -> String {
     let suffix = format!("-{}-{ordinal}", &hash[..6.min(hash.len())]);

@@ -131,8 +131,9 @@ pub struct Reconciler {
     pub adoptable: Adoptable,
     /// The proxy's address as containers reach it: pods made get every service's variables.
     pub advertise: Option<String>,
-    /// Pods (minion, pod) whose probes have not passed: not ready, so a rollout waits.
-    pub unready: BTreeSet<(String, String)>,
+    /// Containers (minion, pod, container) whose liveness probes passed, when probes run
+    /// (the daemon): a pod with a probe not passed is not ready, so a rollout waits for it.
+    pub probes_passed: Option<BTreeSet<(String, String, String)>>,
     pub progress: Arc<dyn Progress>,
     /// Set while this process holds the store lock: then no other drover makes pods, so a
     /// container created and never started is a leftover of a killed one (`fail_half_made`).
@@ -159,7 +160,7 @@ impl Reconciler {
             record_inventory: None,
             adoptable: Adoptable::new(),
             advertise: None,
-            unready: BTreeSet::new(),
+            probes_passed: None,
             progress: Arc::new(Quiet),
             sole_writer: false,
         }
@@ -228,8 +229,11 @@ impl Reconciler {
                 taken,
             });
         }
-        for p in &mut pods {
-            p.unready = self.unready.contains(&(p.minion.clone(), p.id.clone()));
+        if let Some(passed) = &self.probes_passed {
+            let manifests = crate::plan::pods::manifests_by_hash(desired);
+            for p in &mut pods {
+                p.unready = !crate::plan::pods::probes_passed(p, &manifests, passed);
+            }
         }
         round.pods = pods;
         round.minions = views;

@@ -1,0 +1,506 @@
+//! Services on the real 3-minion cluster, through `drover daemon`'s proxy: every pod of an RC
+//! answers through the service's port; a killed container and a failing liveness probe cost no
+//! request once the probe has judged; a UDP echo service; ClientIP affinity; a front pod
+//! reaching its backend only through the variables it was given; a port that cannot be bound
+//! is that service's error alone; and a rolling update under load fails no request.
+//!
+//! The proxy listens on every address here and is advertised on minion 1's bridge gateway
+//! (172.30.1.1), which containers on every minion reach through their own bridge.
+
+mod common;
+use common::cluster::{docker, of_project, project_dir, steady};
+use common::*;
+use std::io::{Read, Write};
+use std::net::{TcpStream, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const ADVERTISE: &str = "172.30.1.1";
+
+/// A port for a service: one no other test of this run uses.
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+struct Daemon {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl Daemon {
+    fn start(t: &TestDir) -> Daemon {
+        let log = t.join("daemon.log");
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_drover"))
+            .current_dir(t.path())
+            .args(["daemon", "--resync", "2", "--listen", "127.0.0.1:0"])
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        Daemon { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A project whose proxy serves on every address and is advertised to containers.
+fn services_dir() -> (TestDir, String) {
+    let (t, p) = project_dir();
+    let config = std::fs::read_to_string(t.join("drover.toml")).unwrap();
+    t.write(
+        "drover.toml",
+        &format!("{config}[proxy]\nlisten = \"0.0.0.0\"\nadvertise = \"{ADVERTISE}\"\n"),
+    );
+    (t, p)
+}
+
+/// An RC of httpd pods that answer with their own hostname (one per pod) at `/`, and with
+/// `ok` at `/healthz` while `/w/healthz` exists; probed there. httpd runs under a shell, so
+/// killing it makes the container exit (and Docker restart it).
+fn web_rc(id: &str, replicas: u32, version: &str) -> String {
+    format!(
+        r#"{{"id": "{id}", "kind": "ReplicationController", "apiVersion": "v1beta1",
+  "desiredState": {{"replicas": {replicas}, "replicaSelector": {{"app": "{id}"}},
+    "podTemplate": {{"labels": {{"app": "{id}"}}, "desiredState": {{"manifest": {{
+      "version": "v1beta1", "id": "{id}",
+      "containers": [{{"name": "httpd", "image": "drover/busybox:latest",
+        "command": ["sh", "-c", "mkdir -p /w && hostname > /w/index.html && echo ok > /w/healthz && httpd -f -p 80 -h /w; exit 1"],
+        "env": [{{"name": "VERSION", "value": "{version}"}}],
+        "ports": [{{"name": "http", "containerPort": 80}}],
+        "livenessProbe": {{"httpGet": {{"path": "/healthz", "port": "http"}}, "timeoutSeconds": 1}}}}]}}}}}}}}}}"#
+    )
+}
+
+fn service(id: &str, port: u16, extra: &str) -> String {
+    format!(
+        r#"{{"id": "{id}", "kind": "Service", "apiVersion": "v1beta1", "port": {port},
+  "containerPort": "http", "selector": {{"app": "{id}"}}{extra}}}"#
+    )
+}
+
+/// One HTTP request on a new connection; the body, or why it failed.
+fn get(port: u16, path: &str) -> Result<String, String> {
+    let mut s = TcpStream::connect_timeout(
+        &format!("127.0.0.1:{port}").parse().unwrap(),
+        Duration::from_secs(2),
+    )
+    .map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).map_err(|e| e.to_string())?;
+    match text.split_once("\r\n\r\n") {
+        Some((head, body)) if head.starts_with("HTTP/1.") && head.contains(" 200 ") => {
+            Ok(body.trim().to_string())
+        }
+        _ => Err(format!("bad answer: {text:?}")),
+    }
+}
+
+fn wait_until(what: &str, limit: Duration, daemon: &Daemon, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// From now on every request succeeds, and within `limit` all `pods` pods answer again.
+fn every_request_succeeds_until_all_answer(
+    port: u16,
+    pods: usize,
+    limit: Duration,
+    daemon: &Daemon,
+) {
+    let start = Instant::now();
+    loop {
+        let bodies =
+            answers(port, 10).unwrap_or_else(|e| panic!("a request failed: {e}\n{}", daemon.log()));
+        if bodies.len() == pods {
+            return;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "only {} pods answered after {limit:?}\n{}",
+            bodies.len(),
+            daemon.log()
+        );
+    }
+}
+
+/// The distinct bodies of `n` requests, or the first failure.
+fn answers(port: u16, n: usize) -> Result<std::collections::BTreeSet<String>, String> {
+    (0..n).map(|_| get(port, "/")).collect()
+}
+
+fn ready_endpoints(t: &TestDir, service: &str) -> usize {
+    let r = t.drover(&["get", "services", service, "-o", "json"]);
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(&r.stdout) else {
+        return 0;
+    };
+    v[0]["endpoints"]
+        .as_array()
+        .map(|e| e.iter().filter(|e| e["ready"] == true).count())
+        .unwrap_or(0)
+}
+
+/// "minion container-id" of the project's containers with a label.
+fn containers(project: &str, label: &str) -> Vec<(String, String)> {
+    let mut all = Vec::new();
+    for m in ["m1", "m2", "m3"] {
+        for id in docker(
+            m,
+            &[
+                "ps",
+                "-q",
+                "--no-trunc",
+                "--filter",
+                &of_project(project),
+                "--filter",
+                label,
+            ],
+        )
+        .lines()
+        {
+            all.push((m.to_string(), id.to_string()));
+        }
+    }
+    all
+}
+
+/// Removes everything the project made.
+fn tear_down(t: &TestDir) {
+    for f in std::fs::read_dir(t.join("manifests")).unwrap() {
+        std::fs::remove_file(f.unwrap().path()).unwrap();
+    }
+    t.drover(&["apply", "--allow-empty"]).expect_code(0);
+}
+
+fn restart_count(minion: &str, id: &str) -> u32 {
+    docker(minion, &["inspect", "-f", "{{.RestartCount}}", id])
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+#[test]
+fn every_pod_answers_through_the_proxy_and_a_failing_probe_or_killed_container_is_handled() {
+    let _g = steady();
+    let (t, p) = services_dir();
+    let port = free_port();
+    t.write("manifests/web.json", &web_rc("web", 3, "1"));
+    t.write("manifests/web-service.json", &service("web", port, ""));
+    let daemon = Daemon::start(&t);
+    wait_until(
+        "3 ready endpoints",
+        Duration::from_secs(60),
+        &daemon,
+        || ready_endpoints(&t, "web") == 3,
+    );
+    // Round robin: over a run of requests, every pod answers, none fails.
+    let bodies = answers(port, 30).unwrap();
+    assert_eq!(bodies.len(), 3, "{bodies:?}");
+    let r = t.drover(&["describe", "service", "web"]);
+    r.expect_code(0);
+    assert!(
+        r.stdout.contains("Port:             ") && r.stdout.contains(": ready"),
+        "{}",
+        r.stdout
+    );
+
+    // A container killed by hand (Docker does not restart what was killed on purpose): once
+    // the daemon replaced its pod (it left the proxy first), the service answers every
+    // request from three pods again.
+    let (m, id) = containers(&p, "label=io.drover.container=httpd")[0].clone();
+    let pod = docker(
+        &m,
+        &[
+            "inspect",
+            "-f",
+            "{{index .Config.Labels \"io.drover.pod\"}}",
+            &id,
+        ],
+    );
+    docker(&m, &["kill", &id]);
+    wait_until(
+        "the killed pod to be replaced",
+        Duration::from_secs(30),
+        &daemon,
+        || {
+            daemon
+                .log()
+                .contains(&format!("- pod {} on {m}", pod.trim()))
+        },
+    );
+    every_request_succeeds_until_all_answer(port, 3, Duration::from_secs(30), &daemon);
+
+    // A container that crashes is restarted by Docker (policy always): the prober notices,
+    // holds it out of the proxy until its probe passes again, and nothing fails after.
+    let (m, id) = containers(&p, "label=io.drover.container=httpd")[0].clone();
+    docker(&m, &["exec", &id, "killall", "httpd"]);
+    wait_until(
+        "the prober to see the restart",
+        Duration::from_secs(30),
+        &daemon,
+        || daemon.log().contains("restarted by Docker"),
+    );
+    every_request_succeeds_until_all_answer(port, 3, Duration::from_secs(30), &daemon);
+    assert!(restart_count(&m, &id) >= 1);
+
+    // A probe that fails: /healthz gone. The pod leaves the endpoints (no request reaches it
+    // while it fails) and is restarted after the threshold, which makes /healthz again.
+    let (m, id) = containers(&p, "label=io.drover.container=httpd")[1].clone();
+    let started = |m: &str, id: &str| docker(m, &["inspect", "-f", "{{.State.StartedAt}}", id]);
+    let before = started(&m, &id);
+    let victim = docker(&m, &["exec", &id, "hostname"]).trim().to_string();
+    let pod = docker(
+        &m,
+        &[
+            "inspect",
+            "-f",
+            "{{index .Config.Labels \"io.drover.pod\"}}",
+            &id,
+        ],
+    );
+    let failure = format!(
+        "pod {} on {m}: container httpd: liveness probe failed",
+        pod.trim()
+    );
+    let failures_before = daemon.log().matches(&failure).count();
+    docker(&m, &["exec", &id, "rm", "/w/healthz"]);
+    wait_until(
+        "the failing pod to leave the endpoints",
+        Duration::from_secs(10),
+        &daemon,
+        || daemon.log().matches(&failure).count() > failures_before,
+    );
+    let during = answers(port, 20).unwrap();
+    assert!(
+        !during.contains(&victim),
+        "a pod failing its probe still got requests"
+    );
+    wait_until(
+        "the failing container to be restarted",
+        Duration::from_secs(30),
+        &daemon,
+        || started(&m, &id) != before,
+    );
+    assert!(daemon.log().contains("restarted"), "{}", daemon.log());
+    every_request_succeeds_until_all_answer(port, 3, Duration::from_secs(30), &daemon);
+    drop(daemon);
+    tear_down(&t);
+}
+
+#[test]
+fn udp_affinity_service_variables_and_a_taken_port() {
+    let _g = steady();
+    let (t, p) = services_dir();
+    let (udp_port, sticky_port, backend_port) = (free_port(), free_port(), free_port());
+    // A port someone else holds: that service reports it, the others serve.
+    let taken = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let taken_port = taken.local_addr().unwrap().port();
+    t.write(
+        "manifests/echo.json",
+        r#"{"id": "echo", "kind": "ReplicationController", "apiVersion": "v1beta1",
+  "desiredState": {"replicas": 2, "replicaSelector": {"app": "echo"},
+    "podTemplate": {"labels": {"app": "echo"}, "desiredState": {"manifest": {"version": "v1beta1", "id": "echo",
+      "containers": [{"name": "echo", "image": "drover/busybox:latest", "command": ["udp-echo", "5353"],
+        "ports": [{"name": "dns", "containerPort": 5353, "protocol": "UDP"}]}]}}}}}"#,
+    );
+    t.write(
+        "manifests/echo-service.json",
+        &format!(
+            r#"{{"id": "echo", "kind": "Service", "apiVersion": "v1beta1", "port": {udp_port},
+  "protocol": "UDP", "containerPort": "dns", "selector": {{"app": "echo"}}}}"#
+        ),
+    );
+    t.write("manifests/sticky.json", &web_rc("sticky", 3, "1"));
+    t.write(
+        "manifests/sticky-service.json",
+        &service("sticky", sticky_port, r#", "sessionAffinity": "ClientIP""#),
+    );
+    t.write("manifests/backend.json", &web_rc("backend", 1, "1"));
+    t.write(
+        "manifests/backend-service.json",
+        &service("backend", backend_port, ""),
+    );
+    t.write(
+        "manifests/blocked.json",
+        &service("blocked", taken_port, ""),
+    );
+    // The front pod is made after the services exist (same round): it gets their variables.
+    t.write(
+        "manifests/front.json",
+        r#"{"id": "front", "kind": "Pod", "apiVersion": "v1beta1",
+  "desiredState": {"manifest": {"version": "v1beta1", "id": "front",
+    "containers": [{"name": "front", "image": "drover/busybox:latest", "command": ["sleep", "3600"]}]}}}"#,
+    );
+    let daemon = Daemon::start(&t);
+    wait_until(
+        "the services' endpoints",
+        Duration::from_secs(60),
+        &daemon,
+        || {
+            ready_endpoints(&t, "sticky") == 3
+                && ready_endpoints(&t, "echo") == 2
+                && ready_endpoints(&t, "backend") == 1
+        },
+    );
+
+    // UDP: each client's datagrams go to one pod and come back through the proxy.
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut echoed = String::new();
+    for attempt in 0..20 {
+        client
+            .send_to(format!("ping{attempt}").as_bytes(), ("127.0.0.1", udp_port))
+            .unwrap();
+        let mut buf = [0u8; 1500];
+        if let Ok((n, _)) = client.recv_from(&mut buf) {
+            echoed = String::from_utf8_lossy(&buf[..n]).to_string();
+            break;
+        }
+    }
+    assert!(
+        echoed.ends_with(" ping0") || echoed.contains(" ping"),
+        "no UDP echo: {echoed:?}"
+    );
+
+    // ClientIP affinity: one client, one pod.
+    let bodies = answers(sticky_port, 20).unwrap();
+    assert_eq!(bodies.len(), 1, "{bodies:?}");
+
+    // The front container reaches the backend only through the variables it was given.
+    let (minion, id) = containers(&p, "label=io.drover.container=front")
+        .pop()
+        .expect("the front container runs");
+    let env = docker(&minion, &["exec", &id, "env"]);
+    assert!(
+        env.contains(&format!("BACKEND_SERVICE_HOST={ADVERTISE}")),
+        "{env}"
+    );
+    assert!(
+        env.contains(&format!("BACKEND_PORT=tcp://{ADVERTISE}:{backend_port}")),
+        "{env}"
+    );
+    let page = docker(
+        &minion,
+        &[
+            "exec",
+            &id,
+            "sh",
+            "-c",
+            "wget -qO- http://$BACKEND_SERVICE_HOST:$BACKEND_SERVICE_PORT/",
+        ],
+    );
+    assert!(
+        !page.trim().is_empty(),
+        "the front pod got no answer from the backend"
+    );
+
+    // The taken port: that service's error in the log and in get services; the others serve.
+    wait_until(
+        "the blocked service's error",
+        Duration::from_secs(20),
+        &daemon,
+        || {
+            let r = t.drover(&["get", "services", "blocked"]);
+            r.stdout.contains("cannot listen")
+        },
+    );
+    assert!(daemon.log().contains("cannot listen"), "{}", daemon.log());
+    assert_eq!(answers(sticky_port, 3).unwrap().len(), 1);
+    drop(taken);
+    drop(daemon);
+    tear_down(&t);
+}
+
+#[test]
+fn a_rolling_update_under_load_fails_no_request() {
+    let _g = steady();
+    let (t, p) = services_dir();
+    let port = free_port();
+    t.write("manifests/roll.json", &web_rc("roll", 3, "1"));
+    t.write("manifests/roll-service.json", &service("roll", port, ""));
+    let daemon = Daemon::start(&t);
+    wait_until(
+        "3 ready endpoints",
+        Duration::from_secs(60),
+        &daemon,
+        || ready_endpoints(&t, "roll") == 3,
+    );
+    let old: Vec<(String, String)> = containers(&p, "label=io.drover.container=httpd");
+
+    // Load: one new connection per request, as fast as one client goes, until told to stop.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let load = {
+        let (stop, ok, failed, errors) = (stop.clone(), ok.clone(), failed.clone(), errors.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                match get(port, "/") {
+                    Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
+                    Err(e) => {
+                        errors.lock().unwrap().push(e);
+                        failed.fetch_add(1, Ordering::Relaxed)
+                    }
+                };
+            }
+        })
+    };
+    t.write("manifests/roll.json", &web_rc("roll", 3, "2"));
+    wait_until(
+        "the rollout to finish",
+        Duration::from_secs(120),
+        &daemon,
+        || {
+            let now = containers(&p, "label=io.drover.container=httpd");
+            now.len() == 3
+                && now.iter().all(|c| !old.contains(c))
+                && ready_endpoints(&t, "roll") == 3
+        },
+    );
+    stop.store(true, Ordering::Relaxed);
+    load.join().unwrap();
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    assert!(ok > 100, "too little load to mean anything: {ok} requests");
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {} requests failed: {:?}",
+        ok + failed,
+        errors.lock().unwrap()
+    );
+    drop(daemon);
+    tear_down(&t);
+}
