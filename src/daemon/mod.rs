@@ -188,6 +188,7 @@ impl Daemon {
             shared.clone(),
             proxy.clone(),
             probe_tx,
+            tx.clone(),
         ));
 
         let mut tick = tokio::time::interval(self.opts.resync);
@@ -369,13 +370,14 @@ struct ProbeReport {
 
 /// Every `probes::PERIOD`: probes the due containers of the last round's running pods,
 /// restarts those past the failure threshold, and when the set of passing containers changes,
-/// gives the proxy the new endpoints at once.
+/// gives the proxy the new endpoints at once and asks for a round (which records them).
 async fn probe_loop(
     minions: Vec<Arc<Minion>>,
     project: String,
     shared: Arc<Mutex<Shared>>,
     proxy: Option<Arc<Proxy>>,
     reports: tokio::sync::mpsc::Sender<ProbeReport>,
+    round: tokio::sync::mpsc::Sender<()>,
 ) {
     let by_name: BTreeMap<String, Arc<Minion>> = minions
         .into_iter()
@@ -503,8 +505,12 @@ async fn probe_loop(
             s.passed = passed;
             changed.then(|| s.endpoints())
         };
-        if let (Some(current), Some(proxy)) = (changed, &proxy) {
-            proxy.update(&proxy_table(&current)).await;
+        if let Some(current) = changed {
+            if let Some(proxy) = &proxy {
+                proxy.update(&proxy_table(&current)).await;
+            }
+            // A round records the new endpoints (and a rollout waiting on readiness goes on).
+            let _ = round.try_send(());
         }
     }
 }
