@@ -334,3 +334,35 @@ fn a_container_of_an_older_drover_survives_a_project_that_never_recorded_it() {
     assert_eq!(still.trim(), "true", "the older container was touched");
     docker("m1", &["rm", "-f", &id]);
 }
+
+#[test]
+fn the_pause_image_is_imported_once_however_many_pods_start_at_once() {
+    // Alone: no other test may import the pause image on m2 meanwhile.
+    let _g = common::cluster::disrupt();
+    let images = |filter: &str| {
+        docker("m2", &["images", "-q", "--no-trunc", "--filter", filter])
+            .lines()
+            .count()
+    };
+    docker("m2", &["rmi", "-f", "drover/pause:1"]);
+    let dangling = images("dangling=true");
+    let name = unique("pause");
+    let t = project_dir(&name);
+    // Eight pods at once, all on m2 (the only minion in zone z1).
+    t.write(
+        "manifests/many.json",
+        &rc("many", 8, "one").replace(
+            r#""podTemplate": {"#,
+            r#""podTemplate": {"nodeSelector": {"zone": "z1"}, "#,
+        ),
+    );
+    t.drover(&["apply"]).expect_code(0);
+    assert_eq!(of_project(&name).len(), 16);
+    assert_eq!(images("reference=drover/pause:1"), 1);
+    assert_eq!(
+        images("dangling=true"),
+        dangling,
+        "untagged copies of the pause image were left behind"
+    );
+    tear_down(&t);
+}

@@ -251,6 +251,9 @@ pub struct Minion {
     link: Option<Arc<SshLink>>,
     health: Mutex<Health>,
     docker_capacity: Mutex<Option<Capacity>>,
+    /// One import of the pause image at a time: concurrent pods on a fresh engine would each
+    /// import it (and leave untagged copies behind).
+    pub(crate) pause_import: tokio::sync::Mutex<()>,
 }
 
 impl Minion {
@@ -284,6 +287,7 @@ impl Minion {
             link,
             health: Mutex::new(Health::default()),
             docker_capacity: Mutex::new(None),
+            pause_import: tokio::sync::Mutex::new(()),
         })
     }
 

@@ -105,6 +105,11 @@ impl Minion {
             return Ok(());
         }
         if image == pause::IMAGE {
+            let _one = self.pause_import.lock().await;
+            // Another pod may have imported it while this one waited.
+            if self.image_present(image).await? {
+                return Ok(());
+            }
             let (repo, tag) = image.split_once(':').expect("pause image has a tag");
             return self.import_image(pause::rootfs_tar(), repo, tag).await;
         }

@@ -804,6 +804,16 @@ impl IoLoop {
         let timeout = if busy { 50 } else { 1000 };
         // SAFETY: fds is a valid array of pollfd for the duration of the call.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+        // A local end closed for good (hyper gave up on a call that never got an answer) keeps
+        // reporting POLLHUP whatever we ask for: close its channel, or the loop would spin.
+        for (b, fd) in self.bridges.iter_mut().zip(&fds[2..]) {
+            if fd.revents & (libc::POLLHUP | libc::POLLERR) != 0 {
+                b.closing = true;
+                b.local_eof = true;
+                b.up_sent = b.up.len();
+                b.down_sent = b.down.len();
+            }
+        }
         // At EOF the socket stays readable forever while libssh2 reports "again": check the
         // peer whenever the socket wakes us, or the loop would spin on a dead connection.
         !(n > 0 && fds[1].revents != 0 && peer_closed(&self.socket))
