@@ -347,3 +347,77 @@ fn a_bad_manifest_committed_to_a_watched_git_source_changes_nothing() {
     });
     drop(daemon);
 }
+
+/// CPU seconds (user + system) a process has used so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+/// Resumes a stopped dockerd even if the test fails.
+struct Continue(i32);
+
+impl Drop for Continue {
+    fn drop(&mut self) {
+        unsafe { libc::kill(self.0, libc::SIGCONT) };
+    }
+}
+
+#[test]
+fn a_minion_whose_engine_stops_answering_costs_no_cpu() {
+    let _g = disrupt();
+    let (t, p) = project_dir();
+    t.write(
+        "manifests/one.json",
+        r#"{"id": "one", "kind": "Pod", "apiVersion": "v1beta1",
+  "desiredState": {"manifest": {"version": "v1beta1", "id": "one",
+    "containers": [{"name": "c", "image": "drover/busybox:latest", "command": ["sleep", "3600"]}]}}}"#,
+    );
+    t.drover(&["apply"]).expect_code(0);
+    let log = std::fs::File::create(t.join("daemon.log")).unwrap();
+    let daemon = Command::new(env!("CARGO_BIN_EXE_drover"))
+        .current_dir(t.path())
+        .args(["daemon", "--resync", "1", "--listen", "127.0.0.1:0"])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let daemon = KillOnDrop(daemon);
+    // m1's engine hangs (a deadlocked dockerd answers nothing): SIGSTOP.
+    let pid_file = common::cluster::cluster().dir.join("m1/docker.pid");
+    let dockerd: i32 = std::fs::read_to_string(pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    unsafe { libc::kill(dockerd, libc::SIGSTOP) };
+    let resume = Continue(dockerd);
+    // Calls to it time out after 30 s; then the I/O thread holds a channel whose local end
+    // is gone. Measure the daemon's CPU over the 8 s after that.
+    let log = || std::fs::read_to_string(t.join("daemon.log")).unwrap_or_default();
+    wait_until("a call to m1 to time out", Duration::from_secs(60), || {
+        log().contains("minion m1")
+    });
+    let before = cpu_seconds(daemon.0.id());
+    std::thread::sleep(Duration::from_secs(8)); // the measuring window itself
+    let used = cpu_seconds(daemon.0.id()) - before;
+    drop(resume);
+    assert!(
+        used < 1.0,
+        "the daemon used {used:.2} s of CPU in 8 s while m1 hung\n{}",
+        log()
+    );
+    drop(daemon);
+    let _ = p;
+    std::fs::remove_file(t.join("manifests/one.json")).unwrap();
+    t.drover(&["apply", "--allow-empty"]).expect_code(0);
+}
