@@ -59,22 +59,43 @@ fn fields<'n>(cx: &mut Cx, node: &'n Node, path: &str) -> Option<Fields<'n>> {
         cx.type_err(node, path, "an object");
         return None;
     };
-    // Objects have a handful of fields: a quadratic scan beats hashing (no allocation).
-    for (i, e) in entries.iter().enumerate() {
-        if let Some(first) = entries[..i].iter().find(|f| f.key == e.key) {
-            cx.err(
-                e.key_pos,
-                &join(path, &e.key),
-                format!("duplicate field (first given at {})", first.key_pos),
-            );
-        }
-    }
+    duplicate_fields(cx, entries, path);
     Some(Fields {
         path: path.to_string(),
         pos: node.pos,
         entries,
         known: Vec::new(),
     })
+}
+
+/// Reports every field given twice. Objects usually have a handful of fields, where a scan
+/// beats hashing; past that, a map keeps hostile objects (100,000 keys) linear.
+fn duplicate_fields(cx: &mut Cx, entries: &[Entry], path: &str) {
+    const SCAN_UP_TO: usize = 16;
+    let report = |cx: &mut Cx, e: &Entry, first: Pos| {
+        cx.err(
+            e.key_pos,
+            &join(path, &e.key),
+            format!("duplicate field (first given at {first})"),
+        )
+    };
+    if entries.len() <= SCAN_UP_TO {
+        for (i, e) in entries.iter().enumerate() {
+            if let Some(first) = entries[..i].iter().find(|f| f.key == e.key) {
+                report(cx, e, first.key_pos);
+            }
+        }
+        return;
+    }
+    let mut seen: HashMap<&str, Pos> = HashMap::with_capacity(entries.len());
+    for e in entries {
+        match seen.entry(&e.key) {
+            std::collections::hash_map::Entry::Occupied(first) => report(cx, e, *first.get()),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(e.key_pos);
+            }
+        }
+    }
 }
 
 impl<'n> Fields<'n> {
@@ -167,6 +188,15 @@ fn uint(cx: &mut Cx, n: &Node, path: &str, min: u64, max: u64) -> Option<u64> {
     let v = match n.value {
         Value::Int(v) => v,
         Value::Float(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => f as i64,
+        Value::BigInt(ref s) => {
+            let shown: String = s.chars().take(40).collect();
+            cx.err(
+                n.pos,
+                path,
+                format!("{shown} is outside the allowed range {min}-{max}"),
+            );
+            return None;
+        }
         _ => {
             cx.type_err(n, path, "an integer");
             return None;
@@ -244,7 +274,7 @@ fn string_list(cx: &mut Cx, n: &Node, path: &str) -> Vec<String> {
 fn port_ref(cx: &mut Cx, n: &Node, path: &str) -> Option<PortRef> {
     match &n.value {
         Value::Str(s) if !s.is_empty() => Some(PortRef::Name(s.clone())),
-        Value::Int(_) => port_number(cx, n, path).map(PortRef::Number),
+        Value::Int(_) | Value::BigInt(_) => port_number(cx, n, path).map(PortRef::Number),
         _ => {
             cx.type_err(n, path, "a port number or a port name");
             None

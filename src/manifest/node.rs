@@ -24,6 +24,8 @@ pub enum Value {
     Null,
     Bool(bool),
     Int(i64),
+    /// An integer beyond i64, kept as written so range checks can quote it.
+    BigInt(String),
     Float(f64),
     Str(String),
     Array(Vec<Node>),
@@ -49,7 +51,7 @@ impl Node {
         match self.value {
             Value::Null => "null",
             Value::Bool(_) => "a boolean",
-            Value::Int(_) => "an integer",
+            Value::Int(_) | Value::BigInt(_) => "an integer",
             Value::Float(_) => "a number with a fraction",
             Value::Str(_) => "a string",
             Value::Array(_) => "an array",
@@ -76,6 +78,7 @@ pub fn parse_json(text: &str) -> Result<Node, SyntaxError> {
         i: 0,
         line: 1,
         line_start: 0,
+        col_mark: std::cell::Cell::new((0, 1)),
         depth: 0,
     };
     p.skip_ws();
@@ -93,6 +96,9 @@ struct JsonParser<'a> {
     i: usize,
     line: u32,
     line_start: usize,
+    /// The last column computed: (byte offset, column). Positions are asked for in increasing
+    /// order along a line, so counting on from here keeps a long line linear, not quadratic.
+    col_mark: std::cell::Cell<(usize, u32)>,
     depth: u32,
 }
 
@@ -101,8 +107,18 @@ const MAX_DEPTH: u32 = 128;
 
 impl JsonParser<'_> {
     fn pos(&self) -> Pos {
-        // Columns count characters, not bytes, so multi-byte text points where an editor would.
-        let col = self.text[self.line_start..self.i].chars().count() as u32 + 1;
+        // Columns count characters, not bytes, so multi-byte text points where an editor would:
+        // every byte that does not continue a UTF-8 sequence starts a character. Counting bytes
+        // (not slicing the text) also works at an offset inside a character.
+        let (mut from, mut col) = self.col_mark.get();
+        if from < self.line_start || from > self.i {
+            (from, col) = (self.line_start, 1);
+        }
+        col += self.bytes[from..self.i]
+            .iter()
+            .filter(|&&b| b & 0xC0 != 0x80)
+            .count() as u32;
+        self.col_mark.set((self.i, col));
         Pos {
             line: self.line,
             col,
@@ -267,9 +283,16 @@ impl JsonParser<'_> {
     }
 
     fn escape(&mut self, out: &mut String) -> Result<(), SyntaxError> {
+        let backslash = self.i - 1;
         let Some(&b) = self.bytes.get(self.i) else {
             return Err(self.error("unexpected end of input inside a string"));
         };
+        if !b.is_ascii() {
+            // Not an escape letter; report it whole, at the backslash (never mid-character).
+            let c = self.text[self.i..].chars().next().unwrap_or('?');
+            self.i = backslash;
+            return Err(self.error(format!("invalid escape `\\{c}` in a string")));
+        }
         self.i += 1;
         match b {
             b'"' => out.push('"'),
@@ -297,46 +320,90 @@ impl JsonParser<'_> {
                 };
                 out.push(c.ok_or_else(|| self.error("invalid \\u escape"))?);
             }
-            _ => return Err(self.error("invalid escape in a string")),
+            _ => {
+                self.i = backslash;
+                return Err(self.error(format!(
+                    "invalid escape `\\{}` in a string",
+                    char::from(b).escape_default()
+                )));
+            }
         }
         Ok(())
     }
 
     fn hex4(&mut self) -> Result<u32, SyntaxError> {
         let digits = self
-            .text
+            .bytes
             .get(self.i..self.i + 4)
             .ok_or_else(|| self.error("truncated \\u escape"))?;
-        let v = u32::from_str_radix(digits, 16).map_err(|_| self.error("invalid \\u escape"))?;
+        // Exactly four hex digits: `from_str_radix` alone would take a sign (`\u+041`).
+        let mut v = 0;
+        for &d in digits {
+            let digit = char::from(d)
+                .to_digit(16)
+                .ok_or_else(|| self.error("invalid \\u escape: expected four hex digits"))?;
+            v = v * 16 + digit;
+        }
         self.i += 4;
         Ok(v)
     }
 
+    /// A number by JSON's grammar: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.
     fn number(&mut self) -> Result<Value, SyntaxError> {
         let start = self.i;
-        let mut fraction = false;
+        let digits = |p: &mut Self| {
+            let from = p.i;
+            while p.bytes.get(p.i).is_some_and(u8::is_ascii_digit) {
+                p.i += 1;
+            }
+            p.i - from
+        };
         if self.bytes[self.i] == b'-' {
             self.i += 1;
         }
-        while let Some(&b) = self.bytes.get(self.i) {
-            match b {
-                b'0'..=b'9' => {}
-                b'.' | b'e' | b'E' | b'+' | b'-' => fraction = true,
-                _ => break,
+        let int_start = self.i;
+        let int_digits = digits(self);
+        let mut ok = int_digits > 0 && !(int_digits > 1 && self.bytes[int_start] == b'0');
+        let mut integer = true;
+        if ok && self.bytes.get(self.i) == Some(&b'.') {
+            self.i += 1;
+            integer = false;
+            ok = digits(self) > 0;
+        }
+        if ok && matches!(self.bytes.get(self.i), Some(b'e' | b'E')) {
+            self.i += 1;
+            integer = false;
+            if matches!(self.bytes.get(self.i), Some(b'+' | b'-')) {
+                self.i += 1;
             }
+            ok = digits(self) > 0;
+        }
+        // Whatever follows must end the number: `1x`, `01` and `1.` are not numbers.
+        while self
+            .bytes
+            .get(self.i)
+            .is_some_and(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'+' | b'-'))
+        {
+            ok = false;
             self.i += 1;
         }
         let s = &self.text[start..self.i];
-        if !fraction {
-            if let Ok(v) = s.parse::<i64>() {
-                return Ok(Value::Int(v));
-            }
+        if !ok {
+            let shown: String = s.chars().take(40).collect();
+            self.i = start;
+            return Err(self.error(format!("invalid number `{shown}`")));
+        }
+        if integer {
+            return Ok(match s.parse::<i64>() {
+                Ok(v) => Value::Int(v),
+                Err(_) => Value::BigInt(s.to_string()),
+            });
         }
         match s.parse::<f64>() {
-            Ok(v) if v.is_finite() && s != "-" => Ok(Value::Float(v)),
+            Ok(v) if v.is_finite() => Ok(Value::Float(v)),
             _ => {
                 self.i = start;
-                Err(self.error(format!("invalid number `{s}`")))
+                Err(self.error(format!("number `{s}` is out of range")))
             }
         }
     }
@@ -379,8 +446,8 @@ fn toml_node(lines: &LineIndex, v: &toml::Spanned<toml::de::DeValue<'_>>) -> Nod
         DeValue::String(s) => Value::Str(s.to_string()),
         DeValue::Integer(i) => match i64::from_str_radix(i.as_str(), i.radix()) {
             Ok(n) => Value::Int(n),
-            // Out of i64 range: keep it as a float so the range check reports it.
-            Err(_) => Value::Float(f64::INFINITY),
+            // Out of i64 range: kept as written, so the range check quotes it.
+            Err(_) => Value::BigInt(i.as_str().to_string()),
         },
         DeValue::Float(f) => Value::Float(f.as_str().parse().unwrap_or(f64::NAN)),
         DeValue::Boolean(b) => Value::Bool(*b),
