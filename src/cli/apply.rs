@@ -50,6 +50,10 @@ pub fn run(cx: &Context, args: &SourceArgs, opts: Options) -> ExitCode {
             Err(e) => return fail(&e),
         }
     };
+    // A damaged store stops apply before any container changes.
+    if let Err(e) = store.verify() {
+        return fail(&e);
+    }
     reconciler.sole_writer = lock.is_some();
     // On a terminal, show the plan and ask first (like `terraform apply`); scripts and CI,
     // with no terminal on stdin, are not asked.

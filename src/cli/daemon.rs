@@ -66,6 +66,10 @@ pub fn run(
         Ok(l) => l,
         Err(e) => return fail(&e),
     };
+    // A damaged store stops the daemon before its first round changes anything.
+    if let Err(e) = store.verify() {
+        return fail(&e);
+    }
     reconciler.sole_writer = true;
     let git = cx.settings.git_options(&cx.state_dir);
     println!(

@@ -160,9 +160,10 @@ fn observation(
 pub fn run(cx: &Context, args: &SourceArgs, output: DiffOutput, live: bool) -> ExitCode {
     let spec = cx.source_spec(args);
     let store = Store::new(&cx.state_dir);
-    // The store's index and the source are independent: read them at the same time.
+    // The store (index and every record, checked against their hashes) and the source are
+    // independent: read them at the same time.
     let (loaded, index) = std::thread::scope(|s| {
-        let index = s.spawn(|| store.read_index());
+        let index = s.spawn(|| store.verify());
         (
             load_desired(cx, &spec),
             index.join().expect("index reader does not panic"),
