@@ -14,6 +14,7 @@ fuzz_target!(|data: &[u8]| {
         let records = BTreeMap::from([(ObjectKey::new(kind, "x"), text.to_string())]);
         let _ = drover::plan::observed::from_records(&records);
     }
-    let _ = drover::plan::objects::display_text(text);
+    let key = drover::plan::objects::MaskKey::new([0; 32]);
+    let _ = drover::plan::objects::display_text(text, &key);
     let _ = ObjectKey::parse(text);
 });

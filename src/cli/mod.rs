@@ -54,7 +54,10 @@ pub fn load_desired(
 ) -> Result<(DesiredState, Option<String>), LoadError> {
     let snapshot =
         source::read(spec, &cx.settings.git_options(&cx.state_dir)).map_err(LoadError::Source)?;
-    let desired = drover::manifest::desired_state(&snapshot.files).map_err(LoadError::Invalid)?;
+    let max_bytes = (cx.settings.config.max_manifest_bytes)
+        .unwrap_or(drover::manifest::DEFAULT_MAX_MANIFEST_BYTES);
+    let desired = drover::manifest::desired_state_limited(&snapshot.files, max_bytes)
+        .map_err(LoadError::Invalid)?;
     Ok((desired, snapshot.commit))
 }
 

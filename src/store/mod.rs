@@ -41,6 +41,8 @@ use thiserror::Error;
 /// moved to the format 2 layout by the next commit.
 pub const FORMAT_VERSION: u32 = 2;
 const INDEX_FILE: &str = "state.json";
+/// The key of the secret masks' fingerprints (`plan::objects::MaskKey`): 64 hex digits, 0600.
+const MASK_KEY_FILE: &str = "mask.key";
 
 /// The two halves of the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -225,6 +227,15 @@ pub fn content_hash(bytes: &[u8]) -> String {
         hex.push(char::from_digit(u32::from(b & 0xf), 16).expect("nibble"));
     }
     hex
+}
+
+/// 32 bytes from the system's random source (a mask key for a state directory that has none,
+/// or for one run of `diff`, which never writes the store).
+pub fn random_key() -> std::io::Result<[u8; 32]> {
+    use std::io::Read;
+    let mut key = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut key)?;
+    Ok(key)
 }
 
 /// Parses the bytes of an index read from `path` (named in errors). Pure: the fuzz target
@@ -430,6 +441,48 @@ impl Store {
             .collect()
     }
 
+    /// The key for masking secrets in displayed objects, if one was made (the first command
+    /// that takes the lock makes it). A damaged key file is an error naming it.
+    pub fn mask_key(&self) -> Result<Option<[u8; 32]>, StoreError> {
+        let path = self.dir.join(MASK_KEY_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err(&path)(e)),
+        };
+        let text = text.trim();
+        let mut key = [0u8; 32];
+        let ok = text.len() == 64
+            && key.iter_mut().enumerate().all(|(i, b)| {
+                u8::from_str_radix(text.get(2 * i..2 * i + 2).unwrap_or("x"), 16)
+                    .map(|v| *b = v)
+                    .is_ok()
+            });
+        if !ok {
+            return Err(StoreError::Damaged {
+                path,
+                reason: "not a key of 64 hex digits".into(),
+            });
+        }
+        Ok(Some(key))
+    }
+
+    /// Makes the mask key from the system's random source if there is none yet.
+    fn ensure_mask_key(&self) -> Result<(), StoreError> {
+        if self.mask_key()?.is_some() {
+            return Ok(());
+        }
+        let text: String = random_key()
+            .map_err(io_err(Path::new("/dev/urandom")))?
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        write_private_file(
+            &self.dir.join(MASK_KEY_FILE),
+            format!("{text}\n").as_bytes(),
+        )
+    }
+
     /// Takes the writer lock, waiting up to `wait` for another drover to release it.
     pub fn lock(&self, command: &str, wait: std::time::Duration) -> Result<StoreLock, StoreError> {
         fsutil::create_private_dir(&self.dir)?;
@@ -439,6 +492,7 @@ impl Store {
         if let Ok(index) = self.read_index() {
             self.sweep(&index);
         }
+        self.ensure_mask_key()?;
         Ok(lock)
     }
 

@@ -249,3 +249,23 @@ fn an_existing_open_state_directory_is_tightened() {
     let mode = std::fs::metadata(&state).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o700);
 }
+
+#[test]
+fn the_writer_makes_a_private_mask_key_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::new(dir.path().join("s"));
+    assert_eq!(store.mask_key().unwrap(), None);
+    let lock = store.lock("test", Duration::ZERO).unwrap();
+    let key = store.mask_key().unwrap().expect("made by the writer");
+    let mode = std::fs::metadata(dir.path().join("s/mask.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    drop(lock);
+    let _lock = store.lock("test", Duration::ZERO).unwrap();
+    assert_eq!(store.mask_key().unwrap(), Some(key), "kept, not remade");
+    std::fs::write(dir.path().join("s/mask.key"), "short\n").unwrap();
+    let err = store.mask_key().unwrap_err().to_string();
+    assert!(err.contains("mask.key"), "{err}");
+}
