@@ -110,12 +110,13 @@ fn a_damaged_store_stops_apply_diff_and_the_daemon_before_any_container_changes(
     t.write("drover.toml", &std::fs::read_to_string(&c.config).unwrap());
     t.write("manifests/probe.json", &pod("sleep 3600"));
     t.drover(&["apply", "--yes"]).expect_code(0);
-    assert_eq!(containers().len(), 2, "{:?}", containers()); // infra + main
-                                                             // A changed manifest: apply would replace the pod if it went ahead.
+    // One pod: its infra and main containers.
+    assert_eq!(containers().len(), 2, "{:?}", containers());
+    // A changed manifest: apply would replace the pod if it went ahead.
     t.write("manifests/probe.json", &pod("sleep 3601"));
 
     let record = t
-        .join(".drover/objects/applied/pods")
+        .join("state/objects/applied/pods")
         .read_dir()
         .unwrap()
         .next()
@@ -130,7 +131,7 @@ fn a_damaged_store_stops_apply_diff_and_the_daemon_before_any_container_changes(
     all_refuse(&t, &name);
     std::fs::write(&record, &good).unwrap();
 
-    let index = t.join(".drover/state.json");
+    let index = t.join("state/state.json");
     let text = std::fs::read(&index).unwrap();
     std::fs::write(&index, &text[..text.len() / 2]).unwrap();
     all_refuse(&t, "state.json");

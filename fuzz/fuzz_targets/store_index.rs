@@ -10,7 +10,11 @@ fuzz_target!(|data: &[u8]| {
         for key in index.applied.keys().chain(index.observed.keys()) {
             assert!(!key.id.contains('/') && !key.id.starts_with('.'), "{key}");
         }
-        // What was read writes back and reads again as the same index.
+        // A current-format index writes back and reads again as the same index (an older
+        // format is only read: the next commit writes the current one).
+        if index.format != drover::store::FORMAT_VERSION {
+            return;
+        }
         let text = serde_json::to_vec(&index).unwrap();
         let again = drover::store::parse_index(path, &text).unwrap();
         assert_eq!(again.applied, index.applied);
