@@ -386,29 +386,49 @@ fn selector(cx: &mut Cx, fields: &mut Fields, field: &'static str) -> (Labels, O
 // ---------------------------------------------------------------------------------------------
 // objects
 
-pub(super) fn document(cx: &mut Cx, root: &Node) -> Vec<ParsedObject> {
+pub(super) fn document(cx: &mut Cx, mut root: Node) -> Vec<ParsedObject> {
     // `{"kind": "List", "items": [...]}` holds several objects in one file.
     if let Value::Object(entries) = &root.value {
         let is_list = entries
             .iter()
             .any(|e| e.key == "kind" && e.node.value == Value::Str("List".into()));
         if is_list {
-            let Some(mut f) = fields(cx, root, "") else {
+            let Some(mut f) = fields(cx, &root, "") else {
                 return Vec::new();
             };
             f.opt("kind");
             if let Some((n, p)) = f.opt("apiVersion") {
                 api_version(cx, n, &p);
             }
-            let items = f.req(cx, "items");
+            let items = f.req(cx, "items").map(|(_, p)| p);
             f.finish(cx);
-            return match items {
-                Some((n, p)) => list(cx, n, &p, |cx, it, p| object(cx, it, &p)),
-                None => Vec::new(),
+            let Some(path) = items else {
+                return Vec::new();
             };
+            // Each item is decoded and then dropped, so the located tree of a large List
+            // shrinks while its objects are made: both are never whole at once.
+            let Value::Object(entries) = &mut root.value else {
+                unreachable!("checked above")
+            };
+            let entry = entries
+                .iter_mut()
+                .find(|e| e.key == "items")
+                .expect("required above");
+            let items = std::mem::replace(&mut entry.node.value, Value::Null);
+            let Value::Array(items) = items else {
+                entry.node.value = items;
+                let n = &entry.node;
+                return list(cx, n, &path, |cx, it, p| object(cx, it, &p));
+            };
+            drop(root);
+            return items
+                .into_iter()
+                .enumerate()
+                .filter_map(|(i, item)| object(cx, &item, &format!("{path}[{i}]")))
+                .collect();
         }
     }
-    object(cx, root, "").into_iter().collect()
+    object(cx, &root, "").into_iter().collect()
 }
 
 fn api_version(cx: &mut Cx, n: &Node, path: &str) {

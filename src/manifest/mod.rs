@@ -122,7 +122,7 @@ pub fn parse_file(file: &str, bytes: &[u8]) -> Result<Vec<ParsedObject>, Vec<Dia
         file,
         diags: Vec::new(),
     };
-    let objects = decode::document(&mut cx, &root);
+    let objects = decode::document(&mut cx, root);
     if cx.diags.is_empty() {
         Ok(objects)
     } else {

@@ -412,7 +412,8 @@ impl JsonParser<'_> {
 // ---------------------------------------------------------------------------------------------
 // TOML
 
-/// Parses a TOML document into the same located tree.
+/// Parses a TOML document into the same located tree. The `toml` crate's tree is consumed as
+/// it is converted, so the two are never both whole in memory.
 pub fn parse_toml(text: &str) -> Result<Node, SyntaxError> {
     let lines = LineIndex::new(text);
     let table = toml::de::DeTable::parse(text).map_err(|e| SyntaxError {
@@ -422,37 +423,39 @@ pub fn parse_toml(text: &str) -> Result<Node, SyntaxError> {
     let pos = lines.pos(table.span().start);
     Ok(Node {
         pos,
-        value: toml_table(&lines, table.get_ref()),
+        value: toml_table(&lines, table.into_inner()),
     })
 }
 
-fn toml_table(lines: &LineIndex, table: &toml::de::DeTable<'_>) -> Value {
+fn toml_table(lines: &LineIndex, table: toml::de::DeTable<'_>) -> Value {
     Value::Object(
         table
-            .iter()
+            .into_iter()
             .map(|(k, v)| Entry {
-                key: k.get_ref().to_string(),
                 key_pos: lines.pos(k.span().start),
+                key: k.into_inner().into_owned(),
                 node: toml_node(lines, v),
             })
             .collect(),
     )
 }
 
-fn toml_node(lines: &LineIndex, v: &toml::Spanned<toml::de::DeValue<'_>>) -> Node {
+fn toml_node(lines: &LineIndex, v: toml::Spanned<toml::de::DeValue<'_>>) -> Node {
     use toml::de::DeValue;
     let pos = lines.pos(v.span().start);
-    let value = match v.get_ref() {
-        DeValue::String(s) => Value::Str(s.to_string()),
+    let value = match v.into_inner() {
+        DeValue::String(s) => Value::Str(s.into_owned()),
         DeValue::Integer(i) => match i64::from_str_radix(i.as_str(), i.radix()) {
             Ok(n) => Value::Int(n),
             // Out of i64 range: kept as written, so the range check quotes it.
             Err(_) => Value::BigInt(i.as_str().to_string()),
         },
         DeValue::Float(f) => Value::Float(f.as_str().parse().unwrap_or(f64::NAN)),
-        DeValue::Boolean(b) => Value::Bool(*b),
+        DeValue::Boolean(b) => Value::Bool(b),
         DeValue::Datetime(d) => Value::Str(d.to_string()),
-        DeValue::Array(items) => Value::Array(items.iter().map(|i| toml_node(lines, i)).collect()),
+        DeValue::Array(items) => {
+            Value::Array(items.into_iter().map(|i| toml_node(lines, i)).collect())
+        }
         DeValue::Table(t) => toml_table(lines, t),
     };
     Node { pos, value }
