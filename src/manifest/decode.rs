@@ -50,7 +50,7 @@ fn join(path: &str, name: &str) -> String {
 struct Fields<'n> {
     path: String,
     pos: Pos,
-    entries: &'n [Entry],
+    entries: &'n [Entry<'n>],
     known: Vec<&'static str>,
 }
 
@@ -99,7 +99,7 @@ fn duplicate_fields(cx: &mut Cx, entries: &[Entry], path: &str) {
 }
 
 impl<'n> Fields<'n> {
-    fn opt(&mut self, name: &'static str) -> Option<(&'n Node, String)> {
+    fn opt(&mut self, name: &'static str) -> Option<(&'n Node<'n>, String)> {
         self.known.push(name);
         self.entries
             .iter()
@@ -108,11 +108,11 @@ impl<'n> Fields<'n> {
     }
 
     /// Like `opt`, but treats an explicit `null` as absent (seeds and generators write them).
-    fn opt_non_null(&mut self, name: &'static str) -> Option<(&'n Node, String)> {
+    fn opt_non_null(&mut self, name: &'static str) -> Option<(&'n Node<'n>, String)> {
         self.opt(name).filter(|(n, _)| n.value != Value::Null)
     }
 
-    fn req(&mut self, cx: &mut Cx, name: &'static str) -> Option<(&'n Node, String)> {
+    fn req(&mut self, cx: &mut Cx, name: &'static str) -> Option<(&'n Node<'n>, String)> {
         let found = self.opt_non_null(name);
         if found.is_none() {
             cx.err(self.pos, &join(&self.path, name), "missing required field");
@@ -122,7 +122,7 @@ impl<'n> Fields<'n> {
 
     fn finish(self, cx: &mut Cx) {
         for e in self.entries {
-            if !self.known.contains(&e.key.as_str()) {
+            if !self.known.contains(&&*e.key) {
                 let hint = match nearest(&e.key, &self.known) {
                     Some(s) => format!("; did you mean `{s}`?"),
                     None => format!("; known fields: {}", self.known.join(", ")),
@@ -167,7 +167,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
 
 fn string(cx: &mut Cx, n: &Node, path: &str) -> Option<String> {
     match &n.value {
-        Value::Str(s) => Some(s.clone()),
+        Value::Str(s) => Some(s.to_string()),
         _ => {
             cx.type_err(n, path, "a string");
             None
@@ -273,7 +273,7 @@ fn string_list(cx: &mut Cx, n: &Node, path: &str) -> Vec<String> {
 
 fn port_ref(cx: &mut Cx, n: &Node, path: &str) -> Option<PortRef> {
     match &n.value {
-        Value::Str(s) if !s.is_empty() => Some(PortRef::Name(s.clone())),
+        Value::Str(s) if !s.is_empty() => Some(PortRef::Name(s.to_string())),
         Value::Int(_) | Value::BigInt(_) => port_number(cx, n, path).map(PortRef::Number),
         _ => {
             cx.type_err(n, path, "a port number or a port name");
@@ -359,7 +359,7 @@ fn labels(cx: &mut Cx, n: &Node, path: &str) -> Labels {
             );
             continue;
         }
-        if out.insert(e.key.clone(), v).is_some() {
+        if out.insert(e.key.to_string(), v).is_some() {
             cx.err(e.key_pos, &p, "duplicate label");
         }
     }

@@ -4,6 +4,7 @@
 //! The JSON reader is hand-written (serde_json does not expose positions); TOML goes through the
 //! `toml` crate's spanned parser. Nothing here knows about drover's object kinds.
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// A 1-based line and column (columns count characters, as editors do).
@@ -19,33 +20,35 @@ impl fmt::Display for Pos {
     }
 }
 
+/// Strings and keys borrow from the input unless they had escapes: a large document's tree
+/// then costs its structure, not a second copy of its text.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Value {
+pub enum Value<'a> {
     Null,
     Bool(bool),
     Int(i64),
     /// An integer beyond i64, kept as written so range checks can quote it.
     BigInt(String),
     Float(f64),
-    Str(String),
-    Array(Vec<Node>),
-    Object(Vec<Entry>),
+    Str(Cow<'a, str>),
+    Array(Vec<Node<'a>>),
+    Object(Vec<Entry<'a>>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Node {
+pub struct Node<'a> {
     pub pos: Pos,
-    pub value: Value,
+    pub value: Value<'a>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Entry {
-    pub key: String,
+pub struct Entry<'a> {
+    pub key: Cow<'a, str>,
     pub key_pos: Pos,
-    pub node: Node,
+    pub node: Node<'a>,
 }
 
-impl Node {
+impl Node<'_> {
     /// The name of this value's type, as error messages say it.
     pub fn type_name(&self) -> &'static str {
         match self.value {
@@ -71,7 +74,7 @@ pub struct SyntaxError {
 // JSON
 
 /// Parses one JSON document. Duplicate keys are kept (the decoder reports them with both places).
-pub fn parse_json(text: &str) -> Result<Node, SyntaxError> {
+pub fn parse_json(text: &str) -> Result<Node<'_>, SyntaxError> {
     let mut p = JsonParser {
         bytes: text.as_bytes(),
         text,
@@ -105,7 +108,7 @@ struct JsonParser<'a> {
 /// Deeper nesting than this is refused rather than risking the stack on hostile input.
 const MAX_DEPTH: u32 = 128;
 
-impl JsonParser<'_> {
+impl<'a> JsonParser<'a> {
     fn pos(&self) -> Pos {
         // Columns count characters, not bytes, so multi-byte text points where an editor would:
         // every byte that does not continue a UTF-8 sequence starts a character. Counting bytes
@@ -146,7 +149,7 @@ impl JsonParser<'_> {
         }
     }
 
-    fn value(&mut self) -> Result<Node, SyntaxError> {
+    fn value(&mut self) -> Result<Node<'a>, SyntaxError> {
         let pos = self.pos();
         let value = match self.bytes.get(self.i) {
             None => return Err(self.error("unexpected end of input: the document is truncated")),
@@ -165,7 +168,7 @@ impl JsonParser<'_> {
         Ok(Node { pos, value })
     }
 
-    fn literal(&mut self, word: &str, value: Value) -> Result<Value, SyntaxError> {
+    fn literal(&mut self, word: &str, value: Value<'a>) -> Result<Value<'a>, SyntaxError> {
         if self.bytes[self.i..].starts_with(word.as_bytes()) {
             self.i += word.len();
             Ok(value)
@@ -182,7 +185,7 @@ impl JsonParser<'_> {
         Ok(())
     }
 
-    fn object(&mut self) -> Result<Value, SyntaxError> {
+    fn object(&mut self) -> Result<Value<'a>, SyntaxError> {
         self.enter()?;
         self.i += 1; // '{'
         let mut entries = Vec::new();
@@ -217,6 +220,9 @@ impl JsonParser<'_> {
                 Some(b'}') => {
                     self.i += 1;
                     self.depth -= 1;
+                    // Growth leaves up to half a vector unused: in a large document that
+                    // is a third of the tree.
+                    entries.shrink_to_fit();
                     return Ok(Value::Object(entries));
                 }
                 None => return Err(self.error("unexpected end of input: missing `}`")),
@@ -225,7 +231,7 @@ impl JsonParser<'_> {
         }
     }
 
-    fn array(&mut self) -> Result<Value, SyntaxError> {
+    fn array(&mut self) -> Result<Value<'a>, SyntaxError> {
         self.enter()?;
         self.i += 1; // '['
         let mut items = Vec::new();
@@ -247,6 +253,7 @@ impl JsonParser<'_> {
                 Some(b']') => {
                     self.i += 1;
                     self.depth -= 1;
+                    items.shrink_to_fit();
                     return Ok(Value::Array(items));
                 }
                 None => return Err(self.error("unexpected end of input: missing `]`")),
@@ -255,9 +262,10 @@ impl JsonParser<'_> {
         }
     }
 
-    fn string(&mut self) -> Result<String, SyntaxError> {
+    fn string(&mut self) -> Result<Cow<'a, str>, SyntaxError> {
         self.i += 1; // opening quote
-        let mut out = String::new();
+        let first = self.i;
+        let mut out: Option<String> = None;
         loop {
             let start = self.i;
             while let Some(&b) = self.bytes.get(self.i) {
@@ -266,16 +274,23 @@ impl JsonParser<'_> {
                 }
                 self.i += 1;
             }
-            out.push_str(&self.text[start..self.i]);
+            if let Some(out) = out.as_mut() {
+                out.push_str(&self.text[start..self.i]);
+            }
             match self.bytes.get(self.i) {
                 None => return Err(self.error("unexpected end of input inside a string")),
                 Some(b'"') => {
                     self.i += 1;
-                    return Ok(out);
+                    return Ok(match out {
+                        Some(s) => Cow::Owned(s),
+                        None => Cow::Borrowed(&self.text[first..self.i - 1]),
+                    });
                 }
                 Some(b'\\') => {
+                    // The first escape: from here on the string is built.
+                    let out = out.get_or_insert_with(|| self.text[first..self.i].to_string());
                     self.i += 1;
-                    self.escape(&mut out)?;
+                    self.escape(out)?;
                 }
                 Some(_) => return Err(self.error("control character inside a string (use \\n)")),
             }
@@ -349,7 +364,7 @@ impl JsonParser<'_> {
     }
 
     /// A number by JSON's grammar: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.
-    fn number(&mut self) -> Result<Value, SyntaxError> {
+    fn number(&mut self) -> Result<Value<'a>, SyntaxError> {
         let start = self.i;
         let digits = |p: &mut Self| {
             let from = p.i;
@@ -414,7 +429,7 @@ impl JsonParser<'_> {
 
 /// Parses a TOML document into the same located tree. The `toml` crate's tree is consumed as
 /// it is converted, so the two are never both whole in memory.
-pub fn parse_toml(text: &str) -> Result<Node, SyntaxError> {
+pub fn parse_toml(text: &str) -> Result<Node<'_>, SyntaxError> {
     let lines = LineIndex::new(text);
     let table = toml::de::DeTable::parse(text).map_err(|e| SyntaxError {
         pos: e.span().map(|s| lines.pos(s.start)).unwrap_or_default(),
@@ -427,24 +442,24 @@ pub fn parse_toml(text: &str) -> Result<Node, SyntaxError> {
     })
 }
 
-fn toml_table(lines: &LineIndex, table: toml::de::DeTable<'_>) -> Value {
+fn toml_table<'a>(lines: &LineIndex, table: toml::de::DeTable<'a>) -> Value<'a> {
     Value::Object(
         table
             .into_iter()
             .map(|(k, v)| Entry {
                 key_pos: lines.pos(k.span().start),
-                key: k.into_inner().into_owned(),
+                key: k.into_inner(),
                 node: toml_node(lines, v),
             })
             .collect(),
     )
 }
 
-fn toml_node(lines: &LineIndex, v: toml::Spanned<toml::de::DeValue<'_>>) -> Node {
+fn toml_node<'a>(lines: &LineIndex, v: toml::Spanned<toml::de::DeValue<'a>>) -> Node<'a> {
     use toml::de::DeValue;
     let pos = lines.pos(v.span().start);
     let value = match v.into_inner() {
-        DeValue::String(s) => Value::Str(s.into_owned()),
+        DeValue::String(s) => Value::Str(s),
         DeValue::Integer(i) => match i64::from_str_radix(i.as_str(), i.radix()) {
             Ok(n) => Value::Int(n),
             // Out of i64 range: kept as written, so the range check quotes it.
@@ -452,7 +467,7 @@ fn toml_node(lines: &LineIndex, v: toml::Spanned<toml::de::DeValue<'_>>) -> Node
         },
         DeValue::Float(f) => Value::Float(f.as_str().parse().unwrap_or(f64::NAN)),
         DeValue::Boolean(b) => Value::Bool(b),
-        DeValue::Datetime(d) => Value::Str(d.to_string()),
+        DeValue::Datetime(d) => Value::Str(Cow::Owned(d.to_string())),
         DeValue::Array(items) => {
             Value::Array(items.into_iter().map(|i| toml_node(lines, i)).collect())
         }
