@@ -134,9 +134,10 @@ pub fn parse_file(file: &str, bytes: &[u8]) -> Result<Vec<ParsedObject>, Vec<Dia
 /// The default per-file size limit (`max_manifest_bytes` in drover.toml): 32 MiB.
 ///
 /// Far above any hand-written manifest and above the largest generated List we know of
-/// (10,000 RCs with their pod templates, about 9 MB); parsing 32 MiB takes well under a second
-/// and a tree of a few times that in memory, so one stray file (a log or a dump renamed
-/// `.json`) cannot stall or exhaust a daemon. Larger generated sources can raise it.
+/// (10,000 RCs with their pod templates, about 9 MB). Parsing is linear, but memory is about
+/// 12x the file for JSON and 35x for TOML (the `toml` crate's tree): at 32 MiB a file peaks
+/// near 400 MB or 1.1 GB, so one stray file (a dump renamed `.json`) cannot exhaust a daemon.
+/// Larger generated sources can raise it.
 pub const DEFAULT_MAX_MANIFEST_BYTES: u64 = 32 << 20;
 
 /// Parses every file and assembles the desired state. Any diagnostic anywhere fails the whole
