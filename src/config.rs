@@ -32,6 +32,8 @@ pub struct Config {
     pub minions: Vec<MinionConfig>,
     #[serde(default)]
     pub registries: Vec<RegistryConfig>,
+    /// Largest manifest file read, in bytes (default `manifest::DEFAULT_MAX_MANIFEST_BYTES`).
+    pub max_manifest_bytes: Option<u64>,
 }
 
 /// Credentials for pulling from one registry. The password comes from the config or, better,

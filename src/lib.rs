@@ -9,6 +9,7 @@ pub mod exec;
 pub mod manifest;
 pub mod minion;
 pub mod model;
+pub mod net;
 pub mod par;
 pub mod plan;
 pub mod proxy;

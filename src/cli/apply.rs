@@ -53,8 +53,9 @@ pub fn run(cx: &Context, args: &SourceArgs, opts: Options) -> ExitCode {
             Err(e) => return fail(&e),
         }
     };
-    // Read after the lock is taken: no other drover changes it from here on.
-    let index = match store.read_index() {
+    // Read after the lock is taken: no other drover changes it from here on. A damaged store
+    // (any record against its hash) stops apply before any container changes.
+    let index = match store.verify() {
         Ok(i) => i,
         Err(e) => return fail(&e),
     };

@@ -33,7 +33,8 @@ pub fn run(
         Ok(l) => std::sync::Arc::new(l),
         Err(e) => return fail(&e),
     };
-    let index = match store.read_index() {
+    // A damaged store (any record against its hash) stops the daemon before it acts.
+    let index = match store.verify() {
         Ok(i) => i,
         Err(e) => return fail(&e),
     };
@@ -69,6 +70,11 @@ pub fn run(
         status_listen: listen,
         proxy: Some((proxy.listen, drover::proxy::Limits::default())),
         allow_empty,
+        max_manifest_bytes: cx
+            .settings
+            .config
+            .max_manifest_bytes
+            .unwrap_or(drover::manifest::DEFAULT_MAX_MANIFEST_BYTES),
     };
     let loaded = drover::reconcile::project::Loaded {
         desired,

@@ -14,7 +14,8 @@ use super::{
 use crate::{DiffOutput, SourceArgs};
 use drover::model::{DesiredState, ObjectKey, Origin};
 use drover::plan::objects::{
-    changed_fields, display_text, normalize, object_changes, unified_diff, ChangeAction, Summary,
+    changed_fields, display_text, normalize, object_changes, unified_diff, ChangeAction, MaskKey,
+    Summary,
 };
 use drover::plan::observed::{from_records, Observation};
 use drover::plan::pods::{fail_half_made, Action};
@@ -183,9 +184,10 @@ fn observation(
 pub fn run(cx: &Context, args: &SourceArgs, output: DiffOutput, live: bool) -> ExitCode {
     let spec = cx.source_spec(args);
     let store = Store::new(&cx.state_dir);
-    // The store's index and the source are independent: read them at the same time.
+    // The store (index and every record, checked against their hashes) and the source are
+    // independent: read them at the same time.
     let (loaded, index) = std::thread::scope(|s| {
-        let index = s.spawn(|| store.read_index());
+        let index = s.spawn(|| store.verify());
         (
             load_desired(cx, &spec),
             index.join().expect("index reader does not panic"),
@@ -199,7 +201,17 @@ pub fn run(cx: &Context, args: &SourceArgs, output: DiffOutput, live: bool) -> E
         Ok(i) => i,
         Err(e) => return super::fail(&e),
     };
-    let changes = match gather(&store, &index, &desired) {
+    // The state directory's mask key when there is one; else one for this run only (diff
+    // writes nothing), which still shows a changed secret as a changed fingerprint.
+    let mask_key = match store.mask_key() {
+        Ok(Some(k)) => MaskKey::new(k),
+        Ok(None) => match drover::store::random_key() {
+            Ok(k) => MaskKey::new(k),
+            Err(e) => return super::fail(&e),
+        },
+        Err(e) => return super::fail(&e),
+    };
+    let changes = match gather(&store, &index, &desired, &mask_key) {
         Ok(c) => c,
         Err(e) => return super::fail(&e),
     };
@@ -250,6 +262,7 @@ fn gather(
     store: &Store,
     index: &drover::store::Index,
     desired: &drover::model::DesiredState,
+    mask_key: &MaskKey,
 ) -> Result<Vec<Change>, drover::store::StoreError> {
     let (texts, hashes) = normalize(desired);
     let stored: BTreeMap<ObjectKey, String> = index
@@ -286,8 +299,8 @@ fn gather(
             (_, None) => key.to_string(),
         };
         let diff = unified_diff(
-            &display_text(&before),
-            &display_text(&after),
+            &display_text(&before, mask_key),
+            &display_text(&after, mask_key),
             &old_header,
             &new_header,
         );

@@ -50,7 +50,10 @@ pub fn load_desired(
     cx: &Context,
     spec: &SourceSpec,
 ) -> Result<(DesiredState, Option<String>), LoadError> {
-    let loaded = drover::reconcile::project::load(spec, &cx.settings.git_options(&cx.state_dir))?;
+    let max_bytes = (cx.settings.config.max_manifest_bytes)
+        .unwrap_or(drover::manifest::DEFAULT_MAX_MANIFEST_BYTES);
+    let loaded =
+        drover::reconcile::project::load(spec, &cx.settings.git_options(&cx.state_dir), max_bytes)?;
     if let Some(note) = &loaded.skipped {
         eprintln!("drover: note: {note}");
     }

@@ -47,6 +47,8 @@ pub struct Options {
     /// serves the services from the store).
     pub proxy: Option<(IpAddr, crate::proxy::Limits)>,
     pub allow_empty: bool,
+    /// The per-file size limit of manifests.
+    pub max_manifest_bytes: u64,
 }
 
 /// What happened, for the caller to show.
@@ -301,7 +303,12 @@ impl Daemon {
 
     /// Reads the source again; an unusable one leaves the last valid state in force.
     fn reload(&mut self, report: &(dyn Fn(Event) + Send + Sync)) {
-        let loaded = project::load(&self.opts.spec, &self.opts.git).and_then(|l| {
+        let loaded = project::load(
+            &self.opts.spec,
+            &self.opts.git,
+            self.opts.max_manifest_bytes,
+        )
+        .and_then(|l| {
             let index = self
                 .store
                 .read_index()

@@ -50,7 +50,7 @@ fn join(path: &str, name: &str) -> String {
 struct Fields<'n> {
     path: String,
     pos: Pos,
-    entries: &'n [Entry],
+    entries: &'n [Entry<'n>],
     known: Vec<&'static str>,
 }
 
@@ -59,16 +59,7 @@ fn fields<'n>(cx: &mut Cx, node: &'n Node, path: &str) -> Option<Fields<'n>> {
         cx.type_err(node, path, "an object");
         return None;
     };
-    // Objects have a handful of fields: a quadratic scan beats hashing (no allocation).
-    for (i, e) in entries.iter().enumerate() {
-        if let Some(first) = entries[..i].iter().find(|f| f.key == e.key) {
-            cx.err(
-                e.key_pos,
-                &join(path, &e.key),
-                format!("duplicate field (first given at {})", first.key_pos),
-            );
-        }
-    }
+    duplicate_fields(cx, entries, path);
     Some(Fields {
         path: path.to_string(),
         pos: node.pos,
@@ -77,8 +68,38 @@ fn fields<'n>(cx: &mut Cx, node: &'n Node, path: &str) -> Option<Fields<'n>> {
     })
 }
 
+/// Reports every field given twice. Objects usually have a handful of fields, where a scan
+/// beats hashing; past that, a map keeps hostile objects (100,000 keys) linear.
+fn duplicate_fields(cx: &mut Cx, entries: &[Entry], path: &str) {
+    const SCAN_UP_TO: usize = 16;
+    let report = |cx: &mut Cx, e: &Entry, first: Pos| {
+        cx.err(
+            e.key_pos,
+            &join(path, &e.key),
+            format!("duplicate field (first given at {first})"),
+        )
+    };
+    if entries.len() <= SCAN_UP_TO {
+        for (i, e) in entries.iter().enumerate() {
+            if let Some(first) = entries[..i].iter().find(|f| f.key == e.key) {
+                report(cx, e, first.key_pos);
+            }
+        }
+        return;
+    }
+    let mut seen: HashMap<&str, Pos> = HashMap::with_capacity(entries.len());
+    for e in entries {
+        match seen.entry(&e.key) {
+            std::collections::hash_map::Entry::Occupied(first) => report(cx, e, *first.get()),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(e.key_pos);
+            }
+        }
+    }
+}
+
 impl<'n> Fields<'n> {
-    fn opt(&mut self, name: &'static str) -> Option<(&'n Node, String)> {
+    fn opt(&mut self, name: &'static str) -> Option<(&'n Node<'n>, String)> {
         self.known.push(name);
         self.entries
             .iter()
@@ -87,11 +108,11 @@ impl<'n> Fields<'n> {
     }
 
     /// Like `opt`, but treats an explicit `null` as absent (seeds and generators write them).
-    fn opt_non_null(&mut self, name: &'static str) -> Option<(&'n Node, String)> {
+    fn opt_non_null(&mut self, name: &'static str) -> Option<(&'n Node<'n>, String)> {
         self.opt(name).filter(|(n, _)| n.value != Value::Null)
     }
 
-    fn req(&mut self, cx: &mut Cx, name: &'static str) -> Option<(&'n Node, String)> {
+    fn req(&mut self, cx: &mut Cx, name: &'static str) -> Option<(&'n Node<'n>, String)> {
         let found = self.opt_non_null(name);
         if found.is_none() {
             cx.err(self.pos, &join(&self.path, name), "missing required field");
@@ -101,7 +122,7 @@ impl<'n> Fields<'n> {
 
     fn finish(self, cx: &mut Cx) {
         for e in self.entries {
-            if !self.known.contains(&e.key.as_str()) {
+            if !self.known.contains(&&*e.key) {
                 let hint = match nearest(&e.key, &self.known) {
                     Some(s) => format!("; did you mean `{s}`?"),
                     None => format!("; known fields: {}", self.known.join(", ")),
@@ -146,7 +167,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
 
 fn string(cx: &mut Cx, n: &Node, path: &str) -> Option<String> {
     match &n.value {
-        Value::Str(s) => Some(s.clone()),
+        Value::Str(s) => Some(s.to_string()),
         _ => {
             cx.type_err(n, path, "a string");
             None
@@ -167,6 +188,15 @@ fn uint(cx: &mut Cx, n: &Node, path: &str, min: u64, max: u64) -> Option<u64> {
     let v = match n.value {
         Value::Int(v) => v,
         Value::Float(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => f as i64,
+        Value::BigInt(ref s) => {
+            let shown: String = s.chars().take(40).collect();
+            cx.err(
+                n.pos,
+                path,
+                format!("{shown} is outside the allowed range {min}-{max}"),
+            );
+            return None;
+        }
         _ => {
             cx.type_err(n, path, "an integer");
             return None;
@@ -243,8 +273,8 @@ fn string_list(cx: &mut Cx, n: &Node, path: &str) -> Vec<String> {
 
 fn port_ref(cx: &mut Cx, n: &Node, path: &str) -> Option<PortRef> {
     match &n.value {
-        Value::Str(s) if !s.is_empty() => Some(PortRef::Name(s.clone())),
-        Value::Int(_) => port_number(cx, n, path).map(PortRef::Number),
+        Value::Str(s) if !s.is_empty() => Some(PortRef::Name(s.to_string())),
+        Value::Int(_) | Value::BigInt(_) => port_number(cx, n, path).map(PortRef::Number),
         _ => {
             cx.type_err(n, path, "a port number or a port name");
             None
@@ -329,7 +359,7 @@ fn labels(cx: &mut Cx, n: &Node, path: &str) -> Labels {
             );
             continue;
         }
-        if out.insert(e.key.clone(), v).is_some() {
+        if out.insert(e.key.to_string(), v).is_some() {
             cx.err(e.key_pos, &p, "duplicate label");
         }
     }
@@ -356,29 +386,49 @@ fn selector(cx: &mut Cx, fields: &mut Fields, field: &'static str) -> (Labels, O
 // ---------------------------------------------------------------------------------------------
 // objects
 
-pub(super) fn document(cx: &mut Cx, root: &Node) -> Vec<ParsedObject> {
+pub(super) fn document(cx: &mut Cx, mut root: Node) -> Vec<ParsedObject> {
     // `{"kind": "List", "items": [...]}` holds several objects in one file.
     if let Value::Object(entries) = &root.value {
         let is_list = entries
             .iter()
             .any(|e| e.key == "kind" && e.node.value == Value::Str("List".into()));
         if is_list {
-            let Some(mut f) = fields(cx, root, "") else {
+            let Some(mut f) = fields(cx, &root, "") else {
                 return Vec::new();
             };
             f.opt("kind");
             if let Some((n, p)) = f.opt("apiVersion") {
                 api_version(cx, n, &p);
             }
-            let items = f.req(cx, "items");
+            let items = f.req(cx, "items").map(|(_, p)| p);
             f.finish(cx);
-            return match items {
-                Some((n, p)) => list(cx, n, &p, |cx, it, p| object(cx, it, &p)),
-                None => Vec::new(),
+            let Some(path) = items else {
+                return Vec::new();
             };
+            // Each item is decoded and then dropped, so the located tree of a large List
+            // shrinks while its objects are made: both are never whole at once.
+            let Value::Object(entries) = &mut root.value else {
+                unreachable!("checked above")
+            };
+            let entry = entries
+                .iter_mut()
+                .find(|e| e.key == "items")
+                .expect("required above");
+            let items = std::mem::replace(&mut entry.node.value, Value::Null);
+            let Value::Array(items) = items else {
+                entry.node.value = items;
+                let n = &entry.node;
+                return list(cx, n, &path, |cx, it, p| object(cx, it, &p));
+            };
+            drop(root);
+            return items
+                .into_iter()
+                .enumerate()
+                .filter_map(|(i, item)| object(cx, &item, &format!("{path}[{i}]")))
+                .collect();
         }
     }
-    object(cx, root, "").into_iter().collect()
+    object(cx, &root, "").into_iter().collect()
 }
 
 fn api_version(cx: &mut Cx, n: &Node, path: &str) {

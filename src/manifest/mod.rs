@@ -25,12 +25,33 @@ pub struct Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}: ", self.file, self.pos)?;
+        // File names, field names and quoted values come from the input: never let them drive
+        // the terminal.
+        write!(f, "{}:{}: ", printable(&self.file), self.pos)?;
         if !self.path.is_empty() {
-            write!(f, "{}: ", self.path)?;
+            write!(f, "{}: ", printable(&self.path))?;
         }
-        f.write_str(&self.message)
+        f.write_str(&printable(&self.message))
     }
+}
+
+/// Text from input made safe for a terminal: control characters (ESC, CR, ...) and the
+/// bidirectional overrides are shown as `\u{..}` escapes; everything else is left alone.
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char =
+        |c: char| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    if !s.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if unsafe_char(c) {
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// The bytes of one manifest file, as a source read them.
@@ -101,7 +122,7 @@ pub fn parse_file(file: &str, bytes: &[u8]) -> Result<Vec<ParsedObject>, Vec<Dia
         file,
         diags: Vec::new(),
     };
-    let objects = decode::document(&mut cx, &root);
+    let objects = decode::document(&mut cx, root);
     if cx.diags.is_empty() {
         Ok(objects)
     } else {
@@ -110,10 +131,42 @@ pub fn parse_file(file: &str, bytes: &[u8]) -> Result<Vec<ParsedObject>, Vec<Dia
     }
 }
 
+/// The default per-file size limit (`max_manifest_bytes` in drover.toml): 32 MiB.
+///
+/// Far above any hand-written manifest and above the largest generated List we know of
+/// (10,000 RCs with their pod templates, about 9 MB). Parsing is linear, but memory is about
+/// 12x the file for JSON and 35x for TOML (the `toml` crate's tree): at 32 MiB a file peaks
+/// near 400 MB or 1.1 GB, so one stray file (a dump renamed `.json`) cannot exhaust a daemon.
+/// Larger generated sources can raise it.
+pub const DEFAULT_MAX_MANIFEST_BYTES: u64 = 32 << 20;
+
 /// Parses every file and assembles the desired state. Any diagnostic anywhere fails the whole
 /// source: callers must not apply or prune from a partly read source.
 pub fn desired_state(files: &[SourceFile]) -> Result<DesiredState, Vec<Diagnostic>> {
-    let results = crate::par::map(files, |f| parse_file(&f.origin.file, &f.bytes));
+    desired_state_limited(files, DEFAULT_MAX_MANIFEST_BYTES)
+}
+
+/// `desired_state` with a per-file size limit in bytes: a larger file is a diagnostic naming
+/// it (and the setting), and is not parsed.
+pub fn desired_state_limited(
+    files: &[SourceFile],
+    max_bytes: u64,
+) -> Result<DesiredState, Vec<Diagnostic>> {
+    let results = crate::par::map(files, |f| {
+        if f.bytes.len() as u64 > max_bytes {
+            return Err(vec![Diagnostic {
+                file: f.origin.file.clone(),
+                pos: Pos { line: 1, col: 1 },
+                path: String::new(),
+                message: format!(
+                    "the file is {} bytes, more than the limit of {max_bytes} bytes per manifest \
+                     (max_manifest_bytes in drover.toml)",
+                    f.bytes.len()
+                ),
+            }]);
+        }
+        parse_file(&f.origin.file, &f.bytes)
+    });
     let mut diags = Vec::new();
     let mut desired = DesiredState::default();
     let mut first_seen: BTreeMap<ObjectKey, (String, Pos)> = BTreeMap::new();
@@ -143,11 +196,70 @@ pub fn desired_state(files: &[SourceFile]) -> Result<DesiredState, Vec<Diagnosti
         }
     }
     if diags.is_empty() {
+        reserved_replica_names(&desired, &first_seen, &mut diags);
+    }
+    if diags.is_empty() {
         Ok(desired)
     } else {
         Err(diags)
     }
 }
 
+/// An explicit Pod may not take a name of the form of an RC's replica (`<rc>-<hash>-<n>`):
+/// it would run beside the replica under one name, and `describe pod` could show either.
+fn reserved_replica_names(
+    desired: &DesiredState,
+    places: &BTreeMap<ObjectKey, (String, Pos)>,
+    diags: &mut Vec<Diagnostic>,
+) {
+    use crate::model::{Kind, Object};
+    let rcs: std::collections::BTreeSet<&str> = desired
+        .objects
+        .keys()
+        .filter(|k| k.kind == Kind::ReplicationController)
+        .map(|k| k.id.as_str())
+        .collect();
+    if rcs.is_empty() {
+        return;
+    }
+    for (key, (object, _)) in &desired.objects {
+        let Object::Pod(_) = object else { continue };
+        let Some(rc) = replica_owner(&key.id, &rcs) else {
+            continue;
+        };
+        let (file, pos) = &places[key];
+        diags.push(Diagnostic {
+            file: file.clone(),
+            pos: *pos,
+            path: "id".into(),
+            message: format!(
+                "pod id `{}` has the form of a replica of replication controller `{rc}` \
+                 (`<rc>-<hash>-<n>`); such names are reserved for its replicas",
+                key.id
+            ),
+        });
+    }
+}
+
+/// The RC whose replica name `id` could be: `<rc>-<6 hex>-<digits>`, the RC's id possibly cut
+/// to keep the name within 63 characters (as `plan::pods::replica_id` does).
+fn replica_owner<'a>(id: &str, rcs: &std::collections::BTreeSet<&'a str>) -> Option<&'a str> {
+    let (rest, ordinal) = id.rsplit_once('-')?;
+    let (prefix, hash) = rest.rsplit_once('-')?;
+    let is_hex = |s: &str| s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if ordinal.is_empty() || !ordinal.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if hash.len() != 6 || !is_hex(hash) {
+        return None;
+    }
+    let cut = 63 - (id.len() - prefix.len());
+    rcs.iter()
+        .copied()
+        .find(|rc| *rc == prefix || (rc.len() > cut && rc.get(..cut) == Some(prefix)))
+}
+
+#[cfg(test)]
+mod hardening_tests;
 #[cfg(test)]
 mod tests;

@@ -4,6 +4,7 @@
 //! The JSON reader is hand-written (serde_json does not expose positions); TOML goes through the
 //! `toml` crate's spanned parser. Nothing here knows about drover's object kinds.
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// A 1-based line and column (columns count characters, as editors do).
@@ -19,37 +20,41 @@ impl fmt::Display for Pos {
     }
 }
 
+/// Strings and keys borrow from the input unless they had escapes: a large document's tree
+/// then costs its structure, not a second copy of its text.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Value {
+pub enum Value<'a> {
     Null,
     Bool(bool),
     Int(i64),
+    /// An integer beyond i64, kept as written so range checks can quote it.
+    BigInt(String),
     Float(f64),
-    Str(String),
-    Array(Vec<Node>),
-    Object(Vec<Entry>),
+    Str(Cow<'a, str>),
+    Array(Vec<Node<'a>>),
+    Object(Vec<Entry<'a>>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Node {
+pub struct Node<'a> {
     pub pos: Pos,
-    pub value: Value,
+    pub value: Value<'a>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Entry {
-    pub key: String,
+pub struct Entry<'a> {
+    pub key: Cow<'a, str>,
     pub key_pos: Pos,
-    pub node: Node,
+    pub node: Node<'a>,
 }
 
-impl Node {
+impl Node<'_> {
     /// The name of this value's type, as error messages say it.
     pub fn type_name(&self) -> &'static str {
         match self.value {
             Value::Null => "null",
             Value::Bool(_) => "a boolean",
-            Value::Int(_) => "an integer",
+            Value::Int(_) | Value::BigInt(_) => "an integer",
             Value::Float(_) => "a number with a fraction",
             Value::Str(_) => "a string",
             Value::Array(_) => "an array",
@@ -69,13 +74,14 @@ pub struct SyntaxError {
 // JSON
 
 /// Parses one JSON document. Duplicate keys are kept (the decoder reports them with both places).
-pub fn parse_json(text: &str) -> Result<Node, SyntaxError> {
+pub fn parse_json(text: &str) -> Result<Node<'_>, SyntaxError> {
     let mut p = JsonParser {
         bytes: text.as_bytes(),
         text,
         i: 0,
         line: 1,
         line_start: 0,
+        col_mark: std::cell::Cell::new((0, 1)),
         depth: 0,
     };
     p.skip_ws();
@@ -93,16 +99,29 @@ struct JsonParser<'a> {
     i: usize,
     line: u32,
     line_start: usize,
+    /// The last column computed: (byte offset, column). Positions are asked for in increasing
+    /// order along a line, so counting on from here keeps a long line linear, not quadratic.
+    col_mark: std::cell::Cell<(usize, u32)>,
     depth: u32,
 }
 
 /// Deeper nesting than this is refused rather than risking the stack on hostile input.
 const MAX_DEPTH: u32 = 128;
 
-impl JsonParser<'_> {
+impl<'a> JsonParser<'a> {
     fn pos(&self) -> Pos {
-        // Columns count characters, not bytes, so multi-byte text points where an editor would.
-        let col = self.text[self.line_start..self.i].chars().count() as u32 + 1;
+        // Columns count characters, not bytes, so multi-byte text points where an editor would:
+        // every byte that does not continue a UTF-8 sequence starts a character. Counting bytes
+        // (not slicing the text) also works at an offset inside a character.
+        let (mut from, mut col) = self.col_mark.get();
+        if from < self.line_start || from > self.i {
+            (from, col) = (self.line_start, 1);
+        }
+        col += self.bytes[from..self.i]
+            .iter()
+            .filter(|&&b| b & 0xC0 != 0x80)
+            .count() as u32;
+        self.col_mark.set((self.i, col));
         Pos {
             line: self.line,
             col,
@@ -130,7 +149,7 @@ impl JsonParser<'_> {
         }
     }
 
-    fn value(&mut self) -> Result<Node, SyntaxError> {
+    fn value(&mut self) -> Result<Node<'a>, SyntaxError> {
         let pos = self.pos();
         let value = match self.bytes.get(self.i) {
             None => return Err(self.error("unexpected end of input: the document is truncated")),
@@ -149,7 +168,7 @@ impl JsonParser<'_> {
         Ok(Node { pos, value })
     }
 
-    fn literal(&mut self, word: &str, value: Value) -> Result<Value, SyntaxError> {
+    fn literal(&mut self, word: &str, value: Value<'a>) -> Result<Value<'a>, SyntaxError> {
         if self.bytes[self.i..].starts_with(word.as_bytes()) {
             self.i += word.len();
             Ok(value)
@@ -166,7 +185,7 @@ impl JsonParser<'_> {
         Ok(())
     }
 
-    fn object(&mut self) -> Result<Value, SyntaxError> {
+    fn object(&mut self) -> Result<Value<'a>, SyntaxError> {
         self.enter()?;
         self.i += 1; // '{'
         let mut entries = Vec::new();
@@ -201,6 +220,9 @@ impl JsonParser<'_> {
                 Some(b'}') => {
                     self.i += 1;
                     self.depth -= 1;
+                    // Growth leaves up to half a vector unused: in a large document that
+                    // is a third of the tree.
+                    entries.shrink_to_fit();
                     return Ok(Value::Object(entries));
                 }
                 None => return Err(self.error("unexpected end of input: missing `}`")),
@@ -209,7 +231,7 @@ impl JsonParser<'_> {
         }
     }
 
-    fn array(&mut self) -> Result<Value, SyntaxError> {
+    fn array(&mut self) -> Result<Value<'a>, SyntaxError> {
         self.enter()?;
         self.i += 1; // '['
         let mut items = Vec::new();
@@ -231,6 +253,7 @@ impl JsonParser<'_> {
                 Some(b']') => {
                     self.i += 1;
                     self.depth -= 1;
+                    items.shrink_to_fit();
                     return Ok(Value::Array(items));
                 }
                 None => return Err(self.error("unexpected end of input: missing `]`")),
@@ -239,9 +262,10 @@ impl JsonParser<'_> {
         }
     }
 
-    fn string(&mut self) -> Result<String, SyntaxError> {
+    fn string(&mut self) -> Result<Cow<'a, str>, SyntaxError> {
         self.i += 1; // opening quote
-        let mut out = String::new();
+        let first = self.i;
+        let mut out: Option<String> = None;
         loop {
             let start = self.i;
             while let Some(&b) = self.bytes.get(self.i) {
@@ -250,16 +274,23 @@ impl JsonParser<'_> {
                 }
                 self.i += 1;
             }
-            out.push_str(&self.text[start..self.i]);
+            if let Some(out) = out.as_mut() {
+                out.push_str(&self.text[start..self.i]);
+            }
             match self.bytes.get(self.i) {
                 None => return Err(self.error("unexpected end of input inside a string")),
                 Some(b'"') => {
                     self.i += 1;
-                    return Ok(out);
+                    return Ok(match out {
+                        Some(s) => Cow::Owned(s),
+                        None => Cow::Borrowed(&self.text[first..self.i - 1]),
+                    });
                 }
                 Some(b'\\') => {
+                    // The first escape: from here on the string is built.
+                    let out = out.get_or_insert_with(|| self.text[first..self.i].to_string());
                     self.i += 1;
-                    self.escape(&mut out)?;
+                    self.escape(out)?;
                 }
                 Some(_) => return Err(self.error("control character inside a string (use \\n)")),
             }
@@ -267,9 +298,16 @@ impl JsonParser<'_> {
     }
 
     fn escape(&mut self, out: &mut String) -> Result<(), SyntaxError> {
+        let backslash = self.i - 1;
         let Some(&b) = self.bytes.get(self.i) else {
             return Err(self.error("unexpected end of input inside a string"));
         };
+        if !b.is_ascii() {
+            // Not an escape letter; report it whole, at the backslash (never mid-character).
+            let c = self.text[self.i..].chars().next().unwrap_or('?');
+            self.i = backslash;
+            return Err(self.error(format!("invalid escape `\\{c}` in a string")));
+        }
         self.i += 1;
         match b {
             b'"' => out.push('"'),
@@ -297,46 +335,90 @@ impl JsonParser<'_> {
                 };
                 out.push(c.ok_or_else(|| self.error("invalid \\u escape"))?);
             }
-            _ => return Err(self.error("invalid escape in a string")),
+            _ => {
+                self.i = backslash;
+                return Err(self.error(format!(
+                    "invalid escape `\\{}` in a string",
+                    char::from(b).escape_default()
+                )));
+            }
         }
         Ok(())
     }
 
     fn hex4(&mut self) -> Result<u32, SyntaxError> {
         let digits = self
-            .text
+            .bytes
             .get(self.i..self.i + 4)
             .ok_or_else(|| self.error("truncated \\u escape"))?;
-        let v = u32::from_str_radix(digits, 16).map_err(|_| self.error("invalid \\u escape"))?;
+        // Exactly four hex digits: `from_str_radix` alone would take a sign (`\u+041`).
+        let mut v = 0;
+        for &d in digits {
+            let digit = char::from(d)
+                .to_digit(16)
+                .ok_or_else(|| self.error("invalid \\u escape: expected four hex digits"))?;
+            v = v * 16 + digit;
+        }
         self.i += 4;
         Ok(v)
     }
 
-    fn number(&mut self) -> Result<Value, SyntaxError> {
+    /// A number by JSON's grammar: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.
+    fn number(&mut self) -> Result<Value<'a>, SyntaxError> {
         let start = self.i;
-        let mut fraction = false;
+        let digits = |p: &mut Self| {
+            let from = p.i;
+            while p.bytes.get(p.i).is_some_and(u8::is_ascii_digit) {
+                p.i += 1;
+            }
+            p.i - from
+        };
         if self.bytes[self.i] == b'-' {
             self.i += 1;
         }
-        while let Some(&b) = self.bytes.get(self.i) {
-            match b {
-                b'0'..=b'9' => {}
-                b'.' | b'e' | b'E' | b'+' | b'-' => fraction = true,
-                _ => break,
+        let int_start = self.i;
+        let int_digits = digits(self);
+        let mut ok = int_digits > 0 && !(int_digits > 1 && self.bytes[int_start] == b'0');
+        let mut integer = true;
+        if ok && self.bytes.get(self.i) == Some(&b'.') {
+            self.i += 1;
+            integer = false;
+            ok = digits(self) > 0;
+        }
+        if ok && matches!(self.bytes.get(self.i), Some(b'e' | b'E')) {
+            self.i += 1;
+            integer = false;
+            if matches!(self.bytes.get(self.i), Some(b'+' | b'-')) {
+                self.i += 1;
             }
+            ok = digits(self) > 0;
+        }
+        // Whatever follows must end the number: `1x`, `01` and `1.` are not numbers.
+        while self
+            .bytes
+            .get(self.i)
+            .is_some_and(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'+' | b'-'))
+        {
+            ok = false;
             self.i += 1;
         }
         let s = &self.text[start..self.i];
-        if !fraction {
-            if let Ok(v) = s.parse::<i64>() {
-                return Ok(Value::Int(v));
-            }
+        if !ok {
+            let shown: String = s.chars().take(40).collect();
+            self.i = start;
+            return Err(self.error(format!("invalid number `{shown}`")));
+        }
+        if integer {
+            return Ok(match s.parse::<i64>() {
+                Ok(v) => Value::Int(v),
+                Err(_) => Value::BigInt(s.to_string()),
+            });
         }
         match s.parse::<f64>() {
-            Ok(v) if v.is_finite() && s != "-" => Ok(Value::Float(v)),
+            Ok(v) if v.is_finite() => Ok(Value::Float(v)),
             _ => {
                 self.i = start;
-                Err(self.error(format!("invalid number `{s}`")))
+                Err(self.error(format!("number `{s}` is out of range")))
             }
         }
     }
@@ -345,8 +427,9 @@ impl JsonParser<'_> {
 // ---------------------------------------------------------------------------------------------
 // TOML
 
-/// Parses a TOML document into the same located tree.
-pub fn parse_toml(text: &str) -> Result<Node, SyntaxError> {
+/// Parses a TOML document into the same located tree. The `toml` crate's tree is consumed as
+/// it is converted, so the two are never both whole in memory.
+pub fn parse_toml(text: &str) -> Result<Node<'_>, SyntaxError> {
     let lines = LineIndex::new(text);
     let table = toml::de::DeTable::parse(text).map_err(|e| SyntaxError {
         pos: e.span().map(|s| lines.pos(s.start)).unwrap_or_default(),
@@ -355,37 +438,39 @@ pub fn parse_toml(text: &str) -> Result<Node, SyntaxError> {
     let pos = lines.pos(table.span().start);
     Ok(Node {
         pos,
-        value: toml_table(&lines, table.get_ref()),
+        value: toml_table(&lines, table.into_inner()),
     })
 }
 
-fn toml_table(lines: &LineIndex, table: &toml::de::DeTable<'_>) -> Value {
+fn toml_table<'a>(lines: &LineIndex, table: toml::de::DeTable<'a>) -> Value<'a> {
     Value::Object(
         table
-            .iter()
+            .into_iter()
             .map(|(k, v)| Entry {
-                key: k.get_ref().to_string(),
                 key_pos: lines.pos(k.span().start),
+                key: k.into_inner(),
                 node: toml_node(lines, v),
             })
             .collect(),
     )
 }
 
-fn toml_node(lines: &LineIndex, v: &toml::Spanned<toml::de::DeValue<'_>>) -> Node {
+fn toml_node<'a>(lines: &LineIndex, v: toml::Spanned<toml::de::DeValue<'a>>) -> Node<'a> {
     use toml::de::DeValue;
     let pos = lines.pos(v.span().start);
-    let value = match v.get_ref() {
-        DeValue::String(s) => Value::Str(s.to_string()),
+    let value = match v.into_inner() {
+        DeValue::String(s) => Value::Str(s),
         DeValue::Integer(i) => match i64::from_str_radix(i.as_str(), i.radix()) {
             Ok(n) => Value::Int(n),
-            // Out of i64 range: keep it as a float so the range check reports it.
-            Err(_) => Value::Float(f64::INFINITY),
+            // Out of i64 range: kept as written, so the range check quotes it.
+            Err(_) => Value::BigInt(i.as_str().to_string()),
         },
         DeValue::Float(f) => Value::Float(f.as_str().parse().unwrap_or(f64::NAN)),
-        DeValue::Boolean(b) => Value::Bool(*b),
-        DeValue::Datetime(d) => Value::Str(d.to_string()),
-        DeValue::Array(items) => Value::Array(items.iter().map(|i| toml_node(lines, i)).collect()),
+        DeValue::Boolean(b) => Value::Bool(b),
+        DeValue::Datetime(d) => Value::Str(Cow::Owned(d.to_string())),
+        DeValue::Array(items) => {
+            Value::Array(items.into_iter().map(|i| toml_node(lines, i)).collect())
+        }
         DeValue::Table(t) => toml_table(lines, t),
     };
     Node { pos, value }

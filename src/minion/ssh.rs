@@ -341,8 +341,10 @@ fn pin_host_key_types(session: &ssh2::Session, t: &SshTarget) -> Result<(), Stri
     for host in known.iter().map_err(|e| e.to_string())? {
         if host.name() == Some(name.as_str()) {
             if let Some(kind) = key_type_of(host.key()) {
-                if !types.contains(&kind) {
-                    types.push(kind);
+                for method in host_key_methods(&kind) {
+                    if !types.contains(&method) {
+                        types.push(method);
+                    }
                 }
             }
         }
@@ -353,6 +355,19 @@ fn pin_host_key_types(session: &ssh2::Session, t: &SshTarget) -> Result<(), Stri
             .map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+/// The host key algorithms that verify a key of `kind`. An RSA key (`ssh-rsa` in known_hosts)
+/// is signed with SHA-2 by current servers (`rsa-sha2-512`/`-256`; plain `ssh-rsa` is SHA-1,
+/// which OpenSSH no longer offers and this libssh2 build does not support): asking for
+/// `ssh-rsa` alone fails with "method not currently supported" (-33).
+fn host_key_methods(kind: &str) -> Vec<String> {
+    match kind {
+        "ssh-rsa" => ["rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"]
+            .map(String::from)
+            .to_vec(),
+        other => vec![other.to_string()],
+    }
 }
 
 /// The key type named at the start of a base64 public key blob.
@@ -1049,5 +1064,17 @@ mod tests {
         assert_eq!(decode_base64(&text).unwrap(), blob);
         assert_eq!(key_type_of(&text).as_deref(), Some("ssh-ed25519"));
         assert_eq!(encode_base64(b"ab"), "YWI=");
+    }
+
+    #[test]
+    fn a_host_known_only_by_an_rsa_line_pins_methods_libssh2_supports() {
+        // Pinning plain `ssh-rsa` fails with [Session(-33)] "not currently supported".
+        let session = ssh2::Session::new().unwrap();
+        let methods = host_key_methods("ssh-rsa").join(",");
+        session
+            .method_pref(ssh2::MethodType::HostKey, &methods)
+            .unwrap_or_else(|e| panic!("{methods}: {e}"));
+        assert!(methods.starts_with("rsa-sha2-512"));
+        assert_eq!(host_key_methods("ssh-ed25519"), ["ssh-ed25519"]);
     }
 }

@@ -116,47 +116,116 @@ fn walk(a: &Value, b: &Value, path: String, out: &mut Vec<String>) {
     }
 }
 
-/// Environment variable names that usually hold credentials.
-fn looks_secret(name: &str) -> bool {
+/// The key of the masks' fingerprints. Kept in the state directory (`mask.key`, 0600), so the
+/// same secret shows the same fingerprint from run to run, and nobody without the key can test
+/// a guess against a fingerprint offline (an unkeyed hash of a short password can be).
+#[derive(Clone, PartialEq, Eq)]
+pub struct MaskKey([u8; 32]);
+
+impl std::fmt::Debug for MaskKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MaskKey(<secret>)")
+    }
+}
+
+impl MaskKey {
+    pub fn new(bytes: [u8; 32]) -> MaskKey {
+        MaskKey(bytes)
+    }
+
+    /// The first 8 hex digits of HMAC-SHA256(key, value): a changed secret shows as a changed
+    /// fingerprint, and 32 bits of a keyed MAC tell nothing about the value.
+    pub fn fingerprint(&self, value: &str) -> String {
+        use sha2::{Digest, Sha256};
+        let (mut inner, mut outer) = ([0x36u8; 64], [0x5cu8; 64]);
+        for (i, b) in self.0.iter().enumerate() {
+            inner[i] ^= b;
+            outer[i] ^= b;
+        }
+        let inner = Sha256::new()
+            .chain_update(inner)
+            .chain_update(value.as_bytes())
+            .finalize();
+        let mac = Sha256::new()
+            .chain_update(outer)
+            .chain_update(inner)
+            .finalize();
+        mac[..4].iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// Environment variable names that usually hold credentials (`DB_PASS`, `AUTH`, `TLS_CERT`,
+/// `API_KEY`, ...): any of these words anywhere in the name, in any case.
+pub fn looks_secret(name: &str) -> bool {
     let n = name.to_ascii_uppercase();
     [
-        "PASSWORD",
-        "PASSWD",
+        "PASS",
+        "PWD",
         "SECRET",
         "TOKEN",
         "KEY",
+        "AUTH",
         "CREDENTIAL",
         "PRIVATE",
+        "CERT",
     ]
     .iter()
     .any(|w| n.contains(w))
 }
 
-/// Masks the values of secret-looking env vars, keeping a short fingerprint so that a changed
-/// secret still shows up as a changed line. Works on any object shape (pods and RC templates).
-pub fn redact_secrets(v: &mut Value) {
+/// The byte range of the password in a URL with `user:password@` (`postgres://u:pw@h/db`).
+pub fn url_password(value: &str) -> Option<std::ops::Range<usize>> {
+    let scheme_end = value.find("://")?;
+    let scheme = &value[..scheme_end];
+    if scheme.is_empty()
+        || !scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+    {
+        return None;
+    }
+    let start = scheme_end + 3;
+    let rest = &value[start..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    // The last `@` ends the user info (a password may itself contain `@`).
+    let at = rest[..authority_end].rfind('@')?;
+    let colon = rest[..at].find(':')?;
+    (colon + 1 < at).then(|| start + colon + 1..start + at)
+}
+
+/// Masks the values of secret-looking env vars and the passwords of URLs in env values, with a
+/// keyed fingerprint so that a changed secret still shows up as a changed line. Works on any
+/// object shape (pods and RC templates).
+pub fn redact_secrets(v: &mut Value, key: &MaskKey) {
     match v {
         Value::Object(map) => {
             if let (Some(Value::String(name)), Some(Value::String(value))) =
                 (map.get("name"), map.get("value"))
             {
-                if looks_secret(name) && !value.is_empty() {
-                    let fp = &crate::store::content_hash(value.as_bytes())[..8];
-                    map.insert("value".into(), Value::String(format!("<redacted {fp}>")));
+                let masked = if looks_secret(name) && !value.is_empty() {
+                    Some(format!("<redacted {}>", key.fingerprint(value)))
+                } else {
+                    url_password(value).map(|r| {
+                        let fp = key.fingerprint(&value[r.clone()]);
+                        format!("{}<redacted {fp}>{}", &value[..r.start], &value[r.end..])
+                    })
+                };
+                if let Some(masked) = masked {
+                    map.insert("value".into(), Value::String(masked));
                 }
             }
-            map.values_mut().for_each(redact_secrets);
+            map.values_mut().for_each(|v| redact_secrets(v, key));
         }
-        Value::Array(items) => items.iter_mut().for_each(redact_secrets),
+        Value::Array(items) => items.iter_mut().for_each(|v| redact_secrets(v, key)),
         _ => {}
     }
 }
 
 /// Normalised JSON text prepared for display: secrets masked, same layout.
-pub fn display_text(text: &str) -> String {
+pub fn display_text(text: &str, key: &MaskKey) -> String {
     match serde_json::from_str::<Value>(text) {
         Ok(mut v) => {
-            redact_secrets(&mut v);
+            redact_secrets(&mut v, key);
             let mut s = serde_json::to_string_pretty(&v).unwrap_or_default();
             s.push('\n');
             s
@@ -299,14 +368,76 @@ mod tests {
 
     #[test]
     fn secret_env_values_are_masked_but_changes_stay_visible() {
+        let key = MaskKey::new([7; 32]);
         let text = |v: &str| {
             json!({"env": [{"name": "DB_PASSWORD", "value": v}, {"name": "MODE", "value": "prod"}]})
                 .to_string()
         };
-        let a = display_text(&text("hunter2"));
-        let b = display_text(&text("hunter3"));
+        let a = display_text(&text("hunter2"), &key);
+        let b = display_text(&text("hunter3"), &key);
         assert!(!a.contains("hunter2") && a.contains("<redacted "), "{a}");
         assert!(a.contains("prod"));
         assert_ne!(a, b);
+        assert_eq!(
+            a,
+            display_text(&text("hunter2"), &key),
+            "stable under one key"
+        );
+    }
+
+    #[test]
+    fn the_fingerprint_is_keyed_not_a_plain_hash_of_the_value() {
+        let value = "hunter2";
+        let unkeyed = &crate::store::content_hash(value.as_bytes())[..8];
+        let (k1, k2) = (MaskKey::new([1; 32]), MaskKey::new([2; 32]));
+        let shown = display_text(
+            &json!({"env": [{"name": "DB_PASSWORD", "value": value}]}).to_string(),
+            &k1,
+        );
+        assert!(!shown.contains(unkeyed), "{shown}");
+        assert_ne!(k1.fingerprint(value), k2.fingerprint(value));
+        // HMAC-SHA256, as Python's hmac module computes it for this key and value.
+        assert_eq!(k1.fingerprint(value), "f26b5407");
+        assert!(!format!("{k1:?}").contains('1'));
+    }
+
+    #[test]
+    fn wider_names_and_urls_with_passwords_are_masked() {
+        let key = MaskKey::new([3; 32]);
+        for name in [
+            "DB_PASS",
+            "AUTH",
+            "MYSQL_PWD",
+            "AWS_CREDENTIALS",
+            "PRIVATE_KEY",
+            "TLS_CERT",
+            "api_token",
+        ] {
+            let shown = display_text(
+                &json!({"env": [{"name": name, "value": "s3cr3t-value"}]}).to_string(),
+                &key,
+            );
+            assert!(!shown.contains("s3cr3t-value"), "{name}: {shown}");
+        }
+        let shown = display_text(
+            &json!({"env": [{"name": "DATABASE_URL", "value": "postgres://u:pw@h:5432/db"}]})
+                .to_string(),
+            &key,
+        );
+        assert!(!shown.contains(":pw@"), "{shown}");
+        assert!(
+            shown.contains("postgres://u:<redacted ") && shown.contains(">@h:5432/db"),
+            "{shown}"
+        );
+        for plain in [
+            "http://h/x@y",
+            "http://user@h/",
+            "mailto:a@b",
+            "not a url",
+            "http://h:80/",
+        ] {
+            assert_eq!(url_password(plain), None, "{plain}");
+        }
+        assert_eq!(url_password("redis://:p@ss@h"), Some(9..13));
     }
 }

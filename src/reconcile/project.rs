@@ -31,11 +31,12 @@ pub struct Loaded {
     pub skipped: Option<String>,
 }
 
-/// Reads and validates the whole source.
-pub fn load(spec: &SourceSpec, git: &GitOptions) -> Result<Loaded, LoadError> {
+/// Reads and validates the whole source; a file over `max_bytes` is an error naming it.
+pub fn load(spec: &SourceSpec, git: &GitOptions, max_bytes: u64) -> Result<Loaded, LoadError> {
     let snapshot = source::read(spec, git).map_err(LoadError::Source)?;
     let skipped = snapshot.skipped_note();
-    let desired = crate::manifest::desired_state(&snapshot.files).map_err(LoadError::Invalid)?;
+    let desired = crate::manifest::desired_state_limited(&snapshot.files, max_bytes)
+        .map_err(LoadError::Invalid)?;
     Ok(Loaded {
         desired,
         commit: snapshot.commit,

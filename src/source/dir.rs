@@ -101,7 +101,18 @@ impl Walk {
             let mut real_child = entry.path();
             let (mut is_dir, mut is_file) = (file_type.is_dir(), file_type.is_file());
             if file_type.is_symlink() {
-                let target = fs::canonicalize(&real_child).map_err(io)?;
+                let target = match fs::canonicalize(&real_child) {
+                    Ok(t) => t,
+                    // A dangling link drover would not read anyway (`notes.txt`) is skipped;
+                    // a dangling `*.json` / `*.toml` is still an error.
+                    Err(e)
+                        if Format::of(name).is_none()
+                            && e.kind() == std::io::ErrorKind::NotFound =>
+                    {
+                        continue
+                    }
+                    Err(e) => return Err(io(e)),
+                };
                 if !target.starts_with(&self.root) {
                     // Only refuse links that would be read: a manifest or a directory.
                     if target.is_dir() || Format::of(name).is_some() {

@@ -140,9 +140,14 @@ fn open(repo: &str, opts: &GitOptions) -> Result<Repository, SourceError> {
     let repository = match Repository::open_bare(&dir) {
         Ok(r) => r,
         Err(_) => {
-            std::fs::create_dir_all(&dir).map_err(|source| SourceError::Io {
+            // The cache sits in the state directory: private, like the store (git2 would
+            // make it 0755 under the usual umask).
+            crate::store::create_private_dir(&dir).map_err(|e| SourceError::Io {
                 path: dir.display().to_string(),
-                source,
+                source: match e {
+                    crate::store::StoreError::Io { source, .. } => source,
+                    other => std::io::Error::other(other.to_string()),
+                },
             })?;
             Repository::init_bare(&dir).map_err(err)?
         }

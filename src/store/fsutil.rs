@@ -7,13 +7,20 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Creates a directory (and parents) readable by the owner only.
+/// Creates a directory (and parents) readable by the owner only. An existing directory that
+/// others can read or enter (made by hand, or by an older drover) is tightened to 0700.
 pub fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt;
     DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(io_err(dir))
+        .map_err(io_err(dir))?;
+    let mode = fs::metadata(dir).map_err(io_err(dir))?.permissions().mode();
+    if mode & 0o077 != 0 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(mode & 0o7700)).map_err(io_err(dir))?;
+    }
+    Ok(())
 }
 
 pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {

@@ -19,6 +19,12 @@ mod lock;
 
 pub use lock::StoreLock;
 
+/// Creates a directory (and parents) with mode 0700, tightening an existing one (also used
+/// for the git cache under `state_dir`).
+pub fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
+    fsutil::create_private_dir(dir)
+}
+
 /// Writes a file atomically and durably with mode 0600 (also used for known_hosts).
 pub fn write_private_file(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     fsutil::write_file(path, bytes, true)
@@ -35,6 +41,8 @@ use thiserror::Error;
 /// moved to the format 2 layout by the next commit.
 pub const FORMAT_VERSION: u32 = 2;
 const INDEX_FILE: &str = "state.json";
+/// The key of the secret masks' fingerprints (`plan::objects::MaskKey`): 64 hex digits, 0600.
+const MASK_KEY_FILE: &str = "mask.key";
 
 /// The two halves of the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -245,6 +253,73 @@ pub fn content_hash(bytes: &[u8]) -> String {
     hex
 }
 
+/// 32 bytes from the system's random source (a mask key for a state directory that has none,
+/// or for one run of `diff`, which never writes the store).
+pub fn random_key() -> std::io::Result<[u8; 32]> {
+    use std::io::Read;
+    let mut key = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut key)?;
+    Ok(key)
+}
+
+/// Parses the bytes of an index read from `path` (named in errors). Pure: the fuzz target
+/// `store_index` drives it with arbitrary bytes.
+pub fn parse_index(path: &Path, bytes: &[u8]) -> Result<Index, StoreError> {
+    // Check the format before the shape, so a newer store says "upgrade", not "damaged".
+    #[derive(Deserialize)]
+    struct FormatOnly {
+        format: u32,
+    }
+    let format = serde_json::from_slice::<FormatOnly>(bytes).map(|f| f.format);
+    if let Ok(found) = format {
+        if found > FORMAT_VERSION {
+            return Err(StoreError::NewerFormat {
+                path: path.to_path_buf(),
+                found,
+            });
+        }
+    }
+    let damaged = |e: serde_json::Error| StoreError::Damaged {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
+    let index: Index = match format {
+        Ok(1) => serde_json::from_slice::<IndexV1>(bytes)
+            .map(IndexV1::upgrade)
+            .map_err(damaged)?,
+        _ => serde_json::from_slice(bytes).map_err(damaged)?,
+    };
+    // Ids become file names and hashes are compared as text: a damaged index must not name
+    // a path outside the store, nor a hash no file can have.
+    for section in Section::ALL {
+        for (key, entry) in index.section(section) {
+            let reason = if !valid_file_id(&key.id) {
+                format!(
+                    "{} entry {key}: the id is not a valid file name",
+                    section.as_str()
+                )
+            } else if entry.hash.len() != 64
+                || !entry
+                    .hash
+                    .bytes()
+                    .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+            {
+                format!(
+                    "{} entry {key}: the hash is not a SHA-256 in hex",
+                    section.as_str()
+                )
+            } else {
+                continue;
+            };
+            return Err(StoreError::Damaged {
+                path: path.to_path_buf(),
+                reason,
+            });
+        }
+    }
+    Ok(index)
+}
+
 /// A set of changes committed together: all of them, or none.
 #[derive(Debug, Default, Clone)]
 pub struct Batch {
@@ -341,30 +416,7 @@ impl Store {
             }
             Err(e) => return Err(io_err(&path)(e)),
         };
-        // Check the format before the shape, so a newer store says "upgrade", not "damaged".
-        #[derive(Deserialize)]
-        struct FormatOnly {
-            format: u32,
-        }
-        match serde_json::from_slice::<FormatOnly>(&bytes) {
-            Ok(f) if f.format > FORMAT_VERSION => {
-                return Err(StoreError::NewerFormat {
-                    path,
-                    found: f.format,
-                })
-            }
-            _ => {}
-        }
-        let damaged = |e: serde_json::Error| StoreError::Damaged {
-            path: path.clone(),
-            reason: e.to_string(),
-        };
-        match serde_json::from_slice::<FormatOnly>(&bytes) {
-            Ok(f) if f.format == 1 => serde_json::from_slice::<IndexV1>(&bytes)
-                .map(IndexV1::upgrade)
-                .map_err(damaged),
-            _ => serde_json::from_slice(&bytes).map_err(damaged),
-        }
+        parse_index(&path, &bytes)
     }
 
     /// Reads one object's text and checks it against the index's hash.
@@ -388,6 +440,24 @@ impl Store {
         })
     }
 
+    /// Reads the index and every object file it names, checking each against its hash. Damage
+    /// anywhere (a truncated index, a changed, missing or unreadable object) is an error naming
+    /// the file. Commands that act (apply, the daemon) and `diff` call it first, so nothing
+    /// changes on the minions or in the store on top of a damaged store.
+    pub fn verify(&self) -> Result<Index, StoreError> {
+        let index = self.read_index()?;
+        let entries: Vec<(Section, &ObjectKey, &Entry)> = Section::ALL
+            .into_iter()
+            .flat_map(|s| index.section(s).iter().map(move |(k, e)| (s, k, e)))
+            .collect();
+        crate::par::map(&entries, |(section, key, entry)| {
+            self.read_object(*section, key, entry).map(drop)
+        })
+        .into_iter()
+        .collect::<Result<(), StoreError>>()?;
+        Ok(index)
+    }
+
     /// Reads every object of a section.
     pub fn read_section(
         &self,
@@ -401,6 +471,48 @@ impl Store {
             .collect()
     }
 
+    /// The key for masking secrets in displayed objects, if one was made (the first command
+    /// that takes the lock makes it). A damaged key file is an error naming it.
+    pub fn mask_key(&self) -> Result<Option<[u8; 32]>, StoreError> {
+        let path = self.dir.join(MASK_KEY_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err(&path)(e)),
+        };
+        let text = text.trim();
+        let mut key = [0u8; 32];
+        let ok = text.len() == 64
+            && key.iter_mut().enumerate().all(|(i, b)| {
+                u8::from_str_radix(text.get(2 * i..2 * i + 2).unwrap_or("x"), 16)
+                    .map(|v| *b = v)
+                    .is_ok()
+            });
+        if !ok {
+            return Err(StoreError::Damaged {
+                path,
+                reason: "not a key of 64 hex digits".into(),
+            });
+        }
+        Ok(Some(key))
+    }
+
+    /// Makes the mask key from the system's random source if there is none yet.
+    fn ensure_mask_key(&self) -> Result<(), StoreError> {
+        if self.mask_key()?.is_some() {
+            return Ok(());
+        }
+        let text: String = random_key()
+            .map_err(io_err(Path::new("/dev/urandom")))?
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        write_private_file(
+            &self.dir.join(MASK_KEY_FILE),
+            format!("{text}\n").as_bytes(),
+        )
+    }
+
     /// Takes the writer lock, waiting up to `wait` for another drover to release it.
     pub fn lock(&self, command: &str, wait: std::time::Duration) -> Result<StoreLock, StoreError> {
         fsutil::create_private_dir(&self.dir)?;
@@ -410,6 +522,7 @@ impl Store {
         if let Ok(index) = self.read_index() {
             self.sweep(&index);
         }
+        self.ensure_mask_key()?;
         Ok(lock)
     }
 

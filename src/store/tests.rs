@@ -190,3 +190,82 @@ fn a_format_1_store_is_read_and_moved_on_the_next_commit() {
     assert!(!dir.path().join("objects/observed/pods/a@3.json").exists());
     assert!(dir.path().join("objects/observed/pods/p@4.json").exists());
 }
+
+#[test]
+fn verify_names_a_flipped_byte_a_missing_record_and_a_truncated_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::new(dir.path().join("s"));
+    let lock = store.lock("test", Duration::ZERO).unwrap();
+    put(&store, &lock, &[("a", "{\"v\":1}\n"), ("b", "{}\n")]);
+    store.verify().unwrap();
+    let record = dir.path().join("s/objects/applied/pods/a@1.json");
+    let good = std::fs::read(&record).unwrap();
+    let mut flipped = good.clone();
+    flipped[3] ^= 1;
+    std::fs::write(&record, &flipped).unwrap();
+    let err = store.verify().unwrap_err().to_string();
+    assert!(err.contains("a@1.json") && err.contains("damaged"), "{err}");
+    std::fs::remove_file(&record).unwrap();
+    let err = store.verify().unwrap_err().to_string();
+    assert!(err.contains("a@1.json"), "{err}");
+    std::fs::write(&record, &good).unwrap();
+    store.verify().unwrap();
+    let index = dir.path().join("s/state.json");
+    let text = std::fs::read(&index).unwrap();
+    std::fs::write(&index, &text[..text.len() / 2]).unwrap();
+    let err = store.verify().unwrap_err().to_string();
+    assert!(
+        err.contains("state.json") && err.contains("damaged"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_index_naming_paths_outside_the_store_or_bad_hashes_is_damaged() {
+    let path = Path::new("state.json");
+    let ok = format!(
+        r#"{{"format":2,"resourceVersion":1,"applied":{{"Pod/a":{{"resourceVersion":1,"hash":"{}"}}}},"observed":{{}}}}"#,
+        "0".repeat(64)
+    );
+    parse_index(path, ok.as_bytes()).unwrap();
+    let escape = ok.replace("Pod/a", "Pod/../../../etc/passwd");
+    let err = parse_index(path, escape.as_bytes())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not a valid file name"), "{err}");
+    let short = ok.replace(&"0".repeat(64), "00");
+    let err = parse_index(path, short.as_bytes()).unwrap_err().to_string();
+    assert!(err.contains("not a SHA-256"), "{err}");
+}
+
+#[test]
+fn an_existing_open_state_directory_is_tightened() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("s");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let store = Store::new(&state);
+    let _lock = store.lock("test", Duration::ZERO).unwrap();
+    let mode = std::fs::metadata(&state).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700);
+}
+
+#[test]
+fn the_writer_makes_a_private_mask_key_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::new(dir.path().join("s"));
+    assert_eq!(store.mask_key().unwrap(), None);
+    let lock = store.lock("test", Duration::ZERO).unwrap();
+    let key = store.mask_key().unwrap().expect("made by the writer");
+    let mode = std::fs::metadata(dir.path().join("s/mask.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    drop(lock);
+    let _lock = store.lock("test", Duration::ZERO).unwrap();
+    assert_eq!(store.mask_key().unwrap(), Some(key), "kept, not remade");
+    std::fs::write(dir.path().join("s/mask.key"), "short\n").unwrap();
+    let err = store.mask_key().unwrap_err().to_string();
+    assert!(err.contains("mask.key"), "{err}");
+}

@@ -1,0 +1,111 @@
+//! Hostile and clumsy input through the real binary (issue 10), no cluster needed: a manifest
+//! that used to panic, a dangling symlink, control characters in ids, the per-file size limit,
+//! and secrets in `drover diff` output.
+
+mod common;
+use common::*;
+
+const PASSWORDS: [&str; 3] = ["hunter2-db", "auth-9f8e7d", "pw-in-url"];
+
+fn pod_with_env() -> String {
+    format!(
+        r#"{{"kind":"Pod","id":"app","desiredState":{{"manifest":{{"version":"v1beta1","id":"app",
+        "containers":[{{"name":"c","image":"busybox","env":[
+          {{"name":"DB_PASS","value":"{}"}},
+          {{"name":"AUTH","value":"{}"}},
+          {{"name":"DATABASE_URL","value":"postgres://u:{}@db.example:5432/app"}},
+          {{"name":"MODE","value":"production"}}]}}]}}}}}}"#,
+        PASSWORDS[0], PASSWORDS[1], PASSWORDS[2]
+    )
+}
+
+#[test]
+fn a_backslash_before_non_ascii_is_a_diagnostic_not_a_crash() {
+    let t = TestDir::new();
+    t.write("manifests/bad.json", "{\"kind\":\"Pod\",\"id\":\"x\\é\"}");
+    for cmd in ["validate", "diff"] {
+        let r = t.drover(&[cmd]);
+        r.expect_code(2);
+        assert!(
+            r.stderr.contains("manifests/bad.json:1:22") && r.stderr.contains("invalid escape"),
+            "{cmd}: {}",
+            r.stderr
+        );
+    }
+}
+
+#[test]
+fn a_dangling_symlink_drover_would_not_read_is_skipped() {
+    let t = TestDir::new();
+    t.copy_manifests("manifests");
+    std::os::unix::fs::symlink("/nonexistent/notes", t.join("manifests/notes.txt")).unwrap();
+    t.drover(&["validate"]).expect_code(0);
+    // A dangling manifest is still an error: its objects would silently go missing.
+    std::os::unix::fs::symlink("/nonexistent/x", t.join("manifests/gone.json")).unwrap();
+    let r = t.drover(&["validate"]);
+    r.expect_code(2);
+    assert!(r.stderr.contains("gone.json"), "{}", r.stderr);
+}
+
+#[test]
+fn control_characters_in_ids_do_not_reach_the_terminal() {
+    let t = TestDir::new();
+    t.write(
+        "manifests/p.json",
+        r#"{"kind":"Pod","id":"\u001b[31mred\u001b]0;title\u0007","desiredState":{"manifest":{"containers":[{"name":"c","image":"i"}]}}}"#,
+    );
+    let r = t.drover(&["validate"]);
+    r.expect_code(2);
+    assert!(
+        !r.stderr.contains('\u{1b}') && !r.stderr.contains('\u{7}'),
+        "{:?}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("\\u{1b}[31mred"), "{}", r.stderr);
+}
+
+#[test]
+fn a_file_over_the_configured_size_limit_is_named() {
+    let t = TestDir::new();
+    t.copy_manifests("manifests");
+    t.write("drover.toml", "max_manifest_bytes = 200\n");
+    let r = t.drover(&["validate"]);
+    r.expect_code(2);
+    assert!(
+        r.stderr.contains("manifests/web-controller.json")
+            && r.stderr.contains("max_manifest_bytes"),
+        "{}",
+        r.stderr
+    );
+    t.write("drover.toml", "max_manifest_bytes = 1000000\n");
+    t.drover(&["validate"]).expect_code(0);
+}
+
+#[test]
+fn diff_masks_secret_names_and_url_passwords_with_a_keyed_fingerprint() {
+    let t = TestDir::new();
+    t.write("manifests/app.json", &pod_with_env());
+    record_as_applied(&t.join("manifests"), &t.join(".drover"));
+    // A changed secret must still show as a change, without showing either value.
+    let changed = pod_with_env()
+        .replace(PASSWORDS[0], "hunter3-db")
+        .replace(PASSWORDS[2], "pw-in-url-2");
+    t.write("manifests/app.json", &changed);
+    for args in [&["diff"][..], &["diff", "-o", "json"][..]] {
+        let r = t.drover(args);
+        r.expect_code(1);
+        for secret in PASSWORDS.iter().chain(&["hunter3-db", "pw-in-url-2"]) {
+            assert!(!r.stdout.contains(secret), "{secret} shown:\n{}", r.stdout);
+            // Nor the unkeyed SHA-256 prefix the old mask showed (guessable offline).
+            let unkeyed = &drover::store::content_hash(secret.as_bytes())[..8];
+            assert!(!r.stdout.contains(unkeyed), "{}", r.stdout);
+        }
+        assert!(r.stdout.contains("postgres://u:<redacted "), "{}", r.stdout);
+    }
+    let text = t.drover(&["diff"]).stdout;
+    let masked: Vec<&str> = text.lines().filter(|l| l.contains("<redacted")).collect();
+    assert!(
+        masked.iter().any(|l| l.starts_with('-')) && masked.iter().any(|l| l.starts_with('+')),
+        "a changed secret shows as a changed line:\n{text}"
+    );
+}

@@ -1,0 +1,138 @@
+//! A damaged store stops `apply`, `diff` and the daemon before anything changes (issue 10):
+//! on the real cluster, a truncated `state.json` and a flipped byte in an applied record each
+//! make all three refuse with an error naming the file, and the pod's containers stay exactly
+//! as they were.
+
+mod common;
+use common::cluster::{cluster, docker, steady};
+use common::*;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const POD: &str = "store-damage-probe";
+
+fn pod(command: &str) -> String {
+    format!(
+        r#"{{"kind":"Pod","id":"{POD}","desiredState":{{"manifest":{{"version":"v1beta1","id":"{POD}",
+        "containers":[{{"name":"main","image":"drover/busybox:latest","command":["sh","-c","{command}"]}}]}}}}}}"#
+    )
+}
+
+/// Every container of the probe pod on every minion, with its id: "minion id name".
+fn containers() -> Vec<String> {
+    let mut all = Vec::new();
+    for m in ["m1", "m2", "m3"] {
+        let out = docker(
+            m,
+            &[
+                "ps",
+                "-a",
+                "--format",
+                "{{.ID}} {{.Names}}",
+                "--filter",
+                &format!("name={POD}"),
+            ],
+        );
+        all.extend(out.lines().map(|l| format!("{m} {l}")));
+    }
+    all.sort();
+    all
+}
+
+/// Removes the probe's containers whatever happens, so the shared cluster stays clean.
+struct Cleanup;
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for c in containers() {
+            let mut parts = c.split(' ');
+            let (m, id) = (parts.next().unwrap(), parts.next().unwrap());
+            docker(m, &["rm", "-f", id]);
+        }
+    }
+}
+
+/// Runs the daemon and expects it to stop on its own, with an error, within the deadline.
+fn daemon_refuses(t: &TestDir) -> String {
+    let log = std::fs::File::create(t.join("daemon.log")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_drover"))
+        .current_dir(t.path())
+        .env("NO_COLOR", "1")
+        .args(["daemon", "--resync", "1", "--listen", "127.0.0.1:0"])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the daemon kept running on a damaged store");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(2));
+    std::fs::read_to_string(t.join("daemon.log")).unwrap()
+}
+
+/// apply, diff and the daemon each refuse, naming `file`, and no container changes.
+fn all_refuse(t: &TestDir, file: &str) {
+    let before = containers();
+    let r = t.drover(&["apply", "--yes"]);
+    r.expect_code(2);
+    assert!(
+        r.stderr.contains(file) && r.stderr.contains("damaged"),
+        "{}",
+        r.stderr
+    );
+    let r = t.drover(&["diff"]);
+    r.expect_code(2);
+    assert!(r.stderr.contains(file), "{}", r.stderr);
+    let log = daemon_refuses(t);
+    assert!(log.contains(file), "{log}");
+    assert_eq!(
+        containers(),
+        before,
+        "a container changed on a damaged store"
+    );
+}
+
+#[test]
+fn a_damaged_store_stops_apply_diff_and_the_daemon_before_any_container_changes() {
+    let c = cluster();
+    let _g = steady();
+    let _cleanup = Cleanup;
+    let t = TestDir::new();
+    t.write("drover.toml", &std::fs::read_to_string(&c.config).unwrap());
+    t.write("manifests/probe.json", &pod("sleep 3600"));
+    t.drover(&["apply", "--yes"]).expect_code(0);
+    // One pod: its infra and main containers.
+    assert_eq!(containers().len(), 2, "{:?}", containers());
+    // A changed manifest: apply would replace the pod if it went ahead.
+    t.write("manifests/probe.json", &pod("sleep 3601"));
+
+    let record = t
+        .join("state/objects/applied/pods")
+        .read_dir()
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let good = std::fs::read(&record).unwrap();
+    let mut flipped = good.clone();
+    flipped[good.len() / 2] ^= 0x01;
+    std::fs::write(&record, &flipped).unwrap();
+    let name = record.file_name().unwrap().to_str().unwrap().to_string();
+    all_refuse(&t, &name);
+    std::fs::write(&record, &good).unwrap();
+
+    let index = t.join("state/state.json");
+    let text = std::fs::read(&index).unwrap();
+    std::fs::write(&index, &text[..text.len() / 2]).unwrap();
+    all_refuse(&t, "state.json");
+}
