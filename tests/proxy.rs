@@ -74,7 +74,7 @@ fn limits() -> Limits {
 }
 
 async fn start(services: Vec<ServiceEntry>, limits: Limits) -> Proxy {
-    let proxy = Proxy::start(LOOPBACK, limits);
+    let proxy = Proxy::start(LOOPBACK, limits).unwrap();
     let errors = proxy.update(&table(services)).await;
     assert!(errors.is_empty(), "{errors:?}");
     proxy
@@ -360,7 +360,7 @@ async fn a_taken_port_fails_only_its_service_and_is_retried() {
     blocked.port = taken;
     let services = vec![tcp("free", &[b1.addr]), blocked];
 
-    let proxy = Proxy::start(LOOPBACK, limits());
+    let proxy = Proxy::start(LOOPBACK, limits()).unwrap();
     let errors = proxy.update(&table(services.clone())).await;
     assert_eq!(errors.len(), 1);
     let message = errors[0].to_string();

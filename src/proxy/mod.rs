@@ -48,6 +48,10 @@ pub struct Limits {
     pub max_udp_flows: usize,
     pub picker: PickerSettings,
     pub forwarding: Forwarding,
+    /// Event-loop threads. Each runs its own single-threaded tokio runtime and accepts from
+    /// every TCP listener, so a connection lives on the thread that accepted it: no hand-offs
+    /// between threads per event (HAProxy's model). UDP services run on the first thread.
+    pub threads: usize,
 }
 
 impl Default for Limits {
@@ -60,12 +64,15 @@ impl Default for Limits {
             max_udp_flows: 1024,
             picker: PickerSettings::default(),
             forwarding: Forwarding::Auto,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
         }
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
+    #[error("cannot start the proxy's event-loop threads: {0}")]
+    Threads(std::io::Error),
     #[error("service {service}: cannot listen on {protocol} {addr}: {source}")]
     Bind {
         service: String,
@@ -272,24 +279,74 @@ struct Slot {
 
 struct Listener {
     addr: SocketAddr,
-    task: JoinHandle<()>,
+    /// One task per event-loop thread (TCP) or one (UDP); the socket closes when all are gone.
+    tasks: Vec<JoinHandle<()>>,
 }
 
-/// The running proxy. Cheap to share behind an `Arc`; every method takes `&self`.
+impl Listener {
+    async fn close(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        for t in self.tasks {
+            // Aborted: the task, and its copy of the socket, is gone once this resolves.
+            let _ = t.await;
+        }
+    }
+}
+
+/// The proxy's threads, each blocked in its own current-thread runtime until told to stop.
+struct EventLoops {
+    handles: Vec<tokio::runtime::Handle>,
+    stop: watch::Sender<bool>,
+}
+
+impl EventLoops {
+    fn start(threads: usize) -> std::io::Result<EventLoops> {
+        let stop = watch::channel(false).0;
+        let mut handles = Vec::with_capacity(threads);
+        for i in 0..threads.max(1) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            handles.push(runtime.handle().clone());
+            let mut stopped = stop.subscribe();
+            std::thread::Builder::new()
+                .name(format!("drover-proxy-{i}"))
+                .spawn(move || {
+                    runtime.block_on(async move {
+                        let _ = stopped.wait_for(|s| *s).await;
+                    });
+                    // Dropping the runtime ends whatever tasks are left on it.
+                })?;
+        }
+        Ok(EventLoops { handles, stop })
+    }
+}
+
+impl Drop for EventLoops {
+    fn drop(&mut self) {
+        self.stop.send_replace(true);
+    }
+}
+
+/// The running proxy. Share it behind an `Arc`; every method takes `&self`. Dropping it stops
+/// its threads at once; `shutdown` first lets connections finish.
 pub struct Proxy {
     shared: Arc<Shared>,
-    runtime: tokio::runtime::Handle,
+    loops: EventLoops,
     slots: Mutex<HashMap<String, Slot>>,
     /// Serialises `update` and `shutdown`, which await listener tasks between lock scopes.
     updating: tokio::sync::Mutex<()>,
 }
 
 impl Proxy {
-    /// A proxy serving on `listen` (no services yet). Must be called within a tokio runtime;
-    /// its tasks run on that runtime.
-    pub fn start(listen: IpAddr, limits: Limits) -> Proxy {
+    /// A proxy serving on `listen` (no services yet), on `limits.threads` threads of its own.
+    /// Needs no runtime from the caller; `update` and `shutdown` may be awaited on any.
+    pub fn start(listen: IpAddr, limits: Limits) -> Result<Proxy, ProxyError> {
         let max = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
-        Proxy {
+        let loops = EventLoops::start(limits.threads).map_err(ProxyError::Threads)?;
+        Ok(Proxy {
             shared: Arc::new(Shared {
                 listen,
                 connections: Arc::new(Semaphore::new(max)),
@@ -299,10 +356,10 @@ impl Proxy {
                 },
                 stopping: watch::channel(None).0,
             }),
-            runtime: tokio::runtime::Handle::current(),
+            loops,
             slots: Mutex::new(HashMap::new()),
             updating: tokio::sync::Mutex::new(()),
-        }
+        })
     }
 
     /// Makes the proxy serve exactly `table`: opens listeners of new services (and retries
@@ -325,17 +382,13 @@ impl Proxy {
                 });
                 if !stays {
                     slot.service.drain_all(grace);
-                    if let Ok(l) = &slot.listener {
-                        l.task.abort();
-                    }
                     closing.push(std::mem::replace(&mut slot.listener, Err(String::new())));
                 }
                 stays
             });
         }
         for listener in closing.into_iter().flatten() {
-            // Aborted: the task (and with it the socket) is gone once this resolves.
-            let _ = listener.task.await;
+            listener.close().await;
         }
 
         let mut errors = Vec::new();
@@ -369,29 +422,53 @@ impl Proxy {
 
     fn listen(&self, service: &Arc<Service>, entry: &ServiceEntry) -> Result<Listener, ProxyError> {
         let addr = SocketAddr::new(self.shared.listen, entry.port);
-        let _in_runtime = self.runtime.enter();
-        let bound = match entry.protocol {
-            Protocol::TCP => tcp::bind(addr).map(|l| {
-                let addr = l.local_addr().unwrap_or(addr);
-                let task =
-                    self.runtime
-                        .spawn(tcp::accept_loop(l, service.clone(), self.shared.clone()));
-                Listener { addr, task }
-            }),
-            Protocol::UDP => udp::bind(addr).map(|s| {
-                let addr = s.local_addr().unwrap_or(addr);
-                let task = self
-                    .runtime
-                    .spawn(udp::serve(s, service.clone(), self.shared.clone()));
-                Listener { addr, task }
-            }),
-        };
-        bound.map_err(|source| ProxyError::Bind {
+        let error = |source| ProxyError::Bind {
             service: entry.name.clone(),
             protocol: entry.protocol.as_str(),
             addr,
             source,
-        })
+        };
+        match entry.protocol {
+            Protocol::TCP => {
+                let listener = tcp::bind(addr).map_err(error)?;
+                let bound = listener.local_addr().unwrap_or(addr);
+                let mut tasks = Vec::with_capacity(self.loops.handles.len());
+                for handle in &self.loops.handles {
+                    // Registered here, inside the thread's runtime, so a failure is this
+                    // update's error rather than a silent task exit.
+                    let registered = listener.try_clone().and_then(|copy| {
+                        let _in_loop = handle.enter();
+                        tokio::net::TcpListener::from_std(copy)
+                    });
+                    match registered {
+                        Ok(l) => tasks.push(handle.spawn(tcp::accept_loop(
+                            l,
+                            service.clone(),
+                            self.shared.clone(),
+                        ))),
+                        Err(e) => {
+                            tasks.iter().for_each(JoinHandle::abort);
+                            return Err(error(e));
+                        }
+                    }
+                }
+                Ok(Listener { addr: bound, tasks })
+            }
+            Protocol::UDP => {
+                let socket = udp::bind(addr).map_err(error)?;
+                let bound = socket.local_addr().unwrap_or(addr);
+                let handle = &self.loops.handles[0];
+                let socket = {
+                    let _in_loop = handle.enter();
+                    tokio::net::UdpSocket::from_std(socket).map_err(error)?
+                };
+                let task = handle.spawn(udp::serve(socket, service.clone(), self.shared.clone()));
+                Ok(Listener {
+                    addr: bound,
+                    tasks: vec![task],
+                })
+            }
+        }
     }
 
     /// Every service of the last table, sorted by name.
@@ -443,11 +520,8 @@ impl Proxy {
                 .filter_map(|(_, slot)| slot.listener.ok())
                 .collect()
         };
-        for l in &listeners {
-            l.task.abort();
-        }
         for l in listeners {
-            let _ = l.task.await;
+            l.close().await;
         }
         self.shared
             .stopping

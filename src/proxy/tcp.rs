@@ -4,27 +4,30 @@
 
 use super::{closed_after_grace, forward, ActiveGuard, Service, Shared};
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpStream};
 
 /// Pending connections the kernel may hold for us, while every permit is taken or between
 /// accepts. Linux caps it at `net.core.somaxconn`.
-const BACKLOG: u32 = 4096;
+const BACKLOG: libc::c_int = 4096;
 
-pub(super) fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    // So a restarted proxy can bind again while old connections sit in TIME_WAIT. Not
-    // SO_REUSEPORT: that would let a second proxy bind the same port and silently split the
-    // traffic instead of reporting the port as taken.
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(BACKLOG)
+/// Binds a listening socket, not yet registered with any event loop: each proxy thread
+/// registers its own duplicate of it.
+pub(super) fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    // std sets SO_REUSEADDR, so a restarted proxy can bind again while old connections sit in
+    // TIME_WAIT. Not SO_REUSEPORT: that would let a second proxy bind the same port and
+    // silently split the traffic instead of reporting the port as taken.
+    let listener = std::net::TcpListener::bind(addr)?;
+    // std listens with a backlog of 128; listen(2) again only raises it.
+    // SAFETY: plain syscall on a descriptor `listener` owns.
+    if unsafe { libc::listen(listener.as_raw_fd(), BACKLOG) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    listener.set_nonblocking(true)?;
+    Ok(listener)
 }
 
 pub(super) async fn accept_loop(listener: TcpListener, service: Arc<Service>, shared: Arc<Shared>) {

@@ -20,10 +20,11 @@ use tokio::task::{AbortHandle, JoinSet};
 /// Largest UDP payload.
 const DATAGRAM: usize = 65_535;
 
-pub(super) fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
+/// Binds the service socket, not yet registered with an event loop.
+pub(super) fn bind(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     let socket = std::net::UdpSocket::bind(addr)?;
     socket.set_nonblocking(true)?;
-    UdpSocket::from_std(socket)
+    Ok(socket)
 }
 
 struct Flow {
