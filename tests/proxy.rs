@@ -407,6 +407,29 @@ async fn connection_limit_holds_extra_clients_until_one_closes() {
     assert_eq!(line.trim(), "b1");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_limit_is_shared_by_services_without_starving_any() {
+    let (b1, b2) = (backend("b1").await, backend("b2").await);
+    // Fewer permits than services times proxy threads: idle listeners must not hold any.
+    let limits = Limits {
+        max_connections: 2,
+        threads: 2,
+        ..limits()
+    };
+    let names = ["a", "b", "c", "d"];
+    let services = names.iter().map(|n| tcp(n, &[b1.addr, b2.addr])).collect();
+    let proxy = start(services, limits).await;
+    // The last services first: their listeners were opened last.
+    for name in names.into_iter().rev() {
+        let (conn, _) = greeted(address(&proxy, name)).await;
+        drop(conn);
+        eventually("the connection to close", || {
+            status(&proxy.status(), name).active == 0
+        })
+        .await;
+    }
+}
+
 /// A backend that reads a whole request until EOF, then answers with it reversed and closes:
 /// only works if the proxy passes the client's half-close on.
 async fn reverser() -> SocketAddr {

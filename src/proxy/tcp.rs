@@ -1,6 +1,7 @@
 //! TCP services: the accept loop of one listener and the life of one forwarded connection
 //! (pick, connect with a timeout and fail over, forward, drain). Never holds a lock across an
-//! await, never accepts a connection it has no permit for.
+//! await; never forwards a connection it has no permit for, and holds at most one accepted
+//! connection per accept loop while waiting for one.
 
 use super::{closed_after_grace, forward, ActiveGuard, Service, Shared};
 use std::net::SocketAddr;
@@ -32,11 +33,6 @@ pub(super) fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 
 pub(super) async fn accept_loop(listener: TcpListener, service: Arc<Service>, shared: Arc<Shared>) {
     loop {
-        // Permit first: at the limit, clients wait in the backlog instead of being accepted
-        // and dropped.
-        let Ok(permit) = shared.connections.clone().acquire_owned().await else {
-            return;
-        };
         let (client, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             // Out of descriptors or memory: give the system a moment instead of spinning.
@@ -44,6 +40,13 @@ pub(super) async fn accept_loop(listener: TcpListener, service: Arc<Service>, sh
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 continue;
             }
+        };
+        // At the limit, this loop holds the one connection it accepted until a permit frees,
+        // and further clients wait in the backlog. Taking the permit before accepting would
+        // be tidier but lets idle accept loops (one per service per thread) sit on permits,
+        // and with enough services starve the others.
+        let Ok(permit) = shared.connections.clone().acquire_owned().await else {
+            return;
         };
         let service = service.clone();
         let shared = shared.clone();
