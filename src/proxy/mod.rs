@@ -9,6 +9,9 @@
 //! A service whose port cannot be bound fails alone and is retried on the next update.
 //! Resources are bounded: a global connection semaphore, fixed buffers (or pipes) per
 //! connection, one datagram buffer per UDP service, a bounded number of UDP flows.
+//!
+//! The proxy runs on threads of its own, one current-thread runtime each, so forwarding never
+//! waits behind the reconciler's work and a connection's events never hop between threads.
 
 pub mod forward;
 pub mod picker;
