@@ -308,6 +308,36 @@ async fn removed_endpoint_drains_then_closes_after_the_grace_period() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_back_before_its_grace_ends_keeps_its_connections() {
+    let (b1, b2) = (backend("b1").await, backend("b2").await);
+    let grace = Duration::from_millis(500);
+    let limits = Limits {
+        drain_grace: grace,
+        ..limits()
+    };
+    let proxy = start(vec![tcp("web", &[b1.addr])], limits).await;
+    let addr = address(&proxy, "web");
+    let (mut conn, _) = greeted(addr).await;
+    proxy.update(&table(vec![tcp("web", &[b2.addr])])).await;
+    let st = proxy.status();
+    let draining = status(&st, "web")
+        .endpoints
+        .iter()
+        .find(|e| e.address == b1.addr);
+    assert!(
+        draining.is_some_and(|e| e.draining && e.active == 1),
+        "{st:?}"
+    );
+    // A readiness flap: b1 is back within the grace period.
+    proxy
+        .update(&table(vec![tcp("web", &[b1.addr, b2.addr])]))
+        .await;
+    // Well past the original deadline the connection is still open.
+    tokio::time::sleep(grace * 3).await;
+    assert_eq!(echo(&mut conn, "kept").await, "kept");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endpoint_updates_keep_established_connections() {
     let (b1, b2) = (backend("b1").await, backend("b2").await);
     let proxy = start(vec![tcp("web", &[b1.addr])], limits()).await;

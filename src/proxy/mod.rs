@@ -116,6 +116,9 @@ pub struct EndpointStatus {
     pub failures: u64,
     /// In back-off after a failure: skipped by new connections for now.
     pub backing_off: bool,
+    /// Removed from the service; listed while connections to it remain, until the grace
+    /// period closes them.
+    pub draining: bool,
 }
 
 /// Counters of one endpoint and the signal that drains it. Connections hold it, so counters
@@ -144,6 +147,9 @@ impl Endpoint {
 struct Balance {
     picker: Picker,
     endpoints: HashMap<SocketAddr, Arc<Endpoint>>,
+    /// Endpoints removed less than a grace period ago: if one comes back (a readiness flap),
+    /// its draining connections are reprieved instead of cut.
+    draining: HashMap<SocketAddr, Arc<Endpoint>>,
 }
 
 /// One served service, shared by its listener task and its connections.
@@ -159,6 +165,7 @@ impl Service {
             balance: Mutex::new(Balance {
                 picker: Picker::new(&[], entry.affinity, limits.picker),
                 endpoints: HashMap::new(),
+                draining: HashMap::new(),
             }),
             active: AtomicUsize::new(0),
             rejected: AtomicU64::new(0),
@@ -167,22 +174,43 @@ impl Service {
         service
     }
 
-    /// Swaps the endpoint set; endpoints that left start draining.
+    /// Swaps the endpoint set; endpoints that left start draining, endpoints that came back
+    /// while draining stop draining.
     fn set_endpoints(&self, entry: &ServiceEntry, grace: Duration) {
-        let mut b = self.balance.lock().expect("balance lock");
+        let now = Instant::now();
+        let deadline = now + grace;
+        let mut guard = self.balance.lock().expect("balance lock");
+        let b = &mut *guard;
         b.picker.set_affinity(entry.affinity);
         b.picker.set_endpoints(&entry.endpoints);
-        b.picker.forget_idle(Instant::now());
-        let deadline = Instant::now() + grace;
-        b.endpoints.retain(|addr, e| {
-            let keep = entry.endpoints.contains(addr);
-            if !keep {
+        b.picker.forget_idle(now);
+        // Past their deadline every connection of theirs has been closed.
+        b.draining
+            .retain(|_, e| e.drain.borrow().is_some_and(|d| d > now));
+        let removed: Vec<SocketAddr> = b
+            .endpoints
+            .keys()
+            .filter(|addr| !entry.endpoints.contains(addr))
+            .copied()
+            .collect();
+        for addr in removed {
+            if let Some(e) = b.endpoints.remove(&addr) {
                 e.drain.send_replace(Some(deadline));
+                b.draining.insert(addr, e);
             }
-            keep
-        });
+        }
         for addr in &entry.endpoints {
-            b.endpoints.entry(*addr).or_insert_with(Endpoint::new);
+            if b.endpoints.contains_key(addr) {
+                continue;
+            }
+            let e = match b.draining.remove(addr) {
+                Some(back) => {
+                    back.drain.send_replace(None);
+                    back
+                }
+                None => Endpoint::new(),
+            };
+            b.endpoints.insert(*addr, e);
         }
     }
 
@@ -220,6 +248,28 @@ impl Service {
             e.drain.send_replace(Some(deadline));
         }
     }
+
+    fn status(&self, now: Instant) -> Vec<EndpointStatus> {
+        let b = self.balance.lock().expect("balance lock");
+        let row = |addr: SocketAddr, e: &Endpoint, draining: bool| EndpointStatus {
+            address: addr,
+            active: e.active.load(Ordering::Relaxed),
+            total: e.total.load(Ordering::Relaxed),
+            failures: e.failures.load(Ordering::Relaxed),
+            backing_off: !draining && b.picker.is_dead(addr, now),
+            draining,
+        };
+        let current = b
+            .picker
+            .endpoints()
+            .map(|addr| row(addr, &b.endpoints[&addr], false));
+        let draining = b
+            .draining
+            .iter()
+            .filter(|(_, e)| e.active.load(Ordering::Relaxed) > 0)
+            .map(|(addr, e)| row(*addr, e, true));
+        current.chain(draining).collect()
+    }
 }
 
 /// Counts a connection or flow as active on its service and endpoint while alive.
@@ -255,12 +305,18 @@ impl Drop for ActiveGuard {
 
 /// Waits until `signal` carries a deadline, then until that deadline: the moment a draining
 /// connection must be closed. Never returns while no deadline is set.
+/// The deadline may be withdrawn (the endpoint came back) before it passes.
 async fn closed_after_grace(mut signal: watch::Receiver<Option<Instant>>) {
-    let deadline = signal.wait_for(Option::is_some).await.ok().and_then(|d| *d);
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
-        // The sender is gone: nothing can drain this any more.
-        None => std::future::pending().await,
+    loop {
+        let deadline = signal.wait_for(Option::is_some).await.ok().and_then(|d| *d);
+        let Some(deadline) = deadline else {
+            // The sender is gone: nothing can drain this any more.
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline.into()) => return,
+            _ = signal.changed() => {}
+        }
     }
 }
 
@@ -481,21 +537,7 @@ impl Proxy {
         let mut out: Vec<ServiceStatus> = slots
             .values()
             .map(|slot| {
-                let b = slot.service.balance.lock().expect("balance lock");
-                let endpoints = b
-                    .picker
-                    .endpoints()
-                    .map(|addr| {
-                        let e = &b.endpoints[&addr];
-                        EndpointStatus {
-                            address: addr,
-                            active: e.active.load(Ordering::Relaxed),
-                            total: e.total.load(Ordering::Relaxed),
-                            failures: e.failures.load(Ordering::Relaxed),
-                            backing_off: b.picker.is_dead(addr, now),
-                        }
-                    })
-                    .collect();
+                let endpoints = slot.service.status(now);
                 ServiceStatus {
                     name: slot.entry.name.clone(),
                     port: slot.entry.port,
