@@ -6,7 +6,9 @@
 //! can only make such a test pass wrongly, never fail spuriously.
 
 use drover::model::{Protocol, SessionAffinity};
-use drover::proxy::{Forwarding, Limits, Proxy, ServiceEntry, ServiceStatus, ServiceTable};
+use drover::proxy::{
+    Forwarding, Limits, PickerSettings, Proxy, ServiceEntry, ServiceStatus, ServiceTable,
+};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -217,6 +219,11 @@ async fn dead_endpoint_costs_a_connect_timeout_and_the_next_one_serves() {
     let (hole, _fillers) = black_hole().await;
     let limits = Limits {
         connect_timeout: Duration::from_millis(300),
+        // Longer than the test could take, so the dead endpoint is tried exactly once.
+        picker: PickerSettings {
+            dead_backoff: Duration::from_secs(600),
+            ..PickerSettings::default()
+        },
         ..Limits::default()
     };
     let proxy = start(vec![tcp("web", &[hole, good.addr])], limits).await;
@@ -285,9 +292,10 @@ async fn removed_endpoint_drains_then_closes_after_the_grace_period() {
     let (mut old, name) = greeted(addr).await;
     assert_eq!(name, "b1");
 
+    // Taken before the update, which starts the grace period.
+    let removed_at = Instant::now();
     let errors = proxy.update(&table(vec![tcp("web", &[b2.addr])])).await;
     assert!(errors.is_empty());
-    let removed_at = Instant::now();
     // The established connection still works; new ones go to the remaining endpoint.
     assert_eq!(echo(&mut old, "still here").await, "still here");
     assert_eq!(greeted(addr).await.1, "b2");
@@ -586,7 +594,7 @@ async fn ask(client: &UdpSocket, text: &str) -> String {
 async fn udp_flows_are_echoed_through_the_proxy_and_stay_on_one_endpoint() {
     let (u1, u2) = (udp_backend("u1").await, udp_backend("u2").await);
     let limits = Limits {
-        udp_idle_timeout: Duration::from_millis(1500),
+        udp_idle_timeout: Duration::from_secs(3),
         ..limits()
     };
     let proxy = start(vec![udp("dns", &[u1, u2])], limits).await;
