@@ -171,12 +171,12 @@ fn main() {
         },
     ];
 
-    // For profiling one target: DROVER_BENCH_ONLY=copy keeps direct plus the targets whose
-    // name contains it; DROVER_BENCH_PARTS=close,bulk (of keepalive,close,bulk) picks the parts.
+    // For profiling: DROVER_BENCH_ONLY=copy,haproxy keeps direct plus the targets whose name
+    // contains one of them; DROVER_BENCH_PARTS=close,bulk (of keepalive,close,bulk) picks the parts.
     let only = std::env::var("DROVER_BENCH_ONLY").unwrap_or_default();
     let targets: Vec<&Target> = targets
         .iter()
-        .filter(|t| t.name.starts_with("direct") || t.name.contains(only.as_str()))
+        .filter(|t| t.name.starts_with("direct") || only.split(',').any(|o| t.name.contains(o)))
         .collect();
     let parts = std::env::var("DROVER_BENCH_PARTS").unwrap_or("keepalive,close,bulk".into());
     println!(

@@ -327,6 +327,30 @@ struct Shared {
     connections: Arc<Semaphore>,
     /// Set at shutdown to the instant every connection must be closed by.
     stopping: watch::Sender<Option<Instant>>,
+    /// The event-loop threads and the TCP connections each one carries.
+    loops: Vec<tokio::runtime::Handle>,
+    load: Vec<AtomicUsize>,
+}
+
+impl Shared {
+    /// The thread a connection accepted on thread `me` should live on: `me`, unless another
+    /// thread carries at least two fewer connections. Whichever thread wakes first accepts,
+    /// so without this a burst of long-lived connections can pile onto one thread.
+    fn thread_for_new_connection(&self, me: usize) -> usize {
+        let mine = self.load[me].load(Ordering::Relaxed);
+        let (least, count) = self
+            .load
+            .iter()
+            .map(|l| l.load(Ordering::Relaxed))
+            .enumerate()
+            .min_by_key(|&(_, n)| n)
+            .unwrap_or((me, mine));
+        if count + 1 < mine {
+            least
+        } else {
+            me
+        }
+    }
 }
 
 /// A served service slot: what the table said, and its listener or why it has none.
@@ -414,6 +438,8 @@ impl Proxy {
                     ..limits
                 },
                 stopping: watch::channel(None).0,
+                load: loops.handles.iter().map(|_| AtomicUsize::new(0)).collect(),
+                loops: loops.handles.clone(),
             }),
             loops,
             slots: Mutex::new(HashMap::new()),
@@ -492,7 +518,7 @@ impl Proxy {
                 let listener = tcp::bind(addr).map_err(error)?;
                 let bound = listener.local_addr().unwrap_or(addr);
                 let mut tasks = Vec::with_capacity(self.loops.handles.len());
-                for handle in &self.loops.handles {
+                for (thread, handle) in self.loops.handles.iter().enumerate() {
                     // Registered here, inside the thread's runtime, so a failure is this
                     // update's error rather than a silent task exit.
                     let registered = listener.try_clone().and_then(|copy| {
@@ -504,6 +530,7 @@ impl Proxy {
                             l,
                             service.clone(),
                             self.shared.clone(),
+                            thread,
                         ))),
                         Err(e) => {
                             tasks.iter().for_each(JoinHandle::abort);

@@ -31,7 +31,13 @@ pub(super) fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     Ok(listener)
 }
 
-pub(super) async fn accept_loop(listener: TcpListener, service: Arc<Service>, shared: Arc<Shared>) {
+/// Accepts on event-loop thread `me` until aborted.
+pub(super) async fn accept_loop(
+    listener: TcpListener,
+    service: Arc<Service>,
+    shared: Arc<Shared>,
+    me: usize,
+) {
     loop {
         let (client, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -48,12 +54,30 @@ pub(super) async fn accept_loop(listener: TcpListener, service: Arc<Service>, sh
         let Ok(permit) = shared.connections.clone().acquire_owned().await else {
             return;
         };
-        let service = service.clone();
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            serve(client, peer, service, &shared).await;
-            drop(permit);
-        });
+        let (service, shared2) = (service.clone(), shared.clone());
+        let thread = shared.thread_for_new_connection(me);
+        shared.load[thread].fetch_add(1, Ordering::Relaxed);
+        if thread == me {
+            tokio::spawn(async move {
+                serve(client, peer, service, &shared2).await;
+                shared2.load[thread].fetch_sub(1, Ordering::Relaxed);
+                drop(permit);
+            });
+        } else {
+            // Moved: its readiness must come from the other thread's reactor, or every event
+            // would hop threads. Costs an epoll deregistration and registration, once.
+            let Ok(client) = client.into_std() else {
+                shared.load[thread].fetch_sub(1, Ordering::Relaxed);
+                continue;
+            };
+            shared.loops[thread].spawn(async move {
+                if let Ok(client) = TcpStream::from_std(client) {
+                    serve(client, peer, service, &shared2).await;
+                }
+                shared2.load[thread].fetch_sub(1, Ordering::Relaxed);
+                drop(permit);
+            });
+        }
     }
 }
 
