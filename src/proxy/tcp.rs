@@ -27,8 +27,32 @@ pub(super) fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     if unsafe { libc::listen(listener.as_raw_fd(), BACKLOG) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
+    // Accepted connections inherit TCP_NODELAY from the listener on Linux: one setsockopt per
+    // service instead of one per connection.
+    #[cfg(target_os = "linux")]
+    set_nodelay(&listener)?;
     listener.set_nonblocking(true)?;
     Ok(listener)
+}
+
+#[cfg(target_os = "linux")]
+fn set_nodelay(listener: &std::net::TcpListener) -> std::io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: a valid option value of the size given, on a descriptor `listener` owns.
+    let r = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// Accepts on event-loop thread `me` until aborted.
@@ -83,6 +107,7 @@ pub(super) async fn accept_loop(
 
 async fn serve(client: TcpStream, peer: SocketAddr, service: Arc<Service>, shared: &Shared) {
     let mut active = ActiveGuard::new(service.clone());
+    #[cfg(not(target_os = "linux"))]
     let _ = client.set_nodelay(true);
     let Some((upstream, endpoint)) = connect(&service, peer, shared).await else {
         service.rejected.fetch_add(1, Ordering::Relaxed);
