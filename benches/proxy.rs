@@ -10,6 +10,8 @@
 //! - Throughput: one 1 GiB transfer from a backend that writes 1 GiB and closes, read here,
 //!   directly and through each proxy.
 //!
+//! Each proxy's CPU time per request is printed too: on a machine shared with other work the
+//! request rates are noisy, the CPU a proxy spends per request much less so.
 //! The targets are measured in alternating rounds so all see the same machine; every figure is
 //! printed with its spread (min..max over rounds) and the median's ratio against direct.
 //! Why not busybox httpd as the backend: it forks a process per connection and has no
@@ -78,9 +80,8 @@ fn main() {
         .collect();
     let bulk = SocketAddr::new(LOOPBACK, bulk_port);
 
-    // drover's proxy, once per forwarding mode, on a runtime of its own.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // drover's proxy, once per forwarding mode (each on its own threads, one per CPU).
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
@@ -97,7 +98,8 @@ fn main() {
                         forwarding,
                         ..Limits::default()
                     },
-                );
+                )
+                .unwrap();
                 let table = ServiceTable {
                     services: vec![
                         service("web", web, &backends),
@@ -129,6 +131,7 @@ fn main() {
             .spawn()
             .unwrap(),
     );
+    let haproxy_pid = _haproxy.0.id();
     if !listening(SocketAddr::new(LOOPBACK, haproxy_web)) {
         let log = std::fs::read_to_string(haproxy_dir.path().join("stderr")).unwrap_or_default();
         panic!("haproxy did not start:\n{log}");
@@ -140,35 +143,40 @@ fn main() {
             name: "direct (one backend)",
             web: http_ports[0],
             bulk: bulk_port,
+            pid: None,
         },
         Target {
             name: "drover (auto)",
             web: drover_ports[0].0,
             bulk: drover_ports[0].1,
+            pid: Some(std::process::id()),
         },
         Target {
             name: "drover (splice)",
             web: drover_ports[1].0,
             bulk: drover_ports[1].1,
+            pid: Some(std::process::id()),
         },
         Target {
             name: "drover (copy)",
             web: drover_ports[2].0,
             bulk: drover_ports[2].1,
+            pid: Some(std::process::id()),
         },
         Target {
             name: "haproxy",
             web: haproxy_web,
             bulk: haproxy_bulk,
+            pid: Some(haproxy_pid),
         },
     ];
 
-    // For profiling one target: DROVER_BENCH_ONLY=copy keeps direct plus the targets whose
-    // name contains it; DROVER_BENCH_PARTS=close,bulk (of keepalive,close,bulk) picks the parts.
+    // For profiling: DROVER_BENCH_ONLY=copy,haproxy keeps direct plus the targets whose name
+    // contains one of them; DROVER_BENCH_PARTS=close,bulk (of keepalive,close,bulk) picks the parts.
     let only = std::env::var("DROVER_BENCH_ONLY").unwrap_or_default();
     let targets: Vec<&Target> = targets
         .iter()
-        .filter(|t| t.name.starts_with("direct") || t.name.contains(only.as_str()))
+        .filter(|t| t.name.starts_with("direct") || only.split(',').any(|o| t.name.contains(o)))
         .collect();
     let parts = std::env::var("DROVER_BENCH_PARTS").unwrap_or("keepalive,close,bulk".into());
     println!(
@@ -186,7 +194,13 @@ fn main() {
             // Rotate the order each round so no target always runs first or last.
             for k in 0..targets.len() {
                 let i = (k + round) % targets.len();
-                results[i].push(wrk(targets[i].web, keep_alive, threads, connections, secs));
+                let cpu = targets[i].pid.map(cpu_seconds);
+                let mut r = wrk(targets[i].web, keep_alive, threads, connections, secs);
+                if let (Some(pid), Some(before)) = (targets[i].pid, cpu) {
+                    r.cpu_us_per_request =
+                        (cpu_seconds(pid) - before) * 1e6 / (r.rps * secs as f64);
+                }
+                results[i].push(r);
             }
         }
         println!(
@@ -203,8 +217,9 @@ fn main() {
             let rps: Vec<f64> = rs.iter().map(|r| r.rps).collect();
             let p99: Vec<f64> = rs.iter().map(|r| r.p99_ms).collect();
             let errors: u64 = rs.iter().map(|r| r.errors).sum();
+            let cpu = median(rs.iter().map(|r| r.cpu_us_per_request).collect());
             println!(
-                "  {:<22} {:>9.0} req/s [{:>7.0}..{:>7.0}] {:>5.1}% of direct   p99 {:>7.2} ms [{:.2}..{:.2}] {:>5.2}x direct{}",
+                "  {:<22} {:>9.0} req/s [{:>7.0}..{:>7.0}] {:>5.1}% of direct   p99 {:>7.2} ms [{:.2}..{:.2}] {:>5.2}x direct{}{}",
                 t.name,
                 median(rps.clone()),
                 min(&rps),
@@ -214,6 +229,11 @@ fn main() {
                 min(&p99),
                 max(&p99),
                 median(p99.clone()) / direct_p99,
+                if cpu.is_nan() {
+                    String::new()
+                } else {
+                    format!("   proxy CPU {cpu:.1} us/req")
+                },
                 if errors > 0 {
                     format!("   ({errors} socket errors)")
                 } else {
@@ -270,6 +290,9 @@ struct Target {
     name: &'static str,
     web: u16,
     bulk: u16,
+    /// The process doing the proxying, whose CPU time is charged to it (none when direct;
+    /// this process for drover, whose other threads idle meanwhile).
+    pid: Option<u32>,
 }
 
 fn service(name: &str, port: u16, endpoints: &[SocketAddr]) -> ServiceEntry {
@@ -299,6 +322,8 @@ fn haproxy_config(web: u16, backends: &[SocketAddr], bulk_port: u16, bulk: Socke
 #[derive(Debug, Clone)]
 struct Wrk {
     rps: f64,
+    /// CPU time the proxy process spent per request (NaN when direct).
+    cpu_us_per_request: f64,
     p99_ms: f64,
     errors: u64,
 }
@@ -337,6 +362,7 @@ fn wrk(port: u16, keep_alive: bool, threads: u64, connections: u64, secs: u64) -
         .sum();
     Wrk {
         rps,
+        cpu_us_per_request: f64::NAN,
         p99_ms,
         errors,
     }
@@ -372,6 +398,19 @@ fn transfer(port: u16) -> f64 {
     let secs = t.elapsed().as_secs_f64();
     assert_eq!(total, GIB, "short transfer through port {port}");
     total as f64 / GIB as f64 / secs
+}
+
+/// User plus system CPU seconds of process `pid` so far, from /proc.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| {
+        f.iter().filter_map(|v| v.parse::<f64>().ok()).sum()
+    });
+    // SAFETY: sysconf has no preconditions.
+    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

@@ -6,7 +6,9 @@
 //! can only make such a test pass wrongly, never fail spuriously.
 
 use drover::model::{Protocol, SessionAffinity};
-use drover::proxy::{Forwarding, Limits, Proxy, ServiceEntry, ServiceStatus, ServiceTable};
+use drover::proxy::{
+    Forwarding, Limits, PickerSettings, Proxy, ServiceEntry, ServiceStatus, ServiceTable,
+};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -74,7 +76,7 @@ fn limits() -> Limits {
 }
 
 async fn start(services: Vec<ServiceEntry>, limits: Limits) -> Proxy {
-    let proxy = Proxy::start(LOOPBACK, limits);
+    let proxy = Proxy::start(LOOPBACK, limits).unwrap();
     let errors = proxy.update(&table(services)).await;
     assert!(errors.is_empty(), "{errors:?}");
     proxy
@@ -217,6 +219,11 @@ async fn dead_endpoint_costs_a_connect_timeout_and_the_next_one_serves() {
     let (hole, _fillers) = black_hole().await;
     let limits = Limits {
         connect_timeout: Duration::from_millis(300),
+        // Longer than the test could take, so the dead endpoint is tried exactly once.
+        picker: PickerSettings {
+            dead_backoff: Duration::from_secs(600),
+            ..PickerSettings::default()
+        },
         ..Limits::default()
     };
     let proxy = start(vec![tcp("web", &[hole, good.addr])], limits).await;
@@ -285,9 +292,10 @@ async fn removed_endpoint_drains_then_closes_after_the_grace_period() {
     let (mut old, name) = greeted(addr).await;
     assert_eq!(name, "b1");
 
+    // Taken before the update, which starts the grace period.
+    let removed_at = Instant::now();
     let errors = proxy.update(&table(vec![tcp("web", &[b2.addr])])).await;
     assert!(errors.is_empty());
-    let removed_at = Instant::now();
     // The established connection still works; new ones go to the remaining endpoint.
     assert_eq!(echo(&mut old, "still here").await, "still here");
     assert_eq!(greeted(addr).await.1, "b2");
@@ -305,6 +313,36 @@ async fn removed_endpoint_drains_then_closes_after_the_grace_period() {
         status(&proxy.status(), "web").active == 0
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_back_before_its_grace_ends_keeps_its_connections() {
+    let (b1, b2) = (backend("b1").await, backend("b2").await);
+    let grace = Duration::from_millis(500);
+    let limits = Limits {
+        drain_grace: grace,
+        ..limits()
+    };
+    let proxy = start(vec![tcp("web", &[b1.addr])], limits).await;
+    let addr = address(&proxy, "web");
+    let (mut conn, _) = greeted(addr).await;
+    proxy.update(&table(vec![tcp("web", &[b2.addr])])).await;
+    let st = proxy.status();
+    let draining = status(&st, "web")
+        .endpoints
+        .iter()
+        .find(|e| e.address == b1.addr);
+    assert!(
+        draining.is_some_and(|e| e.draining && e.active == 1),
+        "{st:?}"
+    );
+    // A readiness flap: b1 is back within the grace period.
+    proxy
+        .update(&table(vec![tcp("web", &[b1.addr, b2.addr])]))
+        .await;
+    // Well past the original deadline the connection is still open.
+    tokio::time::sleep(grace * 3).await;
+    assert_eq!(echo(&mut conn, "kept").await, "kept");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -360,7 +398,7 @@ async fn a_taken_port_fails_only_its_service_and_is_retried() {
     blocked.port = taken;
     let services = vec![tcp("free", &[b1.addr]), blocked];
 
-    let proxy = Proxy::start(LOOPBACK, limits());
+    let proxy = Proxy::start(LOOPBACK, limits()).unwrap();
     let errors = proxy.update(&table(services.clone())).await;
     assert_eq!(errors.len(), 1);
     let message = errors[0].to_string();
@@ -405,6 +443,29 @@ async fn connection_limit_holds_extra_clients_until_one_closes() {
         .expect("third connection served once one closed")
         .unwrap();
     assert_eq!(line.trim(), "b1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_limit_is_shared_by_services_without_starving_any() {
+    let (b1, b2) = (backend("b1").await, backend("b2").await);
+    // Fewer permits than services times proxy threads: idle listeners must not hold any.
+    let limits = Limits {
+        max_connections: 2,
+        threads: 2,
+        ..limits()
+    };
+    let names = ["a", "b", "c", "d"];
+    let services = names.iter().map(|n| tcp(n, &[b1.addr, b2.addr])).collect();
+    let proxy = start(services, limits).await;
+    // The last services first: their listeners were opened last.
+    for name in names.into_iter().rev() {
+        let (conn, _) = greeted(address(&proxy, name)).await;
+        drop(conn);
+        eventually("the connection to close", || {
+            status(&proxy.status(), name).active == 0
+        })
+        .await;
+    }
 }
 
 /// A backend that reads a whole request until EOF, then answers with it reversed and closes:
@@ -533,7 +594,7 @@ async fn ask(client: &UdpSocket, text: &str) -> String {
 async fn udp_flows_are_echoed_through_the_proxy_and_stay_on_one_endpoint() {
     let (u1, u2) = (udp_backend("u1").await, udp_backend("u2").await);
     let limits = Limits {
-        udp_idle_timeout: Duration::from_millis(1500),
+        udp_idle_timeout: Duration::from_secs(3),
         ..limits()
     };
     let proxy = start(vec![udp("dns", &[u1, u2])], limits).await;

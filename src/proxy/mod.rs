@@ -9,6 +9,9 @@
 //! A service whose port cannot be bound fails alone and is retried on the next update.
 //! Resources are bounded: a global connection semaphore, fixed buffers (or pipes) per
 //! connection, one datagram buffer per UDP service, a bounded number of UDP flows.
+//!
+//! The proxy runs on threads of its own, one current-thread runtime each, so forwarding never
+//! waits behind the reconciler's work and a connection's events never hop between threads.
 
 pub mod forward;
 pub mod picker;
@@ -48,6 +51,11 @@ pub struct Limits {
     pub max_udp_flows: usize,
     pub picker: PickerSettings,
     pub forwarding: Forwarding,
+    /// Event-loop threads. Each runs its own single-threaded tokio runtime and accepts from
+    /// every TCP listener; a connection lives on one thread (the accepting one, unless another
+    /// carries fewer connections): no hand-offs between threads per event (HAProxy's model).
+    /// UDP services run on the first thread. Default: one per CPU, at most 8.
+    pub threads: usize,
 }
 
 impl Default for Limits {
@@ -60,12 +68,15 @@ impl Default for Limits {
             max_udp_flows: 1024,
             picker: PickerSettings::default(),
             forwarding: Forwarding::Auto,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
         }
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
+    #[error("cannot start the proxy's event-loop threads: {0}")]
+    Threads(std::io::Error),
     #[error("service {service}: cannot listen on {protocol} {addr}: {source}")]
     Bind {
         service: String,
@@ -106,6 +117,9 @@ pub struct EndpointStatus {
     pub failures: u64,
     /// In back-off after a failure: skipped by new connections for now.
     pub backing_off: bool,
+    /// Removed from the service; listed while connections to it remain, until the grace
+    /// period closes them.
+    pub draining: bool,
 }
 
 /// Counters of one endpoint and the signal that drains it. Connections hold it, so counters
@@ -134,6 +148,9 @@ impl Endpoint {
 struct Balance {
     picker: Picker,
     endpoints: HashMap<SocketAddr, Arc<Endpoint>>,
+    /// Endpoints removed less than a grace period ago: if one comes back (a readiness flap),
+    /// its draining connections are reprieved instead of cut.
+    draining: HashMap<SocketAddr, Arc<Endpoint>>,
 }
 
 /// One served service, shared by its listener task and its connections.
@@ -149,6 +166,7 @@ impl Service {
             balance: Mutex::new(Balance {
                 picker: Picker::new(&[], entry.affinity, limits.picker),
                 endpoints: HashMap::new(),
+                draining: HashMap::new(),
             }),
             active: AtomicUsize::new(0),
             rejected: AtomicU64::new(0),
@@ -157,22 +175,43 @@ impl Service {
         service
     }
 
-    /// Swaps the endpoint set; endpoints that left start draining.
+    /// Swaps the endpoint set; endpoints that left start draining, endpoints that came back
+    /// while draining stop draining.
     fn set_endpoints(&self, entry: &ServiceEntry, grace: Duration) {
-        let mut b = self.balance.lock().expect("balance lock");
+        let now = Instant::now();
+        let deadline = now + grace;
+        let mut guard = self.balance.lock().expect("balance lock");
+        let b = &mut *guard;
         b.picker.set_affinity(entry.affinity);
         b.picker.set_endpoints(&entry.endpoints);
-        b.picker.forget_idle(Instant::now());
-        let deadline = Instant::now() + grace;
-        b.endpoints.retain(|addr, e| {
-            let keep = entry.endpoints.contains(addr);
-            if !keep {
+        b.picker.forget_idle(now);
+        // Past their deadline every connection of theirs has been closed.
+        b.draining
+            .retain(|_, e| e.drain.borrow().is_some_and(|d| d > now));
+        let removed: Vec<SocketAddr> = b
+            .endpoints
+            .keys()
+            .filter(|addr| !entry.endpoints.contains(addr))
+            .copied()
+            .collect();
+        for addr in removed {
+            if let Some(e) = b.endpoints.remove(&addr) {
                 e.drain.send_replace(Some(deadline));
+                b.draining.insert(addr, e);
             }
-            keep
-        });
+        }
         for addr in &entry.endpoints {
-            b.endpoints.entry(*addr).or_insert_with(Endpoint::new);
+            if b.endpoints.contains_key(addr) {
+                continue;
+            }
+            let e = match b.draining.remove(addr) {
+                Some(back) => {
+                    back.drain.send_replace(None);
+                    back
+                }
+                None => Endpoint::new(),
+            };
+            b.endpoints.insert(*addr, e);
         }
     }
 
@@ -210,6 +249,28 @@ impl Service {
             e.drain.send_replace(Some(deadline));
         }
     }
+
+    fn status(&self, now: Instant) -> Vec<EndpointStatus> {
+        let b = self.balance.lock().expect("balance lock");
+        let row = |addr: SocketAddr, e: &Endpoint, draining: bool| EndpointStatus {
+            address: addr,
+            active: e.active.load(Ordering::Relaxed),
+            total: e.total.load(Ordering::Relaxed),
+            failures: e.failures.load(Ordering::Relaxed),
+            backing_off: !draining && b.picker.is_dead(addr, now),
+            draining,
+        };
+        let current = b
+            .picker
+            .endpoints()
+            .map(|addr| row(addr, &b.endpoints[&addr], false));
+        let draining = b
+            .draining
+            .iter()
+            .filter(|(_, e)| e.active.load(Ordering::Relaxed) > 0)
+            .map(|(addr, e)| row(*addr, e, true));
+        current.chain(draining).collect()
+    }
 }
 
 /// Counts a connection or flow as active on its service and endpoint while alive.
@@ -245,12 +306,18 @@ impl Drop for ActiveGuard {
 
 /// Waits until `signal` carries a deadline, then until that deadline: the moment a draining
 /// connection must be closed. Never returns while no deadline is set.
+/// The deadline may be withdrawn (the endpoint came back) before it passes.
 async fn closed_after_grace(mut signal: watch::Receiver<Option<Instant>>) {
-    let deadline = signal.wait_for(Option::is_some).await.ok().and_then(|d| *d);
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
-        // The sender is gone: nothing can drain this any more.
-        None => std::future::pending().await,
+    loop {
+        let deadline = signal.wait_for(Option::is_some).await.ok().and_then(|d| *d);
+        let Some(deadline) = deadline else {
+            // The sender is gone: nothing can drain this any more.
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline.into()) => return,
+            _ = signal.changed() => {}
+        }
     }
 }
 
@@ -261,6 +328,30 @@ struct Shared {
     connections: Arc<Semaphore>,
     /// Set at shutdown to the instant every connection must be closed by.
     stopping: watch::Sender<Option<Instant>>,
+    /// The event-loop threads and the TCP connections each one carries.
+    loops: Vec<tokio::runtime::Handle>,
+    load: Vec<AtomicUsize>,
+}
+
+impl Shared {
+    /// The thread a connection accepted on thread `me` should live on: `me`, unless another
+    /// thread carries at least two fewer connections. Whichever thread wakes first accepts,
+    /// so without this a burst of long-lived connections can pile onto one thread.
+    fn thread_for_new_connection(&self, me: usize) -> usize {
+        let mine = self.load[me].load(Ordering::Relaxed);
+        let (least, count) = self
+            .load
+            .iter()
+            .map(|l| l.load(Ordering::Relaxed))
+            .enumerate()
+            .min_by_key(|&(_, n)| n)
+            .unwrap_or((me, mine));
+        if count + 1 < mine {
+            least
+        } else {
+            me
+        }
+    }
 }
 
 /// A served service slot: what the table said, and its listener or why it has none.
@@ -272,24 +363,74 @@ struct Slot {
 
 struct Listener {
     addr: SocketAddr,
-    task: JoinHandle<()>,
+    /// One task per event-loop thread (TCP) or one (UDP); the socket closes when all are gone.
+    tasks: Vec<JoinHandle<()>>,
 }
 
-/// The running proxy. Cheap to share behind an `Arc`; every method takes `&self`.
+impl Listener {
+    async fn close(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        for t in self.tasks {
+            // Aborted: the task, and its copy of the socket, is gone once this resolves.
+            let _ = t.await;
+        }
+    }
+}
+
+/// The proxy's threads, each blocked in its own current-thread runtime until told to stop.
+struct EventLoops {
+    handles: Vec<tokio::runtime::Handle>,
+    stop: watch::Sender<bool>,
+}
+
+impl EventLoops {
+    fn start(threads: usize) -> std::io::Result<EventLoops> {
+        let stop = watch::channel(false).0;
+        let mut handles = Vec::with_capacity(threads);
+        for i in 0..threads.max(1) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            handles.push(runtime.handle().clone());
+            let mut stopped = stop.subscribe();
+            std::thread::Builder::new()
+                .name(format!("drover-proxy-{i}"))
+                .spawn(move || {
+                    runtime.block_on(async move {
+                        let _ = stopped.wait_for(|s| *s).await;
+                    });
+                    // Dropping the runtime ends whatever tasks are left on it.
+                })?;
+        }
+        Ok(EventLoops { handles, stop })
+    }
+}
+
+impl Drop for EventLoops {
+    fn drop(&mut self) {
+        self.stop.send_replace(true);
+    }
+}
+
+/// The running proxy. Share it behind an `Arc`; every method takes `&self`. Dropping it stops
+/// its threads at once; `shutdown` first lets connections finish.
 pub struct Proxy {
     shared: Arc<Shared>,
-    runtime: tokio::runtime::Handle,
+    loops: EventLoops,
     slots: Mutex<HashMap<String, Slot>>,
     /// Serialises `update` and `shutdown`, which await listener tasks between lock scopes.
     updating: tokio::sync::Mutex<()>,
 }
 
 impl Proxy {
-    /// A proxy serving on `listen` (no services yet). Must be called within a tokio runtime;
-    /// its tasks run on that runtime.
-    pub fn start(listen: IpAddr, limits: Limits) -> Proxy {
+    /// A proxy serving on `listen` (no services yet), on `limits.threads` threads of its own.
+    /// Needs no runtime from the caller; `update` and `shutdown` may be awaited on any.
+    pub fn start(listen: IpAddr, limits: Limits) -> Result<Proxy, ProxyError> {
         let max = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
-        Proxy {
+        let loops = EventLoops::start(limits.threads).map_err(ProxyError::Threads)?;
+        Ok(Proxy {
             shared: Arc::new(Shared {
                 listen,
                 connections: Arc::new(Semaphore::new(max)),
@@ -298,11 +439,13 @@ impl Proxy {
                     ..limits
                 },
                 stopping: watch::channel(None).0,
+                load: loops.handles.iter().map(|_| AtomicUsize::new(0)).collect(),
+                loops: loops.handles.clone(),
             }),
-            runtime: tokio::runtime::Handle::current(),
+            loops,
             slots: Mutex::new(HashMap::new()),
             updating: tokio::sync::Mutex::new(()),
-        }
+        })
     }
 
     /// Makes the proxy serve exactly `table`: opens listeners of new services (and retries
@@ -325,17 +468,13 @@ impl Proxy {
                 });
                 if !stays {
                     slot.service.drain_all(grace);
-                    if let Ok(l) = &slot.listener {
-                        l.task.abort();
-                    }
                     closing.push(std::mem::replace(&mut slot.listener, Err(String::new())));
                 }
                 stays
             });
         }
         for listener in closing.into_iter().flatten() {
-            // Aborted: the task (and with it the socket) is gone once this resolves.
-            let _ = listener.task.await;
+            listener.close().await;
         }
 
         let mut errors = Vec::new();
@@ -369,29 +508,54 @@ impl Proxy {
 
     fn listen(&self, service: &Arc<Service>, entry: &ServiceEntry) -> Result<Listener, ProxyError> {
         let addr = SocketAddr::new(self.shared.listen, entry.port);
-        let _in_runtime = self.runtime.enter();
-        let bound = match entry.protocol {
-            Protocol::TCP => tcp::bind(addr).map(|l| {
-                let addr = l.local_addr().unwrap_or(addr);
-                let task =
-                    self.runtime
-                        .spawn(tcp::accept_loop(l, service.clone(), self.shared.clone()));
-                Listener { addr, task }
-            }),
-            Protocol::UDP => udp::bind(addr).map(|s| {
-                let addr = s.local_addr().unwrap_or(addr);
-                let task = self
-                    .runtime
-                    .spawn(udp::serve(s, service.clone(), self.shared.clone()));
-                Listener { addr, task }
-            }),
-        };
-        bound.map_err(|source| ProxyError::Bind {
+        let error = |source| ProxyError::Bind {
             service: entry.name.clone(),
             protocol: entry.protocol.as_str(),
             addr,
             source,
-        })
+        };
+        match entry.protocol {
+            Protocol::TCP => {
+                let listener = tcp::bind(addr).map_err(error)?;
+                let bound = listener.local_addr().unwrap_or(addr);
+                let mut tasks = Vec::with_capacity(self.loops.handles.len());
+                for (thread, handle) in self.loops.handles.iter().enumerate() {
+                    // Registered here, inside the thread's runtime, so a failure is this
+                    // update's error rather than a silent task exit.
+                    let registered = listener.try_clone().and_then(|copy| {
+                        let _in_loop = handle.enter();
+                        tokio::net::TcpListener::from_std(copy)
+                    });
+                    match registered {
+                        Ok(l) => tasks.push(handle.spawn(tcp::accept_loop(
+                            l,
+                            service.clone(),
+                            self.shared.clone(),
+                            thread,
+                        ))),
+                        Err(e) => {
+                            tasks.iter().for_each(JoinHandle::abort);
+                            return Err(error(e));
+                        }
+                    }
+                }
+                Ok(Listener { addr: bound, tasks })
+            }
+            Protocol::UDP => {
+                let socket = udp::bind(addr).map_err(error)?;
+                let bound = socket.local_addr().unwrap_or(addr);
+                let handle = &self.loops.handles[0];
+                let socket = {
+                    let _in_loop = handle.enter();
+                    tokio::net::UdpSocket::from_std(socket).map_err(error)?
+                };
+                let task = handle.spawn(udp::serve(socket, service.clone(), self.shared.clone()));
+                Ok(Listener {
+                    addr: bound,
+                    tasks: vec![task],
+                })
+            }
+        }
     }
 
     /// Every service of the last table, sorted by name.
@@ -401,21 +565,7 @@ impl Proxy {
         let mut out: Vec<ServiceStatus> = slots
             .values()
             .map(|slot| {
-                let b = slot.service.balance.lock().expect("balance lock");
-                let endpoints = b
-                    .picker
-                    .endpoints()
-                    .map(|addr| {
-                        let e = &b.endpoints[&addr];
-                        EndpointStatus {
-                            address: addr,
-                            active: e.active.load(Ordering::Relaxed),
-                            total: e.total.load(Ordering::Relaxed),
-                            failures: e.failures.load(Ordering::Relaxed),
-                            backing_off: b.picker.is_dead(addr, now),
-                        }
-                    })
-                    .collect();
+                let endpoints = slot.service.status(now);
                 ServiceStatus {
                     name: slot.entry.name.clone(),
                     port: slot.entry.port,
@@ -443,11 +593,8 @@ impl Proxy {
                 .filter_map(|(_, slot)| slot.listener.ok())
                 .collect()
         };
-        for l in &listeners {
-            l.task.abort();
-        }
         for l in listeners {
-            let _ = l.task.await;
+            l.close().await;
         }
         self.shared
             .stopping

@@ -1,39 +1,68 @@
 //! TCP services: the accept loop of one listener and the life of one forwarded connection
 //! (pick, connect with a timeout and fail over, forward, drain). Never holds a lock across an
-//! await, never accepts a connection it has no permit for.
+//! await; never forwards a connection it has no permit for, and holds at most one accepted
+//! connection per accept loop while waiting for one.
 
 use super::{closed_after_grace, forward, ActiveGuard, Service, Shared};
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpStream};
 
 /// Pending connections the kernel may hold for us, while every permit is taken or between
 /// accepts. Linux caps it at `net.core.somaxconn`.
-const BACKLOG: u32 = 4096;
+const BACKLOG: libc::c_int = 4096;
 
-pub(super) fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    // So a restarted proxy can bind again while old connections sit in TIME_WAIT. Not
-    // SO_REUSEPORT: that would let a second proxy bind the same port and silently split the
-    // traffic instead of reporting the port as taken.
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(BACKLOG)
+/// Binds a listening socket, not yet registered with any event loop: each proxy thread
+/// registers its own duplicate of it.
+pub(super) fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    // std sets SO_REUSEADDR, so a restarted proxy can bind again while old connections sit in
+    // TIME_WAIT. Not SO_REUSEPORT: that would let a second proxy bind the same port and
+    // silently split the traffic instead of reporting the port as taken.
+    let listener = std::net::TcpListener::bind(addr)?;
+    // std listens with a backlog of 128; listen(2) again only raises it.
+    // SAFETY: plain syscall on a descriptor `listener` owns.
+    if unsafe { libc::listen(listener.as_raw_fd(), BACKLOG) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // Accepted connections inherit TCP_NODELAY from the listener on Linux: one setsockopt per
+    // service instead of one per connection.
+    #[cfg(target_os = "linux")]
+    set_nodelay(&listener)?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
 }
 
-pub(super) async fn accept_loop(listener: TcpListener, service: Arc<Service>, shared: Arc<Shared>) {
+#[cfg(target_os = "linux")]
+fn set_nodelay(listener: &std::net::TcpListener) -> std::io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: a valid option value of the size given, on a descriptor `listener` owns.
+    let r = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Accepts on event-loop thread `me` until aborted.
+pub(super) async fn accept_loop(
+    listener: TcpListener,
+    service: Arc<Service>,
+    shared: Arc<Shared>,
+    me: usize,
+) {
     loop {
-        // Permit first: at the limit, clients wait in the backlog instead of being accepted
-        // and dropped.
-        let Ok(permit) = shared.connections.clone().acquire_owned().await else {
-            return;
-        };
         let (client, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             // Out of descriptors or memory: give the system a moment instead of spinning.
@@ -42,17 +71,43 @@ pub(super) async fn accept_loop(listener: TcpListener, service: Arc<Service>, sh
                 continue;
             }
         };
-        let service = service.clone();
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            serve(client, peer, service, &shared).await;
-            drop(permit);
-        });
+        // At the limit, this loop holds the one connection it accepted until a permit frees,
+        // and further clients wait in the backlog. Taking the permit before accepting would
+        // be tidier but lets idle accept loops (one per service per thread) sit on permits,
+        // and with enough services starve the others.
+        let Ok(permit) = shared.connections.clone().acquire_owned().await else {
+            return;
+        };
+        let (service, shared2) = (service.clone(), shared.clone());
+        let thread = shared.thread_for_new_connection(me);
+        shared.load[thread].fetch_add(1, Ordering::Relaxed);
+        if thread == me {
+            tokio::spawn(async move {
+                serve(client, peer, service, &shared2).await;
+                shared2.load[thread].fetch_sub(1, Ordering::Relaxed);
+                drop(permit);
+            });
+        } else {
+            // Moved: its readiness must come from the other thread's reactor, or every event
+            // would hop threads. Costs an epoll deregistration and registration, once.
+            let Ok(client) = client.into_std() else {
+                shared.load[thread].fetch_sub(1, Ordering::Relaxed);
+                continue;
+            };
+            shared.loops[thread].spawn(async move {
+                if let Ok(client) = TcpStream::from_std(client) {
+                    serve(client, peer, service, &shared2).await;
+                }
+                shared2.load[thread].fetch_sub(1, Ordering::Relaxed);
+                drop(permit);
+            });
+        }
     }
 }
 
 async fn serve(client: TcpStream, peer: SocketAddr, service: Arc<Service>, shared: &Shared) {
     let mut active = ActiveGuard::new(service.clone());
+    #[cfg(not(target_os = "linux"))]
     let _ = client.set_nodelay(true);
     let Some((upstream, endpoint)) = connect(&service, peer, shared).await else {
         service.rejected.fetch_add(1, Ordering::Relaxed);

@@ -20,14 +20,18 @@ use tokio::task::{AbortHandle, JoinSet};
 /// Largest UDP payload.
 const DATAGRAM: usize = 65_535;
 
-pub(super) fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
+/// Binds the service socket, not yet registered with an event loop.
+pub(super) fn bind(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     let socket = std::net::UdpSocket::bind(addr)?;
     socket.set_nonblocking(true)?;
-    UdpSocket::from_std(socket)
+    Ok(socket)
 }
 
 struct Flow {
     upstream: UdpSocket,
+    /// The endpoint `upstream` is connected to.
+    addr: SocketAddr,
+    endpoint: Arc<Endpoint>,
     /// Milliseconds after `Flows::epoch` of the last datagram either way.
     last_seen: AtomicU64,
 }
@@ -84,18 +88,16 @@ pub(super) async fn serve(socket: UdpSocket, service: Arc<Service>, shared: Arc<
             .expect("flows lock")
             .get(&client)
             .map(|(f, a)| (f.clone(), a.clone()));
-        let (flow, abort, addr, endpoint) = match existing {
-            Some((flow, abort)) => (flow, abort, None, None),
+        let (flow, abort) = match existing {
+            Some(existing) => existing,
             None => match open_flow(&service, &shared, &flows, client) {
-                Some((flow, addr, endpoint)) => {
+                Some(flow) => {
                     let abort = tasks.spawn(relay_replies(
                         flow.clone(),
                         client,
                         Arc::downgrade(&socket),
                         flows.clone(),
                         service.clone(),
-                        endpoint.clone(),
-                        addr,
                         shared.clone(),
                     ));
                     flows
@@ -103,7 +105,7 @@ pub(super) async fn serve(socket: UdpSocket, service: Arc<Service>, shared: Arc<
                         .lock()
                         .expect("flows lock")
                         .insert(client, (flow.clone(), abort.clone()));
-                    (flow, abort, Some(addr), Some(endpoint))
+                    (flow, abort)
                 }
                 None => {
                     service.rejected.fetch_add(1, Ordering::Relaxed);
@@ -119,9 +121,7 @@ pub(super) async fn serve(socket: UdpSocket, service: Arc<Service>, shared: Arc<
             // The endpoint refused an earlier datagram (ICMP port unreachable): end the flow;
             // the client's next datagram is sent to another endpoint.
             Err(_) => {
-                if let (Some(addr), Some(endpoint)) = (addr, endpoint) {
-                    service.connect_failed(addr, &endpoint);
-                }
+                service.connect_failed(flow.addr, &flow.endpoint);
                 abort.abort();
                 flows.remove(client, &flow);
             }
@@ -135,7 +135,7 @@ fn open_flow(
     shared: &Shared,
     flows: &Flows,
     client: SocketAddr,
-) -> Option<(Arc<Flow>, SocketAddr, Arc<Endpoint>)> {
+) -> Option<Arc<Flow>> {
     if flows.map.lock().expect("flows lock").len() >= shared.limits.max_udp_flows {
         return None;
     }
@@ -144,14 +144,12 @@ fn open_flow(
         let (addr, endpoint, _) = service.pick(client.ip(), &tried)?;
         match connected_socket(addr) {
             Ok(upstream) => {
-                return Some((
-                    Arc::new(Flow {
-                        upstream,
-                        last_seen: AtomicU64::new(flows.epoch.elapsed().as_millis() as u64),
-                    }),
+                return Some(Arc::new(Flow {
+                    upstream,
                     addr,
                     endpoint,
-                ))
+                    last_seen: AtomicU64::new(flows.epoch.elapsed().as_millis() as u64),
+                }))
             }
             Err(_) => {
                 service.connect_failed(addr, &endpoint);
@@ -174,21 +172,18 @@ fn connected_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
 
 /// Relays the endpoint's datagrams back to `client` until the flow idles out, its endpoint
 /// drains, the endpoint refuses, or the proxy stops.
-#[allow(clippy::too_many_arguments)]
 async fn relay_replies(
     flow: Arc<Flow>,
     client: SocketAddr,
     service_socket: Weak<UdpSocket>,
     flows: Arc<Flows>,
     service: Arc<Service>,
-    endpoint: Arc<Endpoint>,
-    addr: SocketAddr,
     shared: Arc<Shared>,
 ) {
     let mut active = ActiveGuard::new(service.clone());
-    active.set_endpoint(endpoint.clone());
+    active.set_endpoint(flow.endpoint.clone());
     let idle = shared.limits.udp_idle_timeout;
-    let drained = closed_after_grace(endpoint.drain.subscribe());
+    let drained = closed_after_grace(flow.endpoint.drain.subscribe());
     tokio::pin!(drained);
     let mut stopping = shared.stopping.subscribe();
     loop {
@@ -216,7 +211,7 @@ async fn relay_replies(
                     Ok(true) => flows.touch(&flow),
                     Ok(false) => {}
                     Err(_) => {
-                        service.connect_failed(addr, &endpoint);
+                        service.connect_failed(flow.addr, &flow.endpoint);
                         break;
                     }
                 }
