@@ -81,6 +81,7 @@ pub fn run(
         commit,
         skipped: None,
     };
+    super::raise_fd_limit();
     let daemon = Daemon::new(opts, reconciler, store, lock, loaded);
     // Said when it changes, not every round.
     let left_alone = Mutex::new(Default::default());

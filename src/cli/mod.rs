@@ -122,6 +122,23 @@ pub fn proxy_settings(cx: &Context) -> Result<drover::config::ProxySettings, Str
     cx.settings.config.proxy.settings()
 }
 
+/// Raises the open-file soft limit to the hard one: the proxy holds two descriptors per
+/// connection (four while splicing), and a default of 1024 would cap it at a few hundred.
+pub fn raise_fd_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain syscalls on a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
 /// The async runtime for commands that talk to minions.
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()

@@ -22,8 +22,15 @@ pub fn run(cx: &Context, listen: Option<std::net::IpAddr>) -> ExitCode {
         cx.project,
         cx.state_dir.display()
     );
-    super::runtime().block_on(async {
-        let proxy = Proxy::start(listen, Limits::default());
+    super::raise_fd_limit();
+    let started = super::runtime().block_on(async {
+        let proxy = match Proxy::start(listen, Limits::default()) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("drover: error: {e}");
+                return false;
+            }
+        };
         let mut terminate =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
                 .expect("signal handler");
@@ -69,7 +76,11 @@ pub fn run(cx: &Context, listen: Option<std::net::IpAddr>) -> ExitCode {
             last_problem = problem;
         }
         proxy.shutdown().await;
+        true
     });
+    if !started {
+        return ExitCode::from(super::EXIT_ERROR);
+    }
     println!("drover proxy: stopped");
     ExitCode::from(EXIT_OK)
 }

@@ -169,11 +169,19 @@ impl Daemon {
                 .await
                 .map_err(|e| e.to_string()),
         ));
-        let proxy = self
+        let proxy = match self
             .opts
             .proxy
             .clone()
-            .map(|(listen, limits)| Arc::new(Proxy::start(listen, limits)));
+            .map(|(l, limits)| Proxy::start(l, limits))
+        {
+            Some(Ok(p)) => Some(Arc::new(p)),
+            Some(Err(e)) => {
+                report(Event::ProxyError(format!("{e}; serving no services")));
+                None
+            }
+            None => None,
+        };
         let shared = Arc::new(Mutex::new(Shared {
             publish: self
                 .reconciler
@@ -354,13 +362,12 @@ fn deletions(plan: &Plan) -> BTreeSet<(String, String)> {
 async fn drained(proxy: &Proxy, limit: Duration) {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
-        let draining: usize = proxy
+        let draining: u64 = proxy
             .status()
             .iter()
-            .map(|s| {
-                let current: u64 = s.endpoints.iter().map(|e| e.active).sum();
-                s.active.saturating_sub(current as usize)
-            })
+            .flat_map(|s| &s.endpoints)
+            .filter(|e| e.draining)
+            .map(|e| e.active)
             .sum();
         if draining == 0 {
             return;
