@@ -416,6 +416,22 @@ pub struct DesiredState {
     pub objects: BTreeMap<ObjectKey, (Object, Origin)>,
 }
 
+impl DesiredState {
+    /// Objects as if read from one file (tests and benchmarks build states this way).
+    pub fn of(objects: Vec<Object>, file: &str) -> DesiredState {
+        let origin = Origin {
+            file: file.into(),
+            commit: None,
+        };
+        DesiredState {
+            objects: objects
+                .into_iter()
+                .map(|o| (o.key(), (o, origin.clone())))
+                .collect(),
+        }
+    }
+}
+
 /// Does `selector` (all key=value pairs) match `labels`? An empty selector matches nothing,
 /// so that an RC or service without a selector can never claim every pod.
 pub fn selector_matches(selector: &Labels, labels: &Labels) -> bool {

@@ -203,6 +203,26 @@ fn tear_down(t: &TestDir) {
     t.drover(&["apply", "--allow-empty"]).expect_code(0);
 }
 
+/// A project with an RC of `replicas` web pods behind a service, its daemon started and every
+/// endpoint ready: (dir, project, service port, daemon).
+fn web_behind_a_service(id: &str, replicas: u32) -> (TestDir, String, u16, Daemon) {
+    let (t, p) = services_dir();
+    let port = free_port();
+    t.write(&format!("manifests/{id}.json"), &web_rc(id, replicas, "1"));
+    t.write(
+        &format!("manifests/{id}-service.json"),
+        &service(id, port, ""),
+    );
+    let daemon = Daemon::start(&t);
+    wait_until(
+        "every endpoint ready",
+        Duration::from_secs(60),
+        &daemon,
+        || ready_endpoints(&t, id) == replicas as usize,
+    );
+    (t, p, port, daemon)
+}
+
 fn restart_count(minion: &str, id: &str) -> u32 {
     docker(minion, &["inspect", "-f", "{{.RestartCount}}", id])
         .trim()
@@ -213,17 +233,7 @@ fn restart_count(minion: &str, id: &str) -> u32 {
 #[test]
 fn every_pod_answers_through_the_proxy_and_a_failing_probe_or_killed_container_is_handled() {
     let _g = steady();
-    let (t, p) = services_dir();
-    let port = free_port();
-    t.write("manifests/web.json", &web_rc("web", 3, "1"));
-    t.write("manifests/web-service.json", &service("web", port, ""));
-    let daemon = Daemon::start(&t);
-    wait_until(
-        "3 ready endpoints",
-        Duration::from_secs(60),
-        &daemon,
-        || ready_endpoints(&t, "web") == 3,
-    );
+    let (t, p, port, daemon) = web_behind_a_service("web", 3);
     // Round robin: over a run of requests, every pod answers, none fails.
     let bodies = answers(port, 30).unwrap();
     assert_eq!(bodies.len(), 3, "{bodies:?}");
@@ -447,17 +457,7 @@ fn udp_affinity_service_variables_and_a_taken_port() {
 #[test]
 fn a_rolling_update_under_load_fails_no_request() {
     let _g = steady();
-    let (t, p) = services_dir();
-    let port = free_port();
-    t.write("manifests/roll.json", &web_rc("roll", 3, "1"));
-    t.write("manifests/roll-service.json", &service("roll", port, ""));
-    let daemon = Daemon::start(&t);
-    wait_until(
-        "3 ready endpoints",
-        Duration::from_secs(60),
-        &daemon,
-        || ready_endpoints(&t, "roll") == 3,
-    );
+    let (t, p, port, daemon) = web_behind_a_service("roll", 3);
     let old: Vec<(String, String)> = containers(&p, "label=io.drover.container=httpd");
 
     // Load: one new connection per request, as fast as one client goes, until told to stop.

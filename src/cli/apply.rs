@@ -53,19 +53,17 @@ pub fn run(cx: &Context, args: &SourceArgs, opts: Options) -> ExitCode {
             Err(e) => return fail(&e),
         }
     };
-    // Read after the lock is taken: no other drover changes it from here on. A damaged store
-    // (any record against its hash) stops apply before any container changes.
-    let index = match store.verify() {
-        Ok(i) => i,
-        Err(e) => return fail(&e),
-    };
-    if let Err(e) =
-        drover::reconcile::project::refuse_empty_source(&spec, &desired, &index, allow_empty)
-    {
+    // After the lock is taken: no other drover changes the store from here on.
+    if let Err(e) = drover::reconcile::project::open_for_writing(
+        &mut reconciler,
+        &store,
+        lock.clone(),
+        &spec,
+        &desired,
+        allow_empty,
+    ) {
         return fail(&e);
     }
-    drover::reconcile::project::attach_store(&mut reconciler, &store, &index, lock.clone());
-    reconciler.sole_writer = lock.is_some();
     match super::proxy_settings(cx) {
         Ok(p) => reconciler.advertise = p.advertise,
         Err(e) => return fail(&e),

@@ -33,18 +33,16 @@ pub fn run(
         Ok(l) => std::sync::Arc::new(l),
         Err(e) => return fail(&e),
     };
-    // A damaged store (any record against its hash) stops the daemon before it acts.
-    let index = match store.verify() {
-        Ok(i) => i,
-        Err(e) => return fail(&e),
-    };
-    if let Err(e) =
-        drover::reconcile::project::refuse_empty_source(&spec, &desired, &index, allow_empty)
-    {
+    if let Err(e) = drover::reconcile::project::open_for_writing(
+        &mut reconciler,
+        &store,
+        Some(lock.clone()),
+        &spec,
+        &desired,
+        allow_empty,
+    ) {
         return fail(&e);
     }
-    drover::reconcile::project::attach_store(&mut reconciler, &store, &index, Some(lock.clone()));
-    reconciler.sole_writer = true;
     let proxy = match super::proxy_settings(cx) {
         Ok(p) => p,
         Err(e) => return fail(&e),

@@ -110,7 +110,7 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// A daemon over a reconciler already attached to the store (`project::attach_store`),
+    /// A daemon over a reconciler already attached to the store (`project::open_for_writing`),
     /// starting from a loaded source.
     pub fn new(
         opts: Options,

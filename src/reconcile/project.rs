@@ -114,6 +114,25 @@ pub fn attach_store(
     });
 }
 
+/// What a writer (`apply`, the daemon) does with the store before its first round: verifies
+/// it (a damaged store stops it before any container changes), refuses a source that reads as
+/// empty unless allowed, and attaches the reconciler to the inventory. `lock` is `None` for a
+/// dry run.
+pub fn open_for_writing(
+    reconciler: &mut Reconciler,
+    store: &Store,
+    lock: Option<Arc<StoreLock>>,
+    spec: &SourceSpec,
+    desired: &DesiredState,
+    allow_empty: bool,
+) -> Result<(), String> {
+    let index = store.verify().map_err(|e| e.to_string())?;
+    refuse_empty_source(spec, desired, &index, allow_empty)?;
+    reconciler.sole_writer = lock.is_some();
+    attach_store(reconciler, store, &index, lock);
+    Ok(())
+}
+
 /// Records the applied objects (and settles the inventory), so `drover diff` shows them in
 /// sync.
 pub fn record_applied(

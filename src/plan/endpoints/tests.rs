@@ -16,16 +16,7 @@ fn service(id: &str, port: u16, container_port: Option<PortRef>) -> Object {
 }
 
 fn desired(objects: Vec<Object>) -> DesiredState {
-    let origin = Origin {
-        file: "t.json".into(),
-        commit: None,
-    };
-    DesiredState {
-        objects: objects
-            .into_iter()
-            .map(|o| (o.key(), (o, origin.clone())))
-            .collect(),
-    }
+    DesiredState::of(objects, "t.json")
 }
 
 fn published(

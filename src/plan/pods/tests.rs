@@ -57,16 +57,7 @@ fn pod(id: &str, image: &str, cpu: u64, host_port: Option<u16>) -> Object {
 }
 
 fn desired(objects: Vec<Object>) -> DesiredState {
-    let origin = Origin {
-        file: "t.json".into(),
-        commit: None,
-    };
-    DesiredState {
-        objects: objects
-            .into_iter()
-            .map(|o| (o.key(), (o, origin.clone())))
-            .collect(),
-    }
+    DesiredState::of(objects, "t.json")
 }
 
 fn minions(n: usize, cpu: Option<u64>) -> Vec<MinionView> {
