@@ -342,7 +342,8 @@ fn udp_affinity_service_variables_and_a_taken_port() {
   "desiredState": {"replicas": 2, "replicaSelector": {"app": "echo"},
     "podTemplate": {"labels": {"app": "echo"}, "desiredState": {"manifest": {"version": "v1beta1", "id": "echo",
       "containers": [{"name": "echo", "image": "drover/busybox:latest", "command": ["udp-echo", "5353"],
-        "ports": [{"name": "dns", "containerPort": 5353, "protocol": "UDP"}]}]}}}}}"#,
+        "ports": [{"name": "dns", "containerPort": 5353, "protocol": "UDP"}],
+        "livenessProbe": {"exec": {"command": ["pidof", "udp-echo"]}}}]}}}}}"#,
     );
     t.write(
         "manifests/echo-service.json",
@@ -356,7 +357,15 @@ fn udp_affinity_service_variables_and_a_taken_port() {
         "manifests/sticky-service.json",
         &service("sticky", sticky_port, r#", "sessionAffinity": "ClientIP""#),
     );
-    t.write("manifests/backend.json", &web_rc("backend", 1, "1"));
+    // Probed by a TCP connect instead (and the echo pods by exec): only ready pods are
+    // endpoints, so the waits below prove every kind of probe passes.
+    t.write(
+        "manifests/backend.json",
+        &web_rc("backend", 1, "1").replace(
+            r#""httpGet": {"path": "/healthz", "port": "http"}"#,
+            r#""tcpSocket": {"port": 80}"#,
+        ),
+    );
     t.write(
         "manifests/backend-service.json",
         &service("backend", backend_port, ""),
@@ -502,5 +511,44 @@ fn a_rolling_update_under_load_fails_no_request() {
         errors.lock().unwrap()
     );
     drop(daemon);
+    tear_down(&t);
+}
+
+#[test]
+fn drover_proxy_alone_serves_what_apply_recorded_and_follows_it() {
+    let _g = steady();
+    let (t, _p) = services_dir();
+    let port = free_port();
+    t.write("manifests/solo.json", &web_rc("solo", 2, "1"));
+    t.write("manifests/solo-service.json", &service("solo", port, ""));
+    t.drover(&["apply"]).expect_code(0);
+    let log = t.join("proxy.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_drover"))
+        .current_dir(t.path())
+        .args(["proxy", "--listen", "127.0.0.1"])
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The same stop-on-drop as the daemon's, and its log for failures.
+    let proxy = Daemon { child, log };
+    wait_until(
+        "both pods to answer",
+        Duration::from_secs(30),
+        &proxy,
+        || answers(port, 10).is_ok_and(|b| b.len() == 2),
+    );
+    // A scale-up applied beside it: the proxy follows the store.
+    t.write("manifests/solo.json", &web_rc("solo", 3, "1"));
+    t.drover(&["apply"]).expect_code(0);
+    wait_until(
+        "the third pod to answer",
+        Duration::from_secs(30),
+        &proxy,
+        || answers(port, 12).is_ok_and(|b| b.len() == 3),
+    );
+    drop(proxy);
     tear_down(&t);
 }
