@@ -66,6 +66,9 @@ struct PodReport {
     actions: Vec<PodAction>,
     /// Pods that cannot be placed, with the reason.
     unschedulable: Vec<(String, String)>,
+    /// Pods whose object left the source but was never this project's: apply leaves them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    left_alone: Vec<(String, String)>,
 }
 
 #[derive(Serialize)]
@@ -134,6 +137,7 @@ fn pod_report(
             })
             .collect(),
         unschedulable: plan.unschedulable,
+        left_alone: plan.unowned,
     }
 }
 
@@ -374,6 +378,9 @@ fn render_pods(out: &mut impl Write, p: &PodReport, color: bool) -> std::io::Res
     }
     for (pod, reason) in &p.unschedulable {
         writeln!(out, "! pod {pod} cannot be placed: {reason}")?;
+    }
+    for (pod, reason) in &p.left_alone {
+        writeln!(out, "= pod {pod}: {reason}")?;
     }
     let seen = if p.live {
         "observed now"
