@@ -133,7 +133,16 @@ fn twenty_concurrent_calls_to_one_minion_all_succeed() {
             r.unwrap();
         }
         // A larger body through the same session: an image import of a few MiB.
-        let tar = std::fs::read(c.dir.join("busybox.tar")).unwrap();
+        // The testbed's image tar (`busybox-v<version>.tar`).
+        let tar = std::fs::read_dir(&c.dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| {
+                let name = p.file_name().unwrap().to_string_lossy().to_string();
+                name.starts_with("busybox") && name.ends_with(".tar")
+            })
+            .expect("the testbed's image tar");
+        let tar = std::fs::read(tar).unwrap();
         m.import_image(tar, "drover/import-check", "latest")
             .await
             .unwrap();
