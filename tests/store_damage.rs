@@ -136,3 +136,67 @@ fn a_damaged_store_stops_apply_diff_and_the_daemon_before_any_container_changes(
     std::fs::write(&index, &text[..text.len() / 2]).unwrap();
     all_refuse(&t, "state.json");
 }
+
+#[test]
+fn a_store_damaged_while_the_daemon_runs_stops_its_rounds_before_any_container_changes() {
+    let c = cluster();
+    // Alone: the other test here makes a pod of the same name.
+    let _g = common::cluster::disrupt();
+    let _cleanup = Cleanup;
+    let t = TestDir::new();
+    t.write("drover.toml", &std::fs::read_to_string(&c.config).unwrap());
+    t.write("manifests/probe.json", &pod("sleep 3600"));
+    t.drover(&["apply", "--yes"]).expect_code(0);
+    let log = std::fs::File::create(t.join("daemon.log")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_drover"))
+        .current_dir(t.path())
+        .env("NO_COLOR", "1")
+        .args(["daemon", "--resync", "1", "--listen", "127.0.0.1:0"])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let read_log = || std::fs::read_to_string(t.join("daemon.log")).unwrap_or_default();
+    let wait = |what: &str, ok: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !ok() {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}\n{}",
+                read_log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait("the daemon's first round", &|| {
+        read_log().contains("status API")
+    });
+    let before = containers();
+    // Damage an applied record, then change the manifest: a healthy daemon would replace the
+    // pod; this one must not act at all.
+    let record = t
+        .join("state/objects/applied/pods")
+        .read_dir()
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut bytes = std::fs::read(&record).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&record, &bytes).unwrap();
+    t.write("manifests/probe.json", &pod("sleep 3602"));
+    let refused = || read_log().matches("until it is repaired").count();
+    wait("two refused rounds", &|| refused() >= 2);
+    let _ = child.kill();
+    let _ = child.wait();
+    let name = record.file_name().unwrap().to_str().unwrap().to_string();
+    assert!(read_log().contains(&name), "{}", read_log());
+    assert_eq!(
+        containers(),
+        before,
+        "a container changed on a damaged store"
+    );
+}

@@ -228,6 +228,14 @@ impl Daemon {
                 source_changed = false;
                 self.reload(report);
             }
+            // A store damaged while running stops acting, as it stopped the start: nothing is
+            // changed on the minions until it is repaired.
+            if let Err(e) = self.store.verify() {
+                report(Event::StoreError(format!(
+                    "{e}; nothing is changed until it is repaired"
+                )));
+                continue;
+            }
             let started = Instant::now();
             let desired = self.loaded.desired.clone();
             self.reconciler.probes_passed = Some(shared.lock().expect("shared").passed.clone());
