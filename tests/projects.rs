@@ -91,6 +91,25 @@ fn volumes_of(name: &str) -> Vec<String> {
     all
 }
 
+/// A daemon stopped with SIGTERM when the test ends, also when it fails (else it would go on
+/// changing the cluster under the next tests).
+struct Stopped(std::process::Child);
+
+impl Stopped {
+    fn stop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+            let _ = self.0.wait();
+        }
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 /// Removes everything a project made.
 fn tear_down(t: &TestDir) {
     for f in std::fs::read_dir(t.join("manifests")).unwrap() {
@@ -161,15 +180,15 @@ fn two_projects_on_the_same_minions_never_touch_each_other() {
     b.drover(&["apply"]).expect_code(0);
 
     // A daemon round of B, then pruning everything of B.
-    let mut daemon = std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
+    let daemon = std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
         .current_dir(b.path())
         .args(["daemon", "--resync", "1", "--listen", "127.0.0.1:0"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    // Two resyncs' worth: wait for the store's observed section to be rewritten (a daemon
-    // round records what it saw) by removing a B container by hand and seeing it come back.
+    let mut daemon = Stopped(daemon);
+    // A daemon round of B repairing drift: a B container removed by hand comes back.
     let victim = of_project(&b_name)
         .into_iter()
         .find(|c| !c.is_empty())
@@ -184,8 +203,7 @@ fn two_projects_on_the_same_minions_never_touch_each_other() {
         );
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
-    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
-    daemon.wait().unwrap();
+    daemon.stop();
     assert_eq!(of_project(&a_name), a_before, "a daemon of B changed A");
 
     tear_down(&b);

@@ -51,6 +51,22 @@ impl Drop for Cleanup {
     }
 }
 
+/// A daemon stopped when the test ends, also when it fails.
+struct KillOnDrop(std::process::Child);
+
+impl KillOnDrop {
+    fn stop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 /// Runs the daemon and expects it to stop on its own, with an error, within the deadline.
 fn daemon_refuses(t: &TestDir) -> String {
     let log = std::fs::File::create(t.join("daemon.log")).unwrap();
@@ -148,7 +164,7 @@ fn a_store_damaged_while_the_daemon_runs_stops_its_rounds_before_any_container_c
     t.write("manifests/probe.json", &pod("sleep 3600"));
     t.drover(&["apply", "--yes"]).expect_code(0);
     let log = std::fs::File::create(t.join("daemon.log")).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_drover"))
+    let child = Command::new(env!("CARGO_BIN_EXE_drover"))
         .current_dir(t.path())
         .env("NO_COLOR", "1")
         .args(["daemon", "--resync", "1", "--listen", "127.0.0.1:0"])
@@ -157,6 +173,8 @@ fn a_store_damaged_while_the_daemon_runs_stops_its_rounds_before_any_container_c
         .stdin(Stdio::null())
         .spawn()
         .unwrap();
+    // Stopped whatever happens (before `_cleanup` runs), or it would make its pod again.
+    let mut child = KillOnDrop(child);
     let read_log = || std::fs::read_to_string(t.join("daemon.log")).unwrap_or_default();
     let wait = |what: &str, ok: &dyn Fn() -> bool| {
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -190,8 +208,7 @@ fn a_store_damaged_while_the_daemon_runs_stops_its_rounds_before_any_container_c
     t.write("manifests/probe.json", &pod("sleep 3602"));
     let refused = || read_log().matches("until it is repaired").count();
     wait("two refused rounds", &|| refused() >= 2);
-    let _ = child.kill();
-    let _ = child.wait();
+    child.stop();
     let name = record.file_name().unwrap().to_str().unwrap().to_string();
     assert!(read_log().contains(&name), "{}", read_log());
     assert_eq!(
