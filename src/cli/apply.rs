@@ -180,13 +180,11 @@ pub fn run(cx: &Context, args: &SourceArgs, opts: Options) -> ExitCode {
     let lock = &*lock;
     // What was seen is worth keeping even when apply failed: `drover diff` shows it.
     if let Some(seen) = &last_seen {
-        if let Err(e) = drover::reconcile::project::record_observation(&store, lock, seen) {
-            return fail(&e);
-        }
-        // For a `drover proxy` beside it (no probes run here: running pods count as ready).
+        // Endpoints for a `drover proxy` beside it (no probes run here: running pods count as
+        // ready).
         let endpoints =
             drover::plan::endpoints::endpoints(&desired, &seen.pods, &publish, &|_| true);
-        if let Err(e) = drover::reconcile::project::record_endpoints(&store, lock, &endpoints) {
+        if let Err(e) = drover::reconcile::project::record_seen(&store, lock, seen, &endpoints) {
             return fail(&e);
         }
     }

@@ -18,7 +18,7 @@ pub mod watch;
 
 use crate::manifest::Diagnostic;
 use crate::minion::Minion;
-use crate::model::DesiredState;
+use crate::model::{ContainerManifest, DesiredState};
 use crate::plan::endpoints::{endpoints, proxy_table, ServiceEndpoints};
 use crate::plan::pods::{manifests_by_hash, probes_passed, Action, ObservedPod, Phase, Plan};
 use crate::proxy::{Proxy, ServiceStatus};
@@ -82,6 +82,8 @@ pub enum Event<'a> {
 #[derive(Default)]
 struct Shared {
     desired: DesiredState,
+    /// What each pod definition of `desired` runs, by template hash (probes, readiness).
+    manifests: BTreeMap<String, ContainerManifest>,
     /// The pods of the last round, without those it deleted.
     pods: Vec<ObservedPod>,
     publish: BTreeMap<String, String>,
@@ -90,13 +92,20 @@ struct Shared {
 }
 
 impl Shared {
+    fn set_desired(&mut self, desired: &DesiredState) {
+        self.manifests = manifests_by_hash(desired)
+            .into_iter()
+            .map(|(hash, m)| (hash, m.clone()))
+            .collect();
+        self.desired = desired.clone();
+    }
+
     fn endpoints(&self) -> Vec<ServiceEndpoints> {
-        let manifests = manifests_by_hash(&self.desired);
         endpoints(
             &self.desired,
             &self.pods,
             &self.publish,
-            &|p: &ObservedPod| probes_passed(p, &manifests, &self.passed),
+            &|p: &ObservedPod| probes_passed(p, self.manifests.get(&p.template_hash), &self.passed),
         )
     }
 }
@@ -237,14 +246,14 @@ impl Daemon {
                 continue;
             }
             let started = Instant::now();
-            let desired = self.loaded.desired.clone();
+            let desired = &self.loaded.desired;
             self.reconciler.probes_passed = Some(shared.lock().expect("shared").passed.clone());
-            let (mut round, plan) = self.reconciler.prepare(&desired, false).await;
+            let (mut round, plan) = self.reconciler.prepare(desired, false).await;
             let deleted = plan.as_ref().map(deletions).unwrap_or_default();
             // The proxy first: the pods about to go leave the endpoints and drain.
             let current = {
                 let mut s = shared.lock().expect("shared");
-                s.desired = desired.clone();
+                s.set_desired(desired);
                 s.pods = round
                     .pods
                     .iter()
@@ -271,7 +280,7 @@ impl Daemon {
                 }
             }
             if let Some(plan) = plan {
-                round = self.reconciler.execute(&desired, round, plan).await;
+                round = self.reconciler.execute(desired, round, plan).await;
             }
             rounds += 1;
             report(Event::Round(&round, started.elapsed()));
@@ -293,13 +302,12 @@ impl Daemon {
                 &services,
             );
             let lock = &*self.lock;
-            if let Err(e) = project::record_observation(&self.store, lock, &round.observation())
-                .and_then(|_| project::record_endpoints(&self.store, lock, &current))
+            if let Err(e) = project::record_seen(&self.store, lock, &round.observation(), &current)
             {
                 report(Event::StoreError(e.to_string()));
             }
             if round.converged() {
-                if let Err(e) = project::record_applied(&self.store, lock, &desired, true) {
+                if let Err(e) = project::record_applied(&self.store, lock, desired, true) {
                     report(Event::StoreError(e.to_string()));
                 }
             } else if round.planned > 0 || round.pending {
@@ -422,7 +430,7 @@ async fn probe_loop(
         }
         let jobs: Vec<Job> = {
             let s = shared.lock().expect("shared");
-            let manifests = manifests_by_hash(&s.desired);
+            let manifests = &s.manifests;
             let mut jobs = Vec::new();
             for p in s.pods.iter().filter(|p| p.phase == Phase::Running) {
                 let (Some(manifest), Some(minion)) =

@@ -276,14 +276,15 @@ pub fn manifests_by_hash(desired: &DesiredState) -> BTreeMap<String, &ContainerM
 }
 
 /// Whether every container of a pod that has a liveness probe has passed it (`passed`:
-/// (minion, pod, container)). A pod whose definition is not in the desired state any more
-/// (an old replica during a rollout) cannot be probed and counts as passing.
+/// (minion, pod, container)). `manifest` is what the pod runs (`manifests_by_hash`); a pod
+/// whose definition is not in the desired state any more (an old replica during a rollout)
+/// cannot be probed and counts as passing.
 pub fn probes_passed(
     pod: &ObservedPod,
-    manifests: &BTreeMap<String, &ContainerManifest>,
+    manifest: Option<&ContainerManifest>,
     passed: &BTreeSet<(String, String, String)>,
 ) -> bool {
-    manifests.get(&pod.template_hash).is_none_or(|m| {
+    manifest.is_none_or(|m| {
         m.containers
             .iter()
             .filter(|c| c.liveness_probe.is_some())

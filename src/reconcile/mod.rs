@@ -232,7 +232,8 @@ impl Reconciler {
         if let Some(passed) = &self.probes_passed {
             let manifests = crate::plan::pods::manifests_by_hash(desired);
             for p in &mut pods {
-                p.unready = !crate::plan::pods::probes_passed(p, &manifests, passed);
+                let manifest = manifests.get(&p.template_hash).copied();
+                p.unready = !crate::plan::pods::probes_passed(p, manifest, passed);
             }
         }
         round.pods = pods;

@@ -161,17 +161,18 @@ pub fn record_observation(
     )
 }
 
-/// Records every service's endpoints; writes nothing when nothing changed.
-pub fn record_endpoints(
+/// Records what a round saw and the endpoints it makes, in one commit; writes nothing when
+/// nothing changed.
+pub fn record_seen(
     store: &Store,
     lock: &StoreLock,
+    seen: &Observation,
     endpoints: &[ServiceEndpoints],
 ) -> Result<u64, StoreError> {
     let index = store.read_index()?;
-    store.commit(
-        lock,
-        &crate::plan::endpoints::endpoints_batch(&index, endpoints),
-    )
+    let mut batch = crate::plan::observed::observation_batch(&index, seen);
+    batch.extend(crate::plan::endpoints::endpoints_batch(&index, endpoints));
+    store.commit(lock, &batch)
 }
 
 /// The endpoints the store holds (what a standalone proxy serves).
