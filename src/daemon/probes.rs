@@ -36,13 +36,10 @@ pub enum Verdict {
 
 #[derive(Debug, Clone)]
 struct ProbeState {
-    /// When drover first saw the container running (or restarted it).
-    since: Instant,
     /// Docker's start time of the container as last seen: a new one means it restarted.
     started_at: Option<String>,
     failures: u32,
     passed: bool,
-    last_error: Option<String>,
     next: Instant,
 }
 
@@ -61,11 +58,9 @@ impl ProbeBook {
         let mut due = Vec::new();
         for (key, initial_delay) in running {
             let state = self.states.entry(key.clone()).or_insert(ProbeState {
-                since: now,
                 started_at: None,
                 failures: 0,
                 passed: false,
-                last_error: None,
                 next: now + *initial_delay,
             });
             if now >= state.next {
@@ -85,12 +80,10 @@ impl ProbeBook {
             Ok(()) => {
                 state.failures = 0;
                 state.passed = true;
-                state.last_error = None;
                 Verdict::Ready
             }
             Err(e) => {
                 state.failures += 1;
-                state.last_error = Some(e.clone());
                 if state.failures >= FAILURE_THRESHOLD {
                     Verdict::Restart(e)
                 } else {
@@ -104,12 +97,10 @@ impl ProbeBook {
     pub fn restarted(&mut self, key: &ProbeKey, initial_delay: Duration, now: Instant) {
         if let Some(state) = self.states.get_mut(key) {
             *state = ProbeState {
-                since: now,
                 // Its new start time is learnt at the next look, not taken for another restart.
                 started_at: None,
                 failures: 0,
                 passed: false,
-                last_error: None,
                 next: now + initial_delay,
             };
         }
@@ -149,12 +140,6 @@ impl ProbeBook {
             .filter(|(_, s)| s.passed && s.failures == 0)
             .map(|(k, _)| k.clone())
             .collect()
-    }
-
-    /// The last failure of a container's probe, for `describe`.
-    pub fn last_error(&self, key: &ProbeKey) -> Option<(&str, Duration)> {
-        let s = self.states.get(key)?;
-        Some((s.last_error.as_deref()?, s.since.elapsed()))
     }
 }
 
