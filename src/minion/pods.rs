@@ -442,11 +442,7 @@ impl Minion {
                     // Not a pod of drover's: only its published ports are known.
                     for p in c.ports.iter().flatten() {
                         if let Some(public) = p.public_port {
-                            let protocol = match p.typ {
-                                Some(bollard::models::PortSummaryTypeEnum::UDP) => Protocol::UDP,
-                                _ => Protocol::TCP,
-                            };
-                            seen.taken.host_ports.push((public, protocol));
+                            seen.taken.host_ports.push((public, protocol_of(p)));
                         }
                     }
                 }
@@ -549,6 +545,13 @@ impl Minion {
     }
 }
 
+fn protocol_of(p: &bollard::models::PortSummary) -> Protocol {
+    match p.typ {
+        Some(bollard::models::PortSummaryTypeEnum::UDP) => Protocol::UDP,
+        _ => Protocol::TCP,
+    }
+}
+
 /// The ports an infra container publishes, and its address on the minion's bridge.
 fn published(
     c: &bollard::models::ContainerSummary,
@@ -567,10 +570,7 @@ fn published(
             if host_ip.contains(':') {
                 return None;
             }
-            let protocol = match p.typ {
-                Some(bollard::models::PortSummaryTypeEnum::UDP) => Protocol::UDP,
-                _ => Protocol::TCP,
-            };
+            let protocol = protocol_of(p);
             let name = declared
                 .iter()
                 .find(|d| d.1 == p.private_port && d.2 == protocol)
