@@ -7,13 +7,22 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// The version with the git commit it was built from (build.rs).
+const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("DROVER_GIT_COMMIT"),
+    ")"
+);
+
 #[derive(Parser)]
 #[command(
     name = "drover",
     version,
+    long_version = LONG_VERSION,
     about = "Declarative GitOps for containers on plain Linux hosts"
 )]
-struct Args {
+pub struct Args {
     /// Config file [default: $DROVER_CONFIG, else ./drover.toml if present]
     #[arg(long, global = true, env = "DROVER_CONFIG")]
     config: Option<PathBuf>,
@@ -42,15 +51,6 @@ pub struct SourceArgs {
 pub enum DiffOutput {
     Text,
     Json,
-}
-
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
-enum GetKind {
-    Pods,
-    #[value(alias = "replicationcontrollers")]
-    Rc,
-    Services,
-    Minions,
 }
 
 #[derive(Subcommand)]
@@ -88,7 +88,8 @@ enum Command {
     Apply {
         #[command(flatten)]
         source: SourceArgs,
-        /// Print the plan without changing anything
+        /// Print the object changes and pod actions without changing anything
+        /// (exit 0 nothing to do, 1 changes, 2 error)
         #[arg(long)]
         dry_run: bool,
         /// Keep pods whose Pod or RC left the source running
@@ -121,19 +122,29 @@ enum Command {
         #[arg(long)]
         allow_empty: bool,
     },
-    /// List objects and their state
+    /// List objects and their state (exit 1 when a named one does not exist)
+    #[command(
+        after_help = "KIND: pods (pod, po), replicationcontrollers (replicationcontroller, rc), \
+services (service, svc), minions (minion, nodes, node, no)"
+    )]
     Get {
-        #[arg(value_enum)]
-        kind: GetKind,
-        name: Option<String>,
-        /// Label selector, key=value[,key=value]
-        #[arg(short = 'l', long = "selector")]
+        #[arg(value_enum, value_name = "KIND", hide_possible_values = true)]
+        resource: cli::output::Resource,
+        /// Only these objects
+        names: Vec<String>,
+        /// Label selector: k=v, k==v, k!=v, 'k in (a,b)', 'k notin (a,b)', k, !k; comma-joined
+        #[arg(short = 'l', long = "selector", value_name = "SELECTOR")]
         selector: Option<String>,
+        /// Output format
         #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
-        output: cli::minions::GetOutput,
+        output: cli::output::Format,
     },
     /// Show one pod, replication controller or service in detail (and why a pod is Pending)
-    Describe { kind: String, name: String },
+    Describe {
+        #[arg(value_enum, value_name = "KIND", hide_possible_values = true)]
+        resource: cli::output::Resource,
+        name: String,
+    },
     /// Serve every service's port alone, from the endpoints in the state directory
     Proxy {
         /// Address to serve on (default: [proxy] listen, else 127.0.0.1)
@@ -149,7 +160,45 @@ enum Command {
         /// Keep following the output
         #[arg(short = 'f', long)]
         follow: bool,
+        /// Only the last N lines
+        #[arg(long, value_name = "N")]
+        tail: Option<u64>,
+        /// Only output newer than this (e.g. 30s, 5m, 2h, 1h30m)
+        #[arg(long, value_name = "DURATION", value_parser = cli::output::parse_duration)]
+        since: Option<std::time::Duration>,
+        /// Prefix each line with Docker's RFC 3339 timestamp
+        #[arg(long)]
+        timestamps: bool,
+        /// The output of the container's runs before Docker last restarted it
+        #[arg(short = 'p', long)]
+        previous: bool,
     },
+    /// Run a command in a pod's container, through the Docker API (no shell sees the words);
+    /// exits with the command's exit code
+    Exec {
+        pod: String,
+        /// The container (needed when the pod has several)
+        #[arg(short = 'c', long = "container")]
+        container: Option<String>,
+        /// Pass stdin to the command
+        #[arg(short = 'i', long)]
+        stdin: bool,
+        /// Allocate a terminal for the command
+        #[arg(short = 't', long)]
+        tty: bool,
+        /// The command and its arguments, after `--`
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
+    /// Print a shell completion script: drover completion bash > /etc/bash_completion.d/drover
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print drover's man page (roff): drover man | man -l -
+    Man,
+    /// Print drover's version and the git commit it was built from
+    Version,
     /// Manage minions
     Minions {
         #[command(subcommand)]
@@ -159,6 +208,16 @@ enum Command {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    // These need no config, state or minions.
+    match &args.command {
+        Command::Completion { shell } => return cli::help::completion(*shell),
+        Command::Man => return cli::help::man(),
+        Command::Version => {
+            println!("drover {LONG_VERSION}");
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
+    }
     let settings = match drover::config::Settings::load(args.config.as_deref()) {
         Ok(s) => s,
         Err(e) => return cli::fail(&e),
@@ -213,30 +272,59 @@ fn main() -> ExitCode {
             allow_empty || cx.settings.config.allow_empty,
         ),
         Command::Get {
-            kind,
-            name,
+            resource,
+            names,
             selector,
             output,
         } => {
-            let selector = match cli::get::parse_selector(selector.as_deref().unwrap_or("")) {
-                Ok(s) => s,
-                Err(e) => return cli::fail(&e),
-            };
-            let json = matches!(output, cli::minions::GetOutput::Json);
-            match kind {
-                GetKind::Minions => cli::minions::get(&cx, name.as_deref(), output),
-                GetKind::Pods => cli::get::pods(&cx, name.as_deref(), &selector, json),
-                GetKind::Rc => cli::get::rcs(&cx, name.as_deref(), &selector, json),
-                GetKind::Services => cli::get::services(&cx, name.as_deref(), &selector, json),
-            }
+            let selector =
+                match cli::selector::Selector::parse(selector.as_deref().unwrap_or_default()) {
+                    Ok(s) => s,
+                    Err(e) => return cli::fail(&e),
+                };
+            cli::get::get(&cx, resource, &names, &selector, output)
         }
         Command::Proxy { listen } => cli::proxy::run(&cx, listen),
-        Command::Describe { kind, name } => cli::get::describe(&cx, &kind, &name),
+        Command::Describe { resource, name } => cli::get::describe(&cx, resource, &name),
         Command::Logs {
             pod,
             container,
             follow,
-        } => cli::get::logs(&cx, &pod, container.as_deref(), follow),
+            tail,
+            since,
+            timestamps,
+            previous,
+        } => cli::get::logs(
+            &cx,
+            &pod,
+            &cli::get::LogsOptions {
+                container,
+                follow,
+                tail,
+                since,
+                timestamps,
+                previous,
+            },
+        ),
+        Command::Exec {
+            pod,
+            container,
+            stdin,
+            tty,
+            command,
+        } => cli::exec::run(
+            &cx,
+            &pod,
+            command,
+            cli::exec::Options {
+                container,
+                stdin,
+                tty,
+            },
+        ),
+        Command::Completion { .. } | Command::Man | Command::Version => {
+            unreachable!("answered before the config is read")
+        }
         Command::Minions {
             command: MinionsCommand::Trust { name, replace },
         } => cli::minions::trust(&cx, &name, replace),

@@ -2,7 +2,9 @@
 //! and every pod runs (rolling updates take several rounds), or the timeout. Then record the
 //! applied objects in the store, so `drover diff` shows them in sync.
 
-use super::{fail, load_desired, report_load_error, Context, EXIT_ERROR, EXIT_OK};
+use super::{
+    fail, load_desired, report_load_error, Context, EXIT_DIFFERENCES, EXIT_ERROR, EXIT_OK,
+};
 use crate::SourceArgs;
 use drover::exec::{describe, Progress};
 use drover::minion::MinionError;
@@ -91,11 +93,24 @@ pub fn run(cx: &Context, args: &SourceArgs, opts: Options) -> ExitCode {
             let mut answer = String::new();
             let _ = std::io::stdin().read_line(&mut answer);
             if !matches!(answer.trim(), "y" | "yes") {
-                println!("nothing changed");
-                return ExitCode::from(EXIT_OK);
+                println!("apply cancelled");
+                return ExitCode::from(EXIT_DIFFERENCES);
             }
         }
     }
+    // A dry run shows the objects apply would record differently, then the pod actions.
+    let object_changes = if dry_run {
+        match super::diff::object_change_lines(&store, &desired) {
+            Ok(lines) => lines,
+            Err(e) => return fail(&e),
+        }
+    } else {
+        Vec::new()
+    };
+    for line in &object_changes {
+        println!("{line}");
+    }
+    let mut dry_run_actions = 0usize;
     let progress = Arc::new(Shown::new(!dry_run && std::io::stderr().is_terminal()));
     reconciler.progress = progress.clone();
     let started = Instant::now();
@@ -133,10 +148,13 @@ pub fn run(cx: &Context, args: &SourceArgs, opts: Options) -> ExitCode {
                     println!("! pod {pod} cannot be placed: {reason}");
                 }
                 println!(
-                    "plan: {} action{}",
+                    "plan: {} object change{}, {} action{}",
+                    object_changes.len(),
+                    super::plural(object_changes.len()),
                     round.planned,
                     super::plural(round.planned)
                 );
+                dry_run_actions = round.planned + round.unschedulable.len();
                 return true;
             }
             // Each action was reported by `progress` as it finished.
@@ -174,7 +192,14 @@ pub fn run(cx: &Context, args: &SourceArgs, opts: Options) -> ExitCode {
     });
     progress.clear();
     if dry_run {
-        return ExitCode::from(EXIT_OK);
+        // As `diff`: 0 nothing to do, 1 changes, 2 error.
+        return ExitCode::from(if !converged {
+            EXIT_ERROR
+        } else if object_changes.is_empty() && dry_run_actions == 0 {
+            EXIT_OK
+        } else {
+            EXIT_DIFFERENCES
+        });
     }
     let lock = lock.expect("taken when not a dry run");
     let lock = &*lock;

@@ -243,11 +243,18 @@ pub fn run(cx: &Context, args: &SourceArgs, output: DiffOutput, live: bool) -> E
         }
         DiffOutput::Text => {
             let color = super::use_color(std::io::stdout().is_terminal());
-            render_text(&mut out, &changes, summary, desired.objects.len(), color).and_then(|_| {
-                match &pods {
-                    Some(p) => render_pods(&mut out, p, color),
-                    None => Ok(()),
-                }
+            let pods_in_sync = pods.as_ref().is_none_or(PodReport::in_sync);
+            render_text(
+                &mut out,
+                &changes,
+                summary,
+                desired.objects.len(),
+                pods_in_sync,
+                color,
+            )
+            .and_then(|_| match &pods {
+                Some(p) => render_pods(&mut out, p, color),
+                None => Ok(()),
             })
         }
     };
@@ -258,6 +265,37 @@ pub fn run(cx: &Context, args: &SourceArgs, output: DiffOutput, live: bool) -> E
         }
     }
     ExitCode::from(if in_sync { EXIT_OK } else { EXIT_DIFFERENCES })
+}
+
+/// The object part of `apply --dry-run`: one line per object apply would record differently
+/// (`+ Kind/id (file)`, `~ Kind/id: changed.fields`, `- Kind/id`). Reads the store, verified.
+pub(crate) fn object_change_lines(
+    store: &Store,
+    desired: &DesiredState,
+) -> Result<Vec<String>, String> {
+    let index = store.verify().map_err(|e| e.to_string())?;
+    let mask_key = match store.mask_key().map_err(|e| e.to_string())? {
+        Some(k) => MaskKey::new(k),
+        None => MaskKey::new(drover::store::random_key().map_err(|e| e.to_string())?),
+    };
+    let changes = gather(store, &index, desired, &mask_key).map_err(|e| e.to_string())?;
+    Ok(changes
+        .iter()
+        .map(|c| {
+            let mark = match c.action {
+                ChangeAction::Create => "+",
+                ChangeAction::Change => "~",
+                ChangeAction::Delete => "-",
+            };
+            let mut line = format!("{mark} {}/{}", c.kind, c.id);
+            if !c.fields.is_empty() {
+                line.push_str(&format!(": {}", c.fields.join(", ")));
+            } else if let (ChangeAction::Create, Some(o)) = (&c.action, &c.origin) {
+                line.push_str(&format!(" ({o})"));
+            }
+            line
+        })
+        .collect())
 }
 
 /// Hashes the desired objects, compares them with the store's index, and reads stored text
@@ -325,6 +363,7 @@ fn render_text(
     changes: &[Change],
     summary: Summary,
     total: usize,
+    pods_in_sync: bool,
     color: bool,
 ) -> std::io::Result<()> {
     for c in changes {
@@ -354,8 +393,14 @@ fn render_text(
         }
         writeln!(out)?;
     }
-    if summary.is_empty() {
+    if summary.is_empty() && pods_in_sync {
         writeln!(out, "in sync: {total} object{}, no changes", plural(total))
+    } else if summary.is_empty() {
+        // The pods below differ: "in sync" here would read as the verdict.
+        writeln!(
+            out,
+            "objects: {total} as last applied, no changes; pods differ:"
+        )
     } else {
         writeln!(out, "{summary}")
     }

@@ -1,38 +1,31 @@
 //! `drover get pods|rc|services`, `drover describe`, `drover logs`: what runs where, read from
 //! the minions themselves (the labels on drover's containers) and the source.
 
-use super::{fail, Context, EXIT_ERROR, EXIT_OK};
+use super::output::{self, Format, Item, Listing, Resource};
+use super::selector::Selector;
+use super::{fail, Context, EXIT_DIFFERENCES, EXIT_ERROR, EXIT_OK};
 use drover::minion::{Minion, MinionError};
-use drover::model::{selector_matches, DesiredState, Labels, Object};
-use drover::plan::pods::{ObservedPod, Phase};
+use drover::model::{DesiredState, Labels, Object, API_VERSION};
+use drover::plan::objects::{redact_secrets, MaskKey};
+use drover::plan::pods::{ContainerState, ObservedPod, Phase};
 use futures_util::StreamExt;
-use serde::Serialize;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-/// `key=value,key=value` as a label selector.
-pub fn parse_selector(s: &str) -> Result<Labels, String> {
-    s.split(',')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            p.split_once('=')
-                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-                .ok_or_else(|| format!("bad selector `{p}`: use key=value[,key=value]"))
-        })
-        .collect()
-}
-
-struct World {
-    desired: Option<DesiredState>,
-    minions: Vec<Arc<Minion>>,
-    pods: Vec<ObservedPod>,
-    errors: Vec<MinionError>,
+/// The desired state (when the source reads), every minion, and what they run now.
+pub(crate) struct World {
+    pub(crate) desired: Option<DesiredState>,
+    pub(crate) minions: Vec<Arc<Minion>>,
+    pub(crate) pods: Vec<ObservedPod>,
+    pub(crate) errors: Vec<MinionError>,
     /// What the scheduler would see, capacity read from Docker.
     views: Vec<drover::plan::scheduler::MinionView>,
 }
 
-fn observe(cx: &Context) -> Result<World, String> {
+pub(crate) fn observe(cx: &Context) -> Result<World, String> {
     let spec = cx.settings.source(None, None, None);
     let desired = super::load_desired(cx, &spec).ok().map(|(d, _)| d);
     let minions = super::minions(cx, desired.as_ref())?;
@@ -64,120 +57,316 @@ fn labels_text(l: &Labels) -> String {
     }
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct PodRow<'a> {
-    id: &'a str,
-    minion: &'a str,
-    phase: Phase,
-    replication_controller: Option<&'a str>,
-    labels: &'a Labels,
-    images: Vec<&'a str>,
-}
-
-pub fn pods(cx: &Context, name: Option<&str>, selector: &Labels, json: bool) -> ExitCode {
-    let world = match observe(cx) {
-        Ok(w) => w,
+/// `drover get KIND [NAME...] [-l SELECTOR] [-o FORMAT]`: exit 0, or 1 when a named object
+/// does not exist (the others are still printed), 2 on an error.
+pub fn get(
+    cx: &Context,
+    resource: Resource,
+    names: &[String],
+    selector: &Selector,
+    format: Format,
+) -> ExitCode {
+    let listing = match resource {
+        Resource::Minions => super::minions::listing(cx, format),
+        other => observe(cx).and_then(|world| {
+            for e in &world.errors {
+                eprintln!("drover: warning: {e}; its pods are not listed");
+            }
+            match other {
+                Resource::Pods => Ok(pods(cx, &world, format)),
+                Resource::ReplicationControllers => rcs(cx, &world),
+                _ => services(cx, &world),
+            }
+        }),
+    };
+    let listing = match listing {
+        Ok(l) => l,
         Err(e) => return fail(&e),
     };
-    for e in &world.errors {
-        eprintln!("drover: warning: {e}");
+    let selected = listing.select(names, selector);
+    match output::render(&listing, &selected, format, names.len() == 1) {
+        Ok(text) => output::print(&text),
+        Err(e) => return fail(&e),
     }
-    let rows: Vec<PodRow> = world
-        .pods
-        .iter()
-        .filter(|p| name.is_none_or(|n| p.id == n))
-        .filter(|p| selector.is_empty() || selector_matches(selector, &p.labels))
-        .map(|p| PodRow {
-            id: &p.id,
-            minion: &p.minion,
-            phase: p.phase,
-            replication_controller: p.owner.as_deref(),
-            labels: &p.labels,
-            images: p.images(),
-        })
-        .collect();
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&rows).expect("serialises")
-        );
+    if names.is_empty()
+        && selected.items.is_empty()
+        && matches!(format, Format::Table | Format::Wide)
+    {
+        eprintln!("No resources found.");
+    }
+    for name in &selected.missing {
+        eprintln!("{}", output::not_found(resource, name));
+    }
+    ExitCode::from(if selected.missing.is_empty() {
+        EXIT_OK
     } else {
-        let mut table = vec![["NAME", "MINION", "PHASE", "RC", "IMAGES", "LABELS"]
-            .map(String::from)
-            .to_vec()];
-        for r in &rows {
-            table.push(vec![
-                r.id.to_string(),
-                r.minion.to_string(),
-                format!("{:?}", r.phase),
-                r.replication_controller.unwrap_or("-").to_string(),
-                r.images.join(","),
-                labels_text(r.labels),
-            ]);
-        }
-        super::print_table(table);
-    }
-    ExitCode::from(EXIT_OK)
+        EXIT_DIFFERENCES
+    })
 }
 
-pub fn rcs(cx: &Context, name: Option<&str>, selector: &Labels, json: bool) -> ExitCode {
-    let world = match observe(cx) {
-        Ok(w) => w,
-        Err(e) => return fail(&e),
+/// v1beta1's pod status words for drover's phases.
+fn pod_status(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Pending => "Waiting",
+        Phase::Running => "Running",
+        Phase::Succeeded | Phase::Failed => "Terminated",
+    }
+}
+
+/// One container as Docker's inspect shows it: when it started and finished, how often Docker
+/// restarted it.
+#[derive(Default)]
+struct Detail {
+    started: Option<String>,
+    finished: Option<String>,
+    restarts: i64,
+}
+
+/// Inspects every container of these pods (one call each, all minions at once).
+fn details(cx: &Context, world: &World) -> BTreeMap<(String, String, String), Detail> {
+    let calls = world.pods.iter().flat_map(|p| {
+        let minion = world.minions.iter().find(|m| m.spec.name == p.minion);
+        p.containers.iter().filter_map(move |c| {
+            let minion = minion?.clone();
+            let name = drover::minion::pods::name_in(&cx.project, p, &c.name);
+            let key = (p.minion.clone(), p.id.clone(), c.name.clone());
+            Some(async move {
+                let info = minion.inspect_container(&name).await.ok()?;
+                let state = info.state.unwrap_or_default();
+                let real = |t: Option<String>| t.filter(|t| !t.starts_with("0001-"));
+                Some((
+                    key,
+                    Detail {
+                        started: real(state.started_at),
+                        finished: real(state.finished_at),
+                        restarts: info.restart_count.unwrap_or(0),
+                    },
+                ))
+            })
+        })
+    });
+    let calls: Vec<_> = calls.collect();
+    super::runtime()
+        .block_on(futures_util::future::join_all(calls))
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// The key that masks secrets in what `get` shows: the state directory's, else one for this
+/// run only.
+fn mask_key(cx: &Context) -> Option<MaskKey> {
+    match drover::store::Store::new(&cx.state_dir).mask_key() {
+        Ok(Some(k)) => Some(MaskKey::new(k)),
+        _ => drover::store::random_key().ok().map(MaskKey::new),
+    }
+}
+
+fn pods(cx: &Context, world: &World, format: Format) -> Listing {
+    let details = if format.detailed() {
+        details(cx, world)
+    } else {
+        BTreeMap::new()
     };
+    let manifests = world
+        .desired
+        .as_ref()
+        .map(drover::plan::pods::manifests_by_hash)
+        .unwrap_or_default();
+    let mask = mask_key(cx);
+    let now = output::now_unix();
+    let mut items = Vec::new();
+    for p in &world.pods {
+        let minion = world.minions.iter().find(|m| m.spec.name == p.minion);
+        let detail = |c: &str| details.get(&(p.minion.clone(), p.id.clone(), c.to_string()));
+        let running = p
+            .containers
+            .iter()
+            .filter(|c| c.state == ContainerState::Running)
+            .count();
+        let restarts: i64 = p
+            .containers
+            .iter()
+            .filter_map(|c| detail(&c.name))
+            .map(|d| d.restarts)
+            .sum();
+        let ports: Vec<String> = p
+            .ports
+            .iter()
+            .map(|port| {
+                format!(
+                    "{}:{}->{}/{}",
+                    port.host_ip,
+                    port.host_port,
+                    port.container_port,
+                    port.protocol.as_str()
+                )
+            })
+            .collect();
+        let mut info = serde_json::Map::new();
+        for c in &p.containers {
+            let d = detail(&c.name);
+            let state = match c.state {
+                ContainerState::Waiting => json!({"waiting": {}}),
+                ContainerState::Running => {
+                    json!({"running": {"startedAt": d.and_then(|d| d.started.clone())}})
+                }
+                ContainerState::Exited { code } => json!({"termination": {
+                    "exitCode": code,
+                    "startedAt": d.and_then(|d| d.started.clone()),
+                    "finishedAt": d.and_then(|d| d.finished.clone()),
+                }}),
+            };
+            let mut status = json!({"image": c.image, "state": strip_nulls(state)});
+            if let Some(d) = d {
+                status["restartCount"] = json!(d.restarts);
+            }
+            info.insert(c.name.clone(), status);
+        }
+        let mut desired_state = json!({"host": p.minion});
+        if let Some(manifest) = manifests.get(&p.template_hash) {
+            let mut manifest = serde_json::to_value(manifest).expect("model types serialise");
+            if let Some(key) = &mask {
+                redact_secrets(&mut manifest, key);
+            }
+            desired_state["manifest"] = manifest;
+        }
+        let mut current = json!({
+            "status": pod_status(p.phase),
+            "phase": p.phase,
+            "host": p.minion,
+            "info": info,
+        });
+        if let Some(m) = minion {
+            current["hostIP"] = json!(m.spec.publish_address);
+        }
+        if let Some(ip) = &p.ip {
+            current["podIP"] = json!(ip);
+        }
+        if !p.ports.is_empty() {
+            current["ports"] = serde_json::to_value(&p.ports).expect("ports serialise");
+        }
+        let mut object = json!({
+            "kind": "Pod",
+            "id": p.id,
+            "apiVersion": API_VERSION,
+            "creationTimestamp": output::rfc3339(p.created as i64),
+            "labels": p.labels,
+            "desiredState": desired_state,
+            "currentState": current,
+        });
+        if let Some(rc) = &p.owner {
+            object["replicationController"] = json!(rc);
+        }
+        items.push(Item {
+            id: p.id.clone(),
+            labels: p.labels.clone(),
+            row: vec![
+                p.id.clone(),
+                format!("{running}/{}", p.containers.len()),
+                format!("{:?}", p.phase),
+                p.owner.clone().unwrap_or_else(|| "<none>".into()),
+                p.images().join(","),
+                output::labels_text(&p.labels),
+            ],
+            extra: vec![
+                p.minion.clone(),
+                if ports.is_empty() {
+                    "<none>".into()
+                } else {
+                    ports.join(",")
+                },
+                p.ip.clone().unwrap_or_else(|| "<none>".into()),
+                restarts.to_string(),
+                output::age(now - p.created as i64),
+            ],
+            object,
+        });
+    }
+    Listing {
+        resource: Resource::Pods,
+        headers: &["NAME", "READY", "STATUS", "RC", "IMAGES", "LABELS"],
+        wide_headers: &["MINION", "PORTS", "IP", "RESTARTS", "AGE"],
+        items,
+    }
+}
+
+/// Drops `null` members (`startedAt` Docker did not know).
+fn strip_nulls(mut v: Value) -> Value {
+    if let Value::Object(map) = &mut v {
+        map.retain(|_, v| !v.is_null());
+        for v in map.values_mut() {
+            *v = strip_nulls(std::mem::take(v));
+        }
+    }
+    v
+}
+
+fn rcs(cx: &Context, world: &World) -> Result<Listing, String> {
+    let mask = mask_key(cx);
     let Some(desired) = &world.desired else {
-        return fail(&"the source cannot be read; replication controllers come from it");
+        return Err("the source cannot be read; replication controllers come from it".into());
     };
-    let mut table = vec![["NAME", "DESIRED", "CURRENT", "SELECTOR", "IMAGES"]
-        .map(String::from)
-        .to_vec()];
-    let mut rows = Vec::new();
-    for (o, _) in desired.objects.values() {
+    let mut items = Vec::new();
+    for (o, origin) in desired.objects.values() {
         let Object::ReplicationController(rc) = o else {
             continue;
         };
-        if name.is_some_and(|n| rc.id != n)
-            || !(selector.is_empty() || selector_matches(selector, &rc.labels))
-        {
-            continue;
-        }
-        let current = world
-            .pods
-            .iter()
-            .filter(|p| {
-                p.owner.as_deref() == Some(rc.id.as_str())
-                    && matches!(p.phase, Phase::Running | Phase::Pending)
-            })
+        let owned = || {
+            world
+                .pods
+                .iter()
+                .filter(|p| p.owner.as_deref() == Some(rc.id.as_str()))
+        };
+        let current = owned()
+            .filter(|p| matches!(p.phase, Phase::Running | Phase::Pending))
             .count();
-        let images: Vec<String> = rc
+        let running = owned().filter(|p| p.phase == Phase::Running).count();
+        let containers = &rc
             .desired_state
             .pod_template
             .desired_state
             .manifest
-            .containers
-            .iter()
-            .map(|c| c.image.clone())
-            .collect();
-        table.push(vec![
-            rc.id.clone(),
-            rc.desired_state.replicas.to_string(),
-            current.to_string(),
-            labels_text(&rc.desired_state.replica_selector),
-            images.join(","),
-        ]);
-        rows.push(serde_json::json!({"id": rc.id, "replicas": rc.desired_state.replicas, "current": current,
-            "selector": rc.desired_state.replica_selector, "images": images}));
+            .containers;
+        let mut object = serde_json::to_value(Object::ReplicationController(rc.clone()))
+            .expect("model types serialise");
+        // The pod template is masked like every output of drover that holds env values.
+        if let Some(key) = &mask {
+            redact_secrets(&mut object, key);
+        }
+        object["currentState"] = json!({"replicas": current, "runningReplicas": running});
+        object["source"] = json!(origin.to_string());
+        items.push(Item {
+            id: rc.id.clone(),
+            labels: rc.labels.clone(),
+            row: vec![
+                rc.id.clone(),
+                rc.desired_state.replicas.to_string(),
+                current.to_string(),
+                running.to_string(),
+            ],
+            extra: vec![
+                containers
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                containers
+                    .iter()
+                    .map(|c| c.image.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                output::labels_text(&rc.desired_state.replica_selector),
+            ],
+            object,
+        });
     }
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&rows).expect("serialises")
-        );
-    } else {
-        super::print_table(table);
-    }
-    ExitCode::from(EXIT_OK)
+    Ok(Listing {
+        resource: Resource::ReplicationControllers,
+        headers: &["NAME", "DESIRED", "CURRENT", "RUNNING"],
+        wide_headers: &["CONTAINERS", "IMAGES", "SELECTOR"],
+        items,
+    })
 }
 
 /// Every service's endpoints as the minions show them now, with what the daemon last knew
@@ -213,79 +402,74 @@ fn service_endpoints(
     services
 }
 
-pub fn services(cx: &Context, name: Option<&str>, selector: &Labels, json: bool) -> ExitCode {
-    let world = match observe(cx) {
-        Ok(w) => w,
-        Err(e) => return fail(&e),
-    };
+fn services(cx: &Context, world: &World) -> Result<Listing, String> {
     let Some(desired) = &world.desired else {
-        return fail(&"the source cannot be read; services come from it");
+        return Err("the source cannot be read; services come from it".into());
     };
-    let wanted: std::collections::BTreeSet<&str> = desired
-        .objects
-        .values()
-        .filter_map(|(o, _)| match o {
-            Object::Service(s)
-                if name.is_none_or(|n| s.id == n)
-                    && (selector.is_empty() || selector_matches(selector, &s.labels)) =>
-            {
-                Some(s.id.as_str())
-            }
-            _ => None,
-        })
-        .collect();
-    let services: Vec<_> = service_endpoints(cx, &world, desired)
-        .into_iter()
-        .filter(|s| wanted.contains(s.name.as_str()))
-        .collect();
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&services).expect("serialises")
-        );
-        return ExitCode::from(EXIT_OK);
-    }
-    let mut table = vec![["NAME", "PORT", "SELECTOR", "ENDPOINTS", "PROXY"]
-        .map(String::from)
-        .to_vec()];
-    for s in &services {
-        let ready: Vec<String> = s
+    let endpoints = service_endpoints(cx, world, desired);
+    let mut items = Vec::new();
+    for (o, origin) in desired.objects.values() {
+        let Object::Service(s) = o else { continue };
+        let Some(e) = endpoints.iter().find(|e| e.name == s.id) else {
+            continue;
+        };
+        let ready: Vec<&str> = e
             .endpoints
             .iter()
             .filter(|e| e.ready)
-            .filter_map(|e| e.address.clone())
+            .filter_map(|e| e.address.as_deref())
             .collect();
-        let not_ready = s.endpoints.len() - ready.len();
-        let mut endpoints = if ready.is_empty() {
-            "<none>".to_string()
-        } else {
-            ready.join(",")
-        };
-        if not_ready > 0 {
-            endpoints.push_str(&format!(" (+{not_ready} not ready)"));
+        let mut object =
+            serde_json::to_value(Object::Service(s.clone())).expect("model types serialise");
+        let mut current = json!({"endpoints": e.endpoints});
+        if let Some(error) = &e.error {
+            current["proxyError"] = json!(error);
         }
-        table.push(vec![
-            s.name.clone(),
-            format!("{}/{}", s.port, s.protocol.as_str()),
-            labels_text(&s.selector),
-            endpoints,
-            s.error.clone().unwrap_or_else(|| "ok".into()),
-        ]);
+        object["currentState"] = current;
+        object["source"] = json!(origin.to_string());
+        items.push(Item {
+            id: s.id.clone(),
+            labels: s.labels.clone(),
+            row: vec![
+                s.id.clone(),
+                format!("{}/{}", s.port, s.protocol.as_str()),
+                output::labels_text(&s.selector),
+                format!("{}/{}", ready.len(), e.endpoints.len()),
+                e.error.clone().unwrap_or_else(|| "ok".into()),
+            ],
+            extra: vec![if ready.is_empty() {
+                "<none>".into()
+            } else {
+                ready.join(",")
+            }],
+            object,
+        });
     }
-    super::print_table(table);
-    ExitCode::from(EXIT_OK)
+    Ok(Listing {
+        resource: Resource::Services,
+        headers: &["NAME", "PORT", "SELECTOR", "READY", "PROXY"],
+        wide_headers: &["ENDPOINTS"],
+        items,
+    })
 }
 
 /// `describe pod NAME` / `describe rc NAME`: where it runs and in what state, and for pods that
 /// are not running anywhere, why the scheduler cannot place them.
-pub fn describe(cx: &Context, kind: &str, name: &str) -> ExitCode {
+pub fn describe(cx: &Context, resource: Resource, name: &str) -> ExitCode {
+    if resource == Resource::Minions {
+        return fail(&"describe shows pods, replication controllers and services; for a minion use `drover get minions NAME -o wide`");
+    }
     let world = match observe(cx) {
         Ok(w) => w,
         Err(e) => return fail(&e),
     };
     let mut out = std::io::stdout().lock();
-    match kind {
-        "pod" | "pods" => {
+    let not_found = || {
+        eprintln!("{}", output::not_found(resource, name));
+        ExitCode::from(EXIT_DIFFERENCES)
+    };
+    match resource {
+        Resource::Pods => {
             let found: Vec<&ObservedPod> = world.pods.iter().filter(|p| p.id == name).collect();
             let runtime = super::runtime();
             for p in &found {
@@ -329,7 +513,7 @@ pub fn describe(cx: &Context, kind: &str, name: &str) -> ExitCode {
             if found.is_empty() {
                 // Not running: if it is wanted, say why it is Pending.
                 let Some(desired) = &world.desired else {
-                    return fail(&format!("no pod named `{name}`"));
+                    return not_found();
                 };
                 let plan = drover::plan::pods::plan(desired, &world.pods, &world.views);
                 match plan.unschedulable.iter().find(|(id, _)| id == name) {
@@ -339,15 +523,11 @@ pub fn describe(cx: &Context, kind: &str, name: &str) -> ExitCode {
                             "Name:        {name}\nPhase:       Pending\nReason:      {reason}"
                         );
                     }
-                    None => {
-                        return fail(&format!(
-                            "no pod named `{name}` is running or waiting to be placed"
-                        ))
-                    }
+                    None => return not_found(),
                 }
             }
         }
-        "service" | "services" | "svc" => {
+        Resource::Services => {
             let Some(desired) = &world.desired else {
                 return fail(&"the source cannot be read; services come from it");
             };
@@ -355,7 +535,7 @@ pub fn describe(cx: &Context, kind: &str, name: &str) -> ExitCode {
                 .into_iter()
                 .find(|s| s.name == name)
             else {
-                return fail(&format!("no service named `{name}` in the source"));
+                return not_found();
             };
             let _ = writeln!(
                 out,
@@ -385,7 +565,7 @@ pub fn describe(cx: &Context, kind: &str, name: &str) -> ExitCode {
                 );
             }
         }
-        "rc" | "replicationcontroller" | "replicationcontrollers" => {
+        Resource::ReplicationControllers => {
             let rc = world.desired.as_ref().and_then(|d| {
                 d.objects.values().find_map(|(o, origin)| match o {
                     Object::ReplicationController(r) if r.id == name => {
@@ -395,9 +575,7 @@ pub fn describe(cx: &Context, kind: &str, name: &str) -> ExitCode {
                 })
             });
             let Some((rc, origin)) = rc else {
-                return fail(&format!(
-                    "no replication controller named `{name}` in the source"
-                ));
+                return not_found();
             };
             let _ = writeln!(
                 out,
@@ -415,11 +593,7 @@ pub fn describe(cx: &Context, kind: &str, name: &str) -> ExitCode {
                 let _ = writeln!(out, "  {}  {}  {:?}", p.id, p.minion, p.phase);
             }
         }
-        other => {
-            return fail(&format!(
-                "cannot describe `{other}`: use pod, rc or service"
-            ))
-        }
+        Resource::Minions => unreachable!("refused above"),
     }
     for e in &world.errors {
         eprintln!("drover: warning: {e}");
@@ -427,56 +601,149 @@ pub fn describe(cx: &Context, kind: &str, name: &str) -> ExitCode {
     ExitCode::from(EXIT_OK)
 }
 
-/// `logs POD [-c CONTAINER] [-f]`.
-pub fn logs(cx: &Context, pod: &str, container: Option<&str>, follow: bool) -> ExitCode {
-    let world = match observe(cx) {
-        Ok(w) => w,
-        Err(e) => return fail(&e),
-    };
+/// What `drover logs` asks for.
+pub struct LogsOptions {
+    pub container: Option<String>,
+    pub follow: bool,
+    pub tail: Option<u64>,
+    pub since: Option<std::time::Duration>,
+    pub timestamps: bool,
+    pub previous: bool,
+}
+
+/// The one container of a pod a command means: the one named with -c, or the only one.
+pub(crate) fn choose_container(p: &ObservedPod, container: Option<&str>) -> Result<String, String> {
+    let names: Vec<&str> = p.containers.iter().map(|c| c.name.as_str()).collect();
+    match container {
+        Some(c) if names.contains(&c) => Ok(c.to_string()),
+        Some(c) => Err(format!(
+            "pod {} has no container `{c}` (it has {})",
+            p.id,
+            names.join(", ")
+        )),
+        None if names.len() == 1 => Ok(names[0].to_string()),
+        None => Err(format!(
+            "pod {} has several containers; choose one with -c ({})",
+            p.id,
+            names.join(", ")
+        )),
+    }
+}
+
+/// Finds a pod on the minions: the pod and its minion, or the exit code already reported
+/// (NotFound: 1; the minions cannot be asked: 2).
+pub(crate) fn find_pod(cx: &Context, pod: &str) -> Result<(ObservedPod, Arc<Minion>), ExitCode> {
+    let world = observe(cx).map_err(|e| fail(&e))?;
     let Some(p) = world.pods.iter().find(|p| p.id == pod) else {
-        return fail(&format!("no pod named `{pod}` on any reachable minion"));
+        for e in &world.errors {
+            eprintln!("drover: warning: {e}; its pods were not seen");
+        }
+        eprintln!("{}", output::not_found(Resource::Pods, pod));
+        return Err(ExitCode::from(EXIT_DIFFERENCES));
     };
-    let Some(minion) = world
+    let minion = world
         .minions
         .iter()
         .find(|m| m.spec.name == p.minion)
         .cloned()
-    else {
-        return ExitCode::from(EXIT_ERROR);
+        .ok_or_else(|| ExitCode::from(EXIT_ERROR))?;
+    Ok((p.clone(), minion))
+}
+
+/// `logs POD [-c CONTAINER] [-f] [--tail N] [--since D] [--timestamps] [-p]`.
+///
+/// Docker keeps one log per container across its restarts, so `--previous` is the output
+/// written before the current run started (every earlier run, to the second), and only while
+/// the container exists: a pod drover replaced took its containers' logs with it.
+pub fn logs(cx: &Context, pod: &str, opts: &LogsOptions) -> ExitCode {
+    let (p, minion) = match find_pod(cx, pod) {
+        Ok(found) => found,
+        Err(code) => return code,
     };
+    let chosen = match choose_container(&p, opts.container.as_deref()) {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    let id = drover::minion::pods::name_in(&cx.project, &p, &chosen);
     let runtime = super::runtime();
     let result: Result<(), String> = runtime.block_on(async {
-        let names: Vec<String> = p.containers.iter().map(|c| c.name.clone()).collect();
-        let chosen = match container {
-            Some(c) if names.iter().any(|n| n == c) => c.to_string(),
-            Some(c) => {
-                return Err(format!(
-                    "pod {pod} has no container `{c}` (it has {})",
-                    names.join(", ")
-                ))
-            }
-            None if names.len() == 1 => names[0].clone(),
-            None => {
-                return Err(format!(
-                    "pod {pod} has several containers; choose one with -c ({})",
-                    names.join(", ")
-                ))
-            }
+        let mut query = drover::minion::LogQuery {
+            follow: opts.follow,
+            timestamps: opts.timestamps,
+            tail: opts.tail,
+            since: opts
+                .since
+                .map(|d| (output::now_unix() - d.as_secs() as i64).max(0) as i32),
+            until: None,
         };
-        let mut stream = Box::pin(minion.logs(
-            &drover::minion::pods::name_in(&cx.project, p, &chosen),
-            follow,
-        ));
-        let mut out = std::io::stdout();
+        if opts.previous {
+            let info = minion
+                .inspect_container(&id)
+                .await
+                .map_err(|e| e.to_string())?;
+            let started = info.state.and_then(|s| s.started_at).unwrap_or_default();
+            if info.restart_count.unwrap_or(0) == 0 {
+                return Err(format!(
+                    "previous terminated container \"{chosen}\" in pod \"{pod}\" not found (Docker has not restarted it)"
+                ));
+            }
+            query.until = Some(unix_of_rfc3339(&started).ok_or_else(|| {
+                format!("container {chosen}: Docker gave no start time (`{started}`)")
+            })? as i32);
+            query.follow = false;
+        }
+        let mut stream = Box::pin(minion.logs_with(&id, &query));
+        let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
         while let Some(chunk) = stream.next().await {
-            let text = chunk.map_err(|e| e.to_string())?;
-            let _ = out.write_all(text.as_bytes());
-            let _ = out.flush();
+            let _ = match chunk.map_err(|e| e.to_string())? {
+                bollard::container::LogOutput::StdErr { message } => {
+                    err.write_all(&message).and_then(|_| err.flush())
+                }
+                other => out
+                    .write_all(&other.into_bytes())
+                    .and_then(|_| out.flush()),
+            };
         }
         Ok(())
     });
     match result {
         Ok(()) => ExitCode::from(EXIT_OK),
         Err(e) => fail(&e),
+    }
+}
+
+/// Unix seconds of Docker's RFC 3339 timestamps (`2026-11-28T23:15:04.123456789Z`).
+pub(crate) fn unix_of_rfc3339(t: &str) -> Option<i64> {
+    let (date, time) = t.split_once('T')?;
+    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let time = time.trim_end_matches('Z');
+    let time = time.split(['+', '.']).next()?;
+    let mut hms = time.splitn(3, ':').map(|p| p.parse::<i64>().ok());
+    let (h, mi, s) = (hms.next()??, hms.next()??, hms.next()??);
+    // days-from-civil (Howard Hinnant), the inverse of output::rfc3339.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + h * 3600 + mi * 60 + s)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn docker_timestamps_read_back() {
+        for t in [0, 951_782_400, 1_420_070_399, 1_798_500_000] {
+            let text = super::output::rfc3339(t);
+            assert_eq!(super::unix_of_rfc3339(&text), Some(t), "{text}");
+        }
+        assert_eq!(
+            super::unix_of_rfc3339("2026-12-28T23:20:00.123456789Z"),
+            Some(1_798_500_000)
+        );
+        assert_eq!(super::unix_of_rfc3339("garbage"), None);
     }
 }

@@ -1,16 +1,11 @@
 //! `drover get minions` and `drover minions trust`.
 
+use super::output::{self, Format, Item, Listing, Resource};
 use super::{fail, Context, EXIT_ERROR, EXIT_OK};
-use drover::minion::{minion_specs, Minion, MinionSpec, MinionStatus, TransportSpec};
-use std::io::Write;
+use drover::minion::{minion_specs, Health, Minion, MinionSpec, MinionStatus, TransportSpec};
+use drover::model::API_VERSION;
+use serde_json::json;
 use std::process::ExitCode;
-
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
-pub enum GetOutput {
-    Table,
-    Wide,
-    Json,
-}
 
 /// The minions: config plus the source's Minion manifests when the source can be read.
 pub fn specs(cx: &Context) -> Result<Vec<MinionSpec>, String> {
@@ -31,34 +26,61 @@ pub fn specs(cx: &Context) -> Result<Vec<MinionSpec>, String> {
     minion_specs(&cx.settings, &cx.project, desired.as_ref())
 }
 
-pub fn get(cx: &Context, name: Option<&str>, output: GetOutput) -> ExitCode {
-    let specs = match specs(cx) {
-        Ok(s) => s,
-        Err(e) => return fail(&e),
-    };
-    let specs: Vec<MinionSpec> = specs
-        .into_iter()
-        .filter(|s| name.is_none_or(|n| s.name == n))
-        .collect();
-    if let (Some(n), true) = (name, specs.is_empty()) {
-        return fail(&format!("no minion named `{n}`"));
-    }
+/// Every minion with its status, for `get minions`. A minion that cannot even be set up (a
+/// local Docker socket that does not exist) is listed NotReady with the reason, not left out.
+pub fn listing(cx: &Context, format: Format) -> Result<Listing, String> {
+    let specs = specs(cx)?;
     let runtime = super::runtime();
     let statuses: Vec<MinionStatus> = runtime.block_on(async {
-        let minions: Vec<Minion> = specs
-            .into_iter()
-            .filter_map(|s| Minion::new(s).ok())
-            .collect();
-        futures_util::future::join_all(minions.iter().map(|m| m.status())).await
+        let checks = specs.into_iter().map(|s| async move {
+            match Minion::new(s.clone()) {
+                Ok(m) => m.status().await,
+                Err(e) => MinionStatus {
+                    name: s.name.clone(),
+                    address: s.address.clone(),
+                    health: Health {
+                        reachable: matches!(s.transport, TransportSpec::Local),
+                        ready: false,
+                        last_seen: None,
+                        last_error: Some(e.message),
+                    },
+                    docker_version: None,
+                    capacity: s.capacity,
+                    labels: s.labels.clone(),
+                    project: s.project.clone(),
+                    managed_containers: None,
+                },
+            }
+        });
+        futures_util::future::join_all(checks).await
     });
-    let mut out = std::io::stdout().lock();
-    let _ = match output {
-        GetOutput::Json => serde_json::to_writer_pretty(&mut out, &statuses)
-            .map_err(std::io::Error::from)
-            .and_then(|_| writeln!(out)),
-        GetOutput::Table | GetOutput::Wide => table(&statuses, matches!(output, GetOutput::Wide)),
-    };
-    ExitCode::from(EXIT_OK)
+    // The table has no room for why a minion is not Ready: say it on stderr.
+    if !format.detailed() {
+        for s in statuses.iter().filter(|s| !s.health.ready) {
+            eprintln!(
+                "drover: warning: minion {} ({}) is {}: {}",
+                s.name,
+                s.address,
+                state(s),
+                s.health.last_error.as_deref().unwrap_or("no answer")
+            );
+        }
+    }
+    Ok(Listing {
+        resource: Resource::Minions,
+        headers: &[
+            "NAME",
+            "ADDRESS",
+            "STATUS",
+            "CPU",
+            "MEMORY",
+            "CONTAINERS",
+            "DOCKER",
+            "LABELS",
+        ],
+        wide_headers: &["PROJECT", "REASON"],
+        items: statuses.iter().map(item).collect(),
+    })
 }
 
 fn state(s: &MinionStatus) -> &'static str {
@@ -69,27 +91,45 @@ fn state(s: &MinionStatus) -> &'static str {
     }
 }
 
-fn table(statuses: &[MinionStatus], wide: bool) -> std::io::Result<()> {
-    let mut rows = vec![vec![
-        "NAME",
-        "ADDRESS",
-        "STATUS",
-        "CPU",
-        "MEMORY",
-        "CONTAINERS",
-        "DOCKER",
-        "LABELS",
-    ]
-    .into_iter()
-    .map(String::from)
-    .collect::<Vec<_>>()];
-    if wide {
-        rows[0].push("PROJECT".into());
-        rows[0].push("LAST ERROR".into());
+/// A minion in v1beta1's shape (`status.conditions` of kinds Reachable and Ready).
+fn item(s: &MinionStatus) -> Item {
+    let condition = |kind: &str, ok: bool| {
+        let mut c = json!({"kind": kind, "status": if ok { "Full" } else { "None" }});
+        if let Some(t) = s.health.last_seen {
+            c["lastProbeTime"] = json!(output::system_time_rfc3339(t));
+        }
+        if let (false, Some(e)) = (ok, &s.health.last_error) {
+            c["reason"] = json!(e);
+        }
+        c
+    };
+    let mut status = json!({
+        "phase": state(s),
+        "conditions": [
+            condition("Reachable", s.health.reachable),
+            condition("Ready", s.health.ready),
+        ],
+    });
+    if let Some(v) = &s.docker_version {
+        status["nodeInfo"] = json!({"dockerVersion": v});
     }
-    for s in statuses {
-        let labels: Vec<String> = s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let mut row = vec![
+    if let Some(n) = s.managed_containers {
+        status["managedContainers"] = json!(n);
+    }
+    let object = json!({
+        "kind": "Minion",
+        "id": s.name,
+        "apiVersion": API_VERSION,
+        "hostIP": s.address,
+        "labels": s.labels,
+        "resources": {"capacity": s.capacity},
+        "project": s.project,
+        "status": status,
+    });
+    Item {
+        id: s.name.clone(),
+        labels: s.labels.clone(),
+        row: vec![
             s.name.clone(),
             s.address.clone(),
             state(s).to_string(),
@@ -105,20 +145,14 @@ fn table(statuses: &[MinionStatus], wide: bool) -> std::io::Result<()> {
                 .map(|n| n.to_string())
                 .unwrap_or_else(|| "-".into()),
             s.docker_version.clone().unwrap_or_else(|| "-".into()),
-            if labels.is_empty() {
-                "-".into()
-            } else {
-                labels.join(",")
-            },
-        ];
-        if wide {
-            row.push(s.project.clone());
-            row.push(s.health.last_error.clone().unwrap_or_else(|| "-".into()));
-        }
-        rows.push(row);
+            output::labels_text(&s.labels),
+        ],
+        extra: vec![
+            s.project.clone(),
+            s.health.last_error.clone().unwrap_or_else(|| "-".into()),
+        ],
+        object,
     }
-    super::print_table(rows);
-    Ok(())
 }
 
 fn human_bytes(b: u64) -> String {

@@ -3,9 +3,13 @@
 pub mod apply;
 pub mod daemon;
 pub mod diff;
+pub mod exec;
 pub mod get;
+pub mod help;
 pub mod minions;
+pub mod output;
 pub mod proxy;
+pub mod selector;
 pub mod validate;
 
 use crate::SourceArgs;
@@ -145,25 +149,6 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("tokio runtime starts")
-}
-
-/// Left-aligned columns, two spaces apart; the first row is the header.
-pub fn print_table(rows: Vec<Vec<String>>) {
-    let widths: Vec<usize> = (0..rows[0].len())
-        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
-        .collect();
-    let mut out = std::io::stdout().lock();
-    for r in rows {
-        let line: Vec<String> = r
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
-            .collect();
-        let _ = std::io::Write::write_all(
-            &mut out,
-            format!("{}\n", line.join("  ").trim_end()).as_bytes(),
-        );
-    }
 }
 
 pub fn plural(n: usize) -> &'static str {

@@ -29,6 +29,19 @@ pub struct MinionStatus {
     pub managed_containers: Option<usize>,
 }
 
+/// What `logs_with` asks Docker for.
+#[derive(Debug, Clone, Default)]
+pub struct LogQuery {
+    pub follow: bool,
+    pub timestamps: bool,
+    /// The last N lines only.
+    pub tail: Option<u64>,
+    /// Unix seconds: output written at or after.
+    pub since: Option<i32>,
+    /// Unix seconds: output written before.
+    pub until: Option<i32>,
+}
+
 /// Registry credentials for pulls.
 pub type Credentials = bollard::auth::DockerCredentials;
 
@@ -237,6 +250,67 @@ impl Minion {
         self.docker()
             .logs(id, Some(options))
             .map(move |item| item.map(|o| o.to_string()).map_err(|e| self.error(e)))
+    }
+
+    /// A container's output as `drover logs` asks for it: stdout and stderr kept apart
+    /// (`LogOutput`), with Docker's own filters (`since`/`until` in Unix seconds, `tail`,
+    /// timestamps).
+    pub fn logs_with(
+        &self,
+        id: &str,
+        query: &LogQuery,
+    ) -> impl Stream<Item = Result<bollard::container::LogOutput, MinionError>> + '_ {
+        let mut options = LogsOptionsBuilder::new()
+            .stdout(true)
+            .stderr(true)
+            .follow(query.follow)
+            .timestamps(query.timestamps)
+            .tail(&query.tail.map_or("all".to_string(), |n| n.to_string()));
+        if let Some(since) = query.since {
+            options = options.since(since);
+        }
+        if let Some(until) = query.until {
+            options = options.until(until);
+        }
+        self.docker()
+            .logs(id, Some(options.build()))
+            .map(move |item| item.map_err(|e| self.error(e)))
+    }
+
+    /// Starts a command (no shell: the words go to Docker as a list) in a running container,
+    /// attached to its output and, with `stdin`, its input; `tty` asks Docker for a terminal.
+    /// Returns the exec's id (for `exec_exit_code`) and the attached streams.
+    pub async fn exec_attached(
+        &self,
+        id: &str,
+        command: Vec<String>,
+        stdin: bool,
+        tty: bool,
+    ) -> Result<(String, bollard::exec::StartExecResults), MinionError> {
+        let config = bollard::exec::CreateExecOptions {
+            cmd: Some(command),
+            attach_stdin: Some(stdin),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            tty: Some(tty),
+            ..Default::default()
+        };
+        let exec = self.call(self.docker().create_exec(id, config)).await?;
+        let options = bollard::exec::StartExecOptions {
+            detach: false,
+            tty,
+            output_capacity: None,
+        };
+        let started = self
+            .call(self.docker().start_exec(&exec.id, Some(options)))
+            .await?;
+        Ok((exec.id, started))
+    }
+
+    /// The exit code of a finished exec.
+    pub async fn exec_exit_code(&self, exec_id: &str) -> Result<Option<i64>, MinionError> {
+        let inspected = self.call(self.docker().inspect_exec(exec_id)).await?;
+        Ok(inspected.exit_code)
     }
 
     /// Runs a command (no shell) in a running container; returns its exit code and output.
