@@ -76,13 +76,14 @@ fn the_example_app_comes_up_converges_and_scales() {
 
     // get / describe / logs read the same pods back from the minions.
     let r = t.drover(&["get", "pods", "-l", "tier=web", "-o", "json"]);
-    let pods: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let list: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let pods = &list["items"];
     assert_eq!(pods.as_array().unwrap().len(), 2, "{}", r.stdout);
     assert!(pods
         .as_array()
         .unwrap()
         .iter()
-        .all(|p| p["phase"] == "Running" && p["replicationController"] == "web"));
+        .all(|p| p["currentState"]["phase"] == "Running" && p["replicationController"] == "web"));
     let pod_id = pods[0]["id"].as_str().unwrap().to_string();
     let r = t.drover(&["get", "rc"]);
     assert!(
@@ -100,7 +101,7 @@ fn the_example_app_comes_up_converges_and_scales() {
         "{}",
         r.stdout
     );
-    let pod_minion = pods[0]["minion"].as_str().unwrap();
+    let pod_minion = pods[0]["currentState"]["host"].as_str().unwrap();
     docker(
         pod_minion,
         &[

@@ -36,19 +36,38 @@ fn get_minions_shows_every_minion_ready() {
     ]);
     r.expect_code(0);
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
-    let minions = v.as_array().unwrap();
+    assert_eq!(v["kind"], "MinionList");
+    let minions = v["items"].as_array().unwrap();
     assert_eq!(minions.len(), MINIONS);
     for (i, m) in minions.iter().enumerate() {
-        assert_eq!(m["name"], format!("m{}", i + 1));
-        assert_eq!(m["health"]["ready"], true, "{m}");
-        assert_eq!(m["health"]["reachable"], true, "{m}");
-        assert!(m["dockerVersion"].as_str().unwrap().len() > 2);
+        assert_eq!(m["id"], format!("m{}", i + 1));
+        assert_eq!(m["status"]["phase"], "Ready", "{m}");
+        let conditions = &m["status"]["conditions"];
+        assert_eq!(conditions[0]["kind"], "Reachable", "{m}");
+        assert_eq!(conditions[0]["status"], "Full", "{m}");
+        assert_eq!(conditions[1]["kind"], "Ready", "{m}");
+        assert_eq!(conditions[1]["status"], "Full", "{m}");
         assert!(
-            m["capacity"]["cpu"].as_u64().unwrap() >= 1000,
+            conditions[1]["lastProbeTime"]
+                .as_str()
+                .unwrap()
+                .ends_with('Z'),
+            "RFC 3339: {m}"
+        );
+        assert!(
+            m["status"]["nodeInfo"]["dockerVersion"]
+                .as_str()
+                .unwrap()
+                .len()
+                > 2
+        );
+        let capacity = &m["resources"]["capacity"];
+        assert!(
+            capacity["cpu"].as_u64().unwrap() >= 1000,
             "capacity read from NCPU"
         );
         assert!(
-            m["capacity"]["memory"].as_u64().unwrap() > 1 << 20,
+            capacity["memory"].as_u64().unwrap() > 1 << 20,
             "capacity read from MemTotal"
         );
     }

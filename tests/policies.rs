@@ -19,11 +19,12 @@ fn phases(t: &TestDir) -> serde_json::Value {
 }
 
 fn phase_of(v: &serde_json::Value, id: &str) -> String {
-    v.as_array()
+    v["items"]
+        .as_array()
         .unwrap()
         .iter()
         .find(|p| p["id"] == id)
-        .map(|p| p["phase"].as_str().unwrap().to_string())
+        .map(|p| p["currentState"]["phase"].as_str().unwrap().to_string())
         .unwrap_or_default()
 }
 

@@ -140,9 +140,13 @@ fn two_projects_on_the_same_minions_never_touch_each_other() {
     // B's dry run plans nothing against A's pods.
     b.write("manifests/backend.json", &rc("backend", 2, "one"));
     let dry = b.drover(&["apply", "--dry-run"]);
-    dry.expect_code(0);
+    dry.expect_code(1);
     assert!(!dry.stdout.contains("- pod"), "{}", dry.stdout);
-    assert!(dry.stdout.contains("plan: 2 actions"), "{}", dry.stdout);
+    assert!(
+        dry.stdout.contains("plan: 1 object change, 2 actions"),
+        "{}",
+        dry.stdout
+    );
 
     // B applies, scales, prunes and resyncs as a daemon: A's containers stay the same ones.
     b.drover(&["apply"]).expect_code(0);
@@ -156,7 +160,7 @@ fn two_projects_on_the_same_minions_never_touch_each_other() {
     let got = b.drover(&["get", "pods", "-o", "json"]);
     got.expect_code(0);
     let pods: serde_json::Value = serde_json::from_str(&got.stdout).unwrap();
-    let pods = pods.as_array().unwrap();
+    let pods = pods["items"].as_array().unwrap();
     assert_eq!(pods.len(), 1, "{}", got.stdout);
 
     // A hostPort A holds on m2 (the only zone z1 minion): B's pod with that port goes
@@ -167,7 +171,7 @@ fn two_projects_on_the_same_minions_never_touch_each_other() {
         &pod_with_port("pinned", 18181, Some("z1")),
     );
     let dry = b.drover(&["apply", "--dry-run"]);
-    dry.expect_code(0);
+    dry.expect_code(1);
     assert!(dry.stdout.contains("+ pod free on m"), "{}", dry.stdout);
     assert!(!dry.stdout.contains("+ pod free on m2"), "{}", dry.stdout);
     assert!(

@@ -165,7 +165,7 @@ fn ready_endpoints(t: &TestDir, service: &str) -> usize {
     let Ok(v) = serde_json::from_str::<serde_json::Value>(&r.stdout) else {
         return 0;
     };
-    v[0]["endpoints"]
+    v["currentState"]["endpoints"]
         .as_array()
         .map(|e| e.iter().filter(|e| e["ready"] == true).count())
         .unwrap_or(0)

@@ -28,15 +28,25 @@ pub(crate) struct World {
 pub(crate) fn observe(cx: &Context) -> Result<World, String> {
     let spec = cx.settings.source(None, None, None);
     let desired = super::load_desired(cx, &spec).ok().map(|(d, _)| d);
-    let minions = super::minions(cx, desired.as_ref())?;
+    // A minion that cannot even be set up (a local socket that does not exist) is an error of
+    // that minion, as one that does not answer: the others are still shown.
+    let mut minions = Vec::new();
+    let mut errors = Vec::new();
+    for spec in drover::minion::minion_specs(&cx.settings, &cx.project, desired.as_ref())? {
+        match Minion::new(spec) {
+            Ok(m) => minions.push(Arc::new(m)),
+            Err(e) => errors.push(e),
+        }
+    }
     // What this project's store recorded decides which pods of an older drover are its own.
     let index = drover::store::Store::new(&cx.state_dir)
         .read_index()
         .map_err(|e| e.to_string())?;
-    let (seen, errors) = super::runtime().block_on(drover::reconcile::observe_all(
+    let (seen, more) = super::runtime().block_on(drover::reconcile::observe_all(
         &minions,
         &drover::reconcile::project::adoptable(&index),
     ));
+    errors.extend(more);
     Ok(World {
         desired,
         minions,
@@ -687,9 +697,13 @@ pub fn logs(cx: &Context, pod: &str, opts: &LogsOptions) -> ExitCode {
                     "previous terminated container \"{chosen}\" in pod \"{pod}\" not found (Docker has not restarted it)"
                 ));
             }
-            query.until = Some(unix_of_rfc3339(&started).ok_or_else(|| {
+            // Docker's `until` is whole seconds: the second of the restart is included, as a
+            // crash's last words come right before it (the current run's first lines of that
+            // second may show too).
+            let start = unix_of_rfc3339(&started).ok_or_else(|| {
                 format!("container {chosen}: Docker gave no start time (`{started}`)")
-            })? as i32);
+            })?;
+            query.until = Some(start as i32 + 1);
             query.follow = false;
         }
         let mut stream = Box::pin(minion.logs_with(&id, &query));

@@ -240,6 +240,25 @@ pub struct Health {
     pub last_error: Option<String>,
 }
 
+/// An error's text without the HTTP client's wrapper phrases, which say nothing to a user.
+fn plain(text: &str) -> &str {
+    let mut text = text.trim();
+    for wrapper in [
+        "Error in the hyper legacy client:",
+        "error trying to connect:",
+    ] {
+        text = text.strip_prefix(wrapper).unwrap_or(text).trim_start();
+    }
+    // hyper-util's "client error (Connect)" / "(SendRequest)": the kind, not the cause.
+    if text.starts_with("client error (") {
+        return match text.find("): ") {
+            Some(i) => &text[i + 3..],
+            None => "",
+        };
+    }
+    text
+}
+
 /// A byte stream to something on a minion.
 pub trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
@@ -306,14 +325,23 @@ impl Minion {
     /// Turns a bollard error into one that names this minion and, for SSH failures, says
     /// what the link saw rather than a vague "SendRequest".
     pub fn error(&self, e: impl std::error::Error) -> MinionError {
-        let mut message = e.to_string();
-        let mut source = e.source();
-        while let Some(s) = source {
+        // One plain line: the chain's own words without the HTTP client's wrappers ("Error in
+        // the hyper legacy client: client error (Connect)").
+        let mut parts: Vec<String> = Vec::new();
+        let mut connect = false;
+        let mut next: Option<&dyn std::error::Error> = Some(&e);
+        while let Some(s) = next {
             let text = s.to_string();
-            if !message.contains(&text) {
-                message = format!("{message}: {text}");
+            connect |= text.contains("client error (Connect)");
+            let text = plain(&text);
+            if !text.is_empty() && !parts.iter().any(|p| p.contains(text)) {
+                parts.push(text.to_string());
             }
-            source = s.source();
+            next = s.source();
+        }
+        let mut message = parts.join(": ");
+        if connect && self.link.is_none() {
+            message = format!("Docker socket {}: {message}", self.spec.docker_socket);
         }
         // A MinionError from the connector already names the minion: keep its message only.
         let prefix = format!("minion {} ({}): ", self.spec.name, self.spec.address);
@@ -341,5 +369,29 @@ impl Minion {
                 h.last_error = Some(e.message.clone());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn http_client_wrappers_are_not_shown() {
+        use super::plain;
+        assert_eq!(
+            plain("Error in the hyper legacy client: client error (Connect)"),
+            ""
+        );
+        assert_eq!(
+            plain("client error (Connect): Connection refused (os error 111)"),
+            "Connection refused (os error 111)"
+        );
+        assert_eq!(
+            plain("error trying to connect: no such file"),
+            "no such file"
+        );
+        assert_eq!(
+            plain("Docker responded with status code 404"),
+            "Docker responded with status code 404"
+        );
     }
 }
