@@ -311,6 +311,7 @@ fn completion_man_page_and_version_come_from_the_cli() {
 fn pods_exec_logs_and_dry_run_on_the_cluster() {
     let _g = steady();
     let (t, project) = project_dir();
+    let _cleanup = Teardown(project.clone());
     t.copy_manifests("manifests");
 
     // Nothing applied yet: the dry run shows objects and pods, exit 1; nothing is made.
@@ -318,7 +319,7 @@ fn pods_exec_logs_and_dry_run_on_the_cluster() {
     r.expect_code(1);
     assert!(
         r.stdout
-            .contains("+ ReplicationController/web (web-controller.json)"),
+            .contains("+ ReplicationController/web (manifests/web-controller.json)"),
         "{}",
         r.stdout
     );
@@ -481,17 +482,32 @@ fn pods_exec_logs_and_dry_run_on_the_cluster() {
     // Docker restarts the container (as after a crash); the next run's output is not
     // "previous". Docker's `until` counts whole seconds and drover includes the second of the
     // restart (a crash's last words come right before it): the new run writes a second later.
-    docker(&minion, &["restart", "-t", "0", &container]);
+    // A crash: Docker's restart policy brings it back and counts the restart.
+    // (SIGKILL from the host: the container's PID 1 ignores signals sent from inside, and
+    // `docker kill` counts as a manual stop.)
+    let pid = docker(&minion, &["inspect", "-f", "{{.State.Pid}}", &container]);
+    let killed = std::process::Command::new("kill")
+        .args(["-9", pid.trim()])
+        .status()
+        .unwrap();
+    assert!(killed.success(), "kill -9 {pid}");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !docker(
-        &minion,
-        &["inspect", "-f", "{{.State.Running}}", &container],
-    )
-    .contains("true")
-    {
+    loop {
+        let state = docker(
+            &minion,
+            &[
+                "inspect",
+                "-f",
+                "{{.State.Running}} {{.RestartCount}}",
+                &container,
+            ],
+        );
+        if state.trim() == "true 1" {
+            break;
+        }
         assert!(
             std::time::Instant::now() < deadline,
-            "container did not restart"
+            "container did not restart: {state}"
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
@@ -547,8 +563,6 @@ fn pods_exec_logs_and_dry_run_on_the_cluster() {
         r.stdout
     );
     t.drover(&["apply"]).expect_code(0);
-    drop(t);
-    teardown(&project);
 }
 
 fn now_seconds() -> i64 {
@@ -567,7 +581,16 @@ fn unix_seconds_of(rfc3339: &str) -> i64 {
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
 
-/// Removes the project's containers and volumes from every minion.
+/// Removes the project's containers and volumes from every minion when dropped, also when
+/// the test fails.
+struct Teardown(String);
+
+impl Drop for Teardown {
+    fn drop(&mut self) {
+        teardown(&self.0);
+    }
+}
+
 fn teardown(project: &str) {
     for m in ["m1", "m2", "m3"] {
         let ids = docker(

@@ -686,17 +686,16 @@ pub fn logs(cx: &Context, pod: &str, opts: &LogsOptions) -> ExitCode {
                 .map(|d| (output::now_unix() - d.as_secs() as i64).max(0) as i32),
             until: None,
         };
+        // With --previous: Docker's restart count, to tell "no earlier run" from "an earlier
+        // run that wrote nothing".
+        let mut restarts = None;
         if opts.previous {
             let info = minion
                 .inspect_container(&id)
                 .await
                 .map_err(|e| e.to_string())?;
+            restarts = Some(info.restart_count.unwrap_or(0));
             let started = info.state.and_then(|s| s.started_at).unwrap_or_default();
-            if info.restart_count.unwrap_or(0) == 0 {
-                return Err(format!(
-                    "previous terminated container \"{chosen}\" in pod \"{pod}\" not found (Docker has not restarted it)"
-                ));
-            }
             // Docker's `until` is whole seconds: the second of the restart is included, as a
             // crash's last words come right before it (the current run's first lines of that
             // second may show too).
@@ -708,8 +707,11 @@ pub fn logs(cx: &Context, pod: &str, opts: &LogsOptions) -> ExitCode {
         }
         let mut stream = Box::pin(minion.logs_with(&id, &query));
         let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
+        let mut written = 0usize;
         while let Some(chunk) = stream.next().await {
-            let _ = match chunk.map_err(|e| e.to_string())? {
+            let chunk = chunk.map_err(|e| e.to_string())?;
+            written += chunk.as_ref().len();
+            let _ = match chunk {
                 bollard::container::LogOutput::StdErr { message } => {
                     err.write_all(&message).and_then(|_| err.flush())
                 }
@@ -717,6 +719,11 @@ pub fn logs(cx: &Context, pod: &str, opts: &LogsOptions) -> ExitCode {
                     .write_all(&other.into_bytes())
                     .and_then(|_| out.flush()),
             };
+        }
+        if written == 0 && restarts == Some(0) {
+            return Err(format!(
+                "previous terminated container \"{chosen}\" in pod \"{pod}\" not found (Docker has not restarted it and it wrote nothing before its current run)"
+            ));
         }
         Ok(())
     });
