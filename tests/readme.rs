@@ -102,7 +102,7 @@ fn script(block: &Block, dir: &Path) -> String {
         s.push_str(&format!(
             "{{ {command} ; }}{capture}\nrc=$?\nif [ $rc -ne {want} ]; then echo \"README.md:{}: \\`{}\\` exited $rc, not {want}\" >&2; exit 1; fi\n",
             block.line,
-            command.replace('`', "'").replace('"', "'")
+            command.replace(['`', '"'], "'")
         ));
     }
     s.push_str("wait\n");
