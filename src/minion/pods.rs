@@ -511,7 +511,13 @@ impl Minion {
                     minion: self.spec.name.clone(),
                     owner: labels.get(LABEL_RC).cloned(),
                     template_hash: labels.get(LABEL_HASH).cloned().unwrap_or_default(),
-                    labels: labels
+                    // As drover wrote them: the infra container's (drover's pause image adds
+                    // none), not an app container's, which also carry its image's LABELs.
+                    labels: cs
+                        .iter()
+                        .find(|c| label(c, LABEL_CONTAINER) == Some(INFRA))
+                        .and_then(|c| c.labels.as_ref())
+                        .unwrap_or(&labels)
                         .iter()
                         .filter(|(k, _)| !k.starts_with("io.drover."))
                         .map(|(k, v)| (k.clone(), v.clone()))
