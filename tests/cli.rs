@@ -392,6 +392,9 @@ fn pods_exec_logs_and_dry_run_on_the_cluster() {
     assert!(names(&r)[0].starts_with("pod/backend-"), "{}", r.stdout);
     let r = t.drover(&["get", "pods", "-l", "!tier", "-o", "name"]);
     assert!(r.stdout.is_empty(), "{}", r.stdout);
+    // The test image's own LABEL is the image's, not the pod's.
+    let r = t.drover(&["get", "pods", "-l", "testbed-version", "-o", "name"]);
+    assert!(r.stdout.is_empty(), "{}", r.stdout);
     let r = t.drover(&["get", "pods", "web-nope"]);
     r.expect_code(1);
     assert!(
@@ -480,8 +483,9 @@ fn pods_exec_logs_and_dry_run_on_the_cluster() {
         r.stderr
     );
     // Docker restarts the container (as after a crash); the next run's output is not
-    // "previous". Docker's `until` counts whole seconds and drover includes the second of the
-    // restart (a crash's last words come right before it): the new run writes a second later.
+    // "previous". Docker compares `until` in whole seconds and drover includes the second of
+    // the restart (a crash's last words come right before it): the new run writes a second
+    // later.
     // A crash: Docker's restart policy brings it back and counts the restart.
     // (SIGKILL from the host: the container's PID 1 ignores signals sent from inside, and
     // `docker kill` counts as a manual stop.)

@@ -696,13 +696,13 @@ pub fn logs(cx: &Context, pod: &str, opts: &LogsOptions) -> ExitCode {
                 .map_err(|e| e.to_string())?;
             restarts = Some(info.restart_count.unwrap_or(0));
             let started = info.state.and_then(|s| s.started_at).unwrap_or_default();
-            // Docker's `until` is whole seconds: the second of the restart is included, as a
-            // crash's last words come right before it (the current run's first lines of that
-            // second may show too).
+            // Docker compares `until` in whole seconds: the second of the restart is
+            // included, as a crash's last words come right before it (the current run's first
+            // lines of that second show too).
             let start = unix_of_rfc3339(&started).ok_or_else(|| {
                 format!("container {chosen}: Docker gave no start time (`{started}`)")
             })?;
-            query.until = Some(start as i32 + 1);
+            query.until = Some(start as i32);
             query.follow = false;
         }
         let mut stream = Box::pin(minion.logs_with(&id, &query));
