@@ -550,6 +550,36 @@ fn pods_exec_logs_and_dry_run_on_the_cluster() {
         "{}",
         r.stdout
     );
+    // On a terminal apply shows the plan and asks; declined, it says so, exits 1 and changes
+    // nothing. (script(1) gives it a terminal.)
+    let mut child = std::process::Command::new("script")
+        .args([
+            "-qec",
+            &format!("{} apply", env!("CARGO_BIN_EXE_drover")),
+            "/dev/null",
+        ])
+        .current_dir(t.path())
+        .env_remove("DROVER_CONFIG")
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(b"n\n").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("[y/N]") && text.contains("apply cancelled"),
+        "{text}"
+    );
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let r = t.drover(&["get", "rc", "web", "-o", "json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let rc: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(rc["currentState"]["replicas"], 2, "nothing changed");
     // A bad manifest: exit 2, as diff.
     t.write("manifests/bad.json", "{\"kind\": \"Pod\"");
     t.drover(&["apply", "--dry-run"]).expect_code(2);

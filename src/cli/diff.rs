@@ -65,10 +65,24 @@ struct PodReport {
     pods: usize,
     actions: Vec<PodAction>,
     /// Pods that cannot be placed, with the reason.
-    unschedulable: Vec<(String, String)>,
+    unschedulable: Vec<PodReason>,
     /// Pods whose object left the source but was never this project's: apply leaves them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    left_alone: Vec<(String, String)>,
+    left_alone: Vec<PodReason>,
+}
+
+/// A pod and why (one shape wherever a pod comes with a reason).
+#[derive(Serialize)]
+struct PodReason {
+    pod: String,
+    reason: String,
+}
+
+fn pod_reasons(pairs: Vec<(String, String)>) -> Vec<PodReason> {
+    pairs
+        .into_iter()
+        .map(|(pod, reason)| PodReason { pod, reason })
+        .collect()
 }
 
 #[derive(Serialize)]
@@ -136,8 +150,8 @@ fn pod_report(
                 },
             })
             .collect(),
-        unschedulable: plan.unschedulable,
-        left_alone: plan.unowned,
+        unschedulable: pod_reasons(plan.unschedulable),
+        left_alone: pod_reasons(plan.unowned),
     }
 }
 
@@ -421,10 +435,10 @@ fn render_pods(out: &mut impl Write, p: &PodReport, color: bool) -> std::io::Res
         let line = format!("{mark} pod {} on {}{reason}", a.pod, a.minion);
         writeln!(out, "{}", paint(color, code, &line))?;
     }
-    for (pod, reason) in &p.unschedulable {
+    for PodReason { pod, reason } in &p.unschedulable {
         writeln!(out, "! pod {pod} cannot be placed: {reason}")?;
     }
-    for (pod, reason) in &p.left_alone {
+    for PodReason { pod, reason } in &p.left_alone {
         writeln!(out, "= pod {pod}: {reason}")?;
     }
     let seen = if p.live {

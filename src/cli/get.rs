@@ -254,7 +254,24 @@ fn pods(cx: &Context, world: &World, format: Format) -> Listing {
             current["podIP"] = json!(ip);
         }
         if !p.ports.is_empty() {
-            current["ports"] = serde_json::to_value(&p.ports).expect("ports serialise");
+            // v1beta1's port fields, as in the manifest (`hostIP`).
+            let ports: Vec<Value> = p
+                .ports
+                .iter()
+                .map(|port| {
+                    let mut v = json!({
+                        "containerPort": port.container_port,
+                        "protocol": port.protocol.as_str(),
+                        "hostIP": port.host_ip,
+                        "hostPort": port.host_port,
+                    });
+                    if let Some(name) = &port.name {
+                        v["name"] = json!(name);
+                    }
+                    v
+                })
+                .collect();
+            current["ports"] = json!(ports);
         }
         let mut object = json!({
             "kind": "Pod",
