@@ -43,6 +43,14 @@ pub fn run(cx: &Context, pod: &str, command: Vec<String>, opts: Options) -> Exit
         else {
             return Err("Docker did not attach to the command".into());
         };
+        if let (true, Some((h, w))) = (opts.tty, terminal_size()) {
+            // The remote terminal starts at this one's size (not followed on resize).
+            let size = bollard::query_parameters::ResizeExecOptionsBuilder::new()
+                .h(h)
+                .w(w)
+                .build();
+            let _ = minion.docker().resize_exec(&exec_id, size).await;
+        }
         let feed = opts.stdin.then(|| {
             tokio::spawn(async move {
                 let mut stdin = tokio::io::stdin();
@@ -75,6 +83,16 @@ pub fn run(cx: &Context, pod: &str, command: Vec<String>, opts: Options) -> Exit
         Ok(Some(code)) => ExitCode::from(u8::try_from(code).unwrap_or(EXIT_ERROR)),
         Ok(None) => fail(&format!("the command in {pod}/{chosen} left no exit code")),
         Err(e) => fail(&e),
+    }
+}
+
+/// Rows and columns of the terminal on stdout, if it is one.
+fn terminal_size() -> Option<(i32, i32)> {
+    // SAFETY: TIOCGWINSZ fills a local winsize.
+    unsafe {
+        let mut size: libc::winsize = std::mem::zeroed();
+        (libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) == 0 && size.ws_row > 0)
+            .then_some((i32::from(size.ws_row), i32::from(size.ws_col)))
     }
 }
 
