@@ -20,6 +20,16 @@ struct Args {
     /// State directory [default: state_dir from the config, else .drover beside it]
     #[arg(long, global = true)]
     state: Option<PathBuf>,
+    /// How `daemon` and `proxy` write their log (to stderr; filter with RUST_LOG, e.g.
+    /// RUST_LOG=debug or RUST_LOG=drover=warn)
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "DROVER_LOG_FORMAT"
+    )]
+    log_format: cli::logging::Format,
     #[command(subcommand)]
     command: Command,
 }
@@ -159,6 +169,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if matches!(args.command, Command::Daemon { .. } | Command::Proxy { .. }) {
+        cli::logging::init(args.log_format);
+    }
     let settings = match drover::config::Settings::load(args.config.as_deref()) {
         Ok(s) => s,
         Err(e) => return cli::fail(&e),

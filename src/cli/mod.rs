@@ -4,6 +4,7 @@ pub mod apply;
 pub mod daemon;
 pub mod diff;
 pub mod get;
+pub mod logging;
 pub mod minions;
 pub mod proxy;
 pub mod validate;

@@ -116,6 +116,8 @@ pub struct Daemon {
     store: Store,
     lock: Arc<StoreLock>,
     loaded: Loaded,
+    /// Since when, and why, the source cannot be used (the last valid state stays in force).
+    source_invalid: Option<(std::time::SystemTime, String)>,
 }
 
 impl Daemon {
@@ -134,6 +136,7 @@ impl Daemon {
             store,
             lock,
             loaded,
+            source_invalid: None,
         }
     }
 
@@ -174,9 +177,17 @@ impl Daemon {
         }
         let status: status::Shared = Default::default();
         report(Event::StatusApi(
-            status::serve(self.opts.status_listen, status.clone())
-                .await
-                .map_err(|e| e.to_string()),
+            status::serve(
+                self.opts.status_listen,
+                status.clone(),
+                Some(status::Controls {
+                    reconcile: tx.clone(),
+                    minions: self.reconciler.minions().to_vec(),
+                    project: self.opts.project.clone(),
+                }),
+            )
+            .await
+            .map_err(|e| e.to_string()),
         ));
         let proxy = match self
             .opts
@@ -240,9 +251,9 @@ impl Daemon {
             // A store damaged while running stops acting, as it stopped the start: nothing is
             // changed on the minions until it is repaired.
             if let Err(e) = self.store.verify() {
-                report(Event::StoreError(format!(
-                    "{e}; nothing is changed until it is repaired"
-                )));
+                let why = format!("{e}; nothing is changed until it is repaired");
+                status.lock().expect("status").not_ready = Some(format!("store: {why}"));
+                report(Event::StoreError(why));
                 continue;
             }
             let started = Instant::now();
@@ -283,6 +294,7 @@ impl Daemon {
                 round = self.reconciler.execute(desired, round, plan).await;
             }
             rounds += 1;
+            count_round(&round, started.elapsed());
             report(Event::Round(&round, started.elapsed()));
             let services = proxy.as_ref().map(|p| p.status()).unwrap_or_default();
             let mut current = current;
@@ -292,15 +304,22 @@ impl Daemon {
                     .find(|p| p.name == s.name)
                     .and_then(|p| p.error.clone());
             }
-            *status.lock().expect("status") = status_document(
+            let document = status_document(
                 &self.opts.project,
                 &self.opts.spec.describe(),
                 self.loaded.commit.as_deref(),
+                self.source_invalid.as_ref(),
+                &self.loaded.desired,
                 rounds,
                 &round,
                 &current,
                 &services,
             );
+            *status.lock().expect("status") = status::State {
+                document,
+                pods: round.pods.clone(),
+                not_ready: self.not_ready(&round),
+            };
             let lock = &*self.lock;
             if let Err(e) = project::record_seen(&self.store, lock, &round.observation(), &current)
             {
@@ -325,8 +344,22 @@ impl Daemon {
         }
     }
 
+    /// Why `/readyz` says not ready after `round`, if it does.
+    fn not_ready(&self, round: &Round) -> Option<String> {
+        if let Some((since, why)) = &self.source_invalid {
+            let since = crate::clock::rfc3339(*since);
+            return Some(format!("source invalid since {since}: {why}"));
+        }
+        round
+            .error
+            .as_ref()
+            .map(|e| format!("the last round could not run: {e}"))
+    }
+
     /// Reads the source again; an unusable one leaves the last valid state in force.
     fn reload(&mut self, report: &(dyn Fn(Event) + Send + Sync)) {
+        let metrics = crate::metrics::global();
+        metrics.source_reads.inc();
         let loaded = project::load(
             &self.opts.spec,
             &self.opts.git,
@@ -355,10 +388,32 @@ impl Daemon {
                     report(Event::SourceAt(l.commit.as_deref()));
                 }
                 self.loaded = l;
+                self.source_invalid = None;
             }
-            Err(LoadError::Invalid(diags)) => report(Event::SourceInvalid(&diags)),
-            Err(LoadError::Source(e)) => report(Event::SourceUnusable(e.to_string())),
-            Err(LoadError::Refused(e)) => report(Event::SourceUnusable(e)),
+            Err(e) => {
+                metrics.source_read_errors.inc();
+                let why = match &e {
+                    LoadError::Invalid(diags) => {
+                        report(Event::SourceInvalid(diags));
+                        let first = diags.first().map(|d| format!(": {d}")).unwrap_or_default();
+                        format!("{} errors{first}", diags.len())
+                    }
+                    LoadError::Source(e) => {
+                        report(Event::SourceUnusable(e.to_string()));
+                        e.to_string()
+                    }
+                    LoadError::Refused(e) => {
+                        report(Event::SourceUnusable(e.clone()));
+                        e.clone()
+                    }
+                };
+                // Since the first failure: a source that stays broken keeps its first time.
+                let since = match self.source_invalid.take() {
+                    Some((since, _)) => since,
+                    None => std::time::SystemTime::now(),
+                };
+                self.source_invalid = Some((since, why));
+            }
         }
     }
 }
@@ -545,25 +600,62 @@ async fn probe_loop(
     }
 }
 
+/// Counts a round in the process's metrics.
+fn count_round(round: &Round, took: Duration) {
+    let m = crate::metrics::global();
+    m.rounds.inc();
+    m.round_duration.observe(took.as_secs_f64());
+    if !round.failed.is_empty() || !round.unobserved.is_empty() || round.error.is_some() {
+        m.round_failures.inc();
+    }
+    for a in &round.done {
+        m.action(action_kind(a), true);
+    }
+    for (a, _) in &round.failed {
+        m.action(action_kind(a), false);
+    }
+    let phases: Vec<String> = round
+        .pods
+        .iter()
+        .map(|p| format!("{:?}", p.phase))
+        .collect();
+    m.set_pods(phases.iter().map(String::as_str));
+    let ready = round.minions.iter().filter(|m| m.ready).count();
+    m.set_minions(ready, round.minions.len() - ready);
+}
+
+/// An action's kind as a metric label.
+fn action_kind(action: &Action) -> &'static str {
+    match action {
+        Action::CreatePod { .. } => "create_pod",
+        Action::DeletePod { .. } => "delete_pod",
+        Action::DeleteVolumes { .. } => "delete_volumes",
+    }
+}
+
 /// The document `GET /status` serves.
+#[allow(clippy::too_many_arguments)]
 fn status_document(
     project: &str,
     source: &str,
     commit: Option<&str>,
+    source_invalid: Option<&(std::time::SystemTime, String)>,
+    desired: &DesiredState,
     number: u64,
     round: &Round,
     endpoints: &[ServiceEndpoints],
     proxy: &[ServiceStatus],
 ) -> serde_json::Value {
-    let at = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let at = crate::clock::rfc3339(std::time::SystemTime::now());
     let describe = |a: &Action| crate::exec::describe(a).1;
     serde_json::json!({
         "project": project,
         "source": source,
         "commit": commit,
+        "sourceValid": source_invalid.is_none(),
+        "sourceInvalid": source_invalid.map(|(since, why)| serde_json::json!({
+            "since": crate::clock::rfc3339(*since), "error": why,
+        })),
         "lastRound": {
             "number": number,
             "at": at,
@@ -574,10 +666,33 @@ fn status_document(
             "pending": round.pending,
             "converged": round.converged(),
         },
-        "minions": round.minions.iter().map(|m| serde_json::json!({"name": m.name, "ready": m.ready})).collect::<Vec<_>>(),
+        "minions": round.minions.iter().map(|m| {
+            let pods: Vec<_> = round.pods.iter().filter(|p| p.minion == m.name).collect();
+            serde_json::json!({
+                "name": m.name, "ready": m.ready, "capacity": m.capacity,
+                "used": {
+                    "cpu": pods.iter().map(|p| p.request.cpu).sum::<u64>(),
+                    "memory": pods.iter().map(|p| p.request.memory).sum::<u64>(),
+                },
+                "pods": pods.len(),
+            })
+        }).collect::<Vec<_>>(),
+        "replicationControllers": desired.objects.values().filter_map(|(o, _)| match o {
+            crate::model::Object::ReplicationController(rc) => Some(rc),
+            _ => None,
+        }).map(|rc| {
+            let pods = round.pods.iter().filter(|p| p.owner.as_deref() == Some(&rc.id));
+            serde_json::json!({
+                "id": rc.id,
+                "desired": rc.desired_state.replicas,
+                "current": pods.clone().count(),
+                "running": pods.filter(|p| p.phase == Phase::Running).count(),
+                "selector": rc.desired_state.replica_selector,
+            })
+        }).collect::<Vec<_>>(),
         "pods": round.pods.iter().map(|p| serde_json::json!({
             "id": p.id, "minion": p.minion, "phase": p.phase, "replicationController": p.owner,
-            "containers": p.containers,
+            "ip": p.ip, "containers": p.containers,
         })).collect::<Vec<_>>(),
         "services": endpoints.iter().map(|s| {
             let served = proxy.iter().find(|p| p.name == s.name);

@@ -37,7 +37,14 @@ impl Minion {
         &self,
         f: impl std::future::Future<Output = Result<T, bollard::errors::Error>>,
     ) -> Result<T, MinionError> {
+        let started = std::time::Instant::now();
         let result = f.await.map_err(|e| self.error(e));
+        crate::metrics::global().minion_call(
+            self.name(),
+            "docker",
+            started.elapsed(),
+            result.is_ok(),
+        );
         self.observe(&result);
         result
     }

@@ -527,7 +527,18 @@ impl Store {
     }
 
     /// Applies a batch atomically and returns the new resource version. Needs the lock.
-    pub fn commit(&self, _lock: &StoreLock, batch: &Batch) -> Result<u64, StoreError> {
+    pub fn commit(&self, lock: &StoreLock, batch: &Batch) -> Result<u64, StoreError> {
+        let started = std::time::Instant::now();
+        let result = self.commit_untimed(lock, batch);
+        if !batch.is_empty() {
+            crate::metrics::global()
+                .store_commit_duration
+                .observe(started.elapsed().as_secs_f64());
+        }
+        result
+    }
+
+    fn commit_untimed(&self, _lock: &StoreLock, batch: &Batch) -> Result<u64, StoreError> {
         let mut index = self.read_index()?;
         if batch.is_empty() {
             return Ok(index.resource_version);
