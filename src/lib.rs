@@ -6,6 +6,7 @@
 pub mod clock;
 pub mod config;
 pub mod daemon;
+pub mod events;
 pub mod exec;
 pub mod manifest;
 pub mod metrics;

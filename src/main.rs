@@ -61,6 +61,8 @@ enum GetKind {
     Rc,
     Services,
     Minions,
+    #[value(alias = "ev")]
+    Events,
 }
 
 #[derive(Subcommand)]
@@ -141,6 +143,12 @@ enum Command {
         selector: Option<String>,
         #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
         output: cli::minions::GetOutput,
+        /// Events: keep printing new ones as they happen
+        #[arg(short = 'w', long)]
+        watch: bool,
+        /// Events: only those of one object, KIND/NAME (pod/web-1, rc/web, minion/m1)
+        #[arg(long = "for", value_name = "KIND/NAME")]
+        for_object: Option<String>,
     },
     /// Show one pod, replication controller or service in detail (and why a pod is Pending)
     Describe { kind: String, name: String },
@@ -230,6 +238,8 @@ fn main() -> ExitCode {
             name,
             selector,
             output,
+            watch,
+            for_object,
         } => {
             let selector = match cli::get::parse_selector(selector.as_deref().unwrap_or("")) {
                 Ok(s) => s,
@@ -241,6 +251,7 @@ fn main() -> ExitCode {
                 GetKind::Pods => cli::get::pods(&cx, name.as_deref(), &selector, json),
                 GetKind::Rc => cli::get::rcs(&cx, name.as_deref(), &selector, json),
                 GetKind::Services => cli::get::services(&cx, name.as_deref(), &selector, json),
+                GetKind::Events => cli::events::get(&cx, for_object.as_deref(), watch, json),
             }
         }
         Command::Proxy { listen } => cli::proxy::run(&cx, listen),

@@ -167,7 +167,7 @@ pub fn run(cx: &Context, args: &SourceArgs, opts: Options) -> ExitCode {
                 return false;
             }
             // Containers starting, or failures to retry: look again shortly.
-            if round.planned == 0 || !round.failed.is_empty() {
+            if round.planned == 0 || !round.failed.is_empty() || !round.held.is_empty() {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }

@@ -83,8 +83,8 @@ pub fn run(
     super::raise_fd_limit();
     let daemon = Daemon::new(opts, reconciler, store, lock, loaded);
     // Said when it changes, not every round.
-    let left_alone = Mutex::new(Default::default());
-    let report = move |event: Event| print_event(event, &left_alone);
+    let said = Mutex::new(Said::default());
+    let report = move |event: Event| print_event(event, &said);
     super::runtime().block_on(async {
         let mut terminate =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -103,7 +103,15 @@ pub fn run(
 
 type LeftAlone = (Vec<(String, String)>, Vec<(String, Vec<String>)>);
 
-fn print_event(event: Event, left_alone: &Mutex<LeftAlone>) {
+/// What was said, so it is said again only when it changes.
+#[derive(Default)]
+struct Said {
+    left_alone: LeftAlone,
+    /// The last failure told per action.
+    failures: std::collections::BTreeMap<String, String>,
+}
+
+fn print_event(event: Event, said: &Mutex<Said>) {
     match event {
         Event::StatusApi(Ok(addr)) => info!("status API on http://{addr}/status"),
         // Reconciling matters more than reporting: go on without it.
@@ -146,25 +154,42 @@ fn print_event(event: Event, left_alone: &Mutex<LeftAlone>) {
                 error!("{e}");
             }
             let now = (round.unowned.clone(), round.unclaimed.clone());
-            let mut last = left_alone.lock().expect("left alone");
-            if now != *last {
+            let mut said = said.lock().expect("said");
+            if now != said.left_alone {
                 for line in super::apply::left_alone_lines(round) {
                     info!("{line}");
                 }
-                *last = now;
+                said.left_alone = now;
             }
             for a in &round.done {
                 info!("{}", describe(a).1);
+                said.failures.remove(&failure_key(a));
             }
+            // A failure that recurs (a pod backing off, wherever it is tried) is told once,
+            // and again only when its reason changes.
             for (a, e) in &round.failed {
-                error!("{}: {e}", describe(a).1);
+                if said.failures.get(&failure_key(a)) != Some(&e.message) {
+                    error!(
+                        "{}: {e}; backing off (see drover get events)",
+                        describe(a).1
+                    );
+                    said.failures.insert(failure_key(a), e.message.clone());
+                }
             }
-            if round.planned > 0 {
+            if !round.done.is_empty() {
                 info!(
                     "reconciled in {:.0} ms",
                     took.as_secs_f64() * 1e3
                 );
             }
         }
+    }
+}
+
+/// What a failure is remembered by: the pod for a create (tried on any minion), else the action.
+fn failure_key(action: &drover::plan::pods::Action) -> String {
+    match action {
+        drover::plan::pods::Action::CreatePod { pod, .. } => format!("pod {}", pod.id),
+        other => describe(other).1,
     }
 }

@@ -278,7 +278,14 @@ pub fn services(cx: &Context, name: Option<&str>, selector: &Labels, json: bool)
 
 /// `describe pod NAME` / `describe rc NAME`: where it runs and in what state, and for pods that
 /// are not running anywhere, why the scheduler cannot place them.
+/// `describe`: the object, then its events (also when the object is gone: they tell why).
 pub fn describe(cx: &Context, kind: &str, name: &str) -> ExitCode {
+    let code = describe_object(cx, kind, name);
+    super::events::describe_section(cx, kind, name);
+    code
+}
+
+fn describe_object(cx: &Context, kind: &str, name: &str) -> ExitCode {
     let world = match observe(cx) {
         Ok(w) => w,
         Err(e) => return fail(&e),

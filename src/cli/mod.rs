@@ -3,6 +3,7 @@
 pub mod apply;
 pub mod daemon;
 pub mod diff;
+pub mod events;
 pub mod get;
 pub mod logging;
 pub mod minions;

@@ -12,10 +12,12 @@
 //!
 //! Nothing here prints: what happens is reported as [`Event`]s to the caller.
 
+mod docker_events;
 pub mod probes;
 pub mod status;
 pub mod watch;
 
+use crate::events::{EventLog, Note, ObjectRef};
 use crate::manifest::Diagnostic;
 use crate::minion::Minion;
 use crate::model::{ContainerManifest, DesiredState};
@@ -118,6 +120,7 @@ pub struct Daemon {
     loaded: Loaded,
     /// Since when, and why, the source cannot be used (the last valid state stays in force).
     source_invalid: Option<(std::time::SystemTime, String)>,
+    events: Arc<Mutex<EventLog>>,
 }
 
 impl Daemon {
@@ -137,7 +140,15 @@ impl Daemon {
             lock,
             loaded,
             source_invalid: None,
+            events: Default::default(),
         }
+    }
+
+    fn note(&self, note: Note) {
+        self.events
+            .lock()
+            .expect("event log")
+            .record(note, std::time::SystemTime::now());
     }
 
     /// Runs until `stop` resolves; the round in progress finishes first, then the proxy,
@@ -147,6 +158,11 @@ impl Daemon {
         report: &(dyn Fn(Event) + Send + Sync),
         stop: impl std::future::Future<Output = ()>,
     ) {
+        match self.store.read_events() {
+            Ok(log) => *self.events.lock().expect("event log") = log,
+            Err(e) => report(Event::StoreError(format!("{e}; starting a new event log"))),
+        }
+        let mut events_written = self.events.lock().expect("event log").clone();
         let (tx, mut triggers) = tokio::sync::mpsc::channel::<()>(1);
         let _watcher = match watch::watch_dir(&self.opts.spec, tx.clone()) {
             Ok(w) => w,
@@ -184,6 +200,7 @@ impl Daemon {
                     reconcile: tx.clone(),
                     minions: self.reconciler.minions().to_vec(),
                     project: self.opts.project.clone(),
+                    events: self.events.clone(),
                 }),
             )
             .await
@@ -211,6 +228,13 @@ impl Daemon {
                 .collect(),
             ..Default::default()
         }));
+        for minion in self.reconciler.minions() {
+            tasks.spawn(docker_events::follow(
+                minion.clone(),
+                self.opts.project.clone(),
+                self.events.clone(),
+            ));
+        }
         let (probe_tx, mut probe_events) = tokio::sync::mpsc::channel::<ProbeReport>(64);
         tasks.spawn(probe_loop(
             self.reconciler.minions().to_vec(),
@@ -224,6 +248,7 @@ impl Daemon {
         let mut tick = tokio::time::interval(self.opts.resync);
         let mut source_changed = false;
         let mut rounds = 0u64;
+        let mut last_round: Option<Round> = None;
         let mut proxy_errors: Vec<String> = Vec::new();
         tokio::pin!(stop);
         loop {
@@ -236,6 +261,7 @@ impl Daemon {
                     while triggers.try_recv().is_ok() {}
                 }
                 Some(p) = probe_events.recv() => {
+                    self.note(probe_note(&p));
                     report(Event::ProbeFailed {
                         minion: &p.key.0, pod: &p.key.1, container: &p.key.2,
                         error: &p.error, acted: p.acted,
@@ -292,9 +318,31 @@ impl Daemon {
             }
             if let Some(plan) = plan {
                 round = self.reconciler.execute(desired, round, plan).await;
+                let now = Instant::now();
+                for (a, _) in &round.failed {
+                    let Action::CreatePod { pod, .. } = a else {
+                        continue;
+                    };
+                    if let Some(w) = self.reconciler.backoff.holds(&pod.id, now) {
+                        let note = Note::warning(
+                            ObjectRef::new("Pod", &pod.id),
+                            "BackOff",
+                            format!(
+                                "{}: trying again in {}s (failure {})",
+                                w.reason.as_str(),
+                                w.delay.as_secs(),
+                                w.failures
+                            ),
+                        );
+                        self.note(note);
+                    }
+                }
             }
             rounds += 1;
             count_round(&round, started.elapsed());
+            for note in crate::events::from_round(last_round.as_ref(), &round) {
+                self.note(note);
+            }
             report(Event::Round(&round, started.elapsed()));
             let services = proxy.as_ref().map(|p| p.status()).unwrap_or_default();
             let mut current = current;
@@ -325,11 +373,29 @@ impl Daemon {
             {
                 report(Event::StoreError(e.to_string()));
             }
-            if round.converged() {
+            let log = self.events.lock().expect("event log").clone();
+            if log != events_written {
+                match self.store.write_events(lock, &log) {
+                    Ok(()) => events_written = log,
+                    Err(e) => report(Event::StoreError(e.to_string())),
+                }
+            }
+            let converged = round.converged();
+            // Pods backing off are not work in flight: their retry is woken below.
+            let working = round.planned > round.held.len() || round.pending;
+            if let Some(first) = round.held.iter().map(|h| h.retry_in).min() {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(first).await;
+                    let _ = tx.try_send(());
+                });
+            }
+            last_round = Some(round);
+            if converged {
                 if let Err(e) = project::record_applied(&self.store, lock, desired, true) {
                     report(Event::StoreError(e.to_string()));
                 }
-            } else if round.planned > 0 || round.pending {
+            } else if working {
                 // Work in flight (starting pods, a rollout): look again soon, not at the resync.
                 let tx = tx.clone();
                 tokio::spawn(async move {
@@ -386,6 +452,11 @@ impl Daemon {
                 }
                 if l.commit != self.loaded.commit {
                     report(Event::SourceAt(l.commit.as_deref()));
+                    self.note(Note::normal(
+                        ObjectRef::new("Source", &self.opts.spec.describe()),
+                        "SourceChanged",
+                        format!("Source at {}", l.commit.as_deref().unwrap_or("-")),
+                    ));
                 }
                 self.loaded = l;
                 self.source_invalid = None;
@@ -407,6 +478,11 @@ impl Daemon {
                         e.clone()
                     }
                 };
+                self.note(Note::warning(
+                    ObjectRef::new("Source", &self.opts.spec.describe()),
+                    "SourceInvalid",
+                    format!("{why}; the last valid state stays in force"),
+                ));
                 // Since the first failure: a source that stays broken keeps its first time.
                 let since = match self.source_invalid.take() {
                     Some((since, _)) => since,
@@ -444,6 +520,36 @@ async fn drained(proxy: &Proxy, limit: Duration) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A probe report as an event of its pod.
+fn probe_note(p: &ProbeReport) -> Note {
+    let (minion, pod, container) = (&p.key.0, &p.key.1, &p.key.2);
+    let object = ObjectRef::new("Pod", pod);
+    match &p.acted {
+        None => Note::warning(
+            object,
+            "Unhealthy",
+            format!("Container {container} on {minion}: {}", p.error),
+        ),
+        Some(Ok(())) => Note::warning(
+            object,
+            "Killing",
+            format!(
+                "Container {container} on {minion} failed its liveness probe {} times ({}); restarted",
+                probes::FAILURE_THRESHOLD,
+                p.error
+            ),
+        ),
+        Some(Err(e)) => Note::warning(
+            object,
+            "FailedKill",
+            format!(
+                "Container {container} on {minion} failed its liveness probe ({}); restart failed: {e}",
+                p.error
+            ),
+        ),
     }
 }
 
@@ -690,6 +796,10 @@ fn status_document(
                 "selector": rc.desired_state.replica_selector,
             })
         }).collect::<Vec<_>>(),
+        "waiting": round.held.iter().map(|h| serde_json::json!({
+            "id": h.pod, "reason": h.reason.as_str(), "message": h.message,
+            "failures": h.failures, "retryInSeconds": h.retry_in.as_secs(),
+        })).collect::<Vec<_>>(),
         "pods": round.pods.iter().map(|p| serde_json::json!({
             "id": p.id, "minion": p.minion, "phase": p.phase, "replicationController": p.owner,
             "ip": p.ip, "containers": p.containers,

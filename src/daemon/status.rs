@@ -6,6 +6,7 @@
 //! | `GET /healthz` | `200 ok` while the process runs |
 //! | `GET /readyz` | `200 ok` once a round has run with a valid source and a sound store; `503` with the reason otherwise |
 //! | `GET /metrics` | Prometheus metrics (OpenMetrics text, `crate::metrics`) |
+//! | `GET /events` | the event log (`crate::events`) as a v1beta1 `EventList` |
 //! | `GET /` | the web interface (`web/`, shipped in the binary; no build step, no CDN) |
 //! | `GET /logs?minion=M&pod=P&container=C` | the last 500 lines of a container's log |
 //! | `POST /reconcile` | asks for a round now |
@@ -56,6 +57,7 @@ pub struct Controls {
     pub reconcile: tokio::sync::mpsc::Sender<()>,
     pub minions: Vec<Arc<crate::minion::Minion>>,
     pub project: String,
+    pub events: Arc<Mutex<crate::events::EventLog>>,
 }
 
 /// The status API's limits: requests are tiny and answered at once, so a client has 5 s to send
@@ -70,8 +72,9 @@ type Body = http_body_util::Full<hyper::body::Bytes>;
 
 const JSON: &str = "application/json";
 const TEXT: &str = "text/plain; charset=utf-8";
-const PATHS: [&str; 8] = [
+const PATHS: [&str; 9] = [
     "/status",
+    "/events",
     "/healthz",
     "/readyz",
     "/metrics",
@@ -151,6 +154,14 @@ async fn respond(
             ),
         },
         "/logs" => logs(status, controls, req.uri().query().unwrap_or("")).await,
+        "/events" => {
+            let items = controls
+                .map(|c| c.events.lock().expect("event log").items.clone())
+                .unwrap_or_default();
+            let list =
+                serde_json::json!({"kind": "EventList", "apiVersion": "v1beta1", "items": items});
+            answer(StatusCode::OK, JSON, list.to_string())
+        }
         "/status" => {
             let doc = status.lock().expect("status").document.clone();
             let text = serde_json::to_string_pretty(&doc).expect("serialises");

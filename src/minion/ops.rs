@@ -210,7 +210,13 @@ impl Minion {
     ) -> Result<(), MinionError> {
         let options = CreateImageOptionsBuilder::new().from_image(image).build();
         let stream = self.docker().create_image(Some(options), None, credentials);
-        self.call(stream.try_for_each(|_| async { Ok(()) })).await
+        // Said as a pull failure whatever Docker's words, so it backs off as one.
+        self.call(stream.try_for_each(|_| async { Ok(()) }))
+            .await
+            .map_err(|mut e| {
+                e.message = format!("cannot pull image {image}: {}", e.message);
+                e
+            })
     }
 
     /// Imports a root filesystem tar (as `docker import`) under `repo:tag`.

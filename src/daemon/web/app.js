@@ -84,7 +84,11 @@ function draw(status) {
     rc.id, rc.desired, rc.current, rc.running, labels(rc.selector),
   ])), "no replication controllers");
 
-  fill("pods", (status.pods || []).map(p => {
+  const waiting = (status.waiting || []).map(w => row([
+    "-", w.id, el("span", w.reason, "bad"), "", "",
+    w.message + " (failure " + w.failures + ", next try in " + w.retryInSeconds + "s)",
+  ]));
+  fill("pods", waiting.concat((status.pods || []).map(p => {
     const tr = row([
       p.minion, p.id,
       el("span", p.phase, p.phase === "Running" ? "ok" : p.phase === "Failed" ? "bad" : "warn"),
@@ -95,7 +99,7 @@ function draw(status) {
     tr.dataset.pod = p.id;
     tr.addEventListener("click", () => showLog(p.minion, p.id));
     return tr;
-  }), "no pods");
+  })), "no pods");
 
   fill("services", (status.services || []).map(s => row([
     s.name,
