@@ -3,10 +3,13 @@
 //! Data flows one way: source -> desired model -> plan <- observed model <- minions. See
 //! ARCHITECTURE.md for the map; each module's `//!` says what it owns.
 
+pub mod clock;
 pub mod config;
 pub mod daemon;
+pub mod events;
 pub mod exec;
 pub mod manifest;
+pub mod metrics;
 pub mod minion;
 pub mod model;
 pub mod net;

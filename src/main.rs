@@ -29,6 +29,16 @@ pub struct Args {
     /// State directory [default: state_dir from the config, else .drover beside it]
     #[arg(long, global = true)]
     state: Option<PathBuf>,
+    /// How `daemon` and `proxy` write their log (to stderr; filter with RUST_LOG, e.g.
+    /// RUST_LOG=debug or RUST_LOG=drover=warn)
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "DROVER_LOG_FORMAT"
+    )]
+    log_format: cli::logging::Format,
     #[command(subcommand)]
     command: Command,
 }
@@ -125,7 +135,7 @@ enum Command {
     /// List objects and their state (exit 1 when a named one does not exist)
     #[command(
         after_help = "KIND: pods (pod, po), replicationcontrollers (replicationcontroller, rc), \
-services (service, svc), minions (minion, nodes, node, no)"
+services (service, svc), minions (minion, nodes, node, no), events (event, ev)"
     )]
     Get {
         #[arg(value_enum, value_name = "KIND", hide_possible_values = true)]
@@ -138,6 +148,12 @@ services (service, svc), minions (minion, nodes, node, no)"
         /// Output format
         #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
         output: cli::output::Format,
+        /// Events: keep printing new ones as they happen
+        #[arg(short = 'w', long)]
+        watch: bool,
+        /// Events: only those of one object, KIND/NAME (pod/web-1, rc/web, minion/m1)
+        #[arg(long = "for", value_name = "KIND/NAME")]
+        for_object: Option<String>,
     },
     /// Show one pod, replication controller or service in detail (and why a pod is Pending)
     Describe {
@@ -218,6 +234,9 @@ fn main() -> ExitCode {
         }
         _ => {}
     }
+    if matches!(args.command, Command::Daemon { .. } | Command::Proxy { .. }) {
+        cli::logging::init(args.log_format);
+    }
     let settings = match drover::config::Settings::load(args.config.as_deref()) {
         Ok(s) => s,
         Err(e) => return cli::fail(&e),
@@ -276,12 +295,17 @@ fn main() -> ExitCode {
             names,
             selector,
             output,
+            watch,
+            for_object,
         } => {
             let selector =
                 match cli::selector::Selector::parse(selector.as_deref().unwrap_or_default()) {
                     Ok(s) => s,
                     Err(e) => return cli::fail(&e),
                 };
+            if resource == cli::output::Resource::Events {
+                return cli::events::get(&cx, &names, for_object.as_deref(), watch, output);
+            }
             cli::get::get(&cx, resource, &names, &selector, output)
         }
         Command::Proxy { listen } => cli::proxy::run(&cx, listen),

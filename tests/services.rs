@@ -9,10 +9,10 @@
 
 mod common;
 use common::cluster::{docker, of_project, project_dir, steady};
+use common::daemon::Daemon;
 use common::*;
 use std::io::{Read, Write};
 use std::net::{TcpStream, UdpSocket};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,46 +23,6 @@ const ADVERTISE: &str = "172.30.1.1";
 fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
     l.local_addr().unwrap().port()
-}
-
-struct Daemon {
-    child: Child,
-    log: std::path::PathBuf,
-}
-
-impl Daemon {
-    fn start(t: &TestDir) -> Daemon {
-        let log = t.join("daemon.log");
-        let file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_drover"))
-            .current_dir(t.path())
-            .args(["daemon", "--resync", "2", "--listen", "127.0.0.1:0"])
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        Daemon { child, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A project whose proxy serves on every address and is advertised to containers.
@@ -213,7 +173,7 @@ fn web_behind_a_service(id: &str, replicas: u32) -> (TestDir, String, u16, Daemo
         &format!("manifests/{id}-service.json"),
         &service(id, port, ""),
     );
-    let daemon = Daemon::start(&t);
+    let daemon = Daemon::start(&t, &[]);
     wait_until(
         "every endpoint ready",
         Duration::from_secs(60),
@@ -381,7 +341,7 @@ fn udp_affinity_service_variables_and_a_taken_port() {
   "desiredState": {"manifest": {"version": "v1beta1", "id": "front",
     "containers": [{"name": "front", "image": "drover/busybox:latest", "command": ["sleep", "3600"]}]}}}"#,
     );
-    let daemon = Daemon::start(&t);
+    let daemon = Daemon::start(&t, &[]);
     wait_until(
         "the services' endpoints",
         Duration::from_secs(60),
@@ -522,18 +482,8 @@ fn drover_proxy_alone_serves_what_apply_recorded_and_follows_it() {
     t.write("manifests/solo.json", &web_rc("solo", 2, "1"));
     t.write("manifests/solo-service.json", &service("solo", port, ""));
     t.drover(&["apply"]).expect_code(0);
-    let log = t.join("proxy.log");
-    let file = std::fs::File::create(&log).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_drover"))
-        .current_dir(t.path())
-        .args(["proxy", "--listen", "127.0.0.1"])
-        .stdout(file.try_clone().unwrap())
-        .stderr(file)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
     // The same stop-on-drop as the daemon's, and its log for failures.
-    let proxy = Daemon { child, log };
+    let proxy = Daemon::spawn(&t, &["proxy", "--listen", "127.0.0.1"], "proxy.log");
     wait_until(
         "both pods to answer",
         Duration::from_secs(30),

@@ -185,7 +185,7 @@ pub fn run(cx: &Context, args: &SourceArgs, opts: Options) -> ExitCode {
                 return false;
             }
             // Containers starting, or failures to retry: look again shortly.
-            if round.planned == 0 || !round.failed.is_empty() {
+            if round.planned == 0 || !round.failed.is_empty() || !round.held.is_empty() {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
@@ -230,17 +230,26 @@ pub fn run(cx: &Context, args: &SourceArgs, opts: Options) -> ExitCode {
 /// What this project saw but does not own: pods of objects it never applied, and pods of a
 /// drover from before projects that its store never recorded. Left alone, said once.
 pub fn report_left_alone(round: &drover::reconcile::Round) {
-    for (pod, reason) in &round.unowned {
-        eprintln!("drover: note: pod {pod}: {reason}");
+    for line in left_alone_lines(round) {
+        eprintln!("drover: note: {line}");
     }
-    for (minion, pods) in &round.unclaimed {
-        eprintln!(
-            "drover: note: {} pod{} on {minion} made by drover without a project, never recorded by this one; left alone: {}",
+}
+
+/// The pods a round left alone because they are not this project's, one line each.
+pub fn left_alone_lines(round: &drover::reconcile::Round) -> Vec<String> {
+    let unowned = round
+        .unowned
+        .iter()
+        .map(|(pod, reason)| format!("pod {pod}: {reason}"));
+    let unclaimed = round.unclaimed.iter().map(|(minion, pods)| {
+        format!(
+            "{} pod{} on {minion} made by drover without a project, never recorded by this one; left alone: {}",
             pods.len(),
             super::plural(pods.len()),
             pods.join(", ")
-        );
-    }
+        )
+    });
+    unowned.chain(unclaimed).collect()
 }
 
 /// A line per finished action (stdout; failures on stderr) and, on a terminal, a bar below the

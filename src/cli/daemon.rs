@@ -10,6 +10,7 @@ use drover::store::Store;
 use std::process::ExitCode;
 use std::sync::Mutex;
 use std::time::Duration;
+use tracing::{error, info, warn};
 
 pub fn run(
     cx: &Context,
@@ -48,7 +49,7 @@ pub fn run(
         Err(e) => return fail(&e),
     };
     reconciler.advertise = proxy.advertise.clone();
-    println!(
+    info!(
         "drover daemon: project {}, watching {}, resync every {}s, node grace {}s",
         cx.project,
         spec.describe(),
@@ -56,8 +57,8 @@ pub fn run(
         node_grace.as_secs()
     );
     if proxy.advertise.is_none() {
-        println!(
-            "note: no [proxy] advertise address: containers get no service variables (see README, \"Services\")"
+        warn!(
+            "no [proxy] advertise address: containers get no service variables (see README, \"Services\")"
         );
     }
     let opts = Options {
@@ -82,8 +83,8 @@ pub fn run(
     super::raise_fd_limit();
     let daemon = Daemon::new(opts, reconciler, store, lock, loaded);
     // Said when it changes, not every round.
-    let left_alone = Mutex::new(Default::default());
-    let report = move |event: Event| print_event(event, &left_alone);
+    let said = Mutex::new(Said::default());
+    let report = move |event: Event| print_event(event, &said);
     super::runtime().block_on(async {
         let mut terminate =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -96,32 +97,38 @@ pub fn run(
         };
         daemon.run(&report, stop).await;
     });
-    println!("drover daemon: stopped");
+    info!("drover daemon: stopped");
     ExitCode::from(EXIT_OK)
 }
 
 type LeftAlone = (Vec<(String, String)>, Vec<(String, Vec<String>)>);
 
-fn print_event(event: Event, left_alone: &Mutex<LeftAlone>) {
+/// What was said, so it is said again only when it changes.
+#[derive(Default)]
+struct Said {
+    left_alone: LeftAlone,
+    /// The last failure told per action.
+    failures: std::collections::BTreeMap<String, String>,
+}
+
+fn print_event(event: Event, said: &Mutex<Said>) {
     match event {
-        Event::StatusApi(Ok(addr)) => println!("status API on http://{addr}/status"),
+        Event::StatusApi(Ok(addr)) => info!("status API on http://{addr}/status"),
         // Reconciling matters more than reporting: go on without it.
-        Event::StatusApi(Err(e)) => {
-            eprintln!("drover: warning: status API: {e}; running without it")
-        }
-        Event::SourceAt(commit) => println!("source at {}", commit.unwrap_or("-")),
-        Event::Skipped(note) => eprintln!("drover: note: {note}"),
+        Event::StatusApi(Err(e)) => warn!("status API: {e}; running without it"),
+        Event::SourceAt(commit) => info!("source at {}", commit.unwrap_or("-")),
+        Event::Skipped(note) => info!("{note}"),
         Event::SourceInvalid(diags) => {
             for d in diags {
-                eprintln!("drover: error: {d}");
+                error!("{d}");
             }
-            eprintln!(
-                "drover: source invalid ({} errors); keeping the last valid state",
+            error!(
+                "source invalid ({} errors); keeping the last valid state",
                 diags.len()
             );
         }
-        Event::SourceUnusable(e) => eprintln!("drover: error: {e}; keeping the last valid state"),
-        Event::ProxyError(e) => eprintln!("drover: error: proxy: {e}"),
+        Event::SourceUnusable(e) => error!("{e}; keeping the last valid state"),
+        Event::ProxyError(e) => error!("proxy: {e}"),
         Event::ProbeFailed {
             minion,
             pod,
@@ -129,38 +136,60 @@ fn print_event(event: Event, left_alone: &Mutex<LeftAlone>) {
             error,
             acted,
         } => match acted {
-            None => eprintln!("drover: pod {pod} on {minion}: container {container}: {error}"),
-            Some(Ok(())) => eprintln!(
-                "drover: pod {pod} on {minion}: container {container}: liveness probe failed {} times ({error}); restarted",
+            None => warn!("pod {pod} on {minion}: container {container}: {error}"),
+            Some(Ok(())) => warn!(
+                "pod {pod} on {minion}: container {container}: liveness probe failed {} times ({error}); restarted",
                 drover::daemon::probes::FAILURE_THRESHOLD
             ),
-            Some(Err(e)) => eprintln!(
-                "drover: pod {pod} on {minion}: container {container}: liveness probe failed ({error}); restart failed: {e}"
+            Some(Err(e)) => error!(
+                "pod {pod} on {minion}: container {container}: liveness probe failed ({error}); restart failed: {e}"
             ),
         },
-        Event::StoreError(e) => eprintln!("drover: error: {e}"),
+        Event::StoreError(e) => error!("{e}"),
         Event::Round(round, took) => {
             for e in &round.unobserved {
-                eprintln!("drover: {e}");
+                warn!("{e}");
             }
             if let Some(e) = &round.error {
-                eprintln!("drover: error: {e}");
+                error!("{e}");
             }
             let now = (round.unowned.clone(), round.unclaimed.clone());
-            let mut last = left_alone.lock().expect("left alone");
-            if now != *last {
-                super::apply::report_left_alone(round);
-                *last = now;
+            let mut said = said.lock().expect("said");
+            if now != said.left_alone {
+                for line in super::apply::left_alone_lines(round) {
+                    info!("{line}");
+                }
+                said.left_alone = now;
             }
             for a in &round.done {
-                println!("{}", describe(a).1);
+                info!("{}", describe(a).1);
+                said.failures.remove(&failure_key(a));
             }
+            // A failure that recurs (a pod backing off, wherever it is tried) is told once,
+            // and again only when its reason changes.
             for (a, e) in &round.failed {
-                eprintln!("drover: error: {}: {e}", describe(a).1);
+                if said.failures.get(&failure_key(a)) != Some(&e.message) {
+                    error!(
+                        "{}: {e}; backing off (see drover get events)",
+                        describe(a).1
+                    );
+                    said.failures.insert(failure_key(a), e.message.clone());
+                }
             }
-            if round.planned > 0 {
-                println!("reconciled in {:.0} ms", took.as_secs_f64() * 1e3);
+            if !round.done.is_empty() {
+                info!(
+                    "reconciled in {:.0} ms",
+                    took.as_secs_f64() * 1e3
+                );
             }
         }
+    }
+}
+
+/// What a failure is remembered by: the pod for a create (tried on any minion), else the action.
+fn failure_key(action: &drover::plan::pods::Action) -> String {
+    match action {
+        drover::plan::pods::Action::CreatePod { pod, .. } => format!("pod {}", pod.id),
+        other => describe(other).1,
     }
 }

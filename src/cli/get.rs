@@ -482,9 +482,18 @@ fn services(cx: &Context, world: &World) -> Result<Listing, String> {
 
 /// `describe pod NAME` / `describe rc NAME`: where it runs and in what state, and for pods that
 /// are not running anywhere, why the scheduler cannot place them.
+/// `describe`: the object, then its events (also when the object is gone: they tell why).
 pub fn describe(cx: &Context, resource: Resource, name: &str) -> ExitCode {
-    if resource == Resource::Minions {
-        return fail(&"describe shows pods, replication controllers and services; for a minion use `drover get minions NAME -o wide`");
+    let code = describe_object(cx, resource, name);
+    if resource != Resource::Minions && resource != Resource::Events {
+        super::events::describe_section(cx, resource.kind(), name);
+    }
+    code
+}
+
+fn describe_object(cx: &Context, resource: Resource, name: &str) -> ExitCode {
+    if resource == Resource::Minions || resource == Resource::Events {
+        return fail(&"describe shows pods, replication controllers and services; for a minion use `drover get minions NAME -o wide`, for events `drover get events --for KIND/NAME`");
     }
     let world = match observe(cx) {
         Ok(w) => w,
@@ -620,7 +629,7 @@ pub fn describe(cx: &Context, resource: Resource, name: &str) -> ExitCode {
                 let _ = writeln!(out, "  {}  {}  {:?}", p.id, p.minion, p.phase);
             }
         }
-        Resource::Minions => unreachable!("refused above"),
+        Resource::Minions | Resource::Events => unreachable!("refused above"),
     }
     for e in &world.errors {
         eprintln!("drover: warning: {e}");

@@ -3,9 +3,11 @@
 pub mod apply;
 pub mod daemon;
 pub mod diff;
+pub mod events;
 pub mod exec;
 pub mod get;
 pub mod help;
+pub mod logging;
 pub mod minions;
 pub mod output;
 pub mod proxy;

@@ -22,8 +22,9 @@ pub enum Resource {
     Services,
     #[value(name = "minions", aliases = ["minion", "nodes", "node", "no"])]
     Minions,
-    // Events join here as `#[value(name = "events", aliases = ["event", "ev"])] Events`,
-    // with their kind below and a gatherer in get.rs.
+    /// The event log (`cli::events`): listed by its own code, not a listing.
+    #[value(name = "events", aliases = ["event", "ev"])]
+    Events,
 }
 
 impl Resource {
@@ -34,6 +35,7 @@ impl Resource {
             Resource::ReplicationControllers => "ReplicationController",
             Resource::Services => "Service",
             Resource::Minions => "Minion",
+            Resource::Events => "Event",
         }
     }
 
@@ -44,6 +46,7 @@ impl Resource {
             Resource::ReplicationControllers => "replicationcontrollers",
             Resource::Services => "services",
             Resource::Minions => "minions",
+            Resource::Events => "events",
         }
     }
 
@@ -54,6 +57,7 @@ impl Resource {
             Resource::ReplicationControllers => "replicationcontroller",
             Resource::Services => "service",
             Resource::Minions => "minion",
+            Resource::Events => "event",
         }
     }
 }

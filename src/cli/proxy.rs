@@ -17,7 +17,7 @@ pub fn run(cx: &Context, listen: Option<std::net::IpAddr>) -> ExitCode {
     };
     let listen = listen.unwrap_or(settings.listen);
     let store = Store::new(&cx.state_dir);
-    println!(
+    tracing::info!(
         "drover proxy: project {}, serving on {listen} the services of {}",
         cx.project,
         cx.state_dir.display()
@@ -27,7 +27,7 @@ pub fn run(cx: &Context, listen: Option<std::net::IpAddr>) -> ExitCode {
         let proxy = match Proxy::start(listen, Limits::default()) {
             Ok(p) => p,
             Err(e) => {
-                eprintln!("drover: error: {e}");
+                tracing::error!("{e}");
                 return false;
             }
         };
@@ -60,7 +60,7 @@ pub fn run(cx: &Context, listen: Option<std::net::IpAddr>) -> ExitCode {
                         .filter_map(|s| Some(format!("{} on {}", s.name, s.listening?)))
                         .collect();
                     if !listening.is_empty() {
-                        println!("serving {}", listening.join(", "));
+                        tracing::info!("serving {}", listening.join(", "));
                     }
                     errors
                         .iter()
@@ -71,7 +71,7 @@ pub fn run(cx: &Context, listen: Option<std::net::IpAddr>) -> ExitCode {
                 Err(e) => e,
             };
             if problem != last_problem && !problem.is_empty() {
-                eprintln!("drover: error: {problem}");
+                tracing::error!("{problem}");
             }
             last_problem = problem;
         }
@@ -81,6 +81,6 @@ pub fn run(cx: &Context, listen: Option<std::net::IpAddr>) -> ExitCode {
     if !started {
         return ExitCode::from(super::EXIT_ERROR);
     }
-    println!("drover proxy: stopped");
+    tracing::info!("drover proxy: stopped");
     ExitCode::from(EXIT_OK)
 }

@@ -12,10 +12,12 @@
 //!
 //! Nothing here prints: what happens is reported as [`Event`]s to the caller.
 
+mod docker_events;
 pub mod probes;
 pub mod status;
 pub mod watch;
 
+use crate::events::{EventLog, Note, ObjectRef};
 use crate::manifest::Diagnostic;
 use crate::minion::Minion;
 use crate::model::{ContainerManifest, DesiredState};
@@ -116,6 +118,9 @@ pub struct Daemon {
     store: Store,
     lock: Arc<StoreLock>,
     loaded: Loaded,
+    /// Since when, and why, the source cannot be used (the last valid state stays in force).
+    source_invalid: Option<(std::time::SystemTime, String)>,
+    events: Arc<Mutex<EventLog>>,
 }
 
 impl Daemon {
@@ -134,7 +139,16 @@ impl Daemon {
             store,
             lock,
             loaded,
+            source_invalid: None,
+            events: Default::default(),
         }
+    }
+
+    fn note(&self, note: Note) {
+        self.events
+            .lock()
+            .expect("event log")
+            .record(note, std::time::SystemTime::now());
     }
 
     /// Runs until `stop` resolves; the round in progress finishes first, then the proxy,
@@ -144,6 +158,11 @@ impl Daemon {
         report: &(dyn Fn(Event) + Send + Sync),
         stop: impl std::future::Future<Output = ()>,
     ) {
+        match self.store.read_events() {
+            Ok(log) => *self.events.lock().expect("event log") = log,
+            Err(e) => report(Event::StoreError(format!("{e}; starting a new event log"))),
+        }
+        let mut events_written = self.events.lock().expect("event log").clone();
         let (tx, mut triggers) = tokio::sync::mpsc::channel::<()>(1);
         let _watcher = match watch::watch_dir(&self.opts.spec, tx.clone()) {
             Ok(w) => w,
@@ -174,9 +193,18 @@ impl Daemon {
         }
         let status: status::Shared = Default::default();
         report(Event::StatusApi(
-            status::serve(self.opts.status_listen, status.clone())
-                .await
-                .map_err(|e| e.to_string()),
+            status::serve(
+                self.opts.status_listen,
+                status.clone(),
+                Some(status::Controls {
+                    reconcile: tx.clone(),
+                    minions: self.reconciler.minions().to_vec(),
+                    project: self.opts.project.clone(),
+                    events: self.events.clone(),
+                }),
+            )
+            .await
+            .map_err(|e| e.to_string()),
         ));
         let proxy = match self
             .opts
@@ -200,6 +228,13 @@ impl Daemon {
                 .collect(),
             ..Default::default()
         }));
+        for minion in self.reconciler.minions() {
+            tasks.spawn(docker_events::follow(
+                minion.clone(),
+                self.opts.project.clone(),
+                self.events.clone(),
+            ));
+        }
         let (probe_tx, mut probe_events) = tokio::sync::mpsc::channel::<ProbeReport>(64);
         tasks.spawn(probe_loop(
             self.reconciler.minions().to_vec(),
@@ -213,6 +248,7 @@ impl Daemon {
         let mut tick = tokio::time::interval(self.opts.resync);
         let mut source_changed = false;
         let mut rounds = 0u64;
+        let mut last_round: Option<Round> = None;
         let mut proxy_errors: Vec<String> = Vec::new();
         tokio::pin!(stop);
         loop {
@@ -225,6 +261,7 @@ impl Daemon {
                     while triggers.try_recv().is_ok() {}
                 }
                 Some(p) = probe_events.recv() => {
+                    self.note(probe_note(&p));
                     report(Event::ProbeFailed {
                         minion: &p.key.0, pod: &p.key.1, container: &p.key.2,
                         error: &p.error, acted: p.acted,
@@ -240,9 +277,9 @@ impl Daemon {
             // A store damaged while running stops acting, as it stopped the start: nothing is
             // changed on the minions until it is repaired.
             if let Err(e) = self.store.verify() {
-                report(Event::StoreError(format!(
-                    "{e}; nothing is changed until it is repaired"
-                )));
+                let why = format!("{e}; nothing is changed until it is repaired");
+                status.lock().expect("status").not_ready = Some(format!("store: {why}"));
+                report(Event::StoreError(why));
                 continue;
             }
             let started = Instant::now();
@@ -281,8 +318,31 @@ impl Daemon {
             }
             if let Some(plan) = plan {
                 round = self.reconciler.execute(desired, round, plan).await;
+                let now = Instant::now();
+                for (a, _) in &round.failed {
+                    let Action::CreatePod { pod, .. } = a else {
+                        continue;
+                    };
+                    if let Some(w) = self.reconciler.backoff.holds(&pod.id, now) {
+                        let note = Note::warning(
+                            ObjectRef::new("Pod", &pod.id),
+                            "BackOff",
+                            format!(
+                                "{}: trying again in {}s (failure {})",
+                                w.reason.as_str(),
+                                w.delay.as_secs(),
+                                w.failures
+                            ),
+                        );
+                        self.note(note);
+                    }
+                }
             }
             rounds += 1;
+            count_round(&round, started.elapsed());
+            for note in crate::events::from_round(last_round.as_ref(), &round) {
+                self.note(note);
+            }
             report(Event::Round(&round, started.elapsed()));
             let services = proxy.as_ref().map(|p| p.status()).unwrap_or_default();
             let mut current = current;
@@ -292,25 +352,50 @@ impl Daemon {
                     .find(|p| p.name == s.name)
                     .and_then(|p| p.error.clone());
             }
-            *status.lock().expect("status") = status_document(
+            let document = status_document(
                 &self.opts.project,
                 &self.opts.spec.describe(),
                 self.loaded.commit.as_deref(),
+                self.source_invalid.as_ref(),
+                &self.loaded.desired,
                 rounds,
                 &round,
                 &current,
                 &services,
             );
+            *status.lock().expect("status") = status::State {
+                document,
+                pods: round.pods.clone(),
+                not_ready: self.not_ready(&round),
+            };
             let lock = &*self.lock;
             if let Err(e) = project::record_seen(&self.store, lock, &round.observation(), &current)
             {
                 report(Event::StoreError(e.to_string()));
             }
-            if round.converged() {
+            let log = self.events.lock().expect("event log").clone();
+            if log != events_written {
+                match self.store.write_events(lock, &log) {
+                    Ok(()) => events_written = log,
+                    Err(e) => report(Event::StoreError(e.to_string())),
+                }
+            }
+            let converged = round.converged();
+            // Pods backing off are not work in flight: their retry is woken below.
+            let working = round.planned > round.held.len() || round.pending;
+            if let Some(first) = round.held.iter().map(|h| h.retry_in).min() {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(first).await;
+                    let _ = tx.try_send(());
+                });
+            }
+            last_round = Some(round);
+            if converged {
                 if let Err(e) = project::record_applied(&self.store, lock, desired, true) {
                     report(Event::StoreError(e.to_string()));
                 }
-            } else if round.planned > 0 || round.pending {
+            } else if working {
                 // Work in flight (starting pods, a rollout): look again soon, not at the resync.
                 let tx = tx.clone();
                 tokio::spawn(async move {
@@ -325,8 +410,22 @@ impl Daemon {
         }
     }
 
+    /// Why `/readyz` says not ready after `round`, if it does.
+    fn not_ready(&self, round: &Round) -> Option<String> {
+        if let Some((since, why)) = &self.source_invalid {
+            let since = crate::clock::rfc3339(*since);
+            return Some(format!("source invalid since {since}: {why}"));
+        }
+        round
+            .error
+            .as_ref()
+            .map(|e| format!("the last round could not run: {e}"))
+    }
+
     /// Reads the source again; an unusable one leaves the last valid state in force.
     fn reload(&mut self, report: &(dyn Fn(Event) + Send + Sync)) {
+        let metrics = crate::metrics::global();
+        metrics.source_reads.inc();
         let loaded = project::load(
             &self.opts.spec,
             &self.opts.git,
@@ -353,12 +452,44 @@ impl Daemon {
                 }
                 if l.commit != self.loaded.commit {
                     report(Event::SourceAt(l.commit.as_deref()));
+                    self.note(Note::normal(
+                        ObjectRef::new("Source", &self.opts.spec.describe()),
+                        "SourceChanged",
+                        format!("Source at {}", l.commit.as_deref().unwrap_or("-")),
+                    ));
                 }
                 self.loaded = l;
+                self.source_invalid = None;
             }
-            Err(LoadError::Invalid(diags)) => report(Event::SourceInvalid(&diags)),
-            Err(LoadError::Source(e)) => report(Event::SourceUnusable(e.to_string())),
-            Err(LoadError::Refused(e)) => report(Event::SourceUnusable(e)),
+            Err(e) => {
+                metrics.source_read_errors.inc();
+                let why = match &e {
+                    LoadError::Invalid(diags) => {
+                        report(Event::SourceInvalid(diags));
+                        let first = diags.first().map(|d| format!(": {d}")).unwrap_or_default();
+                        format!("{} errors{first}", diags.len())
+                    }
+                    LoadError::Source(e) => {
+                        report(Event::SourceUnusable(e.to_string()));
+                        e.to_string()
+                    }
+                    LoadError::Refused(e) => {
+                        report(Event::SourceUnusable(e.clone()));
+                        e.clone()
+                    }
+                };
+                self.note(Note::warning(
+                    ObjectRef::new("Source", &self.opts.spec.describe()),
+                    "SourceInvalid",
+                    format!("{why}; the last valid state stays in force"),
+                ));
+                // Since the first failure: a source that stays broken keeps its first time.
+                let since = match self.source_invalid.take() {
+                    Some((since, _)) => since,
+                    None => std::time::SystemTime::now(),
+                };
+                self.source_invalid = Some((since, why));
+            }
         }
     }
 }
@@ -389,6 +520,36 @@ async fn drained(proxy: &Proxy, limit: Duration) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A probe report as an event of its pod.
+fn probe_note(p: &ProbeReport) -> Note {
+    let (minion, pod, container) = (&p.key.0, &p.key.1, &p.key.2);
+    let object = ObjectRef::new("Pod", pod);
+    match &p.acted {
+        None => Note::warning(
+            object,
+            "Unhealthy",
+            format!("Container {container} on {minion}: {}", p.error),
+        ),
+        Some(Ok(())) => Note::warning(
+            object,
+            "Killing",
+            format!(
+                "Container {container} on {minion} failed its liveness probe {} times ({}); restarted",
+                probes::FAILURE_THRESHOLD,
+                p.error
+            ),
+        ),
+        Some(Err(e)) => Note::warning(
+            object,
+            "FailedKill",
+            format!(
+                "Container {container} on {minion} failed its liveness probe ({}); restart failed: {e}",
+                p.error
+            ),
+        ),
     }
 }
 
@@ -545,25 +706,62 @@ async fn probe_loop(
     }
 }
 
+/// Counts a round in the process's metrics.
+fn count_round(round: &Round, took: Duration) {
+    let m = crate::metrics::global();
+    m.rounds.inc();
+    m.round_duration.observe(took.as_secs_f64());
+    if !round.failed.is_empty() || !round.unobserved.is_empty() || round.error.is_some() {
+        m.round_failures.inc();
+    }
+    for a in &round.done {
+        m.action(action_kind(a), true);
+    }
+    for (a, _) in &round.failed {
+        m.action(action_kind(a), false);
+    }
+    let phases: Vec<String> = round
+        .pods
+        .iter()
+        .map(|p| format!("{:?}", p.phase))
+        .collect();
+    m.set_pods(phases.iter().map(String::as_str));
+    let ready = round.minions.iter().filter(|m| m.ready).count();
+    m.set_minions(ready, round.minions.len() - ready);
+}
+
+/// An action's kind as a metric label.
+fn action_kind(action: &Action) -> &'static str {
+    match action {
+        Action::CreatePod { .. } => "create_pod",
+        Action::DeletePod { .. } => "delete_pod",
+        Action::DeleteVolumes { .. } => "delete_volumes",
+    }
+}
+
 /// The document `GET /status` serves.
+#[allow(clippy::too_many_arguments)]
 fn status_document(
     project: &str,
     source: &str,
     commit: Option<&str>,
+    source_invalid: Option<&(std::time::SystemTime, String)>,
+    desired: &DesiredState,
     number: u64,
     round: &Round,
     endpoints: &[ServiceEndpoints],
     proxy: &[ServiceStatus],
 ) -> serde_json::Value {
-    let at = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let at = crate::clock::rfc3339(std::time::SystemTime::now());
     let describe = |a: &Action| crate::exec::describe(a).1;
     serde_json::json!({
         "project": project,
         "source": source,
         "commit": commit,
+        "sourceValid": source_invalid.is_none(),
+        "sourceInvalid": source_invalid.map(|(since, why)| serde_json::json!({
+            "since": crate::clock::rfc3339(*since), "error": why,
+        })),
         "lastRound": {
             "number": number,
             "at": at,
@@ -574,10 +772,37 @@ fn status_document(
             "pending": round.pending,
             "converged": round.converged(),
         },
-        "minions": round.minions.iter().map(|m| serde_json::json!({"name": m.name, "ready": m.ready})).collect::<Vec<_>>(),
+        "minions": round.minions.iter().map(|m| {
+            let pods: Vec<_> = round.pods.iter().filter(|p| p.minion == m.name).collect();
+            serde_json::json!({
+                "name": m.name, "ready": m.ready, "capacity": m.capacity,
+                "used": {
+                    "cpu": pods.iter().map(|p| p.request.cpu).sum::<u64>(),
+                    "memory": pods.iter().map(|p| p.request.memory).sum::<u64>(),
+                },
+                "pods": pods.len(),
+            })
+        }).collect::<Vec<_>>(),
+        "replicationControllers": desired.objects.values().filter_map(|(o, _)| match o {
+            crate::model::Object::ReplicationController(rc) => Some(rc),
+            _ => None,
+        }).map(|rc| {
+            let pods = round.pods.iter().filter(|p| p.owner.as_deref() == Some(&rc.id));
+            serde_json::json!({
+                "id": rc.id,
+                "desired": rc.desired_state.replicas,
+                "current": pods.clone().count(),
+                "running": pods.filter(|p| p.phase == Phase::Running).count(),
+                "selector": rc.desired_state.replica_selector,
+            })
+        }).collect::<Vec<_>>(),
+        "waiting": round.held.iter().map(|h| serde_json::json!({
+            "id": h.pod, "reason": h.reason.as_str(), "message": h.message,
+            "failures": h.failures, "retryInSeconds": h.retry_in.as_secs(),
+        })).collect::<Vec<_>>(),
         "pods": round.pods.iter().map(|p| serde_json::json!({
             "id": p.id, "minion": p.minion, "phase": p.phase, "replicationController": p.owner,
-            "containers": p.containers,
+            "ip": p.ip, "containers": p.containers,
         })).collect::<Vec<_>>(),
         "services": endpoints.iter().map(|s| {
             let served = proxy.iter().find(|p| p.name == s.name);

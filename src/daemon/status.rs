@@ -1,18 +1,64 @@
-//! The daemon's HTTP status API: `GET /status` (JSON: the source commit, each minion's state,
-//! every pod and the last round) and `GET /healthz`. Binds loopback unless told otherwise.
-//! Slow and idle clients are handled by `net::Listener` (header and idle timeouts, a connection
-//! limit that evicts the longest-idle connection), so `/healthz` answers even while idle
-//! connections fill every slot.
+//! The daemon's HTTP API, on one listener that binds loopback unless told otherwise:
+//!
+//! | path | answer |
+//! |---|---|
+//! | `GET /status` | JSON: the source (and since when it is invalid), each minion, every pod, the services and the last round |
+//! | `GET /healthz` | `200 ok` while the process runs |
+//! | `GET /readyz` | `200 ok` once a round has run with a valid source and a sound store; `503` with the reason otherwise |
+//! | `GET /metrics` | Prometheus metrics (OpenMetrics text, `crate::metrics`) |
+//! | `GET /events` | the event log (`crate::events`) as a v1beta1 `EventList` |
+//! | `GET /` | the web interface (`web/`, shipped in the binary; no build step, no CDN) |
+//! | `GET /logs?minion=M&pod=P&container=C` | the last 500 lines of a container's log |
+//! | `POST /reconcile` | asks for a round now |
+//!
+//! `HEAD` is answered as `GET` without a body; other methods get `405` with `Allow`, other
+//! paths `404`; every body says its `Content-Type`. The page's requests must name this server
+//! by an IP address or `localhost` (a `Host` check that defeats DNS rebinding), and
+//! `POST /reconcile` must come from the page's own origin (or from a client that is not a
+//! browser, which sends no `Origin`): another site cannot make a visitor's browser act. Slow and idle clients are handled by
+//! `net::Listener` (header and idle timeouts, a connection limit that evicts the longest-idle
+//! connection), so `/healthz` answers even while idle connections fill every slot.
 
 use hyper::body::Incoming;
-use hyper::{Request, Response, StatusCode};
+use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-/// The latest status document, replaced after every round.
-pub type Shared = Arc<Mutex<serde_json::Value>>;
+/// What the API serves, replaced by the daemon as things happen.
+#[derive(Debug, Clone)]
+pub struct State {
+    /// The `/status` document.
+    pub document: serde_json::Value,
+    /// The pods of the last round, for `/logs`.
+    pub pods: Vec<crate::plan::pods::ObservedPod>,
+    /// Why the daemon is not ready (`/readyz` answers 503 with it); `None` when ready.
+    pub not_ready: Option<String>,
+}
+
+impl Default for State {
+    fn default() -> State {
+        State {
+            document: serde_json::json!({}),
+            pods: Vec::new(),
+            not_ready: Some("no round has run yet".into()),
+        }
+    }
+}
+
+pub type Shared = Arc<Mutex<State>>;
+
+/// What the web interface may ask of the daemon.
+#[derive(Clone)]
+pub struct Controls {
+    /// Asks the loop for a round.
+    pub reconcile: tokio::sync::mpsc::Sender<()>,
+    pub minions: Vec<Arc<crate::minion::Minion>>,
+    pub project: String,
+    pub events: Arc<Mutex<crate::events::EventLog>>,
+}
 
 /// The status API's limits: requests are tiny and answered at once, so a client has 5 s to send
 /// one and may stay idle 30 s between requests (keep-alive pollers reconnect cheaply).
@@ -24,32 +70,260 @@ pub const LIMITS: crate::net::Limits = crate::net::Limits {
 
 type Body = http_body_util::Full<hyper::body::Bytes>;
 
-fn respond(status: &Shared, req: &Request<Incoming>) -> Response<Body> {
-    let (code, text) = match (req.method(), req.uri().path()) {
-        (&hyper::Method::GET, "/status") => {
-            let doc = status.lock().expect("status").clone();
-            (
-                StatusCode::OK,
-                serde_json::to_string_pretty(&doc).expect("serialises"),
-            )
-        }
-        (&hyper::Method::GET, "/healthz") => (StatusCode::OK, "ok".to_string()),
-        _ => (StatusCode::NOT_FOUND, "not found: try /status".to_string()),
+const JSON: &str = "application/json";
+const TEXT: &str = "text/plain; charset=utf-8";
+const PATHS: [&str; 9] = [
+    "/status",
+    "/events",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/",
+    "/app.js",
+    "/logs",
+    "/reconcile",
+];
+
+const PAGE: &str = include_str!("web/index.html");
+const SCRIPT: &str = include_str!("web/app.js");
+/// The page loads nothing from elsewhere and runs only its own script.
+const PAGE_POLICY: &str = "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+async fn respond(
+    status: &Shared,
+    controls: Option<&Controls>,
+    req: &Request<Incoming>,
+) -> Response<Body> {
+    let path = req.uri().path();
+    if !PATHS.contains(&path) {
+        let body = serde_json::json!({"error": format!("not found: {path}"), "paths": PATHS});
+        return answer(StatusCode::NOT_FOUND, JSON, body.to_string());
+    }
+    let allowed = if path == "/reconcile" {
+        "POST"
+    } else {
+        "GET, HEAD"
     };
+    let method_ok = match path {
+        "/reconcile" => req.method() == Method::POST,
+        _ => req.method() == Method::GET || req.method() == Method::HEAD,
+    };
+    if !method_ok {
+        let body = serde_json::json!({"error": format!("method {} not allowed", req.method())});
+        let mut response = answer(StatusCode::METHOD_NOT_ALLOWED, JSON, body.to_string());
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static(allowed));
+        return response;
+    }
+    if matches!(path, "/" | "/app.js" | "/logs" | "/reconcile") {
+        if let Err(why) = browser_checks(req) {
+            let body = serde_json::json!({ "error": why });
+            return answer(StatusCode::FORBIDDEN, JSON, body.to_string());
+        }
+    }
+    // hyper leaves the body out of an answer to HEAD, keeping its Content-Length.
+    match path {
+        "/" => {
+            let mut response = answer(StatusCode::OK, "text/html; charset=utf-8", PAGE.into());
+            response.headers_mut().insert(
+                "content-security-policy",
+                HeaderValue::from_static(PAGE_POLICY),
+            );
+            response
+        }
+        "/app.js" => answer(
+            StatusCode::OK,
+            "text/javascript; charset=utf-8",
+            SCRIPT.into(),
+        ),
+        "/reconcile" => match controls {
+            Some(c) => {
+                // A round already asked for is enough: a full queue is not an error.
+                let _ = c.reconcile.try_send(());
+                answer(
+                    StatusCode::ACCEPTED,
+                    JSON,
+                    r#"{"reconcile":"requested"}"#.into(),
+                )
+            }
+            None => answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                JSON,
+                r#"{"error":"this server cannot reconcile"}"#.into(),
+            ),
+        },
+        "/logs" => logs(status, controls, req.uri().query().unwrap_or("")).await,
+        "/events" => {
+            let items = controls
+                .map(|c| c.events.lock().expect("event log").items.clone())
+                .unwrap_or_default();
+            let list =
+                serde_json::json!({"kind": "EventList", "apiVersion": "v1beta1", "items": items});
+            answer(StatusCode::OK, JSON, list.to_string())
+        }
+        "/status" => {
+            let doc = status.lock().expect("status").document.clone();
+            let text = serde_json::to_string_pretty(&doc).expect("serialises");
+            answer(StatusCode::OK, JSON, text)
+        }
+        "/healthz" => answer(StatusCode::OK, TEXT, "ok\n".into()),
+        "/readyz" => match status.lock().expect("status").not_ready.clone() {
+            None => answer(StatusCode::OK, TEXT, "ok\n".into()),
+            Some(why) => answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                TEXT,
+                format!("not ready: {why}\n"),
+            ),
+        },
+        _ => answer(
+            StatusCode::OK,
+            crate::metrics::CONTENT_TYPE,
+            crate::metrics::global().render(),
+        ),
+    }
+}
+
+/// The `Host` must be an IP address or `localhost` (so a hostile name rebound to this
+/// address cannot read or act), and a browser's `Origin`, when sent, must be this server.
+fn browser_checks(req: &Request<Incoming>) -> Result<(), String> {
+    let host = req
+        .headers()
+        .get(hyper::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.parse::<u16>().is_ok() => name,
+        _ => host,
+    };
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    if name != "localhost" && name.parse::<std::net::IpAddr>().is_err() {
+        return Err(format!(
+            "Host {host:?}: open the page by IP address or localhost"
+        ));
+    }
+    if let Some(origin) = req.headers().get(hyper::header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("");
+        if origin != format!("http://{host}") {
+            return Err(format!("cross-origin request from {origin:?} refused"));
+        }
+    }
+    Ok(())
+}
+
+/// The last lines of one container's log, as text.
+async fn logs(status: &Shared, controls: Option<&Controls>, query: &str) -> Response<Body> {
+    let param = |key: &str| {
+        query.split('&').find_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            (k == key).then(|| percent_decode(v))
+        })
+    };
+    let (Some(controls), Some(minion), Some(pod)) = (controls, param("minion"), param("pod"))
+    else {
+        return answer(
+            StatusCode::BAD_REQUEST,
+            TEXT,
+            "give minion= and pod= (and container=)\n".into(),
+        );
+    };
+    let found = {
+        let state = status.lock().expect("status");
+        state
+            .pods
+            .iter()
+            .find(|p| p.minion == minion && p.id == pod)
+            .cloned()
+    };
+    let Some(found) = found else {
+        return answer(
+            StatusCode::NOT_FOUND,
+            TEXT,
+            format!("no pod {pod} on {minion}\n"),
+        );
+    };
+    let container = param("container")
+        .or_else(|| found.containers.first().map(|c| c.name.clone()))
+        .unwrap_or_default();
+    let Some(m) = controls.minions.iter().find(|m| m.name() == minion) else {
+        return answer(StatusCode::NOT_FOUND, TEXT, format!("no minion {minion}\n"));
+    };
+    let name = crate::minion::pods::name_in(&controls.project, &found, &container);
+    match tail_logs(m, &name, 500).await {
+        Ok(text) => answer(StatusCode::OK, TEXT, text),
+        Err(e) => answer(StatusCode::BAD_GATEWAY, TEXT, format!("{e}\n")),
+    }
+}
+
+/// The last `lines` lines of a container's stdout and stderr.
+async fn tail_logs(
+    minion: &crate::minion::Minion,
+    container: &str,
+    lines: usize,
+) -> Result<String, crate::minion::MinionError> {
+    use futures_util::TryStreamExt;
+    let options = bollard::query_parameters::LogsOptionsBuilder::new()
+        .stdout(true)
+        .stderr(true)
+        .tail(&lines.to_string())
+        .build();
+    let chunks: Vec<_> = minion
+        .docker()
+        .logs(container, Some(options))
+        .try_collect()
+        .await
+        .map_err(|e| minion.error(e))?;
+    Ok(chunks.iter().map(|c| c.to_string()).collect())
+}
+
+/// `%41` and `+` as a query string spells them.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn answer(code: StatusCode, content_type: &'static str, text: String) -> Response<Body> {
     let mut response = Response::new(Body::from(text));
     *response.status_mut() = code;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }
 
 /// Binds `addr` and serves until the runtime shuts down. Returns the bound address.
-pub async fn serve(addr: SocketAddr, status: Shared) -> std::io::Result<SocketAddr> {
-    serve_with(addr, status, LIMITS).await
+pub async fn serve(
+    addr: SocketAddr,
+    status: Shared,
+    controls: Option<Controls>,
+) -> std::io::Result<SocketAddr> {
+    serve_with(addr, status, controls, LIMITS).await
 }
 
 /// `serve` with other limits (tests use short ones).
 pub async fn serve_with(
     addr: SocketAddr,
     status: Shared,
+    controls: Option<Controls>,
     limits: crate::net::Limits,
 ) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -66,13 +340,18 @@ pub async fn serve_with(
                 continue; // every slot is mid-request: close the newcomer
             };
             let status = status.clone();
+            let controls = controls.clone();
             tokio::spawn(async move {
                 let conn = Arc::new(conn);
                 let busy_conn = conn.clone();
                 let service = hyper::service::service_fn(move |req| {
-                    let _busy = busy_conn.busy();
-                    let response = respond(&status, &req);
-                    async move { Ok::<_, Infallible>(response) }
+                    let busy = busy_conn.busy();
+                    let (status, controls) = (status.clone(), controls.clone());
+                    async move {
+                        let response = respond(&status, controls.as_ref(), &req).await;
+                        drop(busy);
+                        Ok::<_, Infallible>(response)
+                    }
                 });
                 let http = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(conn.track(stream)), service);
@@ -93,9 +372,13 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     async fn get(addr: SocketAddr, path: &str) -> String {
+        request(addr, "GET", path).await
+    }
+
+    async fn request(addr: SocketAddr, method: &str, path: &str) -> String {
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
         s.write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+            format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
         )
         .await
         .unwrap();
@@ -106,7 +389,7 @@ mod tests {
 
     #[tokio::test]
     async fn healthz_answers_within_a_second_while_200_idle_connections_are_open() {
-        let addr = serve("127.0.0.1:0".parse().unwrap(), Shared::default())
+        let addr = serve("127.0.0.1:0".parse().unwrap(), Shared::default(), None)
             .await
             .unwrap();
         let mut idle = Vec::new();
@@ -118,7 +401,7 @@ mod tests {
             .await
             .expect("/healthz within 1 s");
         assert!(
-            answer.starts_with("HTTP/1.1 200") && answer.ends_with("ok"),
+            answer.starts_with("HTTP/1.1 200") && answer.ends_with("ok\n"),
             "{answer}"
         );
         eprintln!(
@@ -138,9 +421,14 @@ mod tests {
             idle_timeout: Duration::from_secs(600),
             max_connections: 4,
         };
-        let addr = serve_with("127.0.0.1:0".parse().unwrap(), Shared::default(), limits)
-            .await
-            .unwrap();
+        let addr = serve_with(
+            "127.0.0.1:0".parse().unwrap(),
+            Shared::default(),
+            None,
+            limits,
+        )
+        .await
+        .unwrap();
         let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
         slow.write_all(b"GET /status HTTP/1.1\r\nHo").await.unwrap();
         let started = Instant::now();
@@ -151,5 +439,52 @@ mod tests {
             .unwrap_or(0);
         assert_eq!(n, 0, "closed without an answer");
         assert!(started.elapsed() >= Duration::from_millis(250));
+    }
+
+    #[tokio::test]
+    async fn answers_as_http_expects_for_methods_paths_and_readiness() {
+        let state = Shared::default();
+        let addr = serve("127.0.0.1:0".parse().unwrap(), state.clone(), None)
+            .await
+            .unwrap();
+        let status = get(addr, "/status").await;
+        assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+        assert!(
+            status.contains("content-type: application/json"),
+            "{status}"
+        );
+
+        let missing = get(addr, "/nope").await;
+        assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
+        assert!(
+            missing.contains("\"/readyz\""),
+            "names the paths: {missing}"
+        );
+
+        let post = request(addr, "POST", "/status").await;
+        assert!(post.starts_with("HTTP/1.1 405"), "{post}");
+        assert!(post.contains("allow: GET, HEAD"), "{post}");
+
+        let head = request(addr, "HEAD", "/healthz").await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(head.contains("content-length: 3"), "{head}");
+        assert!(head.ends_with("\r\n\r\n"), "no body: {head:?}");
+
+        let unready = get(addr, "/readyz").await;
+        assert!(unready.starts_with("HTTP/1.1 503"), "{unready}");
+        assert!(
+            unready.ends_with("not ready: no round has run yet\n"),
+            "{unready}"
+        );
+        state.lock().unwrap().not_ready = None;
+        let ready = get(addr, "/readyz").await;
+        assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+
+        let metrics = get(addr, "/metrics").await;
+        assert!(
+            metrics.contains("application/openmetrics-text"),
+            "{metrics}"
+        );
+        assert!(metrics.ends_with("# EOF\n"), "{metrics}");
     }
 }

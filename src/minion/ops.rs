@@ -50,7 +50,14 @@ impl Minion {
         &self,
         f: impl std::future::Future<Output = Result<T, bollard::errors::Error>>,
     ) -> Result<T, MinionError> {
+        let started = std::time::Instant::now();
         let result = f.await.map_err(|e| self.error(e));
+        crate::metrics::global().minion_call(
+            self.name(),
+            "docker",
+            started.elapsed(),
+            result.is_ok(),
+        );
         self.observe(&result);
         result
     }
@@ -216,7 +223,13 @@ impl Minion {
     ) -> Result<(), MinionError> {
         let options = CreateImageOptionsBuilder::new().from_image(image).build();
         let stream = self.docker().create_image(Some(options), None, credentials);
-        self.call(stream.try_for_each(|_| async { Ok(()) })).await
+        // Said as a pull failure whatever Docker's words, so it backs off as one.
+        self.call(stream.try_for_each(|_| async { Ok(()) }))
+            .await
+            .map_err(|mut e| {
+                e.message = format!("cannot pull image {image}: {}", e.message);
+                e
+            })
     }
 
     /// Imports a root filesystem tar (as `docker import`) under `repo:tag`.

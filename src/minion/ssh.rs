@@ -197,9 +197,16 @@ impl SshLink {
         }
         let target = self.target.clone();
         let diagnostic = self.diagnostic.clone();
+        let connecting = std::time::Instant::now();
         let started = tokio::task::spawn_blocking(move || start_worker(&target, diagnostic))
             .await
             .map_err(|e| self.err(format!("connect task failed: {e}")))?;
+        crate::metrics::global().minion_call(
+            &self.target.minion,
+            "ssh_connect",
+            connecting.elapsed(),
+            started.is_ok(),
+        );
         let mut state = self.state.lock().expect("link state");
         match started {
             Ok(worker) => {

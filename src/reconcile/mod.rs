@@ -38,6 +38,19 @@ pub struct Round {
     pub unclaimed: Vec<(String, Vec<String>)>,
     /// What stopped the round before it acted.
     pub error: Option<String>,
+    /// Pods not tried this round because they back off after failing (`backoff`).
+    pub held: Vec<Held>,
+}
+
+/// A pod waiting out its back-off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    pub pod: String,
+    pub reason: backoff::Reason,
+    /// The last failure.
+    pub message: String,
+    pub failures: u32,
+    pub retry_in: Duration,
 }
 
 impl Round {
@@ -138,6 +151,8 @@ pub struct Reconciler {
     /// Set while this process holds the store lock: then no other drover makes pods, so a
     /// container created and never started is a leftover of a killed one (`fail_half_made`).
     pub sole_writer: bool,
+    /// Pods that failed to be made wait before the next try.
+    pub backoff: backoff::Backoff,
 }
 
 impl Reconciler {
@@ -163,6 +178,7 @@ impl Reconciler {
             probes_passed: None,
             progress: Arc::new(Quiet),
             sole_writer: false,
+            backoff: Default::default(),
         }
     }
 
@@ -256,7 +272,40 @@ impl Reconciler {
     }
 
     /// The second half of a round: run the plan (new inventory entries recorded first).
-    pub async fn execute(&mut self, desired: &DesiredState, mut round: Round, p: Plan) -> Round {
+    pub async fn execute(
+        &mut self,
+        desired: &DesiredState,
+        mut round: Round,
+        mut p: Plan,
+    ) -> Round {
+        // Pods backing off wait; pods no longer planned are forgotten.
+        let now = Instant::now();
+        let creates: BTreeSet<String> = p
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::CreatePod { pod, .. } => Some(pod.id.clone()),
+                _ => None,
+            })
+            .collect();
+        self.backoff.retain(|id| creates.contains(id));
+        let backoff = &self.backoff;
+        p.actions.retain(|a| {
+            let Action::CreatePod { pod, .. } = a else {
+                return true;
+            };
+            let Some(w) = backoff.holds(&pod.id, now) else {
+                return true;
+            };
+            round.held.push(Held {
+                pod: pod.id.clone(),
+                reason: w.reason,
+                message: w.message.clone(),
+                failures: w.failures,
+                retry_in: w.until - now,
+            });
+            false
+        });
         // The inventory learns of an object before its first pod exists (write-ahead).
         let missing = self.inventory.missing(&p);
         if !missing.is_empty() {
@@ -285,9 +334,21 @@ impl Reconciler {
             .await;
             round.done = outcome.done;
             round.failed = outcome.failed;
+            let now = Instant::now();
+            for a in &round.done {
+                if let Action::CreatePod { pod, .. } = a {
+                    self.backoff.succeeded(&pod.id);
+                }
+            }
+            for (a, e) in &round.failed {
+                if let Action::CreatePod { pod, .. } = a {
+                    self.backoff.failed(&pod.id, &e.message, now);
+                }
+            }
         }
         round
     }
 }
 
+pub mod backoff;
 pub mod project;

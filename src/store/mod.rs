@@ -5,6 +5,7 @@
 //!   state.json                     the index: format, resourceVersion, every object's version
 //!   objects/<section>/<kind>/<id>@<rv>.json
 //!   lock                           held by the one process allowed to write
+//!   events.json                    the bounded event log (`crate::events`), outside the index
 //! ```
 //! Object files are never overwritten: a commit writes new `<id>@<rv>.json` files, then swaps
 //! the index in with one atomic rename, then removes the files it superseded. A crash at any
@@ -41,6 +42,7 @@ use thiserror::Error;
 /// moved to the format 2 layout by the next commit.
 pub const FORMAT_VERSION: u32 = 2;
 const INDEX_FILE: &str = "state.json";
+const EVENTS_FILE: &str = "events.json";
 /// The key of the secret masks' fingerprints (`plan::objects::MaskKey`): 64 hex digits, 0600.
 const MASK_KEY_FILE: &str = "mask.key";
 
@@ -381,6 +383,31 @@ impl Store {
         self.dir.join(INDEX_FILE)
     }
 
+    /// The event log (`events.json`): kept beside the index, outside its resource versions,
+    /// because events only tell what happened and never decide what drover does. Absent is
+    /// empty; damaged is an error naming the file (the daemon then starts a new log).
+    pub fn read_events(&self) -> Result<crate::events::EventLog, StoreError> {
+        let path = self.dir.join(EVENTS_FILE);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StoreError::Damaged {
+                path: path.clone(),
+                reason: e.to_string(),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Default::default()),
+            Err(e) => Err(io_err(&path)(e)),
+        }
+    }
+
+    /// Replaces the event log, atomically, 0600. Needs the lock.
+    pub fn write_events(
+        &self,
+        _lock: &StoreLock,
+        log: &crate::events::EventLog,
+    ) -> Result<(), StoreError> {
+        let text = serde_json::to_vec_pretty(log).expect("events serialise");
+        write_private_file(&self.dir.join(EVENTS_FILE), &text)
+    }
+
     fn object_path(&self, section: Section, key: &ObjectKey, rv: u64) -> PathBuf {
         self.object_path_in(section.as_str(), key, rv)
     }
@@ -527,7 +554,18 @@ impl Store {
     }
 
     /// Applies a batch atomically and returns the new resource version. Needs the lock.
-    pub fn commit(&self, _lock: &StoreLock, batch: &Batch) -> Result<u64, StoreError> {
+    pub fn commit(&self, lock: &StoreLock, batch: &Batch) -> Result<u64, StoreError> {
+        let started = std::time::Instant::now();
+        let result = self.commit_untimed(lock, batch);
+        if !batch.is_empty() {
+            crate::metrics::global()
+                .store_commit_duration
+                .observe(started.elapsed().as_secs_f64());
+        }
+        result
+    }
+
+    fn commit_untimed(&self, _lock: &StoreLock, batch: &Batch) -> Result<u64, StoreError> {
         let mut index = self.read_index()?;
         if batch.is_empty() {
             return Ok(index.resource_version);

@@ -2,7 +2,9 @@
 //! real `drover` binary.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod cluster;
+pub mod daemon;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,0 +1,72 @@
+//! Follows each minion's Docker event stream (`GET /events`, filtered to this project's
+//! containers) and turns container exits, OOM kills and restarts into events
+//! (`crate::events::from_docker`). One stream per minion over its usual transport; a stream
+//! that ends or fails is opened again after a pause, from where it left off (`since`), so an
+//! exit that happened while the minion was unreachable is still told.
+
+use crate::events::{EventLog, Note};
+use crate::minion::pods::{LABEL_CONTAINER, LABEL_POD};
+use crate::minion::{Minion, LABEL_PROJECT};
+use futures_util::StreamExt;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+/// The pause before a stream is opened again.
+const RECONNECT: Duration = Duration::from_secs(5);
+
+/// Runs until the task is dropped.
+pub async fn follow(minion: Arc<Minion>, project: String, log: Arc<Mutex<EventLog>>) {
+    let mut since: Option<i64> = None;
+    // Containers seen to die: their next start is a restart.
+    let mut died: BTreeSet<String> = BTreeSet::new();
+    loop {
+        let filters: HashMap<&str, Vec<String>> = HashMap::from([
+            ("type", vec!["container".to_string()]),
+            ("label", vec![format!("{LABEL_PROJECT}={project}")]),
+            ("event", ["die", "oom", "start"].map(String::from).to_vec()),
+        ]);
+        let mut options = bollard::query_parameters::EventsOptionsBuilder::new().filters(&filters);
+        if let Some(t) = since {
+            options = options.since(&t.to_string());
+        }
+        let mut stream = minion.docker().events(Some(options.build()));
+        while let Some(Ok(message)) = stream.next().await {
+            if let Some(t) = message.time {
+                since = Some(t + 1);
+            }
+            let action = message.action.unwrap_or_default();
+            let actor = message.actor.unwrap_or_default();
+            let id = actor.id.unwrap_or_default();
+            let attributes = actor.attributes.unwrap_or_default();
+            let (Some(pod), Some(container)) =
+                (attributes.get(LABEL_POD), attributes.get(LABEL_CONTAINER))
+            else {
+                continue; // the pod's infra container, or not drover's
+            };
+            let exit_code = attributes.get("exitCode").and_then(|c| c.parse().ok());
+            let note = match action.as_str() {
+                "die" => {
+                    died.insert(id.clone());
+                    crate::events::from_docker(minion.name(), pod, container, "die", exit_code)
+                }
+                "start" if died.remove(&id) => {
+                    crate::events::from_docker(minion.name(), pod, container, "restart", None)
+                }
+                other => {
+                    crate::events::from_docker(minion.name(), pod, container, other, exit_code)
+                }
+            };
+            if let Some(note) = note {
+                record(&log, note);
+            }
+        }
+        tokio::time::sleep(RECONNECT).await;
+    }
+}
+
+fn record(log: &Mutex<EventLog>, note: Note) {
+    log.lock()
+        .expect("event log")
+        .record(note, SystemTime::now());
+}

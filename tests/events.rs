@@ -1,0 +1,250 @@
+//! Events, back-off and the web interface on the real cluster, with one daemon: an image that
+//! does not exist backs off with growing delays (read from the events' times) and is said once
+//! in the daemon's output; a container that exits 1 at once under restartPolicy always gives
+//! failed and restarted events with counts; a container over its memory limit gives an OOM
+//! event; `get events`, `describe` and `/events` show them; and headless Chromium loads the
+//! page, sees the minions, the pods and an event that happened after it loaded, and clicks
+//! "Reconcile now". The screenshot is kept in target/test-output/web.png.
+
+mod common;
+use common::browser::Browser;
+use common::cluster::{project_dir, steady};
+use common::daemon::{body, http, Daemon};
+use std::time::{Duration, Instant};
+
+fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+const MANIFESTS: &str = r#"{"kind": "List", "items": [
+  {"kind": "Pod", "apiVersion": "v1beta1", "id": "noimage",
+   "desiredState": {"manifest": {"version": "v1beta1", "id": "noimage",
+     "containers": [{"name": "app", "image": "drover/does-not-exist:1"}]}}},
+  {"kind": "Pod", "apiVersion": "v1beta1", "id": "crasher",
+   "desiredState": {"manifest": {"version": "v1beta1", "id": "crasher",
+     "restartPolicy": {"always": {}},
+     "containers": [{"name": "app", "image": "drover/busybox:latest",
+                     "command": ["sh", "-c", "sleep 1; exit 1"]}]}}},
+  {"kind": "Pod", "apiVersion": "v1beta1", "id": "hog",
+   "desiredState": {"manifest": {"version": "v1beta1", "id": "hog",
+     "restartPolicy": {"never": {}},
+     "containers": [{"name": "app", "image": "drover/busybox:latest", "memory": 16777216,
+                     "command": ["sh", "-c", "sleep 2; tail /dev/zero"]}]}}}
+]}"#;
+
+fn events(addr: &str) -> Vec<serde_json::Value> {
+    let list: serde_json::Value =
+        serde_json::from_str(body(&http(addr, "GET", "/events", &[]))).expect("/events is JSON");
+    assert_eq!(list["kind"], "EventList");
+    list["items"].as_array().unwrap().clone()
+}
+
+fn find<'a>(
+    events: &'a [serde_json::Value],
+    pod: &str,
+    reason: &str,
+) -> Vec<&'a serde_json::Value> {
+    events
+        .iter()
+        .filter(|e| e["involvedObject"]["name"] == pod && e["reason"] == reason)
+        .collect()
+}
+
+#[test]
+fn failures_back_off_and_are_told_as_events_and_the_page_shows_them() {
+    let _g = steady();
+    let (t, _p) = project_dir();
+    t.write("manifests/app.json", MANIFESTS);
+    let daemon = Daemon::start(&t, &[]);
+    let addr = daemon.status_addr();
+
+    // The missing image: tried, then again after 5 s, then after 10 s.
+    wait_until(
+        "two back-offs of the missing image",
+        Duration::from_secs(60),
+        || find(&events(&addr), "noimage", "BackOff").len() >= 2,
+    );
+    let all = events(&addr);
+    let pulls = find(&all, "noimage", "FailedToPull");
+    assert_eq!(pulls.len(), 1, "repeats fold into one event: {all:#?}");
+    assert!(pulls[0]["count"].as_u64().unwrap() >= 2, "{all:#?}");
+    let backoffs = find(&all, "noimage", "BackOff");
+    let delay = |e: &serde_json::Value| -> u64 {
+        let m = e["message"].as_str().unwrap();
+        m.split("again in ")
+            .nth(1)
+            .unwrap()
+            .split('s')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(delay(backoffs[0]), 5, "{all:#?}");
+    assert_eq!(delay(backoffs[1]), 10, "{all:#?}");
+    let seen = |e: &serde_json::Value| e["lastSeen"].as_u64().unwrap();
+    assert!(
+        seen(backoffs[1]) >= seen(backoffs[0]) + 4,
+        "the second try waited out the first delay: {all:#?}"
+    );
+    // While it waits, the status lists it with the reason.
+    wait_until(
+        "the status to list the waiting pod",
+        Duration::from_secs(30),
+        || {
+            let status: serde_json::Value =
+                serde_json::from_str(body(&http(&addr, "GET", "/status", &[]))).unwrap();
+            status["waiting"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|w| w["id"] == "noimage" && w["reason"] == "ImagePullBackOff")
+        },
+    );
+    // Said once in the daemon's output, not once per try or per round.
+    let log = daemon.log();
+    assert_eq!(
+        log.matches("+ pod noimage").count(),
+        1,
+        "the failure is said once:\n{log}"
+    );
+
+    // The crash loop and the OOM kill, from the minions' Docker events.
+    wait_until("the crash loop's events", Duration::from_secs(60), || {
+        let all = events(&addr);
+        find(&all, "crasher", "Failed")
+            .first()
+            .is_some_and(|e| e["count"].as_u64().unwrap() >= 2)
+            && !find(&all, "crasher", "Restarted").is_empty()
+    });
+    wait_until("the OOM kill", Duration::from_secs(60), || {
+        !find(&events(&addr), "hog", "OOMKilled").is_empty()
+    });
+
+    // The same events through the CLI.
+    let got = t.drover(&["get", "events", "--for", "pod/noimage"]);
+    assert!(
+        got.stdout.contains("FailedToPull") && !got.stdout.contains("crasher"),
+        "{}",
+        got.stdout
+    );
+    let described = t.drover(&["describe", "pod", "noimage"]);
+    assert!(
+        described.stdout.contains("Events:") && described.stdout.contains("BackOff"),
+        "{}{}",
+        described.stdout,
+        described.stderr
+    );
+
+    // The page, in a real browser.
+    let mut browser = Browser::launch();
+    browser.open(&format!("http://{addr}/"));
+    wait_until(
+        "the page to show the minions and pods",
+        Duration::from_secs(20),
+        || {
+            let text = browser.eval("document.body.innerText");
+            let text = text.as_str().unwrap_or("");
+            ["m1", "m2", "m3", "crasher", "hog"]
+                .iter()
+                .all(|w| text.contains(w))
+        },
+    );
+    let loaded = browser
+        .eval("document.getElementById('events').innerText")
+        .as_str()
+        .unwrap()
+        .to_string();
+    // An event that happens after the page loaded: a pod added to the source.
+    t.write(
+        "manifests/late.json",
+        r#"{"kind": "Pod", "apiVersion": "v1beta1", "id": "latecomer",
+            "desiredState": {"manifest": {"version": "v1beta1", "id": "latecomer",
+              "containers": [{"name": "app", "image": "drover/busybox:latest",
+                              "command": ["sleep", "3600"]}]}}}"#,
+    );
+    assert!(!loaded.contains("latecomer"));
+    wait_until(
+        "the page to show the new pod's event",
+        Duration::from_secs(30),
+        || {
+            browser
+                .eval("document.getElementById('events').innerText")
+                .as_str()
+                .unwrap_or("")
+                .contains("Pod/latecomer")
+        },
+    );
+    let round = |b: &mut Browser| -> u64 {
+        b.eval("document.getElementById('round').textContent")
+            .as_str()
+            .unwrap_or("")
+            .trim_start_matches('#')
+            .parse()
+            .unwrap_or(0)
+    };
+    let before = round(&mut browser);
+    browser.eval("document.getElementById('reconcile').click()");
+    wait_until("the click to be accepted", Duration::from_secs(10), || {
+        browser.eval("document.getElementById('reconcile-said').textContent") == "round requested"
+    });
+    wait_until("a round after the click", Duration::from_secs(20), || {
+        round(&mut browser) > before
+    });
+    let shot = common::project().join("target/test-output/web.png");
+    browser.screenshot(&shot);
+    assert!(
+        std::fs::metadata(&shot).unwrap().len() > 10_000,
+        "a real screenshot"
+    );
+
+    // Another site cannot make the browser act, and GET does nothing.
+    let cross = http(
+        &addr,
+        "POST",
+        "/reconcile",
+        &[("Origin", "http://evil.example")],
+    );
+    assert!(cross.starts_with("HTTP/1.1 403"), "{cross}");
+    let get = http(&addr, "GET", "/reconcile", &[]);
+    assert!(get.starts_with("HTTP/1.1 405"), "{get}");
+    // Logs of a pod, as the page's click fetches them.
+    let status: serde_json::Value =
+        serde_json::from_str(body(&http(&addr, "GET", "/status", &[]))).unwrap();
+    let late = status["pods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == "latecomer")
+        .map(|p| p["minion"].as_str().unwrap().to_string())
+        .expect("latecomer runs");
+    let logs = http(
+        &addr,
+        "GET",
+        &format!("/logs?minion={late}&pod=latecomer"),
+        &[],
+    );
+    assert!(logs.starts_with("HTTP/1.1 200"), "{logs}");
+
+    // Stopped cleanly, the log stays in the store for later readers.
+    drop(browser);
+    drop(daemon);
+    let got = t.drover(&["get", "events", "-o", "json"]);
+    let list: serde_json::Value = serde_json::from_str(&got.stdout).unwrap();
+    assert!(
+        list["items"].as_array().unwrap().len() >= 5,
+        "{}",
+        got.stdout
+    );
+    let state = t.join("state/events.json");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&state).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+}
