@@ -143,6 +143,15 @@ fn failures_back_off_and_are_told_as_events_and_the_page_shows_them() {
         described.stderr
     );
 
+    let pods = t.drover(&["get", "pods"]);
+    assert!(
+        pods.stdout
+            .lines()
+            .any(|l| l.starts_with("noimage ") && l.contains("ImagePullBackOff")),
+        "get pods tells why: {}",
+        pods.stdout
+    );
+
     // The page, in a real browser.
     let mut browser = Browser::launch();
     browser.open(&format!("http://{addr}/"));
@@ -150,7 +159,7 @@ fn failures_back_off_and_are_told_as_events_and_the_page_shows_them() {
         "the page to show the minions and pods",
         Duration::from_secs(20),
         || {
-            let text = browser.eval("document.body.innerText");
+            let text = browser.eval("document.body ? document.body.innerText : ''");
             let text = text.as_str().unwrap_or("");
             ["m1", "m2", "m3", "crasher", "hog"]
                 .iter()
@@ -158,7 +167,7 @@ fn failures_back_off_and_are_told_as_events_and_the_page_shows_them() {
         },
     );
     let loaded = browser
-        .eval("document.getElementById('events').innerText")
+        .eval("(document.getElementById('events') || {}).innerText || ''")
         .as_str()
         .unwrap()
         .to_string();
@@ -176,7 +185,7 @@ fn failures_back_off_and_are_told_as_events_and_the_page_shows_them() {
         Duration::from_secs(30),
         || {
             browser
-                .eval("document.getElementById('events').innerText")
+                .eval("(document.getElementById('events') || {}).innerText || ''")
                 .as_str()
                 .unwrap_or("")
                 .contains("Pod/latecomer")

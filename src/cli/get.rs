@@ -310,6 +310,7 @@ fn pods(cx: &Context, world: &World, format: Format) -> Listing {
             object,
         });
     }
+    items.extend(not_made(cx, world));
     Listing {
         resource: Resource::Pods,
         headers: &["NAME", "READY", "STATUS", "RC", "IMAGES", "LABELS"],
@@ -482,6 +483,102 @@ fn services(cx: &Context, world: &World) -> Result<Listing, String> {
 
 /// `describe pod NAME` / `describe rc NAME`: where it runs and in what state, and for pods that
 /// are not running anywhere, why the scheduler cannot place them.
+/// Pods wanted but on no minion: Pending with why (the scheduler's reason, or the back-off
+/// the daemon's events tell: `ImagePullBackOff`, `CreateContainerBackOff`).
+fn not_made(cx: &Context, world: &World) -> Vec<Item> {
+    // Without every minion's answer a pod may well run on the silent one.
+    let Some(desired) = world.desired.as_ref().filter(|_| world.errors.is_empty()) else {
+        return Vec::new();
+    };
+    let plan = drover::plan::pods::plan(desired, &world.pods, &world.views);
+    let events = drover::store::Store::new(&cx.state_dir)
+        .read_events()
+        .unwrap_or_default();
+    // A back-off told in the last ten minutes still holds (the longest wait is five).
+    let recent = output::now_unix().saturating_sub(600) as u64;
+    let backoff = |id: &str| {
+        let object = drover::events::ObjectRef::new("Pod", id);
+        events
+            .of(&object)
+            .filter(|e| e.reason == "BackOff" && e.last_seen >= recent)
+            .last()
+            .map(|e| {
+                let reason = e.message.split(':').next().unwrap_or("BackOff").to_string();
+                (reason, e.message.clone())
+            })
+    };
+    let mut items = Vec::new();
+    for action in &plan.actions {
+        let drover::plan::pods::Action::CreatePod { pod, .. } = action else {
+            continue;
+        };
+        let (status, why) = backoff(&pod.id).unwrap_or(("Pending".into(), String::new()));
+        let images: Vec<&str> = pod
+            .manifest
+            .containers
+            .iter()
+            .map(|c| c.image.as_str())
+            .collect();
+        let owner = pod.owner.as_deref();
+        items.push(waiting_item(
+            &pod.id,
+            owner,
+            &pod.labels,
+            &images,
+            &status,
+            &why,
+        ));
+    }
+    for (id, why) in &plan.unschedulable {
+        items.push(waiting_item(
+            id,
+            None,
+            &Default::default(),
+            &[],
+            "Pending",
+            why,
+        ));
+    }
+    items
+}
+
+fn waiting_item(
+    id: &str,
+    owner: Option<&str>,
+    labels: &drover::model::Labels,
+    images: &[&str],
+    status: &str,
+    why: &str,
+) -> Item {
+    let object = json!({
+        "kind": "Pod",
+        "id": id,
+        "apiVersion": API_VERSION,
+        "labels": labels,
+        "currentState": {"status": "Waiting", "phase": "Pending", "reason": status, "message": why},
+    });
+    Item {
+        id: id.to_string(),
+        labels: labels.clone(),
+        row: vec![
+            id.to_string(),
+            format!("0/{}", images.len()),
+            status.to_string(),
+            owner.unwrap_or("<none>").to_string(),
+            images.join(","),
+            output::labels_text(labels),
+        ],
+        extra: vec![
+            "<none>".into(),
+            "<none>".into(),
+            "<none>".into(),
+            "0".into(),
+            "-".into(),
+        ],
+        object,
+    }
+}
+
 /// `describe`: the object, then its events (also when the object is gone: they tell why).
 pub fn describe(cx: &Context, resource: Resource, name: &str) -> ExitCode {
     let code = describe_object(cx, resource, name);
