@@ -218,6 +218,16 @@ fn the_daemon_converges_repairs_drift_and_handles_node_loss() {
             kept >= on_m2,
             "{kept} records of m2's pods, {on_m2} pods were there"
         );
+        // And the events tell it, as the seeds' lifecycle table does: the minion lost, its
+        // pods failed, their RC replacing them.
+        let events = get("/events");
+        assert!(
+            events.contains("\"NodeNotReady\"") && events.contains("\"SuccessfulCreate\""),
+            "{events}"
+        );
+        if on_m2 > 0 {
+            assert!(events.contains("\"NodeLost\""), "{events}");
+        }
     }
     // m2 is back with its old replica: the surplus goes.
     if on_m2 > 0 {
