@@ -266,6 +266,36 @@ pub fn from_round(before: Option<&Round>, round: &Round) -> Vec<Note> {
     notes
 }
 
+/// The back-off each failed create of `round` now waits (after `Reconciler::execute`
+/// recorded it in `backoff`): one event per delay, so the delays read as a growing series.
+pub fn from_backoff(
+    round: &Round,
+    backoff: &crate::reconcile::backoff::Backoff,
+    now: std::time::Instant,
+) -> Vec<Note> {
+    round
+        .failed
+        .iter()
+        .filter_map(|(a, _)| match a {
+            Action::CreatePod { pod, .. } => Some(pod),
+            _ => None,
+        })
+        .filter_map(|pod| {
+            let w = backoff.holds(&pod.id, now)?;
+            Some(Note::warning(
+                ObjectRef::new("Pod", &pod.id),
+                "BackOff",
+                format!(
+                    "{}: trying again in {}s (failure {})",
+                    w.reason.as_str(),
+                    w.delay.as_secs(),
+                    w.failures
+                ),
+            ))
+        })
+        .collect()
+}
+
 /// Whether a create failure was the image (Docker says "pull access denied", "not found",
 /// "manifest unknown", or drover's own "cannot pull").
 pub fn is_pull_failure(message: &str) -> bool {

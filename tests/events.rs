@@ -257,3 +257,42 @@ fn failures_back_off_and_are_told_as_events_and_the_page_shows_them() {
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&state).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600);
 }
+
+#[test]
+fn apply_backs_off_says_a_failure_once_and_leaves_events_that_tell_why() {
+    let _g = steady();
+    let (t, _p) = project_dir();
+    t.write(
+        "manifests/noimage.json",
+        r#"{"kind": "Pod", "apiVersion": "v1beta1", "id": "noimage",
+            "desiredState": {"manifest": {"version": "v1beta1", "id": "noimage",
+              "containers": [{"name": "app", "image": "drover/does-not-exist:1"}]}}}"#,
+    );
+    let started = Instant::now();
+    let r = t.drover(&["apply", "--timeout", "8"]);
+    r.expect_code(2);
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    // Tried at 0, 5 and 15 s at most: said once, then summed up.
+    assert_eq!(
+        r.stderr.matches("drover: error: + pod noimage").count(),
+        1,
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("not converged after 8s")
+            && r.stderr.contains("pod noimage: ImagePullBackOff after"),
+        "{}",
+        r.stderr
+    );
+    let described = t.drover(&["describe", "pod", "noimage"]);
+    assert!(
+        described.stdout.contains("FailedToPull") && described.stdout.contains("BackOff"),
+        "{}",
+        described.stdout
+    );
+}

@@ -117,10 +117,24 @@ pub fn run(cx: &Context, args: &SourceArgs, opts: Options) -> ExitCode {
     let (mut created, mut deleted) = (0usize, 0usize);
     let mut last_seen = None;
     let mut first_round = true;
+    // What happened, for `get events` and `describe` afterwards (the daemon keeps the same log).
+    let mut events = store.read_events().unwrap_or_default();
+    let mut last_round: Option<drover::reconcile::Round> = None;
     let converged = super::runtime().block_on(async {
         loop {
             let round = reconciler.round(&desired, true, dry_run).await;
             last_seen = Some(round.observation());
+            if !dry_run {
+                let now = std::time::SystemTime::now();
+                let backoff =
+                    drover::events::from_backoff(&round, &reconciler.backoff, Instant::now());
+                for note in drover::events::from_round(last_round.as_ref(), &round)
+                    .into_iter()
+                    .chain(backoff)
+                {
+                    events.record(note, now);
+                }
+            }
             if let Some(e) = &round.error {
                 eprintln!("drover: error: {e}; nothing more is changed");
                 return false;
@@ -181,13 +195,15 @@ pub fn run(cx: &Context, args: &SourceArgs, opts: Options) -> ExitCode {
                 return true;
             }
             if Instant::now() > started + timeout {
-                eprintln!("drover: not converged after {}s", timeout.as_secs());
+                eprintln!("drover: not converged after {}s:", timeout.as_secs());
+                report_unconverged(&round);
                 return false;
             }
             // Containers starting, or failures to retry: look again shortly.
             if round.planned == 0 || !round.failed.is_empty() || !round.held.is_empty() {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
+            last_round = Some(round);
         }
     });
     progress.clear();
@@ -203,6 +219,9 @@ pub fn run(cx: &Context, args: &SourceArgs, opts: Options) -> ExitCode {
     }
     let lock = lock.expect("taken when not a dry run");
     let lock = &*lock;
+    if let Err(e) = store.write_events(lock, &events) {
+        eprintln!("drover: warning: {e}; this run's events are not kept");
+    }
     // What was seen is worth keeping even when apply failed: `drover diff` shows it.
     if let Some(seen) = &last_seen {
         // Endpoints for a `drover proxy` beside it (no probes run here: running pods count as
@@ -252,10 +271,49 @@ pub fn left_alone_lines(round: &drover::reconcile::Round) -> Vec<String> {
     unowned.chain(unclaimed).collect()
 }
 
+/// What a failure is remembered by: the pod for a create (tried on any minion), else the action.
+pub fn failure_key(action: &Action) -> String {
+    match action {
+        Action::CreatePod { pod, .. } => format!("pod {}", pod.id),
+        other => describe(other).1,
+    }
+}
+
+/// Why a round has not converged: pods backing off, pods that cannot be placed, pods still
+/// starting, actions that failed.
+fn report_unconverged(round: &drover::reconcile::Round) {
+    for h in &round.held {
+        eprintln!(
+            "drover: pod {}: {} after {} failure{} (next try in {}s): {}",
+            h.pod,
+            h.reason.as_str(),
+            h.failures,
+            super::plural(h.failures as usize),
+            h.retry_in.as_secs(),
+            h.message
+        );
+    }
+    for (pod, reason) in &round.unschedulable {
+        eprintln!("drover: pod {pod}: cannot be placed: {reason}");
+    }
+    for p in round
+        .pods
+        .iter()
+        .filter(|p| p.phase == drover::plan::pods::Phase::Pending)
+    {
+        eprintln!("drover: pod {} on {}: still starting", p.id, p.minion);
+    }
+    for (a, e) in &round.failed {
+        eprintln!("drover: {}: {e}", describe(a).1);
+    }
+}
+
 /// A line per finished action (stdout; failures on stderr) and, on a terminal, a bar below the
 /// lines: actions done of the round's plan, then a spinner while pods start.
 struct Shown {
     bar: Option<ProgressBar>,
+    /// The last failure said per pod: a pod backing off is said again only with a new reason.
+    failures: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
 }
 
 impl Shown {
@@ -267,7 +325,10 @@ impl Shown {
             bar.enable_steady_tick(Duration::from_millis(120));
             bar
         });
-        Shown { bar }
+        Shown {
+            bar,
+            failures: Default::default(),
+        }
     }
 
     fn spinner() -> ProgressStyle {
@@ -312,9 +373,23 @@ impl Progress for Shown {
 
     fn finished(&self, action: &Action, error: Option<&MinionError>) {
         let line = describe(action).1;
+        let new = {
+            let mut said = self.failures.lock().expect("failures");
+            match error {
+                None => {
+                    said.remove(&failure_key(action));
+                    true
+                }
+                Some(e) => {
+                    let before = said.insert(failure_key(action), e.message.clone());
+                    before.as_ref() != Some(&e.message)
+                }
+            }
+        };
         let print = || match error {
             None => println!("{line}"),
-            Some(e) => eprintln!("drover: error: {line}: {e}"),
+            Some(_) if !new => {}
+            Some(e) => eprintln!("drover: error: {line}: {e}; backing off"),
         };
         match &self.bar {
             Some(bar) => {

@@ -163,17 +163,17 @@ fn print_event(event: Event, said: &Mutex<Said>) {
             }
             for a in &round.done {
                 info!("{}", describe(a).1);
-                said.failures.remove(&failure_key(a));
+                said.failures.remove(&super::apply::failure_key(a));
             }
             // A failure that recurs (a pod backing off, wherever it is tried) is told once,
             // and again only when its reason changes.
             for (a, e) in &round.failed {
-                if said.failures.get(&failure_key(a)) != Some(&e.message) {
+                if said.failures.get(&super::apply::failure_key(a)) != Some(&e.message) {
                     error!(
                         "{}: {e}; backing off (see drover get events)",
                         describe(a).1
                     );
-                    said.failures.insert(failure_key(a), e.message.clone());
+                    said.failures.insert(super::apply::failure_key(a), e.message.clone());
                 }
             }
             if !round.done.is_empty() {
@@ -183,13 +183,5 @@ fn print_event(event: Event, said: &Mutex<Said>) {
                 );
             }
         }
-    }
-}
-
-/// What a failure is remembered by: the pod for a create (tried on any minion), else the action.
-fn failure_key(action: &drover::plan::pods::Action) -> String {
-    match action {
-        drover::plan::pods::Action::CreatePod { pod, .. } => format!("pod {}", pod.id),
-        other => describe(other).1,
     }
 }

@@ -318,24 +318,9 @@ impl Daemon {
             }
             if let Some(plan) = plan {
                 round = self.reconciler.execute(desired, round, plan).await;
-                let now = Instant::now();
-                for (a, _) in &round.failed {
-                    let Action::CreatePod { pod, .. } = a else {
-                        continue;
-                    };
-                    if let Some(w) = self.reconciler.backoff.holds(&pod.id, now) {
-                        let note = Note::warning(
-                            ObjectRef::new("Pod", &pod.id),
-                            "BackOff",
-                            format!(
-                                "{}: trying again in {}s (failure {})",
-                                w.reason.as_str(),
-                                w.delay.as_secs(),
-                                w.failures
-                            ),
-                        );
-                        self.note(note);
-                    }
+                let backoff = &self.reconciler.backoff;
+                for note in crate::events::from_backoff(&round, backoff, Instant::now()) {
+                    self.note(note);
                 }
             }
             rounds += 1;
