@@ -34,6 +34,7 @@ fn pod_state(i: usize, image: &str) -> PodState {
                 ..Default::default()
             }],
             restart_policy: RestartPolicy::Always {},
+            ..Default::default()
         },
     }
 }
