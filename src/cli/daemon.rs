@@ -2,7 +2,7 @@
 //! into options and the daemon's events into lines. SIGTERM or Ctrl-C ends it after the round
 //! in progress.
 
-use super::{fail, load_desired, report_load_error, Context, EXIT_OK};
+use super::{fail, load_source, report_load_error, Context, EXIT_OK};
 use crate::SourceArgs;
 use drover::daemon::{Daemon, Event, Options};
 use drover::exec::describe;
@@ -20,11 +20,12 @@ pub fn run(
     allow_empty: bool,
 ) -> ExitCode {
     let spec = cx.source_spec(args);
-    let (desired, commit) = match load_desired(cx, &spec) {
-        Ok(d) => d,
+    let loaded = match load_source(cx, &spec, args.validate) {
+        Ok(l) => l,
         Err(e) => return report_load_error(e),
     };
-    let mut reconciler = match super::reconciler(cx, &desired, node_grace) {
+    let desired = &loaded.desired;
+    let mut reconciler = match super::reconciler(cx, desired, node_grace) {
         Ok(r) => r,
         Err(e) => return fail(&e),
     };
@@ -38,7 +39,7 @@ pub fn run(
         &store,
         Some(lock.clone()),
         &spec,
-        &desired,
+        desired,
         allow_empty,
     ) {
         return fail(&e);
@@ -68,16 +69,11 @@ pub fn run(
         status_listen: listen,
         proxy: Some((proxy.listen, drover::proxy::Limits::default())),
         allow_empty,
-        max_manifest_bytes: cx
-            .settings
-            .config
-            .max_manifest_bytes
-            .unwrap_or(drover::manifest::DEFAULT_MAX_MANIFEST_BYTES),
+        manifest: cx.settings.manifest_options(args.validate),
     };
     let loaded = drover::reconcile::project::Loaded {
-        desired,
-        commit,
         skipped: None,
+        ..loaded
     };
     super::raise_fd_limit();
     let daemon = Daemon::new(opts, reconciler, store, lock, loaded);
@@ -111,6 +107,7 @@ fn print_event(event: Event, left_alone: &Mutex<LeftAlone>) {
         }
         Event::SourceAt(commit) => println!("source at {}", commit.unwrap_or("-")),
         Event::Skipped(note) => eprintln!("drover: note: {note}"),
+        Event::Warnings(warnings) => super::report_warnings(warnings),
         Event::SourceInvalid(diags) => {
             for d in diags {
                 eprintln!("drover: error: {d}");

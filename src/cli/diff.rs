@@ -8,7 +8,7 @@
 //! `--live`, diff only reads and never takes the lock.
 
 use super::{
-    load_desired, paint, plural, report_load_error, Context, BOLD, CYAN, EXIT_DIFFERENCES, EXIT_OK,
+    load_source, paint, plural, report_load_error, Context, BOLD, CYAN, EXIT_DIFFERENCES, EXIT_OK,
     GREEN, RED,
 };
 use crate::{DiffOutput, SourceArgs};
@@ -193,7 +193,7 @@ pub fn run(cx: &Context, args: &SourceArgs, output: DiffOutput, live: bool) -> E
     let (loaded, index) = std::thread::scope(|s| {
         let index = s.spawn(|| store.verify());
         (
-            load_desired(cx, &spec),
+            load_source(cx, &spec, args.validate).map(|l| (l.desired, l.commit)),
             index.join().expect("index reader does not panic"),
         )
     });

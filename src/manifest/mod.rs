@@ -88,7 +88,8 @@ impl Format {
 
 /// How strictly manifests are read (`--validate`, `validate` in drover.toml), as kubectl
 /// spells it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Validate {
     /// A field unknown to v1beta1 is an error naming the nearest known field (today's kubectl).
     #[default]
