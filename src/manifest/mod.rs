@@ -377,4 +377,6 @@ fn replica_owner<'a>(id: &str, rcs: &std::collections::BTreeSet<&'a str>) -> Opt
 #[cfg(test)]
 mod hardening_tests;
 #[cfg(test)]
+mod rules_tests;
+#[cfg(test)]
 mod tests;
