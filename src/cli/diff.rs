@@ -14,8 +14,7 @@ use super::{
 use crate::{DiffOutput, SourceArgs};
 use drover::model::{DesiredState, ObjectKey, Origin};
 use drover::plan::objects::{
-    changed_fields, display_text, normalize, object_changes, unified_diff, ChangeAction, MaskKey,
-    Summary,
+    changed_fields, display_text, object_changes, unified_diff, ChangeAction, MaskKey, Summary,
 };
 use drover::plan::observed::{from_records, Observation};
 use drover::plan::pods::{fail_half_made, Action};
@@ -260,15 +259,30 @@ pub fn run(cx: &Context, args: &SourceArgs, output: DiffOutput, live: bool) -> E
     ExitCode::from(if in_sync { EXIT_OK } else { EXIT_DIFFERENCES })
 }
 
-/// Hashes the desired objects, compares them with the store's index, and reads stored text
-/// only for the objects that differ.
+/// The content hash of every desired object's normalised JSON (as the store records it),
+/// without keeping the texts: at 50,000 objects they would be most of diff's memory.
+fn hashes(desired: &DesiredState) -> BTreeMap<ObjectKey, String> {
+    let objects: Vec<(&ObjectKey, &drover::model::Object)> =
+        desired.objects.iter().map(|(k, (o, _))| (k, o)).collect();
+    let hashes = drover::par::map(&objects, |(_, o)| {
+        drover::store::content_hash(o.normalized_json().as_bytes())
+    });
+    objects
+        .into_iter()
+        .map(|(k, _)| k.clone())
+        .zip(hashes)
+        .collect()
+}
+
+/// Hashes the desired objects, compares them with the store's index, and makes text (stored
+/// and desired) only for the objects that differ.
 fn gather(
     store: &Store,
     index: &drover::store::Index,
     desired: &drover::model::DesiredState,
     mask_key: &MaskKey,
 ) -> Result<Vec<Change>, drover::store::StoreError> {
-    let (texts, hashes) = normalize(desired);
+    let hashes = hashes(desired);
     let stored: BTreeMap<ObjectKey, String> = index
         .applied
         .iter()
@@ -280,7 +294,11 @@ fn gather(
             ChangeAction::Create => String::new(),
             _ => store.read_object(Section::Applied, &key, &index.applied[&key])?,
         };
-        let after = texts.get(&key).cloned().unwrap_or_default();
+        let after = desired
+            .objects
+            .get(&key)
+            .map(|(o, _)| o.normalized_json())
+            .unwrap_or_default();
         let origin = desired.objects.get(&key).map(|(_, o)| o.clone());
         let fields = if action == ChangeAction::Change {
             match (serde_json::from_str(&before), serde_json::from_str(&after)) {

@@ -11,8 +11,10 @@ pub mod node;
 
 use crate::model::{DesiredState, ObjectKey, Origin};
 use node::Pos;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Mutex;
 
 pub use decode::check_name;
 
@@ -264,27 +266,56 @@ pub fn desired_state_limited(
 /// Parses every file and assembles the desired state, with the warnings found. Any error
 /// anywhere fails the whole source: callers must not apply or prune from a partly read source.
 pub fn read(files: &[SourceFile], opts: &Options) -> Result<Read, Vec<Diagnostic>> {
+    read_with(files, |f| &f.origin, |f| Cow::Borrowed(&f.bytes[..]), opts)
+}
+
+/// `read` that consumes the files: each file's bytes are freed as soon as it is parsed, so a
+/// large source never holds its whole text and its whole desired state at once.
+pub fn read_owned(files: Vec<SourceFile>, opts: &Options) -> Result<Read, Vec<Diagnostic>> {
+    let cells: Vec<(Origin, Mutex<Vec<u8>>)> = files
+        .into_iter()
+        .map(|f| (f.origin, Mutex::new(f.bytes)))
+        .collect();
+    read_with(
+        &cells,
+        |(origin, _)| origin,
+        |(_, bytes)| {
+            Cow::Owned(std::mem::take(
+                &mut *bytes.lock().unwrap_or_else(|e| e.into_inner()),
+            ))
+        },
+        opts,
+    )
+}
+
+fn read_with<T: Sync>(
+    files: &[T],
+    origin: impl Fn(&T) -> &Origin + Sync,
+    bytes: impl Fn(&T) -> Cow<'_, [u8]> + Sync,
+    opts: &Options,
+) -> Result<Read, Vec<Diagnostic>> {
     let max_bytes = opts.max_bytes;
     let results = crate::par::map(files, |f| {
-        if f.bytes.len() as u64 > max_bytes {
+        let (origin, bytes) = (origin(f), bytes(f));
+        if bytes.len() as u64 > max_bytes {
             return Err(vec![Diagnostic {
-                file: f.origin.file.clone(),
+                file: origin.file.clone(),
                 pos: Pos { line: 1, col: 1 },
                 path: String::new(),
                 message: format!(
                     "the file is {} bytes, more than the limit of {max_bytes} bytes per manifest \
                      (max_manifest_bytes in drover.toml)",
-                    f.bytes.len()
+                    bytes.len()
                 ),
             }]);
         }
-        parse_file_with(&f.origin.file, &f.bytes, opts)
+        parse_file_with(&origin.file, &bytes, opts)
     });
     let mut diags = Vec::new();
     let mut warnings = Vec::new();
     let mut desired = DesiredState::default();
     let mut first_seen: BTreeMap<ObjectKey, (String, Pos)> = BTreeMap::new();
-    for (file, result) in files.iter().zip(results) {
+    for (file, result) in files.iter().map(&origin).zip(results) {
         match result {
             Err(mut d) => diags.append(&mut d),
             Ok((objects, mut w)) => {
@@ -293,7 +324,7 @@ pub fn read(files: &[SourceFile], opts: &Options) -> Result<Read, Vec<Diagnostic
                     let key = parsed.object.key();
                     if let Some((other, pos)) = first_seen.get(&key) {
                         diags.push(Diagnostic {
-                            file: file.origin.file.clone(),
+                            file: file.file.clone(),
                             pos: parsed.id_pos,
                             path: "id".into(),
                             message: format!(
@@ -302,10 +333,8 @@ pub fn read(files: &[SourceFile], opts: &Options) -> Result<Read, Vec<Diagnostic
                         });
                         continue;
                     }
-                    first_seen.insert(key.clone(), (file.origin.file.clone(), parsed.id_pos));
-                    desired
-                        .objects
-                        .insert(key, (parsed.object, file.origin.clone()));
+                    first_seen.insert(key.clone(), (file.file.clone(), parsed.id_pos));
+                    desired.objects.insert(key, (parsed.object, file.clone()));
                 }
             }
         }

@@ -41,10 +41,11 @@ pub fn load(
 ) -> Result<Loaded, LoadError> {
     let snapshot = source::read(spec, git).map_err(LoadError::Source)?;
     let skipped = snapshot.skipped_note();
-    let read = crate::manifest::read(&snapshot.files, opts).map_err(LoadError::Invalid)?;
+    let commit = snapshot.commit;
+    let read = crate::manifest::read_owned(snapshot.files, opts).map_err(LoadError::Invalid)?;
     Ok(Loaded {
         desired: read.desired,
-        commit: snapshot.commit,
+        commit,
         skipped,
         warnings: read.warnings,
     })
