@@ -151,6 +151,7 @@ fn time_alternately(
 
 /// Runs a command alone and returns its exit code and its own peak resident set in bytes
 /// (wait4's rusage is the child's, not the maximum over every child so far).
+#[allow(clippy::zombie_processes)] // wait4 below reaps it
 fn peak_rss(mut c: Command) -> (i32, u64) {
     let child = c.stdout(Stdio::null()).spawn().unwrap();
     let mut status = 0;

@@ -648,10 +648,12 @@ fn metadata(cx: &mut Cx, f: &mut Fields, kind: Option<Kind>) {
     }
 }
 
+type NameRule = fn(&str) -> bool;
+
 /// The id by the kind's rule at v0.8.0, then drover's own limit (ids go into Docker names).
 fn object_id(cx: &mut Cx, kind: Option<Kind>, n: &Node, path: &str) -> Option<String> {
     let s = string(cx, n, path)?;
-    let rule: Option<(fn(&str) -> bool, &str)> = match kind {
+    let rule: Option<(NameRule, &str)> = match kind {
         Some(Kind::Pod) => Some((
             is_dns_subdomain,
             "a pod id must be a DNS subdomain: lower-case letters, digits, '-' and '.', at most 253",
