@@ -14,13 +14,12 @@ use super::{
 use crate::{DiffOutput, SourceArgs};
 use drover::model::{DesiredState, ObjectKey, Origin};
 use drover::plan::objects::{
-    changed_fields, display_text, object_changes, unified_diff, ChangeAction, MaskKey, Summary,
+    changed_fields, display_text, unified_diff, ChangeAction, MaskKey, Summary,
 };
 use drover::plan::observed::{from_records, Observation};
 use drover::plan::pods::{fail_half_made, Action};
 use drover::store::{Section, Store, StoreError};
 use serde::Serialize;
-use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -259,37 +258,49 @@ pub fn run(cx: &Context, args: &SourceArgs, output: DiffOutput, live: bool) -> E
     ExitCode::from(if in_sync { EXIT_OK } else { EXIT_DIFFERENCES })
 }
 
-/// The content hash of every desired object's normalised JSON (as the store records it),
-/// without keeping the texts: at 50,000 objects they would be most of diff's memory.
-fn hashes(desired: &DesiredState) -> BTreeMap<ObjectKey, String> {
+/// What differs between the desired objects and the applied section of the index, by content
+/// hash (the SHA-256 of each object's normalised JSON, as the store records it). Each text is
+/// hashed and dropped at once and no map of hashes is kept: at 50,000 objects, texts and
+/// hashes would be a large part of diff's memory.
+fn object_actions(
+    desired: &DesiredState,
+    index: &drover::store::Index,
+) -> Vec<(ObjectKey, ChangeAction)> {
     let objects: Vec<(&ObjectKey, &drover::model::Object)> =
         desired.objects.iter().map(|(k, (o, _))| (k, o)).collect();
-    let hashes = drover::par::map(&objects, |(_, o)| {
-        drover::store::content_hash(o.normalized_json().as_bytes())
+    let actions = drover::par::map(&objects, |(key, o)| match index.applied.get(*key) {
+        None => Some(ChangeAction::Create),
+        Some(entry) => {
+            let hash = drover::store::content_hash(o.normalized_json().as_bytes());
+            (entry.hash != hash).then_some(ChangeAction::Change)
+        }
     });
-    objects
-        .into_iter()
-        .map(|(k, _)| k.clone())
-        .zip(hashes)
-        .collect()
+    let mut changes: Vec<(ObjectKey, ChangeAction)> = objects
+        .iter()
+        .zip(actions)
+        .filter_map(|((k, _), a)| Some(((*k).clone(), a?)))
+        .collect();
+    changes.extend(
+        index
+            .applied
+            .keys()
+            .filter(|k| !desired.objects.contains_key(*k))
+            .map(|k| (k.clone(), ChangeAction::Delete)),
+    );
+    changes.sort();
+    changes
 }
 
-/// Hashes the desired objects, compares them with the store's index, and makes text (stored
-/// and desired) only for the objects that differ.
+/// Compares the desired objects with the store's index, and makes text (stored and desired)
+/// only for the objects that differ.
 fn gather(
     store: &Store,
     index: &drover::store::Index,
     desired: &drover::model::DesiredState,
     mask_key: &MaskKey,
 ) -> Result<Vec<Change>, drover::store::StoreError> {
-    let hashes = hashes(desired);
-    let stored: BTreeMap<ObjectKey, String> = index
-        .applied
-        .iter()
-        .map(|(k, e)| (k.clone(), e.hash.clone()))
-        .collect();
     let mut changes = Vec::new();
-    for (key, action) in object_changes(&hashes, &stored) {
+    for (key, action) in object_actions(desired, index) {
         let before = match action {
             ChangeAction::Create => String::new(),
             _ => store.read_object(Section::Applied, &key, &index.applied[&key])?,
