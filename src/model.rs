@@ -241,8 +241,9 @@ pub struct Container {
     /// Only when drover.toml says `allow_privileged = true`.
     #[serde(default, skip_serializing_if = "is_default")]
     pub privileged: bool,
+    /// Boxed: rare, and inline it would double the size of every container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lifecycle: Option<Lifecycle>,
+    pub lifecycle: Option<Box<Lifecycle>>,
 }
 
 impl Container {

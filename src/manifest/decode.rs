@@ -327,7 +327,7 @@ fn list<T>(
         cx.type_err(n, path, "an array");
         return Vec::new();
     };
-    items
+    let mut out: Vec<T> = items
         .iter()
         .enumerate()
         .filter_map(|(i, it)| {
@@ -338,7 +338,11 @@ fn list<T>(
             p.push(']');
             item(cx, it, p)
         })
-        .collect()
+        .collect();
+    // filter_map starts at a capacity of 4: a one-container pod would keep room for four,
+    // for the life of the desired state.
+    out.shrink_to_fit();
+    out
 }
 
 fn string_list(cx: &mut Cx, n: &Node, path: &str) -> Vec<String> {
@@ -1109,9 +1113,14 @@ fn manifest(cx: &mut Cx, n: &Node, path: &str, in_template: bool) -> ContainerMa
             );
         }
     }
+    // Collected afresh (not in place), so each Vec holds exactly its items.
+    let mut volumes_out = Vec::with_capacity(volumes.len());
+    volumes_out.extend(volumes.into_iter().map(|(v, _, _)| v));
+    let mut containers_out = Vec::with_capacity(containers.len());
+    containers_out.extend(containers.into_iter().map(|(c, _, _)| c));
     ContainerManifest {
-        volumes: volumes.into_iter().map(|(v, _, _)| v).collect(),
-        containers: containers.into_iter().map(|(c, _, _)| c).collect(),
+        volumes: volumes_out,
+        containers: containers_out,
         restart_policy,
         dns_policy,
     }
@@ -1346,7 +1355,7 @@ fn container(
             &p,
             "lifecycle hooks are checked and kept, but drover does not run them yet",
         );
-        Some(hooks)
+        Some(Box::new(hooks))
     });
     let privileged = f
         .opt_non_null("privileged")
