@@ -1,5 +1,6 @@
 //! Benchmark: manifest parse time for 1,000, 10,000 and 100,000 objects in one file, laid out
-//! one object per line and all on one line (JSON), and as TOML tables, to show linear growth:
+//! one object per line and all on one line (JSON), as TOML tables and as YAML (a block List,
+//! one document per object), to show linear growth:
 //! each 10x step in objects should cost about 10x in time (the quadratic parser of issue 10
 //! took 100x per step on one line). Parses through `manifest::parse_file`, validation
 //! included, the way `drover validate` does for one file.
@@ -45,6 +46,17 @@ fn json_list(n: usize, sep: &str) -> String {
         "{{\"kind\":\"List\",\"items\":[{sep}{}{sep}]}}\n",
         items.join(&format!(",{sep}"))
     )
+}
+
+/// A YAML stream of `n` pods, one `---` document each, in block style.
+fn yaml_docs(n: usize) -> String {
+    let mut s = String::new();
+    for i in 0..n {
+        s.push_str(&format!(
+            "---\nkind: Pod\napiVersion: v1beta1\nid: pod-{i}\nlabels:\n  app: bench\n  n: \"{i}\"\ndesiredState:\n  manifest:\n    version: v1beta1\n    id: pod-{i}\n    containers:\n    - name: main\n      image: registry.example/app:1.{i}\n      command: [/app, --port, \"8080\"]\n      ports:\n      - name: http\n        containerPort: 8080\n      env:\n      - name: MODE\n        value: production\n"
+        ));
+    }
+    s
 }
 
 fn toml_list(n: usize) -> String {
@@ -99,32 +111,44 @@ fn main() {
         return;
     }
     println!(
-        "{:>8}  {:>12} {:>10}  {:>12} {:>10}  {:>12} {:>10}",
-        "objects", "JSON/lines", "x prev", "JSON/1 line", "x prev", "TOML", "x prev"
+        "{:>8}  {:>12} {:>10}  {:>12} {:>10}  {:>12} {:>10}  {:>12} {:>10}",
+        "objects",
+        "JSON/lines",
+        "x prev",
+        "JSON/1 line",
+        "x prev",
+        "TOML",
+        "x prev",
+        "YAML",
+        "x prev"
     );
-    let mut prev: Option<[Duration; 3]> = None;
+    let mut prev: Option<[Duration; 4]> = None;
     for n in [1_000, 10_000, 100_000] {
         let runs = if n >= 100_000 { 1 } else { 3 };
         let lines = json_list(n, "\n");
         let line = json_list(n, "");
         let toml = toml_list(n);
+        let yaml = yaml_docs(n);
         let now = [
             time("bench.json", &lines, runs),
             time("bench.json", &line, runs),
             time("bench.toml", &toml, runs),
+            time("bench.yaml", &yaml, runs),
         ];
         let ratio = |k: usize| match prev {
             Some(p) => format!("{:.1}x", now[k].as_secs_f64() / p[k].as_secs_f64()),
             None => "-".into(),
         };
         println!(
-            "{n:>8}  {:>10.1}ms {:>10}  {:>10.1}ms {:>10}  {:>10.1}ms {:>10}",
+            "{n:>8}  {:>10.1}ms {:>10}  {:>10.1}ms {:>10}  {:>10.1}ms {:>10}  {:>10.1}ms {:>10}",
             now[0].as_secs_f64() * 1e3,
             ratio(0),
             now[1].as_secs_f64() * 1e3,
             ratio(1),
             now[2].as_secs_f64() * 1e3,
             ratio(2),
+            now[3].as_secs_f64() * 1e3,
+            ratio(3),
         );
         prev = Some(now);
     }

@@ -57,6 +57,7 @@ fn desired() -> DesiredState {
                                 ..Default::default()
                             }],
                             restart_policy: RestartPolicy::Always {},
+                            ..Default::default()
                         },
                     },
                     labels,

@@ -34,6 +34,13 @@ pub struct Config {
     pub registries: Vec<RegistryConfig>,
     /// Largest manifest file read, in bytes (default `manifest::DEFAULT_MAX_MANIFEST_BYTES`).
     pub max_manifest_bytes: Option<u64>,
+    /// How strictly manifests are read: `strict` (default), `warn` or `ignore`; `--validate`
+    /// wins over it.
+    pub validate: Option<crate::manifest::Validate>,
+    /// Allow `privileged: true` containers (off by default, as the API server's
+    /// `--allow_privileged` was).
+    #[serde(default)]
+    pub allow_privileged: bool,
 }
 
 /// Credentials for pulling from one registry. The password comes from the config or, better,
@@ -310,6 +317,21 @@ impl Settings {
         Ok(derived_project(&normalise(&absolute)))
     }
 
+    /// How manifests are read: the `--validate` flag if given, else the config's.
+    pub fn manifest_options(
+        &self,
+        validate: Option<crate::manifest::Validate>,
+    ) -> crate::manifest::Options {
+        let c = &self.config;
+        crate::manifest::Options {
+            max_bytes: c
+                .max_manifest_bytes
+                .unwrap_or(crate::manifest::DEFAULT_MAX_MANIFEST_BYTES),
+            validate: validate.or(c.validate).unwrap_or_default(),
+            allow_privileged: c.allow_privileged,
+        }
+    }
+
     pub fn git_options(&self, state_dir: &Path) -> GitOptions {
         GitOptions {
             cache_dir: state_dir.join("git"),
@@ -480,6 +502,27 @@ transport = "local"
         ] {
             assert!(check_project(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn validate_mode_and_privileged_come_from_the_config_and_the_flag_wins() {
+        use crate::manifest::Validate;
+        let settings = |text: &str| Settings {
+            config: parse(text).unwrap(),
+            file: None,
+            base_dir: PathBuf::from("/"),
+        };
+        let s = settings("validate = \"warn\"\nallow_privileged = true\n");
+        assert_eq!(s.manifest_options(None).validate, Validate::Warn);
+        assert_eq!(
+            s.manifest_options(Some(Validate::Strict)).validate,
+            Validate::Strict
+        );
+        assert!(s.manifest_options(None).allow_privileged);
+        let d = settings("");
+        assert_eq!(d.manifest_options(None).validate, Validate::Strict);
+        assert!(!d.manifest_options(None).allow_privileged);
+        assert!(parse("validate = \"loose\"\n").is_err());
     }
 
     #[test]

@@ -55,6 +55,16 @@ pub struct SourceArgs {
     /// Subdirectory inside the source that holds the manifests
     #[arg(long, value_name = "SUBDIR")]
     pub path: Option<String>,
+    /// How strictly to read manifests: strict (unknown fields are errors), warn (unknown
+    /// fields and non-strict JSON are warnings, as Kubernetes 2014), ignore (no warnings)
+    /// [default: validate from the config, else strict]
+    #[arg(long, value_name = "MODE", value_parser = parse_validate)]
+    pub validate: Option<drover::manifest::Validate>,
+}
+
+fn parse_validate(s: &str) -> Result<drover::manifest::Validate, String> {
+    drover::manifest::Validate::parse(s)
+        .ok_or_else(|| format!("`{s}` is not one of strict, warn, ignore"))
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]

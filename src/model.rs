@@ -157,6 +157,58 @@ pub struct ContainerManifest {
     pub volumes: Vec<Volume>,
     pub containers: Vec<Container>,
     pub restart_policy: RestartPolicy,
+    /// `ClusterFirst` (the default, left out of the normalised form) or `Default`. drover runs
+    /// no cluster DNS, so both give containers the minion's resolver, as a kubelet without
+    /// cluster DNS did.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub dns_policy: DnsPolicy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum DnsPolicy {
+    #[default]
+    ClusterFirst,
+    Default,
+}
+
+/// When the image is pulled before a container starts (v1beta1's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PullPolicy {
+    PullAlways,
+    PullIfNotPresent,
+    PullNever,
+}
+
+impl PullPolicy {
+    /// The era's default (v0.9): `PullAlways` when the image's tag is `latest`, else
+    /// `PullIfNotPresent`, so an untagged image is not pulled again.
+    pub fn default_for(image: &str) -> PullPolicy {
+        let last = image.rsplit(':').next().unwrap_or(image);
+        if image.contains(':') && last == "latest" {
+            PullPolicy::PullAlways
+        } else {
+            PullPolicy::PullIfNotPresent
+        }
+    }
+}
+
+/// A lifecycle hook: exactly one of `exec` or `httpGet`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Handler {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec: Option<ExecAction>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_get: Option<HttpGetAction>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Lifecycle {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_start: Option<Handler>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre_stop: Option<Handler>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -182,6 +234,24 @@ pub struct Container {
     pub volume_mounts: Vec<VolumeMount>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub liveness_probe: Option<LivenessProbe>,
+    /// Left out when it is the image's default (`PullPolicy::default_for`), so manifests that
+    /// do not say it normalise as before; `Container::pull_policy` gives the one in force.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<PullPolicy>,
+    /// Only when drover.toml says `allow_privileged = true`.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub privileged: bool,
+    /// Boxed: rare, and inline it would double the size of every container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<Box<Lifecycle>>,
+}
+
+impl Container {
+    /// The pull policy in force: the one given, else the image's default.
+    pub fn pull_policy(&self) -> PullPolicy {
+        self.image_pull_policy
+            .unwrap_or_else(|| PullPolicy::default_for(&self.image))
+    }
 }
 
 #[derive(

@@ -237,13 +237,13 @@ fn a_source_that_reads_as_empty_prunes_nothing_without_allow_empty() {
     assert_eq!(of_project(&name), before);
 
     // A directory of files drover does not read: named, and still refused.
-    t.write("manifests/backend.yaml", "id: backend\n");
+    t.write("manifests/backend.json.orig", "{}\n");
     t.write("manifests/notes.txt", "hello\n");
     let r = t.drover(&["apply"]);
     r.expect_code(2);
     assert!(
         r.stderr.contains(
-            "skipped 2 files: not *.json or *.toml (manifests/backend.yaml, manifests/notes.txt)"
+            "skipped 2 files: not *.json, *.toml, *.yaml or *.yml (manifests/backend.json.orig, manifests/notes.txt)"
         ),
         "{}",
         r.stderr

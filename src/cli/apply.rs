@@ -2,9 +2,7 @@
 //! and every pod runs (rolling updates take several rounds), or the timeout. Then record the
 //! applied objects in the store, so `drover diff` shows them in sync.
 
-use super::{
-    fail, load_desired, report_load_error, Context, EXIT_DIFFERENCES, EXIT_ERROR, EXIT_OK,
-};
+use super::{fail, load_source, report_load_error, Context, EXIT_DIFFERENCES, EXIT_ERROR, EXIT_OK};
 use crate::SourceArgs;
 use drover::exec::{describe, Progress};
 use drover::minion::MinionError;
@@ -37,8 +35,8 @@ pub fn run(cx: &Context, args: &SourceArgs, opts: Options) -> ExitCode {
     } = opts;
     let spec = cx.source_spec(args);
     // A bad manifest anywhere: nothing is applied and nothing is pruned.
-    let (desired, _commit) = match load_desired(cx, &spec) {
-        Ok(d) => d,
+    let desired = match load_source(cx, &spec, args.validate) {
+        Ok(l) => l.desired,
         Err(e) => return report_load_error(e),
     };
     let mut reconciler = match super::reconciler(cx, &desired, Duration::MAX) {

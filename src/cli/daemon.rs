@@ -2,7 +2,7 @@
 //! into options and the daemon's events into lines. SIGTERM or Ctrl-C ends it after the round
 //! in progress.
 
-use super::{fail, load_desired, report_load_error, Context, EXIT_OK};
+use super::{fail, load_source, report_load_error, Context, EXIT_OK};
 use crate::SourceArgs;
 use drover::daemon::{Daemon, Event, Options};
 use drover::exec::describe;
@@ -21,11 +21,12 @@ pub fn run(
     allow_empty: bool,
 ) -> ExitCode {
     let spec = cx.source_spec(args);
-    let (desired, commit) = match load_desired(cx, &spec) {
-        Ok(d) => d,
+    let loaded = match load_source(cx, &spec, args.validate) {
+        Ok(l) => l,
         Err(e) => return report_load_error(e),
     };
-    let mut reconciler = match super::reconciler(cx, &desired, node_grace) {
+    let desired = &loaded.desired;
+    let mut reconciler = match super::reconciler(cx, desired, node_grace) {
         Ok(r) => r,
         Err(e) => return fail(&e),
     };
@@ -39,7 +40,7 @@ pub fn run(
         &store,
         Some(lock.clone()),
         &spec,
-        &desired,
+        desired,
         allow_empty,
     ) {
         return fail(&e);
@@ -69,16 +70,11 @@ pub fn run(
         status_listen: listen,
         proxy: Some((proxy.listen, drover::proxy::Limits::default())),
         allow_empty,
-        max_manifest_bytes: cx
-            .settings
-            .config
-            .max_manifest_bytes
-            .unwrap_or(drover::manifest::DEFAULT_MAX_MANIFEST_BYTES),
+        manifest: cx.settings.manifest_options(args.validate),
     };
     let loaded = drover::reconcile::project::Loaded {
-        desired,
-        commit,
         skipped: None,
+        ..loaded
     };
     super::raise_fd_limit();
     let daemon = Daemon::new(opts, reconciler, store, lock, loaded);
@@ -118,6 +114,11 @@ fn print_event(event: Event, said: &Mutex<Said>) {
         Event::StatusApi(Err(e)) => warn!("status API: {e}; running without it"),
         Event::SourceAt(commit) => info!("source at {}", commit.unwrap_or("-")),
         Event::Skipped(note) => info!("{note}"),
+        Event::Warnings(warnings) => {
+            for w in warnings {
+                warn!("{w}");
+            }
+        }
         Event::SourceInvalid(diags) => {
             for d in diags {
                 error!("{d}");

@@ -8,20 +8,18 @@
 //! `--live`, diff only reads and never takes the lock.
 
 use super::{
-    load_desired, paint, plural, report_load_error, Context, BOLD, CYAN, EXIT_DIFFERENCES, EXIT_OK,
+    load_source, paint, plural, report_load_error, Context, BOLD, CYAN, EXIT_DIFFERENCES, EXIT_OK,
     GREEN, RED,
 };
 use crate::{DiffOutput, SourceArgs};
 use drover::model::{DesiredState, ObjectKey, Origin};
 use drover::plan::objects::{
-    changed_fields, display_text, normalize, object_changes, unified_diff, ChangeAction, MaskKey,
-    Summary,
+    changed_fields, display_text, unified_diff, ChangeAction, MaskKey, Summary,
 };
 use drover::plan::observed::{from_records, Observation};
 use drover::plan::pods::{fail_half_made, Action};
 use drover::store::{Section, Store, StoreError};
 use serde::Serialize;
-use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -207,7 +205,7 @@ pub fn run(cx: &Context, args: &SourceArgs, output: DiffOutput, live: bool) -> E
     let (loaded, index) = std::thread::scope(|s| {
         let index = s.spawn(|| store.verify());
         (
-            load_desired(cx, &spec),
+            load_source(cx, &spec, args.validate).map(|l| (l.desired, l.commit)),
             index.join().expect("index reader does not panic"),
         )
     });
@@ -312,7 +310,40 @@ pub(crate) fn object_change_lines(
         .collect())
 }
 
-/// Hashes the desired objects, compares them with the store's index, and reads stored text
+/// What differs between the desired objects and the applied section of the index, by content
+/// hash (the SHA-256 of each object's normalised JSON, as the store records it). Each text is
+/// hashed and dropped at once and no map of hashes is kept: at 50,000 objects, texts and
+/// hashes would be a large part of diff's memory.
+fn object_actions(
+    desired: &DesiredState,
+    index: &drover::store::Index,
+) -> Vec<(ObjectKey, ChangeAction)> {
+    let objects: Vec<(&ObjectKey, &drover::model::Object)> =
+        desired.objects.iter().map(|(k, (o, _))| (k, o)).collect();
+    let actions = drover::par::map(&objects, |(key, o)| match index.applied.get(*key) {
+        None => Some(ChangeAction::Create),
+        Some(entry) => {
+            let hash = drover::store::content_hash(o.normalized_json().as_bytes());
+            (entry.hash != hash).then_some(ChangeAction::Change)
+        }
+    });
+    let mut changes: Vec<(ObjectKey, ChangeAction)> = objects
+        .iter()
+        .zip(actions)
+        .filter_map(|((k, _), a)| Some(((*k).clone(), a?)))
+        .collect();
+    changes.extend(
+        index
+            .applied
+            .keys()
+            .filter(|k| !desired.objects.contains_key(*k))
+            .map(|k| (k.clone(), ChangeAction::Delete)),
+    );
+    changes.sort();
+    changes
+}
+
+/// Compares the desired objects with the store's index, and makes text (stored and desired)
 /// only for the objects that differ.
 fn gather(
     store: &Store,
@@ -320,19 +351,17 @@ fn gather(
     desired: &drover::model::DesiredState,
     mask_key: &MaskKey,
 ) -> Result<Vec<Change>, drover::store::StoreError> {
-    let (texts, hashes) = normalize(desired);
-    let stored: BTreeMap<ObjectKey, String> = index
-        .applied
-        .iter()
-        .map(|(k, e)| (k.clone(), e.hash.clone()))
-        .collect();
     let mut changes = Vec::new();
-    for (key, action) in object_changes(&hashes, &stored) {
+    for (key, action) in object_actions(desired, index) {
         let before = match action {
             ChangeAction::Create => String::new(),
             _ => store.read_object(Section::Applied, &key, &index.applied[&key])?,
         };
-        let after = texts.get(&key).cloned().unwrap_or_default();
+        let after = desired
+            .objects
+            .get(&key)
+            .map(|(o, _)| o.normalized_json())
+            .unwrap_or_default();
         let origin = desired.objects.get(&key).map(|(_, o)| o.clone());
         let fields = if action == ChangeAction::Change {
             match (serde_json::from_str(&before), serde_json::from_str(&after)) {

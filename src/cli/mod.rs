@@ -51,19 +51,38 @@ pub fn fail(e: &dyn std::fmt::Display) -> ExitCode {
 
 pub use drover::reconcile::project::LoadError;
 
-/// Reads and validates the whole source; names the files it skipped.
+/// Reads and validates the whole source as the config says; names the files it skipped and
+/// prints the warnings.
 pub fn load_desired(
     cx: &Context,
     spec: &SourceSpec,
 ) -> Result<(DesiredState, Option<String>), LoadError> {
-    let max_bytes = (cx.settings.config.max_manifest_bytes)
-        .unwrap_or(drover::manifest::DEFAULT_MAX_MANIFEST_BYTES);
+    let loaded = load_source(cx, spec, None)?;
+    Ok((loaded.desired, loaded.commit))
+}
+
+/// `load_desired` with `--validate` (None: the config's `validate`, else strict).
+pub fn load_source(
+    cx: &Context,
+    spec: &SourceSpec,
+    validate: Option<drover::manifest::Validate>,
+) -> Result<drover::reconcile::project::Loaded, LoadError> {
+    let opts = cx.settings.manifest_options(validate);
     let loaded =
-        drover::reconcile::project::load(spec, &cx.settings.git_options(&cx.state_dir), max_bytes)?;
+        drover::reconcile::project::load(spec, &cx.settings.git_options(&cx.state_dir), &opts)?;
     if let Some(note) = &loaded.skipped {
         eprintln!("drover: note: {note}");
     }
-    Ok((loaded.desired, loaded.commit))
+    report_warnings(&loaded.warnings);
+    Ok(loaded)
+}
+
+/// Every warning on stderr, one located line each (stdout stays for the command's output).
+pub fn report_warnings(warnings: &[drover::manifest::Diagnostic]) {
+    let color = use_color(std::io::stderr().is_terminal());
+    for w in warnings {
+        eprintln!("{}", paint(color, YELLOW, &format!("warning: {w}")));
+    }
 }
 
 /// Reports a load error on stderr: every diagnostic, then a count. Returns the exit code.
@@ -162,6 +181,7 @@ pub fn plural(n: usize) -> &'static str {
 }
 
 pub const RED: &str = "31";
+pub const YELLOW: &str = "33";
 pub const GREEN: &str = "32";
 pub const CYAN: &str = "36";
 pub const BOLD: &str = "1";

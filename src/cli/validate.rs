@@ -1,13 +1,15 @@
 //! `drover validate`: parse and validate only.
 
-use super::{load_desired, report_load_error, Context, EXIT_OK};
+use super::{load_source, report_load_error, Context, EXIT_OK};
 use crate::SourceArgs;
 use std::process::ExitCode;
 
 pub fn run(cx: &Context, args: &SourceArgs) -> ExitCode {
     let spec = cx.source_spec(args);
-    match load_desired(cx, &spec) {
-        Ok((desired, commit)) => {
+    match load_source(cx, &spec, args.validate) {
+        Ok(drover::reconcile::project::Loaded {
+            desired, commit, ..
+        }) => {
             let at = commit
                 .map(|c| format!(" at {}", &c[..12]))
                 .unwrap_or_default();

@@ -49,8 +49,8 @@ pub struct Options {
     /// serves the services from the store).
     pub proxy: Option<(IpAddr, crate::proxy::Limits)>,
     pub allow_empty: bool,
-    /// The per-file size limit of manifests.
-    pub max_manifest_bytes: u64,
+    /// How manifests are read (size limit, `--validate`, privileged).
+    pub manifest: crate::manifest::Options,
 }
 
 /// What happened, for the caller to show.
@@ -60,6 +60,8 @@ pub enum Event<'a> {
     /// A new commit (or a directory change) was read.
     SourceAt(Option<&'a str>),
     Skipped(&'a str),
+    /// The source was read with warnings (said when they change).
+    Warnings(&'a [Diagnostic]),
     /// The source cannot be used; the last valid state stays in force.
     SourceInvalid(&'a [Diagnostic]),
     SourceUnusable(String),
@@ -411,29 +413,28 @@ impl Daemon {
     fn reload(&mut self, report: &(dyn Fn(Event) + Send + Sync)) {
         let metrics = crate::metrics::global();
         metrics.source_reads.inc();
-        let loaded = project::load(
-            &self.opts.spec,
-            &self.opts.git,
-            self.opts.max_manifest_bytes,
-        )
-        .and_then(|l| {
-            let index = self
-                .store
-                .read_index()
-                .map_err(|e| LoadError::Refused(e.to_string()))?;
-            project::refuse_empty_source(
-                &self.opts.spec,
-                &l.desired,
-                &index,
-                self.opts.allow_empty,
-            )
-            .map_err(LoadError::Refused)?;
-            Ok(l)
-        });
+        let loaded =
+            project::load(&self.opts.spec, &self.opts.git, &self.opts.manifest).and_then(|l| {
+                let index = self
+                    .store
+                    .read_index()
+                    .map_err(|e| LoadError::Refused(e.to_string()))?;
+                project::refuse_empty_source(
+                    &self.opts.spec,
+                    &l.desired,
+                    &index,
+                    self.opts.allow_empty,
+                )
+                .map_err(LoadError::Refused)?;
+                Ok(l)
+            });
         match loaded {
             Ok(l) => {
                 if let Some(note) = &l.skipped {
                     report(Event::Skipped(note));
+                }
+                if l.warnings != self.loaded.warnings {
+                    report(Event::Warnings(&l.warnings));
                 }
                 if l.commit != self.loaded.commit {
                     report(Event::SourceAt(l.commit.as_deref()));

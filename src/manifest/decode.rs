@@ -2,16 +2,39 @@
 //! so a file with five mistakes reports five diagnostics, each with line:column and field path.
 //!
 //! The known fields of each object are exactly the ones the decoder asks for; anything else in
-//! the document is an unknown field, reported with the nearest known name.
+//! the document is an unknown field, reported with the nearest known name (an error under
+//! `--validate=strict`, a warning under `warn`, nothing under `ignore`).
+//!
+//! The rules are v1beta1's as Kubernetes v0.8.0 enforced them (`shared/reference/v1beta1-rules.md`):
+//! per-kind ids, label keys as qualified names and label values unchecked, DNS labels for
+//! container, port and volume names, C identifiers for env names. Where drover cannot run what
+//! Kubernetes accepted, the message says "not supported by drover" and what to do instead;
+//! fields drover reads but cannot honour, where ignoring them changes nothing that runs, are
+//! warnings.
 
 use super::node::{Entry, Node, Pos, Value};
-use super::{Diagnostic, ParsedObject};
+use super::{Diagnostic, Options, ParsedObject, Validate};
 use crate::model::*;
 use std::collections::{BTreeMap, HashMap};
 
 pub(super) struct Cx<'f> {
     pub file: &'f str,
     pub diags: Vec<Diagnostic>,
+    pub warnings: Vec<Diagnostic>,
+    pub validate: Validate,
+    pub allow_privileged: bool,
+}
+
+impl<'f> Cx<'f> {
+    pub fn new(file: &'f str, opts: &Options) -> Self {
+        Cx {
+            file,
+            diags: Vec::new(),
+            warnings: Vec::new(),
+            validate: opts.validate,
+            allow_privileged: opts.allow_privileged,
+        }
+    }
 }
 
 impl Cx<'_> {
@@ -22,6 +45,28 @@ impl Cx<'_> {
             path: path.to_string(),
             message: message.into(),
         });
+    }
+
+    /// A warning: kept beside the objects, never fails the source; none under `ignore`.
+    pub fn warn(&mut self, pos: Pos, path: &str, message: impl Into<String>) {
+        if self.validate == Validate::Ignore {
+            return;
+        }
+        self.warnings.push(Diagnostic {
+            file: self.file.to_string(),
+            pos,
+            path: path.to_string(),
+            message: message.into(),
+        });
+    }
+
+    /// Something Kubernetes accepted that drover cannot run: an error saying so.
+    fn unsupported(&mut self, pos: Pos, path: &str, what: &str, instead: &str) {
+        self.err(
+            pos,
+            path,
+            format!("{what} is not supported by drover; {instead}"),
+        );
     }
 
     fn type_err(&mut self, node: &Node, path: &str, expected: &str) {
@@ -120,18 +165,47 @@ impl<'n> Fields<'n> {
         found
     }
 
+    /// Fields v1beta1 defines that carry nothing drover needs (output fields such as
+    /// `creationTimestamp`, which the API server overwrote): accepted and dropped.
+    fn accept(&mut self, names: &[&'static str]) {
+        self.known.extend_from_slice(names);
+    }
+
+    /// A v1beta1 field drover reads but does not honour, where ignoring it changes nothing
+    /// that runs: a warning naming it and why.
+    fn unhonoured(&mut self, cx: &mut Cx, name: &'static str, why: &str) {
+        if let Some((n, p)) = self.opt_non_null(name) {
+            cx.warn(n.pos, &p, format!("`{name}` is ignored: {why}"));
+        }
+    }
+
     fn finish(self, cx: &mut Cx) {
+        if cx.validate == Validate::Ignore {
+            return;
+        }
         for e in self.entries {
             if !self.known.contains(&&*e.key) {
                 let hint = match nearest(&e.key, &self.known) {
                     Some(s) => format!("; did you mean `{s}`?"),
                     None => format!("; known fields: {}", self.known.join(", ")),
                 };
-                cx.err(
-                    e.key_pos,
-                    &join(&self.path, &e.key),
-                    format!("unknown field `{}`{hint}", e.key),
-                );
+                let path = join(&self.path, &e.key);
+                if cx.validate == Validate::Strict {
+                    cx.err(
+                        e.key_pos,
+                        &path,
+                        format!(
+                            "unknown field `{}`{hint} (--validate=warn ignores unknown fields)",
+                            e.key
+                        ),
+                    );
+                } else {
+                    cx.warn(
+                        e.key_pos,
+                        &path,
+                        format!("unknown field `{}` ignored{hint}", e.key),
+                    );
+                }
             }
         }
     }
@@ -253,7 +327,7 @@ fn list<T>(
         cx.type_err(n, path, "an array");
         return Vec::new();
     };
-    items
+    let mut out: Vec<T> = items
         .iter()
         .enumerate()
         .filter_map(|(i, it)| {
@@ -264,15 +338,34 @@ fn list<T>(
             p.push(']');
             item(cx, it, p)
         })
-        .collect()
+        .collect();
+    // filter_map starts at a capacity of 4: a one-container pod would keep room for four,
+    // for the life of the desired state.
+    out.shrink_to_fit();
+    out
 }
 
 fn string_list(cx: &mut Cx, n: &Node, path: &str) -> Vec<String> {
     list(cx, n, path, |cx, n, p| string(cx, n, &p))
 }
 
+/// An IntOrString port (`containerPort` of a Service, probe and hook ports): a number, a port
+/// name, or a number in quotes (`"port": "8080"`, as Kubernetes' own examples wrote it).
 fn port_ref(cx: &mut Cx, n: &Node, path: &str) -> Option<PortRef> {
     match &n.value {
+        Value::Str(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
+            match s.parse::<u32>() {
+                Ok(v) if (1..=65535).contains(&v) => Some(PortRef::Number(v as u16)),
+                _ => {
+                    cx.err(
+                        n.pos,
+                        path,
+                        format!("{s} is outside the allowed range 1-65535"),
+                    );
+                    None
+                }
+            }
+        }
         Value::Str(s) if !s.is_empty() => Some(PortRef::Name(s.to_string())),
         Value::Int(_) | Value::BigInt(_) => port_number(cx, n, path).map(PortRef::Number),
         _ => {
@@ -289,7 +382,8 @@ fn empty_object(cx: &mut Cx, n: &Node, path: &str) {
     }
 }
 
-/// Object ids and container names become parts of Docker container names.
+/// Object ids and container names become parts of Docker container names: drover's own
+/// limit, checked after the kind's v1beta1 rule.
 pub fn check_name(s: &str) -> Result<(), String> {
     let first_ok = s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
     if s.is_empty() {
@@ -310,23 +404,86 @@ pub fn check_name(s: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn name(cx: &mut Cx, n: &Node, path: &str) -> Option<String> {
-    let s = string(cx, n, path)?;
-    match check_name(&s) {
-        Ok(()) => Some(s),
-        Err(e) => {
-            cx.err(n.pos, path, e);
-            None
-        }
+// ---------------------------------------------------------------------------------------------
+// v1beta1's name rules (pkg/util/validation.go at v0.8.0): lower case only.
+
+/// RFC 1123 label: `[a-z0-9]([-a-z0-9]*[a-z0-9])?`, at most 63.
+pub(super) fn is_dns_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+}
+
+/// DNS subdomain: dot-separated DNS labels, at most 253.
+pub(super) fn is_dns_subdomain(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
+/// DNS-952 label: `[a-z]([-a-z0-9]*[a-z0-9])?`, at most 24 (service ids).
+pub(super) fn is_dns952_label(s: &str) -> bool {
+    s.len() <= 24 && is_dns_label(s) && s.as_bytes()[0].is_ascii_lowercase()
+}
+
+/// Qualified name (label keys, v0.7.0 - v0.12.x): an optional DNS subdomain and `/`, then a
+/// DNS label.
+pub(super) fn is_qualified_name(s: &str) -> bool {
+    match s.split_once('/') {
+        None => is_dns_label(s),
+        Some((prefix, name)) => is_dns_subdomain(prefix) && is_dns_label(name),
     }
 }
 
-fn label_part_ok(s: &str) -> bool {
+/// C identifier (env names): `[A-Za-z_][A-Za-z0-9_]*`.
+pub(super) fn is_c_identifier(s: &str) -> bool {
     s.chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+const DNS_LABEL_RULE: &str =
+    "a DNS label: at most 63 lower-case letters, digits and '-', starting and ending with a letter or digit";
+
+/// A name that must be a DNS label (containers, ports, volumes).
+fn dns_label(cx: &mut Cx, n: &Node, path: &str) -> Option<String> {
+    let s = string(cx, n, path)?;
+    if s.is_empty() {
+        cx.err(n.pos, path, "must not be empty");
+        return None;
+    }
+    if !is_dns_label(&s) {
+        let hint = suggest_lower(&s, is_dns_label);
+        cx.err(n.pos, path, format!("`{s}` is not {DNS_LABEL_RULE}{hint}"));
+        return None;
+    }
+    Some(s)
+}
+
+/// `; did you mean `x`?` with the name lower-cased and cleaned, when that would pass.
+fn suggest_lower(s: &str, ok: impl Fn(&str) -> bool) -> String {
+    let lower: String = s
+        .to_lowercase()
+        .chars()
+        .map(|c| if c == '_' || c == ' ' { '-' } else { c })
+        .collect();
+    if lower != s && ok(&lower) {
+        format!("; did you mean `{lower}`?")
+    } else {
+        String::new()
+    }
 }
 
 fn labels(cx: &mut Cx, n: &Node, path: &str) -> Labels {
+    labels_checked(cx, n, path, true)
+}
+
+/// A label map. Keys are qualified names when `check_keys` (not for an RC's replicaSelector,
+/// whose keys v0.8.0 did not check); values are any string, as before v0.13.0.
+fn labels_checked(cx: &mut Cx, n: &Node, path: &str, check_keys: bool) -> Labels {
     let Value::Object(entries) = &n.value else {
         cx.type_err(n, path, "an object of label names to values");
         return Labels::new();
@@ -334,31 +491,23 @@ fn labels(cx: &mut Cx, n: &Node, path: &str) -> Labels {
     let mut out = Labels::new();
     for e in entries {
         let p = join(path, &e.key);
-        let (prefix, key_name) = e.key.rsplit_once('/').unwrap_or(("", &e.key));
-        if key_name.is_empty()
-            || key_name.len() > 63
-            || prefix.len() > 253
-            || !label_part_ok(key_name)
-            || !label_part_ok(prefix)
-        {
+        if check_keys && !is_qualified_name(&e.key) {
+            let hint = suggest_lower(&e.key, is_qualified_name);
             cx.err(
                 e.key_pos,
                 &p,
-                format!("`{}` is not a valid label name", e.key),
+                format!(
+                    "`{}` is not a valid label key: an optional DNS subdomain and '/', then {DNS_LABEL_RULE}{hint}",
+                    e.key
+                ),
             );
             continue;
         }
+        // Values were any string up to v0.12 (`"uses": "redisslave,redis-master"`); only
+        // the type is checked, as Go's decoder did.
         let Some(v) = string(cx, &e.node, &p) else {
             continue;
         };
-        if v.len() > 63 || !label_part_ok(&v) {
-            cx.err(
-                e.node.pos,
-                &p,
-                format!("`{v}` is not a valid label value: at most 63 of letters, digits, '-', '.', '_'"),
-            );
-            continue;
-        }
         if out.insert(e.key.to_string(), v).is_some() {
             cx.err(e.key_pos, &p, "duplicate label");
         }
@@ -366,33 +515,28 @@ fn labels(cx: &mut Cx, n: &Node, path: &str) -> Labels {
     out
 }
 
-fn selector(cx: &mut Cx, fields: &mut Fields, field: &'static str) -> (Labels, Option<Pos>) {
-    match fields.req(cx, field) {
-        Some((n, p)) => {
-            let sel = labels(cx, n, &p);
-            if sel.is_empty() && matches!(n.value, Value::Object(_)) {
-                cx.err(
-                    n.pos,
-                    &p,
-                    "must not be empty: an empty selector would match every pod",
-                );
-            }
-            (sel, Some(n.pos))
-        }
-        None => (Labels::new(), None),
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // objects
+
+/// The list kinds: `List` and the typed lists, each with `items` (`MinionList` also took
+/// `minions`, the deprecated alias).
+const LIST_KINDS: [&str; 6] = [
+    "List",
+    "PodList",
+    "ServiceList",
+    "ReplicationControllerList",
+    "MinionList",
+    "NodeList",
+];
 
 pub(super) fn document(cx: &mut Cx, mut root: Node) -> Vec<ParsedObject> {
     // `{"kind": "List", "items": [...]}` holds several objects in one file.
     if let Value::Object(entries) = &root.value {
-        let is_list = entries
-            .iter()
-            .any(|e| e.key == "kind" && e.node.value == Value::Str("List".into()));
-        if is_list {
+        let list_kind = entries.iter().find_map(|e| match &e.node.value {
+            Value::Str(k) if e.key == "kind" => LIST_KINDS.iter().find(|l| **l == k).copied(),
+            _ => None,
+        });
+        if let Some(list_kind) = list_kind {
             let Some(mut f) = fields(cx, &root, "") else {
                 return Vec::new();
             };
@@ -400,7 +544,20 @@ pub(super) fn document(cx: &mut Cx, mut root: Node) -> Vec<ParsedObject> {
             if let Some((n, p)) = f.opt("apiVersion") {
                 api_version(cx, n, &p);
             }
-            let items = f.req(cx, "items").map(|(_, p)| p);
+            metadata(cx, &mut f, None);
+            let mut items_key = "items";
+            if list_kind.ends_with("List") && f.opt_non_null("items").is_none() {
+                if list_kind == "MinionList" && f.opt_non_null("minions").is_some() {
+                    items_key = "minions";
+                }
+            } else {
+                f.opt("minions");
+            }
+            let items = if items_key == "minions" {
+                f.opt_non_null("minions").map(|(_, p)| p)
+            } else {
+                f.req(cx, "items").map(|(_, p)| p)
+            };
             f.finish(cx);
             let Some(path) = items else {
                 return Vec::new();
@@ -412,7 +569,7 @@ pub(super) fn document(cx: &mut Cx, mut root: Node) -> Vec<ParsedObject> {
             };
             let entry = entries
                 .iter_mut()
-                .find(|e| e.key == "items")
+                .find(|e| e.key == items_key)
                 .expect("required above");
             let items = std::mem::replace(&mut entry.node.value, Value::Null);
             let Value::Array(items) = items else {
@@ -443,11 +600,118 @@ fn api_version(cx: &mut Cx, n: &Node, path: &str) {
     }
 }
 
+/// v1beta1's object metadata beside `id` and `labels`: `namespace` (checked, and reported when
+/// it is not `default`: a project is drover's one namespace), `annotations` (strings, kept by
+/// nobody), and the output fields the API server filled in itself.
+fn metadata(cx: &mut Cx, f: &mut Fields, kind: Option<Kind>) {
+    f.accept(&[
+        "creationTimestamp",
+        "selfLink",
+        "uid",
+        "resourceVersion",
+        "currentState",
+        "generateName",
+    ]);
+    if let Some((n, p)) = f.opt_non_null("namespace") {
+        if let Some(ns) = string(cx, n, &p) {
+            if kind == Some(Kind::Minion) {
+                if !ns.is_empty() {
+                    cx.err(
+                        n.pos,
+                        &p,
+                        "a minion has no namespace: leave `namespace` out",
+                    );
+                }
+            } else if !ns.is_empty() && !is_dns_subdomain(&ns) {
+                cx.err(
+                    n.pos,
+                    &p,
+                    format!("namespace `{ns}` is not a DNS subdomain (lower-case letters, digits, '-' and '.')"),
+                );
+            } else if !ns.is_empty() && ns != "default" {
+                cx.warn(
+                    n.pos,
+                    &p,
+                    format!(
+                        "namespace `{ns}` is ignored: drover has one namespace per project \
+                         (`project` in drover.toml); use a project per namespace"
+                    ),
+                );
+            }
+        }
+    }
+    if let Some((n, p)) = f.opt_non_null("annotations") {
+        // Type-checked like labels' values; drover keeps no annotations.
+        if let Value::Object(entries) = &n.value {
+            for e in entries {
+                string(cx, &e.node, &join(&p, &e.key));
+            }
+        } else {
+            cx.type_err(n, &p, "an object of names to strings");
+        }
+    }
+}
+
+type NameRule = fn(&str) -> bool;
+
+/// The id by the kind's rule at v0.8.0, then drover's own limit (ids go into Docker names).
+fn object_id(cx: &mut Cx, kind: Option<Kind>, n: &Node, path: &str) -> Option<String> {
+    let s = string(cx, n, path)?;
+    let rule: Option<(NameRule, &str)> = match kind {
+        Some(Kind::Pod) => Some((
+            is_dns_subdomain,
+            "a pod id must be a DNS subdomain: lower-case letters, digits, '-' and '.', at most 253",
+        )),
+        Some(Kind::Service) => Some((
+            is_dns952_label,
+            "a service id must be a DNS-952 label: at most 24 lower-case letters, digits and '-', starting with a letter",
+        )),
+        // Only non-empty at v0.8.0 (upper case such as `redisSlaveController` was valid).
+        Some(Kind::ReplicationController) | Some(Kind::Minion) | None => None,
+    };
+    if s.is_empty() {
+        let generated = matches!(kind, Some(Kind::Pod | Kind::ReplicationController));
+        if generated {
+            cx.unsupported(
+                n.pos,
+                path,
+                "an empty id (Kubernetes generated a name)",
+                "give an `id`, so that every apply finds the same object",
+            );
+        } else {
+            cx.err(n.pos, path, "must not be empty");
+        }
+        return None;
+    }
+    if let Some((ok, rule)) = rule {
+        if !ok(&s) {
+            let hint = suggest_lower(&s, ok);
+            cx.err(n.pos, path, format!("`{s}` is not valid: {rule}{hint}"));
+            return None;
+        }
+    }
+    if let Err(e) = check_name(&s) {
+        cx.unsupported(
+            n.pos,
+            path,
+            &format!("this id ({e})"),
+            "ids become parts of Docker container names: at most 63 letters, digits, '-', '.' and '_'",
+        );
+        return None;
+    }
+    Some(s)
+}
+
 fn object(cx: &mut Cx, node: &Node, path: &str) -> Option<ParsedObject> {
     let mut f = fields(cx, node, path)?;
     let kind = f.req(cx, "kind").and_then(|(n, p)| {
         let s = string(cx, n, &p)?;
-        let kind = Kind::parse(&s);
+        // `Node` is the later name of a minion, accepted from v0.8.0 on.
+        let kind = if s == "Node" {
+            Some(Kind::Minion)
+        } else {
+            Kind::parse(&s)
+        };
         if kind.is_none() {
             let names: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
             let hint = nearest(&s, &names)
@@ -468,13 +732,14 @@ fn object(cx: &mut Cx, node: &Node, path: &str) -> Option<ParsedObject> {
         api_version(cx, n, &p);
     }
     let (id, id_pos) = match f.req(cx, "id") {
-        Some((n, p)) => (name(cx, n, &p), n.pos),
+        Some((n, p)) => (object_id(cx, kind, n, &p), n.pos),
         None => (None, f.pos),
     };
     let labels = f
-        .opt("labels")
+        .opt_non_null("labels")
         .map(|(n, p)| labels(cx, n, &p))
         .unwrap_or_default();
+    metadata(cx, &mut f, kind);
     let Some(kind) = kind else {
         // Without a kind the other fields cannot be judged; the kind error says it all.
         return None;
@@ -486,10 +751,10 @@ fn object(cx: &mut Cx, node: &Node, path: &str) -> Option<ParsedObject> {
         Kind::Pod => {
             let desired_state = f
                 .req(cx, "desiredState")
-                .map(|(n, p)| pod_state(cx, n, &p))
+                .map(|(n, p)| pod_state(cx, n, &p, false))
                 .unwrap_or_default();
             let node_selector = f
-                .opt("nodeSelector")
+                .opt_non_null("nodeSelector")
                 .map(|(n, p)| self::labels(cx, n, &p))
                 .unwrap_or_default();
             Object::Pod(Pod {
@@ -515,9 +780,15 @@ fn object(cx: &mut Cx, node: &Node, path: &str) -> Option<ParsedObject> {
         Kind::Service => service(cx, &mut f, id, labels),
         Kind::Minion => {
             let resources = f
-                .opt("resources")
+                .opt_non_null("resources")
                 .map(|(n, p)| node_resources(cx, n, &p))
                 .unwrap_or_default();
+            f.unhonoured(
+                cx,
+                "hostIP",
+                "a minion is reached at its `id` (or its [[minions]] address in drover.toml)",
+            );
+            f.accept(&["status"]);
             Object::Minion(Minion {
                 id,
                 api_version,
@@ -542,7 +813,30 @@ fn service(cx: &mut Cx, f: &mut Fields, id: String, labels: Labels) -> Object {
     let container_port = f
         .opt_non_null("containerPort")
         .and_then(|(n, p)| port_ref(cx, n, &p));
-    let (selector, _) = selector(cx, f, "selector");
+    // Optional since v0.7.0: without one, endpoints were given by hand (drover makes none).
+    let selector = match f.opt_non_null("selector") {
+        None => {
+            cx.warn(
+                f.pos,
+                &join(&f.path, "selector"),
+                "no selector: the service gets no endpoints (Kubernetes expected them to be \
+                 given by hand; drover has no Endpoints objects)",
+            );
+            Labels::new()
+        }
+        Some((n, p)) => {
+            let sel = self::labels(cx, n, &p);
+            if sel.is_empty() && matches!(n.value, Value::Object(_)) {
+                cx.unsupported(
+                    n.pos,
+                    &p,
+                    "an empty selector (Kubernetes sent the service's traffic to every pod)",
+                    "give the labels of the pods it serves",
+                );
+            }
+            sel
+        }
+    };
     let session_affinity = f
         .opt_non_null("sessionAffinity")
         .and_then(|(n, p)| one_of(cx, n, &p, &["None", "ClientIP"]))
@@ -551,6 +845,27 @@ fn service(cx: &mut Cx, f: &mut Fields, id: String, labels: Labels) -> Object {
             _ => SessionAffinity::None,
         })
         .unwrap_or_default();
+    if let Some((n, p)) = f.opt_non_null("createExternalLoadBalancer") {
+        if boolean(cx, n, &p) == Some(true) {
+            cx.warn(
+                n.pos,
+                &p,
+                "`createExternalLoadBalancer` is ignored: drover has no cloud provider; the \
+                 service is served by drover's proxy on its port",
+            );
+        }
+    }
+    f.unhonoured(
+        cx,
+        "publicIPs",
+        "the service is served on the proxy's `listen` address ([proxy] in drover.toml)",
+    );
+    f.unhonoured(
+        cx,
+        "portalIP",
+        "drover has no portal network; the service is served on the proxy's address",
+    );
+    f.accept(&["proxyPort"]);
     Object::Service(Service {
         id,
         api_version: API_VERSION.to_string(),
@@ -563,25 +878,49 @@ fn service(cx: &mut Cx, f: &mut Fields, id: String, labels: Labels) -> Object {
     })
 }
 
+/// `TCP` or `UDP`, compared upper-cased as v0.8.0 did (`tcp` is fine).
 fn protocol(cx: &mut Cx, n: &Node, path: &str) -> Option<Protocol> {
-    one_of(cx, n, path, &["TCP", "UDP"]).map(|s| match s {
-        "UDP" => Protocol::UDP,
-        _ => Protocol::TCP,
-    })
+    let s = string(cx, n, path)?;
+    match s.to_ascii_uppercase().as_str() {
+        "TCP" => Some(Protocol::TCP),
+        "UDP" => Some(Protocol::UDP),
+        _ => {
+            cx.err(n.pos, path, format!("`{s}` is not one of TCP, UDP"));
+            None
+        }
+    }
+}
+
+/// A capacity figure: a number, or a number in quotes (IntOrString in v1beta1).
+fn quantity(cx: &mut Cx, n: &Node, path: &str, max: u64) -> Option<u64> {
+    if let Value::Str(s) = &n.value {
+        return match s.parse::<u64>() {
+            Ok(v) if (1..=max).contains(&v) => Some(v),
+            _ => {
+                cx.err(
+                    n.pos,
+                    path,
+                    format!("`{s}` is not a whole number in the range 1-{max}"),
+                );
+                None
+            }
+        };
+    }
+    uint(cx, n, path, 1, max)
 }
 
 fn node_resources(cx: &mut Cx, n: &Node, path: &str) -> NodeResources {
     let Some(mut f) = fields(cx, n, path) else {
         return NodeResources::default();
     };
-    let capacity = f.opt("capacity").and_then(|(n, p)| {
+    let capacity = f.opt_non_null("capacity").and_then(|(n, p)| {
         let mut c = fields(cx, n, &p)?;
         let cpu = c
             .opt_non_null("cpu")
-            .and_then(|(n, p)| uint(cx, n, &p, 1, u32::MAX as u64));
+            .and_then(|(n, p)| quantity(cx, n, &p, u32::MAX as u64));
         let memory = c
             .opt_non_null("memory")
-            .and_then(|(n, p)| uint(cx, n, &p, 1, i64::MAX as u64));
+            .and_then(|(n, p)| quantity(cx, n, &p, i64::MAX as u64));
         c.finish(cx);
         Some(Capacity { cpu, memory })
     });
@@ -595,11 +934,26 @@ fn rc_state(cx: &mut Cx, n: &Node, path: &str) -> ReplicationControllerState {
     let Some(mut f) = fields(cx, n, path) else {
         return ReplicationControllerState::default();
     };
+    // Absent is 0 (Go's zero value).
     let replicas = f
-        .req(cx, "replicas")
+        .opt_non_null("replicas")
         .and_then(|(n, p)| uint(cx, n, &p, 0, 100_000))
         .unwrap_or_default() as u32;
-    let (replica_selector, _) = selector(cx, &mut f, "replicaSelector");
+    // Required and non-empty; its keys were not checked at v0.8.0.
+    let replica_selector = match f.req(cx, "replicaSelector") {
+        Some((n, p)) => {
+            let sel = labels_checked(cx, n, &p, false);
+            if sel.is_empty() && matches!(n.value, Value::Object(_)) {
+                cx.err(
+                    n.pos,
+                    &p,
+                    "must not be empty: an empty selector would match every pod",
+                );
+            }
+            sel
+        }
+        None => Labels::new(),
+    };
     let pod_template = f.req(cx, "podTemplate").map(|(n, p)| {
         let template = pod_template(cx, n, &p);
         let mismatched: Vec<String> = replica_selector
@@ -634,16 +988,17 @@ fn pod_template(cx: &mut Cx, n: &Node, path: &str) -> (PodTemplate, Pos) {
     };
     let desired_state = f
         .req(cx, "desiredState")
-        .map(|(n, p)| pod_state(cx, n, &p))
+        .map(|(n, p)| pod_state(cx, n, &p, true))
         .unwrap_or_default();
-    let (labels, labels_pos) = match f.opt("labels") {
+    let (labels, labels_pos) = match f.opt_non_null("labels") {
         Some((n, p)) => (labels(cx, n, &p), n.pos),
         None => (Labels::new(), n.pos),
     };
     let node_selector = f
-        .opt("nodeSelector")
+        .opt_non_null("nodeSelector")
         .map(|(n, p)| self::labels(cx, n, &p))
         .unwrap_or_default();
+    f.accept(&["annotations"]);
     f.finish(cx);
     (
         PodTemplate {
@@ -655,14 +1010,21 @@ fn pod_template(cx: &mut Cx, n: &Node, path: &str) -> (PodTemplate, Pos) {
     )
 }
 
-fn pod_state(cx: &mut Cx, n: &Node, path: &str) -> PodState {
+fn pod_state(cx: &mut Cx, n: &Node, path: &str, in_template: bool) -> PodState {
     let Some(mut f) = fields(cx, n, path) else {
         return PodState::default();
     };
     let manifest = f
         .req(cx, "manifest")
-        .map(|(n, p)| manifest(cx, n, &p))
+        .map(|(n, p)| manifest(cx, n, &p, in_template))
         .unwrap_or_default();
+    f.unhonoured(
+        cx,
+        "host",
+        "drover's scheduler places pods; pin one with `nodeSelector` and a minion label",
+    );
+    // Output fields of a pod's state.
+    f.accept(&["status", "hostIP", "podIP", "info"]);
     f.finish(cx);
     PodState { manifest }
 }
@@ -671,38 +1033,53 @@ fn pod_state(cx: &mut Cx, n: &Node, path: &str) -> PodState {
 #[derive(Default)]
 struct ContainerRefs {
     mounts: Vec<(String, Pos, String)>,
-    host_ports: Vec<(u16, Protocol, Pos, String)>,
-    port_names: Vec<(String, Pos, String)>,
+    host_ports: Vec<(u16, Pos, String)>,
 }
 
-fn manifest(cx: &mut Cx, n: &Node, path: &str) -> ContainerManifest {
+fn manifest(cx: &mut Cx, n: &Node, path: &str, in_template: bool) -> ContainerManifest {
     let Some(mut f) = fields(cx, n, path) else {
         return ContainerManifest::default();
     };
-    if let Some((n, p)) = f.opt("version") {
-        api_version(cx, n, &p);
-    }
-    if let Some((n, p)) = f.opt("id") {
+    // Both dropped by the API server from v0.6.0 on; only their type is checked.
+    if let Some((n, p)) = f.opt_non_null("version") {
         string(cx, n, &p);
     }
+    if let Some((n, p)) = f.opt_non_null("id") {
+        string(cx, n, &p);
+    }
+    f.accept(&["uuid"]);
     let volumes: Vec<(Volume, Pos, String)> = f
         .opt_non_null("volumes")
-        .map(|(n, p)| list(cx, n, &p, volume))
+        .map(|(n, p)| list(cx, n, &p, |cx, n, p| volume(cx, n, p, in_template)))
         .unwrap_or_default();
     let mut refs = ContainerRefs::default();
-    let containers: Vec<(Container, Pos, String)> = match f.req(cx, "containers") {
-        Some((n, p)) => {
-            let cs = list(cx, n, &p, |cx, n, p| container(cx, n, p, &mut refs));
-            if matches!(&n.value, Value::Array(a) if a.is_empty()) {
-                cx.err(n.pos, &p, "a pod needs at least one container");
-            }
-            cs
-        }
-        None => Vec::new(),
-    };
+    // A pod with no containers was valid until v0.14.0.
+    let containers: Vec<(Container, Pos, String)> = f
+        .opt_non_null("containers")
+        .map(|(n, p)| list(cx, n, &p, |cx, n, p| container(cx, n, p, &mut refs)))
+        .unwrap_or_default();
     let restart_policy = f
         .opt_non_null("restartPolicy")
-        .map(|(n, p)| restart_policy(cx, n, &p))
+        .map(|(n, p)| {
+            let policy = restart_policy(cx, n, &p);
+            if in_template && !matches!(policy, RestartPolicy::Always {}) {
+                cx.err(
+                    n.pos,
+                    &p,
+                    "a replication controller's pods must restart `always` (its replicas are \
+                     replaced, not left finished); use a Pod for a run-once task",
+                );
+            }
+            policy
+        })
+        .unwrap_or_default();
+    let dns_policy = f
+        .opt_non_null("dnsPolicy")
+        .and_then(|(n, p)| one_of(cx, n, &p, &["ClusterFirst", "Default"]))
+        .map(|s| match s {
+            "Default" => DnsPolicy::Default,
+            _ => DnsPolicy::ClusterFirst,
+        })
         .unwrap_or_default();
     f.finish(cx);
 
@@ -716,11 +1093,6 @@ fn manifest(cx: &mut Cx, n: &Node, path: &str) -> ContainerManifest {
         volumes.iter().map(|(v, pos, p)| (&v.name, *pos, p)),
         "volume",
     );
-    unique_names(
-        cx,
-        refs.port_names.iter().map(|(n, pos, p)| (n, *pos, p)),
-        "port",
-    );
     for (mount, pos, p) in &refs.mounts {
         if !volumes.iter().any(|(v, _, _)| &v.name == mount) {
             cx.err(
@@ -730,23 +1102,27 @@ fn manifest(cx: &mut Cx, n: &Node, path: &str) -> ContainerManifest {
             );
         }
     }
-    let mut host_ports: HashMap<(u16, Protocol), Pos> = HashMap::new();
-    for (port, proto, pos, p) in &refs.host_ports {
-        if let Some(first) = host_ports.insert((*port, *proto), *pos) {
+    // Non-zero host ports are unique across the pod's containers (checkHostPortConflicts).
+    let mut host_ports: HashMap<u16, Pos> = HashMap::new();
+    for (port, pos, p) in &refs.host_ports {
+        if let Some(first) = host_ports.insert(*port, *pos) {
             cx.err(
                 *pos,
                 p,
-                format!(
-                    "hostPort {port}/{} is already used in this pod at {first}",
-                    proto.as_str()
-                ),
+                format!("hostPort {port} is already used in this pod at {first}"),
             );
         }
     }
+    // Collected afresh (not in place), so each Vec holds exactly its items.
+    let mut volumes_out = Vec::with_capacity(volumes.len());
+    volumes_out.extend(volumes.into_iter().map(|(v, _, _)| v));
+    let mut containers_out = Vec::with_capacity(containers.len());
+    containers_out.extend(containers.into_iter().map(|(c, _, _)| c));
     ContainerManifest {
-        volumes: volumes.into_iter().map(|(v, _, _)| v).collect(),
-        containers: containers.into_iter().map(|(c, _, _)| c).collect(),
+        volumes: volumes_out,
+        containers: containers_out,
         restart_policy,
+        dns_policy,
     }
 }
 
@@ -789,7 +1165,7 @@ fn restart_policy(cx: &mut Cx, n: &Node, path: &str) -> RestartPolicy {
             n.pos,
             path,
             format!(
-                "conflicting restart policies {}: give exactly one",
+                "conflicting restart policies {}: only 1 policy is allowed",
                 names.join(" and ")
             ),
         );
@@ -797,16 +1173,16 @@ fn restart_policy(cx: &mut Cx, n: &Node, path: &str) -> RestartPolicy {
     given.first().map(|(_, p)| *p).unwrap_or_default()
 }
 
-fn volume(cx: &mut Cx, n: &Node, path: String) -> Option<(Volume, Pos, String)> {
+fn volume(cx: &mut Cx, n: &Node, path: String, in_template: bool) -> Option<(Volume, Pos, String)> {
     let mut f = fields(cx, n, &path)?;
     let (name, name_pos, name_path) = match f.req(cx, "name") {
-        Some((n, p)) => (self::name(cx, n, &p), n.pos, p),
+        Some((n, p)) => (dns_label(cx, n, &p), n.pos, p),
         None => (None, n.pos, join(&path, "name")),
     };
     // No source at all, `null` or `{}` all mean emptyDir, as in v1beta1.
     let source = match f.opt_non_null("source") {
         None => Some(VolumeSource::EmptyDir {}),
-        Some((n, p)) => volume_source(cx, n, &p),
+        Some((n, p)) => volume_source(cx, n, &p, in_template),
     };
     f.finish(cx);
     Some((
@@ -819,20 +1195,73 @@ fn volume(cx: &mut Cx, n: &Node, path: String) -> Option<(Volume, Pos, String)> 
     ))
 }
 
-fn volume_source(cx: &mut Cx, n: &Node, path: &str) -> Option<VolumeSource> {
+fn volume_source(cx: &mut Cx, n: &Node, path: &str, in_template: bool) -> Option<VolumeSource> {
     let mut f = fields(cx, n, path)?;
     let empty = f.opt_non_null("emptyDir");
     let host = f.opt_non_null("hostDir");
+    let disk = f.opt_non_null("persistentDisk");
+    let git = f.opt_non_null("gitRepo");
     f.finish(cx);
-    match (empty, host) {
-        (Some(_), Some(_)) => {
-            cx.err(
-                n.pos,
-                path,
-                "give one volume source, not both emptyDir and hostDir",
-            );
-            None
+    let given = [&empty, &host, &disk, &git]
+        .iter()
+        .filter(|s| s.is_some())
+        .count();
+    if given > 1 {
+        cx.err(
+            n.pos,
+            path,
+            "exactly 1 volume type is required: give one of emptyDir, hostDir, persistentDisk, gitRepo",
+        );
+        return None;
+    }
+    if let Some((n, p)) = disk {
+        // Checked as v0.8.0 did, so a manifest Kubernetes refused is refused for that first.
+        if let Some(mut d) = fields(cx, n, &p) {
+            d.req(cx, "pdName")
+                .and_then(|(n, p)| non_empty_string(cx, n, &p));
+            d.req(cx, "fsType")
+                .and_then(|(n, p)| non_empty_string(cx, n, &p));
+            d.opt_non_null("partition")
+                .and_then(|(n, p)| uint(cx, n, &p, 0, 255));
+            let read_only = d
+                .opt_non_null("readOnly")
+                .and_then(|(n, p)| boolean(cx, n, &p))
+                .unwrap_or(false);
+            d.finish(cx);
+            if in_template && !read_only {
+                cx.err(
+                    n.pos,
+                    &p,
+                    "a persistentDisk in a replication controller's template must be readOnly",
+                );
+            }
         }
+        cx.unsupported(
+            n.pos,
+            &p,
+            "a `persistentDisk` volume (a GCE disk)",
+            "mount the disk on the minion and use `hostDir` with its path, pinning the pod with \
+             `nodeSelector`",
+        );
+        return None;
+    }
+    if let Some((n, p)) = git {
+        if let Some(mut g) = fields(cx, n, &p) {
+            g.req(cx, "repository")
+                .and_then(|(n, p)| non_empty_string(cx, n, &p));
+            g.opt_non_null("revision")
+                .and_then(|(n, p)| string(cx, n, &p));
+            g.finish(cx);
+        }
+        cx.unsupported(
+            n.pos,
+            &p,
+            "a `gitRepo` volume",
+            "build the files into the image, or check them out on the minion and use `hostDir`",
+        );
+        return None;
+    }
+    match (empty, host) {
         (Some((n, p)), None) => {
             empty_object(cx, n, &p);
             Some(VolumeSource::EmptyDir {})
@@ -842,7 +1271,12 @@ fn volume_source(cx: &mut Cx, n: &Node, path: &str) -> Option<VolumeSource> {
             let dir = h.req(cx, "path").and_then(|(n, p)| {
                 let s = non_empty_string(cx, n, &p)?;
                 if !s.starts_with('/') {
-                    cx.err(n.pos, &p, format!("hostDir path `{s}` must be absolute"));
+                    cx.unsupported(
+                        n.pos,
+                        &p,
+                        &format!("a relative hostDir path (`{s}`)"),
+                        "Docker binds absolute paths: give the full path on the minion",
+                    );
                     return None;
                 }
                 Some(s)
@@ -850,7 +1284,7 @@ fn volume_source(cx: &mut Cx, n: &Node, path: &str) -> Option<VolumeSource> {
             h.finish(cx);
             Some(VolumeSource::HostDir { path: dir? })
         }
-        (None, None) => Some(VolumeSource::EmptyDir {}),
+        _ => Some(VolumeSource::EmptyDir {}),
     }
 }
 
@@ -861,7 +1295,7 @@ fn container(
     refs: &mut ContainerRefs,
 ) -> Option<(Container, Pos, String)> {
     let mut f = fields(cx, n, &path)?;
-    let name = f.req(cx, "name").and_then(|(n, p)| self::name(cx, n, &p));
+    let name = f.req(cx, "name").and_then(|(n, p)| dns_label(cx, n, &p));
     let image = f.req(cx, "image").and_then(|(n, p)| {
         let s = non_empty_string(cx, n, &p)?;
         if s.chars().any(char::is_whitespace) {
@@ -876,11 +1310,19 @@ fn container(
         .unwrap_or_default();
     let working_dir = f
         .opt_non_null("workingDir")
-        .and_then(|(n, p)| non_empty_string(cx, n, &p));
+        .and_then(|(n, p)| string(cx, n, &p))
+        .filter(|s| !s.is_empty());
+    let mut port_names: Vec<(String, Pos, String)> = Vec::new();
     let ports: Vec<Port> = f
         .opt_non_null("ports")
-        .map(|(n, p)| list(cx, n, &p, |cx, n, p| port(cx, n, p, refs)))
+        .map(|(n, p)| list(cx, n, &p, |cx, n, p| port(cx, n, p, refs, &mut port_names)))
         .unwrap_or_default();
+    // Port names are unique within one container (two containers may both say `api`).
+    unique_names(
+        cx,
+        port_names.iter().map(|(n, pos, p)| (n, *pos, p)),
+        "port",
+    );
     let env = f
         .opt_non_null("env")
         .map(|(n, p)| list(cx, n, &p, env_var))
@@ -906,11 +1348,64 @@ fn container(
     let liveness_probe = f
         .opt_non_null("livenessProbe")
         .and_then(|(n, p)| liveness_probe(cx, n, &p, &ports));
+    let lifecycle = f.opt_non_null("lifecycle").and_then(|(n, p)| {
+        let hooks = lifecycle(cx, n, &p, &ports)?;
+        cx.warn(
+            n.pos,
+            &p,
+            "lifecycle hooks are checked and kept, but drover does not run them yet",
+        );
+        Some(Box::new(hooks))
+    });
+    let privileged = f
+        .opt_non_null("privileged")
+        .and_then(|(n, p)| {
+            let v = boolean(cx, n, &p)?;
+            if v && !cx.allow_privileged {
+                cx.err(
+                    n.pos,
+                    &p,
+                    "privileged containers are forbidden: set `allow_privileged = true` in \
+                     drover.toml to allow them (as the API server's --allow_privileged)",
+                );
+                return None;
+            }
+            Some(v)
+        })
+        .unwrap_or(false);
+    let image_pull_policy = f.opt_non_null("imagePullPolicy").and_then(|(n, p)| {
+        let policy = pull_policy(cx, n, &p)?;
+        if policy != PullPolicy::PullIfNotPresent {
+            // Kept in the model (and in what is diffed); the minion driver does not act on it.
+            cx.warn(
+                n.pos,
+                &p,
+                format!(
+                    "`{policy:?}` is not honoured yet: drover pulls an image only when the \
+                     minion does not have it"
+                ),
+            );
+        }
+        Some(policy)
+    });
+    f.unhonoured(
+        cx,
+        "terminationMessagePath",
+        "drover shows a finished container's logs instead (drover logs)",
+    );
+    f.unhonoured(
+        cx,
+        "capabilities",
+        "drover does not add or drop Linux capabilities",
+    );
     f.finish(cx);
+    let image = image?;
+    // The default is left implicit, so that saying it changes nothing in the normalised form.
+    let image_pull_policy = image_pull_policy.filter(|p| *p != PullPolicy::default_for(&image));
     Some((
         Container {
             name: name?,
-            image: image?,
+            image,
             command,
             working_dir,
             ports,
@@ -919,33 +1414,84 @@ fn container(
             memory,
             volume_mounts,
             liveness_probe,
+            image_pull_policy,
+            privileged,
+            lifecycle,
         },
         n.pos,
         path,
     ))
 }
 
-fn port(cx: &mut Cx, n: &Node, path: String, refs: &mut ContainerRefs) -> Option<Port> {
+/// v1beta1's names, and from v0.10.0 the short ones (`Always`, as examples/phabricator wrote).
+fn pull_policy(cx: &mut Cx, n: &Node, path: &str) -> Option<PullPolicy> {
+    let s = string(cx, n, path)?;
+    match s.as_str() {
+        "PullAlways" | "Always" => Some(PullPolicy::PullAlways),
+        "PullIfNotPresent" | "IfNotPresent" => Some(PullPolicy::PullIfNotPresent),
+        "PullNever" | "Never" => Some(PullPolicy::PullNever),
+        _ => {
+            let allowed = ["PullAlways", "PullIfNotPresent", "PullNever"];
+            let hint = nearest(&s, &allowed)
+                .map(|a| format!("; did you mean `{a}`?"))
+                .unwrap_or_default();
+            cx.err(
+                n.pos,
+                path,
+                format!("`{s}` is not one of {}{hint}", allowed.join(", ")),
+            );
+            None
+        }
+    }
+}
+
+fn port(
+    cx: &mut Cx,
+    n: &Node,
+    path: String,
+    refs: &mut ContainerRefs,
+    names: &mut Vec<(String, Pos, String)>,
+) -> Option<Port> {
     let mut f = fields(cx, n, &path)?;
-    let name = f.opt_non_null("name").and_then(|(n, p)| {
-        let s = self::name(cx, n, &p)?;
-        refs.port_names.push((s.clone(), n.pos, p));
-        Some(s)
+    let name = f.opt_non_null("name").and_then(|(n, p)| match &n.value {
+        // An empty name is no name.
+        Value::Str(s) if s.is_empty() => None,
+        _ => {
+            let s = dns_label(cx, n, &p)?;
+            names.push((s.clone(), n.pos, p));
+            Some(s)
+        }
     });
-    let container_port = f
-        .req(cx, "containerPort")
-        .and_then(|(n, p)| port_number(cx, n, &p));
-    let host_port = f
-        .opt_non_null("hostPort")
-        .map(|(n, p)| (port_number(cx, n, &p), n.pos, p));
+    let container_port = f.req(cx, "containerPort").and_then(|(n, p)| {
+        if n.value == Value::Int(0) {
+            cx.err(n.pos, &p, "required: a port number 1-65535");
+            return None;
+        }
+        port_number(cx, n, &p)
+    });
+    // 0 means no host port.
+    let host_port = f.opt_non_null("hostPort").and_then(|(n, p)| {
+        if n.value == Value::Int(0) {
+            return None;
+        }
+        Some((port_number(cx, n, &p), n.pos, p))
+    });
     let protocol = f
         .opt_non_null("protocol")
         .map(|(n, p)| self::protocol(cx, n, &p))
         .unwrap_or(Some(Protocol::TCP));
     let host_ip = f.opt_non_null("hostIP").and_then(|(n, p)| {
         let s = string(cx, n, &p)?;
+        if s.is_empty() {
+            return None;
+        }
         if s.parse::<std::net::IpAddr>().is_err() {
-            cx.err(n.pos, &p, format!("`{s}` is not an IP address"));
+            cx.unsupported(
+                n.pos,
+                &p,
+                &format!("hostIP `{s}`, which is not an IP address"),
+                "Docker publishes on an IP address of the minion: give one, or leave hostIP out",
+            );
             return None;
         }
         Some(s)
@@ -954,7 +1500,7 @@ fn port(cx: &mut Cx, n: &Node, path: String, refs: &mut ContainerRefs) -> Option
     let protocol = protocol?;
     let host_port = match host_port {
         Some((Some(hp), pos, p)) => {
-            refs.host_ports.push((hp, protocol, pos, p));
+            refs.host_ports.push((hp, pos, p));
             Some(hp)
         }
         Some((None, _, _)) => return None,
@@ -971,23 +1517,31 @@ fn port(cx: &mut Cx, n: &Node, path: String, refs: &mut ContainerRefs) -> Option
 
 fn env_var(cx: &mut Cx, n: &Node, path: String) -> Option<EnvVar> {
     let mut f = fields(cx, n, &path)?;
-    let name = f.req(cx, "name").and_then(|(n, p)| {
-        let s = string(cx, n, &p)?;
-        let valid = s
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !valid {
-            cx.err(
-                n.pos,
-                &p,
-                format!("`{s}` is not a valid environment variable name"),
-            );
-            return None;
+    // `key` is the deprecated alias, used when `name` is empty.
+    let named = f
+        .opt_non_null("name")
+        .filter(|(n, _)| !matches!(&n.value, Value::Str(s) if s.is_empty()));
+    let key = f.opt_non_null("key");
+    let name = match named.or(key) {
+        None => {
+            cx.err(f.pos, &join(&path, "name"), "missing required field");
+            None
         }
-        Some(s)
-    });
+        Some((n, p)) => string(cx, n, &p).and_then(|s| {
+            if !is_c_identifier(&s) {
+                cx.err(
+                    n.pos,
+                    &p,
+                    format!(
+                        "`{s}` is not a valid environment variable name: a C identifier \
+                         (letters, digits and '_', not starting with a digit)"
+                    ),
+                );
+                return None;
+            }
+            Some(s)
+        }),
+    };
     let value = f
         .opt_non_null("value")
         .map(|(n, p)| string(cx, n, &p))
@@ -1005,14 +1559,30 @@ fn volume_mount(cx: &mut Cx, n: &Node, path: String) -> Option<(VolumeMount, Pos
         Some((n, p)) => (string(cx, n, &p), n.pos, p),
         None => (None, n.pos, join(&path, "name")),
     };
-    let mount_path = f.req(cx, "mountPath").and_then(|(n, p)| {
-        let s = non_empty_string(cx, n, &p)?;
-        if !s.starts_with('/') {
-            cx.err(n.pos, &p, format!("mountPath `{s}` must be absolute"));
-            return None;
+    // `path` is the deprecated alias of `mountPath`.
+    let given = f
+        .opt_non_null("mountPath")
+        .or_else(|| f.opt_non_null("path"));
+    let mount_path = match given {
+        None => {
+            cx.err(f.pos, &join(&path, "mountPath"), "missing required field");
+            None
         }
-        Some(s)
-    });
+        Some((n, p)) => non_empty_string(cx, n, &p).and_then(|s| {
+            if !s.starts_with('/') {
+                cx.unsupported(
+                    n.pos,
+                    &p,
+                    &format!("a relative mountPath (`{s}`)"),
+                    "Docker mounts at absolute paths: give the full path in the container",
+                );
+                return None;
+            }
+            Some(s)
+        }),
+    };
+    // Ignored by v0.8.0 itself.
+    f.accept(&["mountType"]);
     let read_only = f
         .opt_non_null("readOnly")
         .map(|(n, p)| boolean(cx, n, &p))
@@ -1029,55 +1599,83 @@ fn volume_mount(cx: &mut Cx, n: &Node, path: String) -> Option<(VolumeMount, Pos
     ))
 }
 
+/// A port of this container: by number, or by a name one of its ports has.
+fn check_port(cx: &mut Cx, n: &Node, p: &str, ports: &[Port]) -> Option<PortRef> {
+    let r = port_ref(cx, n, p)?;
+    if let PortRef::Name(name) = &r {
+        if !ports.iter().any(|pt| pt.name.as_deref() == Some(name)) {
+            let names: Vec<&str> = ports.iter().filter_map(|p| p.name.as_deref()).collect();
+            let hint = nearest(name, &names)
+                .map(|a| format!("; did you mean `{a}`?"))
+                .unwrap_or_default();
+            cx.err(
+                n.pos,
+                p,
+                format!("port `{name}` names no port of this container{hint}"),
+            );
+            return None;
+        }
+    }
+    Some(r)
+}
+
+fn http_get(
+    cx: &mut Cx,
+    n: &Node,
+    p: &str,
+    ports: &[Port],
+    path_required: bool,
+) -> Option<HttpGetAction> {
+    let mut h = fields(cx, n, p)?;
+    let path = if path_required {
+        h.req(cx, "path").and_then(|(n, p)| string(cx, n, &p))
+    } else {
+        h.opt_non_null("path")
+            .map(|(n, p)| string(cx, n, &p))
+            .unwrap_or(Some("/".into()))
+    };
+    let port = h
+        .req(cx, "port")
+        .and_then(|(n, p)| check_port(cx, n, &p, ports));
+    let host = h
+        .opt_non_null("host")
+        .and_then(|(n, p)| string(cx, n, &p))
+        .filter(|h| !h.is_empty());
+    h.finish(cx);
+    Some(HttpGetAction {
+        path: path?,
+        port: port?,
+        host,
+    })
+}
+
+fn exec_action(cx: &mut Cx, n: &Node, p: &str) -> Option<ExecAction> {
+    let mut e = fields(cx, n, p)?;
+    let command = e.req(cx, "command").map(|(n, p)| {
+        let c = string_list(cx, n, &p);
+        if c.is_empty() {
+            cx.err(n.pos, &p, "exec command must not be empty");
+        }
+        c
+    });
+    e.finish(cx);
+    Some(ExecAction { command: command? })
+}
+
 fn liveness_probe(cx: &mut Cx, n: &Node, path: &str, ports: &[Port]) -> Option<LivenessProbe> {
     let mut f = fields(cx, n, path)?;
-    let check_port = |cx: &mut Cx, n: &Node, p: &str| {
-        let r = port_ref(cx, n, p)?;
-        if let PortRef::Name(name) = &r {
-            if !ports.iter().any(|pt| pt.name.as_deref() == Some(name)) {
-                cx.err(
-                    n.pos,
-                    p,
-                    format!("port `{name}` names no port of this container"),
-                );
-                return None;
-            }
-        }
-        Some(r)
-    };
-    let http_get = f.opt_non_null("httpGet").map(|(n, p)| {
-        let mut h = fields(cx, n, &p)?;
-        let path = h
-            .opt_non_null("path")
-            .map(|(n, p)| string(cx, n, &p))
-            .unwrap_or(Some("/".into()));
-        let port = h.req(cx, "port").and_then(|(n, p)| check_port(cx, n, &p));
-        let host = h.opt_non_null("host").and_then(|(n, p)| string(cx, n, &p));
-        h.finish(cx);
-        Some(HttpGetAction {
-            path: path?,
-            port: port?,
-            host,
-        })
-    });
+    let http_get = f
+        .opt_non_null("httpGet")
+        .map(|(n, p)| http_get(cx, n, &p, ports, false));
     let tcp_socket = f.opt_non_null("tcpSocket").map(|(n, p)| {
         let mut t = fields(cx, n, &p)?;
-        let port = t.req(cx, "port").and_then(|(n, p)| check_port(cx, n, &p));
+        let port = t
+            .req(cx, "port")
+            .and_then(|(n, p)| check_port(cx, n, &p, ports));
         t.finish(cx);
         Some(TcpSocketAction { port: port? })
     });
-    let exec = f.opt_non_null("exec").map(|(n, p)| {
-        let mut e = fields(cx, n, &p)?;
-        let command = e.req(cx, "command").map(|(n, p)| {
-            let c = string_list(cx, n, &p);
-            if c.is_empty() {
-                cx.err(n.pos, &p, "exec command must not be empty");
-            }
-            c
-        });
-        e.finish(cx);
-        Some(ExecAction { command: command? })
-    });
+    let exec = f.opt_non_null("exec").map(|(n, p)| exec_action(cx, n, &p));
     let initial_delay_seconds = f
         .opt_non_null("initialDelaySeconds")
         .and_then(|(n, p)| uint(cx, n, &p, 0, 86_400))
@@ -1088,13 +1686,26 @@ fn liveness_probe(cx: &mut Cx, n: &Node, path: &str, ports: &[Port]) -> Option<L
         .unwrap_or(1) as u32;
     f.finish(cx);
     let actions = [http_get.is_some(), tcp_socket.is_some(), exec.is_some()];
-    if actions.iter().filter(|a| **a).count() != 1 {
-        cx.err(
-            n.pos,
-            path,
-            "give exactly one of httpGet, tcpSocket or exec",
-        );
-        return None;
+    match actions.iter().filter(|a| **a).count() {
+        // v0.8.0 accepted a probe with no handler, which probed nothing.
+        0 => {
+            cx.warn(
+                n.pos,
+                path,
+                "a livenessProbe with no httpGet, tcpSocket or exec probes nothing; ignored",
+            );
+            return None;
+        }
+        1 => {}
+        _ => {
+            cx.unsupported(
+                n.pos,
+                path,
+                "a livenessProbe with several handlers",
+                "give exactly one of httpGet, tcpSocket or exec",
+            );
+            return None;
+        }
     }
     Some(LivenessProbe {
         http_get: http_get.flatten(),
@@ -1102,5 +1713,42 @@ fn liveness_probe(cx: &mut Cx, n: &Node, path: &str, ports: &[Port]) -> Option<L
         exec: exec.flatten(),
         initial_delay_seconds,
         timeout_seconds,
+    })
+}
+
+fn lifecycle(cx: &mut Cx, n: &Node, path: &str, ports: &[Port]) -> Option<Lifecycle> {
+    let mut f = fields(cx, n, path)?;
+    let handler = |cx: &mut Cx, f: &mut Fields, name: &'static str| {
+        let (n, p) = f.opt_non_null(name)?;
+        let mut h = fields(cx, n, &p)?;
+        let exec = h.opt_non_null("exec").map(|(n, p)| exec_action(cx, n, &p));
+        let http = h
+            .opt_non_null("httpGet")
+            .map(|(n, p)| http_get(cx, n, &p, ports, true));
+        h.finish(cx);
+        match (exec, http) {
+            (Some(e), None) => Some(Handler {
+                exec: Some(e?),
+                http_get: None,
+            }),
+            (None, Some(h)) => Some(Handler {
+                exec: None,
+                http_get: Some(h?),
+            }),
+            _ => {
+                cx.err(n.pos, &p, "give exactly one of exec or httpGet");
+                None
+            }
+        }
+    };
+    let post_start = handler(cx, &mut f, "postStart");
+    let pre_stop = handler(cx, &mut f, "preStop");
+    f.finish(cx);
+    if post_start.is_none() && pre_stop.is_none() {
+        return None;
+    }
+    Some(Lifecycle {
+        post_start,
+        pre_stop,
     })
 }

@@ -1,15 +1,20 @@
-//! Manifests: bytes of `*.json` / `*.toml` files in, a validated `DesiredState` out.
+//! Manifests: bytes of `*.json` / `*.toml` / `*.yaml` / `*.yml` files in, a validated
+//! `DesiredState` out.
 //!
 //! Every problem is collected, never just the first: a `Diagnostic` carries the file,
-//! line:column and field path. This module does no IO; sources hand it bytes.
+//! line:column and field path. Warnings (fields drover reads but cannot honour, unknown fields
+//! under `--validate=warn`) are collected the same way beside the objects. This module does no
+//! IO; sources hand it bytes.
 
 mod decode;
 pub mod node;
 
 use crate::model::{DesiredState, ObjectKey, Origin};
 use node::Pos;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Mutex;
 
 pub use decode::check_name;
 
@@ -65,6 +70,7 @@ pub struct SourceFile {
 pub enum Format {
     Json,
     Toml,
+    Yaml,
 }
 
 impl Format {
@@ -74,10 +80,74 @@ impl Format {
             Some(Format::Json)
         } else if file.ends_with(".toml") {
             Some(Format::Toml)
+        } else if file.ends_with(".yaml") || file.ends_with(".yml") {
+            Some(Format::Yaml)
         } else {
             None
         }
     }
+}
+
+/// How strictly manifests are read (`--validate`, `validate` in drover.toml), as kubectl
+/// spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Validate {
+    /// A field unknown to v1beta1 is an error naming the nearest known field (today's kubectl).
+    #[default]
+    Strict,
+    /// Kubernetes 2014's own behaviour: unknown fields are warnings and ignored, and a `.json`
+    /// file that is not strict JSON is read as YAML (with a warning), as its API server did.
+    Warn,
+    /// As `Warn`, without any warning.
+    Ignore,
+}
+
+impl Validate {
+    pub fn parse(s: &str) -> Option<Validate> {
+        match s {
+            "strict" | "true" => Some(Validate::Strict),
+            "warn" => Some(Validate::Warn),
+            "ignore" | "false" => Some(Validate::Ignore),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Validate::Strict => "strict",
+            Validate::Warn => "warn",
+            Validate::Ignore => "ignore",
+        }
+    }
+}
+
+/// What reading a source needs beyond its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// The per-file size limit in bytes (`max_manifest_bytes`).
+    pub max_bytes: u64,
+    pub validate: Validate,
+    /// `privileged: true` containers are allowed (`allow_privileged` in drover.toml, as the
+    /// API server's `--allow_privileged`); otherwise they are an error.
+    pub allow_privileged: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            max_bytes: DEFAULT_MAX_MANIFEST_BYTES,
+            validate: Validate::Strict,
+            allow_privileged: false,
+        }
+    }
+}
+
+/// A source read whole: every object, and the warnings found on the way.
+#[derive(Debug, Clone, Default)]
+pub struct Read {
+    pub desired: DesiredState,
+    pub warnings: Vec<Diagnostic>,
 }
 
 /// An object read from a file, with the place of its id (for duplicate reports).
@@ -87,8 +157,17 @@ pub struct ParsedObject {
     pub id_pos: Pos,
 }
 
-/// Parses and validates one file. On error, returns every diagnostic found in it.
+/// Parses and validates one file strictly. On error, returns every diagnostic found in it.
 pub fn parse_file(file: &str, bytes: &[u8]) -> Result<Vec<ParsedObject>, Vec<Diagnostic>> {
+    parse_file_with(file, bytes, &Options::default()).map(|(objects, _)| objects)
+}
+
+/// Parses and validates one file: its objects and warnings, or every error found in it.
+pub fn parse_file_with(
+    file: &str,
+    bytes: &[u8],
+    opts: &Options,
+) -> Result<(Vec<ParsedObject>, Vec<Diagnostic>), Vec<Diagnostic>> {
     let fail = |pos: Pos, message: String| {
         Err(vec![Diagnostic {
             file: file.to_string(),
@@ -98,7 +177,10 @@ pub fn parse_file(file: &str, bytes: &[u8]) -> Result<Vec<ParsedObject>, Vec<Dia
         }])
     };
     let Some(format) = Format::of(file) else {
-        return fail(Pos::default(), "not a .json or .toml file".into());
+        return fail(
+            Pos::default(),
+            "not a .json, .toml, .yaml or .yml file".into(),
+        );
     };
     let text = match std::str::from_utf8(bytes) {
         Ok(t) => t,
@@ -110,21 +192,43 @@ pub fn parse_file(file: &str, bytes: &[u8]) -> Result<Vec<ParsedObject>, Vec<Dia
     };
     // A byte-order mark is invisible in editors; accept it rather than report column 1.
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut cx = decode::Cx::new(file, opts);
     let parsed = match format {
-        Format::Json => node::parse_json(text),
-        Format::Toml => node::parse_toml(text),
+        Format::Json => match node::parse_json(text) {
+            Ok(root) => Ok(vec![root]),
+            // Kubernetes decoded JSON with a YAML parser: trailing commas, unquoted strings
+            // and tabs went through. Outside strict mode drover does the same, and says so.
+            Err(e) if opts.validate != Validate::Strict => match node::parse_yaml(text) {
+                Ok(docs) => {
+                    cx.warn(
+                        e.pos,
+                        "",
+                        format!(
+                            "not strict JSON ({}); read as YAML, as Kubernetes did \
+                             (--validate=strict refuses it)",
+                            e.message
+                        ),
+                    );
+                    Ok(docs)
+                }
+                Err(_) => Err(e),
+            },
+            Err(e) => Err(e),
+        },
+        Format::Toml => node::parse_toml(text).map(|root| vec![root]),
+        Format::Yaml => node::parse_yaml(text),
     };
-    let root = match parsed {
-        Ok(root) => root,
+    let docs = match parsed {
+        Ok(docs) => docs,
         Err(e) => return fail(e.pos, e.message),
     };
-    let mut cx = decode::Cx {
-        file,
-        diags: Vec::new(),
-    };
-    let objects = decode::document(&mut cx, root);
+    let mut objects = Vec::new();
+    for root in docs {
+        objects.extend(decode::document(&mut cx, root));
+    }
     if cx.diags.is_empty() {
-        Ok(objects)
+        cx.warnings.sort();
+        Ok((objects, cx.warnings))
     } else {
         cx.diags.sort();
         Err(cx.diags)
@@ -152,33 +256,75 @@ pub fn desired_state_limited(
     files: &[SourceFile],
     max_bytes: u64,
 ) -> Result<DesiredState, Vec<Diagnostic>> {
+    let opts = Options {
+        max_bytes,
+        ..Options::default()
+    };
+    read(files, &opts).map(|r| r.desired)
+}
+
+/// Parses every file and assembles the desired state, with the warnings found. Any error
+/// anywhere fails the whole source: callers must not apply or prune from a partly read source.
+pub fn read(files: &[SourceFile], opts: &Options) -> Result<Read, Vec<Diagnostic>> {
+    read_with(files, |f| &f.origin, |f| Cow::Borrowed(&f.bytes[..]), opts)
+}
+
+/// `read` that consumes the files: each file's bytes are freed as soon as it is parsed, so a
+/// large source never holds its whole text and its whole desired state at once.
+pub fn read_owned(files: Vec<SourceFile>, opts: &Options) -> Result<Read, Vec<Diagnostic>> {
+    let cells: Vec<(Origin, Mutex<Vec<u8>>)> = files
+        .into_iter()
+        .map(|f| (f.origin, Mutex::new(f.bytes)))
+        .collect();
+    read_with(
+        &cells,
+        |(origin, _)| origin,
+        |(_, bytes)| {
+            Cow::Owned(std::mem::take(
+                &mut *bytes.lock().unwrap_or_else(|e| e.into_inner()),
+            ))
+        },
+        opts,
+    )
+}
+
+fn read_with<T: Sync>(
+    files: &[T],
+    origin: impl Fn(&T) -> &Origin + Sync,
+    bytes: impl Fn(&T) -> Cow<'_, [u8]> + Sync,
+    opts: &Options,
+) -> Result<Read, Vec<Diagnostic>> {
+    let max_bytes = opts.max_bytes;
     let results = crate::par::map(files, |f| {
-        if f.bytes.len() as u64 > max_bytes {
+        let (origin, bytes) = (origin(f), bytes(f));
+        if bytes.len() as u64 > max_bytes {
             return Err(vec![Diagnostic {
-                file: f.origin.file.clone(),
+                file: origin.file.clone(),
                 pos: Pos { line: 1, col: 1 },
                 path: String::new(),
                 message: format!(
                     "the file is {} bytes, more than the limit of {max_bytes} bytes per manifest \
                      (max_manifest_bytes in drover.toml)",
-                    f.bytes.len()
+                    bytes.len()
                 ),
             }]);
         }
-        parse_file(&f.origin.file, &f.bytes)
+        parse_file_with(&origin.file, &bytes, opts)
     });
     let mut diags = Vec::new();
+    let mut warnings = Vec::new();
     let mut desired = DesiredState::default();
     let mut first_seen: BTreeMap<ObjectKey, (String, Pos)> = BTreeMap::new();
-    for (file, result) in files.iter().zip(results) {
+    for (file, result) in files.iter().map(&origin).zip(results) {
         match result {
             Err(mut d) => diags.append(&mut d),
-            Ok(objects) => {
+            Ok((objects, mut w)) => {
+                warnings.append(&mut w);
                 for parsed in objects {
                     let key = parsed.object.key();
                     if let Some((other, pos)) = first_seen.get(&key) {
                         diags.push(Diagnostic {
-                            file: file.origin.file.clone(),
+                            file: file.file.clone(),
                             pos: parsed.id_pos,
                             path: "id".into(),
                             message: format!(
@@ -187,10 +333,8 @@ pub fn desired_state_limited(
                         });
                         continue;
                     }
-                    first_seen.insert(key.clone(), (file.origin.file.clone(), parsed.id_pos));
-                    desired
-                        .objects
-                        .insert(key, (parsed.object, file.origin.clone()));
+                    first_seen.insert(key.clone(), (file.file.clone(), parsed.id_pos));
+                    desired.objects.insert(key, (parsed.object, file.clone()));
                 }
             }
         }
@@ -199,7 +343,7 @@ pub fn desired_state_limited(
         reserved_replica_names(&desired, &first_seen, &mut diags);
     }
     if diags.is_empty() {
-        Ok(desired)
+        Ok(Read { desired, warnings })
     } else {
         Err(diags)
     }
@@ -261,5 +405,7 @@ fn replica_owner<'a>(id: &str, rcs: &std::collections::BTreeSet<&'a str>) -> Opt
 
 #[cfg(test)]
 mod hardening_tests;
+#[cfg(test)]
+mod rules_tests;
 #[cfg(test)]
 mod tests;

@@ -2,7 +2,7 @@
 //! every value and key, so that validation can point at the exact place of every error.
 //!
 //! The JSON reader is hand-written (serde_json does not expose positions); TOML goes through the
-//! `toml` crate's spanned parser. Nothing here knows about drover's object kinds.
+//! `toml` crate's spanned parser, YAML through `saphyr-parser`'s events (each with its span). Nothing here knows about drover's object kinds.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -474,6 +474,315 @@ fn toml_node<'a>(lines: &LineIndex, v: toml::Spanned<toml::de::DeValue<'a>>) -> 
         DeValue::Table(t) => toml_table(lines, t),
     };
     Node { pos, value }
+}
+
+// ---------------------------------------------------------------------------------------------
+// YAML
+
+/// Parses a YAML stream (one document or several separated by `---`) into located trees, one
+/// per non-empty document.
+///
+/// Scalars are resolved by YAML 1.2's core schema (`null`/`~`/empty, `true`/`false`, integers,
+/// floats; quoted scalars and `!!str` are always strings). Anchors and aliases are expanded, with
+/// a budget so that an alias bomb is refused rather than exhausting memory; `<<` merge keys are
+/// applied as go-yaml did (keys already present win). Strings borrow from the input where the
+/// parser could.
+pub fn parse_yaml(text: &str) -> Result<Vec<Node<'_>>, SyntaxError> {
+    use saphyr_parser::{Event, Parser, ScalarStyle};
+    let pos_of = |m: &saphyr_parser::Marker| Pos {
+        line: m.line() as u32,
+        col: m.col() as u32 + 1,
+    };
+    let scan_error = |e: saphyr_parser::ScanError| SyntaxError {
+        pos: pos_of(e.marker()),
+        message: e.info().to_string(),
+    };
+    let mut parser = Parser::new_from_str(text);
+    let mut docs = Vec::new();
+    let mut stack: Vec<YamlFrame<'_>> = Vec::new();
+    let mut anchors: std::collections::HashMap<usize, Node<'_>> = Default::default();
+    // Nodes an alias may still copy: linear in the input, so `a: &a [*a, *a, ...]` chains stop.
+    let mut alias_budget: usize = 10_000 + 4 * text.len();
+    let mut root: Option<Node<'_>> = None;
+    while let Some(next) = parser.next_event() {
+        let (event, span) = next.map_err(scan_error)?;
+        let pos = pos_of(&span.start);
+        // A completed node, with the anchor it should be remembered under.
+        let done: (Node<'_>, usize) = match event {
+            Event::StreamStart | Event::StreamEnd | Event::Nothing => continue,
+            Event::DocumentStart(_) => {
+                anchors.clear();
+                continue;
+            }
+            Event::DocumentEnd => {
+                if let Some(doc) = root.take() {
+                    if doc.value != Value::Null {
+                        docs.push(doc);
+                    }
+                }
+                continue;
+            }
+            Event::MappingStart(anchor, _) | Event::SequenceStart(anchor, _) => {
+                if stack.len() as u32 >= MAX_DEPTH {
+                    return Err(SyntaxError {
+                        pos,
+                        message: format!("nesting deeper than {MAX_DEPTH} levels"),
+                    });
+                }
+                let is_map = matches!(event, Event::MappingStart(..));
+                if let Some(YamlFrame::Map { key: None, .. }) = stack.last() {
+                    return Err(SyntaxError {
+                        pos,
+                        message: "a mapping key must be a plain value, not a list or mapping"
+                            .into(),
+                    });
+                }
+                stack.push(if is_map {
+                    YamlFrame::Map {
+                        pos,
+                        anchor,
+                        entries: Vec::new(),
+                        key: None,
+                    }
+                } else {
+                    YamlFrame::Seq {
+                        pos,
+                        anchor,
+                        items: Vec::new(),
+                    }
+                });
+                continue;
+            }
+            Event::MappingEnd | Event::SequenceEnd => match stack.pop() {
+                Some(YamlFrame::Map {
+                    pos,
+                    anchor,
+                    mut entries,
+                    ..
+                }) => {
+                    merge_keys(&mut entries);
+                    entries.shrink_to_fit();
+                    (
+                        Node {
+                            pos,
+                            value: Value::Object(entries),
+                        },
+                        anchor,
+                    )
+                }
+                Some(YamlFrame::Seq {
+                    pos,
+                    anchor,
+                    mut items,
+                }) => {
+                    items.shrink_to_fit();
+                    (
+                        Node {
+                            pos,
+                            value: Value::Array(items),
+                        },
+                        anchor,
+                    )
+                }
+                None => continue,
+            },
+            Event::Alias(id) => {
+                let Some(node) = anchors.get(&id) else {
+                    return Err(SyntaxError {
+                        pos,
+                        message: "alias to an unknown anchor".into(),
+                    });
+                };
+                let size = node_count(node);
+                if size > alias_budget {
+                    return Err(SyntaxError {
+                        pos,
+                        message: "aliases expand to too many values (an alias bomb?)".into(),
+                    });
+                }
+                alias_budget -= size;
+                let mut copy = node.clone();
+                copy.pos = pos;
+                (copy, 0)
+            }
+            Event::Scalar(text, style, anchor, tag) => {
+                // A mapping key: kept as written.
+                if let Some(YamlFrame::Map { key: k @ None, .. }) = stack.last_mut() {
+                    *k = Some((text, pos, style == ScalarStyle::Plain));
+                    if anchor != 0 {
+                        anchors.insert(
+                            anchor,
+                            Node {
+                                pos,
+                                value: Value::Str(k.as_ref().expect("just set").0.clone()),
+                            },
+                        );
+                    }
+                    continue;
+                }
+                let forced_str = tag.as_ref().is_some_and(|t| t.suffix == "str");
+                let value = if style == ScalarStyle::Plain && !forced_str {
+                    plain_scalar(text)
+                } else {
+                    Value::Str(text)
+                };
+                (Node { pos, value }, anchor)
+            }
+        };
+        let (node, anchor) = done;
+        if anchor != 0 {
+            anchors.insert(anchor, node.clone());
+        }
+        match stack.last_mut() {
+            None => root = Some(node),
+            Some(YamlFrame::Seq { items, .. }) => items.push(node),
+            Some(YamlFrame::Map { entries, key, .. }) => match key.take() {
+                Some((k, key_pos, plain)) => entries.push(Entry {
+                    key: if plain && k == "<<" {
+                        // Marked so that `merge_keys` knows it from a quoted "<<".
+                        Cow::Borrowed(MERGE_KEY)
+                    } else {
+                        k
+                    },
+                    key_pos,
+                    node,
+                }),
+                None => {
+                    return Err(SyntaxError {
+                        pos: node.pos,
+                        message: "a mapping key must be a plain value, not a list or mapping"
+                            .into(),
+                    });
+                }
+            },
+        }
+    }
+    if let Some(doc) = root.take() {
+        if doc.value != Value::Null {
+            docs.push(doc);
+        }
+    }
+    Ok(docs)
+}
+
+/// The key a plain `<<` becomes while its mapping is built (not a string YAML can write).
+const MERGE_KEY: &str = "\u{0}<<";
+
+enum YamlFrame<'a> {
+    Seq {
+        pos: Pos,
+        anchor: usize,
+        items: Vec<Node<'a>>,
+    },
+    Map {
+        pos: Pos,
+        anchor: usize,
+        entries: Vec<Entry<'a>>,
+        /// The key waiting for its value: text, place, and whether it was a plain scalar.
+        key: Option<(Cow<'a, str>, Pos, bool)>,
+    },
+}
+
+/// `<<: *base` (or a list of them): the merged mappings' entries are added where the mapping
+/// does not already have the key. Anything else under `<<` is left as an ordinary field named
+/// `<<`, for the decoder to report.
+fn merge_keys(entries: &mut Vec<Entry<'_>>) {
+    if !entries.iter().any(|e| e.key == MERGE_KEY) {
+        return;
+    }
+    let (merges, mut own): (Vec<_>, Vec<_>) = std::mem::take(entries)
+        .into_iter()
+        .partition(|e| e.key == MERGE_KEY);
+    for m in merges {
+        let sources = match m.node.value {
+            Value::Object(inner) => vec![inner],
+            Value::Array(items) if items.iter().all(|i| matches!(i.value, Value::Object(_))) => {
+                items
+                    .into_iter()
+                    .filter_map(|i| match i.value {
+                        Value::Object(inner) => Some(inner),
+                        _ => None,
+                    })
+                    .collect()
+            }
+            other => {
+                own.push(Entry {
+                    key: Cow::Borrowed("<<"),
+                    key_pos: m.key_pos,
+                    node: Node {
+                        pos: m.node.pos,
+                        value: other,
+                    },
+                });
+                continue;
+            }
+        };
+        for source in sources {
+            for e in source {
+                if !own.iter().any(|o| o.key == e.key) {
+                    own.push(e);
+                }
+            }
+        }
+    }
+    *entries = own;
+}
+
+fn node_count(n: &Node) -> usize {
+    1 + match &n.value {
+        Value::Array(items) => items.iter().map(node_count).sum(),
+        Value::Object(entries) => entries.iter().map(|e| node_count(&e.node)).sum(),
+        _ => 0,
+    }
+}
+
+/// A plain scalar by YAML 1.2's core schema.
+fn plain_scalar(text: Cow<'_, str>) -> Value<'_> {
+    let s: &str = &text;
+    match s {
+        "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
+        "true" | "True" | "TRUE" => return Value::Bool(true),
+        "false" | "False" | "FALSE" => return Value::Bool(false),
+        _ => {}
+    }
+    let unsigned = s.strip_prefix(['-', '+']).unwrap_or(s);
+    let is_digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+    if is_digits(unsigned) {
+        return match s.parse::<i64>() {
+            Ok(v) => Value::Int(v),
+            Err(_) => Value::BigInt(s.to_string()),
+        };
+    }
+    for (prefix, radix) in [("0x", 16), ("0o", 8)] {
+        if let Some(digits) = s.strip_prefix(prefix) {
+            if !digits.is_empty() && digits.chars().all(|c| c.is_digit(radix)) {
+                return match i64::from_str_radix(digits, radix) {
+                    Ok(v) => Value::Int(v),
+                    Err(_) => Value::BigInt(s.to_string()),
+                };
+            }
+        }
+    }
+    // Floats: [-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?
+    let (mantissa, exponent) = match unsigned.find(['e', 'E']) {
+        Some(i) => (&unsigned[..i], Some(&unsigned[i + 1..])),
+        None => (unsigned, None),
+    };
+    let mantissa_ok = match mantissa.split_once('.') {
+        Some((a, b)) => {
+            (a.is_empty() || is_digits(a))
+                && (b.is_empty() || is_digits(b))
+                && !(a.is_empty() && b.is_empty())
+        }
+        None => is_digits(mantissa),
+    };
+    let exponent_ok = exponent.is_none_or(|e| is_digits(e.strip_prefix(['-', '+']).unwrap_or(e)));
+    if mantissa_ok && exponent_ok && (mantissa.contains('.') || exponent.is_some()) {
+        if let Ok(v) = s.parse::<f64>() {
+            return Value::Float(v);
+        }
+    }
+    Value::Str(text)
 }
 
 /// Byte offset -> line:column, for parsers that report spans.

@@ -249,6 +249,8 @@ impl Minion {
                     binds: (!binds.is_empty()).then_some(binds),
                     cpu_shares: cpu_shares(c.cpu),
                     memory: (c.memory > 0).then_some(c.memory as i64),
+                    // Only reachable when drover.toml allows it (manifest validation).
+                    privileged: c.privileged.then_some(true),
                     restart_policy: Some(bollard::models::RestartPolicy {
                         name: Some(match pod.manifest.restart_policy {
                             RestartPolicy::Always {} => RestartPolicyNameEnum::ALWAYS,

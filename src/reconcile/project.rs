@@ -29,18 +29,25 @@ pub struct Loaded {
     pub commit: Option<String>,
     /// `skipped 3 files: ...`, when the source held files drover does not read.
     pub skipped: Option<String>,
+    /// Located warnings (unknown fields under `--validate=warn`, fields drover ignores).
+    pub warnings: Vec<Diagnostic>,
 }
 
-/// Reads and validates the whole source; a file over `max_bytes` is an error naming it.
-pub fn load(spec: &SourceSpec, git: &GitOptions, max_bytes: u64) -> Result<Loaded, LoadError> {
+/// Reads and validates the whole source; a file over the size limit is an error naming it.
+pub fn load(
+    spec: &SourceSpec,
+    git: &GitOptions,
+    opts: &crate::manifest::Options,
+) -> Result<Loaded, LoadError> {
     let snapshot = source::read(spec, git).map_err(LoadError::Source)?;
     let skipped = snapshot.skipped_note();
-    let desired = crate::manifest::desired_state_limited(&snapshot.files, max_bytes)
-        .map_err(LoadError::Invalid)?;
+    let commit = snapshot.commit;
+    let read = crate::manifest::read_owned(snapshot.files, opts).map_err(LoadError::Invalid)?;
     Ok(Loaded {
-        desired,
-        commit: snapshot.commit,
+        desired: read.desired,
+        commit,
         skipped,
+        warnings: read.warnings,
     })
 }
 

@@ -1,4 +1,4 @@
-//! Directory sources: recursive, `*.json` and `*.toml`, hidden entries skipped, symlinks
+//! Directory sources: recursive, `*.json`, `*.toml`, `*.yaml` and `*.yml`, hidden entries skipped, symlinks
 //! followed only while they stay inside the directory.
 
 use super::{display, is_hidden, Snapshot, SourceError};

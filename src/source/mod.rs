@@ -78,7 +78,7 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// `skipped 3 files: not *.json or *.toml (a.yaml, b.yaml, notes.txt)`, or nothing.
+    /// `skipped 3 files: not *.json, *.toml, *.yaml or *.yml (a.txt, b.md, notes.txt)`, or nothing.
     pub fn skipped_note(&self) -> Option<String> {
         const SHOWN: usize = 5;
         let n = self.skipped.len();
@@ -90,7 +90,7 @@ impl Snapshot {
             names.push_str(&format!(", and {} more", n - SHOWN));
         }
         Some(format!(
-            "skipped {n} file{}: not *.json or *.toml ({names})",
+            "skipped {n} file{}: not *.json, *.toml, *.yaml or *.yml ({names})",
             if n == 1 { "" } else { "s" }
         ))
     }

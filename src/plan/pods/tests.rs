@@ -21,6 +21,7 @@ fn manifest(image: &str, cpu: u64, host_port: Option<u16>) -> ContainerManifest 
             ..Default::default()
         }],
         restart_policy: RestartPolicy::Always {},
+        ..Default::default()
     }
 }
 

@@ -1,0 +1,759 @@
+//! The v1beta1 rules of `shared/reference/v1beta1-rules.md`, each asserted both ways: manifests
+//! Kubernetes v0.8.0 accepted are read, manifests it rejected are refused with a located
+//! message. Written from the rules, in YAML (flow style keeps each case on a line).
+
+use super::*;
+use crate::model::*;
+
+fn read(text: &str, opts: &Options) -> Result<(Vec<Object>, Vec<String>), Vec<String>> {
+    parse_file_with("t.yaml", text.as_bytes(), opts)
+        .map(|(objects, warnings)| {
+            (
+                objects.into_iter().map(|o| o.object).collect(),
+                warnings.iter().map(|w| w.to_string()).collect(),
+            )
+        })
+        .map_err(|d| d.iter().map(|d| d.to_string()).collect())
+}
+
+#[track_caller]
+fn accepts(text: &str) -> Object {
+    match read(text, &Options::default()) {
+        Ok((mut objects, _)) => {
+            assert_eq!(objects.len(), 1, "{text}");
+            objects.remove(0)
+        }
+        Err(e) => panic!("rejected, but Kubernetes accepted it:\n{text}\n{e:#?}"),
+    }
+}
+
+#[track_caller]
+fn rejects(text: &str, needle: &str) {
+    match read(text, &Options::default()) {
+        Ok(_) => panic!("accepted, but Kubernetes rejected it:\n{text}"),
+        Err(e) => assert!(
+            e.iter().any(|e| e.contains(needle)),
+            "{needle:?} not in {e:#?}\nfor\n{text}"
+        ),
+    }
+}
+
+#[track_caller]
+fn warns(text: &str, needle: &str) {
+    match read(text, &Options::default()) {
+        Ok((_, w)) => assert!(
+            w.iter().any(|w| w.contains(needle)),
+            "{needle:?} not in {w:#?}"
+        ),
+        Err(e) => panic!("rejected:\n{text}\n{e:#?}"),
+    }
+}
+
+/// A pod `p` whose manifest holds `body` (YAML flow or block at manifest level).
+fn pod_manifest(body: &str) -> String {
+    format!("kind: Pod\nid: p\ndesiredState:\n  manifest: {{{body}}}\n")
+}
+
+/// A pod with one container whose extra fields are `extra`.
+fn pod_container(extra: &str) -> String {
+    pod_manifest(&format!("containers: [{{name: c, image: i, {extra}}}]"))
+}
+
+fn the_pod(o: Object) -> Pod {
+    match o {
+        Object::Pod(p) => p,
+        other => panic!("not a pod: {other:?}"),
+    }
+}
+
+fn container0(o: Object) -> Container {
+    the_pod(o).desired_state.manifest.containers.remove(0)
+}
+
+fn service(extra: &str) -> String {
+    format!("kind: Service\nid: s\nport: 80\nselector: {{app: a}}\n{extra}")
+}
+
+fn rc(template_manifest: &str, extra_template: &str) -> String {
+    format!(
+        "kind: ReplicationController\nid: r\ndesiredState:\n  replicas: 1\n  replicaSelector: {{app: a}}\n  podTemplate:\n    labels: {{app: a}}\n{extra_template}    desiredState:\n      manifest: {{{template_manifest}}}\n"
+    )
+}
+
+// ---- ids (rules §2)
+
+#[test]
+fn pod_ids_are_dns_subdomains() {
+    for id in ["a", "0pod", "a.b-c", "redis-master", "x.y.z"] {
+        accepts(&pod_manifest("containers: []").replace("id: p", &format!("id: {id}")));
+    }
+    for id in ["Pod1", "a_b", "-a", "a-", "a..b", "\"\""] {
+        rejects(
+            &pod_manifest("containers: []").replace("id: p", &format!("id: {id}")),
+            "id: ",
+        );
+    }
+}
+
+#[test]
+fn rc_ids_were_only_non_empty() {
+    let text = rc("containers: []", "").replace("id: r", "id: redisSlaveController");
+    let Object::ReplicationController(r) = accepts(&text) else {
+        panic!()
+    };
+    assert_eq!(r.id, "redisSlaveController");
+    rejects(&rc("containers: []", "").replace("id: r", "id: \"\""), "id");
+    // Kubernetes took it, Docker cannot name a container after it.
+    rejects(
+        &rc("containers: []", "").replace("id: r", "id: \"my rc\""),
+        "not supported by drover",
+    );
+}
+
+#[test]
+fn service_ids_are_dns952_labels_of_at_most_24() {
+    for id in [
+        "a",
+        "a1",
+        "frontend",
+        "redis-master",
+        "abcdefghijklmnopqrstuvwx",
+    ] {
+        accepts(&service("").replace("id: s", &format!("id: {id}")));
+    }
+    for id in [
+        "123abc",
+        "1a",
+        "Front",
+        "a_b",
+        "abcdefghijklmnopqrstuvwxy",
+        "a-",
+    ] {
+        rejects(
+            &service("").replace("id: s", &format!("id: {id}")),
+            "DNS-952",
+        );
+    }
+}
+
+#[test]
+fn minions_take_any_id_and_kind_node() {
+    let o = accepts(
+        "kind: Minion\nid: 10.1.2.3\nresources: {capacity: {cpu: 1000, memory: 1073741824}}\n",
+    );
+    assert_eq!(o.kind(), Kind::Minion);
+    let o = accepts("kind: Node\nid: m1\nresources: {capacity: {cpu: \"1\"}}\n");
+    assert_eq!(o.kind(), Kind::Minion);
+    rejects(
+        "kind: Minion\nid: m1\nnamespace: default\n",
+        "a minion has no namespace",
+    );
+    warns(
+        "kind: Minion\nid: m1\nhostIP: something\n",
+        "`hostIP` is ignored",
+    );
+}
+
+// ---- labels (§3)
+
+#[test]
+fn label_keys_are_qualified_names_and_values_are_unchecked() {
+    for key in [
+        "a",
+        "1234/5678",
+        "1.2.3.4/5678",
+        "now.with.dots/simple",
+        "kubernetes.io/cluster-service",
+    ] {
+        accepts(&service(&format!("labels: {{\"{key}\": x}}\n")));
+    }
+    for key in [
+        "NoUppercase123",
+        "a/b/c",
+        "a_b",
+        "/a",
+        "kubernetes.io/",
+        "-a",
+    ] {
+        rejects(
+            &service(&format!("labels: {{\"{key}\": x}}\n")),
+            "is not a valid label key",
+        );
+    }
+    let long_prefix = format!("{}/a", "a".repeat(254));
+    rejects(
+        &service(&format!("labels: {{\"{long_prefix}\": x}}\n")),
+        "is not a valid label key",
+    );
+    // Values: any string, any length, commas and upper case included.
+    let long = "v".repeat(100);
+    for value in ["redisslave,redis-master", "taskQueue", &long, "a b?#$", ""] {
+        let text = service(&format!("labels: {{uses: \"{value}\"}}\n"));
+        let Object::Service(s) = accepts(&text) else {
+            panic!()
+        };
+        assert_eq!(s.labels["uses"], value);
+    }
+    // ...but a string: Go's decoder refused a number.
+    rejects(&service("labels: {version: 2}\n"), "expected a string");
+}
+
+#[test]
+fn selectors_and_node_selectors_check_keys_but_replica_selectors_do_not() {
+    rejects(
+        "kind: Service\nid: s\nport: 80\nselector: {Bad_Key: a}\n",
+        "not a valid label key",
+    );
+    rejects(
+        &pod_manifest("containers: []")
+            .replace("desiredState:", "nodeSelector: {Zone: a}\ndesiredState:"),
+        "not a valid label key",
+    );
+    let text = rc("containers: []", "")
+        .replace(
+            "replicaSelector: {app: a}",
+            "replicaSelector: {Upper_Key: a}",
+        )
+        .replace("labels: {app: a}", "labels: {Upper_Key: a}");
+    // The template's labels are checked, the selector's keys are not.
+    rejects(&text, "podTemplate.labels.Upper_Key");
+    let text = rc("containers: []", "").replace(
+        "replicaSelector: {app: a}",
+        "replicaSelector: {app: a, Upper_Key: a}",
+    );
+    rejects(&text, "template labels do not match the replicaSelector");
+    rejects(
+        &rc("containers: []", "").replace("replicaSelector: {app: a}", "replicaSelector: {}"),
+        "must not be empty",
+    );
+}
+
+// ---- containers (§4)
+
+#[test]
+fn container_names_are_unique_dns_labels() {
+    for name in ["0", "123", "1-a", "php-redis"] {
+        accepts(&pod_manifest(&format!(
+            "containers: [{{name: \"{name}\", image: i}}]"
+        )));
+    }
+    for name in ["Web", "a.b", "a_b", &"a".repeat(64)] {
+        rejects(
+            &pod_manifest(&format!("containers: [{{name: \"{name}\", image: i}}]")),
+            "is not a DNS label",
+        );
+    }
+    rejects(
+        &pod_manifest("containers: [{name: a, image: i}, {name: a, image: j}]"),
+        "duplicate container name `a`",
+    );
+    rejects(
+        &pod_manifest("containers: [{name: a}]"),
+        "image: missing required field",
+    );
+}
+
+#[test]
+fn pods_and_templates_with_no_containers_are_valid() {
+    let p = the_pod(accepts(&pod_manifest("containers: []")));
+    assert!(p.desired_state.manifest.containers.is_empty());
+    accepts(&pod_manifest("version: v1beta1"));
+    accepts(&rc("", ""));
+}
+
+#[test]
+fn container_ports() {
+    rejects(&pod_container("ports: [{containerPort: 0}]"), "required");
+    rejects(
+        &pod_container("ports: [{containerPort: 65536}]"),
+        "outside the allowed range 1-65535",
+    );
+    rejects(
+        &pod_container("ports: [{containerPort: -1}]"),
+        "outside the allowed range",
+    );
+    rejects(
+        &pod_container("ports: [{hostPort: 80}]"),
+        "containerPort: missing required field",
+    );
+    // Duplicate containerPorts and hostPort 0 (none) are fine.
+    let c = container0(accepts(&pod_container(
+        "ports: [{containerPort: 80, hostPort: 0}, {containerPort: 80}]",
+    )));
+    assert_eq!(c.ports[0].host_port, None);
+    // Non-zero host ports are unique across the pod, whatever the protocol.
+    rejects(
+        &pod_manifest("containers: [{name: a, image: i, ports: [{containerPort: 1, hostPort: 80}]}, {name: b, image: i, ports: [{containerPort: 2, hostPort: 80, protocol: UDP}]}]"),
+        "hostPort 80 is already used in this pod",
+    );
+}
+
+#[test]
+fn port_names_are_dns_labels_unique_within_a_container() {
+    accepts(&pod_manifest(
+        "containers: [{name: a, image: i, ports: [{name: api, containerPort: 1}]}, {name: b, image: i, ports: [{name: api, containerPort: 2}]}]",
+    ));
+    rejects(
+        &pod_container("ports: [{name: api, containerPort: 1}, {name: api, containerPort: 2}]"),
+        "duplicate port name `api`",
+    );
+    rejects(
+        &pod_container("ports: [{name: HTTP, containerPort: 1}]"),
+        "is not a DNS label",
+    );
+}
+
+#[test]
+fn protocols_compare_upper_cased() {
+    let c = container0(accepts(&pod_container(
+        "ports: [{containerPort: 1, protocol: tcp}, {containerPort: 2, protocol: udp}]",
+    )));
+    assert_eq!(c.ports[0].protocol, Protocol::TCP);
+    assert_eq!(c.ports[1].protocol, Protocol::UDP);
+    rejects(
+        &pod_container("ports: [{containerPort: 1, protocol: ICMP}]"),
+        "is not one of TCP, UDP",
+    );
+    let Object::Service(s) = accepts(&service("protocol: udp\n")) else {
+        panic!()
+    };
+    assert_eq!(s.protocol, Protocol::UDP);
+}
+
+#[test]
+fn env_names_are_c_identifiers_and_key_is_the_old_name() {
+    let c = container0(accepts(&pod_container(
+        "env: [{name: UPPER_case1, value: x}, {name: _x}, {name: _x, value: dup}, {key: OLD, value: y}]",
+    )));
+    let names: Vec<&str> = c.env.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["UPPER_case1", "_x", "_x", "OLD"]);
+    assert_eq!(c.env[1].value, "");
+    for bad in ["1a", "a-", "a.b.c", "ev.1"] {
+        rejects(
+            &pod_container(&format!("env: [{{name: \"{bad}\"}}]")),
+            "is not a valid environment variable name",
+        );
+    }
+    rejects(
+        &pod_container("env: [{value: x}]"),
+        "name: missing required field",
+    );
+}
+
+#[test]
+fn volume_mounts_take_the_old_path_and_must_name_a_volume() {
+    let text = pod_manifest(
+        "volumes: [{name: data}], containers: [{name: c, image: i, volumeMounts: [{name: data, path: /a, mountType: LOCAL}, {name: data, mountPath: /a, readOnly: true}]}]",
+    );
+    let c = container0(accepts(&text));
+    assert_eq!(c.volume_mounts[0].mount_path, "/a");
+    assert!(c.volume_mounts[1].read_only);
+    rejects(
+        &pod_container("volumeMounts: [{name: nope, mountPath: /a}]"),
+        "volumeMount names no volume",
+    );
+    rejects(
+        &pod_manifest("volumes: [{name: data}], containers: [{name: c, image: i, volumeMounts: [{name: data}]}]"),
+        "mountPath: missing required field",
+    );
+}
+
+#[test]
+fn cpu_memory_command_and_working_dir() {
+    let c = container0(accepts(&pod_container(
+        "cpu: 100, memory: 50000000, command: [a, b], workingDir: /w",
+    )));
+    assert_eq!((c.cpu, c.memory), (100, 50_000_000));
+    assert_eq!(c.working_dir.as_deref(), Some("/w"));
+}
+
+#[test]
+fn probes_take_ports_as_numbers_names_or_quoted_numbers() {
+    let c = container0(accepts(&pod_container(
+        "ports: [{name: http, containerPort: 8080}], livenessProbe: {httpGet: {path: /healthz, port: \"8080\"}, initialDelaySeconds: 15}",
+    )));
+    let probe = c.liveness_probe.unwrap();
+    assert_eq!(probe.http_get.unwrap().port, PortRef::Number(8080));
+    let c = container0(accepts(&pod_container(
+        "ports: [{name: http, containerPort: 8080}], livenessProbe: {tcpSocket: {port: http}}",
+    )));
+    assert_eq!(
+        c.liveness_probe.unwrap().tcp_socket.unwrap().port,
+        PortRef::Name("http".into())
+    );
+    // v0.8.0 accepted a probe with no handler: it probes nothing, and drover says so.
+    warns(
+        &pod_container("livenessProbe: {initialDelaySeconds: 5}"),
+        "probes nothing",
+    );
+}
+
+#[test]
+fn lifecycle_hooks_have_exactly_one_handler() {
+    let c = container0(accepts(&pod_container(
+        "lifecycle: {postStart: {exec: {command: [touch, /started]}}, preStop: {exec: {command: [sh, -c, 'kill 1']}}}",
+    )));
+    let l = c.lifecycle.unwrap();
+    assert_eq!(
+        l.post_start.unwrap().exec.unwrap().command,
+        ["touch", "/started"]
+    );
+    rejects(
+        &pod_container(
+            "lifecycle: {postStart: {exec: {command: [a]}, httpGet: {path: /, port: 80}}}",
+        ),
+        "give exactly one of exec or httpGet",
+    );
+    rejects(
+        &pod_container("lifecycle: {preStop: {exec: {}}}"),
+        "command: missing required field",
+    );
+    rejects(
+        &pod_container("lifecycle: {preStop: {httpGet: {port: 80}}}"),
+        "path: missing required field",
+    );
+}
+
+#[test]
+fn privileged_needs_allow_privileged() {
+    rejects(
+        &pod_container("privileged: true"),
+        "privileged containers are forbidden",
+    );
+    assert!(!container0(accepts(&pod_container("privileged: false"))).privileged);
+    let opts = Options {
+        allow_privileged: true,
+        ..Options::default()
+    };
+    let (objects, _) = read(&pod_container("privileged: true"), &opts).unwrap();
+    assert!(container0(objects.into_iter().next().unwrap()).privileged);
+}
+
+#[test]
+fn image_pull_policy_takes_the_eras_names_and_defaults_by_tag() {
+    assert_eq!(
+        PullPolicy::default_for("nginx"),
+        PullPolicy::PullIfNotPresent
+    );
+    assert_eq!(
+        PullPolicy::default_for("nginx:latest"),
+        PullPolicy::PullAlways
+    );
+    assert_eq!(
+        PullPolicy::default_for("nginx:1.7"),
+        PullPolicy::PullIfNotPresent
+    );
+    assert_eq!(
+        PullPolicy::default_for("localhost:5000/app"),
+        PullPolicy::PullIfNotPresent
+    );
+    for (given, want) in [
+        ("PullAlways", PullPolicy::PullAlways),
+        ("Always", PullPolicy::PullAlways),
+        ("PullNever", PullPolicy::PullNever),
+        ("IfNotPresent", PullPolicy::PullIfNotPresent),
+    ] {
+        let c = container0(accepts(&pod_container(&format!(
+            "imagePullPolicy: {given}"
+        ))));
+        assert_eq!(c.pull_policy(), want, "{given}");
+    }
+    // Saying the default changes nothing in the normalised form.
+    let said = accepts(&pod_container("imagePullPolicy: PullIfNotPresent"));
+    assert_eq!(
+        said.normalized_json(),
+        accepts(&pod_container("")).normalized_json()
+    );
+    rejects(
+        &pod_container("imagePullPolicy: PullSometimes"),
+        "is not one of PullAlways, PullIfNotPresent, PullNever",
+    );
+    rejects(
+        &pod_container("imagePullPolicy: PullAlway"),
+        "did you mean `PullAlways`?",
+    );
+}
+
+// ---- volumes (§5)
+
+#[test]
+fn volumes() {
+    let p = the_pod(accepts(&pod_manifest(
+        "volumes: [{name: a}, {name: b, source: {hostDir: {path: /srv}}}, {name: c, source: {emptyDir: {}}}], containers: []",
+    )));
+    let v = &p.desired_state.manifest.volumes;
+    assert_eq!(v[0].source, VolumeSource::EmptyDir {});
+    assert_eq!(
+        v[1].source,
+        VolumeSource::HostDir {
+            path: "/srv".into()
+        }
+    );
+    rejects(
+        &pod_manifest("volumes: [{name: vol.1}]"),
+        "is not a DNS label",
+    );
+    rejects(
+        &pod_manifest("volumes: [{name: a}, {name: a}]"),
+        "duplicate volume name",
+    );
+    rejects(
+        &pod_manifest("volumes: [{name: a, source: {emptyDir: {}, hostDir: {path: /x}}}]"),
+        "exactly 1 volume type is required",
+    );
+    rejects(
+        &pod_manifest("volumes: [{name: a, source: {hostDir: {}}}]"),
+        "path: missing required field",
+    );
+    rejects(
+        &pod_manifest("volumes: [{name: a, source: {persistentDisk: {pdName: d, fsType: ext4}}}]"),
+        "`persistentDisk` volume (a GCE disk) is not supported by drover; mount the disk on the minion and use `hostDir`",
+    );
+    // What Kubernetes itself rejected is said first.
+    rejects(
+        &pod_manifest("volumes: [{name: a, source: {persistentDisk: {pdName: d}}}]"),
+        "fsType: missing required field",
+    );
+    rejects(
+        &rc(
+            "volumes: [{name: a, source: {persistentDisk: {pdName: d, fsType: ext4}}}]",
+            "",
+        ),
+        "must be readOnly",
+    );
+    rejects(
+        &pod_manifest("volumes: [{name: a, source: {gitRepo: {repository: 'https://x/y.git'}}}]"),
+        "`gitRepo` volume is not supported by drover; build the files into the image",
+    );
+    rejects(
+        &pod_manifest("volumes: [{name: a, source: {gitRepo: {}}}]"),
+        "repository: missing required field",
+    );
+}
+
+// ---- pod level (§6)
+
+#[test]
+fn restart_and_dns_policies() {
+    rejects(
+        &pod_manifest("containers: [], restartPolicy: {always: {}, never: {}}"),
+        "only 1 policy is allowed",
+    );
+    let p = the_pod(accepts(&pod_manifest(
+        "containers: [], restartPolicy: {onFailure: {}}",
+    )));
+    assert_eq!(
+        p.desired_state.manifest.restart_policy,
+        RestartPolicy::OnFailure {}
+    );
+    rejects(
+        &rc("containers: [], restartPolicy: {never: {}}", ""),
+        "must restart `always`",
+    );
+    let p = the_pod(accepts(&pod_manifest("containers: [], dnsPolicy: Default")));
+    assert_eq!(p.desired_state.manifest.dns_policy, DnsPolicy::Default);
+    let said = accepts(&pod_manifest("containers: [], dnsPolicy: ClusterFirst"));
+    assert_eq!(
+        said.normalized_json(),
+        accepts(&pod_manifest("containers: []")).normalized_json()
+    );
+    rejects(
+        &pod_manifest("containers: [], dnsPolicy: None"),
+        "is not one of ClusterFirst, Default",
+    );
+}
+
+#[test]
+fn manifest_version_and_id_are_dropped() {
+    let a = accepts(&pod_manifest(
+        "version: v1beta3, id: Anything_At_All, uuid: x, containers: []",
+    ));
+    assert_eq!(
+        a.normalized_json(),
+        accepts(&pod_manifest("containers: []")).normalized_json()
+    );
+}
+
+#[test]
+fn metadata_and_output_fields_are_accepted() {
+    let text = "kind: Pod\nid: p\nnamespace: default\nannotations: {owner: me}\ncreationTimestamp: '2014-12-01T00:00:00Z'\nselfLink: /api/v1beta1/pods/p\nuid: 1234\nresourceVersion: 7\ncurrentState: {status: Running, host: m1}\ndesiredState: {manifest: {containers: []}, status: Running, podIP: 10.0.0.1}\n";
+    let (_, warnings) = read(text, &Options::default()).unwrap();
+    assert!(warnings.is_empty(), "{warnings:#?}");
+    warns(
+        &text.replace("namespace: default", "namespace: prod"),
+        "t.yaml:3:12: namespace: namespace `prod` is ignored: drover has one namespace per project",
+    );
+    rejects(
+        &text.replace("namespace: default", "namespace: Bad_NS"),
+        "is not a DNS subdomain",
+    );
+    warns(
+        &text.replace("desiredState: {manifest", "desiredState: {host: m1, manifest"),
+        "desiredState.host: `host` is ignored: drover's scheduler places pods; pin one with `nodeSelector`",
+    );
+    warns(
+        &pod_container("terminationMessagePath: /dev/termination-log"),
+        "`terminationMessagePath` is ignored",
+    );
+}
+
+// ---- replication controllers (§7) and services (§8)
+
+#[test]
+fn replicas_absent_is_zero() {
+    let text = rc("containers: []", "").replace("  replicas: 1\n", "");
+    let Object::ReplicationController(r) = accepts(&text) else {
+        panic!()
+    };
+    assert_eq!(r.desired_state.replicas, 0);
+    rejects(
+        &rc("containers: []", "").replace("replicas: 1", "replicas: -1"),
+        "outside the allowed range",
+    );
+    rejects(
+        "kind: ReplicationController\nid: r\ndesiredState: {replicaSelector: {app: a}}\n",
+        "podTemplate: missing required field",
+    );
+}
+
+#[test]
+fn services() {
+    rejects(
+        "kind: Service\nid: s\nselector: {a: b}\n",
+        "port: missing required field",
+    );
+    rejects(
+        &service("").replace("port: 80", "port: 0"),
+        "outside the allowed range 1-65535",
+    );
+    for (given, want) in [
+        ("8080", PortRef::Number(8080)),
+        ("\"8080\"", PortRef::Number(8080)),
+        ("http-server", PortRef::Name("http-server".into())),
+    ] {
+        let Object::Service(s) = accepts(&service(&format!("containerPort: {given}\n"))) else {
+            panic!()
+        };
+        assert_eq!(s.container_port, Some(want));
+    }
+    // No selector: valid since v0.7.0; drover makes no endpoints for it, and says so.
+    warns("kind: Service\nid: s\nport: 80\n", "no selector");
+    rejects(
+        &service("").replace("selector: {app: a}", "selector: {}"),
+        "empty selector",
+    );
+    rejects(
+        &service("").replace("selector: {app: a}", "selector: [a]"),
+        "expected an object",
+    );
+    let Object::Service(s) = accepts(&service("sessionAffinity: ClientIP\n")) else {
+        panic!()
+    };
+    assert_eq!(s.session_affinity, SessionAffinity::ClientIP);
+    rejects(
+        &service("sessionAffinity: Sticky\n"),
+        "is not one of None, ClientIP",
+    );
+    warns(
+        &service("createExternalLoadBalancer: true\n"),
+        "no cloud provider",
+    );
+    warns(&service("portalIP: 10.0.0.10\n"), "`portalIP` is ignored");
+    accepts(&service("proxyPort: 12345\n"));
+}
+
+// ---- decoding (§1) and --validate
+
+#[test]
+fn unknown_fields_by_mode() {
+    let text = service("provider: gce\n");
+    rejects(&text, "t.yaml:5:1: provider: unknown field `provider`");
+    let warn = Options {
+        validate: Validate::Warn,
+        ..Options::default()
+    };
+    let (objects, w) = read(&text, &warn).unwrap();
+    assert_eq!(objects.len(), 1);
+    assert!(
+        w[0].starts_with("t.yaml:5:1: provider: unknown field `provider` ignored"),
+        "{w:#?}"
+    );
+    let ignore = Options {
+        validate: Validate::Ignore,
+        ..Options::default()
+    };
+    let (_, w) = read(&text, &ignore).unwrap();
+    assert!(w.is_empty());
+    // A type mismatch on a known field is an error in every mode, as in Go's decoder.
+    for opts in [Options::default(), warn, ignore] {
+        assert!(read(&service("").replace("port: 80", "port: [80]"), &opts).is_err());
+    }
+}
+
+#[test]
+fn json_that_is_not_strict_is_yaml_outside_strict_mode() {
+    let loose = "{\"id\": \"s\", \"kind\": \"Service\", \"port\": 80,\n \"selector\": {\"name\": HTTP_USER},}\n";
+    let strict = parse_file_with("s.json", loose.as_bytes(), &Options::default()).unwrap_err();
+    assert_eq!(strict[0].pos.line, 2);
+    let warn = Options {
+        validate: Validate::Warn,
+        ..Options::default()
+    };
+    let (objects, w) = parse_file_with("s.json", loose.as_bytes(), &warn).unwrap();
+    let Object::Service(s) = &objects[0].object else {
+        panic!()
+    };
+    assert_eq!(s.selector["name"], "HTTP_USER");
+    assert!(w[0].message.contains("not strict JSON"), "{w:#?}");
+    // Comments too.
+    let commented = "# a comment\n{\"id\": \"s\", \"kind\": \"Service\", \"port\": 80, \"selector\": {\"a\": \"b\"}}\n";
+    assert!(parse_file_with("s.json", commented.as_bytes(), &warn).is_ok());
+}
+
+#[test]
+fn lists_take_typed_kinds_and_the_old_minions_key() {
+    let text = "kind: MinionList\nminions:\n- {kind: Minion, id: m1}\n- {kind: Node, id: m2}\n";
+    let (objects, _) = read(text, &Options::default()).unwrap();
+    assert_eq!(objects.len(), 2);
+    let text = "kind: ServiceList\nitems:\n- {kind: Service, id: a, port: 1, selector: {x: y}}\n";
+    assert_eq!(read(text, &Options::default()).unwrap().0.len(), 1);
+}
+
+#[test]
+fn yaml_anchors_merge_keys_and_bombs() {
+    let text = "kind: List\nitems:\n- &svc {kind: Service, id: a, port: 1, selector: {x: y}}\n- {<<: *svc, id: b}\n";
+    let (objects, _) = read(text, &Options::default()).unwrap();
+    assert_eq!(objects.len(), 2);
+    assert_eq!(objects[1].id(), "b");
+    let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+    for i in 1..12 {
+        let p = i - 1;
+        bomb.push_str(&format!(
+            "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
+        ));
+    }
+    let err = read(&bomb, &Options::default()).unwrap_err();
+    assert!(err[0].contains("too many values"), "{err:#?}");
+}
+
+#[test]
+fn yaml_scalars_resolve_by_the_core_schema() {
+    use super::node::{parse_yaml, Value};
+    let docs =
+        parse_yaml("a: 1\nb: '1'\nc: true\nd: ~\ne: 1.5\nf: 0x10\ng: text\nh: !!str 2\n").unwrap();
+    let Value::Object(e) = &docs[0].value else {
+        panic!()
+    };
+    let values: Vec<&Value> = e.iter().map(|e| &e.node.value).collect();
+    assert_eq!(values[0], &Value::Int(1));
+    assert_eq!(values[1], &Value::Str("1".into()));
+    assert_eq!(values[2], &Value::Bool(true));
+    assert_eq!(values[3], &Value::Null);
+    assert_eq!(values[4], &Value::Float(1.5));
+    assert_eq!(values[5], &Value::Int(16));
+    assert_eq!(values[6], &Value::Str("text".into()));
+    assert_eq!(values[7], &Value::Str("2".into()));
+    // Positions: 1-based line and column of keys and values.
+    assert_eq!(e[6].key_pos, Pos { line: 7, col: 1 });
+    assert_eq!(e[6].node.pos, Pos { line: 7, col: 4 });
+}
