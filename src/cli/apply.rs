@@ -99,6 +99,8 @@ pub fn run(cx: &Context, args: &SourceArgs, opts: Options) -> ExitCode {
     let progress = Arc::new(Shown::new(!dry_run && std::io::stderr().is_terminal()));
     reconciler.progress = progress.clone();
     let started = Instant::now();
+    // Calls in flight at the deadline are cut off there, not after the round.
+    reconciler.deadline = started.checked_add(timeout);
     let (mut created, mut deleted) = (0usize, 0usize);
     let mut last_seen = None;
     let mut first_round = true;
@@ -162,8 +164,9 @@ pub fn run(cx: &Context, args: &SourceArgs, opts: Options) -> ExitCode {
             if round.converged() {
                 return true;
             }
-            if Instant::now() > started + timeout {
+            if reconciler.deadline.is_some_and(|d| Instant::now() >= d) {
                 eprintln!("drover: not converged after {}s", timeout.as_secs());
+                report_hung(&round);
                 return false;
             }
             // Containers starting, or failures to retry: look again shortly.
@@ -214,6 +217,24 @@ pub fn report_left_alone(round: &drover::reconcile::Round) {
             pods.len(),
             super::plural(pods.len()),
             pods.join(", ")
+        );
+    }
+}
+
+/// The minions that stopped answering during the round, with the actions that cost.
+fn report_hung(round: &drover::reconcile::Round) {
+    let mut hung: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for (action, e) in round.failed.iter().filter(|(_, e)| e.timed_out) {
+        hung.entry(format!("minion {} ({})", e.minion, e.address))
+            .or_default()
+            .push(describe(action).1);
+    }
+    for (minion, actions) in hung {
+        eprintln!(
+            "drover: {minion} did not answer; {} action{} not done: {}",
+            actions.len(),
+            super::plural(actions.len()),
+            actions.join(", ")
         );
     }
 }
