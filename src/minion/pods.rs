@@ -197,6 +197,11 @@ impl Minion {
             exposed_ports: Some(bindings.keys().cloned().collect()),
             host_config: Some(HostConfig {
                 port_bindings: Some(bindings),
+                // The pause program writes nothing: no log file, no log copier.
+                log_config: Some(bollard::models::HostConfigLogConfig {
+                    typ: Some("none".into()),
+                    config: None,
+                }),
                 restart_policy: Some(bollard::models::RestartPolicy {
                     name: Some(RestartPolicyNameEnum::ALWAYS),
                     maximum_retry_count: None,
@@ -388,6 +393,19 @@ impl Minion {
                     _ => {}
                 }
             }
+        }
+        // Volumes go with the pod; a pod none of whose containers mounts one of its own needs
+        // no look (one left by a crash between making a volume and its container is removed
+        // by the next round's `leftover_volumes`).
+        let prefix = volume_name(&self.spec.project, pod_id, "");
+        let mounts_own = listed.iter().filter(ours).any(|c| {
+            c.mounts
+                .iter()
+                .flatten()
+                .any(|m| m.name.as_deref().is_some_and(|n| n.starts_with(&prefix)))
+        });
+        if !legacy && !mounts_own {
+            return Ok(());
         }
         let volumes: Vec<String> = if legacy {
             // Made implicitly by Docker (no labels), named after the pod.
