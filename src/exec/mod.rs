@@ -1,7 +1,7 @@
 //! The executor: runs a Plan through the minion driver. Each minion gets its own queue with its
 //! own concurrency limit, so one slow or hung engine cannot hold the slots the others need; on
-//! each minion deletions go first (they free the ports and capacity the plan counted on), then
-//! creations. It makes no decisions: every action is in the plan. A failing minion fails its own
+//! each minion deletions go first, and creations that need what they free (a host port, their
+//! own pod id) wait for them. It makes no decisions: every action is in the plan. A failing minion fails its own
 //! actions with errors naming it; the others go on. A minion that stops answering costs its
 //! actions one call timeout: once a call there timed out, its queued actions are not tried.
 
@@ -102,7 +102,11 @@ pub async fn execute(
 
 type Finished = (Action, Result<(), MinionError>);
 
-/// One minion's actions: its deletions, then its creations, `PER_MINION` at a time.
+/// One minion's actions, `PER_MINION` at a time: its deletions first; a creation waits for
+/// them only when it could need what they free on the engine (a host port, or its own pod id:
+/// an explicit pod replaced in place). Others start beside the deletions, so a rolling update's
+/// next replica does not wait for the old one's removal. (Capacity is the scheduler's account;
+/// Docker does not reserve it, so it needs no order here.)
 async fn run_minion(
     minion: Arc<Minion>,
     actions: Vec<Action>,
@@ -113,16 +117,56 @@ async fn run_minion(
 ) {
     // The first call that timed out here: what the queued actions are not tried for.
     let hung: Mutex<Option<MinionError>> = Mutex::new(None);
-    let split = actions.iter().position(|a| !a.is_deletion());
-    let (deletes, creates) = actions.split_at(split.unwrap_or(actions.len()));
-    for batch in [deletes, creates] {
-        let mut running = futures_util::stream::iter(batch.iter().cloned())
-            .map(|action| run_action(&minion, action, &*credentials, &env, deadline, &hung))
-            .buffer_unordered(PER_MINION);
-        while let Some(finished) = running.next().await {
+    // Fair: permits go in the order asked, deletions first.
+    let limit = tokio::sync::Semaphore::new(PER_MINION);
+    let (deletes, creates): (Vec<Action>, Vec<Action>) =
+        actions.into_iter().partition(|a| a.is_deletion());
+    let freed: std::collections::BTreeSet<&str> = deletes
+        .iter()
+        .filter_map(|a| match a {
+            Action::DeletePod { id, .. } => Some(id.as_str()),
+            Action::DeleteVolumes { pod, .. } => Some(pod.as_str()),
+            Action::CreatePod { .. } => None,
+        })
+        .collect();
+    let (after, beside): (Vec<&Action>, Vec<&Action>) = creates.iter().partition(|a| match a {
+        Action::CreatePod { pod, .. } => {
+            freed.contains(pod.id.as_str())
+                || pod
+                    .manifest
+                    .containers
+                    .iter()
+                    .any(|c| c.ports.iter().any(|p| p.host_port.is_some()))
+        }
+        _ => true,
+    });
+    let run = |action: Action| {
+        let (minion, credentials, env, hung, limit) = (&minion, &credentials, &env, &hung, &limit);
+        async move {
+            let _permit = limit.acquire().await.expect("semaphore open");
+            run_action(minion, action, &**credentials, env, deadline, hung).await
+        }
+    };
+    let ordered = async {
+        let mut first: futures_util::stream::FuturesUnordered<_> =
+            deletes.iter().cloned().map(run).collect();
+        while let Some(finished) = first.next().await {
             let _ = results.send(finished);
         }
-    }
+        let mut then: futures_util::stream::FuturesUnordered<_> =
+            after.into_iter().cloned().map(run).collect();
+        while let Some(finished) = then.next().await {
+            let _ = results.send(finished);
+        }
+    };
+    let free = async {
+        let mut now: futures_util::stream::FuturesUnordered<_> =
+            beside.into_iter().cloned().map(run).collect();
+        while let Some(finished) = now.next().await {
+            let _ = results.send(finished);
+        }
+    };
+    futures_util::future::join(ordered, free).await;
 }
 
 async fn run_action(
