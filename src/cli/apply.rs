@@ -112,6 +112,8 @@ pub fn run(cx: &Context, args: &SourceArgs, opts: Options) -> ExitCode {
     let progress = Arc::new(Shown::new(!dry_run && std::io::stderr().is_terminal()));
     reconciler.progress = progress.clone();
     let started = Instant::now();
+    // Calls in flight at the deadline are cut off there, not after the round.
+    reconciler.deadline = started.checked_add(timeout);
     let (mut created, mut deleted) = (0usize, 0usize);
     let mut last_seen = None;
     let mut first_round = true;
@@ -192,8 +194,9 @@ pub fn run(cx: &Context, args: &SourceArgs, opts: Options) -> ExitCode {
             if round.converged() {
                 return true;
             }
-            if Instant::now() > started + timeout {
+            if reconciler.deadline.is_some_and(|d| Instant::now() >= d) {
                 eprintln!("drover: not converged after {}s:", timeout.as_secs());
+                report_hung(&round);
                 report_unconverged(&round);
                 return false;
             }
@@ -303,6 +306,24 @@ fn report_unconverged(round: &drover::reconcile::Round) {
     }
     for (a, e) in &round.failed {
         eprintln!("drover: {}: {e}", describe(a).1);
+    }
+}
+
+/// The minions that stopped answering during the round, with the actions that cost.
+fn report_hung(round: &drover::reconcile::Round) {
+    let mut hung: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for (action, e) in round.failed.iter().filter(|(_, e)| e.timed_out) {
+        hung.entry(format!("minion {} ({})", e.minion, e.address))
+            .or_default()
+            .push(describe(action).1);
+    }
+    for (minion, actions) in hung {
+        eprintln!(
+            "drover: {minion} did not answer; {} action{} not done: {}",
+            actions.len(),
+            super::plural(actions.len()),
+            actions.join(", ")
+        );
     }
 }
 

@@ -1,14 +1,19 @@
-//! The executor: runs a Plan through the minion driver, in parallel across minions with
-//! bounded concurrency. It makes no decisions: every action is in the plan. A failing minion
-//! fails its own actions with errors naming it; the others go on.
+//! The executor: runs a Plan through the minion driver. Each minion gets its own queue with its
+//! own concurrency limit, so one slow or hung engine cannot hold the slots the others need; on
+//! each minion deletions go first, and creations that need what they free (a host port, their
+//! own pod id) wait for them. It makes no decisions: every action is in the plan. A failing minion fails its own
+//! actions with errors naming it; the others go on. A minion that stops answering costs its
+//! actions one call timeout: once a call there timed out, its queued actions are not tried.
 
-use crate::minion::{Minion, MinionError};
+use crate::minion::{Minion, MinionError, Trace};
 use crate::plan::pods::{Action, Plan};
-use std::collections::HashMap;
-use std::sync::Arc;
+use futures_util::StreamExt;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
-/// How many actions run at once across all minions.
-pub const CONCURRENCY: usize = 16;
+/// How many actions run at once on one minion.
+pub const PER_MINION: usize = 16;
 
 #[derive(Debug, Default)]
 pub struct Outcome {
@@ -29,60 +34,177 @@ pub trait Progress: Send + Sync {
 pub struct Quiet;
 impl Progress for Quiet {}
 
-/// Runs the plan: all deletions first (they free ports and capacity), then all creations,
-/// whose containers get `env` (the services' variables) before their own.
+/// Runs the plan, minions in parallel; creations' containers get `env` (the services'
+/// variables) before their own. With a `deadline`, what has not finished by then fails with an
+/// error naming the call it waited on, and what has not started is not tried.
 pub async fn execute(
     plan: &Plan,
     minions: &HashMap<String, Arc<Minion>>,
     credentials: Credentials,
     env: &[String],
     progress: &dyn Progress,
+    deadline: Option<Instant>,
 ) -> Outcome {
     let env: Arc<Vec<String>> = Arc::new(env.to_vec());
     progress.started(plan.actions.len());
     let mut outcome = Outcome::default();
-    let (deletes, creates): (Vec<&Action>, Vec<&Action>) =
-        plan.actions.iter().partition(|a| a.is_deletion());
-    for batch in [deletes, creates] {
-        let limit = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
-        let mut tasks = tokio::task::JoinSet::new();
-        for action in batch {
-            let action = action.clone();
-            let (minion_name, _) = describe(&action);
-            let Some(minion) = minions.get(&minion_name).cloned() else {
+    let mut queues: BTreeMap<String, (Arc<Minion>, Vec<Action>)> = BTreeMap::new();
+    for action in &plan.actions {
+        let (minion_name, _) = describe(action);
+        match minions.get(&minion_name) {
+            Some(m) => queues
+                .entry(minion_name)
+                .or_insert_with(|| (m.clone(), Vec::new()))
+                .1
+                .push(action.clone()),
+            None => {
                 let e = MinionError::new(&minion_name, "?", "not a configured minion");
-                progress.finished(&action, Some(&e));
-                outcome.failed.push((action, e));
-                continue;
-            };
-            let (limit, credentials, env) = (limit.clone(), credentials.clone(), env.clone());
-            tasks.spawn(async move {
-                let _permit = limit.acquire_owned().await.expect("semaphore open");
-                let result = match &action {
-                    Action::DeletePod { id, legacy, .. } => minion.delete_pod(id, *legacy).await,
-                    Action::DeleteVolumes { volumes, .. } => minion.delete_volumes(volumes).await,
-                    Action::CreatePod { pod, .. } => {
-                        minion.create_pod(pod, &env, &*credentials).await
-                    }
-                };
-                (action, result)
-            });
-        }
-        while let Some(joined) = tasks.join_next().await {
-            match joined {
-                Ok((action, Ok(()))) => {
-                    progress.finished(&action, None);
-                    outcome.done.push(action)
-                }
-                Ok((action, Err(e))) => {
-                    progress.finished(&action, Some(&e));
-                    outcome.failed.push((action, e))
-                }
-                Err(e) => std::panic::resume_unwind(e.into_panic()),
+                progress.finished(action, Some(&e));
+                outcome.failed.push((action.clone(), e));
             }
         }
     }
+    let (sender, mut results) = tokio::sync::mpsc::unbounded_channel();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (_, (minion, mut actions)) in queues {
+        // A stable sort: deletions first, the plan's order otherwise.
+        actions.sort_by_key(|a| !a.is_deletion());
+        let (sender, credentials, env) = (sender.clone(), credentials.clone(), env.clone());
+        tasks.spawn(run_minion(
+            minion,
+            actions,
+            credentials,
+            env,
+            deadline,
+            sender,
+        ));
+    }
+    drop(sender);
+    while let Some((action, result)) = results.recv().await {
+        match result {
+            Ok(()) => {
+                progress.finished(&action, None);
+                outcome.done.push(action)
+            }
+            Err(e) => {
+                progress.finished(&action, Some(&e));
+                outcome.failed.push((action, e))
+            }
+        }
+    }
+    while let Some(joined) = tasks.join_next().await {
+        if let Err(e) = joined {
+            std::panic::resume_unwind(e.into_panic());
+        }
+    }
     outcome
+}
+
+type Finished = (Action, Result<(), MinionError>);
+
+/// One minion's actions, `PER_MINION` at a time: its deletions first; a creation waits for
+/// them only when it could need what they free on the engine (a host port, or its own pod id:
+/// an explicit pod replaced in place). Others start beside the deletions, so a rolling update's
+/// next replica does not wait for the old one's removal. (Capacity is the scheduler's account;
+/// Docker does not reserve it, so it needs no order here.)
+async fn run_minion(
+    minion: Arc<Minion>,
+    actions: Vec<Action>,
+    credentials: Credentials,
+    env: Arc<Vec<String>>,
+    deadline: Option<Instant>,
+    results: tokio::sync::mpsc::UnboundedSender<Finished>,
+) {
+    // The first call that timed out here: what the queued actions are not tried for.
+    let hung: Mutex<Option<MinionError>> = Mutex::new(None);
+    // Fair: permits go in the order asked, deletions first.
+    let limit = tokio::sync::Semaphore::new(PER_MINION);
+    let (deletes, creates): (Vec<Action>, Vec<Action>) =
+        actions.into_iter().partition(|a| a.is_deletion());
+    let freed: std::collections::BTreeSet<&str> = deletes
+        .iter()
+        .filter_map(|a| match a {
+            Action::DeletePod { id, .. } => Some(id.as_str()),
+            Action::DeleteVolumes { pod, .. } => Some(pod.as_str()),
+            Action::CreatePod { .. } => None,
+        })
+        .collect();
+    let (after, beside): (Vec<&Action>, Vec<&Action>) = creates.iter().partition(|a| match a {
+        Action::CreatePod { pod, .. } => {
+            freed.contains(pod.id.as_str())
+                || pod
+                    .manifest
+                    .containers
+                    .iter()
+                    .any(|c| c.ports.iter().any(|p| p.host_port.is_some()))
+        }
+        _ => true,
+    });
+    let run = |action: Action| {
+        let (minion, credentials, env, hung, limit) = (&minion, &credentials, &env, &hung, &limit);
+        async move {
+            let _permit = limit.acquire().await.expect("semaphore open");
+            run_action(minion, action, &**credentials, env, deadline, hung).await
+        }
+    };
+    let ordered = async {
+        let mut first: futures_util::stream::FuturesUnordered<_> =
+            deletes.iter().cloned().map(run).collect();
+        while let Some(finished) = first.next().await {
+            let _ = results.send(finished);
+        }
+        let mut then: futures_util::stream::FuturesUnordered<_> =
+            after.into_iter().cloned().map(run).collect();
+        while let Some(finished) = then.next().await {
+            let _ = results.send(finished);
+        }
+    };
+    let free = async {
+        let mut now: futures_util::stream::FuturesUnordered<_> =
+            beside.into_iter().cloned().map(run).collect();
+        while let Some(finished) = now.next().await {
+            let _ = results.send(finished);
+        }
+    };
+    futures_util::future::join(ordered, free).await;
+}
+
+async fn run_action(
+    minion: &Minion,
+    action: Action,
+    credentials: &(dyn Fn(&str) -> Option<crate::minion::Credentials> + Send + Sync),
+    env: &[String],
+    deadline: Option<Instant>,
+    hung: &Mutex<Option<MinionError>>,
+) -> Finished {
+    if let Some(first) = hung.lock().expect("hung").clone() {
+        let e = MinionError::hung(
+            &first.minion,
+            &first.address,
+            format!("not tried: {}", first.message),
+        );
+        return (action, Err(e));
+    }
+    let trace = Trace::default();
+    let work = trace.run(async {
+        match &action {
+            Action::DeletePod { id, legacy, .. } => minion.delete_pod(id, *legacy).await,
+            Action::DeleteVolumes { volumes, .. } => minion.delete_volumes(volumes).await,
+            Action::CreatePod { pod, .. } => minion.create_pod(pod, env, credentials).await,
+        }
+    });
+    let result = match deadline {
+        Some(d) => tokio::time::timeout_at(d.into(), work)
+            .await
+            .unwrap_or_else(|_| Err(minion.deadline_error(&trace))),
+        None => work.await,
+    };
+    if let Err(e) = &result {
+        if e.timed_out {
+            hung.lock().expect("hung").get_or_insert_with(|| e.clone());
+        }
+    }
+    (action, result)
 }
 
 /// The minion an action runs on, and a one-line description of it.

@@ -29,8 +29,12 @@ pub const LABEL_PROJECT: &str = "io.drover.project";
 
 pub const DEFAULT_DOCKER_SOCKET: &str = "/var/run/docker.sock";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Bollard's per-call timeout (seconds) for waiting on response headers.
-const CALL_TIMEOUT_SECS: u64 = 30;
+/// How long one Docker call may take before the minion counts as hung for it (`Minion::call`):
+/// a deadlocked engine costs each caller one of these, never more.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bollard's own limit on waiting for response headers: only a backstop for the few calls that
+/// do not go through `Minion::call` (log streams), so `call`'s clearer error comes first.
+const BOLLARD_TIMEOUT_SECS: u64 = 60;
 
 /// An error on one minion; always names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +42,9 @@ pub struct MinionError {
     pub minion: String,
     pub address: String,
     pub message: String,
+    /// The minion did not answer in time (a call timed out, or a deadline passed while waiting
+    /// on it): the executor tries nothing more there this round.
+    pub timed_out: bool,
 }
 
 impl MinionError {
@@ -46,7 +53,45 @@ impl MinionError {
             minion: minion.to_string(),
             address: address.to_string(),
             message: message.into(),
+            timed_out: false,
         }
+    }
+
+    /// The minion did not answer in time.
+    pub fn hung(minion: &str, address: &str, message: impl Into<String>) -> MinionError {
+        MinionError {
+            timed_out: true,
+            ..MinionError::new(minion, address, message)
+        }
+    }
+}
+
+tokio::task_local! {
+    static WAITING_ON: Trace;
+}
+
+/// What a task is waiting on: `Minion::call` notes each call it makes here, so whoever cuts
+/// the task off at a deadline (the executor, the observer) can say which call hung.
+#[derive(Clone, Default)]
+pub struct Trace(Arc<Mutex<Option<(String, std::time::Instant)>>>);
+
+impl Trace {
+    /// Runs `f` with its calls noted in this trace.
+    pub async fn run<F: std::future::Future>(&self, f: F) -> F::Output {
+        WAITING_ON.scope(self.clone(), f).await
+    }
+
+    /// The call in flight and how long it has waited.
+    pub fn waiting_on(&self) -> Option<(String, Duration)> {
+        let slot = self.0.lock().expect("trace");
+        slot.as_ref()
+            .map(|(what, since)| (what.clone(), since.elapsed()))
+    }
+
+    fn note(what: Option<&str>) {
+        let _ = WAITING_ON.try_with(|t| {
+            *t.0.lock().expect("trace") = what.map(|w| (w.to_string(), std::time::Instant::now()));
+        });
     }
 }
 
@@ -283,7 +328,7 @@ impl Minion {
             TransportSpec::Local => (
                 bollard::Docker::connect_with_unix(
                     &spec.docker_socket,
-                    CALL_TIMEOUT_SECS,
+                    BOLLARD_TIMEOUT_SECS,
                     bollard::API_DEFAULT_VERSION,
                 )
                 .map_err(|e| err(e.to_string()))?,
@@ -294,7 +339,7 @@ impl Minion {
                 let docker = transport::docker_over_ssh(
                     link.clone(),
                     &spec.docker_socket,
-                    CALL_TIMEOUT_SECS,
+                    BOLLARD_TIMEOUT_SECS,
                 )
                 .map_err(|e| err(e.to_string()))?;
                 (docker, Some(link))
@@ -316,6 +361,18 @@ impl Minion {
 
     pub fn docker(&self) -> &bollard::Docker {
         &self.docker
+    }
+
+    /// The error for a task cut off at a deadline: the call it was waiting on, if any.
+    pub fn deadline_error(&self, trace: &Trace) -> MinionError {
+        let message = match trace.waiting_on() {
+            Some((what, waited)) => format!(
+                "no answer in {:.1} s to {what}; the deadline passed",
+                waited.as_secs_f64()
+            ),
+            None => "not tried: the deadline passed".to_string(),
+        };
+        MinionError::hung(&self.spec.name, &self.spec.address, message)
     }
 
     pub fn health(&self) -> Health {

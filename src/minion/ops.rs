@@ -42,16 +42,50 @@ pub struct LogQuery {
     pub until: Option<i32>,
 }
 
+/// How long an image pull or import may take.
+const TRANSFER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// A container id as people read it (names pass unchanged).
+fn short(id: &str) -> &str {
+    if id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        &id[..12]
+    } else {
+        id
+    }
+}
+
 /// Registry credentials for pulls.
 pub type Credentials = bollard::auth::DockerCredentials;
 
 impl Minion {
+    /// One Docker call, `what` naming it in errors: bounded by `CALL_TIMEOUT`, noted in the
+    /// task's `Trace` while in flight, its outcome recorded in the minion's health.
     pub(crate) async fn call<T>(
         &self,
+        what: &str,
         f: impl std::future::Future<Output = Result<T, bollard::errors::Error>>,
     ) -> Result<T, MinionError> {
+        self.call_within(what, super::CALL_TIMEOUT, f).await
+    }
+
+    /// `call` with its own limit (transfers of images take longer than a call).
+    pub(crate) async fn call_within<T>(
+        &self,
+        what: &str,
+        limit: std::time::Duration,
+        f: impl std::future::Future<Output = Result<T, bollard::errors::Error>>,
+    ) -> Result<T, MinionError> {
+        super::Trace::note(Some(what));
         let started = std::time::Instant::now();
-        let result = f.await.map_err(|e| self.error(e));
+        let result = match tokio::time::timeout(limit, f).await {
+            Ok(r) => r.map_err(|e| self.error(e)),
+            Err(_) => Err(MinionError::hung(
+                &self.spec.name,
+                &self.spec.address,
+                format!("no answer in {} s to {what}", limit.as_secs()),
+            )),
+        };
+        super::Trace::note(None);
         crate::metrics::global().minion_call(
             self.name(),
             "docker",
@@ -63,11 +97,11 @@ impl Minion {
     }
 
     pub async fn ping(&self) -> Result<(), MinionError> {
-        self.call(self.docker().ping()).await.map(|_| ())
+        self.call("ping", self.docker().ping()).await.map(|_| ())
     }
 
     pub async fn version(&self) -> Result<String, MinionError> {
-        let v = self.call(self.docker().version()).await?;
+        let v = self.call("version", self.docker().version()).await?;
         Ok(v.version.unwrap_or_default())
     }
 
@@ -81,7 +115,7 @@ impl Minion {
         if let Some(known) = *self.docker_capacity.lock().expect("capacity") {
             return Ok(known);
         }
-        let info = self.call(self.docker().info()).await?;
+        let info = self.call("info", self.docker().info()).await?;
         let capacity = Capacity {
             cpu: configured.cpu.or(info.ncpu.map(|n| n as u64 * 1000)),
             memory: configured.memory.or(info.mem_total.map(|m| m as u64)),
@@ -104,8 +138,11 @@ impl Minion {
             .all(true)
             .filters(&filters)
             .build();
-        self.call(self.docker().list_containers(Some(options)))
-            .await
+        self.call(
+            "list containers",
+            self.docker().list_containers(Some(options)),
+        )
+        .await
     }
 
     /// Every container drover manages on this minion.
@@ -125,19 +162,29 @@ impl Minion {
             .insert(LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string());
         let options = CreateContainerOptionsBuilder::new().name(name).build();
         let created = self
-            .call(self.docker().create_container(Some(options), body))
+            .call(
+                &format!("create container {name}"),
+                self.docker().create_container(Some(options), body),
+            )
             .await?;
         Ok(created.id)
     }
 
     pub async fn start_container(&self, id: &str) -> Result<(), MinionError> {
-        self.call(self.docker().start_container(id, None)).await
+        self.call(
+            &format!("start container {}", short(id)),
+            self.docker().start_container(id, None),
+        )
+        .await
     }
 
     pub async fn stop_container(&self, id: &str, grace_seconds: i32) -> Result<(), MinionError> {
         let options = StopContainerOptionsBuilder::new().t(grace_seconds).build();
-        self.call(self.docker().stop_container(id, Some(options)))
-            .await
+        self.call(
+            &format!("stop container {}", short(id)),
+            self.docker().stop_container(id, Some(options)),
+        )
+        .await
     }
 
     /// Removes a container and its anonymous volumes.
@@ -146,8 +193,11 @@ impl Minion {
             .force(true)
             .v(true)
             .build();
-        self.call(self.docker().remove_container(id, Some(options)))
-            .await
+        self.call(
+            &format!("remove container {}", short(id)),
+            self.docker().remove_container(id, Some(options)),
+        )
+        .await
     }
 
     /// Restarts a container (a failed liveness probe), giving it `grace_seconds` to stop.
@@ -155,13 +205,17 @@ impl Minion {
         let options = bollard::query_parameters::RestartContainerOptionsBuilder::new()
             .t(grace_seconds)
             .build();
-        self.call(self.docker().restart_container(id, Some(options)))
-            .await
+        self.call(
+            &format!("restart container {}", short(id)),
+            self.docker().restart_container(id, Some(options)),
+        )
+        .await
     }
 
     /// Kills a container (a failed liveness probe under restart policy never).
     pub async fn kill_container(&self, id: &str) -> Result<(), MinionError> {
         self.call(
+            &format!("kill container {}", short(id)),
             self.docker()
                 .kill_container(id, None::<bollard::query_parameters::KillContainerOptions>),
         )
@@ -195,24 +249,25 @@ impl Minion {
         &self,
         id: &str,
     ) -> Result<ContainerInspectResponse, MinionError> {
-        self.call(self.docker().inspect_container(id, None)).await
+        self.call(
+            &format!("inspect container {}", short(id)),
+            self.docker().inspect_container(id, None),
+        )
+        .await
     }
 
     pub async fn image_present(&self, image: &str) -> Result<bool, MinionError> {
-        match self.docker().inspect_image(image).await {
-            Ok(_) => {
-                self.observe::<()>(&Ok(()));
-                Ok(true)
+        self.call(&format!("inspect image {image}"), async {
+            match self.docker().inspect_image(image).await {
+                Ok(_) => Ok(true),
+                // Absent is an answer, not a failure of the minion.
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => Ok(false),
+                Err(e) => Err(e),
             }
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => Ok(false),
-            Err(e) => {
-                let e = self.error(e);
-                self.observe::<()>(&Err(e.clone()));
-                Err(e)
-            }
-        }
+        })
+        .await
     }
 
     /// Pulls an image from its registry, with credentials when given.
@@ -224,12 +279,16 @@ impl Minion {
         let options = CreateImageOptionsBuilder::new().from_image(image).build();
         let stream = self.docker().create_image(Some(options), None, credentials);
         // Said as a pull failure whatever Docker's words, so it backs off as one.
-        self.call(stream.try_for_each(|_| async { Ok(()) }))
-            .await
-            .map_err(|mut e| {
-                e.message = format!("cannot pull image {image}: {}", e.message);
-                e
-            })
+        self.call_within(
+            &format!("pull image {image}"),
+            TRANSFER_TIMEOUT,
+            stream.try_for_each(|_| async { Ok(()) }),
+        )
+        .await
+        .map_err(|mut e| {
+            e.message = format!("cannot pull image {image}: {}", e.message);
+            e
+        })
     }
 
     /// Imports a root filesystem tar (as `docker import`) under `repo:tag`.
@@ -246,7 +305,12 @@ impl Minion {
             .build();
         let body = bollard::body_full(tar.into());
         let stream = self.docker().create_image(Some(options), Some(body), None);
-        self.call(stream.try_for_each(|_| async { Ok(()) })).await
+        self.call_within(
+            &format!("import image {repo}:{tag}"),
+            TRANSFER_TIMEOUT,
+            stream.try_for_each(|_| async { Ok(()) }),
+        )
+        .await
     }
 
     /// A container's output, stdout and stderr, optionally following it.
@@ -308,21 +372,31 @@ impl Minion {
             tty: Some(tty),
             ..Default::default()
         };
-        let exec = self.call(self.docker().create_exec(id, config)).await?;
+        let exec = self
+            .call(
+                &format!("create exec in {}", short(id)),
+                self.docker().create_exec(id, config),
+            )
+            .await?;
         let options = bollard::exec::StartExecOptions {
             detach: false,
             tty,
             output_capacity: None,
         };
         let started = self
-            .call(self.docker().start_exec(&exec.id, Some(options)))
+            .call(
+                "start exec",
+                self.docker().start_exec(&exec.id, Some(options)),
+            )
             .await?;
         Ok((exec.id, started))
     }
 
     /// The exit code of a finished exec.
     pub async fn exec_exit_code(&self, exec_id: &str) -> Result<Option<i64>, MinionError> {
-        let inspected = self.call(self.docker().inspect_exec(exec_id)).await?;
+        let inspected = self
+            .call("inspect exec", self.docker().inspect_exec(exec_id))
+            .await?;
         Ok(inspected.exit_code)
     }
 
@@ -334,8 +408,12 @@ impl Minion {
             attach_stderr: Some(true),
             ..Default::default()
         };
-        let exec = self.call(self.docker().create_exec(id, config)).await?;
-        let started = self.call(self.docker().start_exec(&exec.id, None)).await?;
+        let exec = self
+            .call("create exec", self.docker().create_exec(id, config))
+            .await?;
+        let started = self
+            .call("start exec", self.docker().start_exec(&exec.id, None))
+            .await?;
         let mut output = String::new();
         if let bollard::exec::StartExecResults::Attached {
             output: mut stream, ..
@@ -345,7 +423,9 @@ impl Minion {
                 output.push_str(&chunk.map_err(|e| self.error(e))?.to_string());
             }
         }
-        let inspected = self.call(self.docker().inspect_exec(&exec.id)).await?;
+        let inspected = self
+            .call("inspect exec", self.docker().inspect_exec(&exec.id))
+            .await?;
         Ok((inspected.exit_code.unwrap_or(-1), output))
     }
 

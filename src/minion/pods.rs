@@ -78,6 +78,11 @@ fn is_running(c: &bollard::models::ContainerSummary) -> bool {
     )
 }
 
+/// Docker's answer to a create whose image it does not hold.
+fn is_no_such_image(e: &MinionError) -> bool {
+    e.message.contains("No such image")
+}
+
 fn is_not_found(e: &MinionError) -> bool {
     e.message.contains("404") || e.message.contains("No such")
 }
@@ -123,10 +128,6 @@ impl Minion {
         env: &[String],
         credentials: &(dyn Fn(&str) -> Option<super::Credentials> + Send + Sync),
     ) -> Result<(), MinionError> {
-        self.ensure_image(pause::IMAGE, None).await?;
-        for c in &pod.manifest.containers {
-            self.ensure_image(&c.image, credentials(&c.image)).await?;
-        }
         let request = serde_json::to_string(&RequestLabel::of(&pod.request())).expect("serialises");
         let labels = |container: &str| -> HashMap<String, String> {
             let mut l: HashMap<String, String> = pod
@@ -196,6 +197,11 @@ impl Minion {
             exposed_ports: Some(bindings.keys().cloned().collect()),
             host_config: Some(HostConfig {
                 port_bindings: Some(bindings),
+                // The pause program writes nothing: no log file, no log copier.
+                log_config: Some(bollard::models::HostConfigLogConfig {
+                    typ: Some("none".into()),
+                    config: None,
+                }),
                 restart_policy: Some(bollard::models::RestartPolicy {
                     name: Some(RestartPolicyNameEnum::ALWAYS),
                     maximum_retry_count: None,
@@ -204,8 +210,8 @@ impl Minion {
             }),
             ..Default::default()
         };
-        let infra_id = self.create_or_find(&infra_name, infra).await?;
-        self.start_container(&infra_id)
+        let infra_id = self.create_or_find(&infra_name, infra, None).await?;
+        self.start_container(&infra_name)
             .await
             .or_else(already_started)?;
 
@@ -263,20 +269,32 @@ impl Minion {
                 }),
                 ..Default::default()
             };
-            let id = self
-                .create_or_find(&container_name(project, &pod.id, &c.name), body)
+            let name = container_name(project, &pod.id, &c.name);
+            self.create_or_find(&name, body, credentials(&c.image))
                 .await?;
-            self.start_container(&id).await.or_else(already_started)?;
+            self.start_container(&name).await.or_else(already_started)?;
         }
         Ok(())
     }
 
+    /// Creates a container, its image made present first only when Docker says it is missing
+    /// (one call per container in the common case, as `docker run` does), or finds the one an
+    /// earlier run made.
     async fn create_or_find(
         &self,
         name: &str,
         body: ContainerCreateBody,
+        credentials: Option<super::Credentials>,
     ) -> Result<String, MinionError> {
-        match self.create_container(name, body).await {
+        let created = match self.create_container(name, body.clone()).await {
+            Err(e) if is_no_such_image(&e) => {
+                let image = body.image.as_deref().unwrap_or_default();
+                self.ensure_image(image, credentials).await?;
+                self.create_container(name, body).await
+            }
+            other => other,
+        };
+        match created {
             Ok(id) => Ok(id),
             // Made by an earlier, interrupted run: use it rather than make a second one.
             Err(e) if is_conflict(&e) => Ok(self
@@ -303,7 +321,11 @@ impl Minion {
             labels: Some(labels),
             ..Default::default()
         };
-        self.call(self.docker().create_volume(options)).await?;
+        self.call(
+            &format!("create volume {name}"),
+            self.docker().create_volume(options),
+        )
+        .await?;
         Ok(())
     }
 
@@ -323,7 +345,9 @@ impl Minion {
         let options = bollard::query_parameters::ListVolumesOptionsBuilder::new()
             .filters(&filters)
             .build();
-        let listed = self.call(self.docker().list_volumes(Some(options))).await?;
+        let listed = self
+            .call("list volumes", self.docker().list_volumes(Some(options)))
+            .await?;
         Ok(listed
             .volumes
             .unwrap_or_default()
@@ -338,6 +362,7 @@ impl Minion {
         for name in names {
             let removed = self
                 .call(
+                    &format!("remove volume {name}"),
                     self.docker().remove_volume(
                         name,
                         None::<bollard::query_parameters::RemoveVolumeOptions>,
@@ -371,11 +396,25 @@ impl Minion {
                 }
             }
         }
+        // Volumes go with the pod; a pod none of whose containers mounts one of its own needs
+        // no look (one left by a crash between making a volume and its container is removed
+        // by the next round's `leftover_volumes`).
+        let prefix = volume_name(&self.spec.project, pod_id, "");
+        let mounts_own = listed.iter().filter(ours).any(|c| {
+            c.mounts
+                .iter()
+                .flatten()
+                .any(|m| m.name.as_deref().is_some_and(|n| n.starts_with(&prefix)))
+        });
+        if !legacy && !mounts_own {
+            return Ok(());
+        }
         let volumes: Vec<String> = if legacy {
             // Made implicitly by Docker (no labels), named after the pod.
             let prefix = format!("drover_{pod_id}_");
             let listed = self
                 .call(
+                    "list volumes",
                     self.docker()
                         .list_volumes(None::<bollard::query_parameters::ListVolumesOptions>),
                 )

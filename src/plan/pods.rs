@@ -509,6 +509,11 @@ pub fn plan_with(
             for p in new.iter().take(surplus - from_old) {
                 deletes.push((p, format!("scaled down to {replicas}")));
             }
+            // Back at the count with every new replica running and old ones left: the next
+            // surge of one goes in the same round (deletions run first), not a round later.
+            if all_new_running && total - surplus == replicas && old.len() > from_old {
+                creates.extend(spec(1));
+            }
         }
     }
 

@@ -83,15 +83,39 @@ pub async fn observe(
     Result<MinionObservation, MinionError>,
     crate::model::Capacity,
 )> {
+    observe_by(minions, adoptable, None).await
+}
+
+/// `observe`, a minion that has not answered by `deadline` counted as unobserved (its error
+/// names the call it waited on).
+pub async fn observe_by(
+    minions: &[Arc<Minion>],
+    adoptable: &Adoptable,
+    deadline: Option<Instant>,
+) -> Vec<(
+    Arc<Minion>,
+    Result<MinionObservation, MinionError>,
+    crate::model::Capacity,
+)> {
     futures_util::future::join_all(minions.iter().map(|m| async move {
         let name = m.spec.name.clone();
         let adopt = move |pod: &str| adoptable.contains(&(pod.to_string(), name.clone()));
-        let seen = m.observe_project(&adopt).await;
-        let capacity = match &seen {
-            Ok(_) => m.capacity().await.unwrap_or(m.spec.capacity),
-            Err(_) => m.spec.capacity,
+        let trace = crate::minion::Trace::default();
+        let look = trace.run(async {
+            let seen = m.observe_project(&adopt).await?;
+            let capacity = m.capacity().await.unwrap_or(m.spec.capacity);
+            Ok((seen, capacity))
+        });
+        let seen = match deadline {
+            Some(d) => tokio::time::timeout_at(d.into(), look)
+                .await
+                .unwrap_or_else(|_| Err(m.deadline_error(&trace))),
+            None => look.await,
         };
-        (m.clone(), seen, capacity)
+        match seen {
+            Ok((seen, capacity)) => (m.clone(), Ok(seen), capacity),
+            Err(e) => (m.clone(), Err(e), m.spec.capacity),
+        }
     }))
     .await
 }
@@ -148,6 +172,9 @@ pub struct Reconciler {
     /// (the daemon): a pod with a probe not passed is not ready, so a rollout waits for it.
     pub probes_passed: Option<BTreeSet<(String, String, String)>>,
     pub progress: Arc<dyn Progress>,
+    /// When the round must be over (`apply --timeout`): a minion that has not answered by then
+    /// is unobserved, and actions not finished by then fail naming the call they waited on.
+    pub deadline: Option<Instant>,
     /// Set while this process holds the store lock: then no other drover makes pods, so a
     /// container created and never started is a leftover of a killed one (`fail_half_made`).
     pub sole_writer: bool,
@@ -179,6 +206,7 @@ impl Reconciler {
             progress: Arc::new(Quiet),
             sole_writer: false,
             backoff: Default::default(),
+            deadline: None,
         }
     }
 
@@ -206,7 +234,7 @@ impl Reconciler {
     /// minion could not be observed.
     pub async fn prepare(&mut self, desired: &DesiredState, strict: bool) -> (Round, Option<Plan>) {
         let now = Instant::now();
-        let observed = observe(&self.minions, &self.adoptable).await;
+        let observed = observe_by(&self.minions, &self.adoptable, self.deadline).await;
         let mut round = Round::default();
         let (mut pods, mut views, mut volumes) = (Vec::new(), Vec::new(), Vec::new());
         for (m, result, capacity) in observed {
@@ -330,6 +358,7 @@ impl Reconciler {
                 self.credentials.clone(),
                 &env,
                 &*self.progress,
+                self.deadline,
             )
             .await;
             round.done = outcome.done;

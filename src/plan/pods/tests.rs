@@ -233,6 +233,8 @@ fn a_changed_template_rolls_out_one_pod_at_a_time_without_dropping_below_replica
     }
     assert_eq!(w.pods.len(), 3);
     assert!(w.pods.iter().all(|p| p.template_hash == new_hash));
+    // The round that removes an old replica adds the next new one: replicas + 1 rounds.
+    assert_eq!(steps, 4);
 }
 
 #[test]
