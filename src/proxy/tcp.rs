@@ -5,11 +5,12 @@
 
 use super::{closed_after_grace, forward, ActiveGuard, Service, Shared};
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::unix::AsyncFd;
+use tokio::net::{TcpSocket, TcpStream};
 
 /// Pending connections the kernel may hold for us, while every permit is taken or between
 /// accepts. Linux caps it at `net.core.somaxconn`.
@@ -56,14 +57,18 @@ fn set_nodelay(listener: &std::net::TcpListener) -> std::io::Result<()> {
 }
 
 /// Accepts on event-loop thread `me` until aborted.
+///
+/// Accepted sockets are registered with an event loop only once their thread is chosen (in
+/// their task, on that thread), so a connection handed to another thread costs a wake-up of
+/// that thread and no epoll deregistration.
 pub(super) async fn accept_loop(
-    listener: TcpListener,
+    listener: AsyncFd<std::net::TcpListener>,
     service: Arc<Service>,
     shared: Arc<Shared>,
     me: usize,
 ) {
     loop {
-        let (client, peer) = match listener.accept().await {
+        let (client, peer) = match accept(&listener).await {
             Ok(accepted) => accepted,
             // Out of descriptors or memory: give the system a moment instead of spinning.
             Err(_) => {
@@ -81,27 +86,96 @@ pub(super) async fn accept_loop(
         let (service, shared2) = (service.clone(), shared.clone());
         let thread = shared.thread_for_new_connection(me);
         shared.load[thread].fetch_add(1, Ordering::Relaxed);
-        if thread == me {
-            tokio::spawn(async move {
+        let task = async move {
+            // Registers with the event loop of the thread this runs on.
+            if let Ok(client) = TcpStream::from_std(client) {
                 serve(client, peer, service, &shared2).await;
-                shared2.load[thread].fetch_sub(1, Ordering::Relaxed);
-                drop(permit);
-            });
+            }
+            shared2.load[thread].fetch_sub(1, Ordering::Relaxed);
+            drop(permit);
+        };
+        if thread == me {
+            tokio::spawn(task);
         } else {
-            // Moved: its readiness must come from the other thread's reactor, or every event
-            // would hop threads. Costs an epoll deregistration and registration, once.
-            let Ok(client) = client.into_std() else {
-                shared.load[thread].fetch_sub(1, Ordering::Relaxed);
-                continue;
-            };
-            shared.loops[thread].spawn(async move {
-                if let Ok(client) = TcpStream::from_std(client) {
-                    serve(client, peer, service, &shared2).await;
-                }
-                shared2.load[thread].fetch_sub(1, Ordering::Relaxed);
-                drop(permit);
-            });
+            shared.loops[thread].spawn(task);
         }
+    }
+}
+
+/// Accepts one connection: a non-blocking socket not registered with any event loop yet.
+async fn accept(
+    listener: &AsyncFd<std::net::TcpListener>,
+) -> std::io::Result<(std::net::TcpStream, SocketAddr)> {
+    loop {
+        let mut ready = listener.readable().await?;
+        // WouldBlock clears the readiness and waits again.
+        if let Ok(accepted) = ready.try_io(|l| accept_nonblocking(l.get_ref())) {
+            return accepted;
+        }
+    }
+}
+
+/// accept4(2) with the new socket non-blocking and close-on-exec in the same call (std's
+/// accept would need one more syscall to make it non-blocking).
+#[cfg(target_os = "linux")]
+fn accept_nonblocking(
+    listener: &std::net::TcpListener,
+) -> std::io::Result<(std::net::TcpStream, SocketAddr)> {
+    // SAFETY: all-zero bytes are a valid sockaddr_storage.
+    let mut raw: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: `raw` is valid for writes of `len` bytes; the descriptor is open.
+    let fd = unsafe {
+        libc::accept4(
+            listener.as_raw_fd(),
+            (&mut raw as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: accept4 returned a new descriptor that nobody else owns.
+    let stream = unsafe { std::net::TcpStream::from_raw_fd(fd) };
+    let peer = socket_addr(&raw).ok_or_else(|| std::io::Error::other("unknown address family"))?;
+    Ok((stream, peer))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn accept_nonblocking(
+    listener: &std::net::TcpListener,
+) -> std::io::Result<(std::net::TcpStream, SocketAddr)> {
+    let (stream, peer) = listener.accept()?;
+    stream.set_nonblocking(true)?;
+    Ok((stream, peer))
+}
+
+/// The address in a C socket address filled by the kernel.
+#[cfg(target_os = "linux")]
+fn socket_addr(raw: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    let raw: *const libc::sockaddr_storage = raw;
+    match libc::c_int::from(unsafe { (*raw).ss_family }) {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in, which it is large and
+            // aligned enough for.
+            let a = unsafe { &*raw.cast::<libc::sockaddr_in>() };
+            Some(SocketAddr::new(
+                std::net::Ipv4Addr::from(a.sin_addr.s_addr.to_ne_bytes()).into(),
+                u16::from_be(a.sin_port),
+            ))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: as above, for sockaddr_in6.
+            let a = unsafe { &*raw.cast::<libc::sockaddr_in6>() };
+            Some(SocketAddr::V6(std::net::SocketAddrV6::new(
+                a.sin6_addr.s6_addr.into(),
+                u16::from_be(a.sin6_port),
+                a.sin6_flowinfo,
+                a.sin6_scope_id,
+            )))
+        }
+        _ => None,
     }
 }
 
@@ -134,19 +208,143 @@ async fn connect(
     let mut tried: Vec<SocketAddr> = Vec::new();
     loop {
         let (addr, endpoint, was_dead) = service.pick(peer.ip(), &tried)?;
-        let attempt = tokio::time::timeout(shared.limits.connect_timeout, TcpStream::connect(addr));
-        match attempt.await {
-            Ok(Ok(upstream)) => {
-                let _ = upstream.set_nodelay(true);
+        match connect_to(addr, shared.limits.connect_timeout).await {
+            Ok(upstream) => {
                 if was_dead {
                     service.connect_succeeded(addr);
                 }
                 return Some((upstream, endpoint));
             }
-            _ => {
+            Err(_) => {
                 service.connect_failed(addr, &endpoint);
                 tried.push(addr);
             }
         }
     }
+}
+
+/// Connects to `addr`, giving up after `limit`, with TCP_NODELAY set.
+///
+/// On loopback (and often on a LAN) the handshake has finished by the time a non-blocking
+/// connect(2) returns, so the socket's state is read at once: one getsockopt, as many
+/// syscalls as the error check after waiting would cost, but no wait for the event loop's next
+/// turn and no timer (whose insertion also wakes the event loop through its eventfd). Only a
+/// handshake still under way waits for writability, under the timeout.
+async fn connect_to(addr: SocketAddr, limit: Duration) -> std::io::Result<TcpStream> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // Before the connect, so it is in force from the first segment.
+    socket.set_nodelay(true)?;
+    let (raw, len) = raw_sockaddr(addr);
+    // SAFETY: `raw` holds a valid socket address of `len` bytes; the descriptor is open.
+    let r = unsafe {
+        libc::connect(
+            socket.as_raw_fd(),
+            (&raw as *const libc::sockaddr_storage).cast(),
+            len,
+        )
+    };
+    if r != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINPROGRESS) {
+            return Err(e);
+        }
+    }
+    // SAFETY: the descriptor came from `socket`, which gives up its ownership here.
+    let std = unsafe { std::net::TcpStream::from_raw_fd(socket.into_raw_fd()) };
+    let stream = TcpStream::from_std(std)?;
+    match tcp_state(&stream)? {
+        TCP_ESTABLISHED => return Ok(stream),
+        // Refused (or reset) already: the error says why.
+        TCP_CLOSE => {
+            return Err(stream
+                .take_error()?
+                .unwrap_or_else(|| std::io::ErrorKind::ConnectionRefused.into()))
+        }
+        _ => {}
+    }
+    let wait = async {
+        stream.writable().await?;
+        match stream.take_error()? {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    };
+    match tokio::time::timeout(limit, wait).await {
+        Ok(Ok(())) => Ok(stream),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+    }
+}
+
+/// Two of the kernel's TCP states (include/net/tcp_states.h), as `tcp_info` reports them.
+const TCP_ESTABLISHED: u8 = 1;
+const TCP_CLOSE: u8 = 7;
+
+/// The kernel's TCP state of `stream`: the first byte of `struct tcp_info`, the only one asked
+/// for (the kernel copies no more than asked).
+#[cfg(target_os = "linux")]
+fn tcp_state(stream: &TcpStream) -> std::io::Result<u8> {
+    let mut state: u8 = 0;
+    let mut len: libc::socklen_t = 1;
+    // SAFETY: `state` is valid for writes of `len` bytes; the descriptor is open.
+    let r = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut state as *mut u8).cast(),
+            &mut len,
+        )
+    };
+    if r == 0 {
+        Ok(state)
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Elsewhere the state is not read: every connect waits for writability.
+#[cfg(not(target_os = "linux"))]
+fn tcp_state(_: &TcpStream) -> std::io::Result<u8> {
+    Ok(0)
+}
+
+/// `addr` as the C socket address connect(2) takes.
+fn raw_sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: all-zero bytes are a valid sockaddr_storage.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than, and aligned for, sockaddr_in.
+            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin) };
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: sockaddr_storage is larger than, and aligned for, sockaddr_in6.
+            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin6) };
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, len as libc::socklen_t)
 }
