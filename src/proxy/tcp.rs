@@ -5,12 +5,12 @@
 
 use super::{closed_after_grace, forward, ActiveGuard, Service, Shared};
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::unix::AsyncFd;
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 
 /// Pending connections the kernel may hold for us, while every permit is taken or between
 /// accepts. Linux caps it at `net.core.somaxconn`.
@@ -208,143 +208,19 @@ async fn connect(
     let mut tried: Vec<SocketAddr> = Vec::new();
     loop {
         let (addr, endpoint, was_dead) = service.pick(peer.ip(), &tried)?;
-        match connect_to(addr, shared.limits.connect_timeout).await {
-            Ok(upstream) => {
+        let attempt = tokio::time::timeout(shared.limits.connect_timeout, TcpStream::connect(addr));
+        match attempt.await {
+            Ok(Ok(upstream)) => {
+                let _ = upstream.set_nodelay(true);
                 if was_dead {
                     service.connect_succeeded(addr);
                 }
                 return Some((upstream, endpoint));
             }
-            Err(_) => {
+            _ => {
                 service.connect_failed(addr, &endpoint);
                 tried.push(addr);
             }
         }
     }
-}
-
-/// Connects to `addr`, giving up after `limit`, with TCP_NODELAY set.
-///
-/// On loopback (and often on a LAN) the handshake has finished by the time a non-blocking
-/// connect(2) returns, so the socket's state is read at once: one getsockopt, as many
-/// syscalls as the error check after waiting would cost, but no wait for the event loop's next
-/// turn and no timer (whose insertion also wakes the event loop through its eventfd). Only a
-/// handshake still under way waits for writability, under the timeout.
-async fn connect_to(addr: SocketAddr, limit: Duration) -> std::io::Result<TcpStream> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    // Before the connect, so it is in force from the first segment.
-    socket.set_nodelay(true)?;
-    let (raw, len) = raw_sockaddr(addr);
-    // SAFETY: `raw` holds a valid socket address of `len` bytes; the descriptor is open.
-    let r = unsafe {
-        libc::connect(
-            socket.as_raw_fd(),
-            (&raw as *const libc::sockaddr_storage).cast(),
-            len,
-        )
-    };
-    if r != 0 {
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EINPROGRESS) {
-            return Err(e);
-        }
-    }
-    // SAFETY: the descriptor came from `socket`, which gives up its ownership here.
-    let std = unsafe { std::net::TcpStream::from_raw_fd(socket.into_raw_fd()) };
-    let stream = TcpStream::from_std(std)?;
-    match tcp_state(&stream)? {
-        TCP_ESTABLISHED => return Ok(stream),
-        // Refused (or reset) already: the error says why.
-        TCP_CLOSE => {
-            return Err(stream
-                .take_error()?
-                .unwrap_or_else(|| std::io::ErrorKind::ConnectionRefused.into()))
-        }
-        _ => {}
-    }
-    let wait = async {
-        stream.writable().await?;
-        match stream.take_error()? {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
-    };
-    match tokio::time::timeout(limit, wait).await {
-        Ok(Ok(())) => Ok(stream),
-        Ok(Err(e)) => Err(e),
-        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
-    }
-}
-
-/// Two of the kernel's TCP states (include/net/tcp_states.h), as `tcp_info` reports them.
-const TCP_ESTABLISHED: u8 = 1;
-const TCP_CLOSE: u8 = 7;
-
-/// The kernel's TCP state of `stream`: the first byte of `struct tcp_info`, the only one asked
-/// for (the kernel copies no more than asked).
-#[cfg(target_os = "linux")]
-fn tcp_state(stream: &TcpStream) -> std::io::Result<u8> {
-    let mut state: u8 = 0;
-    let mut len: libc::socklen_t = 1;
-    // SAFETY: `state` is valid for writes of `len` bytes; the descriptor is open.
-    let r = unsafe {
-        libc::getsockopt(
-            stream.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            (&mut state as *mut u8).cast(),
-            &mut len,
-        )
-    };
-    if r == 0 {
-        Ok(state)
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
-/// Elsewhere the state is not read: every connect waits for writability.
-#[cfg(not(target_os = "linux"))]
-fn tcp_state(_: &TcpStream) -> std::io::Result<u8> {
-    Ok(0)
-}
-
-/// `addr` as the C socket address connect(2) takes.
-fn raw_sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
-    // SAFETY: all-zero bytes are a valid sockaddr_storage.
-    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let len = match addr {
-        SocketAddr::V4(a) => {
-            let sin = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: a.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from_ne_bytes(a.ip().octets()),
-                },
-                sin_zero: [0; 8],
-            };
-            // SAFETY: sockaddr_storage is larger than, and aligned for, sockaddr_in.
-            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin) };
-            std::mem::size_of::<libc::sockaddr_in>()
-        }
-        SocketAddr::V6(a) => {
-            let sin6 = libc::sockaddr_in6 {
-                sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                sin6_port: a.port().to_be(),
-                sin6_flowinfo: a.flowinfo(),
-                sin6_addr: libc::in6_addr {
-                    s6_addr: a.ip().octets(),
-                },
-                sin6_scope_id: a.scope_id(),
-            };
-            // SAFETY: sockaddr_storage is larger than, and aligned for, sockaddr_in6.
-            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin6) };
-            std::mem::size_of::<libc::sockaddr_in6>()
-        }
-    };
-    (storage, len as libc::socklen_t)
 }
