@@ -53,7 +53,8 @@ pub struct Limits {
     pub forwarding: Forwarding,
     /// Event-loop threads. Each runs its own single-threaded tokio runtime and accepts from
     /// every TCP listener; a connection lives on one thread (the accepting one, unless another
-    /// carries fewer connections): no hand-offs between threads per event (HAProxy's model).
+    /// carries clearly fewer connections): no hand-offs between threads per event (HAProxy's
+    /// model).
     /// UDP services run on the first thread. Default: one per CPU, at most 8.
     pub threads: usize,
 }
