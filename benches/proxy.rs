@@ -10,15 +10,24 @@
 //! - Throughput: one 1 GiB transfer from a backend that writes 1 GiB and closes, read here,
 //!   directly and through each proxy.
 //!
-//! Each proxy's CPU time per request is printed too: on a machine shared with other work the
-//! request rates are noisy, the CPU a proxy spends per request much less so.
-//! The targets are measured in alternating rounds so all see the same machine; every figure is
-//! printed with its spread (min..max over rounds) and the median's ratio against direct.
+//! Fairness on a small shared machine: the targets are measured in alternating rounds (the
+//! order rotates each round) so all see the same machine; every figure is printed as the median
+//! over rounds with its spread (min..max) and its ratio against direct measured in the same
+//! rounds, and drover against HAProxy as the median of per-round ratios (each round's pair ran
+//! back to back). wrk, the backends and both proxies get the same settings and none is pinned:
+//! each proxy runs 2 event-loop threads (drover: one per CPU; HAProxy: `nbthread 2`, its
+//! default on 2 CPUs, written out), all float over the same CPUs.
+//! HAProxy runs as a user would configure a plain TCP round robin: `mode tcp`, `balance
+//! roundrobin`, default buffers (16 KiB, drover's copy buffer too), no `option splice-auto`
+//! (not a default; DROVER_BENCH_HAPROXY_SPLICE=1 adds it).
+//! CPU time per request is printed for the proxy, wrk and the backends: on a shared machine the
+//! request rates are noisy, the CPU spent per request much less so, and it bounds what any proxy
+//! can reach on this machine (printed as the ceiling for a proxy costing that much).
 //! Why not busybox httpd as the backend: it forks a process per connection and has no
 //! keep-alive, so it, not the proxy, would be measured; one reference row shows its rate.
 //!
 //! Needs the Debian packages `wrk` and `haproxy` (skips with a message without them).
-//! Run: `cargo bench --bench proxy`. Knobs: DROVER_BENCH_ROUNDS (3), DROVER_BENCH_SECS (5),
+//! Run: `cargo bench --bench proxy`. Knobs: DROVER_BENCH_ROUNDS (5), DROVER_BENCH_SECS (5),
 //! DROVER_BENCH_CONNECTIONS (64), DROVER_BENCH_THREADS (wrk threads, 2).
 
 use drover::model::{Protocol, SessionAffinity};
@@ -51,7 +60,7 @@ fn main() {
             return;
         }
     }
-    let rounds = env_or("DROVER_BENCH_ROUNDS", 3) as usize;
+    let rounds = env_or("DROVER_BENCH_ROUNDS", 5) as usize;
     let secs = env_or("DROVER_BENCH_SECS", 5);
     let connections = env_or("DROVER_BENCH_CONNECTIONS", 64);
     let threads = env_or("DROVER_BENCH_THREADS", 2);
@@ -181,10 +190,23 @@ fn main() {
     let parts = std::env::var("DROVER_BENCH_PARTS").unwrap_or("keepalive,close,bulk".into());
     println!(
         "proxy benchmark: {} rounds, wrk -t{threads} -c{connections} -d{secs}s, backend: \
-         drover's bench static server (3 ports), loopback, {} CPUs",
+         drover's bench static server (3 ports, 2 threads), loopback, {} CPUs, nothing pinned",
         rounds,
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
+    println!(
+        "drover: {} event-loop threads, 16 KiB buffers; haproxy {}: nbthread {}, maxconn 4096, \
+         mode tcp, balance roundrobin, {}",
+        Limits::default().threads,
+        haproxy_version(),
+        Limits::default().threads,
+        if std::env::var_os("DROVER_BENCH_HAPROXY_SPLICE").is_some() {
+            "option splice-auto"
+        } else {
+            "no splice (default)"
+        }
+    );
+    let backend_pid = _backend.0.id();
     for keep_alive in [true, false] {
         if !parts.contains(if keep_alive { "keepalive" } else { "close" }) {
             continue;
@@ -194,32 +216,30 @@ fn main() {
             // Rotate the order each round so no target always runs first or last.
             for k in 0..targets.len() {
                 let i = (k + round) % targets.len();
-                let cpu = targets[i].pid.map(cpu_seconds);
-                let mut r = wrk(targets[i].web, keep_alive, threads, connections, secs);
-                if let (Some(pid), Some(before)) = (targets[i].pid, cpu) {
-                    r.cpu_us_per_request =
-                        (cpu_seconds(pid) - before) * 1e6 / (r.rps * secs as f64);
-                }
-                results[i].push(r);
+                let before = CpuSnapshot::take(targets[i].pid, backend_pid);
+                let r = wrk(targets[i].web, keep_alive, threads, connections, secs);
+                results[i].push(before.charge(r, secs));
             }
         }
         println!(
-            "\nHTTP {} (requests/s and p99 latency; median of {rounds}, [min..max]):",
+            "\nHTTP {} (median of {rounds} [min..max]; CPU us per request of the proxy, wrk, \
+             the backends):",
             if keep_alive {
                 "with keep-alive"
             } else {
                 "without keep-alive (Connection: close)"
             }
         );
-        let direct = median(results[0].iter().map(|r| r.rps).collect());
-        let direct_p99 = median(results[0].iter().map(|r| r.p99_ms).collect());
-        for (t, rs) in targets.iter().zip(&results) {
-            let rps: Vec<f64> = rs.iter().map(|r| r.rps).collect();
-            let p99: Vec<f64> = rs.iter().map(|r| r.p99_ms).collect();
-            let errors: u64 = rs.iter().map(|r| r.errors).sum();
-            let cpu = median(rs.iter().map(|r| r.cpu_us_per_request).collect());
+        let field =
+            |i: usize, f: fn(&Wrk) -> f64| -> Vec<f64> { results[i].iter().map(f).collect() };
+        let direct = median(field(0, |r| r.rps));
+        let direct_p99 = median(field(0, |r| r.p99_ms));
+        for (i, t) in targets.iter().enumerate() {
+            let (rps, p99) = (field(i, |r| r.rps), field(i, |r| r.p99_ms));
+            let errors: u64 = results[i].iter().map(|r| r.errors).sum();
+            let proxy_cpu = median(field(i, |r| r.cpu.proxy));
             println!(
-                "  {:<22} {:>9.0} req/s [{:>7.0}..{:>7.0}] {:>5.1}% of direct   p99 {:>7.2} ms [{:.2}..{:.2}] {:>5.2}x direct{}{}",
+                "  {:<22} {:>7.0} req/s [{:>6.0}..{:>6.0}] {:>5.1}% of direct   p99 {:>6.2} ms [{:.2}..{:.2}] {:>4.2}x direct   CPU {} / {:.1} / {:.1}{}",
                 t.name,
                 median(rps.clone()),
                 min(&rps),
@@ -229,16 +249,66 @@ fn main() {
                 min(&p99),
                 max(&p99),
                 median(p99.clone()) / direct_p99,
-                if cpu.is_nan() {
-                    String::new()
-                } else {
-                    format!("   proxy CPU {cpu:.1} us/req")
-                },
+                if proxy_cpu.is_nan() { "-".to_string() } else { format!("{proxy_cpu:.1}") },
+                median(field(i, |r| r.cpu.wrk)),
+                median(field(i, |r| r.cpu.backend)),
                 if errors > 0 {
                     format!("   ({errors} socket errors)")
                 } else {
                     String::new()
                 }
+            );
+        }
+        // drover against HAProxy, round by round: both ran in the same round on the same
+        // machine, so the ratio is steadier than the ratio of medians.
+        if let Some(h) = targets.iter().position(|t| t.name == "haproxy") {
+            for (i, t) in targets.iter().enumerate() {
+                if !t.name.starts_with("drover") {
+                    continue;
+                }
+                let pair = |f: fn(&Wrk) -> f64| -> Vec<f64> {
+                    results[i]
+                        .iter()
+                        .zip(&results[h])
+                        .map(|(d, x)| f(d) / f(x))
+                        .collect()
+                };
+                let (rps, p99, cpu) = (pair(|r| r.rps), pair(|r| r.p99_ms), pair(|r| r.cpu.proxy));
+                println!(
+                    "  {:<22} vs haproxy, per round: req/s {:.3}x [{:.3}..{:.3}]   p99 {:.3}x [{:.3}..{:.3}]   CPU/req {:.3}x [{:.3}..{:.3}]",
+                    t.name,
+                    median(rps.clone()),
+                    min(&rps),
+                    max(&rps),
+                    median(p99.clone()),
+                    min(&p99),
+                    max(&p99),
+                    median(cpu.clone()),
+                    min(&cpu),
+                    max(&cpu)
+                );
+            }
+        }
+        // What the CPU allows: direct kept `cores` busy at wrk + backend CPU per request; a
+        // proxy adds its own CPU to every request on the same cores.
+        let (w, b) = (
+            median(field(0, |r| r.cpu.wrk)),
+            median(field(0, |r| r.cpu.backend)),
+        );
+        let cores = direct * (w + b) / 1e6;
+        let budget = cores * 1e6 / (0.9 * direct) - (w + b);
+        println!(
+            "  CPU bound: direct kept {cores:.2} CPUs busy at {:.1} us/req (wrk {w:.1}, backends {b:.1}); \
+             90% of direct on those CPUs leaves a proxy {budget:.1} us/req",
+            w + b
+        );
+        for (i, t) in targets.iter().enumerate().skip(1) {
+            let p = median(field(i, |r| r.cpu.proxy));
+            println!(
+                "    {:<20} at {p:.1} us/req the ceiling is {:.0} req/s, {:.1}% of direct",
+                t.name,
+                cores * 1e6 / (w + b + p),
+                100.0 * cores * 1e6 / (w + b + p) / direct
             );
         }
     }
@@ -305,27 +375,80 @@ fn service(name: &str, port: u16, endpoints: &[SocketAddr]) -> ServiceEntry {
     }
 }
 
+/// A plain TCP round robin as a user would write it: HAProxy's defaults except the thread
+/// count written out (its default on this machine's 2 CPUs) and timeouts (it warns without).
 fn haproxy_config(web: u16, backends: &[SocketAddr], bulk_port: u16, bulk: SocketAddr) -> String {
     let servers: String = backends
         .iter()
         .enumerate()
         .map(|(i, b)| format!("    server b{i} {b}\n"))
         .collect();
+    let splice = if std::env::var_os("DROVER_BENCH_HAPROXY_SPLICE").is_some() {
+        "    option splice-auto\n"
+    } else {
+        ""
+    };
     format!(
-        "global\n    maxconn 4000\n    nbthread 2\n\
-         defaults\n    mode tcp\n    timeout connect 1s\n    timeout client 60s\n    timeout server 60s\n\
+        "global\n    maxconn 4096\n    nbthread {}\n\
+         defaults\n    mode tcp\n{splice}    timeout connect 1s\n    timeout client 60s\n    timeout server 60s\n\
          listen web\n    bind 127.0.0.1:{web}\n    balance roundrobin\n{servers}\
-         listen bulk\n    bind 127.0.0.1:{bulk_port}\n    balance roundrobin\n    server big {bulk}\n"
+         listen bulk\n    bind 127.0.0.1:{bulk_port}\n    balance roundrobin\n    server big {bulk}\n",
+        drover::proxy::Limits::default().threads
     )
 }
 
 #[derive(Debug, Clone)]
 struct Wrk {
     rps: f64,
-    /// CPU time the proxy process spent per request (NaN when direct).
-    cpu_us_per_request: f64,
     p99_ms: f64,
     errors: u64,
+    cpu: CpuPerRequest,
+}
+
+/// CPU microseconds per request, user plus system (including the loopback packet processing
+/// the kernel does in each process's context).
+#[derive(Debug, Clone, Default)]
+struct CpuPerRequest {
+    /// The proxy process (NaN when direct; for drover the bench process, whose other threads
+    /// idle meanwhile).
+    proxy: f64,
+    wrk: f64,
+    backend: f64,
+}
+
+/// CPU seconds used so far by the proxy, by waited-for children of this process (wrk: the
+/// backend and HAProxy are waited for only at the end) and by the backend process.
+struct CpuSnapshot {
+    proxy_pid: Option<u32>,
+    backend_pid: u32,
+    proxy: f64,
+    children: f64,
+    backend: f64,
+}
+
+impl CpuSnapshot {
+    fn take(proxy_pid: Option<u32>, backend_pid: u32) -> CpuSnapshot {
+        CpuSnapshot {
+            proxy_pid,
+            backend_pid,
+            proxy: proxy_pid.map_or(f64::NAN, |p| cpu_seconds(p).0),
+            children: cpu_seconds(std::process::id()).1,
+            backend: cpu_seconds(backend_pid).0,
+        }
+    }
+
+    /// Fills `r.cpu` with what was spent since the snapshot, per request of the run.
+    fn charge(self, mut r: Wrk, secs: u64) -> Wrk {
+        let per = |seconds: f64| seconds * 1e6 / (r.rps * secs as f64);
+        r.cpu = CpuPerRequest {
+            proxy: self
+                .proxy_pid
+                .map_or(f64::NAN, |p| per(cpu_seconds(p).0 - self.proxy)),
+            wrk: per(cpu_seconds(std::process::id()).1 - self.children),
+            backend: per(cpu_seconds(self.backend_pid).0 - self.backend),
+        };
+        r
+    }
 }
 
 fn wrk(port: u16, keep_alive: bool, threads: u64, connections: u64, secs: u64) -> Wrk {
@@ -362,9 +485,9 @@ fn wrk(port: u16, keep_alive: bool, threads: u64, connections: u64, secs: u64) -
         .sum();
     Wrk {
         rps,
-        cpu_us_per_request: f64::NAN,
         p99_ms,
         errors,
+        cpu: CpuPerRequest::default(),
     }
 }
 
@@ -400,17 +523,37 @@ fn transfer(port: u16) -> f64 {
     total as f64 / GIB as f64 / secs
 }
 
-/// User plus system CPU seconds of process `pid` so far, from /proc.
-fn cpu_seconds(pid: u32) -> f64 {
+/// User plus system CPU seconds so far of process `pid`, and of its children it has waited
+/// for, from /proc.
+fn cpu_seconds(pid: u32) -> (f64, f64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+    // Fields after the parenthesised command name: utime, stime, cutime and cstime are the
+    // 14th to 17th.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| {
-        f.iter().filter_map(|v| v.parse::<f64>().ok()).sum()
-    });
+    let fields: Vec<f64> = rest
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0.0))
+        .collect();
     // SAFETY: sysconf has no preconditions.
-    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let sum = |range: std::ops::Range<usize>| {
+        fields.get(range).map_or(0.0, |f| f.iter().sum::<f64>()) / tick
+    };
+    (sum(11..13), sum(13..15))
+}
+
+fn haproxy_version() -> String {
+    Command::new("haproxy")
+        .arg("-v")
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .nth(2)
+                .map(str::to_string)
+        })
+        .unwrap_or_default()
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

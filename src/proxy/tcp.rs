@@ -5,11 +5,12 @@
 
 use super::{closed_after_grace, forward, ActiveGuard, Service, Shared};
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::unix::AsyncFd;
+use tokio::net::TcpStream;
 
 /// Pending connections the kernel may hold for us, while every permit is taken or between
 /// accepts. Linux caps it at `net.core.somaxconn`.
@@ -56,14 +57,18 @@ fn set_nodelay(listener: &std::net::TcpListener) -> std::io::Result<()> {
 }
 
 /// Accepts on event-loop thread `me` until aborted.
+///
+/// Accepted sockets are registered with an event loop only once their thread is chosen (in
+/// their task, on that thread), so a connection handed to another thread costs a wake-up of
+/// that thread and no epoll deregistration.
 pub(super) async fn accept_loop(
-    listener: TcpListener,
+    listener: AsyncFd<std::net::TcpListener>,
     service: Arc<Service>,
     shared: Arc<Shared>,
     me: usize,
 ) {
     loop {
-        let (client, peer) = match listener.accept().await {
+        let (client, peer) = match accept(&listener).await {
             Ok(accepted) => accepted,
             // Out of descriptors or memory: give the system a moment instead of spinning.
             Err(_) => {
@@ -81,27 +86,96 @@ pub(super) async fn accept_loop(
         let (service, shared2) = (service.clone(), shared.clone());
         let thread = shared.thread_for_new_connection(me);
         shared.load[thread].fetch_add(1, Ordering::Relaxed);
-        if thread == me {
-            tokio::spawn(async move {
+        let task = async move {
+            // Registers with the event loop of the thread this runs on.
+            if let Ok(client) = TcpStream::from_std(client) {
                 serve(client, peer, service, &shared2).await;
-                shared2.load[thread].fetch_sub(1, Ordering::Relaxed);
-                drop(permit);
-            });
+            }
+            shared2.load[thread].fetch_sub(1, Ordering::Relaxed);
+            drop(permit);
+        };
+        if thread == me {
+            tokio::spawn(task);
         } else {
-            // Moved: its readiness must come from the other thread's reactor, or every event
-            // would hop threads. Costs an epoll deregistration and registration, once.
-            let Ok(client) = client.into_std() else {
-                shared.load[thread].fetch_sub(1, Ordering::Relaxed);
-                continue;
-            };
-            shared.loops[thread].spawn(async move {
-                if let Ok(client) = TcpStream::from_std(client) {
-                    serve(client, peer, service, &shared2).await;
-                }
-                shared2.load[thread].fetch_sub(1, Ordering::Relaxed);
-                drop(permit);
-            });
+            shared.loops[thread].spawn(task);
         }
+    }
+}
+
+/// Accepts one connection: a non-blocking socket not registered with any event loop yet.
+async fn accept(
+    listener: &AsyncFd<std::net::TcpListener>,
+) -> std::io::Result<(std::net::TcpStream, SocketAddr)> {
+    loop {
+        let mut ready = listener.readable().await?;
+        // WouldBlock clears the readiness and waits again.
+        if let Ok(accepted) = ready.try_io(|l| accept_nonblocking(l.get_ref())) {
+            return accepted;
+        }
+    }
+}
+
+/// accept4(2) with the new socket non-blocking and close-on-exec in the same call (std's
+/// accept would need one more syscall to make it non-blocking).
+#[cfg(target_os = "linux")]
+fn accept_nonblocking(
+    listener: &std::net::TcpListener,
+) -> std::io::Result<(std::net::TcpStream, SocketAddr)> {
+    // SAFETY: all-zero bytes are a valid sockaddr_storage.
+    let mut raw: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: `raw` is valid for writes of `len` bytes; the descriptor is open.
+    let fd = unsafe {
+        libc::accept4(
+            listener.as_raw_fd(),
+            (&mut raw as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: accept4 returned a new descriptor that nobody else owns.
+    let stream = unsafe { std::net::TcpStream::from_raw_fd(fd) };
+    let peer = socket_addr(&raw).ok_or_else(|| std::io::Error::other("unknown address family"))?;
+    Ok((stream, peer))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn accept_nonblocking(
+    listener: &std::net::TcpListener,
+) -> std::io::Result<(std::net::TcpStream, SocketAddr)> {
+    let (stream, peer) = listener.accept()?;
+    stream.set_nonblocking(true)?;
+    Ok((stream, peer))
+}
+
+/// The address in a C socket address filled by the kernel.
+#[cfg(target_os = "linux")]
+fn socket_addr(raw: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    let raw: *const libc::sockaddr_storage = raw;
+    match libc::c_int::from(unsafe { (*raw).ss_family }) {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in, which it is large and
+            // aligned enough for.
+            let a = unsafe { &*raw.cast::<libc::sockaddr_in>() };
+            Some(SocketAddr::new(
+                std::net::Ipv4Addr::from(a.sin_addr.s_addr.to_ne_bytes()).into(),
+                u16::from_be(a.sin_port),
+            ))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: as above, for sockaddr_in6.
+            let a = unsafe { &*raw.cast::<libc::sockaddr_in6>() };
+            Some(SocketAddr::V6(std::net::SocketAddrV6::new(
+                a.sin6_addr.s6_addr.into(),
+                u16::from_be(a.sin6_port),
+                a.sin6_flowinfo,
+                a.sin6_scope_id,
+            )))
+        }
+        _ => None,
     }
 }
 
