@@ -200,8 +200,28 @@ pub fn run(cx: &Context, args: &SourceArgs, opts: Options) -> ExitCode {
                 report_unconverged(&round);
                 return false;
             }
-            // Containers starting, or failures to retry: look again shortly.
-            if round.planned == 0 || !round.failed.is_empty() || !round.held.is_empty() {
+            // Only pods backing off: nothing to look at before the first retry, and no round
+            // to start if the deadline comes first.
+            let waiting_only = !round.held.is_empty()
+                && round.planned == round.held.len()
+                && round.failed.is_empty()
+                && !round.pending;
+            if let (true, Some(retry)) = (
+                waiting_only,
+                round.held.iter().map(|h| h.retry_in).min(),
+            ) {
+                let left = reconciler
+                    .deadline
+                    .map_or(retry, |d| d.saturating_duration_since(Instant::now()));
+                if left <= retry {
+                    tokio::time::sleep(left).await;
+                    eprintln!("drover: not converged after {}s:", timeout.as_secs());
+                    report_unconverged(&round);
+                    return false;
+                }
+                tokio::time::sleep(retry).await;
+            } else if round.planned == 0 || !round.failed.is_empty() || !round.held.is_empty() {
+                // Containers starting, or failures to retry: look again shortly.
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             last_round = Some(round);
