@@ -647,3 +647,52 @@ async fn udp_flow_limit_drops_datagrams_of_further_clients() {
     .await;
     assert_eq!(status(&proxy.status(), "dns").active, 1);
 }
+
+/// The value of one sample line of the process's metrics.
+fn metric(line_start: &str) -> Option<f64> {
+    drover::metrics::global()
+        .render()
+        .lines()
+        .find_map(|l| l.strip_prefix(line_start)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_connections_bytes_and_errors_per_service() {
+    let proxy = start(
+        vec![
+            tcp("metered", &[reverser().await]),
+            tcp("metered-none", &[]),
+        ],
+        limits(),
+    )
+    .await;
+    let mut s = TcpStream::connect(address(&proxy, "metered"))
+        .await
+        .unwrap();
+    s.write_all(&[b'x'; 1000]).await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(DEADLINE, s.read_to_end(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.len(), 1000);
+    let mut refused = TcpStream::connect(address(&proxy, "metered-none"))
+        .await
+        .unwrap();
+    let _ = tokio::time::timeout(DEADLINE, refused.read(&mut [0u8; 1])).await;
+    eventually("the connection's bytes counted", || {
+        metric(r#"drover_proxy_bytes_total{service="metered",direction="in"}"#) == Some(1000.0)
+            && metric(r#"drover_proxy_bytes_total{service="metered",direction="out"}"#)
+                == Some(1000.0)
+    })
+    .await;
+    assert_eq!(
+        metric(r#"drover_proxy_connections_total{service="metered"}"#),
+        Some(1.0)
+    );
+    eventually("the refused connection counted", || {
+        metric(r#"drover_proxy_errors_total{service="metered-none"}"#) == Some(1.0)
+    })
+    .await;
+}

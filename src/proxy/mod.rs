@@ -159,6 +159,48 @@ struct Service {
     balance: Mutex<Balance>,
     active: AtomicUsize,
     rejected: AtomicU64,
+    metrics: ServiceMetrics,
+}
+
+/// A service's counters in the process's Prometheus metrics (`crate::metrics`): handles taken
+/// once, so a connection costs an atomic add, not a label lookup.
+struct ServiceMetrics {
+    connections: prometheus_client::metrics::counter::Counter,
+    bytes_in: prometheus_client::metrics::counter::Counter,
+    bytes_out: prometheus_client::metrics::counter::Counter,
+    errors: prometheus_client::metrics::counter::Counter,
+}
+
+impl ServiceMetrics {
+    fn of(name: &str) -> ServiceMetrics {
+        use crate::metrics::{DirectionLabels, ServiceLabels};
+        let m = crate::metrics::global();
+        let service = ServiceLabels {
+            service: name.to_string(),
+        };
+        let direction = |d: &str| DirectionLabels {
+            service: name.to_string(),
+            direction: d.to_string(),
+        };
+        // One statement per handle: `get_or_create` returns a read guard, and a second
+        // call on the same family while it lives would wait for itself.
+        let connections = m.proxy_connections.get_or_create(&service).clone();
+        let bytes_in = m.proxy_bytes.get_or_create(&direction("in")).clone();
+        let bytes_out = m.proxy_bytes.get_or_create(&direction("out")).clone();
+        let errors = m.proxy_errors.get_or_create(&service).clone();
+        ServiceMetrics {
+            connections,
+            bytes_in,
+            bytes_out,
+            errors,
+        }
+    }
+
+    /// A connection or datagram not forwarded.
+    fn rejected(&self, service: &Service) {
+        service.rejected.fetch_add(1, Ordering::Relaxed);
+        self.errors.inc();
+    }
 }
 
 impl Service {
@@ -171,6 +213,7 @@ impl Service {
             }),
             active: AtomicUsize::new(0),
             rejected: AtomicU64::new(0),
+            metrics: ServiceMetrics::of(&entry.name),
         });
         service.set_endpoints(entry, limits.drain_grace);
         service

@@ -183,15 +183,22 @@ async fn serve(client: TcpStream, peer: SocketAddr, service: Arc<Service>, share
     let mut active = ActiveGuard::new(service.clone());
     #[cfg(not(target_os = "linux"))]
     let _ = client.set_nodelay(true);
+    service.metrics.connections.inc();
     let Some((upstream, endpoint)) = connect(&service, peer, shared).await else {
-        service.rejected.fetch_add(1, Ordering::Relaxed);
+        service.metrics.rejected(&service);
         return;
     };
     let drain = endpoint.drain.subscribe();
     active.set_endpoint(endpoint);
     let stopping = shared.stopping.subscribe();
     tokio::select! {
-        _ = forward::forward(&client, &upstream, shared.limits.forwarding) => {}
+        moved = forward::forward(&client, &upstream, shared.limits.forwarding) => {
+            // Counted when a connection ends well (a cut one's bytes are not told).
+            if let Ok((sent, received)) = moved {
+                service.metrics.bytes_in.inc_by(sent);
+                service.metrics.bytes_out.inc_by(received);
+            }
+        }
         _ = closed_after_grace(drain) => {}
         _ = closed_after_grace(stopping) => {}
     }

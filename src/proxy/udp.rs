@@ -92,6 +92,7 @@ pub(super) async fn serve(socket: UdpSocket, service: Arc<Service>, shared: Arc<
             Some(existing) => existing,
             None => match open_flow(&service, &shared, &flows, client) {
                 Some(flow) => {
+                    service.metrics.connections.inc();
                     let abort = tasks.spawn(relay_replies(
                         flow.clone(),
                         client,
@@ -108,7 +109,7 @@ pub(super) async fn serve(socket: UdpSocket, service: Arc<Service>, shared: Arc<
                     (flow, abort)
                 }
                 None => {
-                    service.rejected.fetch_add(1, Ordering::Relaxed);
+                    service.metrics.rejected(&service);
                     continue;
                 }
             },
@@ -117,7 +118,9 @@ pub(super) async fn serve(socket: UdpSocket, service: Arc<Service>, shared: Arc<
         // Awaits only the socket's first readiness report (a new socket is not yet known
         // writable); a UDP send never waits for the peer.
         match flow.upstream.send(&buf[..n]).await {
-            Ok(_) => {}
+            Ok(sent) => {
+                service.metrics.bytes_in.inc_by(sent as u64);
+            }
             // The endpoint refused an earlier datagram (ICMP port unreachable): end the flow;
             // the client's next datagram is sent to another endpoint.
             Err(_) => {
@@ -199,7 +202,9 @@ async fn relay_replies(
                         Ok(n) => {
                             if let Some(socket) = service_socket.upgrade() {
                                 // A full send buffer drops the reply, as the network could.
-                                let _ = socket.try_send_to(&buf[..n], client);
+                                if socket.try_send_to(&buf[..n], client).is_ok() {
+                                    service.metrics.bytes_out.inc_by(n as u64);
+                                }
                             }
                             Ok(true)
                         }
