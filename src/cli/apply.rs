@@ -206,10 +206,8 @@ pub fn run(cx: &Context, args: &SourceArgs, opts: Options) -> ExitCode {
                 && round.planned == round.held.len()
                 && round.failed.is_empty()
                 && !round.pending;
-            if let (true, Some(retry)) = (
-                waiting_only,
-                round.held.iter().map(|h| h.retry_in).min(),
-            ) {
+            if let (true, Some(retry)) = (waiting_only, round.held.iter().map(|h| h.retry_in).min())
+            {
                 let left = reconciler
                     .deadline
                     .map_or(retry, |d| d.saturating_duration_since(Instant::now()));
