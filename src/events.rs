@@ -7,7 +7,8 @@
 //! object, reason and message is folded into one event with a count, as Kubernetes does, so a
 //! failure that recurs every round is one line with a growing count. The log is bounded by
 //! count ([`MAX_EVENTS`]) and age ([`MAX_AGE`], Kubernetes' default event TTL): older events
-//! are dropped, never the store grown without limit. Everything here is pure.
+//! are dropped, never the store grown without limit. Everything here is pure but
+//! `EventLog::record_now`, which reads the clock.
 
 use crate::plan::pods::{Action, ObservedPod, Phase};
 use crate::reconcile::Round;
@@ -136,6 +137,11 @@ impl EventLog {
         self.items.push(event);
         self.prune(now);
         self.items.last().expect("just pushed")
+    }
+
+    /// `record` at the current time.
+    pub fn record_now(&mut self, note: Note) {
+        self.record(note, SystemTime::now());
     }
 
     /// Drops events older than [`MAX_AGE`] and the oldest beyond [`MAX_EVENTS`].

@@ -322,7 +322,8 @@ fn report_unconverged(round: &drover::reconcile::Round) {
     {
         eprintln!("drover: pod {} on {}: still starting", p.id, p.minion);
     }
-    for (a, e) in &round.failed {
+    // Calls that timed out were told per hung minion (`report_hung`).
+    for (a, e) in round.failed.iter().filter(|(_, e)| !e.timed_out) {
         eprintln!("drover: {}: {e}", describe(a).1);
     }
 }

@@ -4,13 +4,13 @@
 //! that ends or fails is opened again after a pause, from where it left off (`since`), so an
 //! exit that happened while the minion was unreachable is still told.
 
-use crate::events::{EventLog, Note};
+use crate::events::EventLog;
 use crate::minion::pods::{LABEL_CONTAINER, LABEL_POD};
 use crate::minion::{Minion, LABEL_PROJECT};
 use futures_util::StreamExt;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 /// The pause before a stream is opened again.
 const RECONNECT: Duration = Duration::from_secs(5);
@@ -58,15 +58,9 @@ pub async fn follow(minion: Arc<Minion>, project: String, log: Arc<Mutex<EventLo
                 }
             };
             if let Some(note) = note {
-                record(&log, note);
+                log.lock().expect("event log").record_now(note);
             }
         }
         tokio::time::sleep(RECONNECT).await;
     }
-}
-
-fn record(log: &Mutex<EventLog>, note: Note) {
-    log.lock()
-        .expect("event log")
-        .record(note, SystemTime::now());
 }

@@ -147,10 +147,7 @@ impl Daemon {
     }
 
     fn note(&self, note: Note) {
-        self.events
-            .lock()
-            .expect("event log")
-            .record(note, std::time::SystemTime::now());
+        self.events.lock().expect("event log").record_now(note);
     }
 
     /// Runs until `stop` resolves; the round in progress finishes first, then the proxy,

@@ -259,20 +259,14 @@ async fn logs(status: &Shared, controls: Option<&Controls>, query: &str) -> Resp
 async fn tail_logs(
     minion: &crate::minion::Minion,
     container: &str,
-    lines: usize,
+    lines: u64,
 ) -> Result<String, crate::minion::MinionError> {
     use futures_util::TryStreamExt;
-    let options = bollard::query_parameters::LogsOptionsBuilder::new()
-        .stdout(true)
-        .stderr(true)
-        .tail(&lines.to_string())
-        .build();
-    let chunks: Vec<_> = minion
-        .docker()
-        .logs(container, Some(options))
-        .try_collect()
-        .await
-        .map_err(|e| minion.error(e))?;
+    let query = crate::minion::LogQuery {
+        tail: Some(lines),
+        ..Default::default()
+    };
+    let chunks: Vec<_> = minion.logs_with(container, &query).try_collect().await?;
     Ok(chunks.iter().map(|c| c.to_string()).collect())
 }
 
