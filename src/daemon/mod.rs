@@ -623,9 +623,20 @@ async fn probe_loop(
                 .map(|j| async move { (j, j.minion.inspect_container(&j.container).await) }),
         )
         .await;
+        // A pod that owns its namespace is its container, whose address may change when
+        // Docker restarts it: the inspect's is the current one.
+        let mut addresses: BTreeMap<ProbeKey, String> = BTreeMap::new();
         for (job, inspected) in started {
+            let inspected = inspected.ok();
+            if let Some(ip) = inspected
+                .as_ref()
+                .and_then(|i| i.network_settings.as_ref()?.networks.as_ref())
+                .and_then(|n| n.values().find_map(|e| e.ip_address.clone()))
+                .filter(|ip| !ip.is_empty())
+            {
+                addresses.insert(job.key.clone(), ip);
+            }
             let started_at = inspected
-                .ok()
                 .and_then(|i| i.state?.started_at)
                 .unwrap_or_default();
             if book.started(&job.key, &started_at, job.delay, now) {
@@ -637,11 +648,12 @@ async fn probe_loop(
                 });
             }
         }
+        let addresses = &addresses;
         let results =
             futures_util::future::join_all(jobs.iter().filter(|j| due.contains(&j.key)).map(
                 |j| async move {
                     let target = Target {
-                        pod_ip: j.ip.as_deref(),
+                        pod_ip: addresses.get(&j.key).or(j.ip.as_ref()).map(String::as_str),
                         container: &j.container,
                         ports: &j.ports,
                     };

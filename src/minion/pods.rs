@@ -3,6 +3,13 @@
 //! per manifest container joined to it (`container:<infra>`), so all share one IP and port
 //! space. emptyDir volumes are Docker volumes made per pod and removed with it.
 //!
+//! A pod of one container whose ports all name their hostPort (or that has none) is that one
+//! container: its own network namespace is the pod's (see [`owns_netns`]). The infra container
+//! is what keeps a pod's ephemeral host ports across restarts of its containers (Docker picks a
+//! new one each time it starts a container that publishes without a hostPort); with fixed or no
+//! host ports there is nothing for it to keep, and it would cost a second container (a create,
+//! a start and a containerd shim) per pod.
+//!
 //! Names are deterministic (`drover_<project>_<pod>_<container>`) and every container carries
 //! labels that describe its pod and its project, so the observed state is rebuilt from the
 //! minion alone and a re-run after a crash finds what it already made instead of making it
@@ -33,7 +40,21 @@ pub const LABEL_REQUEST: &str = "io.drover.request";
 pub const LABEL_PORTS: &str = "io.drover.ports";
 /// How many app containers the pod has, so a container removed by hand is noticed.
 pub const LABEL_CONTAINERS: &str = "io.drover.containers";
+/// On the container of a pod that owns its network namespace (no infra container).
+pub const LABEL_NETNS: &str = "io.drover.netns";
+/// The pod's own labels (JSON), on a container that owns its namespace: Docker merges its
+/// image's LABELs into the container's, so they cannot be told apart otherwise.
+pub const LABEL_POD_LABELS: &str = "io.drover.pod-labels";
 const INFRA: &str = "infra";
+
+/// Whether a pod runs as its one container, without an infra container: one container, and
+/// every port published at a fixed hostPort, so a restart publishes it where it was.
+pub fn owns_netns(pod: &PodSpec) -> bool {
+    match pod.manifest.containers.as_slice() {
+        [only] => only.ports.iter().all(|p| p.host_port.is_some()),
+        _ => false,
+    }
+}
 
 pub fn container_name(project: &str, pod: &str, container: &str) -> String {
     format!("drover_{project}_{pod}_{container}")
@@ -154,7 +175,7 @@ impl Minion {
             l
         };
 
-        // The infra container: network namespace and every published port of the pod.
+        // Every published port of the pod, on the container that holds its network namespace.
         let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
         for c in &pod.manifest.containers {
             for p in &c.ports {
@@ -177,7 +198,6 @@ impl Minion {
             }
         }
         let project = self.spec.project.as_str();
-        let infra_name = container_name(project, &pod.id, INFRA);
         let declared: Vec<(Option<&str>, u16, Protocol)> = pod
             .manifest
             .containers
@@ -185,35 +205,40 @@ impl Minion {
             .flat_map(|c| &c.ports)
             .map(|p| (p.name.as_deref(), p.container_port, p.protocol))
             .collect();
-        let mut infra_labels = labels(INFRA);
-        infra_labels.insert(
-            LABEL_PORTS.into(),
-            serde_json::to_string(&declared).expect("serialises"),
-        );
-        let infra = ContainerCreateBody {
-            image: Some(pause::IMAGE.into()),
-            cmd: Some(vec!["/pause".into()]),
-            labels: Some(infra_labels),
-            exposed_ports: Some(bindings.keys().cloned().collect()),
-            host_config: Some(HostConfig {
-                port_bindings: Some(bindings),
-                // The pause program writes nothing: no log file, no log copier.
-                log_config: Some(bollard::models::HostConfigLogConfig {
-                    typ: Some("none".into()),
-                    config: None,
-                }),
-                restart_policy: Some(bollard::models::RestartPolicy {
-                    name: Some(RestartPolicyNameEnum::ALWAYS),
-                    maximum_retry_count: None,
+        let declared = serde_json::to_string(&declared).expect("serialises");
+        let own_netns = owns_netns(pod);
+        let infra_id = if own_netns {
+            None
+        } else {
+            let infra_name = container_name(project, &pod.id, INFRA);
+            let mut infra_labels = labels(INFRA);
+            infra_labels.insert(LABEL_PORTS.into(), declared.clone());
+            let infra = ContainerCreateBody {
+                image: Some(pause::IMAGE.into()),
+                cmd: Some(vec!["/pause".into()]),
+                labels: Some(infra_labels),
+                exposed_ports: Some(bindings.keys().cloned().collect()),
+                host_config: Some(HostConfig {
+                    port_bindings: Some(bindings.clone()),
+                    // The pause program writes nothing: no log file, no log copier.
+                    log_config: Some(bollard::models::HostConfigLogConfig {
+                        typ: Some("none".into()),
+                        config: None,
+                    }),
+                    restart_policy: Some(bollard::models::RestartPolicy {
+                        name: Some(RestartPolicyNameEnum::ALWAYS),
+                        maximum_retry_count: None,
+                    }),
+                    ..Default::default()
                 }),
                 ..Default::default()
-            }),
-            ..Default::default()
+            };
+            let id = self.create_or_find(&infra_name, infra, None).await?;
+            self.start_container(&infra_name)
+                .await
+                .or_else(already_started)?;
+            Some(id)
         };
-        let infra_id = self.create_or_find(&infra_name, infra, None).await?;
-        self.start_container(&infra_name)
-            .await
-            .or_else(already_started)?;
 
         let mut volumes: BTreeMap<&str, String> = BTreeMap::new();
         for v in &pod.manifest.volumes {
@@ -244,14 +269,25 @@ impl Minion {
                 .collect();
             let mut all_env: Vec<String> = env.to_vec();
             all_env.extend(c.env.iter().map(|e| format!("{}={}", e.name, e.value)));
+            let mut container_labels = labels(&c.name);
+            if own_netns {
+                container_labels.insert(LABEL_NETNS.into(), "own".into());
+                container_labels.insert(LABEL_PORTS.into(), declared.clone());
+                container_labels.insert(
+                    LABEL_POD_LABELS.into(),
+                    serde_json::to_string(&pod.labels).expect("serialises"),
+                );
+            }
             let body = ContainerCreateBody {
                 image: Some(c.image.clone()),
                 cmd: (!c.command.is_empty()).then(|| c.command.clone()),
                 working_dir: c.working_dir.clone(),
                 env: Some(all_env),
-                labels: Some(labels(&c.name)),
+                labels: Some(container_labels),
+                exposed_ports: own_netns.then(|| bindings.keys().cloned().collect()),
                 host_config: Some(HostConfig {
-                    network_mode: Some(format!("container:{infra_id}")),
+                    network_mode: infra_id.as_ref().map(|id| format!("container:{id}")),
+                    port_bindings: own_netns.then(|| bindings.clone()),
                     binds: (!binds.is_empty()).then_some(binds),
                     cpu_shares: cpu_shares(c.cpu),
                     memory: (c.memory > 0).then_some(c.memory as i64),
@@ -537,12 +573,26 @@ impl Minion {
                     .and_then(|n| n.parse().ok())
                     .unwrap_or(apps.len());
                 let infra = cs.iter().find(|c| label(c, LABEL_CONTAINER) == Some(INFRA));
-                let has_infra = infra.is_some();
-                let (ports, ip) = infra.map(|c| published(c)).unwrap_or_default();
+                let own_netns = cs.iter().find(|c| label(c, LABEL_NETNS) == Some("own"));
+                let has_netns = infra.or(own_netns).is_some();
+                let (ports, ip) = infra
+                    .or(own_netns)
+                    .map(|c| published(c))
+                    .unwrap_or_default();
+                // As drover wrote them: the infra container's (drover's pause image adds none)
+                // or the copy kept on a container that owns its namespace, not an app
+                // container's, which also carry its image's LABELs.
+                let pod_labels: BTreeMap<String, String> = match (infra, own_netns) {
+                    (Some(c), _) => c.labels.clone().unwrap_or_default().into_iter().collect(),
+                    (None, Some(c)) => label(c, LABEL_POD_LABELS)
+                        .and_then(|l| serde_json::from_str(l).ok())
+                        .unwrap_or_default(),
+                    (None, None) => labels.clone().into_iter().collect(),
+                };
                 // Changed by hand: a container removed, or an "always" container stopped (Docker
                 // does not restart what was stopped on purpose). Failed makes it replaced.
                 let broken = apps.len() < expected
-                    || !has_infra
+                    || !has_netns
                     || (policy == RestartPolicy::Always {}
                         && apps
                             .iter()
@@ -552,16 +602,9 @@ impl Minion {
                     minion: self.spec.name.clone(),
                     owner: labels.get(LABEL_RC).cloned(),
                     template_hash: labels.get(LABEL_HASH).cloned().unwrap_or_default(),
-                    // As drover wrote them: the infra container's (drover's pause image adds
-                    // none), not an app container's, which also carry its image's LABELs.
-                    labels: cs
-                        .iter()
-                        .find(|c| label(c, LABEL_CONTAINER) == Some(INFRA))
-                        .and_then(|c| c.labels.as_ref())
-                        .unwrap_or(&labels)
-                        .iter()
+                    labels: pod_labels
+                        .into_iter()
                         .filter(|(k, _)| !k.starts_with("io.drover."))
-                        .map(|(k, v)| (k.clone(), v.clone()))
                         .collect(),
                     containers,
                     phase: if broken {
