@@ -216,7 +216,9 @@ pub fn from_round(before: Option<&Round>, round: &Round) -> Vec<Note> {
     for (action, error) in &round.failed {
         if let Action::CreatePod { pod: spec, .. } = action {
             let message = error.message.clone();
-            let reason = if is_pull_failure(&message) {
+            let reason = if is_post_start_failure(&message) {
+                "FailedPostStartHook"
+            } else if is_pull_failure(&message) {
                 "FailedToPull"
             } else {
                 "FailedCreate"
@@ -229,6 +231,18 @@ pub fn from_round(before: Option<&Round>, round: &Round) -> Vec<Note> {
                 format!("{}: {}", crate::exec::describe(action).1, error.message),
             ));
         }
+    }
+    for (action, warning) in &round.warnings {
+        let object = match action {
+            Action::CreatePod { pod: spec, .. } => pod(&spec.id),
+            Action::DeletePod { id, .. } => pod(id),
+            Action::DeleteVolumes { minion, .. } => ObjectRef::new("Minion", minion),
+        };
+        notes.push(Note::warning(
+            object,
+            warning.reason,
+            warning.message.clone(),
+        ));
     }
     for (id, why) in &round.unschedulable {
         notes.push(Note::warning(pod(id), "FailedScheduling", why.clone()));
@@ -314,6 +328,11 @@ pub fn is_pull_failure(message: &str) -> bool {
     ]
     .iter()
     .any(|s| m.contains(s))
+}
+
+/// Whether a create failure was a container's postStart hook (`minion::hooks`).
+pub fn is_post_start_failure(message: &str) -> bool {
+    message.starts_with(crate::minion::hooks::POST_START_FAILED)
 }
 
 /// A container's Docker event (`die`, `oom`, `start`, `kill`) as a note about its pod, if it is
