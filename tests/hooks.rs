@@ -115,10 +115,10 @@ fn a_failing_post_start_kills_the_container_and_its_restart_policy_decides() {
         "manifests/never.json",
         &pod("hook-never", "never", failing, host.to_str().unwrap()),
     );
-    let r = t.drover(&["apply", "--timeout", "12"]);
+    let r = t.drover(&["apply", "--timeout", "20"]);
     r.expect_code(2);
     assert!(
-        r.stderr.contains("not converged after 12s")
+        r.stderr.contains("not converged after 20s")
             && r.stderr.contains("postStart hook of container main failed"),
         "{}",
         r.stderr
@@ -313,12 +313,12 @@ fn pull_policies_on_a_cluster_without_a_registry() {
   "desiredState": {"manifest": {"version": "v1beta1",
     "containers": [{"name": "c", "image": "drover/not-here:1", "imagePullPolicy": "PullNever"}]}}}"#,
     );
-    let r = t.drover(&["apply", "--timeout", "12"]);
+    let r = t.drover(&["apply", "--timeout", "20"]);
     r.expect_code(2);
     assert!(
         r.stderr
             .contains("ErrImageNeverPull: image drover/not-here:1 is not present on the minion")
-            && r.stderr.contains("not converged after 12s"),
+            && r.stderr.contains("not converged after 20s"),
         "{}",
         r.stderr
     );

@@ -237,6 +237,10 @@ impl Minion {
             l
         };
 
+        // PullAlways images first, before anything of the pod exists: a slow pull leaves no
+        // half-made pod behind it.
+        let mut failed_pulls = self.pull_always_images(&pod.manifest, credentials).await?;
+
         // The infra container: network namespace and every published port of the pod.
         let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
         for c in &pod.manifest.containers {
@@ -295,7 +299,7 @@ impl Minion {
         };
         // drover's own image, imported from the binary when missing: never pulled.
         let infra_id = self
-            .create_or_find(&infra_name, infra, None, PullPolicy::PullIfNotPresent)
+            .create_or_find(&infra_name, infra, None, PullPolicy::PullIfNotPresent, None)
             .await?
             .0;
         self.start_container(&infra_name)
@@ -388,7 +392,13 @@ impl Minion {
             };
             let name = container_name(project, &pod.id, &c.name);
             let (_, pulled) = self
-                .create_or_find(&name, body, credentials(&c.image), c.pull_policy())
+                .create_or_find(
+                    &name,
+                    body,
+                    credentials(&c.image),
+                    c.pull_policy(),
+                    failed_pulls.remove(&c.image),
+                )
                 .await?;
             warnings.extend(pulled);
             // Started now (not found running from an earlier run): its postStart hook is due.
@@ -499,28 +509,45 @@ impl Minion {
             .filter(|ip| !ip.is_empty()))
     }
 
+    /// Pulls the images of the pod's `PullAlways` containers (each once, coalesced with other
+    /// pods' pulls: `pull_coalesced`). Returns the pulls that failed, by image, with whether
+    /// each was this pod's own; a minion that did not answer fails the pod.
+    async fn pull_always_images(
+        &self,
+        manifest: &crate::model::ContainerManifest,
+        credentials: &(dyn Fn(&str) -> Option<super::Credentials> + Send + Sync),
+    ) -> Result<HashMap<String, (MinionError, bool)>, MinionError> {
+        let mut failed = HashMap::new();
+        for c in &manifest.containers {
+            if c.pull_policy() != PullPolicy::PullAlways || failed.contains_key(&c.image) {
+                continue;
+            }
+            match self.pull_coalesced(&c.image, credentials(&c.image)).await {
+                (Ok(()), _) => {}
+                (Err(e), _) if e.timed_out => return Err(e),
+                (Err(e), fresh) => {
+                    failed.insert(c.image.clone(), (e, fresh));
+                }
+            }
+        }
+        Ok(failed)
+    }
+
     /// Creates a container, or finds the one an earlier run made. Its image is made present as
     /// `policy` says: `PullIfNotPresent` pulls only when Docker says it is missing (one call
     /// per container in the common case, as `docker run` does); `PullNever` never pulls (a
-    /// missing image is `never_pull_error`); `PullAlways` pulls first (`pull_coalesced`: once
-    /// per image and minion within `PULL_WINDOW`) and, when that fails, runs the image the
-    /// minion has (`after_failed_pull`). Returns the container's id and that warning.
+    /// missing image is `never_pull_error`); `PullAlways` was pulled by the caller
+    /// (`pull_always_images`), and when that failed (`failed_pull`), the image the minion has
+    /// runs (`after_failed_pull`). Returns the container's id and that warning.
     async fn create_or_find(
         &self,
         name: &str,
         body: ContainerCreateBody,
         credentials: Option<super::Credentials>,
         policy: PullPolicy,
+        mut failed_pull: Option<(MinionError, bool)>,
     ) -> Result<(String, Option<Warning>), MinionError> {
         let image = body.image.clone().unwrap_or_default();
-        let mut failed_pull = None;
-        if policy == PullPolicy::PullAlways {
-            match self.pull_coalesced(&image, credentials.clone()).await {
-                (Ok(()), _) => {}
-                (Err(e), _) if e.timed_out => return Err(e),
-                (Err(e), fresh) => failed_pull = Some((e, fresh)),
-            }
-        }
         let created = match self.create_container(name, body.clone()).await {
             Err(e) if is_no_such_image(&e) => match (policy, failed_pull.take()) {
                 (PullPolicy::PullNever, _) => return Err(never_pull_error(self, &image)),
