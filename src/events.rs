@@ -435,6 +435,36 @@ mod tests {
     }
 
     #[test]
+    fn what_an_action_had_to_tell_is_a_warning_on_its_pod() {
+        let mut round = Round::default();
+        round.warnings.push((
+            Action::DeletePod {
+                minion: "m1".into(),
+                id: "web-1".into(),
+                reason: "scaled down to 0".into(),
+                legacy: false,
+            },
+            crate::minion::Warning {
+                reason: "FailedPreStopHook",
+                message: "preStop hook of container c on m1 failed: timed out after 30 s".into(),
+            },
+        ));
+        let notes = from_round(None, &round);
+        let n = notes
+            .iter()
+            .find(|n| n.reason == "FailedPreStopHook")
+            .unwrap();
+        assert_eq!(n.object, ObjectRef::new("Pod", "web-1"));
+        assert_eq!(n.severity, Severity::Warning);
+        assert!(is_post_start_failure(
+            "postStart hook of container c failed: exited with 1"
+        ));
+        assert!(!is_post_start_failure(
+            "cannot pull image x: postStart hook"
+        ));
+    }
+
+    #[test]
     fn pull_failures_are_told_apart() {
         assert!(is_pull_failure(
             "pull access denied for nope/nope, repository does not exist"
