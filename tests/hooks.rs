@@ -100,6 +100,54 @@ fn post_start_runs_after_the_start_and_pre_stop_before_the_removal() {
 }
 
 #[test]
+fn an_http_get_pre_stop_reaches_the_pod_before_it_is_removed() {
+    let _g = steady();
+    let (t, _p) = project_dir();
+    let host = t.join("host");
+    std::fs::create_dir_all(&host).unwrap();
+    // busybox httpd with a CGI script that notes the call in the hostDir.
+    let script = r#"mkdir -p /w/cgi-bin && printf '#!/bin/sh\\necho preStop over http >> /host/log\\necho Content-Type: text/plain\\necho\\necho bye\\n' > /w/cgi-bin/quit && chmod +x /w/cgi-bin/quit && exec httpd -f -p 80 -h /w"#;
+    t.write(
+        "manifests/web.json",
+        &format!(
+            r#"{{"kind": "Pod", "apiVersion": "v1beta1", "id": "web-hook",
+  "desiredState": {{"manifest": {{"version": "v1beta1",
+    "volumes": [{{"name": "host", "source": {{"hostDir": {{"path": "{}"}}}}}}],
+    "containers": [{{"name": "httpd", "image": "drover/busybox:latest",
+      "command": ["sh", "-c", "{script}"],
+      "ports": [{{"name": "http", "containerPort": 80}}],
+      "volumeMounts": [{{"name": "host", "mountPath": "/host"}}],
+      "lifecycle": {{"preStop": {{"httpGet": {{"path": "/cgi-bin/quit", "port": "http"}}}}}}}}]}}}}}}"#,
+            host.display()
+        ),
+    );
+    t.drover(&["apply", "--timeout", "60"]).expect_code(0);
+    // Serving before it goes (the hook needs the server up, as a real one would be).
+    wait_until("httpd to serve", Duration::from_secs(20), || {
+        t.drover(&[
+            "exec",
+            "web-hook",
+            "--",
+            "wget",
+            "-qO-",
+            "http://127.0.0.1/cgi-bin/quit",
+        ])
+        .stdout
+        .contains("bye")
+    });
+    std::fs::remove_file(host.join("log")).unwrap();
+    t.write("manifests/web.json", r#"{"kind": "List", "items": []}"#);
+    t.drover(&["apply", "--allow-empty", "--timeout", "60"])
+        .expect_code(0);
+    assert_eq!(read(&host.join("log")), "preStop over http\n");
+    let all = events(&t);
+    assert!(
+        of(&all, "web-hook", "FailedPreStopHook").is_empty(),
+        "{all:#?}"
+    );
+}
+
+#[test]
 fn a_failing_post_start_kills_the_container_and_its_restart_policy_decides() {
     let _g = steady();
     let (t, p) = project_dir();
