@@ -216,7 +216,9 @@ pub fn from_round(before: Option<&Round>, round: &Round) -> Vec<Note> {
     for (action, error) in &round.failed {
         if let Action::CreatePod { pod: spec, .. } = action {
             let message = error.message.clone();
-            let reason = if is_pull_failure(&message) {
+            let reason = if is_post_start_failure(&message) {
+                "FailedPostStartHook"
+            } else if is_pull_failure(&message) {
                 "FailedToPull"
             } else {
                 "FailedCreate"
@@ -229,6 +231,18 @@ pub fn from_round(before: Option<&Round>, round: &Round) -> Vec<Note> {
                 format!("{}: {}", crate::exec::describe(action).1, error.message),
             ));
         }
+    }
+    for (action, warning) in &round.warnings {
+        let object = match action {
+            Action::CreatePod { pod: spec, .. } => pod(&spec.id),
+            Action::DeletePod { id, .. } => pod(id),
+            Action::DeleteVolumes { minion, .. } => ObjectRef::new("Minion", minion),
+        };
+        notes.push(Note::warning(
+            object,
+            warning.reason,
+            warning.message.clone(),
+        ));
     }
     for (id, why) in &round.unschedulable {
         notes.push(Note::warning(pod(id), "FailedScheduling", why.clone()));
@@ -314,6 +328,11 @@ pub fn is_pull_failure(message: &str) -> bool {
     ]
     .iter()
     .any(|s| m.contains(s))
+}
+
+/// Whether a create failure was a container's postStart hook (`minion::hooks`).
+pub fn is_post_start_failure(message: &str) -> bool {
+    message.starts_with(crate::minion::hooks::POST_START_FAILED)
 }
 
 /// A container's Docker event (`die`, `oom`, `start`, `kill`) as a note about its pod, if it is
@@ -413,6 +432,36 @@ mod tests {
         assert_eq!(n("die", Some(1)), Some("Failed"));
         assert_eq!(n("oom", None), Some("OOMKilled"));
         assert_eq!(n("start", None), None);
+    }
+
+    #[test]
+    fn what_an_action_had_to_tell_is_a_warning_on_its_pod() {
+        let mut round = Round::default();
+        round.warnings.push((
+            Action::DeletePod {
+                minion: "m1".into(),
+                id: "web-1".into(),
+                reason: "scaled down to 0".into(),
+                legacy: false,
+            },
+            crate::minion::Warning {
+                reason: "FailedPreStopHook",
+                message: "preStop hook of container c on m1 failed: timed out after 30 s".into(),
+            },
+        ));
+        let notes = from_round(None, &round);
+        let n = notes
+            .iter()
+            .find(|n| n.reason == "FailedPreStopHook")
+            .unwrap();
+        assert_eq!(n.object, ObjectRef::new("Pod", "web-1"));
+        assert_eq!(n.severity, Severity::Warning);
+        assert!(is_post_start_failure(
+            "postStart hook of container c failed: exited with 1"
+        ));
+        assert!(!is_post_start_failure(
+            "cannot pull image x: postStart hook"
+        ));
     }
 
     #[test]

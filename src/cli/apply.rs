@@ -219,8 +219,19 @@ pub fn run(cx: &Context, args: &SourceArgs, opts: Options) -> ExitCode {
                 }
                 tokio::time::sleep(retry).await;
             } else if round.planned == 0 || !round.failed.is_empty() || !round.held.is_empty() {
-                // Containers starting, or failures to retry: look again shortly.
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                // Containers starting, or failures to retry: look again shortly, unless the
+                // deadline comes first (a round started then would only be cut off).
+                let pause = Duration::from_millis(200);
+                if reconciler
+                    .deadline
+                    .is_some_and(|d| d.saturating_duration_since(Instant::now()) <= pause)
+                {
+                    tokio::time::sleep_until(reconciler.deadline.expect("checked").into()).await;
+                    eprintln!("drover: not converged after {}s:", timeout.as_secs());
+                    report_unconverged(&round);
+                    return false;
+                }
+                tokio::time::sleep(pause).await;
             }
             last_round = Some(round);
         }

@@ -166,6 +166,9 @@ fn print_event(event: Event, said: &Mutex<Said>) {
                 info!("{}", describe(a).1);
                 said.failures.remove(&super::apply::failure_key(a));
             }
+            for (a, w) in &round.warnings {
+                warn!("{}: {}", describe(a).1, w.message);
+            }
             // A failure that recurs (a pod backing off, wherever it is tried) is told once,
             // and again only when its reason changes.
             for (a, e) in &round.failed {

@@ -2,9 +2,12 @@
 //! containers) and turns container exits, OOM kills and restarts into events
 //! (`crate::events::from_docker`). One stream per minion over its usual transport; a stream
 //! that ends or fails is opened again after a pause, from where it left off (`since`), so an
-//! exit that happened while the minion was unreachable is still told.
+//! exit that happened while the minion was unreachable is still told. A container with a
+//! postStart hook that Docker started again (its restart policy, a liveness-probe restart) runs
+//! the hook again, as each new start did in Kubernetes (`Minion::post_start_again`).
 
 use crate::events::EventLog;
+use crate::minion::hooks;
 use crate::minion::pods::{LABEL_CONTAINER, LABEL_POD};
 use crate::minion::{Minion, LABEL_PROJECT};
 use futures_util::StreamExt;
@@ -51,6 +54,24 @@ pub async fn follow(minion: Arc<Minion>, project: String, log: Arc<Mutex<EventLo
                     crate::events::from_docker(minion.name(), pod, container, "die", exit_code)
                 }
                 "start" if died.remove(&id) => {
+                    if let Some(hook) = hooks::from_label(
+                        attributes.get(hooks::LABEL_POST_START).map(String::as_str),
+                    ) {
+                        let (minion, log) = (minion.clone(), log.clone());
+                        let (pod, container, project) =
+                            (pod.clone(), container.clone(), project.clone());
+                        tokio::spawn(async move {
+                            let failed = minion
+                                .post_start_again(&project, &id, &pod, &container, &hook)
+                                .await;
+                            if let Some(w) = failed {
+                                let object = crate::events::ObjectRef::new("Pod", &pod);
+                                let note =
+                                    crate::events::Note::warning(object, w.reason, w.message);
+                                log.lock().expect("event log").record_now(note);
+                            }
+                        });
+                    }
                     crate::events::from_docker(minion.name(), pod, container, "restart", None)
                 }
                 other => {

@@ -571,6 +571,7 @@ async fn probe_loop(
             ports: Vec<crate::model::Port>,
             probe: crate::model::LivenessProbe,
             policy: crate::model::RestartPolicy,
+            pre_stop: Option<crate::model::Handler>,
         }
         let jobs: Vec<Job> = {
             let s = shared.lock().expect("shared");
@@ -606,6 +607,7 @@ async fn probe_loop(
                         ports: ports.clone(),
                         probe: probe.clone(),
                         policy: manifest.restart_policy,
+                        pre_stop: c.lifecycle.as_ref().and_then(|l| l.pre_stop.clone()),
                     });
                 }
             }
@@ -673,9 +675,23 @@ async fn probe_loop(
                     });
                 }
                 Verdict::Restart(error) => {
-                    let acted =
-                        probes::act_on_failure(&job.minion, &job.container, job.policy).await;
+                    let target = Target {
+                        pod_ip: job.ip.as_deref(),
+                        container: &job.container,
+                        ports: &job.ports,
+                    };
+                    let (acted, hook_failed) = probes::act_on_failure(
+                        &job.minion,
+                        &target,
+                        job.pre_stop.as_ref(),
+                        job.policy,
+                    )
+                    .await;
                     book.restarted(&job.key, job.delay, Instant::now());
+                    let error = match hook_failed {
+                        Some(why) => format!("{error}; its preStop hook failed: {why}"),
+                        None => error,
+                    };
                     let _ = reports.try_send(ProbeReport {
                         key: job.key.clone(),
                         error,

@@ -13,11 +13,11 @@
 //!
 //! [`ProbeBook`] is the pure part (what is due, what a result means); [`probe`] does the IO.
 
+use crate::minion::hooks::{self, HookTarget};
 use crate::minion::Minion;
-use crate::model::{LivenessProbe, PortRef, RestartPolicy};
+use crate::model::{Handler, LivenessProbe, PortRef, RestartPolicy};
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub const PERIOD: Duration = Duration::from_secs(2);
 pub const FAILURE_THRESHOLD: u32 = 3;
@@ -152,14 +152,7 @@ pub struct Target<'a> {
 }
 
 fn resolve(port: &PortRef, ports: &[crate::model::Port]) -> Result<u16, String> {
-    match port {
-        PortRef::Number(n) => Ok(*n),
-        PortRef::Name(name) => ports
-            .iter()
-            .find(|p| p.name.as_deref() == Some(name.as_str()))
-            .map(|p| p.container_port)
-            .ok_or_else(|| format!("no container port named `{name}`")),
-    }
+    crate::minion::hooks::resolve_port(port, ports)
 }
 
 /// Runs one probe; `Err` says why it failed.
@@ -173,46 +166,8 @@ pub async fn probe(minion: &Minion, target: &Target<'_>, p: &LivenessProbe) -> R
                 (None, Some(ip)) => ip,
                 (None, None) => return Err("the pod has no address".to_string()),
             };
-            let mut stream = minion
-                .connect_tcp(host, port)
-                .await
-                .map_err(|e| e.message)?;
-            let path = if http.path.starts_with('/') {
-                http.path.clone()
-            } else {
-                format!("/{}", http.path)
-            };
-            let request = format!(
-                "GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\nUser-Agent: drover-probe\r\n\r\n"
-            );
-            stream
-                .write_all(request.as_bytes())
-                .await
-                .map_err(|e| format!("GET {path}: {e}"))?;
-            let mut head = Vec::with_capacity(64);
-            let mut buf = [0u8; 64];
-            // The status line is all that matters.
-            while !head.contains(&b'\n') && head.len() < 256 {
-                let n = stream
-                    .read(&mut buf)
-                    .await
-                    .map_err(|e| format!("GET {path}: {e}"))?;
-                if n == 0 {
-                    break;
-                }
-                head.extend_from_slice(&buf[..n]);
-            }
-            let line = String::from_utf8_lossy(&head);
-            let code: u16 = line
-                .split_whitespace()
-                .nth(1)
-                .and_then(|c| c.parse().ok())
-                .ok_or_else(|| format!("GET {path}: no HTTP answer"))?;
-            return if (200..400).contains(&code) {
-                Ok(())
-            } else {
-                Err(format!("GET {path}: HTTP {code}"))
-            };
+            return crate::minion::hooks::http_get(minion, host, port, &http.path, "drover-probe")
+                .await;
         }
         if let Some(tcp) = &p.tcp_socket {
             let port = resolve(&tcp.port, target.ports)?;
@@ -245,17 +200,37 @@ pub async fn probe(minion: &Minion, target: &Target<'_>, p: &LivenessProbe) -> R
 }
 
 /// Restarts a container whose probe failed, as its restart policy says: restarted under
-/// `always` and `onFailure`, killed under `never` (the pod then fails).
+/// `always` and `onFailure`, killed under `never` (the pod then fails). Its preStop hook runs
+/// first, within `hooks::PRE_STOP_GRACE`, and the restart follows whatever it did (a failed
+/// hook is told in the result's second part). Docker's restart is a new start: the daemon's
+/// event follower runs the container's postStart hook after it (`docker_events`).
 pub async fn act_on_failure(
     minion: &Minion,
-    container: &str,
+    target: &Target<'_>,
+    pre_stop: Option<&Handler>,
     policy: RestartPolicy,
-) -> Result<(), String> {
+) -> (Result<(), String>, Option<String>) {
+    let mut hook_failed = None;
+    if let Some(hook) = pre_stop {
+        let hook_target = HookTarget {
+            container: target.container,
+            pod_ip: target.pod_ip,
+        };
+        let ran = match hooks::resolved(hook, target.ports) {
+            Ok(hook) => {
+                minion
+                    .run_hook(&hook, &hook_target, hooks::PRE_STOP_GRACE)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        hook_failed = ran.err();
+    }
     let done = match policy {
-        RestartPolicy::Never {} => minion.kill_container(container).await,
-        _ => minion.restart_container(container, 1).await,
+        RestartPolicy::Never {} => minion.kill_container(target.container).await,
+        _ => minion.restart_container(target.container, 1).await,
     };
-    done.map_err(|e| e.to_string())
+    (done.map_err(|e| e.to_string()), hook_failed)
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //! actions with errors naming it; the others go on. A minion that stops answering costs its
 //! actions one call timeout: once a call there timed out, its queued actions are not tried.
 
-use crate::minion::{Minion, MinionError, Trace};
+use crate::minion::{Minion, MinionError, Trace, Warning};
 use crate::plan::pods::{Action, Plan};
 use futures_util::StreamExt;
 use std::collections::{BTreeMap, HashMap};
@@ -19,6 +19,9 @@ pub const PER_MINION: usize = 16;
 pub struct Outcome {
     pub done: Vec<Action>,
     pub failed: Vec<(Action, MinionError)>,
+    /// What finished actions (done or not) had to tell besides (a pull that failed with the
+    /// minion's image run instead, a lifecycle hook that failed).
+    pub warnings: Vec<(Action, Warning)>,
 }
 
 pub type Credentials = Arc<dyn Fn(&str) -> Option<crate::minion::Credentials> + Send + Sync>;
@@ -82,7 +85,10 @@ pub async fn execute(
     drop(sender);
     while let Some((action, result)) = results.recv().await {
         match result {
-            Ok(()) => {
+            Ok(warnings) => {
+                outcome
+                    .warnings
+                    .extend(warnings.into_iter().map(|w| (action.clone(), w)));
                 progress.finished(&action, None);
                 outcome.done.push(action)
             }
@@ -100,7 +106,7 @@ pub async fn execute(
     outcome
 }
 
-type Finished = (Action, Result<(), MinionError>);
+type Finished = (Action, Result<Vec<Warning>, MinionError>);
 
 /// One minion's actions, `PER_MINION` at a time: its deletions first; a creation waits for
 /// them only when it could need what they free on the engine (a host port, or its own pod id:
@@ -189,7 +195,9 @@ async fn run_action(
     let work = trace.run(async {
         match &action {
             Action::DeletePod { id, legacy, .. } => minion.delete_pod(id, *legacy).await,
-            Action::DeleteVolumes { volumes, .. } => minion.delete_volumes(volumes).await,
+            Action::DeleteVolumes { volumes, .. } => {
+                minion.delete_volumes(volumes).await.map(|()| Vec::new())
+            }
             Action::CreatePod { pod, .. } => minion.create_pod(pod, env, credentials).await,
         }
     });

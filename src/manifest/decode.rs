@@ -1348,15 +1348,9 @@ fn container(
     let liveness_probe = f
         .opt_non_null("livenessProbe")
         .and_then(|(n, p)| liveness_probe(cx, n, &p, &ports));
-    let lifecycle = f.opt_non_null("lifecycle").and_then(|(n, p)| {
-        let hooks = lifecycle(cx, n, &p, &ports)?;
-        cx.warn(
-            n.pos,
-            &p,
-            "lifecycle hooks are checked and kept, but drover does not run them yet",
-        );
-        Some(Box::new(hooks))
-    });
+    let lifecycle = f
+        .opt_non_null("lifecycle")
+        .and_then(|(n, p)| lifecycle(cx, n, &p, &ports).map(Box::new));
     let privileged = f
         .opt_non_null("privileged")
         .and_then(|(n, p)| {
@@ -1373,21 +1367,9 @@ fn container(
             Some(v)
         })
         .unwrap_or(false);
-    let image_pull_policy = f.opt_non_null("imagePullPolicy").and_then(|(n, p)| {
-        let policy = pull_policy(cx, n, &p)?;
-        if policy != PullPolicy::PullIfNotPresent {
-            // Kept in the model (and in what is diffed); the minion driver does not act on it.
-            cx.warn(
-                n.pos,
-                &p,
-                format!(
-                    "`{policy:?}` is not honoured yet: drover pulls an image only when the \
-                     minion does not have it"
-                ),
-            );
-        }
-        Some(policy)
-    });
+    let image_pull_policy = f
+        .opt_non_null("imagePullPolicy")
+        .and_then(|(n, p)| pull_policy(cx, n, &p));
     f.unhonoured(
         cx,
         "terminationMessagePath",

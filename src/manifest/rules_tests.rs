@@ -404,6 +404,12 @@ fn lifecycle_hooks_have_exactly_one_handler() {
         ),
         "give exactly one of exec or httpGet",
     );
+    // Honoured now: no warning that drover does not run them.
+    let text = pod_container(
+        "imagePullPolicy: PullNever, lifecycle: {preStop: {httpGet: {path: /quit, port: 80}}}",
+    );
+    let (_, warnings) = read(&text, &Options::default()).unwrap();
+    assert!(warnings.is_empty(), "{warnings:#?}");
     rejects(
         &pod_container("lifecycle: {preStop: {exec: {}}}"),
         "command: missing required field",

@@ -4,6 +4,7 @@
 //!
 //! This module owns connections and health. It makes no decisions about what should run.
 
+pub mod hooks;
 mod ops;
 pub mod pause;
 pub mod pods;
@@ -304,6 +305,24 @@ fn plain(text: &str) -> &str {
     text
 }
 
+/// Something an operation on a minion did that its caller should tell as an event, though the
+/// operation succeeded (an image that could not be pulled, run as the minion has it; a hook that
+/// failed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    /// The event's reason, as Kubernetes named it (`FailedToPull`, `FailedPreStopHook`, ...).
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// The last pull of one image on a minion (`PullAlways`): pods made within
+/// `pods::PULL_WINDOW` of it take its outcome instead of pulling again.
+#[derive(Debug, Clone)]
+pub(crate) struct PullAttempt {
+    pub at: std::time::Instant,
+    pub result: Result<(), MinionError>,
+}
+
 /// A byte stream to something on a minion.
 pub trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
@@ -318,6 +337,10 @@ pub struct Minion {
     /// One import of the pause image at a time: concurrent pods on a fresh engine would each
     /// import it (and leave untagged copies behind).
     pub(crate) pause_import: tokio::sync::Mutex<()>,
+    /// Per image, its last pull here: one pull of an image at a time (the others wait for it
+    /// and take its outcome), and none again within `pods::PULL_WINDOW`.
+    pub(crate) pulls:
+        Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<Option<PullAttempt>>>>>,
 }
 
 impl Minion {
@@ -352,6 +375,7 @@ impl Minion {
             health: Mutex::new(Health::default()),
             docker_capacity: Mutex::new(None),
             pause_import: tokio::sync::Mutex::new(()),
+            pulls: Mutex::new(Default::default()),
         })
     }
 

@@ -20,14 +20,18 @@
 //! only when its store recorded their pod (`adopt`); anything else on the minion — other
 //! projects' pods, containers drover did not make — is never changed, only counted as `Taken`.
 
-use super::{pause, Minion, MinionError, LABEL_MANAGED_BY, LABEL_PROJECT, MANAGED_BY};
-use crate::model::{Protocol, RestartPolicy, VolumeSource};
+use super::hooks::{self, HookTarget, LABEL_POST_START, LABEL_PRE_STOP, POST_START_FAILED};
+use super::{
+    pause, Minion, MinionError, PullAttempt, Warning, LABEL_MANAGED_BY, LABEL_PROJECT, MANAGED_BY,
+};
+use crate::model::{Protocol, PullPolicy, RestartPolicy, VolumeSource};
 use crate::plan::pods::{phase_of, ContainerState, ContainerStatus, ObservedPod, Phase, PodSpec};
 use crate::plan::scheduler::{PodRequest, Taken};
 use bollard::models::{
     ContainerCreateBody, ContainerSummaryStateEnum, HostConfig, PortBinding, RestartPolicyNameEnum,
 };
 use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
 
 pub const LABEL_POD: &str = "io.drover.pod";
 pub const LABEL_RC: &str = "io.drover.rc";
@@ -119,6 +123,50 @@ fn is_conflict(e: &MinionError) -> bool {
         || e.message.contains("already in use")
 }
 
+/// How long the outcome of a pull of an image on a minion stands for the pods made there after
+/// it (`PullAlways`): a rollout of many replicas pulls once, not once per pod.
+pub const PULL_WINDOW: Duration = Duration::from_secs(10);
+
+/// Whether a `PullAlways` image is pulled again, its last pull on the minion made at `last`.
+/// Pure.
+pub fn pull_due(last: Option<Instant>, now: Instant) -> bool {
+    last.is_none_or(|at| now.saturating_duration_since(at) >= PULL_WINDOW)
+}
+
+/// What a `PullAlways` container does after its image's pull failed with `error`: with the
+/// image on the minion, it runs that (drover's users often have no registry: images made with
+/// `docker import`, tagged `:latest`); said as a warning by the pod whose pull it was (`fresh`),
+/// not by every pod that took the outcome. Without the image, the pull failure stands. Pure.
+pub fn after_failed_pull(
+    error: MinionError,
+    present: bool,
+    fresh: bool,
+) -> Result<Option<Warning>, MinionError> {
+    if !present || error.timed_out {
+        return Err(error);
+    }
+    Ok(fresh.then(|| Warning {
+        reason: "FailedToPull",
+        message: format!(
+            "{} on {}; using the image present on the minion",
+            error.message, error.minion
+        ),
+    }))
+}
+
+/// The error for a `PullNever` container whose image the minion does not have (Kubernetes'
+/// ErrImageNeverPull); it backs off as a pull failure.
+pub fn never_pull_error(minion: &Minion, image: &str) -> MinionError {
+    MinionError::new(
+        &minion.spec.name,
+        &minion.spec.address,
+        format!(
+            "ErrImageNeverPull: image {image} is not present on the minion and its \
+             imagePullPolicy is PullNever (load it there, or allow a pull)"
+        ),
+    )
+}
+
 impl Minion {
     /// Makes sure an image is present: drover's pause image is imported from the binary,
     /// others are pulled.
@@ -139,16 +187,51 @@ impl Minion {
             let (repo, tag) = image.split_once(':').expect("pause image has a tag");
             return self.import_image(pause::rootfs_tar(), repo, tag).await;
         }
-        self.pull_image(image, credentials).await
+        self.pull_coalesced(image, credentials).await.0
     }
 
-    /// Creates and starts a pod. Idempotent: containers that already exist are kept.
+    /// Pulls an image, one pull per image on this minion at a time, and none again within
+    /// `PULL_WINDOW` of the last: a pod arriving then takes that pull's outcome. Also says
+    /// whether the outcome is this call's own pull.
+    async fn pull_coalesced(
+        &self,
+        image: &str,
+        credentials: Option<super::Credentials>,
+    ) -> (Result<(), MinionError>, bool) {
+        let slot = self
+            .pulls
+            .lock()
+            .expect("pulls")
+            .entry(image.to_string())
+            .or_default()
+            .clone();
+        let mut last = slot.lock().await;
+        if let Some(a) = last
+            .as_ref()
+            .filter(|a| !pull_due(Some(a.at), Instant::now()))
+        {
+            return (a.result.clone(), false);
+        }
+        let result = self.pull_image(image, credentials).await;
+        *last = Some(PullAttempt {
+            at: Instant::now(),
+            result: result.clone(),
+        });
+        (result, true)
+    }
+
+    /// Creates and starts a pod. Idempotent: containers that already exist are kept. Each
+    /// container's image is made present as its `imagePullPolicy` says; a container's
+    /// postStart hook runs right after it starts. Returns what the pod's events should say
+    /// beside its creation (a pull that failed with the image run as the minion had it, a
+    /// postStart hook that failed under restart policy `never`).
     pub async fn create_pod(
         &self,
         pod: &PodSpec,
         env: &[String],
         credentials: &(dyn Fn(&str) -> Option<super::Credentials> + Send + Sync),
-    ) -> Result<(), MinionError> {
+    ) -> Result<Vec<Warning>, MinionError> {
+        let mut warnings = Vec::new();
         let request = serde_json::to_string(&RequestLabel::of(&pod.request())).expect("serialises");
         let labels = |container: &str| -> HashMap<String, String> {
             let mut l: HashMap<String, String> = pod
@@ -174,6 +257,10 @@ impl Minion {
             }
             l
         };
+
+        // PullAlways images first, before anything of the pod exists: a slow pull leaves no
+        // half-made pod behind it.
+        let mut failed_pulls = self.pull_always_images(&pod.manifest, credentials).await?;
 
         // Every published port of the pod, on the container that holds its network namespace.
         let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
@@ -233,13 +320,24 @@ impl Minion {
                 }),
                 ..Default::default()
             };
-            let id = self.create_or_find(&infra_name, infra, None).await?;
+            // drover's own image, imported from the binary when missing: never pulled.
+            let id = self
+                .create_or_find(&infra_name, infra, None, PullPolicy::PullIfNotPresent, None)
+                .await?
+                .0;
             self.start_container(&infra_name)
                 .await
                 .or_else(already_started)?;
             Some(id)
         };
+        // The container whose address is the pod's.
+        let netns_holder = if own_netns {
+            container_name(project, &pod.id, &pod.manifest.containers[0].name)
+        } else {
+            container_name(project, &pod.id, INFRA)
+        };
 
+        let mut pod_ip: Option<String> = None;
         let mut volumes: BTreeMap<&str, String> = BTreeMap::new();
         for v in &pod.manifest.volumes {
             let source = match &v.source {
@@ -267,6 +365,35 @@ impl Minion {
                     ))
                 })
                 .collect();
+            let with_hooks = |mut l: HashMap<String, String>,
+                              c: &crate::model::Container,
+                              m: &crate::model::ContainerManifest|
+             -> Result<HashMap<String, String>, MinionError> {
+                let ports: Vec<crate::model::Port> =
+                    m.containers.iter().flat_map(|c| c.ports.clone()).collect();
+                let lifecycle = c.lifecycle.as_deref();
+                for (key, hook) in [
+                    (LABEL_PRE_STOP, lifecycle.and_then(|l| l.pre_stop.as_ref())),
+                    (
+                        LABEL_POST_START,
+                        lifecycle.and_then(|l| l.post_start.as_ref()),
+                    ),
+                ] {
+                    let Some(hook) = hook else { continue };
+                    let hook = hooks::resolved(hook, &ports).map_err(|e| {
+                        MinionError::new(
+                            &self.spec.name,
+                            &self.spec.address,
+                            format!("container {}: lifecycle hook: {e}", c.name),
+                        )
+                    })?;
+                    l.insert(
+                        key.into(),
+                        serde_json::to_string(&hook).expect("serialises"),
+                    );
+                }
+                Ok(l)
+            };
             let mut all_env: Vec<String> = env.to_vec();
             all_env.extend(c.env.iter().map(|e| format!("{}={}", e.name, e.value)));
             let mut container_labels = labels(&c.name);
@@ -283,7 +410,7 @@ impl Minion {
                 cmd: (!c.command.is_empty()).then(|| c.command.clone()),
                 working_dir: c.working_dir.clone(),
                 env: Some(all_env),
-                labels: Some(container_labels),
+                labels: Some(with_hooks(container_labels, c, &pod.manifest)?),
                 exposed_ports: own_netns.then(|| bindings.keys().cloned().collect()),
                 host_config: Some(HostConfig {
                     network_mode: infra_id.as_ref().map(|id| format!("container:{id}")),
@@ -306,40 +433,190 @@ impl Minion {
                 ..Default::default()
             };
             let name = container_name(project, &pod.id, &c.name);
-            self.create_or_find(&name, body, credentials(&c.image))
+            let (_, pulled) = self
+                .create_or_find(
+                    &name,
+                    body,
+                    credentials(&c.image),
+                    c.pull_policy(),
+                    failed_pulls.remove(&c.image),
+                )
                 .await?;
-            self.start_container(&name).await.or_else(already_started)?;
+            warnings.extend(pulled);
+            // Started now (not found running from an earlier run): its postStart hook is due.
+            let started = match self.start_container(&name).await {
+                Ok(()) => true,
+                Err(e) => {
+                    already_started(e)?;
+                    false
+                }
+            };
+            let Some(hook) = c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) else {
+                continue;
+            };
+            if !started {
+                continue;
+            }
+            if pod_ip.is_none() && hook.http_get.as_ref().is_some_and(|h| h.host.is_none()) {
+                pod_ip = self.pod_ip(&netns_holder).await?;
+            }
+            let target = HookTarget {
+                container: &name,
+                pod_ip: pod_ip.as_deref(),
+            };
+            let Err(why) = self
+                .run_hook(hook, &target, hooks::POST_START_TIMEOUT)
+                .await
+            else {
+                continue;
+            };
+            // As the kubelet did: the container is killed, and its restart policy decides.
+            let killed = match self.kill_container(&name).await {
+                Ok(()) => "killed".to_string(),
+                Err(e) if e.message.contains("is not running") => "already stopped".into(),
+                Err(e) => format!("not killed: {}", e.message),
+            };
+            let message = format!(
+                "{POST_START_FAILED} of container {} failed: {why}; container {killed}",
+                c.name
+            );
+            if pod.manifest.restart_policy == (RestartPolicy::Never {}) {
+                // Not started again: the pod is left as it is, Failed.
+                warnings.push(Warning {
+                    reason: "FailedPostStartHook",
+                    message,
+                });
+                continue;
+            }
+            // Started again after a back-off, as a new pod (its hooks run again then).
+            let _ = self.delete_pod(&pod.id, false).await;
+            return Err(MinionError::new(
+                &self.spec.name,
+                &self.spec.address,
+                message,
+            ));
         }
-        Ok(())
+        Ok(warnings)
     }
 
-    /// Creates a container, its image made present first only when Docker says it is missing
-    /// (one call per container in the common case, as `docker run` does), or finds the one an
-    /// earlier run made.
+    /// Runs a container's postStart hook after Docker started it again (its restart policy,
+    /// a liveness-probe restart), as each new start did in Kubernetes. A failure kills it (the
+    /// plan then replaces a pod that must always run; its creation backs off if the hook keeps
+    /// failing) and is returned.
+    pub async fn post_start_again(
+        &self,
+        project: &str,
+        container_id: &str,
+        pod: &str,
+        container: &str,
+        hook: &crate::model::Handler,
+    ) -> Option<Warning> {
+        let mut pod_ip = None;
+        if hook.http_get.as_ref().is_some_and(|h| h.host.is_none()) {
+            // The infra container's address, or the container's own when it has none.
+            pod_ip = match self.pod_ip(&container_name(project, pod, INFRA)).await {
+                Ok(Some(ip)) => Some(ip),
+                _ => self.pod_ip(container_id).await.ok().flatten(),
+            };
+        }
+        let target = HookTarget {
+            container: container_id,
+            pod_ip: pod_ip.as_deref(),
+        };
+        let why = self
+            .run_hook(hook, &target, hooks::POST_START_TIMEOUT)
+            .await
+            .err()?;
+        let killed = match self.kill_container(container_id).await {
+            Ok(()) => "killed".to_string(),
+            Err(e) if e.message.contains("is not running") => "already stopped".into(),
+            Err(e) => format!("not killed: {}", e.message),
+        };
+        Some(Warning {
+            reason: "FailedPostStartHook",
+            message: format!(
+                "{POST_START_FAILED} of container {container} on {} failed after a restart: {why}; container {killed}",
+                self.spec.name
+            ),
+        })
+    }
+
+    /// A pod's address on the minion's bridge, from its infra container.
+    async fn pod_ip(&self, netns_holder: &str) -> Result<Option<String>, MinionError> {
+        let inspected = self.inspect_container(netns_holder).await?;
+        Ok(inspected
+            .network_settings
+            .and_then(|n| n.networks)
+            .and_then(|n| n.into_values().find_map(|e| e.ip_address))
+            .filter(|ip| !ip.is_empty()))
+    }
+
+    /// Pulls the images of the pod's `PullAlways` containers (each once, coalesced with other
+    /// pods' pulls: `pull_coalesced`). Returns the pulls that failed, by image, with whether
+    /// each was this pod's own; a minion that did not answer fails the pod.
+    async fn pull_always_images(
+        &self,
+        manifest: &crate::model::ContainerManifest,
+        credentials: &(dyn Fn(&str) -> Option<super::Credentials> + Send + Sync),
+    ) -> Result<HashMap<String, (MinionError, bool)>, MinionError> {
+        let mut failed = HashMap::new();
+        for c in &manifest.containers {
+            if c.pull_policy() != PullPolicy::PullAlways || failed.contains_key(&c.image) {
+                continue;
+            }
+            match self.pull_coalesced(&c.image, credentials(&c.image)).await {
+                (Ok(()), _) => {}
+                (Err(e), _) if e.timed_out => return Err(e),
+                (Err(e), fresh) => {
+                    failed.insert(c.image.clone(), (e, fresh));
+                }
+            }
+        }
+        Ok(failed)
+    }
+
+    /// Creates a container, or finds the one an earlier run made. Its image is made present as
+    /// `policy` says: `PullIfNotPresent` pulls only when Docker says it is missing (one call
+    /// per container in the common case, as `docker run` does); `PullNever` never pulls (a
+    /// missing image is `never_pull_error`); `PullAlways` was pulled by the caller
+    /// (`pull_always_images`), and when that failed (`failed_pull`), the image the minion has
+    /// runs (`after_failed_pull`). Returns the container's id and that warning.
     async fn create_or_find(
         &self,
         name: &str,
         body: ContainerCreateBody,
         credentials: Option<super::Credentials>,
-    ) -> Result<String, MinionError> {
+        policy: PullPolicy,
+        mut failed_pull: Option<(MinionError, bool)>,
+    ) -> Result<(String, Option<Warning>), MinionError> {
+        let image = body.image.clone().unwrap_or_default();
         let created = match self.create_container(name, body.clone()).await {
-            Err(e) if is_no_such_image(&e) => {
-                let image = body.image.as_deref().unwrap_or_default();
-                self.ensure_image(image, credentials).await?;
-                self.create_container(name, body).await
-            }
+            Err(e) if is_no_such_image(&e) => match (policy, failed_pull.take()) {
+                (PullPolicy::PullNever, _) => return Err(never_pull_error(self, &image)),
+                // Neither pulled nor on the minion.
+                (_, Some((pull_error, _))) => return Err(pull_error),
+                _ => {
+                    self.ensure_image(&image, credentials).await?;
+                    self.create_container(name, body).await
+                }
+            },
             other => other,
         };
-        match created {
-            Ok(id) => Ok(id),
+        let id = match created {
+            Ok(id) => id,
             // Made by an earlier, interrupted run: use it rather than make a second one.
-            Err(e) if is_conflict(&e) => Ok(self
+            Err(e) if is_conflict(&e) => self
                 .inspect_container(name)
                 .await?
                 .id
-                .unwrap_or_else(|| name.to_string())),
-            Err(e) => Err(e),
-        }
+                .unwrap_or_else(|| name.to_string()),
+            Err(e) => return Err(e),
+        };
+        let warning = match failed_pull {
+            Some((e, fresh)) => after_failed_pull(e, true, fresh)?,
+            None => None,
+        };
+        Ok((id, warning))
     }
 
     /// Makes an emptyDir volume carrying drover's labels (project, pod). Idempotent.
@@ -415,12 +692,56 @@ impl Minion {
 
     /// Removes every container of one of this project's pods, then its emptyDir volumes.
     /// `legacy`: the pod was made before projects (no project label; adopted by this one).
-    pub async fn delete_pod(&self, pod_id: &str, legacy: bool) -> Result<(), MinionError> {
+    /// Running containers with a preStop hook run it first (all at once, each within
+    /// `hooks::PRE_STOP_GRACE`); the removal follows whatever the hooks did. Returns the hooks
+    /// that failed, as warnings.
+    pub async fn delete_pod(
+        &self,
+        pod_id: &str,
+        legacy: bool,
+    ) -> Result<Vec<Warning>, MinionError> {
         let listed = self.list_containers(&[(LABEL_POD, pod_id)]).await?;
         let ours = |c: &&bollard::models::ContainerSummary| match label(c, LABEL_PROJECT) {
             Some(p) => !legacy && p == self.spec.project,
             None => legacy && label(c, LABEL_MANAGED_BY) == Some(MANAGED_BY),
         };
+        let pod_ip = listed
+            .iter()
+            .filter(ours)
+            .find(|c| {
+                label(c, LABEL_CONTAINER) == Some(INFRA) || label(c, LABEL_NETNS) == Some("own")
+            })
+            .and_then(|c| published(c).1);
+        let stopping: Vec<(String, crate::model::Handler, String)> = listed
+            .iter()
+            .filter(ours)
+            .filter(|c| is_running(c))
+            .filter_map(|c| {
+                let hook = hooks::from_label(label(c, LABEL_PRE_STOP))?;
+                let name = label(c, LABEL_CONTAINER).unwrap_or_default().to_string();
+                Some((c.id.clone()?, hook, name))
+            })
+            .collect();
+        let pod_ip = pod_ip.as_deref();
+        let warnings: Vec<Warning> =
+            futures_util::future::join_all(stopping.iter().map(|(id, hook, name)| async move {
+                let target = HookTarget {
+                    container: id,
+                    pod_ip,
+                };
+                let result = self.run_hook(hook, &target, hooks::PRE_STOP_GRACE).await;
+                result.err().map(|why| Warning {
+                    reason: "FailedPreStopHook",
+                    message: format!(
+                        "preStop hook of container {name} on {} failed: {why}; stopped anyway",
+                        self.spec.name
+                    ),
+                })
+            }))
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
         // App containers first, the infra container (their network) last.
         let mut ordered: Vec<_> = listed.iter().filter(ours).collect();
         ordered.sort_by_key(|c| label(c, LABEL_CONTAINER) == Some(INFRA));
@@ -443,7 +764,7 @@ impl Minion {
                 .any(|m| m.name.as_deref().is_some_and(|n| n.starts_with(&prefix)))
         });
         if !legacy && !mounts_own {
-            return Ok(());
+            return Ok(warnings);
         }
         let volumes: Vec<String> = if legacy {
             // Made implicitly by Docker (no labels), named after the pod.
@@ -469,7 +790,8 @@ impl Minion {
                 .map(|(_, name)| name)
                 .collect()
         };
-        self.delete_volumes(&volumes).await
+        self.delete_volumes(&volumes).await?;
+        Ok(warnings)
     }
 
     /// The pods this project runs on the minion, rebuilt from container labels and states,
@@ -791,6 +1113,45 @@ mod tests {
         for policy in ["never", "onFailure", "always"] {
             assert_eq!(restart_name(restart_from_label(Some(policy))), policy);
         }
+    }
+
+    #[test]
+    fn an_image_is_pulled_again_only_after_the_window() {
+        let now = Instant::now();
+        assert!(pull_due(None, now), "never pulled here");
+        assert!(
+            !pull_due(Some(now), now + PULL_WINDOW / 2),
+            "one pull serves a rollout"
+        );
+        assert!(pull_due(Some(now), now + PULL_WINDOW));
+    }
+
+    #[test]
+    fn a_failed_pull_runs_the_minions_image_with_one_warning() {
+        let error = MinionError::new(
+            "m1",
+            "10.0.0.5",
+            "cannot pull image app:latest: no such host",
+        );
+        let first = after_failed_pull(error.clone(), true, true)
+            .unwrap()
+            .unwrap();
+        assert_eq!(first.reason, "FailedToPull");
+        assert_eq!(
+            first.message,
+            "cannot pull image app:latest: no such host on m1; using the image present on the minion"
+        );
+        assert_eq!(
+            after_failed_pull(error.clone(), true, false),
+            Ok(None),
+            "pods that took the same pull's outcome say nothing more"
+        );
+        assert_eq!(
+            after_failed_pull(error.clone(), false, true),
+            Err(error.clone())
+        );
+        let hung = MinionError::hung("m1", "10.0.0.5", "no answer in 600 s to pull image");
+        assert_eq!(after_failed_pull(hung.clone(), true, true), Err(hung));
     }
 
     #[test]

@@ -20,6 +20,9 @@ pub enum Reason {
     ImagePullBackOff,
     /// The containers cannot be created or started.
     CreateContainerBackOff,
+    /// A container's postStart hook failed: it was killed, and its pod is made again after
+    /// the delay (Kubernetes' waiting reason for it).
+    PostStartHookError,
 }
 
 impl Reason {
@@ -27,12 +30,15 @@ impl Reason {
         match self {
             Reason::ImagePullBackOff => "ImagePullBackOff",
             Reason::CreateContainerBackOff => "CreateContainerBackOff",
+            Reason::PostStartHookError => "PostStartHookError",
         }
     }
 
     /// The reason a create failure gives.
     pub fn of_failure(message: &str) -> Reason {
-        if crate::events::is_pull_failure(message) {
+        if crate::events::is_post_start_failure(message) {
+            Reason::PostStartHookError
+        } else if crate::events::is_pull_failure(message) {
             Reason::ImagePullBackOff
         } else {
             Reason::CreateContainerBackOff
@@ -127,5 +133,15 @@ mod tests {
             Reason::CreateContainerBackOff
         );
         assert_eq!(b.next_retry(now), Some(now + INITIAL));
+        assert_eq!(
+            Reason::of_failure(
+                "postStart hook of container app failed: touch /x exited with 1: pull"
+            ),
+            Reason::PostStartHookError
+        );
+        assert_eq!(
+            Reason::of_failure("ErrImageNeverPull: image app:1 is not present on the minion"),
+            Reason::ImagePullBackOff
+        );
     }
 }

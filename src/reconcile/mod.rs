@@ -40,6 +40,8 @@ pub struct Round {
     pub error: Option<String>,
     /// Pods not tried this round because they back off after failing (`backoff`).
     pub held: Vec<Held>,
+    /// What actions had to tell besides their outcome (`exec::Outcome::warnings`).
+    pub warnings: Vec<(Action, crate::minion::Warning)>,
 }
 
 /// A pod waiting out its back-off.
@@ -363,6 +365,7 @@ impl Reconciler {
             .await;
             round.done = outcome.done;
             round.failed = outcome.failed;
+            round.warnings = outcome.warnings;
             let now = Instant::now();
             for a in &round.done {
                 if let Action::CreatePod { pod, .. } = a {
