@@ -26,7 +26,8 @@ pub struct Args {
     /// Config file [default: $DROVER_CONFIG, else ./drover.toml if present]
     #[arg(long, global = true, env = "DROVER_CONFIG")]
     config: Option<PathBuf>,
-    /// State directory [default: state_dir from the config, else .drover beside it]
+    /// State directory or etcd://host:2379/prefix [default: state (etcd) or state_dir from the
+    /// config, else .drover beside it]
     #[arg(long, global = true)]
     state: Option<PathBuf>,
     /// How `daemon` and `proxy` write their log (to stderr; filter with RUST_LOG, e.g.
@@ -251,14 +252,26 @@ fn main() -> ExitCode {
         Ok(s) => s,
         Err(e) => return cli::fail(&e),
     };
-    let state_dir = settings.state_dir(args.state.as_deref());
-    let project = match settings.project(&state_dir) {
-        Ok(p) => p,
+    let state = match settings.state_location(args.state.as_deref()) {
+        Ok(s) => s,
         Err(e) => return cli::fail(&e),
+    };
+    // With the state in etcd the directory keeps only the git cache.
+    let state_dir = match &state {
+        drover::store::StateLocation::Dir(d) => d.clone(),
+        drover::store::StateLocation::Etcd(_) => settings.state_dir(None),
+    };
+    let project = match (&state, &settings.config.project) {
+        (drover::store::StateLocation::Etcd(spec), None) => spec.derived_project(),
+        _ => match settings.project(&state_dir) {
+            Ok(p) => p,
+            Err(e) => return cli::fail(&e),
+        },
     };
     let cx = cli::Context {
         settings,
         state_dir,
+        state,
         project,
     };
     match args.command {

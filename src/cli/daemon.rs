@@ -6,7 +6,6 @@ use super::{fail, load_source, report_load_error, Context, EXIT_OK};
 use crate::SourceArgs;
 use drover::daemon::{Daemon, Event, Options};
 use drover::exec::describe;
-use drover::store::Store;
 use std::process::ExitCode;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -30,7 +29,10 @@ pub fn run(
         Ok(r) => r,
         Err(e) => return fail(&e),
     };
-    let store = Store::new(&cx.state_dir);
+    let store = match cx.store() {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
     let lock = match store.lock("daemon", Duration::from_secs(10)) {
         Ok(l) => std::sync::Arc::new(l),
         Err(e) => return fail(&e),

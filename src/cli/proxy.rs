@@ -4,7 +4,6 @@
 
 use super::{fail, Context, EXIT_OK};
 use drover::proxy::{Limits, Proxy};
-use drover::store::Store;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -16,7 +15,10 @@ pub fn run(cx: &Context, listen: Option<std::net::IpAddr>) -> ExitCode {
         Err(e) => return fail(&e),
     };
     let listen = listen.unwrap_or(settings.listen);
-    let store = Store::new(&cx.state_dir);
+    let store = match cx.store() {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
     tracing::info!(
         "drover proxy: project {}, serving on {listen} the services of {}",
         cx.project,
