@@ -86,6 +86,17 @@ enum MinionsCommand {
 }
 
 #[derive(Subcommand)]
+enum StateCommand {
+    /// Copy this project's state (the --state or config one) to another store, which must
+    /// hold none yet: an etcd://host:2379/prefix or a directory
+    Migrate {
+        /// Where to: etcd://host:2379[,host:2379...]/prefix, or a directory
+        #[arg(long, value_name = "LOCATION")]
+        to: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Parse and validate the manifests only (exit 0 valid, 2 invalid)
     Validate {
@@ -231,6 +242,11 @@ services (service, svc), minions (minion, nodes, node, no), events (event, ev)"
         #[command(subcommand)]
         command: MinionsCommand,
     },
+    /// Manage the state store
+    State {
+        #[command(subcommand)]
+        command: StateCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -375,5 +391,8 @@ fn main() -> ExitCode {
         Command::Minions {
             command: MinionsCommand::Trust { name, replace },
         } => cli::minions::trust(&cx, &name, replace),
+        Command::State {
+            command: StateCommand::Migrate { to },
+        } => cli::state::migrate(&cx, &to),
     }
 }

@@ -382,3 +382,87 @@ fn an_object_id_that_is_no_file_name_is_refused(place: &Place) {
     assert!(err.contains("not a valid file name"), "{err}");
     assert_eq!(store.read_index().unwrap().resource_version, 0);
 }
+
+/// `drover state migrate`: a directory's state copied into etcd and from there into a new
+/// directory reads back the same (index, objects, events, mask key); an occupied target is
+/// refused.
+#[test]
+fn migrate_copies_state_to_etcd_and_back() {
+    let src = Place::file();
+    let store = src.store();
+    {
+        let lock = lock(&store);
+        let mut b = Batch::default();
+        for i in 0..150 {
+            b.put(
+                Section::Observed,
+                key(&format!("p{i}")),
+                format!("{{\"i\":{i}}}\n"),
+                None,
+            );
+        }
+        b.put(Section::Applied, key("web"), "{\"a\":1}\n".into(), None);
+        store.commit(&lock, &b).unwrap();
+        let mut log = drover::events::EventLog::default();
+        log.record_now(drover::events::Note::normal(
+            drover::events::ObjectRef::new("Pod", "web"),
+            "Started",
+            "Started",
+        ));
+        store.write_events(&lock, &log).unwrap();
+    }
+    let etcd = Place::etcd("migrate");
+    let Place::Etcd { url, .. } = &etcd else {
+        unreachable!()
+    };
+    let back = tempfile::tempdir().unwrap();
+    let back_dir = back.path().join("state");
+    let drover = |from: &str, to: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
+            .current_dir(back.path())
+            .args(["--state", from, "state", "migrate", "--to", to])
+            .output()
+            .unwrap()
+    };
+    let src_dir = match &src.location() {
+        StateLocation::Dir(d) => d.display().to_string(),
+        _ => unreachable!(),
+    };
+    let out = drover(&src_dir, url);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("copied 151 objects (resource version 1)"),
+        "{stdout}"
+    );
+    let out = drover(url, back_dir.to_str().unwrap());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let copies = [etcd.store(), Store::new(&back_dir)];
+    let (index, texts) = store.read_snapshot(&Section::ALL).unwrap();
+    for copy in &copies {
+        let (i, t) = copy.read_snapshot(&Section::ALL).unwrap();
+        assert_eq!(
+            i.resource_version,
+            index.resource_version,
+            "{}",
+            copy.describe()
+        );
+        assert_eq!(i.observed, index.observed);
+        assert_eq!(t, texts);
+        assert_eq!(copy.read_events().unwrap(), store.read_events().unwrap());
+        assert_eq!(copy.mask_key().unwrap(), store.mask_key().unwrap());
+    }
+    // Into a store that holds state: refused, nothing changed.
+    let out = drover(&src_dir, url);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("already holds state"), "{stderr}");
+}

@@ -222,12 +222,17 @@ impl EtcdStore {
                     None => Ok(Vec::new()),
                 }
             };
-            let (ca, cert, key) = (read(&tls.ca)?, read(&tls.cert)?, read(&tls.key)?);
-            options = options.with_openssl_tls(
-                etcd_client::OpenSslClientConfig::default()
-                    .ca_cert_pem(&ca)
-                    .client_cert_pem_and_key(&cert, &key),
-            );
+            let mut config = etcd_client::TlsOptions::new();
+            if tls.ca.is_some() {
+                config = config.ca_certificate(etcd_client::Certificate::from_pem(read(&tls.ca)?));
+            }
+            if tls.cert.is_some() || tls.key.is_some() {
+                config = config.identity(etcd_client::Identity::from_pem(
+                    read(&tls.cert)?,
+                    read(&tls.key)?,
+                ));
+            }
+            options = options.with_tls(config);
         }
         let endpoints = spec.endpoints.clone();
         let client = block(async move { Client::connect(endpoints, Some(options)).await })
@@ -572,6 +577,31 @@ impl EtcdStore {
             Vec::new(),
             vec![TxnOp::put(self.key(rel), bytes.to_vec(), None)],
         )
+    }
+
+    /// Writes many keys outside a commit (an import), in fenced transactions within etcd's
+    /// limits, in order.
+    pub(super) fn write_many(
+        &self,
+        lead: &Leadership,
+        places: &[(&str, &[u8])],
+    ) -> Result<(), StoreError> {
+        let mut chunk = Vec::new();
+        let mut bytes = 0;
+        for (rel, value) in places {
+            if !chunk.is_empty()
+                && (chunk.len() >= MAX_TXN_OPS || bytes + value.len() > MAX_TXN_BYTES)
+            {
+                self.fenced(lead, Vec::new(), std::mem::take(&mut chunk))?;
+                bytes = 0;
+            }
+            bytes += value.len();
+            chunk.push(TxnOp::put(self.key(rel), value.to_vec(), None));
+        }
+        if !chunk.is_empty() {
+            self.fenced(lead, Vec::new(), chunk)?;
+        }
+        Ok(())
     }
 
     pub(super) fn commit(&self, lead: &Leadership, batch: &Batch) -> Result<u64, StoreError> {

@@ -677,10 +677,7 @@ impl Store {
     /// hash: etcd reads them at one revision; the file store reads again when a commit
     /// removed a file under it (the index then moved on), so a reader without the lock never
     /// mistakes a commit for damage.
-    pub fn read_snapshot(
-        &self,
-        sections: &[Section],
-    ) -> Result<(Index, SectionTexts), StoreError> {
+    pub fn read_snapshot(&self, sections: &[Section]) -> Result<(Index, SectionTexts), StoreError> {
         let read = |index: &Index| -> Result<_, StoreError> {
             sections
                 .iter()
@@ -873,16 +870,25 @@ impl Store {
             });
         }
         let (index, rest): (Vec<_>, Vec<_>) = places.iter().partition(|(rel, _)| rel == INDEX_FILE);
-        for (rel, bytes) in rest.into_iter().chain(index) {
-            match self {
-                Store::File(f) => {
+        match self {
+            Store::File(f) => {
+                for (rel, bytes) in rest.into_iter().chain(index) {
                     let path = f.dir().join(rel);
                     if let Some(dir) = path.parent() {
                         create_private_dir(dir)?;
                     }
                     write_private_file(&path, bytes)?;
                 }
-                Store::Etcd(e) => e.write_raw(etcd_lock(e, lock)?, rel, bytes)?,
+            }
+            Store::Etcd(e) => {
+                let lead = etcd_lock(e, lock)?;
+                for part in [rest, index] {
+                    let refs: Vec<(&str, &[u8])> = part
+                        .into_iter()
+                        .map(|(r, b)| (r.as_str(), b.as_slice()))
+                        .collect();
+                    e.write_many(lead, &refs)?;
+                }
             }
         }
         self.verify().map(drop)
