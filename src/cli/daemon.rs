@@ -33,19 +33,33 @@ pub fn run(
         Ok(s) => s,
         Err(e) => return fail(&e),
     };
-    let lock = match store.lock("daemon", Duration::from_secs(10)) {
-        Ok(l) => std::sync::Arc::new(l),
+    // With etcd another daemon may lead: this one then follows until it can take over.
+    let status_url = format!("http://{listen}");
+    let wait = if store.is_etcd() {
+        Duration::ZERO
+    } else {
+        Duration::from_secs(10)
+    };
+    let lock = match store.lock_as("daemon", Some(status_url.clone()), wait) {
+        Ok(l) => Some(std::sync::Arc::new(l)),
+        Err(drover::store::StoreError::Locked { .. }) if store.is_etcd() => None,
+        Err(e) if store.is_etcd() => {
+            warn!("{e}; following until etcd answers");
+            None
+        }
         Err(e) => return fail(&e),
     };
-    if let Err(e) = drover::reconcile::project::open_for_writing(
-        &mut reconciler,
-        &store,
-        Some(lock.clone()),
-        &spec,
-        desired,
-        allow_empty,
-    ) {
-        return fail(&e);
+    if lock.is_some() {
+        if let Err(e) = drover::reconcile::project::open_for_writing(
+            &mut reconciler,
+            &store,
+            lock.clone(),
+            &spec,
+            desired,
+            allow_empty,
+        ) {
+            return fail(&e);
+        }
     }
     let proxy = match super::proxy_settings(cx) {
         Ok(p) => p,
@@ -73,6 +87,7 @@ pub fn run(
         proxy: Some((proxy.listen, drover::proxy::Limits::default())),
         allow_empty,
         manifest: cx.settings.manifest_options(args.validate),
+        advertise_status: Some(status_url),
     };
     let loaded = drover::reconcile::project::Loaded {
         skipped: None,
@@ -149,6 +164,9 @@ fn print_event(event: Event, said: &Mutex<Said>) {
             ),
         },
         Event::StoreError(e) => error!("{e}"),
+        Event::Leading => info!("leading: this daemon holds the writer lease and acts"),
+        Event::Following(who) => info!("following: {who} leads; serving the proxy from the store"),
+        Event::Deposed(why) => error!("no longer leading: {why}; stopped acting"),
         Event::Round(round, took) => {
             for e in &round.unobserved {
                 warn!("{e}");
