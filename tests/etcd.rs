@@ -109,6 +109,8 @@ fn running(project: &str, version: &str) -> usize {
 /// daemon i's proxy on 127.0.2.i.
 struct Setup {
     dirs: Vec<TestDir>,
+    /// The etcd prefix, `/...`.
+    prefix: String,
     project: String,
     source: TestDir,
     port: u16,
@@ -139,6 +141,7 @@ impl Setup {
         }
         Setup {
             dirs,
+            prefix: format!("/{prefix}"),
             project,
             source,
             port,
@@ -314,4 +317,182 @@ fn gone(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|s| s.contains(") Z "))
         .unwrap_or(true)
+}
+
+/// The highest mod revision of any key under `prefix`: it moves with every write there.
+fn last_write(etcd: &etcd_cluster::EtcdCluster, prefix: &str) -> i64 {
+    let endpoints = etcd.endpoints();
+    let prefix = prefix.to_string();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async move {
+            let mut c = etcd_client::Client::connect(endpoints, None).await.unwrap();
+            let r = c
+                .get(prefix, Some(etcd_client::GetOptions::new().with_prefix()))
+                .await
+                .unwrap();
+            r.kvs()
+                .iter()
+                .map(|kv| kv.mod_revision())
+                .max()
+                .unwrap_or(0)
+        })
+}
+
+fn signal(d: &Daemon, sig: i32) {
+    unsafe { libc::kill(d.pid() as i32, sig) };
+}
+
+/// Sends SIGCONT when dropped, so a failing test leaves no daemon stopped (which could not
+/// be stopped by SIGTERM).
+struct Resume<'a>(&'a Daemon);
+
+impl Drop for Resume<'_> {
+    fn drop(&mut self) {
+        signal(self.0, libc::SIGCONT);
+    }
+}
+
+#[test]
+fn a_leader_paused_past_its_lease_writes_nothing_when_it_resumes() {
+    let _g = disrupt();
+    let etcd = etcd_cluster::EtcdCluster::start(3);
+    let s = Setup::new(&etcd, 2);
+    let prefix = s.prefix.clone();
+    let daemons: Vec<Option<Daemon>> = vec![Some(s.start(0)), Some(s.start(1))];
+    let logs = || all_logs(&daemons);
+    wait_until("2 web replicas", Duration::from_secs(60), &logs, || {
+        running(&s.project, "v1") == 2
+    });
+    wait_until("one leader", Duration::from_secs(10), &logs, || {
+        leaders(&daemons, None).len() == 1
+    });
+    let old = leaders(&daemons, None)[0];
+    let new = 1 - old;
+    let (old_d, new_d) = (
+        daemons[old].as_ref().unwrap(),
+        daemons[new].as_ref().unwrap(),
+    );
+    // Converged and quiet: the old leader is paused between rounds.
+    std::thread::sleep(Duration::from_secs(3));
+    signal(old_d, libc::SIGSTOP);
+    let _resume_old = Resume(old_d);
+    wait_until(
+        "the other to lead",
+        TTL + Duration::from_secs(10),
+        &logs,
+        || leaders(&daemons, Some(old)) == [new],
+    );
+    // Let the new leader record a round, then pause it too: its lease stands for at least
+    // TTL - TTL/3 from now, and nobody may write while it does.
+    std::thread::sleep(Duration::from_secs(3));
+    signal(new_d, libc::SIGSTOP);
+    let stopped = Instant::now();
+    let _resume_new = Resume(new_d);
+    // Something for a leader to do: a third replica.
+    s.source.write("web-rc.json", &web_rc(3, "v1"));
+    let before = last_write(&etcd, &prefix);
+    let containers = web(&s.project);
+    let old_log_before = old_d.log().len();
+    signal(old_d, libc::SIGCONT);
+    let window = TTL - TTL / 3 - Duration::from_millis(1500);
+    while stopped.elapsed() < window {
+        assert_eq!(
+            last_write(&etcd, &prefix),
+            before,
+            "a write under {prefix} while the lease holder is paused\n{}",
+            logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        web(&s.project),
+        containers,
+        "the resumed leader acted\n{}",
+        logs()
+    );
+    let said = old_d.log()[old_log_before..].to_string();
+    assert!(
+        said.contains("no longer leading") || said.contains("nothing was written"),
+        "the resumed leader said nothing of its lost lease:\n{said}"
+    );
+    assert!(!said.contains("+ pod"), "{said}");
+    eprintln!(
+        "checked for {window:?}: no write under {prefix} (last at revision {before}), no container changed"
+    );
+    // Both resumed: one leads and the third replica comes.
+    drop(_resume_new);
+    wait_until("3 web replicas", Duration::from_secs(60), &logs, || {
+        running(&s.project, "v1") == 3
+    });
+    s.source.write("web-rc.json", &web_rc(0, "v1"));
+    wait_until("the pods gone", Duration::from_secs(60), &logs, || {
+        web(&s.project).is_empty()
+    });
+}
+
+#[test]
+fn one_etcd_member_lost_stops_nothing_and_a_lost_quorum_stops_acting_until_it_returns() {
+    let _g = disrupt();
+    let etcd = etcd_cluster::EtcdCluster::start(3);
+    let s = Setup::new(&etcd, 2);
+    let daemons: Vec<Option<Daemon>> = vec![Some(s.start(0)), Some(s.start(1))];
+    let logs = || all_logs(&daemons);
+    wait_until("2 web replicas", Duration::from_secs(60), &logs, || {
+        running(&s.project, "v1") == 2
+    });
+    etcd.kill(0);
+    s.source.write("web-rc.json", &web_rc(3, "v1"));
+    wait_until(
+        "3 replicas with one member down",
+        Duration::from_secs(30),
+        &logs,
+        || running(&s.project, "v1") == 3,
+    );
+    for ip in ["127.0.2.1", "127.0.2.2"] {
+        wait_until(
+            &format!("the service through {ip}"),
+            Duration::from_secs(20),
+            &logs,
+            || get(ip, s.port).is_ok(),
+        );
+    }
+    // Quorum lost: nobody may act, and the daemons say why.
+    etcd.kill(1);
+    let lost = Instant::now();
+    s.source.write("web-rc.json", &web_rc(1, "v1"));
+    wait_until(
+        "a daemon saying it stopped acting",
+        TTL + Duration::from_secs(10),
+        &logs,
+        || {
+            let all = logs();
+            all.contains("no longer leading") || all.contains("is a quorum of members up")
+        },
+    );
+    while lost.elapsed() < TTL + Duration::from_secs(3) {
+        assert_eq!(
+            running(&s.project, "v1"),
+            3,
+            "acted without quorum\n{}",
+            logs()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // The proxies keep serving what they had.
+    assert!(get("127.0.2.1", s.port).is_ok() || get("127.0.2.2", s.port).is_ok());
+    etcd.restart(0);
+    etcd.restart(1);
+    wait_until(
+        "1 replica once etcd is back",
+        Duration::from_secs(60),
+        &logs,
+        || running(&s.project, "v1") == 1,
+    );
+    s.source.write("web-rc.json", &web_rc(0, "v1"));
+    wait_until("the pods gone", Duration::from_secs(60), &logs, || {
+        web(&s.project).is_empty()
+    });
 }

@@ -139,6 +139,9 @@ pub struct Daemon {
     loaded: Loaded,
     /// Since when, and why, the source cannot be used (the last valid state stays in force).
     source_invalid: Option<(std::time::SystemTime, String)>,
+    /// The source must be read again: the last read could not check it against the store
+    /// (etcd unreachable), so it was neither taken nor refused.
+    reload_pending: bool,
     events: Arc<Mutex<EventLog>>,
 }
 
@@ -160,6 +163,7 @@ impl Daemon {
             lock,
             loaded,
             source_invalid: None,
+            reload_pending: false,
             events: Default::default(),
         }
     }
@@ -305,7 +309,7 @@ impl Daemon {
                 _ = follow_tick.tick(), if self.lock.is_none() => {}
                 _ = &mut stop => break,
             }
-            if source_changed {
+            if source_changed || self.reload_pending {
                 source_changed = false;
                 self.reload(report);
             }
@@ -325,7 +329,10 @@ impl Daemon {
                     }
                     Ok(false) => {
                         let holder = self.store.holder().ok().flatten();
-                        let who = holder.as_ref().map(|h| h.who.clone()).unwrap_or_default();
+                        let who = holder
+                            .as_ref()
+                            .map(|h| h.who.clone())
+                            .unwrap_or_else(|| "another drover (unknown)".into());
                         if leader_said.as_deref() != Some(&who) {
                             report(Event::Following(who.clone()));
                             leader_said = Some(who);
@@ -531,12 +538,19 @@ impl Daemon {
     fn reload(&mut self, report: &(dyn Fn(Event) + Send + Sync)) {
         let metrics = crate::metrics::global();
         metrics.source_reads.inc();
+        self.reload_pending = false;
+        let index = match self.store.read_index() {
+            Ok(i) => i,
+            Err(e) => {
+                report(Event::StoreError(format!(
+                    "{e}; the source is read again when the store answers"
+                )));
+                self.reload_pending = true;
+                return;
+            }
+        };
         let loaded =
             project::load(&self.opts.spec, &self.opts.git, &self.opts.manifest).and_then(|l| {
-                let index = self
-                    .store
-                    .read_index()
-                    .map_err(|e| LoadError::Refused(e.to_string()))?;
                 project::refuse_empty_source(
                     &self.opts.spec,
                     &l.desired,

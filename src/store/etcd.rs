@@ -176,9 +176,29 @@ pub struct EtcdStore {
     inner: Arc<Inner>,
 }
 
+/// One client per member, used one at a time: a member that cannot be reached (or does not
+/// answer in time) hands the calls to the next. (etcd-client's own balancing keeps sending a
+/// share of the calls to a dead member.)
 struct Inner {
     spec: EtcdSpec,
-    client: Client,
+    clients: Vec<Client>,
+    current: std::sync::atomic::AtomicUsize,
+}
+
+impl Inner {
+    /// The member in use and its client.
+    fn client(&self) -> (usize, Client) {
+        let i = self.current.load(Ordering::SeqCst) % self.clients.len();
+        (i, self.clients[i].clone())
+    }
+
+    /// Moves on from member `from` (unless another call already did).
+    fn failover(&self, from: usize) {
+        let next = (from + 1) % self.clients.len();
+        let _ = self
+            .current
+            .compare_exchange(from, next, Ordering::SeqCst, Ordering::SeqCst);
+    }
 }
 
 impl std::fmt::Debug for EtcdStore {
@@ -189,19 +209,43 @@ impl std::fmt::Debug for EtcdStore {
     }
 }
 
-type Call<T> = Result<T, String>;
+/// Why a call failed: the member is down, unreachable or without quorum (another member may
+/// do), or the request itself failed.
+enum CallError {
+    Down(String),
+    Failed(String),
+}
 
-/// A unary call bounded by `CALL_TIMEOUT`, its error as text.
+impl From<String> for CallError {
+    fn from(s: String) -> CallError {
+        CallError::Failed(s)
+    }
+}
+
+type Call<T> = Result<T, CallError>;
+
+/// A unary call bounded by `CALL_TIMEOUT`.
 async fn timed<T>(
     fut: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
 ) -> Call<T> {
     match tokio::time::timeout(CALL_TIMEOUT, fut).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!(
+        Ok(Err(e)) => Err(match &e {
+            etcd_client::Error::TransportError(_) => CallError::Down(e.to_string()),
+            etcd_client::Error::GRpcStatus(s)
+                if matches!(
+                    s.code(),
+                    tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
+                ) =>
+            {
+                CallError::Down(e.to_string())
+            }
+            _ => CallError::Failed(e.to_string()),
+        }),
+        Err(_) => Err(CallError::Down(format!(
             "no answer within {} s (is a quorum of members up?)",
             CALL_TIMEOUT.as_secs()
-        )),
+        ))),
     }
 }
 
@@ -234,16 +278,21 @@ impl EtcdStore {
             }
             options = options.with_tls(config);
         }
-        let endpoints = spec.endpoints.clone();
-        let client = block(async move { Client::connect(endpoints, Some(options)).await })
-            .map_err(|e| StoreError::Etcd {
-                store: spec.url.clone(),
-                message: format!("cannot connect: {e}"),
-            })?;
+        let mut clients = Vec::new();
+        for endpoint in &spec.endpoints {
+            let (endpoint, options) = (endpoint.clone(), options.clone());
+            let client = block(async move { Client::connect([endpoint], Some(options)).await })
+                .map_err(|e| StoreError::Etcd {
+                    store: spec.url.clone(),
+                    message: format!("cannot connect: {e}"),
+                })?;
+            clients.push(client);
+        }
         Ok(EtcdStore {
             inner: Arc::new(Inner {
                 spec: spec.clone(),
-                client,
+                clients,
+                current: Default::default(),
             }),
         })
     }
@@ -268,12 +317,25 @@ impl EtcdStore {
         }
     }
 
-    /// Runs an async call against the client on the etcd runtime.
-    fn call<T: Send + 'static, F>(&self, f: impl FnOnce(Client) -> F) -> Result<T, StoreError>
+    /// Runs an async call on the etcd runtime against the member in use, and against the
+    /// next ones while members are down (each tried once).
+    fn call<T: Send + 'static, F>(&self, f: impl Fn(Client) -> F) -> Result<T, StoreError>
     where
         F: std::future::Future<Output = Call<T>> + Send + 'static,
     {
-        block(f(self.inner.client.clone())).map_err(|e| self.err(e))
+        let mut last = String::new();
+        for _ in 0..self.inner.clients.len() {
+            let (i, client) = self.inner.client();
+            match block(f(client)) {
+                Ok(v) => return Ok(v),
+                Err(CallError::Failed(e)) => return Err(self.err(e)),
+                Err(CallError::Down(e)) => {
+                    self.inner.failover(i);
+                    last = e;
+                }
+            }
+        }
+        Err(self.err(last))
     }
 
     /// One key's value and the revision it was read at; absent is `None`.
@@ -284,18 +346,21 @@ impl EtcdStore {
     /// `get`, with the key's mod revision (0 when absent).
     fn get_kv(&self, rel: &str, revision: i64) -> Result<(Option<Vec<u8>>, i64, i64), StoreError> {
         let key = self.key(rel);
-        self.call(move |c| async move {
-            let mut kv = c.kv_client().max_decoding_message_size(256 << 20);
-            let opts = (revision > 0).then(|| GetOptions::new().with_revision(revision));
-            let mut r = timed(kv.get(key, opts)).await?;
-            let rev = r.header().map(|h| h.revision()).unwrap_or_default();
-            Ok(match r.take_kvs().pop() {
-                Some(kv) => {
-                    let m = kv.mod_revision();
-                    (Some(kv.into_key_value().1), rev, m)
-                }
-                None => (None, rev, 0),
-            })
+        self.call(move |c| {
+            let key = key.clone();
+            async move {
+                let mut kv = c.kv_client().max_decoding_message_size(256 << 20);
+                let opts = (revision > 0).then(|| GetOptions::new().with_revision(revision));
+                let mut r = timed(kv.get(key, opts)).await?;
+                let rev = r.header().map(|h| h.revision()).unwrap_or_default();
+                Ok(match r.take_kvs().pop() {
+                    Some(kv) => {
+                        let m = kv.mod_revision();
+                        (Some(kv.into_key_value().1), rev, m)
+                    }
+                    None => (None, rev, 0),
+                })
+            }
         })
     }
 
@@ -303,21 +368,24 @@ impl EtcdStore {
     fn range(&self, rel: &str, revision: i64) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let key = self.key(rel);
         let strip = self.key("");
-        self.call(move |c| async move {
-            let mut kv = c.kv_client().max_decoding_message_size(256 << 20);
-            let mut opts = GetOptions::new().with_prefix();
-            if revision > 0 {
-                opts = opts.with_revision(revision);
+        self.call(move |c| {
+            let (key, strip) = (key.clone(), strip.clone());
+            async move {
+                let mut kv = c.kv_client().max_decoding_message_size(256 << 20);
+                let mut opts = GetOptions::new().with_prefix();
+                if revision > 0 {
+                    opts = opts.with_revision(revision);
+                }
+                let mut r = timed(kv.get(key, Some(opts))).await?;
+                Ok(r.take_kvs()
+                    .into_iter()
+                    .map(|kv| {
+                        let (k, v) = kv.into_key_value();
+                        let k = String::from_utf8_lossy(&k);
+                        (k.strip_prefix(&strip).unwrap_or(&k).to_string(), v)
+                    })
+                    .collect())
             }
-            let mut r = timed(kv.get(key, Some(opts))).await?;
-            Ok(r.take_kvs()
-                .into_iter()
-                .map(|kv| {
-                    let (k, v) = kv.into_key_value();
-                    let k = String::from_utf8_lossy(&k);
-                    (k.strip_prefix(&strip).unwrap_or(&k).to_string(), v)
-                })
-                .collect())
         })
     }
 
@@ -450,22 +518,25 @@ impl EtcdStore {
         }
         let value = value.to_vec();
         let ttl = LEASE_TTL.as_secs() as i64;
-        let won = self.call(move |mut c| async move {
-            let lease = timed(c.lease_grant(ttl, None)).await?.id();
-            let txn = Txn::new()
-                .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-                .and_then([TxnOp::put(
-                    key,
-                    value,
-                    Some(PutOptions::new().with_lease(lease)),
-                )]);
-            let r = timed(c.txn(txn)).await?;
-            if r.succeeded() {
-                let revision = r.header().map(|h| h.revision()).unwrap_or_default();
-                Ok(Some((lease, revision)))
-            } else {
-                let _ = timed(c.lease_revoke(lease)).await;
-                Ok(None)
+        let won = self.call(move |mut c| {
+            let (key, value) = (key.clone(), value.clone());
+            async move {
+                let lease = timed(c.lease_grant(ttl, None)).await?.id();
+                let txn = Txn::new()
+                    .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                    .and_then([TxnOp::put(
+                        key,
+                        value,
+                        Some(PutOptions::new().with_lease(lease)),
+                    )]);
+                let r = timed(c.txn(txn)).await?;
+                if r.succeeded() {
+                    let revision = r.header().map(|h| h.revision()).unwrap_or_default();
+                    Ok(Some((lease, revision)))
+                } else {
+                    let _ = timed(c.lease_revoke(lease)).await;
+                    Ok(None)
+                }
             }
         })?;
         let Some((lease, create_revision)) = won else {
@@ -476,7 +547,7 @@ impl EtcdStore {
             why: Mutex::new(None),
         });
         let keeper = runtime().spawn(keep_alive(
-            self.inner.client.clone(),
+            self.inner.clone(),
             lease,
             state.clone(),
             Instant::now(),
@@ -516,7 +587,10 @@ impl EtcdStore {
         let mut when = vec![self.fence(lead)];
         when.extend(also);
         let txn = Txn::new().when(when).and_then(ops);
-        let ok = self.call(move |mut c| async move { Ok(timed(c.txn(txn)).await?.succeeded()) })?;
+        let ok = self.call(move |mut c| {
+            let txn = txn.clone();
+            async move { Ok(timed(c.txn(txn)).await?.succeeded()) }
+        })?;
         if ok {
             return Ok(());
         }
@@ -538,10 +612,13 @@ impl EtcdStore {
     /// The create revision of the leader key now, if it exists.
     fn leader_revision(&self) -> Result<Option<i64>, StoreError> {
         let key = self.key(LEADER_KEY);
-        self.call(move |c| async move {
-            let mut kv = c.kv_client();
-            let mut r = timed(kv.get(key, None)).await?;
-            Ok(r.take_kvs().pop().map(|kv| kv.create_revision()))
+        self.call(move |c| {
+            let key = key.clone();
+            async move {
+                let mut kv = c.kv_client();
+                let mut r = timed(kv.get(key, None)).await?;
+                Ok(r.take_kvs().pop().map(|kv| kv.create_revision()))
+            }
         })
     }
 
@@ -671,17 +748,20 @@ impl EtcdStore {
         let key = self.key("objects/");
         let strip = self.key("");
         let revision = index.snapshot;
-        let keys: Vec<String> = self.call(move |c| async move {
-            let mut kv = c.kv_client();
-            let mut opts = GetOptions::new().with_prefix().with_keys_only();
-            if revision > 0 {
-                opts = opts.with_revision(revision);
+        let keys: Vec<String> = self.call(move |c| {
+            let key = key.clone();
+            async move {
+                let mut kv = c.kv_client();
+                let mut opts = GetOptions::new().with_prefix().with_keys_only();
+                if revision > 0 {
+                    opts = opts.with_revision(revision);
+                }
+                let mut r = timed(kv.get(key, Some(opts))).await?;
+                Ok(r.take_kvs()
+                    .into_iter()
+                    .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
+                    .collect())
             }
-            let mut r = timed(kv.get(key, Some(opts))).await?;
-            Ok(r.take_kvs()
-                .into_iter()
-                .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
-                .collect())
         })?;
         let stale: Vec<TxnOp> = keys
             .iter()
@@ -699,11 +779,11 @@ impl EtcdStore {
     pub(super) fn watch(&self, rel: &str) -> tokio::sync::mpsc::Receiver<()> {
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         let key = self.key(rel);
-        let client = self.inner.client.clone();
+        let inner = self.inner.clone();
         runtime().spawn(async move {
             let mut first = true;
             while !tx.is_closed() {
-                let mut c = client.clone();
+                let (member, mut c) = inner.client();
                 match c.watch(key.clone(), None::<WatchOptions>).await {
                     Ok(mut stream) => {
                         if !first {
@@ -718,13 +798,19 @@ impl EtcdStore {
                                     }
                                     Ok(Some(r)) if r.canceled() => break,
                                     Ok(Some(_)) => {}
-                                    Ok(None) | Err(_) => break,
+                                    Ok(None) | Err(_) => {
+                                        inner.failover(member);
+                                        break;
+                                    }
                                 },
                                 _ = tx.closed() => return,
                             }
                         }
                     }
-                    Err(_) => first = false,
+                    Err(_) => {
+                        inner.failover(member);
+                        first = false;
+                    }
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
@@ -809,7 +895,7 @@ impl Drop for Leadership {
     fn drop(&mut self) {
         self.keeper.abort();
         let lease = self.lease;
-        let client = self.store.inner.client.clone();
+        let client = self.store.inner.client().1;
         // Bounded: a cut-off etcd must not hold up the exit.
         let _ = block(async move {
             let mut c = client;
@@ -821,9 +907,10 @@ impl Drop for Leadership {
 /// Renews `lease` every `RENEW_EVERY`. The lease counts as lost once etcd says it expired,
 /// or when no renewal was answered for the TTL since the last one that was (counted from when
 /// that one was *sent*, so this process never believes in a lease etcd has let go).
-async fn keep_alive(client: Client, lease: i64, state: Arc<LeaseState>, granted: Instant) {
+async fn keep_alive(inner: Arc<Inner>, lease: i64, state: Arc<LeaseState>, granted: Instant) {
     let mut last_ok = granted;
     let mut stream_pair = None;
+    let mut member = 0;
     loop {
         if last_ok.elapsed() >= LEASE_TTL {
             lose(
@@ -837,24 +924,36 @@ async fn keep_alive(client: Client, lease: i64, state: Arc<LeaseState>, granted:
         }
         let sent = Instant::now();
         if stream_pair.is_none() {
-            let mut c = client.clone();
+            let (m, mut c) = inner.client();
+            member = m;
             stream_pair = timed(c.lease_keep_alive(lease)).await.ok();
         }
+        let mut renewed = false;
         if let Some((keeper, stream)) = &mut stream_pair {
             let answered = async {
                 keeper.keep_alive().await.ok()?;
                 stream.message().await.ok()?
             };
             match tokio::time::timeout(RENEW_EVERY, answered).await {
-                Ok(Some(r)) if r.ttl() > 0 => last_ok = sent,
+                Ok(Some(r)) if r.ttl() > 0 => {
+                    last_ok = sent;
+                    renewed = true;
+                }
                 Ok(Some(_)) => {
                     lose(&state, "the writer lease expired (this drover was paused or cut off for longer than its TTL)");
                     return;
                 }
-                _ => stream_pair = None,
+                _ => {}
             }
         }
-        tokio::time::sleep(RENEW_EVERY.saturating_sub(sent.elapsed())).await;
+        if renewed {
+            tokio::time::sleep(RENEW_EVERY.saturating_sub(sent.elapsed())).await;
+        } else {
+            // That member did not answer: the next one, soon.
+            stream_pair = None;
+            inner.failover(member);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 }
 

@@ -70,6 +70,11 @@ impl EtcdCluster {
         } else {
             "/tmp"
         };
+        EtcdCluster::start_in(n, std::path::Path::new(base))
+    }
+
+    /// `start`, with the members' data under `base` (a disk, for a benchmark).
+    pub fn start_in(n: usize, base: &std::path::Path) -> EtcdCluster {
         let dir = tempfile::Builder::new()
             .prefix("drover-etcd-")
             .tempdir_in(base)
