@@ -466,3 +466,83 @@ fn migrate_copies_state_to_etcd_and_back() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("already holds state"), "{stderr}");
 }
+
+/// Kills a child when dropped.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// etcd with TLS and client certificates (`--client-cert-auth`): the store connects with the
+/// configured CA, certificate and key; without a client certificate it is refused.
+#[test]
+fn etcd_over_tls_with_a_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let script = r#"set -e
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca-key.pem -out ca.pem -days 2 -subj /CN=test-ca -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign
+for n in server client; do
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout $n-key.pem -out $n.csr -subj /CN=$n
+  printf "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n" > $n.ext
+  openssl x509 -req -in $n.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -out $n.pem -days 2 -extfile $n.ext
+done"#;
+    let out = std::process::Command::new("bash")
+        .args(["-c", script])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (client, peer) = (etcd_cluster::free_port(), etcd_cluster::free_port());
+    let mut cmd = std::process::Command::new(etcd_cluster::ETCD);
+    cmd.current_dir(d)
+        .args(["--name", "tls", "--data-dir", "data"])
+        .arg(format!("--listen-client-urls=https://127.0.0.1:{client}"))
+        .arg(format!(
+            "--advertise-client-urls=https://127.0.0.1:{client}"
+        ))
+        .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer}"))
+        .arg(format!(
+            "--initial-advertise-peer-urls=http://127.0.0.1:{peer}"
+        ))
+        .arg(format!("--initial-cluster=tls=http://127.0.0.1:{peer}"))
+        .args(["--cert-file=server.pem", "--key-file=server-key.pem"])
+        .args(["--trusted-ca-file=ca.pem", "--client-cert-auth"])
+        .args(["--logger=zap", "--log-level=error"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let _etcd = KillOnDrop(etcd_cluster::spawn(cmd).unwrap());
+    let url = format!("etcd://127.0.0.1:{client}/tls");
+    let tls = |cert: bool| drover::store::EtcdTls {
+        ca: Some(d.join("ca.pem")),
+        cert: cert.then(|| d.join("client.pem")),
+        key: cert.then(|| d.join("client-key.pem")),
+    };
+    let store = Store::open(&StateLocation::parse(&url, Some(tls(true))).unwrap()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let lock = loop {
+        match store.lock("test", Duration::ZERO) {
+            Ok(l) => break l,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "etcd over TLS: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    };
+    let mut b = Batch::default();
+    b.put(Section::Applied, key("a"), "{}\n".into(), None);
+    assert_eq!(store.commit(&lock, &b).unwrap(), 1);
+    assert_eq!(store.verify().unwrap().resource_version, 1);
+    let bare = Store::open(&StateLocation::parse(&url, Some(tls(false))).unwrap()).unwrap();
+    assert!(
+        bare.read_index().is_err(),
+        "read without a client certificate"
+    );
+}

@@ -28,7 +28,7 @@ pub struct EtcdCluster {
 }
 
 /// A port nobody listens on now (the kernel's pick for an ephemeral bind).
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -39,7 +39,7 @@ type Job = (Command, mpsc::Sender<std::io::Result<Child>>);
 
 /// Spawns from a thread that never ends: a child's PR_SET_PDEATHSIG fires when the thread
 /// that forked it exits, and test threads end after each test.
-fn spawn(cmd: Command) -> std::io::Result<Child> {
+pub fn spawn(cmd: Command) -> std::io::Result<Child> {
     static SPAWNER: OnceLock<Mutex<mpsc::Sender<Job>>> = OnceLock::new();
     let tx = SPAWNER.get_or_init(|| {
         let (tx, rx) = mpsc::channel::<Job>();
