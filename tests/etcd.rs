@@ -2,7 +2,8 @@
 //! one leads and acts, every one serves the service through its own proxy; the leader
 //! SIGKILLed mid-rollout is replaced within the lease TTL plus a round and the rollout
 //! completes without duplicate containers; a leader paused (SIGSTOP) past its TTL makes no
-//! write when it resumes; one etcd member lost stops nothing; a lost quorum stops acting,
+//! write when it resumes; a `drover proxy` on the same etcd follows it; one etcd member lost
+//! stops nothing; a lost quorum stops acting,
 //! said, until it returns.
 //!
 //! Run under the cluster lock: `flock -o /tmp/drover-cluster.lock cargo test --test etcd`.
@@ -221,6 +222,14 @@ fn three_daemons_one_leads_every_one_proxies_and_a_killed_leader_is_replaced_mid
         leaders().len() == 1
     });
     let leader = leaders()[0];
+    // A standalone `drover proxy` on the same etcd serves it too (following by watch).
+    let proxy = Daemon::spawn(&s.dirs[0], &["proxy", "--listen", "127.0.2.9"], "proxy.log");
+    wait_until(
+        "the service through drover proxy",
+        Duration::from_secs(20),
+        &logs,
+        || get("127.0.2.9", s.port).is_ok_and(|b| b == "v1"),
+    );
     // Every daemon's proxy serves the service; followers say who leads.
     for (i, d) in daemons.iter().enumerate() {
         let ip = format!("127.0.2.{}", i + 1);
@@ -264,6 +273,7 @@ fn three_daemons_one_leads_every_one_proxies_and_a_killed_leader_is_replaced_mid
         took <= TTL + Duration::from_secs(5),
         "took over after {took:?}"
     );
+    eprintln!("daemon {new_leader} took over {took:?} after the leader was SIGKILLed");
     wait_until(
         "the rollout completed",
         Duration::from_secs(90),
@@ -295,6 +305,12 @@ fn three_daemons_one_leads_every_one_proxies_and_a_killed_leader_is_replaced_mid
             );
         }
     }
+    wait_until(
+        "v2 through drover proxy",
+        Duration::from_secs(20),
+        &|| proxy.log(),
+        || get("127.0.2.9", s.port).is_ok_and(|b| b == "v2"),
+    );
     // Clean up: the new leader prunes everything.
     s.source.write("web-rc.json", &web_rc(0, "v2"));
     wait_until("the pods gone", Duration::from_secs(60), &logs, || {
