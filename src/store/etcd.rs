@@ -335,7 +335,10 @@ impl EtcdStore {
                 }
             }
         }
-        Err(self.err(last))
+        Err(self.err(format!(
+            "no member answered ({} tried); the last: {last}",
+            self.inner.clients.len()
+        )))
     }
 
     /// One key's value and the revision it was read at; absent is `None`.
