@@ -24,6 +24,11 @@ pub struct Config {
     pub reference: Option<String>,
     pub path: Option<String>,
     pub state_dir: Option<String>,
+    /// The state in etcd instead of a directory: `etcd://host:2379,host2:2379/prefix`
+    /// (`state_dir` then only holds the git cache).
+    pub state: Option<String>,
+    /// TLS for `state` in etcd.
+    pub etcd: Option<EtcdConfig>,
     #[serde(default)]
     pub ssh: SshDefaults,
     #[serde(default)]
@@ -92,6 +97,16 @@ impl Config {
             ..Default::default()
         })
     }
+}
+
+/// `[etcd]`: the CA of the members' certificates, and a client certificate and key (paths
+/// relative to the config file). Given, the connection uses TLS.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdConfig {
+    pub ca: Option<String>,
+    pub cert: Option<String>,
+    pub key: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -267,6 +282,30 @@ impl Settings {
             Some(p) => p.to_path_buf(),
             None => self.resolve(self.config.state_dir.as_deref().unwrap_or(".drover")),
         }
+    }
+
+    /// Where the state lives: `--state` (a directory or an `etcd://` URL), else `state` from
+    /// the config (etcd), else the state directory.
+    pub fn state_location(
+        &self,
+        flag: Option<&Path>,
+    ) -> Result<crate::store::StateLocation, crate::store::StoreError> {
+        let tls = self.config.etcd.as_ref().map(|e| crate::store::EtcdTls {
+            ca: e.ca.as_deref().map(|p| self.resolve(p)),
+            cert: e.cert.as_deref().map(|p| self.resolve(p)),
+            key: e.key.as_deref().map(|p| self.resolve(p)),
+        });
+        let flag = flag.map(|f| f.to_string_lossy().into_owned());
+        match flag.as_deref().or(self.config.state.as_deref()) {
+            Some(url) if url.starts_with("etcd://") => crate::store::StateLocation::parse(url, tls),
+            _ => Ok(crate::store::StateLocation::Dir(self.state_dir(None))),
+        }
+        .map(|l| match (l, flag) {
+            (crate::store::StateLocation::Dir(_), Some(dir)) => {
+                crate::store::StateLocation::Dir(PathBuf::from(dir))
+            }
+            (l, _) => l,
+        })
     }
 
     /// The source: the command line's words win over the config's, which win over `manifests`.

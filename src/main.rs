@@ -26,7 +26,8 @@ pub struct Args {
     /// Config file [default: $DROVER_CONFIG, else ./drover.toml if present]
     #[arg(long, global = true, env = "DROVER_CONFIG")]
     config: Option<PathBuf>,
-    /// State directory [default: state_dir from the config, else .drover beside it]
+    /// State directory or etcd://host:2379/prefix [default: state (etcd) or state_dir from the
+    /// config, else .drover beside it]
     #[arg(long, global = true)]
     state: Option<PathBuf>,
     /// How `daemon` and `proxy` write their log (to stderr; filter with RUST_LOG, e.g.
@@ -81,6 +82,17 @@ enum MinionsCommand {
         /// Replace a different key already recorded for the host
         #[arg(long)]
         replace: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum StateCommand {
+    /// Copy this project's state (the --state or config one) to another store, which must
+    /// hold none yet: an etcd://host:2379/prefix or a directory
+    Migrate {
+        /// Where to: etcd://host:2379[,host:2379...]/prefix, or a directory
+        #[arg(long, value_name = "LOCATION")]
+        to: String,
     },
 }
 
@@ -230,6 +242,11 @@ services (service, svc), minions (minion, nodes, node, no), events (event, ev)"
         #[command(subcommand)]
         command: MinionsCommand,
     },
+    /// Manage the state store
+    State {
+        #[command(subcommand)]
+        command: StateCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -251,14 +268,26 @@ fn main() -> ExitCode {
         Ok(s) => s,
         Err(e) => return cli::fail(&e),
     };
-    let state_dir = settings.state_dir(args.state.as_deref());
-    let project = match settings.project(&state_dir) {
-        Ok(p) => p,
+    let state = match settings.state_location(args.state.as_deref()) {
+        Ok(s) => s,
         Err(e) => return cli::fail(&e),
+    };
+    // With the state in etcd the directory keeps only the git cache.
+    let state_dir = match &state {
+        drover::store::StateLocation::Dir(d) => d.clone(),
+        drover::store::StateLocation::Etcd(_) => settings.state_dir(None),
+    };
+    let project = match (&state, &settings.config.project) {
+        (drover::store::StateLocation::Etcd(spec), None) => spec.derived_project(),
+        _ => match settings.project(&state_dir) {
+            Ok(p) => p,
+            Err(e) => return cli::fail(&e),
+        },
     };
     let cx = cli::Context {
         settings,
         state_dir,
+        state,
         project,
     };
     match args.command {
@@ -362,5 +391,8 @@ fn main() -> ExitCode {
         Command::Minions {
             command: MinionsCommand::Trust { name, replace },
         } => cli::minions::trust(&cx, &name, replace),
+        Command::State {
+            command: StateCommand::Migrate { to },
+        } => cli::state::migrate(&cx, &to),
     }
 }

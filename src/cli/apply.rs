@@ -7,7 +7,6 @@ use crate::SourceArgs;
 use drover::exec::{describe, Progress};
 use drover::minion::MinionError;
 use drover::plan::pods::Action;
-use drover::store::Store;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -44,7 +43,10 @@ pub fn run(cx: &Context, args: &SourceArgs, opts: Options) -> ExitCode {
         Err(e) => return fail(&e),
     };
     reconciler.prune = prune;
-    let store = Store::new(&cx.state_dir);
+    let store = match cx.store() {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
     let lock = if dry_run {
         None
     } else {

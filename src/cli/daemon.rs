@@ -6,7 +6,6 @@ use super::{fail, load_source, report_load_error, Context, EXIT_OK};
 use crate::SourceArgs;
 use drover::daemon::{Daemon, Event, Options};
 use drover::exec::describe;
-use drover::store::Store;
 use std::process::ExitCode;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -30,20 +29,37 @@ pub fn run(
         Ok(r) => r,
         Err(e) => return fail(&e),
     };
-    let store = Store::new(&cx.state_dir);
-    let lock = match store.lock("daemon", Duration::from_secs(10)) {
-        Ok(l) => std::sync::Arc::new(l),
+    let store = match cx.store() {
+        Ok(s) => s,
         Err(e) => return fail(&e),
     };
-    if let Err(e) = drover::reconcile::project::open_for_writing(
-        &mut reconciler,
-        &store,
-        Some(lock.clone()),
-        &spec,
-        desired,
-        allow_empty,
-    ) {
-        return fail(&e);
+    // With etcd another daemon may lead: this one then follows until it can take over.
+    let status_url = format!("http://{listen}");
+    let wait = if store.is_etcd() {
+        Duration::ZERO
+    } else {
+        Duration::from_secs(10)
+    };
+    let lock = match store.lock_as("daemon", Some(status_url.clone()), wait) {
+        Ok(l) => Some(std::sync::Arc::new(l)),
+        Err(drover::store::StoreError::Locked { .. }) if store.is_etcd() => None,
+        Err(e) if store.is_etcd() => {
+            warn!("{e}; following until etcd answers");
+            None
+        }
+        Err(e) => return fail(&e),
+    };
+    if lock.is_some() {
+        if let Err(e) = drover::reconcile::project::open_for_writing(
+            &mut reconciler,
+            &store,
+            lock.clone(),
+            &spec,
+            desired,
+            allow_empty,
+        ) {
+            return fail(&e);
+        }
     }
     let proxy = match super::proxy_settings(cx) {
         Ok(p) => p,
@@ -71,6 +87,7 @@ pub fn run(
         proxy: Some((proxy.listen, drover::proxy::Limits::default())),
         allow_empty,
         manifest: cx.settings.manifest_options(args.validate),
+        advertise_status: Some(status_url),
     };
     let loaded = drover::reconcile::project::Loaded {
         skipped: None,
@@ -147,6 +164,9 @@ fn print_event(event: Event, said: &Mutex<Said>) {
             ),
         },
         Event::StoreError(e) => error!("{e}"),
+        Event::Leading => info!("leading: this daemon holds the writer lease and acts"),
+        Event::Following(who) => info!("following: {who} leads; serving the proxy from the store"),
+        Event::Deposed(why) => error!("no longer leading: {why}; stopped acting"),
         Event::Round(round, took) => {
             for e in &round.unobserved {
                 warn!("{e}");

@@ -199,7 +199,10 @@ fn observation(
 
 pub fn run(cx: &Context, args: &SourceArgs, output: DiffOutput, live: bool) -> ExitCode {
     let spec = cx.source_spec(args);
-    let store = Store::new(&cx.state_dir);
+    let store = match cx.store() {
+        Ok(s) => s,
+        Err(e) => return super::fail(&e),
+    };
     // The store (index and every record, checked against their hashes) and the source are
     // independent: read them at the same time.
     let (loaded, index) = std::thread::scope(|s| {

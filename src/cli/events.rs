@@ -4,7 +4,6 @@
 use super::output::Format;
 use super::{fail, Context, EXIT_OK};
 use drover::events::{Event, EventLog, ObjectRef};
-use drover::store::Store;
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
@@ -36,9 +35,7 @@ fn parse_for(text: &str) -> Result<ObjectRef, String> {
 }
 
 fn read(cx: &Context) -> Result<EventLog, String> {
-    Store::new(&cx.state_dir)
-        .read_events()
-        .map_err(|e| e.to_string())
+    cx.store()?.read_events().map_err(|e| e.to_string())
 }
 
 fn age(event: &Event, now: SystemTime) -> String {

@@ -39,9 +39,7 @@ pub(crate) fn observe(cx: &Context) -> Result<World, String> {
         }
     }
     // What this project's store recorded decides which pods of an older drover are its own.
-    let index = drover::store::Store::new(&cx.state_dir)
-        .read_index()
-        .map_err(|e| e.to_string())?;
+    let index = cx.store()?.read_index().map_err(|e| e.to_string())?;
     let (seen, more) = super::runtime().block_on(drover::reconcile::observe_all(
         &minions,
         &drover::reconcile::project::adoptable(&index),
@@ -166,8 +164,8 @@ fn details(cx: &Context, world: &World) -> BTreeMap<(String, String, String), De
 /// The key that masks secrets in what `get` shows: the state directory's, else one for this
 /// run only.
 fn mask_key(cx: &Context) -> Option<MaskKey> {
-    match drover::store::Store::new(&cx.state_dir).mask_key() {
-        Ok(Some(k)) => Some(MaskKey::new(k)),
+    match cx.store().ok().map(|s| s.mask_key()) {
+        Some(Ok(Some(k))) => Some(MaskKey::new(k)),
         _ => drover::store::random_key().ok().map(MaskKey::new),
     }
 }
@@ -404,9 +402,10 @@ fn service_endpoints(
     world: &World,
     desired: &DesiredState,
 ) -> Vec<drover::plan::endpoints::ServiceEndpoints> {
-    let stored =
-        drover::reconcile::project::stored_endpoints(&drover::store::Store::new(&cx.state_dir))
-            .unwrap_or_default();
+    let stored = cx
+        .store()
+        .and_then(|s| drover::reconcile::project::stored_endpoints(&s))
+        .unwrap_or_default();
     let failing: std::collections::BTreeSet<(&str, &str)> = stored
         .iter()
         .flat_map(|s| &s.endpoints)
@@ -491,8 +490,10 @@ fn not_made(cx: &Context, world: &World) -> Vec<Item> {
         return Vec::new();
     };
     let plan = drover::plan::pods::plan(desired, &world.pods, &world.views);
-    let events = drover::store::Store::new(&cx.state_dir)
-        .read_events()
+    let events = cx
+        .store()
+        .ok()
+        .and_then(|s| s.read_events().ok())
         .unwrap_or_default();
     // A back-off told in the last ten minutes still holds (the longest wait is five).
     let recent = output::now_unix().saturating_sub(600) as u64;

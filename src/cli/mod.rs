@@ -12,6 +12,7 @@ pub mod minions;
 pub mod output;
 pub mod proxy;
 pub mod selector;
+pub mod state;
 pub mod validate;
 
 use crate::SourceArgs;
@@ -29,11 +30,18 @@ pub const EXIT_ERROR: u8 = 2;
 pub struct Context {
     pub settings: Settings,
     pub state_dir: PathBuf,
+    /// Where the store is: `state_dir`, or an etcd prefix.
+    pub state: drover::store::StateLocation,
     /// The project this drover acts for (`Settings::project`).
     pub project: String,
 }
 
 impl Context {
+    /// The project's store (the file store, or a client of etcd).
+    pub fn store(&self) -> Result<drover::store::Store, String> {
+        drover::store::Store::open(&self.state).map_err(|e| e.to_string())
+    }
+
     pub fn source_spec(&self, args: &SourceArgs) -> SourceSpec {
         self.settings.source(
             args.source.as_deref(),

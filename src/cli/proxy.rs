@@ -1,10 +1,10 @@
 //! `drover proxy`: the service proxy alone, serving the endpoints a daemon (or `apply`) keeps
-//! in the state directory. It never takes the writer's lock: it only reads, following the
-//! store's resource version (a cheap read of `state.json`) every 250 ms.
+//! in the store. It never takes the writer's lock: it only reads, following the store's
+//! resource version: with etcd, on every change of `state.json` (a watch); in a state
+//! directory, by a cheap read of `state.json` every 250 ms.
 
 use super::{fail, Context, EXIT_OK};
 use drover::proxy::{Limits, Proxy};
-use drover::store::Store;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -16,11 +16,14 @@ pub fn run(cx: &Context, listen: Option<std::net::IpAddr>) -> ExitCode {
         Err(e) => return fail(&e),
     };
     let listen = listen.unwrap_or(settings.listen);
-    let store = Store::new(&cx.state_dir);
+    let store = match cx.store() {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
     tracing::info!(
         "drover proxy: project {}, serving on {listen} the services of {}",
         cx.project,
-        cx.state_dir.display()
+        store.describe()
     );
     super::raise_fd_limit();
     let started = super::runtime().block_on(async {
@@ -35,14 +38,18 @@ pub fn run(cx: &Context, listen: Option<std::net::IpAddr>) -> ExitCode {
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
                 .expect("signal handler");
         let mut tick = tokio::time::interval(FOLLOW_EVERY);
+        let mut changes = store.subscribe();
+        let mut first = true;
         let mut seen: Option<u64> = None;
         let mut last_problem = String::new();
         loop {
             tokio::select! {
-                _ = tick.tick() => {}
+                _ = tick.tick(), if changes.is_none() || first => {}
+                Some(()) = async { changes.as_mut()?.recv().await } => {}
                 _ = tokio::signal::ctrl_c() => break,
                 _ = terminate.recv() => break,
             }
+            first = false;
             let version = store.read_index().map(|i| i.resource_version);
             if version.as_ref().ok() == seen.as_ref() {
                 continue;

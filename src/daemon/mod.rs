@@ -10,6 +10,14 @@
 //! them new connections and the round waits (bounded) for the open ones to finish: rolling
 //! updates drop no request.
 //!
+//! With the state in etcd, several daemons run at once and one leads: the one holding the
+//! store's writer lease (`StoreLock`). Only the leader plans, acts and writes (every write
+//! fenced on the lease, and the lease confirmed before a plan is executed); the others
+//! follow: they try to take the lease whenever the leader key changes (and every second),
+//! serve the status API saying who leads, and serve the proxy from the endpoints the leader
+//! records, following them by etcd watch. The file store's daemon holds its lock from the
+//! start and always leads.
+//!
 //! Nothing here prints: what happens is reported as [`Event`]s to the caller.
 
 mod docker_events;
@@ -51,6 +59,8 @@ pub struct Options {
     pub allow_empty: bool,
     /// How manifests are read (size limit, `--validate`, privileged).
     pub manifest: crate::manifest::Options,
+    /// This daemon's status API as others reach it, told to followers by the leader key.
+    pub advertise_status: Option<String>,
 }
 
 /// What happened, for the caller to show.
@@ -80,6 +90,12 @@ pub enum Event<'a> {
     },
     /// A store write failed (reported, retried next round).
     StoreError(String),
+    /// This daemon took the writer lease: it leads from now on.
+    Leading,
+    /// Another daemon leads (said when the leader changes).
+    Following(String),
+    /// This daemon lost the writer lease and stopped acting; why.
+    Deposed(String),
 }
 
 /// What the prober, the status API and the endpoint updates share with the loop.
@@ -118,21 +134,26 @@ pub struct Daemon {
     opts: Options,
     reconciler: Reconciler,
     store: Store,
-    lock: Arc<StoreLock>,
+    /// The writer lease; `None` while following (etcd: another daemon leads).
+    lock: Option<Arc<StoreLock>>,
     loaded: Loaded,
     /// Since when, and why, the source cannot be used (the last valid state stays in force).
     source_invalid: Option<(std::time::SystemTime, String)>,
+    /// The source must be read again: the last read could not check it against the store
+    /// (etcd unreachable), so it was neither taken nor refused.
+    reload_pending: bool,
     events: Arc<Mutex<EventLog>>,
 }
 
 impl Daemon {
-    /// A daemon over a reconciler already attached to the store (`project::open_for_writing`),
-    /// starting from a loaded source.
+    /// A daemon starting from a loaded source: with `lock`, leading, over a reconciler already
+    /// attached to the store (`project::open_for_writing`); without, following until it takes
+    /// the store's writer lease (etcd).
     pub fn new(
         opts: Options,
         reconciler: Reconciler,
         store: Store,
-        lock: Arc<StoreLock>,
+        lock: Option<Arc<StoreLock>>,
         loaded: Loaded,
     ) -> Daemon {
         Daemon {
@@ -142,6 +163,7 @@ impl Daemon {
             lock,
             loaded,
             source_invalid: None,
+            reload_pending: false,
             events: Default::default(),
         }
     }
@@ -244,6 +266,22 @@ impl Daemon {
             tx.clone(),
         ));
 
+        // Followers serve the endpoints the leader records; the leader feeds the proxy itself.
+        let leading = Arc::new(std::sync::atomic::AtomicBool::new(self.lock.is_some()));
+        if let (Some(proxy), Some(changes)) = (&proxy, self.store.subscribe()) {
+            tasks.spawn(follow_endpoints(
+                self.store.clone(),
+                proxy.clone(),
+                changes,
+                leading.clone(),
+            ));
+        }
+        if self.lock.is_some() && self.store.is_etcd() {
+            report(Event::Leading);
+        }
+        let mut leader_changes = self.store.subscribe_leader();
+        let mut follow_tick = tokio::time::interval(FOLLOWER_TRY);
+        let mut leader_said: Option<String> = None;
         let mut tick = tokio::time::interval(self.opts.resync);
         let mut source_changed = false;
         let mut rounds = 0u64;
@@ -267,12 +305,63 @@ impl Daemon {
                     });
                     continue;
                 }
+                Some(()) = async { leader_changes.as_mut()?.recv().await } => {}
+                _ = follow_tick.tick(), if self.lock.is_none() => {}
                 _ = &mut stop => break,
             }
-            if source_changed {
+            if source_changed || self.reload_pending {
                 source_changed = false;
                 self.reload(report);
             }
+            // Leadership: a lapsed lease stops this daemon acting; a follower tries to lead.
+            if let Some(why) = self.lock.as_ref().and_then(|l| l.lost_because()) {
+                self.lock = None;
+                leading.store(false, std::sync::atomic::Ordering::SeqCst);
+                leader_said = None;
+                report(Event::Deposed(why));
+            }
+            if self.lock.is_none() {
+                match self.try_lead() {
+                    Ok(true) => {
+                        leading.store(true, std::sync::atomic::Ordering::SeqCst);
+                        report(Event::Leading);
+                        last_round = None;
+                    }
+                    Ok(false) => {
+                        let holder = self.store.holder().ok().flatten();
+                        let who = holder
+                            .as_ref()
+                            .map(|h| h.who.clone())
+                            .unwrap_or_else(|| "another drover (unknown)".into());
+                        if leader_said.as_deref() != Some(&who) {
+                            report(Event::Following(who.clone()));
+                            leader_said = Some(who);
+                        }
+                        *status.lock().expect("status") = status::State {
+                            document: follower_document(
+                                &self.opts.project,
+                                &self.opts.spec.describe(),
+                                self.loaded.commit.as_deref(),
+                                holder.as_ref(),
+                                &project::stored_endpoints(&self.store).unwrap_or_default(),
+                                &proxy.as_ref().map(|p| p.status()).unwrap_or_default(),
+                            ),
+                            pods: Vec::new(),
+                            not_ready: None,
+                        };
+                        continue;
+                    }
+                    Err(e) => {
+                        let why = format!("cannot lead: {e}; trying again");
+                        status.lock().expect("status").not_ready = Some(format!("store: {why}"));
+                        report(Event::StoreError(why));
+                        continue;
+                    }
+                }
+            }
+            let Some(lock) = self.lock.clone() else {
+                continue;
+            };
             // A store damaged while running stops acting, as it stopped the start: nothing is
             // changed on the minions until it is repaired.
             if let Err(e) = self.store.verify() {
@@ -315,6 +404,15 @@ impl Daemon {
                     drained(proxy, DRAIN_WAIT).await;
                 }
             }
+            // A leader paused or cut off past its lease must not act on what it planned.
+            let plan = match plan.map(|p| self.store.confirm(&lock).map(|()| p)) {
+                Some(Err(e)) => {
+                    report(Event::StoreError(format!("{e}; not acting")));
+                    continue;
+                }
+                Some(Ok(p)) => Some(p),
+                None => None,
+            };
             if let Some(plan) = plan {
                 round = self.reconciler.execute(desired, round, plan).await;
                 let backoff = &self.reconciler.backoff;
@@ -336,7 +434,7 @@ impl Daemon {
                     .find(|p| p.name == s.name)
                     .and_then(|p| p.error.clone());
             }
-            let document = status_document(
+            let mut document = status_document(
                 &self.opts.project,
                 &self.opts.spec.describe(),
                 self.loaded.commit.as_deref(),
@@ -347,12 +445,18 @@ impl Daemon {
                 &current,
                 &services,
             );
+            if self.store.is_etcd() {
+                document["role"] = "leader".into();
+                document["leader"] = serde_json::json!({
+                    "who": "this daemon", "status": self.opts.advertise_status,
+                });
+            }
             *status.lock().expect("status") = status::State {
                 document,
                 pods: round.pods.clone(),
                 not_ready: self.not_ready(&round),
             };
-            let lock = &*self.lock;
+            let lock = &*lock;
             if let Err(e) = project::record_seen(&self.store, lock, &round.observation(), &current)
             {
                 report(Event::StoreError(e.to_string()));
@@ -394,6 +498,30 @@ impl Daemon {
         }
     }
 
+    /// Takes the store's writer lease if nobody holds it, and attaches the reconciler to the
+    /// store as the previous leader left it. `Ok(false)`: another daemon leads.
+    fn try_lead(&mut self) -> Result<bool, String> {
+        let lock =
+            match self
+                .store
+                .lock_as("daemon", self.opts.advertise_status.clone(), Duration::ZERO)
+            {
+                Ok(l) => Arc::new(l),
+                Err(crate::store::StoreError::Locked { .. }) => return Ok(false),
+                Err(e) => return Err(e.to_string()),
+            };
+        project::open_for_writing(
+            &mut self.reconciler,
+            &self.store,
+            Some(lock.clone()),
+            &self.opts.spec,
+            &self.loaded.desired,
+            self.opts.allow_empty,
+        )?;
+        self.lock = Some(lock);
+        Ok(true)
+    }
+
     /// Why `/readyz` says not ready after `round`, if it does.
     fn not_ready(&self, round: &Round) -> Option<String> {
         if let Some((since, why)) = &self.source_invalid {
@@ -410,12 +538,19 @@ impl Daemon {
     fn reload(&mut self, report: &(dyn Fn(Event) + Send + Sync)) {
         let metrics = crate::metrics::global();
         metrics.source_reads.inc();
+        self.reload_pending = false;
+        let index = match self.store.read_index() {
+            Ok(i) => i,
+            Err(e) => {
+                report(Event::StoreError(format!(
+                    "{e}; the source is read again when the store answers"
+                )));
+                self.reload_pending = true;
+                return;
+            }
+        };
         let loaded =
             project::load(&self.opts.spec, &self.opts.git, &self.opts.manifest).and_then(|l| {
-                let index = self
-                    .store
-                    .read_index()
-                    .map_err(|e| LoadError::Refused(e.to_string()))?;
                 project::refuse_empty_source(
                     &self.opts.spec,
                     &l.desired,
@@ -475,6 +610,69 @@ impl Daemon {
             }
         }
     }
+}
+
+/// How often a follower tries to take the writer lease, besides whenever the leader key
+/// changes (a watch): a lease that lapses deletes the key, so this is only a fallback.
+const FOLLOWER_TRY: Duration = Duration::from_secs(1);
+
+/// A follower's proxy: the endpoints the leader records, read again on every commit (an etcd
+/// watch) while this daemon does not lead.
+async fn follow_endpoints(
+    store: Store,
+    proxy: Arc<Proxy>,
+    mut changes: tokio::sync::mpsc::Receiver<()>,
+    leading: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let mut first = true;
+    loop {
+        if !first && changes.recv().await.is_none() {
+            return;
+        }
+        first = false;
+        if leading.load(std::sync::atomic::Ordering::SeqCst) {
+            continue;
+        }
+        let s = store.clone();
+        // A store unreadable for now leaves the last table in force.
+        if let Ok(Ok(services)) =
+            tokio::task::spawn_blocking(move || project::stored_endpoints(&s)).await
+        {
+            if !leading.load(std::sync::atomic::Ordering::SeqCst) {
+                proxy.update(&proxy_table(&services)).await;
+            }
+        }
+    }
+}
+
+/// The document `GET /status` serves while following: who leads, and the services this
+/// daemon's proxy serves from the store.
+fn follower_document(
+    project: &str,
+    source: &str,
+    commit: Option<&str>,
+    leader: Option<&crate::store::Holder>,
+    endpoints: &[ServiceEndpoints],
+    proxy: &[ServiceStatus],
+) -> serde_json::Value {
+    serde_json::json!({
+        "project": project,
+        "source": source,
+        "commit": commit,
+        "sourceValid": true,
+        "role": "follower",
+        "leader": leader.map(|h| serde_json::json!({"who": h.who, "status": h.status})),
+        "services": endpoints.iter().map(|s| {
+            let served = proxy.iter().find(|p| p.name == s.name);
+            serde_json::json!({
+                "name": s.name, "port": s.port, "protocol": s.protocol,
+                "endpoints": s.endpoints,
+                "listening": served.and_then(|p| p.listening),
+                "error": served.and_then(|p| p.error.clone()),
+                "active": served.map(|p| p.active),
+            })
+        }).collect::<Vec<_>>(),
+    })
 }
 
 /// The pods a plan deletes, as (minion, pod).

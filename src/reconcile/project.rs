@@ -184,9 +184,11 @@ pub fn record_seen(
 
 /// The endpoints the store holds (what a standalone proxy serves).
 pub fn stored_endpoints(store: &Store) -> Result<Vec<ServiceEndpoints>, String> {
-    let index = store.read_index().map_err(|e| e.to_string())?;
-    let texts = store
-        .read_section(&index, crate::store::Section::Endpoints)
+    let (_, mut texts) = store
+        .read_snapshot(&[crate::store::Section::Endpoints])
         .map_err(|e| e.to_string())?;
+    let texts = texts
+        .remove(&crate::store::Section::Endpoints)
+        .unwrap_or_default();
     crate::plan::endpoints::from_records(&texts)
 }

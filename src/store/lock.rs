@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 
 /// Held while a process may write the store; dropping it releases the lock.
 #[derive(Debug)]
-pub struct StoreLock {
+pub struct FileLock {
     _file: File,
 }
 
-pub fn acquire(dir: &Path, command: &str, wait: Duration) -> Result<StoreLock, StoreError> {
+pub fn acquire(dir: &Path, command: &str, wait: Duration) -> Result<FileLock, StoreError> {
     let path = dir.join("lock");
     let mut file = OpenOptions::new()
         .read(true)
@@ -52,5 +52,18 @@ pub fn acquire(dir: &Path, command: &str, wait: Duration) -> Result<StoreLock, S
     let _ = file.set_len(0);
     let _ = file.rewind();
     let _ = write!(file, "pid {}: drover {command}", std::process::id());
-    Ok(StoreLock { _file: file })
+    Ok(FileLock { _file: file })
+}
+
+/// The note of the process holding the lock on `dir`, if one does.
+pub fn holder(dir: &Path) -> Option<String> {
+    let mut file = File::open(dir.join("lock")).ok()?;
+    match file.try_lock_shared() {
+        Ok(()) => None,
+        Err(_) => {
+            let mut note = String::new();
+            let _ = file.read_to_string(&mut note);
+            Some(note.trim().to_string())
+        }
+    }
 }

@@ -15,10 +15,13 @@
 //! Every file is written to a temp name, fsynced, renamed, and its directory fsynced. A file that
 //! cannot be read or does not match its recorded hash is an error naming it, never an empty state.
 
+mod etcd;
+mod file;
 mod fsutil;
 mod lock;
 
-pub use lock::StoreLock;
+pub use etcd::{EtcdSpec, EtcdTls, LEASE_TTL};
+pub use file::FileStore;
 
 /// Creates a directory (and parents) with mode 0700, tightening an existing one (also used
 /// for the git cache under `state_dir`).
@@ -96,6 +99,21 @@ pub enum StoreError {
     Locked { dir: PathBuf, holder: String },
     #[error("cannot store {key}: its id is not a valid file name")]
     BadKey { key: String },
+    /// etcd could not be reached or refused a request.
+    #[error("{store}: {message}")]
+    Etcd { store: String, message: String },
+    /// A write by a drover that no longer holds the writer lease (its lease lapsed while it
+    /// was paused or cut off, and another may lead now): refused by etcd, nothing written.
+    #[error("{store}: this drover no longer holds the writer lease (held now by {holder}); nothing was written")]
+    NotLeader { store: String, holder: String },
+    /// state.json changed between reading it and committing: someone else wrote.
+    #[error("{store}: state.json changed while this commit was prepared (another writer?); nothing was written")]
+    Conflict { store: String },
+    #[error("{store} already holds state; migrate only into an empty store")]
+    NotEmpty { store: String },
+    /// An etcd URL or its TLS settings that cannot be used.
+    #[error("state `{url}`: {reason}")]
+    BadLocation { url: String, reason: String },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
@@ -147,6 +165,10 @@ pub struct Index {
     pub inventory: BTreeMap<ObjectKey, Entry>,
     #[serde(with = "keyed", default, skip_serializing_if = "BTreeMap::is_empty")]
     pub endpoints: BTreeMap<ObjectKey, Entry>,
+    /// The etcd revision this index was read at (0 from a file): its objects are read at the
+    /// same revision, so an index and its objects are always one snapshot.
+    #[serde(skip)]
+    snapshot: i64,
 }
 
 impl Index {
@@ -211,6 +233,7 @@ impl IndexV1 {
             observed: BTreeMap::new(),
             inventory: BTreeMap::new(),
             endpoints: BTreeMap::new(),
+            snapshot: 0,
         }
     }
 }
@@ -365,148 +388,329 @@ impl Batch {
     }
 }
 
+/// An object's place relative to the store's root, the same in both backends (a file under
+/// `state_dir`, a key under the etcd prefix): `objects/<section>/<kinds>/<id>@<rv>.json`.
+fn object_rel(section_dir: &str, key: &ObjectKey, rv: u64) -> String {
+    format!(
+        "objects/{section_dir}/{}/{}@{rv}.json",
+        key.kind.plural(),
+        key.id
+    )
+}
+
+/// Where the index says an object's current version is.
+fn entry_rel(section: Section, key: &ObjectKey, entry: &Entry) -> String {
+    let dir = if entry.v1_path {
+        V1_APPLIED_DIR
+    } else {
+        section.as_str()
+    };
+    object_rel(dir, key, entry.resource_version)
+}
+
+/// Whether `rel` (an object's place) is one the index names: what a sweep keeps.
+fn named_by(index: &Index, rel: &str) -> bool {
+    let Some(rest) = rel.strip_prefix("objects/") else {
+        return false;
+    };
+    let mut parts = rest.splitn(3, '/');
+    let (Some(section), Some(kind), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    let Some(section) = Section::ALL.into_iter().find(|s| s.as_str() == section) else {
+        return false;
+    };
+    let Some(kind) = Kind::ALL.into_iter().find(|k| k.plural() == kind) else {
+        return false;
+    };
+    name.strip_suffix(".json")
+        .and_then(|s| s.rsplit_once('@'))
+        .and_then(|(id, rv)| Some((id, rv.parse::<u64>().ok()?)))
+        .is_some_and(|(id, rv)| {
+            index
+                .section(section)
+                .get(&ObjectKey::new(kind, id))
+                .is_some_and(|e| e.resource_version == rv)
+        })
+}
+
+/// What a commit writes, worked out from the index before it and the batch; each backend
+/// makes it durable its own way, the new index last (the commit point).
+struct Planned<'a> {
+    rv: u64,
+    /// New object versions, by place.
+    writes: Vec<(String, &'a str)>,
+    /// The places of the versions the new index no longer names.
+    superseded: Vec<String>,
+}
+
+/// Turns `index` into the index after `puts` and `deletes` (resource version one up, format
+/// current) and says what to write and what then goes. Pure.
+fn plan_commit<'a>(
+    index: &mut Index,
+    puts: impl Iterator<Item = &'a (Section, ObjectKey, String, Option<Origin>)>,
+    deletes: &[(Section, ObjectKey)],
+) -> Result<Planned<'a>, StoreError> {
+    let rv = index.resource_version + 1;
+    let mut planned = Planned {
+        rv,
+        writes: Vec::new(),
+        superseded: Vec::new(),
+    };
+    for (section, key, text, origin) in puts {
+        if !valid_file_id(&key.id) {
+            return Err(StoreError::BadKey {
+                key: key.to_string(),
+            });
+        }
+        let entry = Entry::new(rv, content_hash(text.as_bytes()), origin.clone());
+        planned
+            .writes
+            .push((object_rel(section.as_str(), key, rv), text.as_str()));
+        if let Some(old) = index.section_mut(*section).insert(key.clone(), entry) {
+            planned.superseded.push(entry_rel(*section, key, &old));
+        }
+    }
+    for (section, key) in deletes {
+        if let Some(old) = index.section_mut(*section).remove(key) {
+            planned.superseded.push(entry_rel(*section, key, &old));
+        }
+    }
+    // A place written again at this version (a put after a delete of the same object) stays.
+    let written: std::collections::BTreeSet<&str> =
+        planned.writes.iter().map(|(p, _)| p.as_str()).collect();
+    planned.superseded.retain(|p| !written.contains(p.as_str()));
+    index.format = FORMAT_VERSION;
+    index.resource_version = rv;
+    Ok(planned)
+}
+
+/// Where a project's state lives: a directory (the file store) or an etcd prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateLocation {
+    Dir(PathBuf),
+    Etcd(EtcdSpec),
+}
+
+impl StateLocation {
+    /// `etcd://...` is an etcd prefix, anything else a directory.
+    pub fn parse(text: &str, tls: Option<EtcdTls>) -> Result<StateLocation, StoreError> {
+        if text.starts_with("etcd://") {
+            EtcdSpec::parse(text, tls).map(StateLocation::Etcd)
+        } else {
+            Ok(StateLocation::Dir(PathBuf::from(text)))
+        }
+    }
+}
+
+impl std::fmt::Display for StateLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StateLocation::Dir(d) => write!(f, "{}", d.display()),
+            StateLocation::Etcd(e) => write!(f, "{}", e.url),
+        }
+    }
+}
+
+/// The objects of some sections, by section and key.
+pub type SectionTexts = BTreeMap<Section, BTreeMap<ObjectKey, String>>;
+
+/// The store: one interface over the file store and etcd. Synchronous, as its callers are
+/// (the etcd backend runs its gRPC calls on a runtime of its own and waits for them, so it
+/// may be called from async code as the file store's blocking IO is).
 #[derive(Debug, Clone)]
-pub struct Store {
-    dir: PathBuf,
+pub enum Store {
+    File(FileStore),
+    Etcd(etcd::EtcdStore),
+}
+
+/// Held while a process may write the store; dropping it releases it. For the file store an
+/// OS lock on `state_dir/lock`; for etcd the leader key under a lease kept alive in the
+/// background, every write compared against it (fencing).
+#[derive(Debug)]
+pub struct StoreLock(LockKind);
+
+#[derive(Debug)]
+enum LockKind {
+    File(#[allow(dead_code)] lock::FileLock),
+    Etcd(etcd::Leadership),
+}
+
+impl StoreLock {
+    /// Whether this writer still believes it holds the store: always for the OS lock; for
+    /// etcd, until its lease could not be renewed within its TTL. Writes are fenced by etcd
+    /// anyway; this lets a deposed leader stop before it acts on the minions.
+    pub fn held(&self) -> bool {
+        match &self.0 {
+            LockKind::File(_) => true,
+            LockKind::Etcd(l) => l.held(),
+        }
+    }
+
+    /// Why the lock was lost, if it was.
+    pub fn lost_because(&self) -> Option<String> {
+        match &self.0 {
+            LockKind::File(_) => None,
+            LockKind::Etcd(l) => l.lost_because(),
+        }
+    }
+}
+
+/// Who holds (or last held) the writer's place, as the leader key or lock file says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    /// `pid 123 on host: drover daemon`.
+    pub who: String,
+    /// The holder's status API, when it serves one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
 }
 
 impl Store {
+    /// The file store in `dir`.
     pub fn new(dir: impl Into<PathBuf>) -> Store {
-        Store { dir: dir.into() }
+        Store::File(FileStore::new(dir))
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    /// The store at `location`; connecting to etcd does not wait for it to answer.
+    pub fn open(location: &StateLocation) -> Result<Store, StoreError> {
+        match location {
+            StateLocation::Dir(d) => Ok(Store::new(d)),
+            StateLocation::Etcd(spec) => etcd::EtcdStore::connect(spec).map(Store::Etcd),
+        }
     }
 
-    fn index_path(&self) -> PathBuf {
-        self.dir.join(INDEX_FILE)
+    /// The store's location, for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            Store::File(f) => f.dir().display().to_string(),
+            Store::Etcd(e) => e.url().to_string(),
+        }
+    }
+
+    pub fn is_etcd(&self) -> bool {
+        matches!(self, Store::Etcd(_))
     }
 
     /// The event log (`events.json`): kept beside the index, outside its resource versions,
     /// because events only tell what happened and never decide what drover does. Absent is
-    /// empty; damaged is an error naming the file (the daemon then starts a new log).
+    /// empty; damaged is an error naming it (the daemon then starts a new log).
     pub fn read_events(&self) -> Result<crate::events::EventLog, StoreError> {
-        let path = self.dir.join(EVENTS_FILE);
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StoreError::Damaged {
-                path: path.clone(),
+        let (place, bytes) = match self {
+            Store::File(f) => (f.place(EVENTS_FILE), f.read_raw(EVENTS_FILE)?),
+            Store::Etcd(e) => (e.place(EVENTS_FILE), e.read_raw(EVENTS_FILE)?),
+        };
+        match bytes {
+            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| StoreError::Damaged {
+                path: place,
                 reason: e.to_string(),
             }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Default::default()),
-            Err(e) => Err(io_err(&path)(e)),
+            None => Ok(Default::default()),
         }
     }
 
-    /// Replaces the event log, atomically, 0600. Needs the lock.
+    /// Replaces the event log, atomically (a file: 0600). Needs the lock.
     pub fn write_events(
         &self,
-        _lock: &StoreLock,
+        lock: &StoreLock,
         log: &crate::events::EventLog,
     ) -> Result<(), StoreError> {
         let text = serde_json::to_vec_pretty(log).expect("events serialise");
-        write_private_file(&self.dir.join(EVENTS_FILE), &text)
+        self.write_raw(lock, EVENTS_FILE, &text)
     }
 
-    fn object_path(&self, section: Section, key: &ObjectKey, rv: u64) -> PathBuf {
-        self.object_path_in(section.as_str(), key, rv)
+    /// Writes one file of the store outside the index (events, the mask key). Needs the lock.
+    fn write_raw(&self, lock: &StoreLock, rel: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        match self {
+            Store::File(f) => write_private_file(&f.dir().join(rel), bytes),
+            Store::Etcd(e) => e.write_raw(etcd_lock(e, lock)?, rel, bytes),
+        }
     }
 
-    fn entry_path(&self, section: Section, key: &ObjectKey, entry: &Entry) -> PathBuf {
-        let dir = if entry.v1_path {
-            V1_APPLIED_DIR
-        } else {
-            section.as_str()
-        };
-        self.object_path_in(dir, key, entry.resource_version)
-    }
-
-    fn object_path_in(&self, section_dir: &str, key: &ObjectKey, rv: u64) -> PathBuf {
-        self.dir
-            .join("objects")
-            .join(section_dir)
-            .join(key.kind.plural())
-            .join(format!("{}@{rv}.json", key.id))
-    }
-
-    /// Reads the index. No state directory or no index yet is the empty state of a first run;
-    /// anything unreadable is an error.
+    /// Reads the index. No state yet is the empty state of a first run; anything unreadable
+    /// is an error.
     pub fn read_index(&self) -> Result<Index, StoreError> {
-        let path = self.index_path();
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(Index {
-                    format: FORMAT_VERSION,
-                    ..Index::default()
-                })
-            }
-            Err(e) => return Err(io_err(&path)(e)),
-        };
-        parse_index(&path, &bytes)
+        match self {
+            Store::File(f) => f.read_index(),
+            Store::Etcd(e) => e.read_index(),
+        }
     }
 
-    /// Reads one object's text and checks it against the index's hash.
+    /// Reads one object's text (of the snapshot `entry` comes from) and checks its hash.
     pub fn read_object(
         &self,
         section: Section,
         key: &ObjectKey,
         entry: &Entry,
     ) -> Result<String, StoreError> {
-        let path = self.entry_path(section, key, entry);
-        let bytes = std::fs::read(&path).map_err(io_err(&path))?;
-        if content_hash(&bytes) != entry.hash {
-            return Err(StoreError::Damaged {
-                path,
-                reason: "contents do not match the hash recorded in state.json".into(),
-            });
+        match self {
+            Store::File(f) => f.read_object(section, key, entry),
+            Store::Etcd(e) => e.read_object(section, key, entry),
         }
-        String::from_utf8(bytes).map_err(|_| StoreError::Damaged {
-            path,
-            reason: "not UTF-8".into(),
-        })
     }
 
-    /// Reads the index and every object file it names, checking each against its hash. Damage
-    /// anywhere (a truncated index, a changed, missing or unreadable object) is an error naming
-    /// the file. Commands that act (apply, the daemon) and `diff` call it first, so nothing
-    /// changes on the minions or in the store on top of a damaged store.
+    /// Reads the index and every object it names, checking each against its hash: one
+    /// consistent snapshot. Damage anywhere (a truncated index, a changed, missing or
+    /// unreadable object) is an error naming it. Commands that act (apply, the daemon) and
+    /// `diff` call it first, so nothing changes on the minions or in the store on top of a
+    /// damaged store.
     pub fn verify(&self) -> Result<Index, StoreError> {
-        let index = self.read_index()?;
-        let entries: Vec<(Section, &ObjectKey, &Entry)> = Section::ALL
-            .into_iter()
-            .flat_map(|s| index.section(s).iter().map(move |(k, e)| (s, k, e)))
-            .collect();
-        crate::par::map(&entries, |(section, key, entry)| {
-            self.read_object(*section, key, entry).map(drop)
-        })
-        .into_iter()
-        .collect::<Result<(), StoreError>>()?;
-        Ok(index)
+        match self {
+            Store::File(f) => f.verify(),
+            Store::Etcd(e) => e.verify(),
+        }
     }
 
-    /// Reads every object of a section.
+    /// Reads every object of a section (of the snapshot `index` was read at).
     pub fn read_section(
         &self,
         index: &Index,
         section: Section,
     ) -> Result<BTreeMap<ObjectKey, String>, StoreError> {
-        index
-            .section(section)
-            .iter()
-            .map(|(k, e)| Ok((k.clone(), self.read_object(section, k, e)?)))
-            .collect()
+        match self {
+            Store::File(f) => f.read_section(index, section),
+            Store::Etcd(e) => e.read_section(index, section),
+        }
+    }
+
+    /// The index and every object of `sections`, as one snapshot, each checked against its
+    /// hash: etcd reads them at one revision; the file store reads again when a commit
+    /// removed a file under it (the index then moved on), so a reader without the lock never
+    /// mistakes a commit for damage.
+    pub fn read_snapshot(&self, sections: &[Section]) -> Result<(Index, SectionTexts), StoreError> {
+        let read = |index: &Index| -> Result<_, StoreError> {
+            sections
+                .iter()
+                .map(|s| Ok((*s, self.read_section(index, *s)?)))
+                .collect()
+        };
+        let mut tries = 0;
+        loop {
+            let index = self.read_index()?;
+            match read(&index) {
+                Ok(texts) => return Ok((index, texts)),
+                Err(e) => {
+                    tries += 1;
+                    if tries >= 10 || self.read_index()?.resource_version == index.resource_version
+                    {
+                        return Err(e);
+                    }
+                }
+            }
+        }
     }
 
     /// The key for masking secrets in displayed objects, if one was made (the first command
-    /// that takes the lock makes it). A damaged key file is an error naming it.
+    /// that takes the lock makes it). A damaged key is an error naming it.
     pub fn mask_key(&self) -> Result<Option<[u8; 32]>, StoreError> {
-        let path = self.dir.join(MASK_KEY_FILE);
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io_err(&path)(e)),
+        let (place, bytes) = match self {
+            Store::File(f) => (f.place(MASK_KEY_FILE), f.read_raw(MASK_KEY_FILE)?),
+            Store::Etcd(e) => (e.place(MASK_KEY_FILE), e.read_raw(MASK_KEY_FILE)?),
         };
+        let Some(bytes) = bytes else {
+            return Ok(None);
+        };
+        let text = String::from_utf8_lossy(&bytes);
         let text = text.trim();
         let mut key = [0u8; 32];
         let ok = text.len() == 64
@@ -517,7 +721,7 @@ impl Store {
             });
         if !ok {
             return Err(StoreError::Damaged {
-                path,
+                path: place,
                 reason: "not a key of 64 hex digits".into(),
             });
         }
@@ -525,7 +729,7 @@ impl Store {
     }
 
     /// Makes the mask key from the system's random source if there is none yet.
-    fn ensure_mask_key(&self) -> Result<(), StoreError> {
+    fn ensure_mask_key(&self, lock: &StoreLock) -> Result<(), StoreError> {
         if self.mask_key()?.is_some() {
             return Ok(());
         }
@@ -534,29 +738,55 @@ impl Store {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
-        write_private_file(
-            &self.dir.join(MASK_KEY_FILE),
-            format!("{text}\n").as_bytes(),
-        )
+        self.write_raw(lock, MASK_KEY_FILE, format!("{text}\n").as_bytes())
     }
 
-    /// Takes the writer lock, waiting up to `wait` for another drover to release it.
+    /// Takes the writer lock, waiting up to `wait` for another drover to release it: the OS
+    /// lock of a state directory, or etcd's leader key (the one a daemon leading holds).
+    /// `status` is this process's status API, told to others who wait.
     pub fn lock(&self, command: &str, wait: std::time::Duration) -> Result<StoreLock, StoreError> {
-        fsutil::create_private_dir(&self.dir)?;
-        let lock = lock::acquire(&self.dir, command, wait)?;
+        self.lock_as(command, None, wait)
+    }
+
+    /// `lock`, naming this process's status API to the others (the daemon's followers).
+    pub fn lock_as(
+        &self,
+        command: &str,
+        status: Option<String>,
+        wait: std::time::Duration,
+    ) -> Result<StoreLock, StoreError> {
+        let lock = match self {
+            Store::File(f) => StoreLock(LockKind::File(f.lock(command, wait)?)),
+            Store::Etcd(e) => StoreLock(LockKind::Etcd(e.lock(command, status, wait)?)),
+        };
         // The one writer now: clear what a crashed writer left behind, so garbage cannot pile
         // up over repeated crashes.
-        if let Ok(index) = self.read_index() {
-            self.sweep(&index);
+        match (self, &lock.0) {
+            (Store::File(f), _) => f.sweep_now(),
+            (Store::Etcd(e), LockKind::Etcd(l)) => e.sweep(l)?,
+            _ => {}
         }
-        self.ensure_mask_key()?;
+        self.ensure_mask_key(&lock)?;
         Ok(lock)
     }
 
-    /// Applies a batch atomically and returns the new resource version. Needs the lock.
+    /// Who holds the writer's place now, if anyone (etcd: the leader key; a directory: the
+    /// lock file's note, when it is locked).
+    pub fn holder(&self) -> Result<Option<Holder>, StoreError> {
+        match self {
+            Store::File(f) => Ok(f.holder()),
+            Store::Etcd(e) => e.holder(),
+        }
+    }
+
+    /// Applies a batch atomically and returns the new resource version. Needs the lock; on
+    /// etcd the commit is refused when the lock's lease has lapsed.
     pub fn commit(&self, lock: &StoreLock, batch: &Batch) -> Result<u64, StoreError> {
         let started = std::time::Instant::now();
-        let result = self.commit_untimed(lock, batch);
+        let result = match self {
+            Store::File(f) => f.commit(batch),
+            Store::Etcd(e) => e.commit(etcd_lock(e, lock)?, batch),
+        };
         if !batch.is_empty() {
             crate::metrics::global()
                 .store_commit_duration
@@ -565,104 +795,117 @@ impl Store {
         result
     }
 
-    fn commit_untimed(&self, _lock: &StoreLock, batch: &Batch) -> Result<u64, StoreError> {
-        let mut index = self.read_index()?;
-        if batch.is_empty() {
-            return Ok(index.resource_version);
+    /// Checks with etcd that `lock` still holds the leader key (a linearizable read): what a
+    /// leader does before acting on the minions. Always true for the file store.
+    pub fn confirm(&self, lock: &StoreLock) -> Result<(), StoreError> {
+        match self {
+            Store::File(_) => Ok(()),
+            Store::Etcd(e) => e.confirm(etcd_lock(e, lock)?),
         }
-        let rv = index.resource_version + 1;
-        let mut superseded = Vec::new();
-        let mut touched_dirs = std::collections::BTreeSet::new();
-        // A format 1 store's objects move to their format 2 place with this commit.
-        let mut puts: Vec<(Section, ObjectKey, String, Option<Origin>)> = Vec::new();
-        for (key, entry) in index.applied.iter().filter(|(_, e)| e.v1_path) {
-            let text = self.read_object(Section::Applied, key, entry)?;
-            puts.push((Section::Applied, key.clone(), text, entry.origin.clone()));
-        }
-        puts.retain(|(_, k, _, _)| {
-            !batch
-                .puts
-                .iter()
-                .any(|(s, bk, _, _)| *s == Section::Applied && bk == k)
-        });
-        for (section, key, text, origin) in batch.puts.iter().chain(&puts) {
-            if !valid_file_id(&key.id) {
-                return Err(StoreError::BadKey {
-                    key: key.to_string(),
-                });
-            }
-            let path = self.object_path(*section, key, rv);
-            let dir = path
-                .parent()
-                .expect("object paths have a parent")
-                .to_path_buf();
-            if touched_dirs.insert(dir.clone()) {
-                fsutil::create_private_dir(&dir)?;
-            }
-            fsutil::write_file(&path, text.as_bytes(), false)?;
-            let entry = Entry::new(rv, content_hash(text.as_bytes()), origin.clone());
-            if let Some(old) = index.section_mut(*section).insert(key.clone(), entry) {
-                superseded.push(self.entry_path(*section, key, &old));
-            }
-        }
-        for (section, key) in &batch.deletes {
-            if let Some(old) = index.section_mut(*section).remove(key) {
-                superseded.push(self.entry_path(*section, key, &old));
-            }
-        }
-        // New object files must be durable before the index that names them.
-        for dir in &touched_dirs {
-            fsutil::sync_dir(dir)?;
-        }
-        index.format = FORMAT_VERSION;
-        index.resource_version = rv;
-        let text = serde_json::to_vec_pretty(&index).expect("index serialises");
-        fsutil::write_file(&self.index_path(), &text, true)?;
-        // The commit point has passed; from here on failures only leave garbage behind,
-        // which the sweep of a later commit removes.
-        for path in superseded {
-            let _ = std::fs::remove_file(path);
-        }
-        self.sweep(&index);
-        Ok(rv)
     }
 
-    /// Removes object files the index does not name: leftovers of a crash between writing
-    /// objects and swapping the index, or between the swap and the removals.
-    fn sweep(&self, index: &Index) {
-        if index.format < FORMAT_VERSION {
-            // Its files sit where format 1 kept them; the first commit moves them.
-            return;
+    /// A channel told of every commit (etcd: a watch on `state.json`), or `None` for the file
+    /// store, whose readers poll `state.json`. Ends with the receiver.
+    pub fn subscribe(&self) -> Option<tokio::sync::mpsc::Receiver<()>> {
+        match self {
+            Store::File(_) => None,
+            Store::Etcd(e) => Some(e.watch(INDEX_FILE)),
         }
+    }
+
+    /// A channel told whenever the leader key changes (etcd), for followers waiting to take
+    /// over; `None` for the file store.
+    pub fn subscribe_leader(&self) -> Option<tokio::sync::mpsc::Receiver<()>> {
+        match self {
+            Store::File(_) => None,
+            Store::Etcd(e) => Some(e.watch(etcd::LEADER_KEY)),
+        }
+    }
+
+    /// Every place of the store and its bytes, read as one snapshot after checking every
+    /// hash: the index, the objects it names, the event log and the mask key (`drover state
+    /// migrate`).
+    pub fn export(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let index = self.verify()?;
+        let mut out = Vec::new();
         for section in Section::ALL {
-            for kind in Kind::ALL {
-                let dir = self
-                    .dir
-                    .join("objects")
-                    .join(section.as_str())
-                    .join(kind.plural());
-                let Ok(entries) = std::fs::read_dir(&dir) else {
-                    continue;
-                };
-                for entry in entries.flatten() {
-                    let name = entry.file_name();
-                    let name = name.to_string_lossy();
-                    let keep = name
-                        .strip_suffix(".json")
-                        .and_then(|s| s.rsplit_once('@'))
-                        .and_then(|(id, rv)| Some((id, rv.parse::<u64>().ok()?)))
-                        .is_some_and(|(id, rv)| {
-                            index
-                                .section(section)
-                                .get(&ObjectKey::new(kind, id))
-                                .is_some_and(|e| e.resource_version == rv)
-                        });
-                    if !keep {
-                        let _ = std::fs::remove_file(entry.path());
+            for (key, text) in self.read_section(&index, section)? {
+                let entry = &index.section(section)[&key];
+                out.push((
+                    object_rel(section.as_str(), &key, entry.resource_version),
+                    text.into_bytes(),
+                ));
+            }
+        }
+        for rel in [EVENTS_FILE, MASK_KEY_FILE] {
+            let raw = match self {
+                Store::File(f) => f.read_raw(rel)?,
+                Store::Etcd(e) => e.read_raw(rel)?,
+            };
+            if let Some(bytes) = raw {
+                out.push((rel.to_string(), bytes));
+            }
+        }
+        let mut index = index;
+        // Moved to format 2 places by the export (a format 1 store's objects included).
+        for section in Section::ALL {
+            for e in index.section_mut(section).values_mut() {
+                e.v1_path = false;
+            }
+        }
+        index.format = FORMAT_VERSION;
+        out.push((
+            INDEX_FILE.to_string(),
+            serde_json::to_vec_pretty(&index).expect("index serialises"),
+        ));
+        Ok(out)
+    }
+
+    /// Writes an `export` into this store, which must hold no state yet; the index goes last,
+    /// so a copy cut short is no state at all. Needs the lock.
+    pub fn import(&self, lock: &StoreLock, places: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+        if self.read_index()?.resource_version != 0 {
+            return Err(StoreError::NotEmpty {
+                store: self.describe(),
+            });
+        }
+        let (index, rest): (Vec<_>, Vec<_>) = places.iter().partition(|(rel, _)| rel == INDEX_FILE);
+        match self {
+            Store::File(f) => {
+                for (rel, bytes) in rest.into_iter().chain(index) {
+                    let path = f.dir().join(rel);
+                    if let Some(dir) = path.parent() {
+                        create_private_dir(dir)?;
                     }
+                    write_private_file(&path, bytes)?;
+                }
+            }
+            Store::Etcd(e) => {
+                let lead = etcd_lock(e, lock)?;
+                for part in [rest, index] {
+                    let refs: Vec<(&str, &[u8])> = part
+                        .into_iter()
+                        .map(|(r, b)| (r.as_str(), b.as_slice()))
+                        .collect();
+                    e.write_many(lead, &refs)?;
                 }
             }
         }
+        self.verify().map(drop)
+    }
+}
+
+/// The etcd leadership behind `lock`, or an error when a lock of another store is given.
+fn etcd_lock<'a>(
+    store: &etcd::EtcdStore,
+    lock: &'a StoreLock,
+) -> Result<&'a etcd::Leadership, StoreError> {
+    match &lock.0 {
+        LockKind::Etcd(l) => Ok(l),
+        LockKind::File(_) => Err(StoreError::Etcd {
+            store: store.url().to_string(),
+            message: "a state directory's lock cannot write to etcd".into(),
+        }),
     }
 }
 

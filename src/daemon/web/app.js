@@ -58,6 +58,10 @@ function draw(status) {
   document.getElementById("project").textContent = status.project || "-";
   document.getElementById("source").textContent = status.source || "-";
   document.getElementById("commit").textContent = status.commit ? status.commit.slice(0, 12) : "-";
+  // Several daemons on one etcd: who leads (only the leader acts; every one serves the proxy).
+  document.getElementById("leading").hidden = !status.role;
+  document.getElementById("leader").textContent = status.role === "leader" ? "this daemon" :
+    status.leader ? status.leader.who + (status.leader.status ? " (" + status.leader.status + ")" : "") : "none";
   const round = status.lastRound || {};
   document.getElementById("round").textContent = round.number === undefined ? "-" : "#" + round.number;
   document.getElementById("round-at").textContent = round.at || "";

@@ -1,0 +1,989 @@
+//! The etcd backend: the file store's layout as keys under a prefix, for teams running
+//! several daemons (one leads and writes, every one serves the proxy).
+//!
+//! ```text
+//! <prefix>/state.json                              the index, as in a state directory
+//! <prefix>/objects/<section>/<kinds>/<id>@<rv>.json  immutable object versions
+//! <prefix>/events.json, <prefix>/mask.key          as in a state directory
+//! <prefix>/leader                                  the writer: a key under a lease
+//! ```
+//! A commit is one transaction when it fits etcd's default limits (128 operations, 1.5 MiB):
+//! the new object versions, the new index and the removal of superseded versions together,
+//! compared on the index's mod revision (nobody wrote since it was read) and on the leader
+//! key's create revision (this writer still leads: fencing). A larger commit writes its new
+//! object versions first in fenced transactions of their own (unreferenced until the index
+//! names them, as new files are in a state directory), then swaps the index in one fenced
+//! transaction: either way readers see the previous or the next state, never a mix.
+//!
+//! Reads of the index remember its revision; objects are read at that revision, so an index
+//! and its objects are one snapshot even while a writer removes what it superseded.
+//!
+//! The gRPC client runs on a small runtime of its own, shared by every etcd store of the
+//! process: the store's interface is synchronous (as the file store's), callers may be
+//! async, and a blocking wait on a channel works from both.
+
+use super::{
+    file::checked_text, named_by, plan_commit, Batch, Entry, Holder, Index, Section, StoreError,
+    FORMAT_VERSION, INDEX_FILE,
+};
+use crate::model::ObjectKey;
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp,
+    WatchOptions,
+};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// The writer lease's time to live. A leader that dies (or is paused, or cut off from etcd)
+/// is replaced at most this long after its last renewal; a shorter TTL would have a busy or
+/// briefly partitioned leader (a stop-the-world pause, a slow fsync on the etcd side, one
+/// lost member's re-election, about 1-2 s in etcd) lose its place for nothing, a longer one
+/// would leave the project unattended longer. Renewed every TTL/3, so two renewals may be lost
+/// before it lapses. Kubernetes' own leader election uses 15 s leases renewed every 2 s.
+pub const LEASE_TTL: Duration = Duration::from_secs(10);
+/// A renewal of the lease is sent this often.
+const RENEW_EVERY: Duration = Duration::from_millis(LEASE_TTL.as_millis() as u64 / 3);
+pub(super) const LEADER_KEY: &str = "leader";
+/// Under etcd's default `--max-txn-ops` (128).
+const MAX_TXN_OPS: usize = 100;
+/// Under etcd's default `--max-request-bytes` (1.5 MiB).
+const MAX_TXN_BYTES: usize = 1 << 20;
+/// One unary call's limit (streams, such as watches and lease renewals, have none).
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// TLS for etcd: the CA that signed the members' certificates, and a client certificate
+/// and key when the members ask for one (`--client-cert-auth`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EtcdTls {
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+/// Where a project's state lives in etcd: `etcd://host:2379,host2:2379/prefix`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdSpec {
+    /// As given, for messages.
+    pub url: String,
+    /// `http://host:port` (`https://` with TLS).
+    pub endpoints: Vec<String>,
+    /// `/prefix`, without a trailing `/`.
+    pub prefix: String,
+    pub tls: Option<EtcdTls>,
+}
+
+impl EtcdSpec {
+    /// Parses `etcd://host[:port][,host[:port]...]/prefix`. Pure.
+    pub fn parse(url: &str, tls: Option<EtcdTls>) -> Result<EtcdSpec, StoreError> {
+        let bad = |reason: &str| StoreError::BadLocation {
+            url: url.to_string(),
+            reason: reason.to_string(),
+        };
+        let rest = url
+            .strip_prefix("etcd://")
+            .ok_or_else(|| bad("an etcd location starts with etcd://"))?;
+        let (hosts, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let prefix = prefix.trim_end_matches('/');
+        if prefix.is_empty() {
+            return Err(bad(
+                "give a key prefix after the hosts, as in etcd://10.0.0.2:2379/drover",
+            ));
+        }
+        if !prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
+            || prefix
+                .split('/')
+                .any(|s| s.is_empty() || s == "." || s == "..")
+        {
+            return Err(bad(
+                "the prefix is made of `/`-separated names of letters, digits, `-`, `_` and `.`",
+            ));
+        }
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let mut endpoints = Vec::new();
+        for host in hosts.split(',') {
+            let host = host.trim();
+            if host.is_empty() || host.contains(['/', '@', ' ']) {
+                return Err(bad("hosts are `host[:port]`, separated by commas"));
+            }
+            let with_port = match host.rsplit_once(':') {
+                Some((_, port)) if !host.ends_with(']') => {
+                    port.parse::<u16>()
+                        .map_err(|_| bad(&format!("`{host}`: the port is not a number")))?;
+                    host.to_string()
+                }
+                _ => format!("{host}:2379"),
+            };
+            endpoints.push(format!("{scheme}://{with_port}"));
+        }
+        Ok(EtcdSpec {
+            url: url.to_string(),
+            endpoints,
+            prefix: format!("/{prefix}"),
+            tls,
+        })
+    }
+
+    /// A project name from the prefix's last name (every host derives the same one),
+    /// lowercased, other characters as `-`.
+    pub fn derived_project(&self) -> String {
+        let last = self.prefix.rsplit('/').next().unwrap_or_default();
+        let mut name: String = last
+            .to_lowercase()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        name.truncate(crate::config::PROJECT_MAX);
+        let name = name.trim_matches('-');
+        if name.is_empty() {
+            "drover".into()
+        } else {
+            name.to_string()
+        }
+    }
+}
+
+/// The runtime every etcd call runs on (never dropped: a store may be dropped inside async
+/// code, where dropping a runtime panics).
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("drover-etcd")
+            .enable_all()
+            .build()
+            .expect("etcd runtime starts")
+    })
+}
+
+/// Runs `fut` on the etcd runtime and waits for it, from sync or async code alike.
+fn block<T: Send + 'static>(fut: impl std::future::Future<Output = T> + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    runtime().spawn(async move {
+        let _ = tx.send(fut.await);
+    });
+    rx.recv()
+        .expect("the etcd runtime runs every task to its end")
+}
+
+#[derive(Clone)]
+pub struct EtcdStore {
+    inner: Arc<Inner>,
+}
+
+/// One client per member, used one at a time: a member that cannot be reached (or does not
+/// answer in time) hands the calls to the next. (etcd-client's own balancing keeps sending a
+/// share of the calls to a dead member.)
+struct Inner {
+    spec: EtcdSpec,
+    clients: Vec<Client>,
+    current: std::sync::atomic::AtomicUsize,
+}
+
+impl Inner {
+    /// The member in use and its client.
+    fn client(&self) -> (usize, Client) {
+        let i = self.current.load(Ordering::SeqCst) % self.clients.len();
+        (i, self.clients[i].clone())
+    }
+
+    /// Moves on from member `from` (unless another call already did).
+    fn failover(&self, from: usize) {
+        let next = (from + 1) % self.clients.len();
+        let _ = self
+            .current
+            .compare_exchange(from, next, Ordering::SeqCst, Ordering::SeqCst);
+    }
+}
+
+impl std::fmt::Debug for EtcdStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdStore")
+            .field("url", &self.inner.spec.url)
+            .finish()
+    }
+}
+
+/// Why a call failed: the member is down, unreachable or without quorum (another member may
+/// do), or the request itself failed.
+enum CallError {
+    Down(String),
+    Failed(String),
+}
+
+impl From<String> for CallError {
+    fn from(s: String) -> CallError {
+        CallError::Failed(s)
+    }
+}
+
+type Call<T> = Result<T, CallError>;
+
+/// A unary call bounded by `CALL_TIMEOUT`.
+async fn timed<T>(
+    fut: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+) -> Call<T> {
+    match tokio::time::timeout(CALL_TIMEOUT, fut).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(match &e {
+            etcd_client::Error::TransportError(_) => CallError::Down(e.to_string()),
+            etcd_client::Error::GRpcStatus(s)
+                if matches!(
+                    s.code(),
+                    tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
+                ) =>
+            {
+                CallError::Down(e.to_string())
+            }
+            _ => CallError::Failed(e.to_string()),
+        }),
+        Err(_) => Err(CallError::Down(format!(
+            "no answer within {} s (is a quorum of members up?)",
+            CALL_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+impl EtcdStore {
+    /// A client for `spec`; it connects on first use (members may come up later).
+    pub fn connect(spec: &EtcdSpec) -> Result<EtcdStore, StoreError> {
+        let mut options = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(3))
+            .with_keep_alive(Duration::from_secs(3), Duration::from_secs(3))
+            .with_keep_alive_while_idle(true);
+        if let Some(tls) = &spec.tls {
+            let read = |p: &Option<PathBuf>| -> Result<Vec<u8>, StoreError> {
+                match p {
+                    Some(p) => std::fs::read(p).map_err(|source| StoreError::Io {
+                        path: p.clone(),
+                        source,
+                    }),
+                    None => Ok(Vec::new()),
+                }
+            };
+            let mut config = etcd_client::TlsOptions::new();
+            if tls.ca.is_some() {
+                config = config.ca_certificate(etcd_client::Certificate::from_pem(read(&tls.ca)?));
+            }
+            if tls.cert.is_some() || tls.key.is_some() {
+                config = config.identity(etcd_client::Identity::from_pem(
+                    read(&tls.cert)?,
+                    read(&tls.key)?,
+                ));
+            }
+            options = options.with_tls(config);
+        }
+        let mut clients = Vec::new();
+        for endpoint in &spec.endpoints {
+            let (endpoint, options) = (endpoint.clone(), options.clone());
+            let client = block(async move { Client::connect([endpoint], Some(options)).await })
+                .map_err(|e| StoreError::Etcd {
+                    store: spec.url.clone(),
+                    message: format!("cannot connect: {e}"),
+                })?;
+            clients.push(client);
+        }
+        Ok(EtcdStore {
+            inner: Arc::new(Inner {
+                spec: spec.clone(),
+                clients,
+                current: Default::default(),
+            }),
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.inner.spec.url
+    }
+
+    fn key(&self, rel: &str) -> String {
+        format!("{}/{rel}", self.inner.spec.prefix)
+    }
+
+    /// A key as a path in messages: the URL, then the place.
+    pub(super) fn place(&self, rel: &str) -> PathBuf {
+        PathBuf::from(format!("{}/{rel}", self.url().trim_end_matches('/')))
+    }
+
+    fn err(&self, message: impl std::fmt::Display) -> StoreError {
+        StoreError::Etcd {
+            store: self.url().to_string(),
+            message: message.to_string(),
+        }
+    }
+
+    /// Runs an async call on the etcd runtime against the member in use, and against the
+    /// next ones while members are down (each tried once).
+    fn call<T: Send + 'static, F>(&self, f: impl Fn(Client) -> F) -> Result<T, StoreError>
+    where
+        F: std::future::Future<Output = Call<T>> + Send + 'static,
+    {
+        let mut last = String::new();
+        for _ in 0..self.inner.clients.len() {
+            let (i, client) = self.inner.client();
+            match block(f(client)) {
+                Ok(v) => return Ok(v),
+                Err(CallError::Failed(e)) => return Err(self.err(e)),
+                Err(CallError::Down(e)) => {
+                    self.inner.failover(i);
+                    last = e;
+                }
+            }
+        }
+        Err(self.err(format!(
+            "no member answered ({} tried); the last: {last}",
+            self.inner.clients.len()
+        )))
+    }
+
+    /// One key's value and the revision it was read at; absent is `None`.
+    fn get(&self, rel: &str, revision: i64) -> Result<(Option<Vec<u8>>, i64), StoreError> {
+        self.get_kv(rel, revision).map(|(v, rev, _)| (v, rev))
+    }
+
+    /// `get`, with the key's mod revision (0 when absent).
+    fn get_kv(&self, rel: &str, revision: i64) -> Result<(Option<Vec<u8>>, i64, i64), StoreError> {
+        let key = self.key(rel);
+        self.call(move |c| {
+            let key = key.clone();
+            async move {
+                let mut kv = c.kv_client().max_decoding_message_size(256 << 20);
+                let opts = (revision > 0).then(|| GetOptions::new().with_revision(revision));
+                let mut r = timed(kv.get(key, opts)).await?;
+                let rev = r.header().map(|h| h.revision()).unwrap_or_default();
+                Ok(match r.take_kvs().pop() {
+                    Some(kv) => {
+                        let m = kv.mod_revision();
+                        (Some(kv.into_key_value().1), rev, m)
+                    }
+                    None => (None, rev, 0),
+                })
+            }
+        })
+    }
+
+    /// Every key under a place (`objects/applied/`) with its value, at one revision.
+    fn range(&self, rel: &str, revision: i64) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let key = self.key(rel);
+        let strip = self.key("");
+        self.call(move |c| {
+            let (key, strip) = (key.clone(), strip.clone());
+            async move {
+                let mut kv = c.kv_client().max_decoding_message_size(256 << 20);
+                let mut opts = GetOptions::new().with_prefix();
+                if revision > 0 {
+                    opts = opts.with_revision(revision);
+                }
+                let mut r = timed(kv.get(key, Some(opts))).await?;
+                Ok(r.take_kvs()
+                    .into_iter()
+                    .map(|kv| {
+                        let (k, v) = kv.into_key_value();
+                        let k = String::from_utf8_lossy(&k);
+                        (k.strip_prefix(&strip).unwrap_or(&k).to_string(), v)
+                    })
+                    .collect())
+            }
+        })
+    }
+
+    pub(super) fn read_raw(&self, rel: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get(rel, 0).map(|(v, _)| v)
+    }
+
+    pub(super) fn read_index(&self) -> Result<Index, StoreError> {
+        let (bytes, revision) = self.get(INDEX_FILE, 0)?;
+        self.index_from(bytes, revision)
+    }
+
+    fn index_from(&self, bytes: Option<Vec<u8>>, revision: i64) -> Result<Index, StoreError> {
+        let mut index = match bytes {
+            Some(bytes) => super::parse_index(&self.place(INDEX_FILE), &bytes)?,
+            None => Index {
+                format: FORMAT_VERSION,
+                ..Index::default()
+            },
+        };
+        index.snapshot = revision;
+        Ok(index)
+    }
+
+    pub(super) fn read_object(
+        &self,
+        section: Section,
+        key: &ObjectKey,
+        entry: &Entry,
+    ) -> Result<String, StoreError> {
+        // Entries carry no revision of their own: read at the latest, and the object
+        // versions are immutable, so only a removed one can be missing.
+        let rel = super::entry_rel(section, key, entry);
+        match self.get(&rel, 0)?.0 {
+            Some(bytes) => checked_text(self.place(&rel), bytes, &entry.hash),
+            None => Err(missing(self.place(&rel))),
+        }
+    }
+
+    pub(super) fn read_section(
+        &self,
+        index: &Index,
+        section: Section,
+    ) -> Result<BTreeMap<ObjectKey, String>, StoreError> {
+        let entries = index.section(section);
+        if entries.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let found: BTreeMap<String, Vec<u8>> = self
+            .range(&format!("objects/{}/", section.as_str()), index.snapshot)?
+            .into_iter()
+            .collect();
+        self.check(section, entries, &found)
+    }
+
+    /// The texts of `entries` out of what a range found, each checked against its hash.
+    fn check(
+        &self,
+        section: Section,
+        entries: &BTreeMap<ObjectKey, Entry>,
+        found: &BTreeMap<String, Vec<u8>>,
+    ) -> Result<BTreeMap<ObjectKey, String>, StoreError> {
+        entries
+            .iter()
+            .map(|(key, entry)| {
+                let rel = super::entry_rel(section, key, entry);
+                let text = match found.get(&rel) {
+                    Some(bytes) => checked_text(self.place(&rel), bytes.clone(), &entry.hash)?,
+                    None => return Err(missing(self.place(&rel))),
+                };
+                Ok((key.clone(), text))
+            })
+            .collect()
+    }
+
+    /// The index and every object it names, read at one revision and checked.
+    pub(super) fn verify(&self) -> Result<Index, StoreError> {
+        let index = self.read_index()?;
+        let found: BTreeMap<String, Vec<u8>> = self
+            .range("objects/", index.snapshot)?
+            .into_iter()
+            .collect();
+        for section in super::Section::ALL {
+            self.check(section, index.section(section), &found)?;
+        }
+        Ok(index)
+    }
+
+    /// Takes the leader key: creates it under a new lease if nobody holds it, waiting up to
+    /// `wait` for a holder to let go (or its lease to lapse).
+    pub(super) fn lock(
+        &self,
+        command: &str,
+        status: Option<String>,
+        wait: Duration,
+    ) -> Result<Leadership, StoreError> {
+        let deadline = Instant::now() + wait;
+        let holder = Holder {
+            who: format!(
+                "pid {} on {}: drover {command}",
+                std::process::id(),
+                hostname()
+            ),
+            status,
+        };
+        let value = serde_json::to_vec(&holder).expect("holder serialises");
+        loop {
+            if let Some(held) = self.try_lead(&value)? {
+                return Ok(held);
+            }
+            if Instant::now() >= deadline {
+                let holder = self
+                    .holder()?
+                    .map(|h| h.who)
+                    .unwrap_or_else(|| "unknown holder".into());
+                return Err(StoreError::Locked {
+                    dir: PathBuf::from(self.url()),
+                    holder,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(200).min(wait));
+        }
+    }
+
+    /// One attempt at the leader key: `None` when another holds it.
+    fn try_lead(&self, value: &[u8]) -> Result<Option<Leadership>, StoreError> {
+        let key = self.key(LEADER_KEY);
+        if self.get(LEADER_KEY, 0)?.0.is_some() {
+            return Ok(None);
+        }
+        let value = value.to_vec();
+        let ttl = LEASE_TTL.as_secs() as i64;
+        let won = self.call(move |mut c| {
+            let (key, value) = (key.clone(), value.clone());
+            async move {
+                let lease = timed(c.lease_grant(ttl, None)).await?.id();
+                let txn = Txn::new()
+                    .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                    .and_then([TxnOp::put(
+                        key,
+                        value,
+                        Some(PutOptions::new().with_lease(lease)),
+                    )]);
+                let r = timed(c.txn(txn)).await?;
+                if r.succeeded() {
+                    let revision = r.header().map(|h| h.revision()).unwrap_or_default();
+                    Ok(Some((lease, revision)))
+                } else {
+                    let _ = timed(c.lease_revoke(lease)).await;
+                    Ok(None)
+                }
+            }
+        })?;
+        let Some((lease, create_revision)) = won else {
+            return Ok(None);
+        };
+        let state = Arc::new(LeaseState {
+            lost: AtomicBool::new(false),
+            why: Mutex::new(None),
+        });
+        let keeper = runtime().spawn(keep_alive(
+            self.inner.clone(),
+            lease,
+            state.clone(),
+            Instant::now(),
+        ));
+        Ok(Some(Leadership {
+            store: self.clone(),
+            lease,
+            create_revision,
+            state,
+            keeper,
+        }))
+    }
+
+    /// Who holds the leader key, if anyone.
+    pub(super) fn holder(&self) -> Result<Option<Holder>, StoreError> {
+        Ok(self.get(LEADER_KEY, 0)?.0.map(|bytes| {
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| Holder {
+                who: String::from_utf8_lossy(&bytes).into_owned(),
+                status: None,
+            })
+        }))
+    }
+
+    /// The comparison every write of `lead` carries: the leader key is still the one it made.
+    fn fence(&self, lead: &Leadership) -> Compare {
+        Compare::create_revision(self.key(LEADER_KEY), CompareOp::Equal, lead.create_revision)
+    }
+
+    /// Runs a transaction fenced on `lead` (and on `also`); a failed comparison is told
+    /// apart: deposed (`NotLeader`) or the index changed (`Conflict`).
+    fn fenced(
+        &self,
+        lead: &Leadership,
+        also: Vec<Compare>,
+        ops: Vec<TxnOp>,
+    ) -> Result<(), StoreError> {
+        let mut when = vec![self.fence(lead)];
+        when.extend(also);
+        let txn = Txn::new().when(when).and_then(ops);
+        let ok = self.call(move |mut c| {
+            let txn = txn.clone();
+            async move { Ok(timed(c.txn(txn)).await?.succeeded()) }
+        })?;
+        if ok {
+            return Ok(());
+        }
+        let holder = self.holder()?;
+        match self.leader_revision()? {
+            Some(rev) if rev == lead.create_revision => Err(StoreError::Conflict {
+                store: self.url().to_string(),
+            }),
+            _ => {
+                lead.lose("another drover took the leader key (this one's lease lapsed)");
+                Err(StoreError::NotLeader {
+                    store: self.url().to_string(),
+                    holder: holder.map(|h| h.who).unwrap_or_else(|| "nobody".into()),
+                })
+            }
+        }
+    }
+
+    /// The create revision of the leader key now, if it exists.
+    fn leader_revision(&self) -> Result<Option<i64>, StoreError> {
+        let key = self.key(LEADER_KEY);
+        self.call(move |c| {
+            let key = key.clone();
+            async move {
+                let mut kv = c.kv_client();
+                let mut r = timed(kv.get(key, None)).await?;
+                Ok(r.take_kvs().pop().map(|kv| kv.create_revision()))
+            }
+        })
+    }
+
+    /// A linearizable check that `lead` still holds the leader key.
+    pub(super) fn confirm(&self, lead: &Leadership) -> Result<(), StoreError> {
+        if let Some(why) = lead.lost_because() {
+            return Err(self.err(why));
+        }
+        match self.leader_revision()? {
+            Some(rev) if rev == lead.create_revision => Ok(()),
+            _ => {
+                lead.lose("the leader key is gone or another's (this one's lease lapsed)");
+                Err(StoreError::NotLeader {
+                    store: self.url().to_string(),
+                    holder: self
+                        .holder()?
+                        .map(|h| h.who)
+                        .unwrap_or_else(|| "nobody".into()),
+                })
+            }
+        }
+    }
+
+    /// Writes one key outside the index (events, the mask key), fenced.
+    pub(super) fn write_raw(
+        &self,
+        lead: &Leadership,
+        rel: &str,
+        bytes: &[u8],
+    ) -> Result<(), StoreError> {
+        self.fenced(
+            lead,
+            Vec::new(),
+            vec![TxnOp::put(self.key(rel), bytes.to_vec(), None)],
+        )
+    }
+
+    /// Writes many keys outside a commit (an import), in fenced transactions within etcd's
+    /// limits, in order.
+    pub(super) fn write_many(
+        &self,
+        lead: &Leadership,
+        places: &[(&str, &[u8])],
+    ) -> Result<(), StoreError> {
+        let mut chunk = Vec::new();
+        let mut bytes = 0;
+        for (rel, value) in places {
+            if !chunk.is_empty()
+                && (chunk.len() >= MAX_TXN_OPS || bytes + value.len() > MAX_TXN_BYTES)
+            {
+                self.fenced(lead, Vec::new(), std::mem::take(&mut chunk))?;
+                bytes = 0;
+            }
+            bytes += value.len();
+            chunk.push(TxnOp::put(self.key(rel), value.to_vec(), None));
+        }
+        if !chunk.is_empty() {
+            self.fenced(lead, Vec::new(), chunk)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn commit(&self, lead: &Leadership, batch: &Batch) -> Result<u64, StoreError> {
+        // The index's mod revision as read is compared: no other write slips in between.
+        let (bytes, revision, index_mod) = self.get_kv(INDEX_FILE, 0)?;
+        let mut index = self.index_from(bytes, revision)?;
+        if batch.is_empty() {
+            return Ok(index.resource_version);
+        }
+        let planned = plan_commit(&mut index, batch.puts.iter(), &batch.deletes)?;
+        // A batch may put one object twice: the last wins (a transaction takes a key once).
+        let mut writes: BTreeMap<String, &str> = BTreeMap::new();
+        for (rel, text) in &planned.writes {
+            writes.insert(rel.clone(), text);
+        }
+        let index_text = serde_json::to_vec_pretty(&index).expect("index serialises");
+        let same_index = Compare::mod_revision(self.key(INDEX_FILE), CompareOp::Equal, index_mod);
+        let mut puts: Vec<(TxnOp, usize)> = writes
+            .iter()
+            .map(|(rel, text)| {
+                (
+                    TxnOp::put(self.key(rel), *text, None),
+                    text.len() + rel.len(),
+                )
+            })
+            .collect();
+        let deletes: Vec<TxnOp> = planned
+            .superseded
+            .iter()
+            .map(|rel| TxnOp::delete(self.key(rel), None))
+            .collect();
+        let size: usize = puts.iter().map(|(_, n)| n).sum::<usize>() + index_text.len();
+        let index_put = TxnOp::put(self.key(INDEX_FILE), index_text, None);
+        if puts.len() + deletes.len() < MAX_TXN_OPS && size < MAX_TXN_BYTES {
+            let mut ops: Vec<TxnOp> = puts.into_iter().map(|(op, _)| op).collect();
+            ops.push(index_put);
+            ops.extend(deletes);
+            self.fenced(lead, vec![same_index], ops)?;
+            return Ok(planned.rv);
+        }
+        // Too large for one transaction: the new versions first (named by no index yet),
+        // then the index, then the removals; each step fenced.
+        while !puts.is_empty() {
+            let mut chunk = Vec::new();
+            let mut bytes = 0;
+            while let Some((_, n)) = puts.last() {
+                if !chunk.is_empty() && (chunk.len() >= MAX_TXN_OPS || bytes + n > MAX_TXN_BYTES) {
+                    break;
+                }
+                let (op, n) = puts.pop().expect("not empty");
+                bytes += n;
+                chunk.push(op);
+            }
+            self.fenced(lead, Vec::new(), chunk)?;
+        }
+        self.fenced(lead, vec![same_index], vec![index_put])?;
+        // Past the commit point: a failure here leaves garbage the next writer sweeps.
+        for chunk in deletes.chunks(MAX_TXN_OPS) {
+            let _ = self.fenced(lead, Vec::new(), chunk.to_vec());
+        }
+        Ok(planned.rv)
+    }
+
+    /// Removes object versions the index does not name (a commit cut short), fenced.
+    pub(super) fn sweep(&self, lead: &Leadership) -> Result<(), StoreError> {
+        let index = self.read_index()?;
+        let key = self.key("objects/");
+        let strip = self.key("");
+        let revision = index.snapshot;
+        let keys: Vec<String> = self.call(move |c| {
+            let key = key.clone();
+            async move {
+                let mut kv = c.kv_client();
+                let mut opts = GetOptions::new().with_prefix().with_keys_only();
+                if revision > 0 {
+                    opts = opts.with_revision(revision);
+                }
+                let mut r = timed(kv.get(key, Some(opts))).await?;
+                Ok(r.take_kvs()
+                    .into_iter()
+                    .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
+                    .collect())
+            }
+        })?;
+        let stale: Vec<TxnOp> = keys
+            .iter()
+            .filter(|k| !named_by(&index, k.strip_prefix(&strip).unwrap_or(k)))
+            .map(|k| TxnOp::delete(k.as_str(), None::<DeleteOptions>))
+            .collect();
+        for chunk in stale.chunks(MAX_TXN_OPS) {
+            self.fenced(lead, Vec::new(), chunk.to_vec())?;
+        }
+        Ok(())
+    }
+
+    /// A channel told of every change of one key (a watch; after a broken watch, once more
+    /// when it is back, as changes may have been missed). Ends with the receiver.
+    pub(super) fn watch(&self, rel: &str) -> tokio::sync::mpsc::Receiver<()> {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let key = self.key(rel);
+        let inner = self.inner.clone();
+        runtime().spawn(async move {
+            let mut first = true;
+            while !tx.is_closed() {
+                let (member, mut c) = inner.client();
+                match c.watch(key.clone(), None::<WatchOptions>).await {
+                    Ok(mut stream) => {
+                        if !first {
+                            let _ = tx.try_send(());
+                        }
+                        first = false;
+                        loop {
+                            tokio::select! {
+                                m = stream.message() => match m {
+                                    Ok(Some(r)) if !r.events().is_empty() => {
+                                        let _ = tx.try_send(());
+                                    }
+                                    Ok(Some(r)) if r.canceled() => break,
+                                    Ok(Some(_)) => {}
+                                    Ok(None) | Err(_) => {
+                                        inner.failover(member);
+                                        break;
+                                    }
+                                },
+                                _ = tx.closed() => return,
+                            }
+                        }
+                    }
+                    Err(_) => {
+                        inner.failover(member);
+                        first = false;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        });
+        rx
+    }
+}
+
+fn missing(place: PathBuf) -> StoreError {
+    StoreError::Damaged {
+        path: place,
+        reason: "missing: state.json names it but etcd holds no such key".into(),
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// Whether the lease still stands, as far as this process knows.
+#[derive(Debug)]
+struct LeaseState {
+    lost: AtomicBool,
+    why: Mutex<Option<String>>,
+}
+
+/// The leader key held under a lease that a task on the etcd runtime renews every TTL/3.
+/// Dropping it revokes the lease, so the next leader need not wait for it to lapse.
+pub struct Leadership {
+    store: EtcdStore,
+    lease: i64,
+    /// The leader key's create revision: what every write compares (fencing).
+    create_revision: i64,
+    state: Arc<LeaseState>,
+    keeper: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Leadership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Leadership")
+            .field("lease", &self.lease)
+            .field("create_revision", &self.create_revision)
+            .finish()
+    }
+}
+
+impl Leadership {
+    pub(super) fn held(&self) -> bool {
+        !self.state.lost.load(Ordering::SeqCst)
+    }
+
+    pub(super) fn lost_because(&self) -> Option<String> {
+        if self.held() {
+            return None;
+        }
+        Some(
+            self.state
+                .why
+                .lock()
+                .expect("lease state")
+                .clone()
+                .unwrap_or_else(|| "the writer lease was lost".into()),
+        )
+    }
+
+    fn lose(&self, why: &str) {
+        lose(&self.state, why);
+    }
+}
+
+fn lose(state: &LeaseState, why: &str) {
+    let mut w = state.why.lock().expect("lease state");
+    if w.is_none() {
+        *w = Some(why.to_string());
+    }
+    state.lost.store(true, Ordering::SeqCst);
+}
+
+impl Drop for Leadership {
+    fn drop(&mut self) {
+        self.keeper.abort();
+        let lease = self.lease;
+        let client = self.store.inner.client().1;
+        // Bounded: a cut-off etcd must not hold up the exit.
+        let _ = block(async move {
+            let mut c = client;
+            tokio::time::timeout(Duration::from_secs(2), c.lease_revoke(lease)).await
+        });
+    }
+}
+
+/// Renews `lease` every `RENEW_EVERY`. The lease counts as lost once etcd says it expired,
+/// or when no renewal was answered for the TTL since the last one that was (counted from when
+/// that one was *sent*, so this process never believes in a lease etcd has let go).
+async fn keep_alive(inner: Arc<Inner>, lease: i64, state: Arc<LeaseState>, granted: Instant) {
+    let mut last_ok = granted;
+    let mut stream_pair = None;
+    let mut member = 0;
+    loop {
+        if last_ok.elapsed() >= LEASE_TTL {
+            lose(
+                &state,
+                &format!(
+                    "no renewal of the writer lease answered for {} s (etcd unreachable or without quorum)",
+                    LEASE_TTL.as_secs()
+                ),
+            );
+            return;
+        }
+        let sent = Instant::now();
+        if stream_pair.is_none() {
+            let (m, mut c) = inner.client();
+            member = m;
+            stream_pair = timed(c.lease_keep_alive(lease)).await.ok();
+        }
+        let mut renewed = false;
+        if let Some((keeper, stream)) = &mut stream_pair {
+            let answered = async {
+                keeper.keep_alive().await.ok()?;
+                stream.message().await.ok()?
+            };
+            match tokio::time::timeout(RENEW_EVERY, answered).await {
+                Ok(Some(r)) if r.ttl() > 0 => {
+                    last_ok = sent;
+                    renewed = true;
+                }
+                Ok(Some(_)) => {
+                    lose(&state, "the writer lease expired (this drover was paused or cut off for longer than its TTL)");
+                    return;
+                }
+                _ => {}
+            }
+        }
+        if renewed {
+            tokio::time::sleep(RENEW_EVERY.saturating_sub(sent.elapsed())).await;
+        } else {
+            // That member did not answer: the next one, soon.
+            stream_pair = None;
+            inner.failover(member);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_etcd_location_parses_hosts_ports_and_prefix() {
+        let s = EtcdSpec::parse("etcd://10.0.0.2:2379,db2/drover/shop/", None).unwrap();
+        assert_eq!(s.endpoints, ["http://10.0.0.2:2379", "http://db2:2379"]);
+        assert_eq!(s.prefix, "/drover/shop");
+        assert_eq!(s.derived_project(), "shop");
+        let tls = EtcdSpec::parse("etcd://h:1/p", Some(EtcdTls::default())).unwrap();
+        assert_eq!(tls.endpoints, ["https://h:1"]);
+    }
+
+    #[test]
+    fn a_bad_etcd_location_says_what_is_wrong() {
+        for (url, says) in [
+            ("etcd://h:2379", "give a key prefix"),
+            ("etcd://h:x/p", "port is not a number"),
+            ("etcd://h/a/../b", "prefix is made of"),
+            ("etcd://,/p", "hosts are"),
+        ] {
+            let err = EtcdSpec::parse(url, None).unwrap_err().to_string();
+            assert!(err.contains(says) && err.contains(url), "{url}: {err}");
+        }
+    }
+}
