@@ -26,6 +26,25 @@ pub fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
     fsutil::create_private_dir(dir)
 }
 
+/// Reads a whole file into `buf` (replacing what it held), reusing its capacity. Unlike
+/// `std::fs::read` it asks for no size first (std's `File::read_to_end` stats and seeks
+/// before reading): open, read, read, close, where thousands of small files are read.
+pub fn read_file_into(path: &Path, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    use std::io::Read;
+    /// A `File` without its size-asking `read_to_end`.
+    struct Plain(std::fs::File);
+    impl Read for Plain {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            self.0.read(out)
+        }
+    }
+    buf.clear();
+    if buf.capacity() < 16 << 10 {
+        buf.reserve(16 << 10);
+    }
+    Plain(std::fs::File::open(path)?).read_to_end(buf).map(drop)
+}
+
 /// Writes a file atomically and durably with mode 0600 (also used for known_hosts).
 pub fn write_private_file(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     fsutil::write_file(path, bytes, true)
@@ -218,7 +237,7 @@ impl IndexV1 {
 /// Serialises `ObjectKey` map keys as `Kind/id` strings.
 mod keyed {
     use super::{Entry, ObjectKey};
-    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+    use serde::{de::Error, Deserializer, Serializer};
     use std::collections::BTreeMap;
 
     pub fn serialize<S: Serializer>(
@@ -228,17 +247,34 @@ mod keyed {
         s.collect_map(m.iter().map(|(k, v)| (k.to_string(), v)))
     }
 
+    /// Straight into the keyed map, without a map of strings first: the index of a large
+    /// store is a good part of what `diff` holds.
     pub fn deserialize<'de, D: Deserializer<'de>>(
         d: D,
     ) -> Result<BTreeMap<ObjectKey, Entry>, D::Error> {
-        let raw = BTreeMap::<String, Entry>::deserialize(d)?;
-        raw.into_iter()
-            .map(|(k, v)| {
-                ObjectKey::parse(&k)
-                    .map(|key| (key, v))
-                    .ok_or_else(|| D::Error::custom(format!("bad object key `{k}`")))
-            })
-            .collect()
+        struct Keyed;
+        impl<'de> serde::de::Visitor<'de> for Keyed {
+            type Value = BTreeMap<ObjectKey, Entry>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a map of `Kind/id` keys to entries")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut out = BTreeMap::new();
+                while let Some(k) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    let key = ObjectKey::parse(&k)
+                        .ok_or_else(|| A::Error::custom(format!("bad object key `{k}`")))?;
+                    // A repeated key: the last one wins, as a map of strings did.
+                    out.insert(key, map.next_value::<Entry>()?);
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_map(Keyed)
     }
 }
 
@@ -253,6 +289,19 @@ pub fn content_hash(bytes: &[u8]) -> String {
         hex.push(char::from_digit(u32::from(b & 0xf), 16).expect("nibble"));
     }
     hex
+}
+
+/// Whether `bytes` have the content hash `hex` (as `content_hash` writes it), without
+/// making the hash's text.
+pub fn hash_matches(bytes: &[u8], hex: &str) -> bool {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(bytes);
+    let hex = hex.as_bytes();
+    hex.len() == 64
+        && digest.iter().enumerate().all(|(i, b)| {
+            let digit = |n: u8| b"0123456789abcdef"[usize::from(n)];
+            hex[2 * i] == digit(b >> 4) && hex[2 * i + 1] == digit(b & 0xf)
+        })
 }
 
 /// 32 bytes from the system's random source (a mask key for a state directory that has none,
@@ -453,18 +502,35 @@ impl Store {
         key: &ObjectKey,
         entry: &Entry,
     ) -> Result<String, StoreError> {
+        let mut bytes = Vec::new();
+        self.read_object_into(section, key, entry, &mut bytes)?;
+        Ok(String::from_utf8(bytes).expect("checked by read_object_into"))
+    }
+
+    /// `read_object` into a buffer the caller reuses (replacing what it held); the bytes are
+    /// checked against the hash and as UTF-8.
+    fn read_object_into(
+        &self,
+        section: Section,
+        key: &ObjectKey,
+        entry: &Entry,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), StoreError> {
         let path = self.entry_path(section, key, entry);
-        let bytes = std::fs::read(&path).map_err(io_err(&path))?;
-        if content_hash(&bytes) != entry.hash {
+        read_file_into(&path, buf).map_err(io_err(&path))?;
+        if !hash_matches(buf, &entry.hash) {
             return Err(StoreError::Damaged {
                 path,
                 reason: "contents do not match the hash recorded in state.json".into(),
             });
         }
-        String::from_utf8(bytes).map_err(|_| StoreError::Damaged {
-            path,
-            reason: "not UTF-8".into(),
-        })
+        if std::str::from_utf8(buf).is_err() {
+            return Err(StoreError::Damaged {
+                path,
+                reason: "not UTF-8".into(),
+            });
+        }
+        Ok(())
     }
 
     /// Reads the index and every object file it names, checking each against its hash. Damage
@@ -473,16 +539,23 @@ impl Store {
     /// changes on the minions or in the store on top of a damaged store.
     pub fn verify(&self) -> Result<Index, StoreError> {
         let index = self.read_index()?;
+        self.verify_objects(&index)?;
+        Ok(index)
+    }
+
+    /// The second half of `verify`: every object file `index` names, read and checked
+    /// against its hash (on several threads, each reading into one buffer it reuses). The
+    /// first damage in index order is the error.
+    pub fn verify_objects(&self, index: &Index) -> Result<(), StoreError> {
         let entries: Vec<(Section, &ObjectKey, &Entry)> = Section::ALL
             .into_iter()
             .flat_map(|s| index.section(s).iter().map(move |(k, e)| (s, k, e)))
             .collect();
-        crate::par::map(&entries, |(section, key, entry)| {
-            self.read_object(*section, key, entry).map(drop)
+        crate::par::map_init(&entries, Vec::new, |buf, (section, key, entry)| {
+            self.read_object_into(*section, key, entry, buf)
         })
         .into_iter()
-        .collect::<Result<(), StoreError>>()?;
-        Ok(index)
+        .collect::<Result<(), StoreError>>()
     }
 
     /// Reads every object of a section.
