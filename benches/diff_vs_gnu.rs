@@ -163,6 +163,13 @@ fn peak_rss(mut c: Command) -> (i32, u64) {
     (libc::WEXITSTATUS(status), usage.ru_maxrss as u64 * 1024)
 }
 
+/// The machine's load averages (1, 5, 15 minutes): this benchmark shares its cores.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
 fn main() {
     let sizes: Vec<usize> = std::env::var("DROVER_BENCH_SIZES")
         .map(|s| s.split(',').map(|n| n.trim().parse().unwrap()).collect())
@@ -217,6 +224,7 @@ fn bench(objects: usize) {
         })
         .max()
         .unwrap();
+    let load_before = load_average();
     let (drover, gnu) = time_alternately(
         drover_diff,
         || {
@@ -244,6 +252,10 @@ fn bench(objects: usize) {
     println!(
         "diff_vs_gnu: {objects} objects, {} changed, {RUNS} alternating runs each",
         objects / 100
+    );
+    println!(
+        "  load average              {load_before} before, {} after",
+        load_average()
     );
     println!("  GNU diff -ru (baseline)   {}", gnu.spread());
     println!("  drover diff               {}", drover.spread());

@@ -260,7 +260,8 @@ pub fn run(cx: &Context, args: &SourceArgs, output: DiffOutput, live: bool) -> E
         Err(e) => return super::fail(&e),
     };
     let in_sync = summary.is_empty() && pods.as_ref().is_none_or(PodReport::in_sync);
-    let mut out = std::io::stdout().lock();
+    // Buffered: stdout alone writes each line with its own system call.
+    let mut out = std::io::BufWriter::with_capacity(64 << 10, std::io::stdout().lock());
     let written = match output {
         DiffOutput::Json => {
             let report = Report {
