@@ -8,7 +8,7 @@
 //! `--live`, diff only reads and never takes the lock.
 
 use super::{
-    load_source_each, paint, plural, report_load_error, Context, BOLD, CYAN, EXIT_DIFFERENCES,
+    load_listed_each, paint, plural, report_load_error, Context, BOLD, CYAN, EXIT_DIFFERENCES,
     EXIT_OK, GREEN, RED,
 };
 use crate::{DiffOutput, SourceArgs};
@@ -197,11 +197,23 @@ fn observation(
 pub fn run(cx: &Context, args: &SourceArgs, output: DiffOutput, live: bool) -> ExitCode {
     let spec = cx.source_spec(args);
     let store = Store::new(&cx.state_dir);
-    let index = match store.read_index() {
+    // The index and the source's file list are independent: both at once.
+    let (listing, index) = std::thread::scope(|s| {
+        let index = s.spawn(|| store.read_index());
+        (
+            drover::source::list(&spec, &cx.settings.git_options(&cx.state_dir)),
+            index.join().expect("reading the index does not panic"),
+        )
+    });
+    let listing = match listing {
+        Ok(l) => l,
+        Err(e) => return report_load_error(super::LoadError::Source(e)),
+    };
+    let index = match index {
         Ok(i) => i,
         Err(e) => {
             // The source's own errors come first, as they always have.
-            if let Err(e) = load_source_each(cx, &spec, args.validate, |_, _| ()) {
+            if let Err(e) = load_listed_each(cx, listing, args.validate, |_, _| ()) {
                 return report_load_error(e);
             }
             return super::fail(&e);
@@ -215,7 +227,7 @@ pub fn run(cx: &Context, args: &SourceArgs, output: DiffOutput, live: bool) -> E
     // read them at the same time.
     let (loaded, verified) = std::thread::scope(|s| {
         let verified = s.spawn(|| store.verify_objects(&index));
-        let loaded = load_source_each(cx, &spec, args.validate, |key, object| Compared {
+        let loaded = load_listed_each(cx, listing, args.validate, |key, object| Compared {
             after: differs(key, &object, &index),
             object: keep_objects.then(|| Box::new(object)),
         });
@@ -414,13 +426,15 @@ fn gather(
     compared: &BTreeMap<ObjectKey, (Compared, Origin)>,
     mask_key: &MaskKey,
 ) -> Result<Vec<Change>, drover::store::StoreError> {
-    let mut changes = Vec::new();
-    for (key, action) in object_actions(compared, index) {
+    // Each change read from the store and rendered on its own (several threads).
+    let actions = object_actions(compared, index);
+    drover::par::map(&actions, |(key, action)| {
+        let (key, action) = (key, *action);
         let before = match action {
             ChangeAction::Create => String::new(),
-            _ => store.read_object(Section::Applied, &key, &index.applied[&key])?,
+            _ => store.read_object(Section::Applied, key, &index.applied[key])?,
         };
-        let (after, origin) = match compared.get(&key) {
+        let (after, origin) = match compared.get(key) {
             Some((c, origin)) => (c.after.as_deref().unwrap_or_default(), Some(origin.clone())),
             None => ("", None),
         };
@@ -436,7 +450,7 @@ fn gather(
             ChangeAction::Create => "/dev/null".to_string(),
             _ => format!(
                 "{key} (applied, rv {})",
-                index.applied[&key].resource_version
+                index.applied[key].resource_version
             ),
         };
         let new_header = match (&action, &origin) {
@@ -450,16 +464,17 @@ fn gather(
             &old_header,
             &new_header,
         );
-        changes.push(Change {
+        Ok(Change {
             action,
             kind: key.kind.to_string(),
             id: key.id.clone(),
             origin,
             fields,
             diff,
-        });
-    }
-    Ok(changes)
+        })
+    })
+    .into_iter()
+    .collect()
 }
 
 fn render_text(

@@ -77,21 +77,17 @@ pub fn load_source(
     Ok(loaded)
 }
 
-/// `load_source` keeping of each object only what `keep` returns (`drover diff`: a hash
-/// comparison), so a large source is never held whole.
-pub fn load_source_each<V: Send>(
+/// `load_source` of a source already listed (`drover::source::list`), keeping of each object
+/// only what `keep` returns (`drover diff`: a hash comparison), so a large source is never
+/// held whole.
+pub fn load_listed_each<V: Send>(
     cx: &Context,
-    spec: &SourceSpec,
+    listing: drover::source::Listing,
     validate: Option<drover::manifest::Validate>,
     keep: impl Fn(&drover::model::ObjectKey, drover::model::Object) -> V + Sync,
 ) -> Result<drover::reconcile::project::LoadedEach<V>, LoadError> {
     let opts = cx.settings.manifest_options(validate);
-    let loaded = drover::reconcile::project::load_each(
-        spec,
-        &cx.settings.git_options(&cx.state_dir),
-        &opts,
-        keep,
-    )?;
+    let loaded = drover::reconcile::project::load_listed(listing, &opts, keep)?;
     if let Some(note) = &loaded.skipped {
         eprintln!("drover: note: {note}");
     }

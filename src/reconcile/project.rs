@@ -68,6 +68,16 @@ pub fn load_each<V: Send>(
     keep: impl Fn(&crate::model::ObjectKey, crate::model::Object) -> V + Sync,
 ) -> Result<LoadedEach<V>, LoadError> {
     let listing = source::list(spec, git).map_err(LoadError::Source)?;
+    load_listed(listing, opts, keep)
+}
+
+/// `load_each` of a source already listed (`source::list`), so a caller can list it while
+/// it does something else.
+pub fn load_listed<V: Send>(
+    listing: source::Listing,
+    opts: &crate::manifest::Options,
+    keep: impl Fn(&crate::model::ObjectKey, crate::model::Object) -> V + Sync,
+) -> Result<LoadedEach<V>, LoadError> {
     let skipped = listing.skipped_note();
     let objects = crate::manifest::read_each(
         &listing.files,
