@@ -1,11 +1,12 @@
 //! Benchmark: `drover diff` over 10,000 and 50,000 objects (pods, RCs, services; 1% changed
 //! against the store) next to GNU `diff -ru` over the same two JSON trees, measured in the same
 //! run. Prints wall times (median, fastest and slowest of alternating runs), their ratio, and
-//! drover's peak memory (the child's own maximum resident set, from wait4).
+//! drover's peak memory (its own maximum resident set, from wait4 in a small helper process).
 //!
 //! Run: `cargo bench --bench diff_vs_gnu` (targets: ratio <= 1.0 at 10,000 objects; peak under
 //! 100 MB at both sizes, i.e. at most 2 KB per object at 50,000).
-//! `DROVER_BENCH_SIZES=10000` picks the sizes.
+//! `DROVER_BENCH_SIZES=10000` picks the sizes; `DROVER_BENCH_DROVER=path` measures another
+//! drover binary (an older build) against the same baseline.
 
 use drover::model::*;
 use std::path::Path;
@@ -149,21 +150,60 @@ fn time_alternately(
     (Times(times.0), Times(times.1))
 }
 
-/// Runs a command alone and returns its exit code and its own peak resident set in bytes
-/// (wait4's rusage is the child's, not the maximum over every child so far).
+/// Runs a command alone and returns its exit code and its own peak resident set in bytes.
+///
+/// Not spawned from this process: a child's peak as wait4 reports it counts the memory of
+/// the process it was spawned from up to its exec (Linux keeps the larger high-water mark
+/// across exec), and this process holds the trees it wrote. So a fresh copy of this benchmark
+/// (`--peak-rss-of`, small) spawns the command and reports what wait4 says.
+fn peak_rss(c: Command) -> (i32, u64) {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .arg("--peak-rss-of")
+        .arg(c.get_program())
+        .args(c.get_args())
+        .envs(c.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "peak-rss helper failed");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (code, rss) = text.trim().split_once(' ').unwrap();
+    (code.parse().unwrap(), rss.parse().unwrap())
+}
+
+/// The `--peak-rss-of PROGRAM ARGS...` mode: runs the command with stdout discarded and prints
+/// its exit code and its peak resident set in bytes (wait4's rusage is the child's own).
 #[allow(clippy::zombie_processes)] // wait4 below reaps it
-fn peak_rss(mut c: Command) -> (i32, u64) {
-    let child = c.stdout(Stdio::null()).spawn().unwrap();
+fn report_peak_rss(program: &str, args: &[String]) {
+    let child = Command::new(program)
+        .args(args)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
     let mut status = 0;
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: waits for our own child; writes only into locals we own. The Child is not
     // waited for again.
     let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
     assert_eq!(pid, child.id() as i32, "wait4");
-    (libc::WEXITSTATUS(status), usage.ru_maxrss as u64 * 1024)
+    println!(
+        "{} {}",
+        libc::WEXITSTATUS(status),
+        usage.ru_maxrss as u64 * 1024
+    );
+}
+
+/// The machine's load averages (1, 5, 15 minutes): this benchmark shares its cores.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--peak-rss-of") {
+        return report_peak_rss(&args[2], &args[3..]);
+    }
     let sizes: Vec<usize> = std::env::var("DROVER_BENCH_SIZES")
         .map(|s| s.split(',').map(|n| n.trim().parse().unwrap()).collect())
         .unwrap_or_else(|_| vec![10_000, 50_000]);
@@ -198,7 +238,10 @@ fn bench(objects: usize) {
     drop(lock);
     drop((snapshot, desired, batch));
 
-    let drover_bin = env!("CARGO_BIN_EXE_drover");
+    // Another build (an older one, to compare) can stand in; each run keeps its own baseline.
+    let drover_bin = std::env::var("DROVER_BENCH_DROVER")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_drover").to_string());
+    let drover_bin = drover_bin.as_str();
     let drover_diff = || {
         let mut c = Command::new(drover_bin);
         c.arg("--state")
@@ -217,6 +260,7 @@ fn bench(objects: usize) {
         })
         .max()
         .unwrap();
+    let load_before = load_average();
     let (drover, gnu) = time_alternately(
         drover_diff,
         || {
@@ -244,6 +288,10 @@ fn bench(objects: usize) {
     println!(
         "diff_vs_gnu: {objects} objects, {} changed, {RUNS} alternating runs each",
         objects / 100
+    );
+    println!(
+        "  load average              {load_before} before, {} after",
+        load_average()
     );
     println!("  GNU diff -ru (baseline)   {}", gnu.spread());
     println!("  drover diff               {}", drover.spread());

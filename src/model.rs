@@ -122,9 +122,16 @@ impl Object {
 
     /// The normalised JSON text of this object: the form that is diffed, hashed and stored.
     pub fn normalized_json(&self) -> String {
-        let mut text = serde_json::to_string_pretty(self).expect("model types always serialise");
-        text.push('\n');
-        text
+        let mut text = Vec::new();
+        self.write_normalized_json(&mut text);
+        String::from_utf8(text).expect("serde_json writes UTF-8")
+    }
+
+    /// `normalized_json` appended to a buffer the caller may reuse (hashing thousands of
+    /// objects then makes no text for each).
+    pub fn write_normalized_json(&self, out: &mut Vec<u8>) {
+        serde_json::to_writer_pretty(&mut *out, self).expect("model types always serialise");
+        out.push(b'\n');
     }
 }
 

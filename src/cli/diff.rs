@@ -8,8 +8,8 @@
 //! `--live`, diff only reads and never takes the lock.
 
 use super::{
-    load_source, paint, plural, report_load_error, Context, BOLD, CYAN, EXIT_DIFFERENCES, EXIT_OK,
-    GREEN, RED,
+    load_listed_each, paint, plural, report_load_error, Context, BOLD, CYAN, EXIT_DIFFERENCES,
+    EXIT_OK, GREEN, RED,
 };
 use crate::{DiffOutput, SourceArgs};
 use drover::model::{DesiredState, ObjectKey, Origin};
@@ -18,8 +18,10 @@ use drover::plan::objects::{
 };
 use drover::plan::observed::{from_records, Observation};
 use drover::plan::pods::{fail_half_made, Action};
+use drover::store::Index;
 use drover::store::{Section, Store, StoreError};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -99,12 +101,7 @@ impl PodReport {
     }
 }
 
-fn pod_report(
-    desired: &DesiredState,
-    seen: &Observation,
-    index: &drover::store::Index,
-    live: bool,
-) -> PodReport {
+fn pod_report(desired: &DesiredState, seen: &Observation, index: &Index, live: bool) -> PodReport {
     let inventory = drover::plan::inventory::Inventory::from_index(index);
     let plan = drover::plan::pods::plan_with(
         desired,
@@ -158,7 +155,7 @@ fn pod_report(
 fn observation(
     cx: &Context,
     store: &Store,
-    index: &drover::store::Index,
+    index: &Index,
     desired: &DesiredState,
     live: bool,
 ) -> Result<Observation, String> {
@@ -198,27 +195,82 @@ fn observation(
 }
 
 pub fn run(cx: &Context, args: &SourceArgs, output: DiffOutput, live: bool) -> ExitCode {
+    run_attempt(cx, args, output, live, 5)
+}
+
+fn run_attempt(
+    cx: &Context,
+    args: &SourceArgs,
+    output: DiffOutput,
+    live: bool,
+    attempts: u32,
+) -> ExitCode {
     let spec = cx.source_spec(args);
     let store = match cx.store() {
         Ok(s) => s,
         Err(e) => return super::fail(&e),
     };
-    // The store (index and every record, checked against their hashes) and the source are
-    // independent: read them at the same time.
-    let (loaded, index) = std::thread::scope(|s| {
-        let index = s.spawn(|| store.verify());
+    // The index and the source's file list are independent: both at once.
+    let (listing, index) = std::thread::scope(|s| {
+        let index = s.spawn(|| store.read_index());
         (
-            load_source(cx, &spec, args.validate).map(|l| (l.desired, l.commit)),
-            index.join().expect("index reader does not panic"),
+            drover::source::list(&spec, &cx.settings.git_options(&cx.state_dir)),
+            index.join().expect("reading the index does not panic"),
         )
     });
-    let (desired, commit) = match loaded {
-        Ok(d) => d,
-        Err(e) => return report_load_error(e),
+    let listing = match listing {
+        Ok(l) => l,
+        Err(e) => return report_load_error(super::LoadError::Source(e)),
     };
     let index = match index {
         Ok(i) => i,
-        Err(e) => return super::fail(&e),
+        Err(e) => {
+            // The source's own errors come first, as they always have.
+            if let Err(e) = load_listed_each(cx, listing, args.validate, |_, _| ()) {
+                return report_load_error(e);
+            }
+            return super::fail(&e);
+        }
+    };
+    // The pod part plans against the desired objects themselves; it runs only when something
+    // was observed (or is about to be). Otherwise diff keeps of each object only whether it
+    // differs from the applied copy, and the text of those that do.
+    let keep_objects = live || !index.observed.is_empty();
+    // The store's objects (each checked against its hash) and the source are independent:
+    // read them at the same time.
+    let (loaded, verified) = std::thread::scope(|s| {
+        let verified = s.spawn(|| store.verify_objects(&index));
+        let loaded = load_listed_each(cx, listing, args.validate, |key, object| Compared {
+            after: differs(key, &object, &index),
+            object: keep_objects.then(|| Box::new(object)),
+        });
+        (
+            loaded,
+            verified.join().expect("the store's check does not panic"),
+        )
+    });
+    let loaded = match loaded {
+        Ok(l) => l,
+        Err(e) => return report_load_error(e),
+    };
+    if let Err(e) = verified {
+        // A writer's commit (a daemon's) superseded what the index named while it was read:
+        // everything again, from the new index.
+        let moved = store
+            .read_index()
+            .is_ok_and(|now| now.resource_version != index.resource_version);
+        if moved && attempts > 1 {
+            return run_attempt(cx, args, output, live, attempts - 1);
+        }
+        return super::fail(&e);
+    }
+    let commit = loaded.commit;
+    let mut compared = loaded.objects.objects;
+    let desired = DesiredState {
+        objects: compared
+            .iter_mut()
+            .filter_map(|(k, (c, origin))| Some((k.clone(), (*c.object.take()?, origin.clone()))))
+            .collect(),
     };
     // The state directory's mask key when there is one; else one for this run only (diff
     // writes nothing), which still shows a changed secret as a changed fingerprint.
@@ -230,7 +282,7 @@ pub fn run(cx: &Context, args: &SourceArgs, output: DiffOutput, live: bool) -> E
         },
         Err(e) => return super::fail(&e),
     };
-    let changes = match gather(&store, &index, &desired, &mask_key) {
+    let changes = match gather(&store, &index, &compared, &mask_key) {
         Ok(c) => c,
         Err(e) => return super::fail(&e),
     };
@@ -241,7 +293,8 @@ pub fn run(cx: &Context, args: &SourceArgs, output: DiffOutput, live: bool) -> E
         Err(e) => return super::fail(&e),
     };
     let in_sync = summary.is_empty() && pods.as_ref().is_none_or(PodReport::in_sync);
-    let mut out = std::io::stdout().lock();
+    // Buffered: stdout alone writes each line with its own system call.
+    let mut out = std::io::BufWriter::with_capacity(64 << 10, std::io::stdout().lock());
     let written = match output {
         DiffOutput::Json => {
             let report = Report {
@@ -263,7 +316,7 @@ pub fn run(cx: &Context, args: &SourceArgs, output: DiffOutput, live: bool) -> E
                 &mut out,
                 &changes,
                 summary,
-                desired.objects.len(),
+                compared.len(),
                 pods_in_sync,
                 color,
             )
@@ -279,7 +332,38 @@ pub fn run(cx: &Context, args: &SourceArgs, output: DiffOutput, live: bool) -> E
             return super::fail(&e);
         }
     }
+    // The process ends next: freeing tens of thousands of entries one by one would cost
+    // more than printing them did.
+    std::mem::forget((compared, desired, index));
     ExitCode::from(if in_sync { EXIT_OK } else { EXIT_DIFFERENCES })
+}
+
+/// What diff keeps of one desired object.
+struct Compared {
+    /// Its normalised JSON when it differs from the applied copy or there is none; `None`
+    /// when it is the same.
+    after: Option<String>,
+    /// The object, when the pod part needs it (boxed: an absent one then costs a pointer).
+    object: Option<Box<drover::model::Object>>,
+}
+
+thread_local! {
+    /// Each thread's buffer for normalised texts: equal objects are hashed without a text each.
+    static TEXT: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The object's normalised JSON when it differs from the copy `index` records as applied
+/// (compared by content hash, the SHA-256 the store keeps), or when there is none.
+fn differs(key: &ObjectKey, object: &drover::model::Object, index: &Index) -> Option<String> {
+    TEXT.with_borrow_mut(|text| {
+        text.clear();
+        object.write_normalized_json(text);
+        let same = index
+            .applied
+            .get(key)
+            .is_some_and(|e| drover::store::hash_matches(text, &e.hash));
+        (!same).then(|| String::from_utf8(text.clone()).expect("serde_json writes UTF-8"))
+    })
 }
 
 /// The object part of `apply --dry-run`: one line per object apply would record differently
@@ -293,7 +377,20 @@ pub(crate) fn object_change_lines(
         Some(k) => MaskKey::new(k),
         None => MaskKey::new(drover::store::random_key().map_err(|e| e.to_string())?),
     };
-    let changes = gather(store, &index, desired, &mask_key).map_err(|e| e.to_string())?;
+    let objects: Vec<_> = desired.objects.iter().collect();
+    let differ = drover::par::map(&objects, |(key, (object, _))| differs(key, object, &index));
+    let compared = objects
+        .into_iter()
+        .zip(differ)
+        .map(|((key, (_, origin)), after)| {
+            let c = Compared {
+                after,
+                object: None,
+            };
+            (key.clone(), (c, origin.clone()))
+        })
+        .collect();
+    let changes = gather(store, &index, &compared, &mask_key).map_err(|e| e.to_string())?;
     Ok(changes
         .iter()
         .map(|c| {
@@ -313,33 +410,29 @@ pub(crate) fn object_change_lines(
         .collect())
 }
 
-/// What differs between the desired objects and the applied section of the index, by content
-/// hash (the SHA-256 of each object's normalised JSON, as the store records it). Each text is
-/// hashed and dropped at once and no map of hashes is kept: at 50,000 objects, texts and
-/// hashes would be a large part of diff's memory.
+/// What differs between the compared objects and the applied section of the index: creates
+/// and changes as `differs` found them, deletes for applied objects the source no longer has.
 fn object_actions(
-    desired: &DesiredState,
-    index: &drover::store::Index,
+    compared: &BTreeMap<ObjectKey, (Compared, Origin)>,
+    index: &Index,
 ) -> Vec<(ObjectKey, ChangeAction)> {
-    let objects: Vec<(&ObjectKey, &drover::model::Object)> =
-        desired.objects.iter().map(|(k, (o, _))| (k, o)).collect();
-    let actions = drover::par::map(&objects, |(key, o)| match index.applied.get(*key) {
-        None => Some(ChangeAction::Create),
-        Some(entry) => {
-            let hash = drover::store::content_hash(o.normalized_json().as_bytes());
-            (entry.hash != hash).then_some(ChangeAction::Change)
-        }
-    });
-    let mut changes: Vec<(ObjectKey, ChangeAction)> = objects
+    let mut changes: Vec<(ObjectKey, ChangeAction)> = compared
         .iter()
-        .zip(actions)
-        .filter_map(|((k, _), a)| Some(((*k).clone(), a?)))
+        .filter(|(_, (c, _))| c.after.is_some())
+        .map(|(k, _)| {
+            let action = if index.applied.contains_key(k) {
+                ChangeAction::Change
+            } else {
+                ChangeAction::Create
+            };
+            (k.clone(), action)
+        })
         .collect();
     changes.extend(
         index
             .applied
             .keys()
-            .filter(|k| !desired.objects.contains_key(*k))
+            .filter(|k| !compared.contains_key(*k))
             .map(|k| (k.clone(), ChangeAction::Delete)),
     );
     changes.sort();
@@ -350,24 +443,24 @@ fn object_actions(
 /// only for the objects that differ.
 fn gather(
     store: &Store,
-    index: &drover::store::Index,
-    desired: &drover::model::DesiredState,
+    index: &Index,
+    compared: &BTreeMap<ObjectKey, (Compared, Origin)>,
     mask_key: &MaskKey,
 ) -> Result<Vec<Change>, drover::store::StoreError> {
-    let mut changes = Vec::new();
-    for (key, action) in object_actions(desired, index) {
+    // Each change read from the store and rendered on its own (several threads).
+    let actions = object_actions(compared, index);
+    drover::par::map(&actions, |(key, action)| {
+        let (key, action) = (key, *action);
         let before = match action {
             ChangeAction::Create => String::new(),
-            _ => store.read_object(Section::Applied, &key, &index.applied[&key])?,
+            _ => store.read_object(Section::Applied, key, &index.applied[key])?,
         };
-        let after = desired
-            .objects
-            .get(&key)
-            .map(|(o, _)| o.normalized_json())
-            .unwrap_or_default();
-        let origin = desired.objects.get(&key).map(|(_, o)| o.clone());
+        let (after, origin) = match compared.get(key) {
+            Some((c, origin)) => (c.after.as_deref().unwrap_or_default(), Some(origin.clone())),
+            None => ("", None),
+        };
         let fields = if action == ChangeAction::Change {
-            match (serde_json::from_str(&before), serde_json::from_str(&after)) {
+            match (serde_json::from_str(&before), serde_json::from_str(after)) {
                 (Ok(a), Ok(b)) => changed_fields(&a, &b),
                 _ => Vec::new(),
             }
@@ -378,7 +471,7 @@ fn gather(
             ChangeAction::Create => "/dev/null".to_string(),
             _ => format!(
                 "{key} (applied, rv {})",
-                index.applied[&key].resource_version
+                index.applied[key].resource_version
             ),
         };
         let new_header = match (&action, &origin) {
@@ -388,20 +481,21 @@ fn gather(
         };
         let diff = unified_diff(
             &display_text(&before, mask_key),
-            &display_text(&after, mask_key),
+            &display_text(after, mask_key),
             &old_header,
             &new_header,
         );
-        changes.push(Change {
+        Ok(Change {
             action,
             kind: key.kind.to_string(),
             id: key.id.clone(),
             origin,
             fields,
             diff,
-        });
-    }
-    Ok(changes)
+        })
+    })
+    .into_iter()
+    .collect()
 }
 
 fn render_text(

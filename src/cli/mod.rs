@@ -85,6 +85,24 @@ pub fn load_source(
     Ok(loaded)
 }
 
+/// `load_source` of a source already listed (`drover::source::list`), keeping of each object
+/// only what `keep` returns (`drover diff`: a hash comparison), so a large source is never
+/// held whole.
+pub fn load_listed_each<V: Send>(
+    cx: &Context,
+    listing: drover::source::Listing,
+    validate: Option<drover::manifest::Validate>,
+    keep: impl Fn(&drover::model::ObjectKey, drover::model::Object) -> V + Sync,
+) -> Result<drover::reconcile::project::LoadedEach<V>, LoadError> {
+    let opts = cx.settings.manifest_options(validate);
+    let loaded = drover::reconcile::project::load_listed(listing, &opts, keep)?;
+    if let Some(note) = &loaded.skipped {
+        eprintln!("drover: note: {note}");
+    }
+    report_warnings(&loaded.objects.warnings);
+    Ok(loaded)
+}
+
 /// Every warning on stderr, one located line each (stdout stays for the command's output).
 pub fn report_warnings(warnings: &[drover::manifest::Diagnostic]) {
     let color = use_color(std::io::stderr().is_terminal());

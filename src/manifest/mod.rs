@@ -11,7 +11,6 @@ pub mod node;
 
 use crate::model::{DesiredState, ObjectKey, Origin};
 use node::Pos;
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Mutex;
@@ -266,7 +265,18 @@ pub fn desired_state_limited(
 /// Parses every file and assembles the desired state, with the warnings found. Any error
 /// anywhere fails the whole source: callers must not apply or prune from a partly read source.
 pub fn read(files: &[SourceFile], opts: &Options) -> Result<Read, Vec<Diagnostic>> {
-    read_with(files, |f| &f.origin, |f| Cow::Borrowed(&f.bytes[..]), opts)
+    let read = read_each(
+        files,
+        |f| &f.origin,
+        |f, buf| {
+            buf.clear();
+            buf.extend_from_slice(&f.bytes);
+            Ok::<(), std::convert::Infallible>(())
+        },
+        opts,
+        |_, object| object,
+    );
+    into_read(read)
 }
 
 /// `read` that consumes the files: each file's bytes are freed as soon as it is parsed, so a
@@ -276,89 +286,152 @@ pub fn read_owned(files: Vec<SourceFile>, opts: &Options) -> Result<Read, Vec<Di
         .into_iter()
         .map(|f| (f.origin, Mutex::new(f.bytes)))
         .collect();
-    read_with(
+    let read = read_each(
         &cells,
         |(origin, _)| origin,
-        |(_, bytes)| {
-            Cow::Owned(std::mem::take(
-                &mut *bytes.lock().unwrap_or_else(|e| e.into_inner()),
-            ))
+        |(_, bytes), buf| {
+            *buf = std::mem::take(&mut *bytes.lock().unwrap_or_else(|e| e.into_inner()));
+            Ok::<(), std::convert::Infallible>(())
         },
         opts,
-    )
+        |_, object| object,
+    );
+    into_read(read)
 }
 
-fn read_with<T: Sync>(
+fn into_read(
+    read: Result<Objects<crate::model::Object>, ReadError<std::convert::Infallible>>,
+) -> Result<Read, Vec<Diagnostic>> {
+    match read {
+        Ok(o) => Ok(Read {
+            desired: DesiredState { objects: o.objects },
+            warnings: o.warnings,
+        }),
+        Err(ReadError::Invalid(diags)) => Err(diags),
+        Err(ReadError::Source(never)) => match never {},
+    }
+}
+
+/// Why a source's files could not be read into objects: a file could not be had (the
+/// source's own error), or every file was had and some are invalid (every diagnostic).
+#[derive(Debug)]
+pub enum ReadError<E> {
+    Source(E),
+    Invalid(Vec<Diagnostic>),
+}
+
+/// Every object of a source as the caller chose to keep it, with the warnings found.
+#[derive(Debug)]
+pub struct Objects<V> {
+    pub objects: BTreeMap<ObjectKey, (V, Origin)>,
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Reads, parses and validates every file, on several threads, each file's bytes got by
+/// `bytes` into a buffer its thread reuses (the caller's IO: this module does none), and
+/// hands each object to `keep` as soon as it is decoded, keeping only what that returns. So
+/// a large source costs what the caller keeps per object, not its text and its objects whole
+/// (`drover diff` keeps a hash comparison of most objects, not the object).
+///
+/// All or nothing, as `read`: a file that could not be had is the first such error in file
+/// order; otherwise any diagnostic anywhere fails the whole source.
+pub fn read_each<T: Sync, V: Send, E: Send>(
     files: &[T],
     origin: impl Fn(&T) -> &Origin + Sync,
-    bytes: impl Fn(&T) -> Cow<'_, [u8]> + Sync,
+    bytes: impl Fn(&T, &mut Vec<u8>) -> Result<(), E> + Sync,
     opts: &Options,
-) -> Result<Read, Vec<Diagnostic>> {
+    keep: impl Fn(&ObjectKey, crate::model::Object) -> V + Sync,
+) -> Result<Objects<V>, ReadError<E>> {
+    type Parsed<V> = (Vec<(ObjectKey, V, Pos)>, Vec<Diagnostic>);
     let max_bytes = opts.max_bytes;
-    let results = crate::par::map(files, |f| {
-        let (origin, bytes) = (origin(f), bytes(f));
-        if bytes.len() as u64 > max_bytes {
-            return Err(vec![Diagnostic {
+    let results = crate::par::map_init(
+        files,
+        Vec::new,
+        |buf, f| -> Result<Parsed<V>, ReadError<E>> {
+            let origin = origin(f);
+            bytes(f, buf).map_err(ReadError::Source)?;
+            if buf.len() as u64 > max_bytes {
+                let size = buf.len();
+                // Do not keep a stray huge file's buffer for the rest of this thread's files.
+                *buf = Vec::new();
+                return Err(ReadError::Invalid(vec![Diagnostic {
                 file: origin.file.clone(),
                 pos: Pos { line: 1, col: 1 },
                 path: String::new(),
                 message: format!(
-                    "the file is {} bytes, more than the limit of {max_bytes} bytes per manifest \
-                     (max_manifest_bytes in drover.toml)",
-                    bytes.len()
+                    "the file is {size} bytes, more than the limit of {max_bytes} bytes per manifest \
+                     (max_manifest_bytes in drover.toml)"
                 ),
-            }]);
-        }
-        parse_file_with(&origin.file, &bytes, opts)
-    });
+            }]));
+            }
+            let (objects, warnings) =
+                parse_file_with(&origin.file, buf, opts).map_err(ReadError::Invalid)?;
+            // A new vector, not `collect`, which would reuse the parsed objects' larger one
+            // and so keep it until the end.
+            let mut kept = Vec::with_capacity(objects.len());
+            for p in objects {
+                let key = p.object.key();
+                let value = keep(&key, p.object);
+                kept.push((key, value, p.id_pos));
+            }
+            Ok((kept, warnings))
+        },
+    );
     let mut diags = Vec::new();
     let mut warnings = Vec::new();
-    let mut desired = DesiredState::default();
-    let mut first_seen: BTreeMap<ObjectKey, (String, Pos)> = BTreeMap::new();
+    let mut objects: BTreeMap<ObjectKey, (V, Origin)> = BTreeMap::new();
+    // Where each id was given (the file is the object's origin), for duplicate reports.
+    let mut id_pos: BTreeMap<ObjectKey, Pos> = BTreeMap::new();
+    let mut unreadable = None;
     for (file, result) in files.iter().map(&origin).zip(results) {
         match result {
-            Err(mut d) => diags.append(&mut d),
-            Ok((objects, mut w)) => {
+            Err(ReadError::Source(e)) => {
+                unreadable.get_or_insert(e);
+            }
+            Err(ReadError::Invalid(mut d)) => diags.append(&mut d),
+            Ok((parsed, mut w)) => {
                 warnings.append(&mut w);
-                for parsed in objects {
-                    let key = parsed.object.key();
-                    if let Some((other, pos)) = first_seen.get(&key) {
+                for (key, value, pos) in parsed {
+                    if let Some(first) = id_pos.get(&key) {
+                        let other = &objects[&key].1.file;
                         diags.push(Diagnostic {
                             file: file.file.clone(),
-                            pos: parsed.id_pos,
+                            pos,
                             path: "id".into(),
                             message: format!(
-                                "duplicate id: {key} is also defined at {other}:{pos}"
+                                "duplicate id: {key} is also defined at {other}:{first}"
                             ),
                         });
                         continue;
                     }
-                    first_seen.insert(key.clone(), (file.file.clone(), parsed.id_pos));
-                    desired.objects.insert(key, (parsed.object, file.clone()));
+                    id_pos.insert(key.clone(), pos);
+                    objects.insert(key, (value, file.clone()));
                 }
             }
         }
     }
-    if diags.is_empty() {
-        reserved_replica_names(&desired, &first_seen, &mut diags);
+    if let Some(e) = unreadable {
+        return Err(ReadError::Source(e));
     }
     if diags.is_empty() {
-        Ok(Read { desired, warnings })
+        reserved_replica_names(&objects, &id_pos, &mut diags);
+    }
+    if diags.is_empty() {
+        Ok(Objects { objects, warnings })
     } else {
-        Err(diags)
+        Err(ReadError::Invalid(diags))
     }
 }
 
 /// An explicit Pod may not take a name of the form of an RC's replica (`<rc>-<hash>-<n>`):
 /// it would run beside the replica under one name, and `describe pod` could show either.
-fn reserved_replica_names(
-    desired: &DesiredState,
-    places: &BTreeMap<ObjectKey, (String, Pos)>,
+fn reserved_replica_names<V>(
+    objects: &BTreeMap<ObjectKey, (V, Origin)>,
+    places: &BTreeMap<ObjectKey, Pos>,
     diags: &mut Vec<Diagnostic>,
 ) {
-    use crate::model::{Kind, Object};
-    let rcs: std::collections::BTreeSet<&str> = desired
-        .objects
+    use crate::model::Kind;
+    let rcs: std::collections::BTreeSet<&str> = objects
         .keys()
         .filter(|k| k.kind == Kind::ReplicationController)
         .map(|k| k.id.as_str())
@@ -366,15 +439,16 @@ fn reserved_replica_names(
     if rcs.is_empty() {
         return;
     }
-    for (key, (object, _)) in &desired.objects {
-        let Object::Pod(_) = object else { continue };
+    for (key, (_, origin)) in objects {
+        if key.kind != Kind::Pod {
+            continue;
+        }
         let Some(rc) = replica_owner(&key.id, &rcs) else {
             continue;
         };
-        let (file, pos) = &places[key];
         diags.push(Diagnostic {
-            file: file.clone(),
-            pos: *pos,
+            file: origin.file.clone(),
+            pos: places[key],
             path: "id".into(),
             message: format!(
                 "pod id `{}` has the form of a replica of replication controller `{rc}` \

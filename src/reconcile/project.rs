@@ -39,15 +39,61 @@ pub fn load(
     git: &GitOptions,
     opts: &crate::manifest::Options,
 ) -> Result<Loaded, LoadError> {
-    let snapshot = source::read(spec, git).map_err(LoadError::Source)?;
-    let skipped = snapshot.skipped_note();
-    let commit = snapshot.commit;
-    let read = crate::manifest::read_owned(snapshot.files, opts).map_err(LoadError::Invalid)?;
+    let loaded = load_each(spec, git, opts, |_, object| object)?;
     Ok(Loaded {
-        desired: read.desired,
-        commit,
+        desired: DesiredState {
+            objects: loaded.objects.objects,
+        },
+        commit: loaded.commit,
+        skipped: loaded.skipped,
+        warnings: loaded.objects.warnings,
+    })
+}
+
+/// A source read whole and validated, each object kept as its reader chose (`load_each`).
+#[derive(Debug)]
+pub struct LoadedEach<V> {
+    pub objects: crate::manifest::Objects<V>,
+    pub commit: Option<String>,
+    pub skipped: Option<String>,
+}
+
+/// `load` that hands each object to `keep` as soon as it is read and keeps only what that
+/// returns: files are read, parsed and passed on one at a time (on several threads), so
+/// memory follows what is kept, not the source's size.
+pub fn load_each<V: Send>(
+    spec: &SourceSpec,
+    git: &GitOptions,
+    opts: &crate::manifest::Options,
+    keep: impl Fn(&crate::model::ObjectKey, crate::model::Object) -> V + Sync,
+) -> Result<LoadedEach<V>, LoadError> {
+    let listing = source::list(spec, git).map_err(LoadError::Source)?;
+    load_listed(listing, opts, keep)
+}
+
+/// `load_each` of a source already listed (`source::list`), so a caller can list it while
+/// it does something else.
+pub fn load_listed<V: Send>(
+    listing: source::Listing,
+    opts: &crate::manifest::Options,
+    keep: impl Fn(&crate::model::ObjectKey, crate::model::Object) -> V + Sync,
+) -> Result<LoadedEach<V>, LoadError> {
+    let skipped = listing.skipped_note();
+    let objects = crate::manifest::read_each(
+        &listing.files,
+        |f| &f.origin,
+        |f, buf| f.read_into(buf),
+        opts,
+        keep,
+    )
+    .map_err(|e| match e {
+        crate::manifest::ReadError::Source(e) => LoadError::Source(e),
+        crate::manifest::ReadError::Invalid(d) => LoadError::Invalid(d),
+    })?;
+    Ok(LoadedEach {
+        objects,
+        commit: listing.commit,
         skipped,
-        warnings: read.warnings,
     })
 }
 

@@ -1,7 +1,7 @@
 //! Directory sources: recursive, `*.json`, `*.toml`, `*.yaml` and `*.yml`, hidden entries skipped, symlinks
 //! followed only while they stay inside the directory.
 
-use super::{display, is_hidden, Snapshot, SourceError};
+use super::{display, is_hidden, Body, Listing, PendingFile, Snapshot, SourceError};
 use crate::manifest::{Format, SourceFile};
 use crate::model::Origin;
 use std::collections::HashSet;
@@ -9,6 +9,26 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 pub fn read(root: &Path, subdir: Option<&str>) -> Result<Snapshot, SourceError> {
+    let listing = list(root, subdir)?;
+    let files = crate::par::map(&listing.files, |f| {
+        let mut bytes = Vec::new();
+        f.read_into(&mut bytes)?;
+        Ok(SourceFile {
+            origin: f.origin.clone(),
+            bytes,
+        })
+    })
+    .into_iter()
+    .collect::<Result<Vec<_>, SourceError>>()?;
+    Ok(Snapshot {
+        files,
+        commit: None,
+        skipped: listing.skipped,
+    })
+}
+
+/// Walks the directory and lists its manifest files, in byte order of their paths, unread.
+pub fn list(root: &Path, subdir: Option<&str>) -> Result<Listing, SourceError> {
     let io = |path: &Path| {
         let path = display(path);
         move |source| SourceError::Io { path, source }
@@ -40,20 +60,20 @@ pub fn read(root: &Path, subdir: Option<&str>) -> Result<Snapshot, SourceError> 
     // Byte order of the path text: deterministic, and much cheaper than comparing components.
     walk.found
         .sort_unstable_by(|a, b| a.0.as_os_str().cmp(b.0.as_os_str()));
-    let files = crate::par::map(&walk.found, |(shown, real)| {
-        Ok(SourceFile {
+    let files = walk
+        .found
+        .into_iter()
+        .map(|(shown, real)| PendingFile {
             origin: Origin {
-                file: display(shown),
+                file: display(&shown),
                 commit: None,
             },
-            bytes: fs::read(real).map_err(io(shown))?,
+            body: Body::Path(real),
         })
-    })
-    .into_iter()
-    .collect::<Result<Vec<_>, SourceError>>()?;
+        .collect();
     let mut skipped: Vec<String> = walk.skipped.iter().map(|p| display(p)).collect();
     skipped.sort();
-    Ok(Snapshot {
+    Ok(Listing {
         files,
         commit: None,
         skipped,

@@ -6,6 +6,7 @@ mod dir;
 mod git;
 
 use crate::manifest::SourceFile;
+use crate::model::Origin;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
@@ -131,6 +132,86 @@ pub fn read(spec: &SourceSpec, git: &GitOptions) -> Result<Snapshot, SourceError
             reference,
             subdir,
         } => git::read(repo, reference, subdir.as_deref(), git),
+    }
+}
+
+/// A source's files found but (for a directory) not yet read: each is read when its turn
+/// comes, so a large source is parsed as it is read and its text is never held whole.
+#[derive(Debug)]
+pub struct Listing {
+    pub files: Vec<PendingFile>,
+    pub commit: Option<String>,
+    /// As `Snapshot::skipped`.
+    pub skipped: Vec<String>,
+}
+
+impl Listing {
+    pub fn skipped_note(&self) -> Option<String> {
+        Snapshot {
+            files: Vec::new(),
+            commit: None,
+            skipped: self.skipped.clone(),
+        }
+        .skipped_note()
+    }
+}
+
+/// One manifest file of a `Listing`.
+#[derive(Debug)]
+pub struct PendingFile {
+    pub origin: Origin,
+    body: Body,
+}
+
+#[derive(Debug)]
+enum Body {
+    /// A directory source's file, read on demand.
+    Path(PathBuf),
+    /// Bytes already read (git blobs), handed out once.
+    Read(std::sync::Mutex<Vec<u8>>),
+}
+
+impl PendingFile {
+    /// Puts the file's bytes in `buf` (replacing what it held). A file of a directory is read
+    /// now; bytes read before are handed over and not kept.
+    pub fn read_into(&self, buf: &mut Vec<u8>) -> Result<(), SourceError> {
+        buf.clear();
+        match &self.body {
+            // Into a buffer reused across files: no size query and no allocation per file.
+            Body::Path(path) => {
+                crate::store::read_file_into(path, buf).map_err(|source| SourceError::Io {
+                    path: self.origin.file.clone(),
+                    source,
+                })
+            }
+            Body::Read(bytes) => {
+                std::mem::swap(buf, &mut bytes.lock().unwrap_or_else(|e| e.into_inner()));
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Lists the source: a directory's manifest files (read later, by `PendingFile::read_into`),
+/// or a git tree's (read now, from the object database).
+pub fn list(spec: &SourceSpec, git: &GitOptions) -> Result<Listing, SourceError> {
+    match spec {
+        SourceSpec::Dir { root, subdir } => dir::list(root, subdir.as_deref()),
+        SourceSpec::Git { .. } => {
+            let snapshot = read(spec, git)?;
+            Ok(Listing {
+                files: snapshot
+                    .files
+                    .into_iter()
+                    .map(|f| PendingFile {
+                        origin: f.origin,
+                        body: Body::Read(std::sync::Mutex::new(f.bytes)),
+                    })
+                    .collect(),
+                commit: snapshot.commit,
+                skipped: snapshot.skipped,
+            })
+        }
     }
 }
 

@@ -467,6 +467,12 @@ impl EtcdStore {
     /// The index and every object it names, read at one revision and checked.
     pub(super) fn verify(&self) -> Result<Index, StoreError> {
         let index = self.read_index()?;
+        self.verify_objects(&index)?;
+        Ok(index)
+    }
+
+    /// Every object `index` names, read at the index's revision and checked.
+    pub(super) fn verify_objects(&self, index: &Index) -> Result<(), StoreError> {
         let found: BTreeMap<String, Vec<u8>> = self
             .range("objects/", index.snapshot)?
             .into_iter()
@@ -474,7 +480,7 @@ impl EtcdStore {
         for section in super::Section::ALL {
             self.check(section, index.section(section), &found)?;
         }
-        Ok(index)
+        Ok(())
     }
 
     /// Takes the leader key: creates it under a new lease if nobody holds it, waiting up to

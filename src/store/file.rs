@@ -65,9 +65,49 @@ impl FileStore {
         key: &ObjectKey,
         entry: &Entry,
     ) -> Result<String, StoreError> {
+        let mut bytes = Vec::new();
+        self.read_object_into(section, key, entry, &mut bytes)?;
+        Ok(String::from_utf8(bytes).expect("checked by read_object_into"))
+    }
+
+    /// `read_object` into a buffer the caller reuses (replacing what it held); the bytes are
+    /// checked against the hash and as UTF-8.
+    fn read_object_into(
+        &self,
+        section: Section,
+        key: &ObjectKey,
+        entry: &Entry,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), StoreError> {
         let path = self.dir.join(entry_rel(section, key, entry));
-        let bytes = std::fs::read(&path).map_err(io_err(&path))?;
-        checked_text(path, bytes, &entry.hash)
+        super::read_file_into(&path, buf).map_err(io_err(&path))?;
+        if !super::hash_matches(buf, &entry.hash) {
+            return Err(StoreError::Damaged {
+                path,
+                reason: "contents do not match the hash recorded in state.json".into(),
+            });
+        }
+        if std::str::from_utf8(buf).is_err() {
+            return Err(StoreError::Damaged {
+                path,
+                reason: "not UTF-8".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Every object file `index` names, read and checked on several threads, each reading
+    /// into one buffer it reuses.
+    pub(super) fn verify_objects(&self, index: &Index) -> Result<(), StoreError> {
+        let entries: Vec<(Section, &ObjectKey, &Entry)> = Section::ALL
+            .into_iter()
+            .flat_map(|s| index.section(s).iter().map(move |(k, e)| (s, k, e)))
+            .collect();
+        crate::par::map_init(&entries, Vec::new, |buf, (section, key, entry)| {
+            self.read_object_into(*section, key, entry, buf)
+        })
+        .into_iter()
+        .collect()
     }
 
     /// Reads again when a commit removed a file under it (the index then moved on).
@@ -88,16 +128,8 @@ impl FileStore {
     }
 
     fn verify_at(&self, index: Index) -> Result<Index, (u64, StoreError)> {
-        let entries: Vec<(Section, &ObjectKey, &Entry)> = Section::ALL
-            .into_iter()
-            .flat_map(|s| index.section(s).iter().map(move |(k, e)| (s, k, e)))
-            .collect();
-        crate::par::map(&entries, |(section, key, entry)| {
-            self.read_object(*section, key, entry).map(drop)
-        })
-        .into_iter()
-        .collect::<Result<(), StoreError>>()
-        .map_err(|e| (index.resource_version, e))?;
+        self.verify_objects(&index)
+            .map_err(|e| (index.resource_version, e))?;
         Ok(index)
     }
 

@@ -29,6 +29,25 @@ pub fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
     fsutil::create_private_dir(dir)
 }
 
+/// Reads a whole file into `buf` (replacing what it held), reusing its capacity. Unlike
+/// `std::fs::read` it asks for no size first (std's `File::read_to_end` stats and seeks
+/// before reading): open, read, read, close, where thousands of small files are read.
+pub fn read_file_into(path: &Path, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    use std::io::Read;
+    /// A `File` without its size-asking `read_to_end`.
+    struct Plain(std::fs::File);
+    impl Read for Plain {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            self.0.read(out)
+        }
+    }
+    buf.clear();
+    if buf.capacity() < 16 << 10 {
+        buf.reserve(16 << 10);
+    }
+    Plain(std::fs::File::open(path)?).read_to_end(buf).map(drop)
+}
+
 /// Writes a file atomically and durably with mode 0600 (also used for known_hosts).
 pub fn write_private_file(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     fsutil::write_file(path, bytes, true)
@@ -241,7 +260,7 @@ impl IndexV1 {
 /// Serialises `ObjectKey` map keys as `Kind/id` strings.
 mod keyed {
     use super::{Entry, ObjectKey};
-    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+    use serde::{de::Error, Deserializer, Serializer};
     use std::collections::BTreeMap;
 
     pub fn serialize<S: Serializer>(
@@ -251,17 +270,34 @@ mod keyed {
         s.collect_map(m.iter().map(|(k, v)| (k.to_string(), v)))
     }
 
+    /// Straight into the keyed map, without a map of strings first: the index of a large
+    /// store is a good part of what `diff` holds.
     pub fn deserialize<'de, D: Deserializer<'de>>(
         d: D,
     ) -> Result<BTreeMap<ObjectKey, Entry>, D::Error> {
-        let raw = BTreeMap::<String, Entry>::deserialize(d)?;
-        raw.into_iter()
-            .map(|(k, v)| {
-                ObjectKey::parse(&k)
-                    .map(|key| (key, v))
-                    .ok_or_else(|| D::Error::custom(format!("bad object key `{k}`")))
-            })
-            .collect()
+        struct Keyed;
+        impl<'de> serde::de::Visitor<'de> for Keyed {
+            type Value = BTreeMap<ObjectKey, Entry>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a map of `Kind/id` keys to entries")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut out = BTreeMap::new();
+                while let Some(k) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    let key = ObjectKey::parse(&k)
+                        .ok_or_else(|| A::Error::custom(format!("bad object key `{k}`")))?;
+                    // A repeated key: the last one wins, as a map of strings did.
+                    out.insert(key, map.next_value::<Entry>()?);
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_map(Keyed)
     }
 }
 
@@ -278,6 +314,19 @@ pub fn content_hash(bytes: &[u8]) -> String {
     hex
 }
 
+/// Whether `bytes` have the content hash `hex` (as `content_hash` writes it), without
+/// making the hash's text.
+pub fn hash_matches(bytes: &[u8], hex: &str) -> bool {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(bytes);
+    let hex = hex.as_bytes();
+    hex.len() == 64
+        && digest.iter().enumerate().all(|(i, b)| {
+            let digit = |n: u8| b"0123456789abcdef"[usize::from(n)];
+            hex[2 * i] == digit(b >> 4) && hex[2 * i + 1] == digit(b & 0xf)
+        })
+}
+
 /// 32 bytes from the system's random source (a mask key for a state directory that has none,
 /// or for one run of `diff`, which never writes the store).
 pub fn random_key() -> std::io::Result<[u8; 32]> {
@@ -290,6 +339,13 @@ pub fn random_key() -> std::io::Result<[u8; 32]> {
 /// Parses the bytes of an index read from `path` (named in errors). Pure: the fuzz target
 /// `store_index` drives it with arbitrary bytes.
 pub fn parse_index(path: &Path, bytes: &[u8]) -> Result<Index, StoreError> {
+    // The usual case in one pass: a current index. Anything else (format 1, a newer format,
+    // damage) goes the careful way below, which reads the format first.
+    if let Ok(index) = serde_json::from_slice::<Index>(bytes) {
+        if index.format != 1 && index.format <= FORMAT_VERSION {
+            return checked_index(path, index);
+        }
+    }
     // Check the format before the shape, so a newer store says "upgrade", not "damaged".
     #[derive(Deserialize)]
     struct FormatOnly {
@@ -314,6 +370,11 @@ pub fn parse_index(path: &Path, bytes: &[u8]) -> Result<Index, StoreError> {
             .map_err(damaged)?,
         _ => serde_json::from_slice(bytes).map_err(damaged)?,
     };
+    checked_index(path, index)
+}
+
+/// The index, once its ids and hashes are known to be sound.
+fn checked_index(path: &Path, index: Index) -> Result<Index, StoreError> {
     // Ids become file names and hashes are compared as text: a damaged index must not name
     // a path outside the store, nor a hash no file can have.
     for section in Section::ALL {
@@ -658,6 +719,17 @@ impl Store {
         match self {
             Store::File(f) => f.verify(),
             Store::Etcd(e) => e.verify(),
+        }
+    }
+
+    /// The second half of `verify`: every object `index` names, read and checked against its
+    /// hash. The first damage in index order is the error. For a reader that read the index
+    /// itself (`diff` reads the source meanwhile); a writer's commit may supersede what it
+    /// names, so such a reader reads again when the index has moved on.
+    pub fn verify_objects(&self, index: &Index) -> Result<(), StoreError> {
+        match self {
+            Store::File(f) => f.verify_objects(index),
+            Store::Etcd(e) => e.verify_objects(index),
         }
     }
 
