@@ -1,4 +1,9 @@
-//! The local file store: drover's memory between runs, kept as plain files under `state_dir`.
+//! The store: drover's memory between runs, behind one interface ([`Store`]) with two
+//! backends: the local file store (`file.rs`, the default: plain files under `state_dir`) and
+//! etcd v3 (`etcd.rs`: the same places as keys under a prefix, a commit as one transaction
+//! fenced on the writer's lease). Both pass one test suite (tests/store_suite.rs).
+//!
+//! The file store's layout (etcd's keys follow it):
 //!
 //! ```text
 //! state_dir/                       0700
