@@ -662,7 +662,15 @@ fn follower_document(
         "sourceValid": true,
         "role": "follower",
         "leader": leader.map(|h| serde_json::json!({"who": h.who, "status": h.status})),
-        "services": endpoints.iter().map(|s| {
+        "services": services_status(endpoints, proxy),
+    })
+}
+
+/// Each service's endpoints and what the proxy says of its listener, for `/status`.
+fn services_status(endpoints: &[ServiceEndpoints], proxy: &[ServiceStatus]) -> serde_json::Value {
+    endpoints
+        .iter()
+        .map(|s| {
             let served = proxy.iter().find(|p| p.name == s.name);
             serde_json::json!({
                 "name": s.name, "port": s.port, "protocol": s.protocol,
@@ -671,8 +679,8 @@ fn follower_document(
                 "error": served.and_then(|p| p.error.clone()),
                 "active": served.map(|p| p.active),
             })
-        }).collect::<Vec<_>>(),
-    })
+        })
+        .collect()
 }
 
 /// The pods a plan deletes, as (minion, pod).
@@ -1013,15 +1021,6 @@ fn status_document(
             "id": p.id, "minion": p.minion, "phase": p.phase, "replicationController": p.owner,
             "ip": p.ip, "containers": p.containers,
         })).collect::<Vec<_>>(),
-        "services": endpoints.iter().map(|s| {
-            let served = proxy.iter().find(|p| p.name == s.name);
-            serde_json::json!({
-                "name": s.name, "port": s.port, "protocol": s.protocol,
-                "endpoints": s.endpoints,
-                "listening": served.and_then(|p| p.listening),
-                "error": served.and_then(|p| p.error.clone()),
-                "active": served.map(|p| p.active),
-            })
-        }).collect::<Vec<_>>(),
+        "services": services_status(endpoints, proxy),
     })
 }
