@@ -20,9 +20,21 @@ use std::time::{Duration, Instant};
 const ADVERTISE: &str = "172.30.1.1";
 
 /// A port for a service: one no other test of this run uses.
+/// A port free on every address, below the kernel's ephemeral range (32768 and up here), so
+/// nothing that binds port 0 meanwhile (a daemon's status API, Docker publishing a pod, an
+/// outgoing connection) can take it before the proxy binds it.
 fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
-    l.local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let start = 20000 + (std::process::id() % 10000) as u16;
+    loop {
+        let port = start + NEXT.fetch_add(1, Ordering::Relaxed) % 2000;
+        if std::net::TcpListener::bind(("0.0.0.0", port)).is_ok()
+            && std::net::UdpSocket::bind(("0.0.0.0", port)).is_ok()
+        {
+            return port;
+        }
+    }
 }
 
 /// A project whose proxy serves on every address and is advertised to containers.
@@ -195,7 +207,7 @@ fn every_pod_answers_through_the_proxy_and_a_failing_probe_or_killed_container_i
     let _g = steady();
     let (t, p, port, daemon) = web_behind_a_service("web", 3);
     // Round robin: over a run of requests, every pod answers, none fails.
-    let bodies = answers(port, 30).unwrap();
+    let bodies = answers(port, 30).unwrap_or_else(|e| panic!("{e}\n{}", daemon.log()));
     assert_eq!(bodies.len(), 3, "{bodies:?}");
     let r = t.drover(&["describe", "service", "web"]);
     r.expect_code(0);

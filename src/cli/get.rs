@@ -406,19 +406,28 @@ fn service_endpoints(
         .store()
         .and_then(|s| drover::reconcile::project::stored_endpoints(&s))
         .unwrap_or_default();
-    let failing: std::collections::BTreeSet<(&str, &str)> = stored
+    // Only the daemon probes: a pod whose containers declare probes is ready once what it
+    // recorded says so (a pod it has not judged yet is not ready); apply records pods as it
+    // saw them, unprobed.
+    let judged_ready: std::collections::BTreeSet<(&str, &str)> = stored
         .iter()
         .flat_map(|s| &s.endpoints)
-        .filter(|e| e.reason.as_deref() == Some("liveness probe failing"))
+        .filter(|e| e.ready)
         .map(|e| (e.minion.as_str(), e.pod.as_str()))
         .collect();
+    let manifests = drover::plan::pods::manifests_by_hash(desired);
+    let probed = |p: &drover::plan::pods::ObservedPod| {
+        manifests
+            .get(&p.template_hash)
+            .is_some_and(|m| m.containers.iter().any(|c| c.liveness_probe.is_some()))
+    };
     let publish = world
         .minions
         .iter()
         .map(|m| (m.spec.name.clone(), m.spec.publish_address.clone()))
         .collect();
     let mut services = drover::plan::endpoints::endpoints(desired, &world.pods, &publish, &|p| {
-        !failing.contains(&(p.minion.as_str(), p.id.as_str()))
+        !probed(p) || judged_ready.contains(&(p.minion.as_str(), p.id.as_str()))
     });
     for s in &mut services {
         s.error = stored
