@@ -176,3 +176,17 @@ fn many_fields_are_checked_for_duplicates_in_linear_time() {
         .count();
     assert_eq!(dups, 2, "{diags:#?}");
 }
+
+#[test]
+fn columns_count_characters_after_non_ascii_text_on_the_same_line_only() {
+    // `image` is a number after a string with two two-byte characters on its line: the column
+    // counts characters (25), not bytes (27). The next line's field is counted from its start.
+    let text = "{\"kind\": \"Pod\", \"id\": \"p\", \"desiredState\": {\"manifest\": {\"containers\": [\n{\"name\": \"éé\", \"image\": 5},\n {\"name\": \"b\", \"image\": 6}]}}}";
+    let diags = parse_file("x.json", text.as_bytes()).unwrap_err();
+    let at: Vec<(u32, u32)> = diags
+        .iter()
+        .filter(|d| d.path.ends_with("image"))
+        .map(|d| (d.pos.line, d.pos.col))
+        .collect();
+    assert_eq!(at, vec![(2, 25), (3, 25)], "{diags:?}");
+}

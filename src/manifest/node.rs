@@ -82,7 +82,10 @@ pub fn parse_json(text: &str) -> Result<Node<'_>, SyntaxError> {
         line: 1,
         line_start: 0,
         col_mark: std::cell::Cell::new((0, 1)),
+        non_ascii_line: 0,
         depth: 0,
+        entries: Vec::new(),
+        items: Vec::new(),
     };
     p.skip_ws();
     let node = p.value()?;
@@ -102,7 +105,17 @@ struct JsonParser<'a> {
     /// The last column computed: (byte offset, column). Positions are asked for in increasing
     /// order along a line, so counting on from here keeps a long line linear, not quadratic.
     col_mark: std::cell::Cell<(usize, u32)>,
+    /// The last line a string with non-ASCII text was read on (0: none yet). Other lines hold
+    /// only ASCII before the current offset (anything else outside a string is a syntax
+    /// error), so their column is the byte offset: no counting, for nearly every line.
+    non_ascii_line: u32,
     depth: u32,
+    /// The fields of the objects being read, innermost last; an object takes its own off the
+    /// end when it closes, into a vector of exactly their number. One allocation per object
+    /// and array instead of growing each (and shrinking it, lest half a large tree be spare).
+    entries: Vec<Entry<'a>>,
+    /// The same for array items.
+    items: Vec<Node<'a>>,
 }
 
 /// Deeper nesting than this is refused rather than risking the stack on hostile input.
@@ -110,6 +123,18 @@ const MAX_DEPTH: u32 = 128;
 
 impl<'a> JsonParser<'a> {
     fn pos(&self) -> Pos {
+        if self.non_ascii_line != self.line {
+            return Pos {
+                line: self.line,
+                col: (self.i - self.line_start) as u32 + 1,
+            };
+        }
+        self.counted_pos()
+    }
+
+    /// `pos` by counting the characters before it on its line (an error may stop inside a
+    /// string whose text `non_ascii_line` has not seen yet).
+    fn counted_pos(&self) -> Pos {
         // Columns count characters, not bytes, so multi-byte text points where an editor would:
         // every byte that does not continue a UTF-8 sequence starts a character. Counting bytes
         // (not slicing the text) also works at an offset inside a character.
@@ -130,12 +155,16 @@ impl<'a> JsonParser<'a> {
 
     fn error(&self, message: impl Into<String>) -> SyntaxError {
         SyntaxError {
-            pos: self.pos(),
+            pos: self.counted_pos(),
             message: message.into(),
         }
     }
 
     fn skip_ws(&mut self) {
+        // Indentation first: runs of spaces are most of the whitespace of a formatted file.
+        while self.bytes.get(self.i) == Some(&b' ') {
+            self.i += 1;
+        }
         while let Some(&b) = self.bytes.get(self.i) {
             match b {
                 b'\n' => {
@@ -188,12 +217,12 @@ impl<'a> JsonParser<'a> {
     fn object(&mut self) -> Result<Value<'a>, SyntaxError> {
         self.enter()?;
         self.i += 1; // '{'
-        let mut entries = Vec::new();
+        let first = self.entries.len();
         self.skip_ws();
         if self.bytes.get(self.i) == Some(&b'}') {
             self.i += 1;
             self.depth -= 1;
-            return Ok(Value::Object(entries));
+            return Ok(Value::Object(Vec::new()));
         }
         loop {
             self.skip_ws();
@@ -213,17 +242,14 @@ impl<'a> JsonParser<'a> {
             self.i += 1;
             self.skip_ws();
             let node = self.value()?;
-            entries.push(Entry { key, key_pos, node });
+            self.entries.push(Entry { key, key_pos, node });
             self.skip_ws();
             match self.bytes.get(self.i) {
                 Some(b',') => self.i += 1,
                 Some(b'}') => {
                     self.i += 1;
                     self.depth -= 1;
-                    // Growth leaves up to half a vector unused: in a large document that
-                    // is a third of the tree.
-                    entries.shrink_to_fit();
-                    return Ok(Value::Object(entries));
+                    return Ok(Value::Object(self.entries.drain(first..).collect()));
                 }
                 None => return Err(self.error("unexpected end of input: missing `}`")),
                 Some(_) => return Err(self.error("expected `,` or `}` after a field")),
@@ -234,27 +260,27 @@ impl<'a> JsonParser<'a> {
     fn array(&mut self) -> Result<Value<'a>, SyntaxError> {
         self.enter()?;
         self.i += 1; // '['
-        let mut items = Vec::new();
+        let first = self.items.len();
         self.skip_ws();
         if self.bytes.get(self.i) == Some(&b']') {
             self.i += 1;
             self.depth -= 1;
-            return Ok(Value::Array(items));
+            return Ok(Value::Array(Vec::new()));
         }
         loop {
             self.skip_ws();
             if self.bytes.get(self.i) == Some(&b']') {
                 return Err(self.error("trailing comma before `]`"));
             }
-            items.push(self.value()?);
+            let item = self.value()?;
+            self.items.push(item);
             self.skip_ws();
             match self.bytes.get(self.i) {
                 Some(b',') => self.i += 1,
                 Some(b']') => {
                     self.i += 1;
                     self.depth -= 1;
-                    items.shrink_to_fit();
-                    return Ok(Value::Array(items));
+                    return Ok(Value::Array(self.items.drain(first..).collect()));
                 }
                 None => return Err(self.error("unexpected end of input: missing `]`")),
                 Some(_) => return Err(self.error("expected `,` or `]` after an array item")),
@@ -281,6 +307,9 @@ impl<'a> JsonParser<'a> {
                 None => return Err(self.error("unexpected end of input inside a string")),
                 Some(b'"') => {
                     self.i += 1;
+                    if !self.bytes[first..self.i].is_ascii() {
+                        self.non_ascii_line = self.line;
+                    }
                     return Ok(match out {
                         Some(s) => Cow::Owned(s),
                         None => Cow::Borrowed(&self.text[first..self.i - 1]),

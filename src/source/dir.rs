@@ -52,6 +52,7 @@ pub fn list(root: &Path, subdir: Option<&str>) -> Result<Listing, SourceError> {
     }
     let mut walk = Walk {
         root: canonical_root,
+        handles: 0,
         visited: HashSet::new(),
         found: Vec::new(),
         skipped: Vec::new(),
@@ -63,12 +64,12 @@ pub fn list(root: &Path, subdir: Option<&str>) -> Result<Listing, SourceError> {
     let files = walk
         .found
         .into_iter()
-        .map(|(shown, real)| PendingFile {
+        .map(|(shown, body)| PendingFile {
             origin: Origin {
                 file: display(&shown),
                 commit: None,
             },
-            body: Body::Path(real),
+            body,
         })
         .collect();
     let mut skipped: Vec<String> = walk.skipped.iter().map(|p| display(p)).collect();
@@ -80,12 +81,19 @@ pub fn list(root: &Path, subdir: Option<&str>) -> Result<Listing, SourceError> {
     })
 }
 
+/// Directories kept open for reading their files (each a descriptor held until the source is
+/// read): well under the usual limit of 1024 descriptors; files of further directories are
+/// opened by their whole path.
+const MAX_DIR_HANDLES: usize = 256;
+
 struct Walk {
     root: PathBuf,
+    /// Directory handles made so far.
+    handles: usize,
     /// Canonical directories already walked: a symlink loop is walked once.
     visited: HashSet<PathBuf>,
-    /// (path as the user sees it, canonical path to read)
-    found: Vec<(PathBuf, PathBuf)>,
+    /// (path as the user sees it, how to read it)
+    found: Vec<(PathBuf, Body)>,
     /// Files that are not manifests (by name), as the user sees them.
     skipped: Vec<PathBuf>,
 }
@@ -95,10 +103,13 @@ impl Walk {
         if !self.visited.insert(real.to_path_buf()) {
             return Ok(());
         }
-        let entries = fs::read_dir(real).map_err(|source| SourceError::Io {
+        let dir_io = |source| SourceError::Io {
             path: display(shown),
             source,
-        })?;
+        };
+        let entries = fs::read_dir(real).map_err(dir_io)?;
+        // Its files are opened relative to it (made when the first one is found).
+        let mut handle: Option<std::sync::Arc<crate::store::DirHandle>> = None;
         for entry in entries {
             let entry = entry.map_err(|source| SourceError::Io {
                 path: display(shown),
@@ -118,10 +129,10 @@ impl Walk {
             };
             // The type comes from readdir itself: no stat per file unless it is a symlink.
             let file_type = entry.file_type().map_err(io)?;
-            let mut real_child = entry.path();
+            let mut real_child = None;
             let (mut is_dir, mut is_file) = (file_type.is_dir(), file_type.is_file());
             if file_type.is_symlink() {
-                let target = match fs::canonicalize(&real_child) {
+                let target = match fs::canonicalize(entry.path()) {
                     Ok(t) => t,
                     // A dangling link drover would not read anyway (`notes.txt`) is skipped;
                     // a dangling `*.json` / `*.toml` is still an error.
@@ -144,12 +155,29 @@ impl Walk {
                     continue;
                 }
                 (is_dir, is_file) = (target.is_dir(), target.is_file());
-                real_child = target;
+                real_child = Some(target);
             }
             if is_dir {
+                let real_child = real_child.unwrap_or_else(|| entry.path());
                 self.dir(&shown_child, &real_child)?;
             } else if is_file && Format::of(name).is_some() {
-                self.found.push((shown_child, real_child));
+                let body = match real_child {
+                    // A link is read where it leads.
+                    Some(target) => Body::Path(target),
+                    None => {
+                        if handle.is_none() && self.handles < MAX_DIR_HANDLES {
+                            self.handles += 1;
+                            handle = Some(std::sync::Arc::new(
+                                crate::store::DirHandle::open(real).map_err(dir_io)?,
+                            ));
+                        }
+                        match &handle {
+                            Some(h) => Body::At(h.clone(), name.to_string()),
+                            None => Body::Path(entry.path()),
+                        }
+                    }
+                };
+                self.found.push((shown_child, body));
             } else if is_file {
                 self.skipped.push(shown_child);
             }

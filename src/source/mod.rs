@@ -167,6 +167,8 @@ pub struct PendingFile {
 enum Body {
     /// A directory source's file, read on demand.
     Path(PathBuf),
+    /// The same, named in a directory opened once for all its files.
+    At(std::sync::Arc<crate::store::DirHandle>, String),
     /// Bytes already read (git blobs), handed out once.
     Read(std::sync::Mutex<Vec<u8>>),
 }
@@ -184,6 +186,10 @@ impl PendingFile {
                     source,
                 })
             }
+            Body::At(dir, name) => dir.read_into(name, buf).map_err(|source| SourceError::Io {
+                path: self.origin.file.clone(),
+                source,
+            }),
             Body::Read(bytes) => {
                 std::mem::swap(buf, &mut bytes.lock().unwrap_or_else(|e| e.into_inner()));
                 Ok(())

@@ -81,30 +81,70 @@ impl FileStore {
     ) -> Result<(), StoreError> {
         let path = self.dir.join(entry_rel(section, key, entry));
         super::read_file_into(&path, buf).map_err(io_err(&path))?;
+        self.check_object(section, key, entry, buf)
+    }
+
+    /// An object's bytes against the hash the index recorded, and as UTF-8.
+    fn check_object(
+        &self,
+        section: Section,
+        key: &ObjectKey,
+        entry: &Entry,
+        buf: &[u8],
+    ) -> Result<(), StoreError> {
+        let damaged = |reason: &str| StoreError::Damaged {
+            path: self.dir.join(entry_rel(section, key, entry)),
+            reason: reason.into(),
+        };
         if !super::hash_matches(buf, &entry.hash) {
-            return Err(StoreError::Damaged {
-                path,
-                reason: "contents do not match the hash recorded in state.json".into(),
-            });
+            return Err(damaged(
+                "contents do not match the hash recorded in state.json",
+            ));
         }
         if std::str::from_utf8(buf).is_err() {
-            return Err(StoreError::Damaged {
-                path,
-                reason: "not UTF-8".into(),
-            });
+            return Err(damaged("not UTF-8"));
         }
         Ok(())
     }
 
     /// Every object file `index` names, read and checked on several threads, each reading
-    /// into one buffer it reuses.
+    /// into one buffer it reuses, and opening each file relative to its directory.
     pub(super) fn verify_objects(&self, index: &Index) -> Result<(), StoreError> {
         let entries: Vec<(Section, &ObjectKey, &Entry)> = Section::ALL
             .into_iter()
             .flat_map(|s| index.section(s).iter().map(move |(k, e)| (s, k, e)))
             .collect();
-        crate::par::map_init(&entries, Vec::new, |buf, (section, key, entry)| {
-            self.read_object_into(*section, key, entry, buf)
+        // A directory that cannot be opened (none of its kind was kept) has no handle: its
+        // files, if any, are then read by path, and fail with that path in the message.
+        let dirs: Vec<((Section, crate::model::Kind), super::DirHandle)> = Section::ALL
+            .into_iter()
+            .flat_map(|s| crate::model::Kind::ALL.map(|k| (s, k)))
+            .filter_map(|(s, k)| {
+                let dir = self
+                    .dir
+                    .join(format!("objects/{}/{}", s.as_str(), k.plural()));
+                Some(((s, k), super::DirHandle::open(&dir).ok()?))
+            })
+            .collect();
+        let init = || (Vec::new(), String::new());
+        crate::par::map_init(&entries, init, |(buf, name), (section, key, entry)| {
+            let handle = dirs
+                .iter()
+                .find(|(at, _)| *at == (*section, key.kind))
+                .filter(|_| !entry.v1_path);
+            match handle {
+                Some((_, dir)) => {
+                    use std::fmt::Write;
+                    name.clear();
+                    let _ = write!(name, "{}@{}.json", key.id, entry.resource_version);
+                    if dir.read_into(name, buf).is_err() {
+                        // Read again by path, for the error's message.
+                        return self.read_object_into(*section, key, entry, buf);
+                    }
+                    self.check_object(*section, key, entry, buf)
+                }
+                None => self.read_object_into(*section, key, entry, buf),
+            }
         })
         .into_iter()
         .collect()
