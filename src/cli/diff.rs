@@ -210,37 +210,50 @@ fn run_attempt(
         Ok(s) => s,
         Err(e) => return super::fail(&e),
     };
-    // The store's index and then its objects (each checked against its hash) are read beside
-    // the source, which does not wait for the index: an object decoded before the index is
-    // there keeps its text, and is compared once it is.
-    let index_read: std::sync::OnceLock<Result<Index, StoreError>> = std::sync::OnceLock::new();
+    // The index and the source's file list are independent: both at once.
+    let (listing, index) = std::thread::scope(|s| {
+        let index = s.spawn(|| store.read_index());
+        (
+            drover::source::list(&spec, &cx.settings.git_options(&cx.state_dir)),
+            index.join().expect("reading the index does not panic"),
+        )
+    });
+    let listing = match listing {
+        Ok(l) => l,
+        Err(e) => return report_load_error(super::LoadError::Source(e)),
+    };
+    let index = match index {
+        Ok(i) => i,
+        Err(e) => {
+            // The source's own errors come first, as they always have.
+            if let Err(e) = load_listed_each(cx, listing, args.validate, |_, _| ()) {
+                return report_load_error(e);
+            }
+            return super::fail(&e);
+        }
+    };
+    // The pod part plans against the desired objects themselves; it runs only when something
+    // was observed (or is about to be). Otherwise diff keeps of each object only whether it
+    // differs from the applied copy, and the text of those that do.
+    let keep_objects = live || !index.observed.is_empty();
+    // The store's objects (each checked against its hash) and the source are independent:
+    // read them at the same time.
     let (loaded, verified) = std::thread::scope(|s| {
-        let verified = s.spawn(|| {
-            let index = index_read.get_or_init(|| store.read_index());
-            index.as_ref().ok().map(|index| store.verify_objects(index))
+        let verified = s.spawn(|| store.verify_objects(&index));
+        let loaded = load_listed_each(cx, listing, args.validate, |key, object| Compared {
+            after: differs(key, &object, &index),
+            object: keep_objects.then(|| Box::new(object)),
         });
-        let loaded = drover::source::list(&spec, &cx.settings.git_options(&cx.state_dir))
-            .map_err(super::LoadError::Source)
-            .and_then(|listing| {
-                load_listed_each(cx, listing, args.validate, |key, object| {
-                    compare(key, object, index_read.get(), live)
-                })
-            });
         (
             loaded,
             verified.join().expect("the store's check does not panic"),
         )
     });
-    // The source's own errors come first, as they always have.
-    let mut loaded = match loaded {
+    let loaded = match loaded {
         Ok(l) => l,
         Err(e) => return report_load_error(e),
     };
-    let index = match index_read.into_inner().expect("read by the store's thread") {
-        Ok(index) => index,
-        Err(e) => return super::fail(&e),
-    };
-    if let Some(Err(e)) = verified {
+    if let Err(e) = verified {
         // A writer's commit (a daemon's) superseded what the index named while it was read:
         // everything again, from the new index.
         let moved = store
@@ -250,10 +263,6 @@ fn run_attempt(
             return run_attempt(cx, args, output, live, attempts - 1);
         }
         return super::fail(&e);
-    }
-    let keep_objects = keeps_objects(&index, live);
-    for (key, (c, _)) in loaded.objects.objects.iter_mut() {
-        c.settle(key, &index, keep_objects);
     }
     let commit = loaded.commit;
     let mut compared = loaded.objects.objects;
@@ -336,68 +345,6 @@ struct Compared {
     after: Option<String>,
     /// The object, when the pod part needs it (boxed: an absent one then costs a pointer).
     object: Option<Box<drover::model::Object>>,
-    /// Decoded before the index was read: `after` holds its text whatever the store says,
-    /// and `object` the object, until `settle` compares them.
-    unsettled: bool,
-}
-
-impl Compared {
-    /// Compares an object decoded before the index was there, and drops what is not needed.
-    fn settle(&mut self, key: &ObjectKey, index: &Index, keep_objects: bool) {
-        if !std::mem::take(&mut self.unsettled) {
-            return;
-        }
-        let same = match (&self.after, index.applied.get(key)) {
-            (Some(text), Some(entry)) => drover::store::hash_matches(text.as_bytes(), &entry.hash),
-            _ => false,
-        };
-        if same {
-            self.after = None;
-        }
-        if !keep_objects {
-            self.object = None;
-        }
-    }
-}
-
-/// Whether diff keeps the desired objects themselves: the pod part plans against them, and
-/// runs only when something was observed (or is about to be). Otherwise diff keeps of each
-/// object only whether it differs from the applied copy, and the text of those that do.
-fn keeps_objects(index: &Index, live: bool) -> bool {
-    live || !index.observed.is_empty()
-}
-
-/// What diff keeps of `object`: compared with the applied copy now when the index has been
-/// read, else its text and itself, for `Compared::settle`.
-fn compare(
-    key: &ObjectKey,
-    object: drover::model::Object,
-    index: Option<&Result<Index, StoreError>>,
-    live: bool,
-) -> Compared {
-    match index {
-        Some(Ok(index)) => Compared {
-            after: differs(key, &object, index),
-            object: keeps_objects(index, live).then(|| Box::new(object)),
-            unsettled: false,
-        },
-        // The index could not be read: the source is still checked in full, and the error
-        // reported after its own.
-        Some(Err(_)) => Compared {
-            after: None,
-            object: None,
-            unsettled: false,
-        },
-        None => {
-            let mut text = Vec::new();
-            object.write_normalized_json(&mut text);
-            Compared {
-                after: Some(String::from_utf8(text).expect("serde_json writes UTF-8")),
-                object: Some(Box::new(object)),
-                unsettled: true,
-            }
-        }
-    }
 }
 
 thread_local! {
@@ -439,7 +386,6 @@ pub(crate) fn object_change_lines(
             let c = Compared {
                 after,
                 object: None,
-                unsettled: false,
             };
             (key.clone(), (c, origin.clone()))
         })
