@@ -12,7 +12,7 @@
 use serde::{Deserialize, Serialize};
 use std::io;
 use std::mem::MaybeUninit;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
@@ -70,7 +70,7 @@ pub async fn forward(
     how: Forwarding,
     first: Option<Prefetched>,
 ) -> io::Result<(u64, u64)> {
-    let finished = AtomicU8::new(0);
+    let finished = AtomicBool::new(false);
     tokio::try_join!(
         one_way(client, upstream, how, &finished, first),
         one_way(upstream, client, how, &finished, None)
@@ -83,7 +83,7 @@ async fn one_way(
     src: &TcpStream,
     dst: &TcpStream,
     how: Forwarding,
-    finished: &AtomicU8,
+    finished: &AtomicBool,
     first: Option<Prefetched>,
 ) -> io::Result<u64> {
     #[cfg(target_os = "linux")]
@@ -99,7 +99,7 @@ async fn one_way(
         if n == 0 {
             n = read(src, &mut buf).await?;
             if n == 0 {
-                pass_eof(dst, finished).await;
+                pass_eof(dst, finished);
                 return Ok(total);
             }
         }
@@ -116,20 +116,10 @@ async fn one_way(
 }
 
 /// EOF from one side: shut down the sending side towards the other, so it sees the EOF too,
-/// unless the other direction finished too, since then both sockets are about to be closed and
-/// the close sends the same FIN without a syscall of its own. `finished` counts the directions
-/// that reached EOF.
-///
-/// The first EOF waits one turn of the event loop before deciding: a request/response client
-/// commonly closes as soon as it has the response, which arrives just before the endpoint's
-/// EOF, and its EOF (read by the other direction of this same task meanwhile) spares the
-/// shutdown(2). A client that keeps its side open gets the FIN one turn later.
-async fn pass_eof(dst: &TcpStream, finished: &AtomicU8) {
-    if finished.fetch_add(1, Ordering::AcqRel) > 0 {
-        return;
-    }
-    tokio::task::yield_now().await;
-    if finished.load(Ordering::Acquire) < 2 {
+/// unless the other direction already finished, since then both sockets are about to be closed
+/// and the close sends the same FIN without a syscall of its own.
+fn pass_eof(dst: &TcpStream, finished: &AtomicBool) {
+    if !finished.swap(true, Ordering::AcqRel) {
         shutdown_write(dst);
     }
 }
@@ -244,7 +234,7 @@ fn shutdown_write(stream: &TcpStream) {
 mod splice {
     use std::io;
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-    use std::sync::atomic::AtomicU8;
+    use std::sync::atomic::AtomicBool;
     use tokio::io::Interest;
     use tokio::net::TcpStream;
 
@@ -312,7 +302,7 @@ mod splice {
         src: &TcpStream,
         dst: &TcpStream,
         mut total: u64,
-        finished: &AtomicU8,
+        finished: &AtomicBool,
     ) -> io::Result<u64> {
         // Called at the start (`Splice`) or once a direction proved bulky (`Auto`).
         let pipe = if total == 0 {
@@ -334,7 +324,7 @@ mod splice {
                 }
             };
             if filled == 0 {
-                super::pass_eof(dst, finished).await;
+                super::pass_eof(dst, finished);
                 return Ok(total);
             }
             let mut left = filled;
