@@ -32,47 +32,86 @@ pub enum Forwarding {
 /// neither zeroed nor moved with the connection's task.
 pub const COPY_BUFFER: usize = 16 * 1024;
 
+/// Bytes a connection's client sent before it was forwarded (read while connecting), in the
+/// buffer that carries that direction from then on.
+pub struct Prefetched {
+    buf: Box<[MaybeUninit<u8>]>,
+    len: usize,
+}
+
+impl Prefetched {
+    /// Reads what `client` (a fresh, not yet registered socket) already holds, without waiting:
+    /// clients usually send their request right after connecting, so it is often there by the
+    /// time the connection is accepted, and forwarding it straight away saves a turn of the event
+    /// loop (and the wake-up it costs). `Ok(None)` when nothing was there (or EOF: reading again
+    /// says so again), and for `Splice`, which never reads into user space.
+    pub fn read(
+        client: &impl std::os::fd::AsRawFd,
+        how: Forwarding,
+    ) -> io::Result<Option<Prefetched>> {
+        if how == Forwarding::Splice && cfg!(target_os = "linux") {
+            return Ok(None);
+        }
+        let mut buf = Box::<[u8]>::new_uninit_slice(COPY_BUFFER);
+        match recv(client.as_raw_fd(), &mut buf) {
+            Ok(0) => Ok(None),
+            Ok(len) => Ok(Some(Prefetched { buf, len })),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
 /// Forwards until both directions reached EOF, or either failed. Returns the bytes moved
-/// client-to-endpoint and endpoint-to-client.
+/// client-to-endpoint and endpoint-to-client. `first` is what the client sent before.
 pub async fn forward(
     client: &TcpStream,
     upstream: &TcpStream,
     how: Forwarding,
+    first: Option<Prefetched>,
 ) -> io::Result<(u64, u64)> {
     let finished = AtomicBool::new(false);
     tokio::try_join!(
-        one_way(client, upstream, how, &finished),
-        one_way(upstream, client, how, &finished)
+        one_way(client, upstream, how, &finished, first),
+        one_way(upstream, client, how, &finished, None)
     )
 }
 
-/// Moves bytes from `src` to `dst` until EOF on `src`, then passes the EOF on.
+/// Moves bytes from `src` to `dst` until EOF on `src`, then passes the EOF on; `first` is what
+/// was read from `src` already.
 async fn one_way(
     src: &TcpStream,
     dst: &TcpStream,
     how: Forwarding,
     finished: &AtomicBool,
+    first: Option<Prefetched>,
 ) -> io::Result<u64> {
     #[cfg(target_os = "linux")]
-    if how == Forwarding::Splice {
+    if how == Forwarding::Splice && first.is_none() {
         return splice::one_way(src, dst, 0, finished).await;
     }
-    let mut buf = Box::<[u8]>::new_uninit_slice(COPY_BUFFER);
+    let (mut buf, mut n) = match first {
+        Some(p) => (p.buf, p.len),
+        None => (Box::<[u8]>::new_uninit_slice(COPY_BUFFER), 0),
+    };
     let mut total = 0u64;
     loop {
-        let n = read(src, &mut buf).await?;
         if n == 0 {
-            pass_eof(dst, finished);
-            return Ok(total);
+            n = read(src, &mut buf).await?;
+            if n == 0 {
+                pass_eof(dst, finished);
+                return Ok(total);
+            }
         }
         // SAFETY: recv initialised the first n bytes.
         let data = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n) };
         write_all(dst, data).await?;
         total += n as u64;
         #[cfg(target_os = "linux")]
-        if how == Forwarding::Auto && n == COPY_BUFFER {
+        if how == Forwarding::Auto && n == buf.len() {
             return splice::one_way(src, dst, total, finished).await;
         }
+        n = 0;
     }
 }
 
@@ -94,24 +133,43 @@ async fn read(src: &TcpStream, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize>
     loop {
         let mut got = None;
         let attempt = src.try_io(Interest::READABLE, || {
-            // SAFETY: buf is valid for writes of buf.len() bytes (recv only writes, so
-            // uninitialised memory is fine); the descriptor is open.
-            let n = unsafe { libc::recv(src.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            got = Some(n as usize);
-            drained_if(n as usize, buf.len())
+            let n = recv(src.as_raw_fd(), buf)?;
+            got = Some(n);
+            drained_if(n, buf.len())
         });
         if let Some(n) = got {
             return Ok(n);
         }
         match attempt {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => src.readable().await?,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => readable(src).await?,
             Err(e) => return Err(e),
             Ok(()) => unreachable!("a successful recv sets `got`"),
         }
     }
+}
+
+/// recv(2) into possibly uninitialised memory.
+fn recv(fd: std::os::fd::RawFd, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
+    // SAFETY: buf is valid for writes of buf.len() bytes (recv only writes, so uninitialised
+    // memory is fine); the caller keeps the descriptor open.
+    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// Waits for read readiness. Through the stream's single reader slot rather than
+/// `TcpStream::readable`, whose waiter is linked into (and out of) a list under a lock on every
+/// wait: each side of a connection has one reader (and one writer), its direction's task.
+async fn readable(s: &TcpStream) -> io::Result<()> {
+    std::future::poll_fn(|cx| s.poll_read_ready(cx)).await
+}
+
+/// Waits for write readiness, as [`readable`].
+async fn writable(s: &TcpStream) -> io::Result<()> {
+    std::future::poll_fn(|cx| s.poll_write_ready(cx)).await
 }
 
 /// `Err(WouldBlock)` (which makes `try_io` clear the readiness) when a read of `n` bytes out of
@@ -124,15 +182,45 @@ fn drained_if(n: usize, asked: usize) -> io::Result<()> {
     }
 }
 
+/// Writes all of `data`. Tries the socket first whatever the event loop last knew of it: a
+/// write almost always succeeds, and a socket just registered (or a first write to a fresh
+/// endpoint connection) has no readiness recorded yet, so waiting for one would cost a turn
+/// of the event loop. Only `EAGAIN` waits, for the readiness the failed attempt cleared.
 async fn write_all(dst: &TcpStream, mut data: &[u8]) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    loop {
+        match send(dst.as_raw_fd(), data) {
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        }
+        if data.is_empty() {
+            return Ok(());
+        }
+    }
     while !data.is_empty() {
         match dst.try_write(data) {
             Ok(n) => data = &data[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => dst.writable().await?,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => writable(dst).await?,
             Err(e) => return Err(e),
         }
     }
     Ok(())
+}
+
+/// send(2), without SIGPIPE where the platform allows.
+fn send(fd: std::os::fd::RawFd, data: &[u8]) -> io::Result<usize> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let flags = libc::MSG_NOSIGNAL;
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let flags = 0;
+    // SAFETY: data is valid for reads of data.len() bytes; the caller keeps fd open.
+    let n = unsafe { libc::send(fd, data.as_ptr().cast(), data.len(), flags) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
 }
 
 fn shutdown_write(stream: &TcpStream) {
@@ -231,7 +319,7 @@ mod splice {
                     splice(src.as_raw_fd(), pipe.write.as_raw_fd(), CHUNK)
                 }) {
                     Ok(n) => break n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => src.readable().await?,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => super::readable(src).await?,
                     Err(e) => return Err(e),
                 }
             };
@@ -245,7 +333,7 @@ mod splice {
                     splice(pipe.read.as_raw_fd(), dst.as_raw_fd(), left)
                 }) {
                     Ok(n) => left -= n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => dst.writable().await?,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => super::writable(dst).await?,
                     Err(e) => return Err(e),
                 }
             }

@@ -87,10 +87,8 @@ pub(super) async fn accept_loop(
         let thread = shared.thread_for_new_connection(me);
         shared.load[thread].fetch_add(1, Ordering::Relaxed);
         let task = async move {
-            // Registers with the event loop of the thread this runs on.
-            if let Ok(client) = TcpStream::from_std(client) {
-                serve(client, peer, service, &shared2).await;
-            }
+            // Registers with the event loop of the thread this runs on, once connected.
+            serve(client, peer, service, &shared2).await;
             shared2.load[thread].fetch_sub(1, Ordering::Relaxed);
             drop(permit);
         };
@@ -179,20 +177,35 @@ fn socket_addr(raw: &libc::sockaddr_storage) -> Option<SocketAddr> {
     }
 }
 
-async fn serve(client: TcpStream, peer: SocketAddr, service: Arc<Service>, shared: &Shared) {
+async fn serve(
+    client: std::net::TcpStream,
+    peer: SocketAddr,
+    service: Arc<Service>,
+    shared: &Shared,
+) {
     let mut active = ActiveGuard::new(service.clone());
     #[cfg(not(target_os = "linux"))]
     let _ = client.set_nodelay(true);
     service.metrics.connections.inc();
+    let how = shared.limits.forwarding;
+    // Before connecting, so a request already there goes out as soon as the endpoint answers.
+    // A client that reset already needs no endpoint.
+    let Ok(first) = forward::Prefetched::read(&client, how) else {
+        return;
+    };
     let Some((upstream, endpoint)) = connect(&service, peer, shared).await else {
         service.metrics.rejected(&service);
+        return;
+    };
+    // Registered with this thread's event loop only now: until here nothing waited on it.
+    let Ok(client) = TcpStream::from_std(client) else {
         return;
     };
     let drain = endpoint.drain.subscribe();
     active.set_endpoint(endpoint);
     let stopping = shared.stopping.subscribe();
     tokio::select! {
-        moved = forward::forward(&client, &upstream, shared.limits.forwarding) => {
+        moved = forward::forward(&client, &upstream, how, first) => {
             // Counted when a connection ends well (a cut one's bytes are not told).
             if let Ok((sent, received)) = moved {
                 service.metrics.bytes_in.inc_by(sent);
@@ -215,19 +228,126 @@ async fn connect(
     let mut tried: Vec<SocketAddr> = Vec::new();
     loop {
         let (addr, endpoint, was_dead) = service.pick(peer.ip(), &tried)?;
-        let attempt = tokio::time::timeout(shared.limits.connect_timeout, TcpStream::connect(addr));
-        match attempt.await {
-            Ok(Ok(upstream)) => {
-                let _ = upstream.set_nodelay(true);
+        match connect_to(addr, shared.limits.connect_timeout).await {
+            Ok(upstream) => {
                 if was_dead {
                     service.connect_succeeded(addr);
                 }
                 return Some((upstream, endpoint));
             }
-            _ => {
+            Err(_) => {
                 service.connect_failed(addr, &endpoint);
                 tried.push(addr);
             }
         }
     }
+}
+
+/// Connects to `addr` with TCP_NODELAY set, giving up after `limit`.
+///
+/// On loopback (and often on a LAN) the handshake is over by the time a non-blocking
+/// connect(2) returns, and a refusal is known too: both are read from the socket at once
+/// (getpeername(2) succeeds only once connected; then SO_ERROR tells a refusal from a handshake
+/// under way). Only a handshake under way waits, for writability, under a timer: the common
+/// case takes no timer (whose insertion also wakes the event loop through its eventfd) and no
+/// turn of the event loop.
+#[cfg(target_os = "linux")]
+async fn connect_to(addr: SocketAddr, limit: Duration) -> std::io::Result<TcpStream> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let family = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: plain syscall; the result is checked.
+    let fd = unsafe {
+        libc::socket(
+            family,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a new descriptor nobody else owns; closed on every early return.
+    let socket = std::net::TcpStream::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    // Before the connect, so it holds from the first segment.
+    socket.set_nodelay(true)?;
+    let (raw, len) = raw_sockaddr(addr);
+    // SAFETY: `raw` holds a socket address of `len` bytes; the descriptor is open.
+    let r = unsafe { libc::connect(fd, (&raw as *const libc::sockaddr_storage).cast(), len) };
+    if r != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINPROGRESS) {
+            return Err(e);
+        }
+        if socket.peer_addr().is_err() {
+            // Not connected: refused already, or the handshake is under way.
+            if let Some(e) = socket.take_error()? {
+                return Err(e);
+            }
+            let stream = TcpStream::from_std(socket)?;
+            let handshake = async {
+                std::future::poll_fn(|cx| stream.poll_write_ready(cx)).await?;
+                match stream.take_error()? {
+                    Some(e) => Err(e),
+                    None => Ok(()),
+                }
+            };
+            return match tokio::time::timeout(limit, handshake).await {
+                Ok(Ok(())) => Ok(stream),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+            };
+        }
+    }
+    TcpStream::from_std(socket)
+}
+
+#[cfg(not(target_os = "linux"))]
+async fn connect_to(addr: SocketAddr, limit: Duration) -> std::io::Result<TcpStream> {
+    let upstream = tokio::time::timeout(limit, TcpStream::connect(addr))
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+    let _ = upstream.set_nodelay(true);
+    Ok(upstream)
+}
+
+/// `addr` as the C socket address connect(2) takes.
+#[cfg(target_os = "linux")]
+fn raw_sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: all-zero bytes are a valid sockaddr_storage.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let at = (&mut storage as *mut libc::sockaddr_storage).cast();
+    let len = match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than, and aligned for, sockaddr_in.
+            unsafe { std::ptr::write(at, sin) };
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: sockaddr_storage is larger than, and aligned for, sockaddr_in6.
+            unsafe { std::ptr::write(at.cast(), sin6) };
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, len as libc::socklen_t)
 }
