@@ -92,7 +92,9 @@ impl DirHandle {
         Ok(DirHandle(file.into()))
     }
 
-    /// `read_file_into` for the file `name` in this directory (a plain name, no `/`).
+    /// `read_file_into` for the file `name` in this directory (a plain name, no `/`). A
+    /// symlink is not followed (an error): callers name regular files they listed, and a
+    /// file swapped for a link since must not lead outside the directory.
     pub fn read_into(&self, name: &str, buf: &mut Vec<u8>) -> std::io::Result<()> {
         use std::os::fd::{AsRawFd, FromRawFd};
         // The name as a C string, on the stack when it fits (it nearly always does).
@@ -111,7 +113,7 @@ impl DirHandle {
             libc::openat(
                 self.0.as_raw_fd(),
                 c_name.as_ptr(),
-                libc::O_RDONLY | libc::O_CLOEXEC,
+                libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW,
             )
         };
         if fd < 0 {

@@ -269,3 +269,24 @@ fn the_writer_makes_a_private_mask_key_once() {
     let err = store.mask_key().unwrap_err().to_string();
     assert!(err.contains("mask.key"), "{err}");
 }
+
+#[test]
+fn a_directory_handle_reads_its_files_and_follows_no_symlink() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.json"), b"{}").unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret"), b"x").unwrap();
+    std::os::unix::fs::symlink(outside.path().join("secret"), dir.path().join("b.json")).unwrap();
+    let handle = DirHandle::open(dir.path()).unwrap();
+    let mut buf = b"old".to_vec();
+    handle.read_into("a.json", &mut buf).unwrap();
+    assert_eq!(buf, b"{}");
+    let err = handle.read_into("b.json", &mut buf).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ELOOP), "{err}");
+    assert!(handle.read_into("missing.json", &mut buf).is_err());
+    // Larger than one read's room: read to its end, whole.
+    let big: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(dir.path().join("big.json"), &big).unwrap();
+    handle.read_into("big.json", &mut buf).unwrap();
+    assert_eq!(buf, big);
+}
