@@ -4,8 +4,8 @@
 //! `lock.rs` keeps a second writer out.
 
 use super::{
-    content_hash, entry_rel, fsutil, io_err, lock, named_by, parse_index, plan_commit, Batch,
-    Entry, Holder, Index, Section, StoreError, FORMAT_VERSION, INDEX_FILE,
+    entry_rel, fsutil, io_err, lock, named_by, parse_index, plan_commit, Batch, Entry, Holder,
+    Index, Section, StoreError, FORMAT_VERSION, INDEX_FILE,
 };
 use crate::model::{ObjectKey, Origin};
 use std::collections::BTreeMap;
@@ -92,19 +92,12 @@ impl FileStore {
         entry: &Entry,
         buf: &[u8],
     ) -> Result<(), StoreError> {
-        let damaged = |reason: &str| StoreError::Damaged {
-            path: self.dir.join(entry_rel(section, key, entry)),
-            reason: reason.into(),
-        };
-        if !super::hash_matches(buf, &entry.hash) {
-            return Err(damaged(
-                "contents do not match the hash recorded in state.json",
-            ));
-        }
-        if std::str::from_utf8(buf).is_err() {
-            return Err(damaged("not UTF-8"));
-        }
-        Ok(())
+        damage(buf, &entry.hash).map_or(Ok(()), |reason| {
+            Err(StoreError::Damaged {
+                path: self.dir.join(entry_rel(section, key, entry)),
+                reason: reason.into(),
+            })
+        })
     }
 
     /// Every object file `index` names, read and checked on several threads, each reading
@@ -281,14 +274,23 @@ pub(super) fn checked_text(
     bytes: Vec<u8>,
     hash: &str,
 ) -> Result<String, StoreError> {
-    if content_hash(&bytes) != hash {
-        return Err(StoreError::Damaged {
+    match damage(&bytes, hash) {
+        Some(reason) => Err(StoreError::Damaged {
             path,
-            reason: "contents do not match the hash recorded in state.json".into(),
-        });
+            reason: reason.into(),
+        }),
+        None => Ok(String::from_utf8(bytes).expect("checked as UTF-8")),
     }
-    String::from_utf8(bytes).map_err(|_| StoreError::Damaged {
-        path,
-        reason: "not UTF-8".into(),
-    })
+}
+
+/// What is wrong with an object's bytes, if anything: a hash other than the one the index
+/// recorded, or text that is not UTF-8.
+fn damage(bytes: &[u8], hash: &str) -> Option<&'static str> {
+    if !super::hash_matches(bytes, hash) {
+        Some("contents do not match the hash recorded in state.json")
+    } else if std::str::from_utf8(bytes).is_err() {
+        Some("not UTF-8")
+    } else {
+        None
+    }
 }
