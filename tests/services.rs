@@ -72,6 +72,16 @@ fn service(id: &str, port: u16, extra: &str) -> String {
     )
 }
 
+/// The time of day in UTC as the daemon's log writes it (HH:MM:SS.mmm), to line a client's
+/// failure up with the log.
+fn utc_time_of_day() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let (s, ms) = (now.as_secs() % 86_400, now.subsec_millis());
+    format!("{:02}:{:02}:{:02}.{ms:03}", s / 3600, s / 60 % 60, s % 60)
+}
+
 /// One HTTP request on a new connection; the body, or why it failed.
 fn get(port: u16, path: &str) -> Result<String, String> {
     let mut s = TcpStream::connect_timeout(
@@ -448,11 +458,17 @@ fn a_rolling_update_under_load_fails_no_request() {
     let load = {
         let (stop, ok, failed, errors) = (stop.clone(), ok.clone(), failed.clone(), errors.clone());
         std::thread::spawn(move || {
+            let start = Instant::now();
             while !stop.load(Ordering::Relaxed) {
+                let (sent, wall) = (start.elapsed(), utc_time_of_day());
                 match get(port, "/") {
                     Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
                     Err(e) => {
-                        errors.lock().unwrap().push(e);
+                        // When, and for how long: to line it up with the daemon's log.
+                        let took = start.elapsed() - sent;
+                        errors.lock().unwrap().push(format!(
+                            "{e} (sent at {wall} UTC, {sent:.3?} into the load; failed after {took:.3?})"
+                        ));
                         failed.fetch_add(1, Ordering::Relaxed)
                     }
                 };
@@ -478,9 +494,11 @@ fn a_rolling_update_under_load_fails_no_request() {
     assert_eq!(
         failed,
         0,
-        "{failed} of {} requests failed: {:?}",
+        "{failed} of {} requests failed: {:?}\n{}\n{}",
         ok + failed,
-        errors.lock().unwrap()
+        errors.lock().unwrap(),
+        t.drover(&["get", "services", "roll", "-o", "json"]).stdout,
+        daemon.log()
     );
     drop(daemon);
     tear_down(&t);

@@ -260,15 +260,13 @@ impl Service {
     }
 
     /// Picks an endpoint for `client`, not one of `exclude`.
-    fn pick(
-        &self,
-        client: IpAddr,
-        exclude: &[SocketAddr],
-    ) -> Option<(SocketAddr, Arc<Endpoint>, bool)> {
+    /// An endpoint for a new connection or flow from `client`, other than those in `exclude`,
+    /// claimed (counted active) under the same lock `set_endpoints` swaps endpoints under.
+    fn pick(&self, client: IpAddr, exclude: &[SocketAddr]) -> Option<(SocketAddr, Claim, bool)> {
         let mut b = self.balance.lock().expect("balance lock");
         let pick = b.picker.pick(client, Instant::now(), exclude)?;
-        let endpoint = b.endpoints.get(&pick.addr)?.clone();
-        Some((pick.addr, endpoint, pick.was_dead))
+        let claim = Claim::new(b.endpoints.get(&pick.addr)?.clone());
+        Some((pick.addr, claim, pick.was_dead))
     }
 
     fn connect_failed(&self, addr: SocketAddr, endpoint: &Endpoint) {
@@ -317,34 +315,52 @@ impl Service {
     }
 }
 
-/// Counts a connection or flow as active on its service and endpoint while alive.
+/// A connection's or flow's hold on its endpoint: counted in the endpoint's `active` from the
+/// moment it was picked until dropped. Counting from the pick, not from the connect, is what
+/// lets a caller that swapped an endpoint out trust "no active connection" as "nothing will
+/// reach it any more": a connection still connecting to it is counted too.
+struct Claim(Arc<Endpoint>);
+
+impl Claim {
+    fn new(endpoint: Arc<Endpoint>) -> Claim {
+        endpoint.active.fetch_add(1, Ordering::Relaxed);
+        Claim(endpoint)
+    }
+
+    /// The claim became a connection or flow.
+    fn given(&self) {
+        self.0.total.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl std::ops::Deref for Claim {
+    type Target = Endpoint;
+    fn deref(&self) -> &Endpoint {
+        &self.0
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Counts a connection or flow as active on its service while alive.
 struct ActiveGuard {
     service: Arc<Service>,
-    endpoint: Option<Arc<Endpoint>>,
 }
 
 impl ActiveGuard {
     fn new(service: Arc<Service>) -> ActiveGuard {
         service.active.fetch_add(1, Ordering::Relaxed);
-        ActiveGuard {
-            service,
-            endpoint: None,
-        }
-    }
-
-    fn set_endpoint(&mut self, endpoint: Arc<Endpoint>) {
-        endpoint.active.fetch_add(1, Ordering::Relaxed);
-        endpoint.total.fetch_add(1, Ordering::Relaxed);
-        self.endpoint = Some(endpoint);
+        ActiveGuard { service }
     }
 }
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
         self.service.active.fetch_sub(1, Ordering::Relaxed);
-        if let Some(e) = &self.endpoint {
-            e.active.fetch_sub(1, Ordering::Relaxed);
-        }
     }
 }
 
@@ -669,7 +685,38 @@ impl Proxy {
 
 #[cfg(test)]
 mod tests {
-    use super::worth_moving;
+    use super::*;
+
+    fn entry(endpoints: &[&str]) -> ServiceEntry {
+        ServiceEntry {
+            name: "claims".into(),
+            port: 0,
+            protocol: Protocol::TCP,
+            affinity: Default::default(),
+            endpoints: endpoints.iter().map(|a| a.parse().unwrap()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_picked_endpoint_counts_as_active_until_let_go_even_once_removed() {
+        let service = Service::new(&entry(&["127.0.0.1:1"]), &Limits::default());
+        let (_, claim, _) = service.pick("127.0.0.2".parse().unwrap(), &[]).unwrap();
+        // Removed while the connection is still connecting (it was never `given`): whoever
+        // waits for the drain must still see it.
+        service.set_endpoints(&entry(&["127.0.0.1:2"]), Duration::from_secs(30));
+        let draining = |s: &Service| -> Vec<(u64, u64)> {
+            s.status(Instant::now())
+                .iter()
+                .filter(|e| e.draining)
+                .map(|e| (e.active, e.total))
+                .collect()
+        };
+        assert_eq!(draining(&service), vec![(1, 0)]);
+        claim.given();
+        assert_eq!(draining(&service), vec![(1, 1)]);
+        drop(claim);
+        assert_eq!(draining(&service), vec![]);
+    }
 
     #[test]
     fn connections_move_between_threads_only_on_a_clear_imbalance() {

@@ -3,7 +3,7 @@
 //! await; never forwards a connection it has no permit for, and holds at most one accepted
 //! connection per accept loop while waiting for one.
 
-use super::{closed_after_grace, forward, ActiveGuard, Service, Shared};
+use super::{closed_after_grace, forward, ActiveGuard, Claim, Service, Shared};
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::atomic::Ordering;
@@ -183,7 +183,7 @@ async fn serve(
     service: Arc<Service>,
     shared: &Shared,
 ) {
-    let mut active = ActiveGuard::new(service.clone());
+    let _active = ActiveGuard::new(service.clone());
     #[cfg(not(target_os = "linux"))]
     let _ = client.set_nodelay(true);
     service.metrics.connections.inc();
@@ -193,7 +193,7 @@ async fn serve(
     let Ok(first) = forward::Prefetched::read(&client, how) else {
         return;
     };
-    let Some((upstream, endpoint)) = connect(&service, peer, shared).await else {
+    let Some((upstream, claim)) = connect(&service, peer, shared).await else {
         service.metrics.rejected(&service);
         return;
     };
@@ -201,8 +201,8 @@ async fn serve(
     let Ok(client) = TcpStream::from_std(client) else {
         return;
     };
-    let drain = endpoint.drain.subscribe();
-    active.set_endpoint(endpoint);
+    let drain = claim.drain.subscribe();
+    claim.given();
     let stopping = shared.stopping.subscribe();
     tokio::select! {
         moved = forward::forward(&client, &upstream, how, first) => {
@@ -223,20 +223,20 @@ async fn connect(
     service: &Service,
     peer: SocketAddr,
     shared: &Shared,
-) -> Option<(TcpStream, Arc<super::Endpoint>)> {
+) -> Option<(TcpStream, Claim)> {
     // Allocates only once a connect has failed.
     let mut tried: Vec<SocketAddr> = Vec::new();
     loop {
-        let (addr, endpoint, was_dead) = service.pick(peer.ip(), &tried)?;
+        let (addr, claim, was_dead) = service.pick(peer.ip(), &tried)?;
         match connect_to(addr, shared.limits.connect_timeout).await {
             Ok(upstream) => {
                 if was_dead {
                     service.connect_succeeded(addr);
                 }
-                return Some((upstream, endpoint));
+                return Some((upstream, claim));
             }
             Err(_) => {
-                service.connect_failed(addr, &endpoint);
+                service.connect_failed(addr, &claim);
                 tried.push(addr);
             }
         }

@@ -7,7 +7,7 @@
 //! lock never held across an await), at most `max_udp_flows` flows; replies that cannot be
 //! sent at once are dropped, as UDP allows, rather than queued.
 
-use super::{closed_after_grace, ActiveGuard, Endpoint, Service, Shared};
+use super::{closed_after_grace, ActiveGuard, Claim, Service, Shared};
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -31,7 +31,8 @@ struct Flow {
     upstream: UdpSocket,
     /// The endpoint `upstream` is connected to.
     addr: SocketAddr,
-    endpoint: Arc<Endpoint>,
+    /// Counted active on it for as long as the flow lives (until its last holder lets go).
+    endpoint: Claim,
     /// Milliseconds after `Flows::epoch` of the last datagram either way.
     last_seen: AtomicU64,
 }
@@ -144,18 +145,18 @@ fn open_flow(
     }
     let mut tried = Vec::new();
     loop {
-        let (addr, endpoint, _) = service.pick(client.ip(), &tried)?;
+        let (addr, claim, _) = service.pick(client.ip(), &tried)?;
         match connected_socket(addr) {
             Ok(upstream) => {
                 return Some(Arc::new(Flow {
                     upstream,
                     addr,
-                    endpoint,
+                    endpoint: claim,
                     last_seen: AtomicU64::new(flows.epoch.elapsed().as_millis() as u64),
                 }))
             }
             Err(_) => {
-                service.connect_failed(addr, &endpoint);
+                service.connect_failed(addr, &claim);
                 tried.push(addr);
             }
         }
@@ -183,8 +184,8 @@ async fn relay_replies(
     service: Arc<Service>,
     shared: Arc<Shared>,
 ) {
-    let mut active = ActiveGuard::new(service.clone());
-    active.set_endpoint(flow.endpoint.clone());
+    let _active = ActiveGuard::new(service.clone());
+    flow.endpoint.given();
     let idle = shared.limits.udp_idle_timeout;
     let drained = closed_after_grace(flow.endpoint.drain.subscribe());
     tokio::pin!(drained);
