@@ -377,69 +377,94 @@ pub fn read_each<T: Sync, V: Send, E: Send>(
             Ok((kept, warnings))
         },
     );
-    let mut diags = Vec::new();
+    // Diagnostics with the index of their file: reported in file order, as the files are.
+    let mut diags: Vec<(usize, Diagnostic)> = Vec::new();
     let mut warnings = Vec::new();
-    let mut objects: BTreeMap<ObjectKey, (V, Origin)> = BTreeMap::new();
-    // Where each id was given (the file is the object's origin), for duplicate reports.
-    let mut id_pos: BTreeMap<ObjectKey, Pos> = BTreeMap::new();
     let mut unreadable = None;
-    for (file, result) in files.iter().map(&origin).zip(results) {
+    // Every object with its position and its file's index, in file order.
+    let mut all: Vec<(ObjectKey, V, Pos, usize)> = Vec::with_capacity(files.len());
+    for (i, result) in results.into_iter().enumerate() {
         match result {
             Err(ReadError::Source(e)) => {
                 unreadable.get_or_insert(e);
             }
-            Err(ReadError::Invalid(mut d)) => diags.append(&mut d),
+            Err(ReadError::Invalid(d)) => diags.extend(d.into_iter().map(|d| (i, d))),
             Ok((parsed, mut w)) => {
                 warnings.append(&mut w);
-                for (key, value, pos) in parsed {
-                    if let Some(first) = id_pos.get(&key) {
-                        let other = &objects[&key].1.file;
-                        diags.push(Diagnostic {
-                            file: file.file.clone(),
-                            pos,
-                            path: "id".into(),
-                            message: format!(
-                                "duplicate id: {key} is also defined at {other}:{first}"
-                            ),
-                        });
-                        continue;
-                    }
-                    id_pos.insert(key.clone(), pos);
-                    objects.insert(key, (value, file.clone()));
-                }
+                all.extend(
+                    parsed
+                        .into_iter()
+                        .map(|(key, value, pos)| (key, value, pos, i)),
+                );
             }
         }
     }
     if let Some(e) = unreadable {
         return Err(ReadError::Source(e));
     }
-    if diags.is_empty() {
-        reserved_replica_names(&objects, &id_pos, &mut diags);
+    // Sorted by key, stably: of the objects sharing an id, the first in file order comes first
+    // and is kept, and each later one is a duplicate of it. One sort costs less than a map
+    // insert per object, and this part runs on one thread.
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut kept: Vec<(ObjectKey, (V, Origin), Pos)> = Vec::with_capacity(all.len());
+    for (key, value, pos, file) in all {
+        let origin = origin(&files[file]);
+        if let Some((first_key, (_, first_origin), first_pos)) = kept.last() {
+            if *first_key == key {
+                let message = format!(
+                    "duplicate id: {key} is also defined at {}:{first_pos}",
+                    first_origin.file
+                );
+                diags.push((
+                    file,
+                    Diagnostic {
+                        file: origin.file.clone(),
+                        pos,
+                        path: "id".into(),
+                        message,
+                    },
+                ));
+                continue;
+            }
+        }
+        kept.push((key, (value, origin.clone()), pos));
     }
     if diags.is_empty() {
+        let reserved = reserved_replica_names(&kept);
+        if !reserved.is_empty() {
+            return Err(ReadError::Invalid(reserved));
+        }
+        // From sorted keys, a map is built in one pass.
+        let objects = kept
+            .into_iter()
+            .map(|(key, value, _)| (key, value))
+            .collect();
         Ok(Objects { objects, warnings })
     } else {
-        Err(ReadError::Invalid(diags))
+        // Within one file its diagnostics are in order already (each file's are sorted, and
+        // its duplicates were found in key order: sorted by position below).
+        diags.sort_by(|(a, x), (b, y)| a.cmp(b).then_with(|| x.pos.cmp(&y.pos)));
+        Err(ReadError::Invalid(
+            diags.into_iter().map(|(_, d)| d).collect(),
+        ))
     }
 }
 
 /// An explicit Pod may not take a name of the form of an RC's replica (`<rc>-<hash>-<n>`):
 /// it would run beside the replica under one name, and `describe pod` could show either.
-fn reserved_replica_names<V>(
-    objects: &BTreeMap<ObjectKey, (V, Origin)>,
-    places: &BTreeMap<ObjectKey, Pos>,
-    diags: &mut Vec<Diagnostic>,
-) {
+/// `objects` are sorted by key, each with its file and position; so are the diagnostics.
+fn reserved_replica_names<V>(objects: &[(ObjectKey, (V, Origin), Pos)]) -> Vec<Diagnostic> {
     use crate::model::Kind;
+    let mut diags = Vec::new();
     let rcs: std::collections::BTreeSet<&str> = objects
-        .keys()
-        .filter(|k| k.kind == Kind::ReplicationController)
-        .map(|k| k.id.as_str())
+        .iter()
+        .filter(|(k, ..)| k.kind == Kind::ReplicationController)
+        .map(|(k, ..)| k.id.as_str())
         .collect();
     if rcs.is_empty() {
-        return;
+        return diags;
     }
-    for (key, (_, origin)) in objects {
+    for (key, (_, origin), pos) in objects {
         if key.kind != Kind::Pod {
             continue;
         }
@@ -448,7 +473,7 @@ fn reserved_replica_names<V>(
         };
         diags.push(Diagnostic {
             file: origin.file.clone(),
-            pos: places[key],
+            pos: *pos,
             path: "id".into(),
             message: format!(
                 "pod id `{}` has the form of a replica of replication controller `{rc}` \
@@ -457,6 +482,7 @@ fn reserved_replica_names<V>(
             ),
         });
     }
+    diags
 }
 
 /// The RC whose replica name `id` could be: `<rc>-<6 hex>-<digits>`, the RC's id possibly cut

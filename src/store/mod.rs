@@ -38,13 +38,17 @@ pub fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
 /// `std::fs::read` it asks for no size first (std's `File::read_to_end` stats and seeks
 /// before reading): open, read, read, close, where thousands of small files are read.
 pub fn read_file_into(path: &Path, buf: &mut Vec<u8>) -> std::io::Result<()> {
-    read_to_end(std::fs::File::open(path)?, buf)
+    read_to_end(std::fs::File::open(path)?, buf, End::Eof)
 }
 
 /// The rest of `file` into `buf` (replacing what it held), without asking for its size, and
 /// straight into the buffer's spare room: std's `read_to_end` zeroes that room first (16 KiB
 /// per file here, which showed in profiles of diff).
-fn read_to_end(file: std::fs::File, buf: &mut Vec<u8>) -> std::io::Result<()> {
+///
+/// `End::ShortRead` stops at the first read shorter than asked, which for a regular file is
+/// its end, saving the read that would return 0; only for callers that check the bytes
+/// against a hash afterwards (and read again to the confirmed end when they do not match).
+fn read_to_end(file: std::fs::File, buf: &mut Vec<u8>, end: End) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     buf.clear();
     loop {
@@ -52,14 +56,18 @@ fn read_to_end(file: std::fs::File, buf: &mut Vec<u8>) -> std::io::Result<()> {
             buf.reserve((16 << 10).max(buf.len()));
         }
         let spare = buf.spare_capacity_mut();
+        let asked = spare.len();
         // SAFETY: read(2) writes at most `spare.len()` bytes into the spare room it is given,
         // on a descriptor `file` owns.
-        let n = unsafe { libc::read(file.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len()) };
+        let n = unsafe { libc::read(file.as_raw_fd(), spare.as_mut_ptr().cast(), asked) };
         match n {
             0 => return Ok(()),
             n if n > 0 => {
                 // SAFETY: the kernel initialised the `n` bytes after the current length.
                 unsafe { buf.set_len(buf.len() + n as usize) };
+                if end == End::ShortRead && (n as usize) < asked {
+                    return Ok(());
+                }
             }
             _ => {
                 let e = std::io::Error::last_os_error();
@@ -69,6 +77,15 @@ fn read_to_end(file: std::fs::File, buf: &mut Vec<u8>) -> std::io::Result<()> {
             }
         }
     }
+}
+
+/// Where `read_to_end` takes a file to end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// At a read that returns nothing: the end, confirmed.
+    Eof,
+    /// At the first short read (or one that returns nothing).
+    ShortRead,
 }
 
 /// A directory opened once, so that the many files read from it are opened relative to it:
@@ -96,6 +113,18 @@ impl DirHandle {
     /// symlink is not followed (an error): callers name regular files they listed, and a
     /// file swapped for a link since must not lead outside the directory.
     pub fn read_into(&self, name: &str, buf: &mut Vec<u8>) -> std::io::Result<()> {
+        read_to_end(self.open_file(name)?, buf, End::Eof)
+    }
+
+    /// `read_into`, ending at the first short read: for files whose bytes are then checked
+    /// against a hash, which proves them whole (a mismatch must be read again with
+    /// `read_into` before it is called damage).
+    pub fn read_hashed_into(&self, name: &str, buf: &mut Vec<u8>) -> std::io::Result<()> {
+        read_to_end(self.open_file(name)?, buf, End::ShortRead)
+    }
+
+    /// Opens the regular file `name` in this directory for reading, not following a symlink.
+    fn open_file(&self, name: &str) -> std::io::Result<std::fs::File> {
         use std::os::fd::{AsRawFd, FromRawFd};
         // The name as a C string, on the stack when it fits (it nearly always does).
         let mut stack = [0u8; 256];
@@ -120,7 +149,7 @@ impl DirHandle {
             return Err(std::io::Error::last_os_error());
         }
         // SAFETY: openat returned a new descriptor that nothing else owns.
-        read_to_end(unsafe { std::fs::File::from_raw_fd(fd) }, buf)
+        Ok(unsafe { std::fs::File::from_raw_fd(fd) })
     }
 }
 
@@ -363,17 +392,44 @@ mod keyed {
                 self,
                 mut map: A,
             ) -> Result<Self::Value, A::Error> {
-                let mut out = BTreeMap::new();
-                while let Some(k) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0));
+                while let Some(KeyText(k)) = map.next_key::<KeyText<'de>>()? {
                     let key = ObjectKey::parse(&k)
                         .ok_or_else(|| A::Error::custom(format!("bad object key `{k}`")))?;
-                    // A repeated key: the last one wins, as a map of strings did.
-                    out.insert(key, map.next_value::<Entry>()?);
+                    entries.push((key, map.next_value::<Entry>()?));
                 }
-                Ok(out)
+                // The index is written in key order, and a map is built from sorted keys in
+                // one pass (a repeated key: the last one wins, as a map of strings did).
+                Ok(entries.into_iter().collect())
             }
         }
         d.deserialize_map(Keyed)
+    }
+
+    /// A key's text, borrowed from the index's bytes when it has no escapes (serde's own
+    /// `Cow<str>` always copies).
+    struct KeyText<'de>(std::borrow::Cow<'de, str>);
+
+    impl<'de> serde::Deserialize<'de> for KeyText<'de> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Text;
+            impl<'de> serde::de::Visitor<'de> for Text {
+                type Value = KeyText<'de>;
+
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a `Kind/id` key")
+                }
+
+                fn visit_borrowed_str<E: Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                    Ok(KeyText(v.into()))
+                }
+
+                fn visit_str<E: Error>(self, v: &str) -> Result<Self::Value, E> {
+                    Ok(KeyText(v.to_owned().into()))
+                }
+            }
+            d.deserialize_str(Text)
+        }
     }
 }
 

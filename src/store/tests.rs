@@ -289,4 +289,13 @@ fn a_directory_handle_reads_its_files_and_follows_no_symlink() {
     std::fs::write(dir.path().join("big.json"), &big).unwrap();
     handle.read_into("big.json", &mut buf).unwrap();
     assert_eq!(buf, big);
+    // Ending at the first short read gives the same bytes from a regular file, and the same
+    // refusal of a symlink.
+    buf = b"old".to_vec();
+    handle.read_hashed_into("big.json", &mut buf).unwrap();
+    assert_eq!(buf, big);
+    handle.read_hashed_into("a.json", &mut buf).unwrap();
+    assert_eq!(buf, b"{}");
+    let err = handle.read_hashed_into("b.json", &mut buf).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ELOOP), "{err}");
 }
