@@ -8,8 +8,12 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-/// Items a thread takes at a time: enough to make taking cheap, few enough to balance.
+/// Most items a thread takes at a time: enough to make taking cheap, few enough to balance.
 const BLOCK: usize = 32;
+
+/// Blocks each thread should get at least, so a short input (a hundred changed objects to
+/// render) still ends with every thread busy, not one finishing a last big block alone.
+const BLOCKS_PER_THREAD: usize = 8;
 
 /// Maps `f` over `items` on up to `available_parallelism` threads; small inputs stay on the
 /// calling thread, where spawning would cost more than it saves.
@@ -33,7 +37,8 @@ pub fn map_init<T: Sync, R: Send, S>(
         let mut state = init();
         return items.iter().map(|item| f(&mut state, item)).collect();
     }
-    let blocks: Vec<&[T]> = items.chunks(BLOCK).collect();
+    let block = (items.len() / (threads * BLOCKS_PER_THREAD)).clamp(1, BLOCK);
+    let blocks: Vec<&[T]> = items.chunks(block).collect();
     let next = AtomicUsize::new(0);
     // One slot per block, filled by whichever thread took it.
     let done: Mutex<Vec<Option<Vec<R>>>> = Mutex::new((0..blocks.len()).map(|_| None).collect());

@@ -43,6 +43,44 @@ fn diff_against_a_matching_store_is_in_sync() {
 }
 
 #[test]
+fn an_applied_copy_damaged_or_made_to_match_the_source_is_an_error_not_in_sync() {
+    let t = TestDir::new();
+    t.copy_manifests("manifests");
+    record_as_applied(&t.join("manifests"), &t.join(".drover"));
+    let name = "web@1.json".to_string();
+    let record = t.join(".drover/objects/applied/services").join(&name);
+    let good = std::fs::read(&record).unwrap();
+    let refused = |t: &TestDir| {
+        let r = t.drover(&["diff"]);
+        r.expect_code(2);
+        assert!(
+            r.stderr.contains(&name) && r.stderr.contains("damaged"),
+            "{}",
+            r.stderr
+        );
+    };
+    // The source unchanged, the applied copy's bytes not what the index recorded.
+    let mut flipped = good.clone();
+    flipped[good.len() / 2] ^= 0x01;
+    std::fs::write(&record, &flipped).unwrap();
+    refused(&t);
+    // The applied copy edited by hand into exactly what the changed source now says: equal
+    // to the desired text, but not to the hash the index recorded.
+    std::fs::write(&record, &good).unwrap();
+    t.drover(&["diff"]).expect_code(0);
+    let text = String::from_utf8(good.clone()).unwrap();
+    let changed = text.replacen("\"port\": ", "\"port\": 1", 1);
+    assert_ne!(changed, text);
+    std::fs::write(&record, &changed).unwrap();
+    let manifest = std::fs::read_to_string(t.join("manifests/web-service.json")).unwrap();
+    t.write(
+        "manifests/web-service.json",
+        &manifest.replacen("\"port\": 8080", "\"port\": 18080", 1),
+    );
+    refused(&t);
+}
+
+#[test]
 fn a_changed_field_is_named_and_shown() {
     let t = TestDir::new();
     t.copy_manifests("manifests");

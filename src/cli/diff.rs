@@ -210,45 +210,54 @@ fn run_attempt(
         Ok(s) => s,
         Err(e) => return super::fail(&e),
     };
-    // The index and the source's file list are independent: both at once.
-    let (listing, index) = std::thread::scope(|s| {
-        let index = s.spawn(|| store.read_index());
-        (
-            drover::source::list(&spec, &cx.settings.git_options(&cx.state_dir)),
-            index.join().expect("reading the index does not panic"),
-        )
-    });
-    let listing = match listing {
-        Ok(l) => l,
-        Err(e) => return report_load_error(super::LoadError::Source(e)),
-    };
-    let index = match index {
-        Ok(i) => i,
-        Err(e) => {
-            // The source's own errors come first, as they always have.
-            if let Err(e) = load_listed_each(cx, listing, args.validate, |_, _| ()) {
-                return report_load_error(e);
+    // Two strands: the index is read and then every object it names checked against its
+    // hash, on a thread of its own, while this one lists the source and, once the index is
+    // there, reads it (each object compared with the index as it is decoded). The check
+    // starts as soon as the index is read, whichever of the two is done first.
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let strands = std::thread::scope(|s| {
+        let checked = s.spawn(|| {
+            let index = match store.read_index() {
+                Ok(index) => std::sync::Arc::new(index),
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return Ok(());
+                }
+            };
+            let _ = tx.send(Ok(index.clone()));
+            store.verify_objects(&index)
+        });
+        let listing = drover::source::list(&spec, &cx.settings.git_options(&cx.state_dir));
+        let index = rx.recv().expect("the index's strand sends before it ends");
+        let listing = match listing {
+            Ok(l) => l,
+            Err(e) => return Err(report_load_error(super::LoadError::Source(e))),
+        };
+        let index = match index {
+            Ok(i) => i,
+            Err(e) => {
+                // The source's own errors come first, as they always have.
+                if let Err(e) = load_listed_each(cx, listing, args.validate, |_, _| ()) {
+                    return Err(report_load_error(e));
+                }
+                return Err(super::fail(&e));
             }
-            return super::fail(&e);
-        }
-    };
-    // The pod part plans against the desired objects themselves; it runs only when something
-    // was observed (or is about to be). Otherwise diff keeps of each object only whether it
-    // differs from the applied copy, and the text of those that do.
-    let keep_objects = live || !index.observed.is_empty();
-    // The store's objects (each checked against its hash) and the source are independent:
-    // read them at the same time.
-    let (loaded, verified) = std::thread::scope(|s| {
-        let verified = s.spawn(|| store.verify_objects(&index));
+        };
+        // The pod part plans against the desired objects themselves; it runs only when
+        // something was observed (or is about to be). Otherwise diff keeps of each object only
+        // whether it differs from the applied copy, and the text of those that do.
+        let keep_objects = live || !index.observed.is_empty();
         let loaded = load_listed_each(cx, listing, args.validate, |key, object| Compared {
             after: differs(key, &object, &index),
             object: keep_objects.then(|| Box::new(object)),
         });
-        (
-            loaded,
-            verified.join().expect("the store's check does not panic"),
-        )
+        let verified = checked.join().expect("the store's check does not panic");
+        Ok((loaded, index, verified))
     });
+    let (loaded, index, verified) = match strands {
+        Ok(done) => done,
+        Err(code) => return code,
+    };
     let loaded = match loaded {
         Ok(l) => l,
         Err(e) => return report_load_error(e),
@@ -416,26 +425,35 @@ fn object_actions(
     compared: &BTreeMap<ObjectKey, (Compared, Origin)>,
     index: &Index,
 ) -> Vec<(ObjectKey, ChangeAction)> {
-    let mut changes: Vec<(ObjectKey, ChangeAction)> = compared
-        .iter()
-        .filter(|(_, (c, _))| c.after.is_some())
-        .map(|(k, _)| {
-            let action = if index.applied.contains_key(k) {
-                ChangeAction::Change
-            } else {
-                ChangeAction::Create
-            };
-            (k.clone(), action)
-        })
-        .collect();
-    changes.extend(
-        index
-            .applied
-            .keys()
-            .filter(|k| !compared.contains_key(*k))
-            .map(|k| (k.clone(), ChangeAction::Delete)),
-    );
-    changes.sort();
+    // Both maps are in key order: one walk through the two, no lookups.
+    let mut changes = Vec::new();
+    let mut desired = compared.iter().peekable();
+    let mut applied = index.applied.keys().peekable();
+    loop {
+        let order = match (desired.peek(), applied.peek()) {
+            (None, None) => break,
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (Some((d, _)), Some(a)) => (*d).cmp(*a),
+        };
+        match order {
+            std::cmp::Ordering::Less => {
+                let (key, _) = desired.next().expect("peeked");
+                changes.push((key.clone(), ChangeAction::Create));
+            }
+            std::cmp::Ordering::Greater => {
+                let key = applied.next().expect("peeked");
+                changes.push((key.clone(), ChangeAction::Delete));
+            }
+            std::cmp::Ordering::Equal => {
+                let (key, (c, _)) = desired.next().expect("peeked");
+                applied.next();
+                if c.after.is_some() {
+                    changes.push((key.clone(), ChangeAction::Change));
+                }
+            }
+        }
+    }
     changes
 }
 

@@ -406,38 +406,40 @@ pub fn read_each<T: Sync, V: Send, E: Send>(
     // and is kept, and each later one is a duplicate of it. One sort costs less than a map
     // insert per object, and this part runs on one thread.
     all.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut kept: Vec<(ObjectKey, (V, Origin), Pos)> = Vec::with_capacity(all.len());
-    for (key, value, pos, file) in all {
-        let origin = origin(&files[file]);
-        if let Some((first_key, (_, first_origin), first_pos)) = kept.last() {
-            if *first_key == key {
-                let message = format!(
-                    "duplicate id: {key} is also defined at {}:{first_pos}",
-                    first_origin.file
-                );
-                diags.push((
-                    file,
-                    Diagnostic {
-                        file: origin.file.clone(),
-                        pos,
-                        path: "id".into(),
-                        message,
-                    },
-                ));
-                continue;
-            }
+    // In place, so a large source is not held twice.
+    all.dedup_by(|later, first| {
+        if later.0 != first.0 {
+            return false;
         }
-        kept.push((key, (value, origin.clone()), pos));
-    }
+        let message = format!(
+            "duplicate id: {} is also defined at {}:{}",
+            later.0,
+            origin(&files[first.3]).file,
+            first.2
+        );
+        diags.push((
+            later.3,
+            Diagnostic {
+                file: origin(&files[later.3]).file.clone(),
+                pos: later.2,
+                path: "id".into(),
+                message,
+            },
+        ));
+        true
+    });
     if diags.is_empty() {
-        let reserved = reserved_replica_names(&kept);
+        let reserved = reserved_replica_names(
+            all.iter()
+                .map(|(key, _, pos, file)| (key, origin(&files[*file]), *pos)),
+        );
         if !reserved.is_empty() {
             return Err(ReadError::Invalid(reserved));
         }
         // From sorted keys, a map is built in one pass.
-        let objects = kept
+        let objects = all
             .into_iter()
-            .map(|(key, value, _)| (key, value))
+            .map(|(key, value, _, file)| (key, (value, origin(&files[file]).clone())))
             .collect();
         Ok(Objects { objects, warnings })
     } else {
@@ -452,19 +454,21 @@ pub fn read_each<T: Sync, V: Send, E: Send>(
 
 /// An explicit Pod may not take a name of the form of an RC's replica (`<rc>-<hash>-<n>`):
 /// it would run beside the replica under one name, and `describe pod` could show either.
-/// `objects` are sorted by key, each with its file and position; so are the diagnostics.
-fn reserved_replica_names<V>(objects: &[(ObjectKey, (V, Origin), Pos)]) -> Vec<Diagnostic> {
+/// `objects` are sorted by key, each with its origin and position; so are the diagnostics.
+fn reserved_replica_names<'a>(
+    objects: impl Iterator<Item = (&'a ObjectKey, &'a Origin, Pos)> + Clone,
+) -> Vec<Diagnostic> {
     use crate::model::Kind;
     let mut diags = Vec::new();
     let rcs: std::collections::BTreeSet<&str> = objects
-        .iter()
+        .clone()
         .filter(|(k, ..)| k.kind == Kind::ReplicationController)
         .map(|(k, ..)| k.id.as_str())
         .collect();
     if rcs.is_empty() {
         return diags;
     }
-    for (key, (_, origin), pos) in objects {
+    for (key, origin, pos) in objects {
         if key.kind != Kind::Pod {
             continue;
         }
@@ -473,7 +477,7 @@ fn reserved_replica_names<V>(objects: &[(ObjectKey, (V, Origin), Pos)]) -> Vec<D
         };
         diags.push(Diagnostic {
             file: origin.file.clone(),
-            pos: *pos,
+            pos,
             path: "id".into(),
             message: format!(
                 "pod id `{}` has the form of a replica of replication controller `{rc}` \

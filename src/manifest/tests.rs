@@ -192,6 +192,31 @@ fn duplicate_ids_within_a_kind_are_errors_naming_both_places() {
         "{}",
         errs[0]
     );
+    // Each later copy names the first; reports come in file order, whatever the ids' order.
+    let mut files = files;
+    let more = |name: &str, id: &str| SourceFile {
+        origin: Origin {
+            file: name.into(),
+            commit: None,
+        },
+        bytes: pod(id).into_bytes(),
+    };
+    files.push(more("d.json", "other"));
+    files.push(more("e.json", "web"));
+    let errs = desired_state(&files).unwrap_err();
+    let seen: Vec<(&str, &str)> = errs
+        .iter()
+        .map(|e| (e.file.as_str(), e.message.rsplit(' ').next().unwrap()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("b.json", "a.json:1:20"),
+            ("d.json", "c.json:1:20"),
+            ("e.json", "a.json:1:20")
+        ],
+        "{errs:#?}"
+    );
 }
 
 #[test]

@@ -129,7 +129,7 @@ impl FileStore {
                 Some((_, dir)) => {
                     use std::fmt::Write;
                     name.clear();
-                    let _ = write!(name, "{}@{}.json", key.id, entry.resource_version);
+                    let _ = write!(name, "{}", super::FileName(key, entry.resource_version));
                     // One read(2) for most objects (a short read ends them, and the hash
                     // proves the bytes whole); anything else is read again by path to its
                     // confirmed end, for a sure verdict and the error's message.

@@ -585,10 +585,19 @@ impl Batch {
 /// `state_dir`, a key under the etcd prefix): `objects/<section>/<kinds>/<id>@<rv>.json`.
 fn object_rel(section_dir: &str, key: &ObjectKey, rv: u64) -> String {
     format!(
-        "objects/{section_dir}/{}/{}@{rv}.json",
+        "objects/{section_dir}/{}/{}",
         key.kind.plural(),
-        key.id
+        FileName(key, rv)
     )
+}
+
+/// An object version's file name in its kind's directory: `<id>@<rv>.json`.
+pub(super) struct FileName<'a>(&'a ObjectKey, u64);
+
+impl std::fmt::Display for FileName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}.json", self.0.id, self.1)
+    }
 }
 
 /// Where the index says an object's current version is.
