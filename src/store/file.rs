@@ -4,8 +4,8 @@
 //! `lock.rs` keeps a second writer out.
 
 use super::{
-    entry_rel, fsutil, io_err, lock, named_by, parse_index, plan_commit, Batch, Entry, Holder,
-    Index, Section, StoreError, FORMAT_VERSION, INDEX_FILE,
+    entry_rel, fsutil, io_err, kind_rel, lock, named_by, parse_index, plan_commit, Batch, Entry,
+    Holder, Index, Section, StoreError, FORMAT_VERSION, INDEX_FILE,
 };
 use crate::model::{ObjectKey, Origin};
 use std::collections::BTreeMap;
@@ -113,9 +113,7 @@ impl FileStore {
             .into_iter()
             .flat_map(|s| crate::model::Kind::ALL.map(|k| (s, k)))
             .filter_map(|(s, k)| {
-                let dir = self
-                    .dir
-                    .join(format!("objects/{}/{}", s.as_str(), k.plural()));
+                let dir = self.dir.join(kind_rel(s.as_str(), k));
                 Some(((s, k), super::DirHandle::open(&dir).ok()?))
             })
             .collect();

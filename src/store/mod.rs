@@ -584,11 +584,12 @@ impl Batch {
 /// An object's place relative to the store's root, the same in both backends (a file under
 /// `state_dir`, a key under the etcd prefix): `objects/<section>/<kinds>/<id>@<rv>.json`.
 fn object_rel(section_dir: &str, key: &ObjectKey, rv: u64) -> String {
-    format!(
-        "objects/{section_dir}/{}/{}",
-        key.kind.plural(),
-        FileName(key, rv)
-    )
+    format!("{}/{}", kind_rel(section_dir, key.kind), FileName(key, rv))
+}
+
+/// The directory of one kind's objects in a section: `objects/<section>/<kinds>`.
+fn kind_rel(section_dir: &str, kind: crate::model::Kind) -> String {
+    format!("objects/{section_dir}/{}", kind.plural())
 }
 
 /// An object version's file name in its kind's directory: `<id>@<rv>.json`.
