@@ -106,6 +106,99 @@ fn every_selector_form_selects_as_kubernetes_does() {
 }
 
 #[test]
+fn a_label_value_with_any_text_the_syntax_can_end_is_selected() {
+    let t = offline();
+    // v1beta1 never checked label values: `/`, `@` and `:` are theirs to hold.
+    t.write(
+        "manifests/beta.json",
+        r#"{"id": "beta", "kind": "Service", "apiVersion": "v1beta1", "port": 9191,
+            "labels": {"ver": "1.0/beta", "owner": "ops@example.com", "at": "10:30"},
+            "selector": {"app": "beta"}}"#,
+    );
+    let svc = |selector: &str| {
+        let r = t.drover(&["get", "svc", "-l", selector, "-o", "name"]);
+        r.expect_code(0);
+        names(&r)
+    };
+    assert_eq!(svc("ver=1.0/beta"), ["service/beta"]);
+    assert_eq!(svc("ver==1.0/beta,owner=ops@example.com"), ["service/beta"]);
+    assert_eq!(svc("at in (10:30,11:00)"), ["service/beta"]);
+    assert_eq!(svc("ver!=1.0/beta"), ["service/backend", "service/web"]);
+    assert_eq!(
+        svc("ver notin (1.0/beta)"),
+        ["service/backend", "service/web"]
+    );
+    assert_eq!(svc("ver=1.0"), Vec::<String>::new());
+    // What the syntax cannot end stays refused, saying the input once.
+    let r = t.drover(&["get", "svc", "-l", "ver=1.0 beta"]);
+    r.expect_code(2);
+    assert!(
+        r.stderr.starts_with(
+            "drover: error: bad selector `ver=1.0 beta`: label value `1.0 beta` holds whitespace, which ends a value; use key=value"
+        ),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn a_source_that_cannot_be_read_is_named_with_the_reason() {
+    let t = TestDir::new();
+    for (args, what) in [
+        (&["get", "rc"][..], "replication controllers"),
+        (&["get", "svc", "-o", "json"][..], "services"),
+        (&["describe", "rc", "web"][..], "replication controllers"),
+        (&["describe", "service", "web"][..], "services"),
+    ] {
+        let r = t.drover(args);
+        r.expect_code(2);
+        assert!(r.stdout.is_empty(), "{args:?}: {}", r.stdout);
+        assert_eq!(
+            r.stderr,
+            format!("drover: error: the source cannot be read: manifests: No such file or directory (os error 2); {what} come from it\n"),
+            "{args:?}"
+        );
+    }
+}
+
+#[test]
+fn events_follow_the_not_found_rule() {
+    let t = offline();
+    let r = t.drover(&["get", "events"]);
+    r.expect_code(0);
+    assert!(r.stdout.is_empty(), "{}", r.stdout);
+    assert_eq!(r.stderr, "No resources found.\n");
+    t.write(
+        ".drover/events.json",
+        r#"{"items": [{"involvedObject": {"kind": "Pod", "name": "gone-1"}, "reason": "Killing",
+            "message": "stopping the pod", "type": "Normal", "count": 1,
+            "firstTimestamp": "2026-11-29T10:00:00Z", "lastTimestamp": "2026-11-29T10:00:00Z",
+            "lastSeen": 1796032800}]}"#,
+    );
+    let r = t.drover(&["get", "ev", "gone-1", "nosuch"]);
+    r.expect_code(1);
+    assert!(r.stdout.contains("Pod/gone-1"), "{}", r.stdout);
+    assert_eq!(
+        r.stderr,
+        "drover: error (NotFound): events \"nosuch\" not found\n"
+    );
+    let r = t.drover(&["get", "ev", "--for", "pod/gone-2"]);
+    r.expect_code(0);
+    assert!(r.stdout.is_empty(), "{}", r.stdout);
+    assert_eq!(r.stderr, "No resources found.\n");
+    // A NotFound describe prints nothing on stdout, even with events of that name.
+    let r = t.drover(&["describe", "pod", "gone-1"]);
+    r.expect_code(1);
+    assert!(r.stdout.is_empty(), "{}", r.stdout);
+    assert!(
+        r.stderr
+            .ends_with("drover: error (NotFound): pods \"gone-1\" not found\n"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
 fn a_named_object_that_does_not_exist_is_not_found() {
     let t = offline();
     let r = t.drover(&["get", "rc", "nope"]);
@@ -131,14 +224,22 @@ fn a_named_object_that_does_not_exist_is_not_found() {
         "{}",
         r.stderr
     );
-    let r = t.drover(&["describe", "rc", "nope"]);
-    r.expect_code(1);
-    assert!(
-        r.stderr
-            .contains("replicationcontrollers \"nope\" not found"),
-        "{}",
-        r.stderr
-    );
+    for (kind, plural) in [
+        ("rc", "replicationcontrollers"),
+        ("service", "services"),
+        ("pod", "pods"),
+    ] {
+        let r = t.drover(&["describe", kind, "nope"]);
+        r.expect_code(1);
+        assert!(r.stdout.is_empty(), "NotFound prints nothing: {}", r.stdout);
+        assert!(
+            r.stderr.ends_with(&format!(
+                "drover: error (NotFound): {plural} \"nope\" not found\n"
+            )),
+            "{}",
+            r.stderr
+        );
+    }
 }
 
 #[test]

@@ -43,6 +43,31 @@ fn diff_against_a_matching_store_is_in_sync() {
 }
 
 #[test]
+fn diff_live_names_a_minion_that_cannot_be_reached_and_still_shows_the_objects() {
+    let t = TestDir::new();
+    t.copy_manifests("manifests");
+    t.write(
+        "drover.toml",
+        "[[minions]]\nname = \"lost\"\ntransport = \"local\"\ndocker_socket = \"/nonexistent/docker.sock\"\n",
+    );
+    let r = t.drover(&["diff", "--live"]);
+    r.expect_code(1);
+    assert!(
+        r.stdout.contains("4 to create, 0 to change, 0 to delete"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("not ready: lost"), "{}", r.stdout);
+    assert!(
+        r.stderr.contains("minion lost (local)")
+            && r.stderr.contains("using the pods last seen there"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("error"), "{}", r.stderr);
+}
+
+#[test]
 fn an_applied_copy_damaged_or_made_to_match_the_source_is_an_error_not_in_sync() {
     let t = TestDir::new();
     t.copy_manifests("manifests");

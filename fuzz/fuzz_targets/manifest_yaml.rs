@@ -16,7 +16,12 @@ fuzz_target!(|data: &[u8]| {
     ] {
         let shown: Vec<String> = match parse_file_with(file, data, &opts) {
             Ok((_, warnings)) => warnings.iter().map(|d| d.to_string()).collect(),
-            Err(diags) => diags.iter().map(|d| d.to_string()).collect(),
+            Err(invalid) => invalid
+                .errors
+                .iter()
+                .chain(&invalid.warnings)
+                .map(|d| d.to_string())
+                .collect(),
         };
         for s in shown {
             assert!(!s.chars().any(char::is_control), "{s:?}");

@@ -1,8 +1,8 @@
 //! `drover get events [-w] [--for KIND/NAME]` and the Events section of `describe`: the event
 //! log the daemon keeps in the state directory (`drover::events`), read without the lock.
 
-use super::output::Format;
-use super::{fail, Context, EXIT_OK};
+use super::output::{self, Format, Resource};
+use super::{fail, Context, EXIT_DIFFERENCES, EXIT_OK};
 use drover::events::{Event, EventLog, ObjectRef};
 use std::io::Write;
 use std::process::ExitCode;
@@ -87,9 +87,19 @@ pub fn get(
         Ok(l) => l,
         Err(e) => return fail(&e),
     };
-    let mut out = std::io::stdout().lock();
     let items: Vec<&Event> = log.items.iter().filter(wanted).collect();
+    // A NAME with no events is NotFound, as `get pods NAME` has it; with -w they may yet come.
+    let missing: Vec<&String> = if watch {
+        Vec::new()
+    } else {
+        names
+            .iter()
+            .filter(|name| !items.iter().any(|e| &e.involved_object.name == *name))
+            .collect()
+    };
+    let mut out = std::io::stdout().lock();
     let list = || serde_json::json!({"kind": "EventList", "apiVersion": "v1beta1", "items": items});
+    let table = matches!(format, Format::Table | Format::Wide);
     match format {
         Format::Json => {
             let _ = writeln!(
@@ -97,32 +107,41 @@ pub fn get(
                 "{}",
                 serde_json::to_string_pretty(&list()).expect("json")
             );
-            return ExitCode::from(EXIT_OK);
         }
-        Format::Yaml => {
-            match serde_norway::to_string(&list()) {
-                Ok(text) => {
-                    let _ = write!(out, "{text}");
-                }
-                Err(e) => return fail(&e),
+        Format::Yaml => match serde_norway::to_string(&list()) {
+            Ok(text) => {
+                let _ = write!(out, "{text}");
             }
-            return ExitCode::from(EXIT_OK);
-        }
+            Err(e) => return fail(&e),
+        },
         Format::Name => {
             for e in &items {
                 let _ = writeln!(out, "event/{}.{}", e.involved_object.name, e.reason);
             }
-            return ExitCode::from(EXIT_OK);
         }
-        Format::Table | Format::Wide => {}
+        // -w prints the header even over no events: the ones to come go under it.
+        Format::Table | Format::Wide if items.is_empty() && !watch => {
+            if names.is_empty() {
+                eprintln!("No resources found.");
+            }
+        }
+        Format::Table | Format::Wide => {
+            let now = SystemTime::now();
+            let _ = writeln!(out, "{HEADER}");
+            for e in &items {
+                let _ = writeln!(out, "{}", line(e, now));
+            }
+        }
     }
-    let now = SystemTime::now();
-    let _ = writeln!(out, "{HEADER}");
-    for e in log.items.iter().filter(wanted) {
-        let _ = writeln!(out, "{}", line(e, now));
+    for name in &missing {
+        eprintln!("{}", output::not_found(Resource::Events, name));
     }
-    if !watch {
-        return ExitCode::from(EXIT_OK);
+    if !(watch && table) {
+        return ExitCode::from(if missing.is_empty() {
+            EXIT_OK
+        } else {
+            EXIT_DIFFERENCES
+        });
     }
     // -w: every new event, and every repeat of an old one, as it is written.
     let mut shown: Vec<Event> = log.items;

@@ -15,9 +15,9 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-/// The desired state (when the source reads), every minion, and what they run now.
+/// The desired state (or why the source gave none), every minion, and what they run now.
 pub(crate) struct World {
-    pub(crate) desired: Option<DesiredState>,
+    pub(crate) desired: Result<DesiredState, String>,
     pub(crate) minions: Vec<Arc<Minion>>,
     pub(crate) pods: Vec<ObservedPod>,
     pub(crate) errors: Vec<MinionError>,
@@ -27,12 +27,14 @@ pub(crate) struct World {
 
 pub(crate) fn observe(cx: &Context) -> Result<World, String> {
     let spec = cx.settings.source(None, None, None);
-    let desired = super::load_desired(cx, &spec).ok().map(|(d, _)| d);
+    let desired = super::load_desired(cx, &spec)
+        .map(|(d, _)| d)
+        .map_err(|e| source_problem(&spec, e));
     // A minion that cannot even be set up (a local socket that does not exist) is an error of
     // that minion, as one that does not answer: the others are still shown.
     let mut minions = Vec::new();
     let mut errors = Vec::new();
-    for spec in drover::minion::minion_specs(&cx.settings, &cx.project, desired.as_ref())? {
+    for spec in drover::minion::minion_specs(&cx.settings, &cx.project, desired.as_ref().ok())? {
         match Minion::new(spec) {
             Ok(m) => minions.push(Arc::new(m)),
             Err(e) => errors.push(e),
@@ -52,6 +54,24 @@ pub(crate) fn observe(cx: &Context) -> Result<World, String> {
         errors,
         views: seen.minions,
     })
+}
+
+/// Why the source gave no desired state, in one line that names it: said where rcs and
+/// services, which come only from the source, cannot be shown.
+fn source_problem(spec: &drover::source::SourceSpec, e: super::LoadError) -> String {
+    match e {
+        // The source error names the path (or repository) it failed on.
+        super::LoadError::Source(e) => format!("the source cannot be read: {e}"),
+        super::LoadError::Invalid(invalid) => format!(
+            "the source {} is invalid ({} error{}; `drover validate` shows them)",
+            spec.describe(),
+            invalid.errors.len(),
+            super::plural(invalid.errors.len())
+        ),
+        super::LoadError::Refused(why) => {
+            format!("the source {} is refused: {why}", spec.describe())
+        }
+    }
 }
 
 fn labels_text(l: &Labels) -> String {
@@ -330,9 +350,10 @@ fn strip_nulls(mut v: Value) -> Value {
 
 fn rcs(cx: &Context, world: &World) -> Result<Listing, String> {
     let mask = mask_key(cx);
-    let Some(desired) = &world.desired else {
-        return Err("the source cannot be read; replication controllers come from it".into());
-    };
+    let desired = world
+        .desired
+        .as_ref()
+        .map_err(|why| format!("{why}; replication controllers come from it"))?;
     let mut items = Vec::new();
     for (o, origin) in desired.objects.values() {
         let Object::ReplicationController(rc) = o else {
@@ -439,9 +460,10 @@ fn service_endpoints(
 }
 
 fn services(cx: &Context, world: &World) -> Result<Listing, String> {
-    let Some(desired) = &world.desired else {
-        return Err("the source cannot be read; services come from it".into());
-    };
+    let desired = world
+        .desired
+        .as_ref()
+        .map_err(|why| format!("{why}; services come from it"))?;
     let endpoints = service_endpoints(cx, world, desired);
     let mut items = Vec::new();
     for (o, origin) in desired.objects.values() {
@@ -495,7 +517,12 @@ fn services(cx: &Context, world: &World) -> Result<Listing, String> {
 /// the daemon's events tell: `ImagePullBackOff`, `CreateContainerBackOff`).
 fn not_made(cx: &Context, world: &World) -> Vec<Item> {
     // Without every minion's answer a pod may well run on the silent one.
-    let Some(desired) = world.desired.as_ref().filter(|_| world.errors.is_empty()) else {
+    let Some(desired) = world
+        .desired
+        .as_ref()
+        .ok()
+        .filter(|_| world.errors.is_empty())
+    else {
         return Vec::new();
     };
     let plan = drover::plan::pods::plan(desired, &world.pods, &world.views);
@@ -589,23 +616,25 @@ fn waiting_item(
     }
 }
 
-/// `describe`: the object, then its events (also when the object is gone: they tell why).
+/// `describe`: the object, then its events. An object that is neither running nor wanted is
+/// NotFound with nothing on stdout, as kubectl has it (`get events` still shows its past).
 pub fn describe(cx: &Context, resource: Resource, name: &str) -> ExitCode {
-    let code = describe_object(cx, resource, name);
-    if resource != Resource::Minions && resource != Resource::Events {
-        super::events::describe_section(cx, resource.kind(), name);
-    }
-    code
-}
-
-fn describe_object(cx: &Context, resource: Resource, name: &str) -> ExitCode {
     if resource == Resource::Minions || resource == Resource::Events {
         return fail(&"describe shows pods, replication controllers and services; for a minion use `drover get minions NAME -o wide`, for events `drover get events --for KIND/NAME`");
     }
-    let world = match observe(cx) {
-        Ok(w) => w,
-        Err(e) => return fail(&e),
-    };
+    match describe_object(cx, resource, name) {
+        Ok(()) => {
+            super::events::describe_section(cx, resource.kind(), name);
+            ExitCode::from(EXIT_OK)
+        }
+        Err(code) => code,
+    }
+}
+
+/// Prints the object; or reports why not (NotFound, the source's problem) and returns the
+/// exit code.
+fn describe_object(cx: &Context, resource: Resource, name: &str) -> Result<(), ExitCode> {
+    let world = observe(cx).map_err(|e| fail(&e))?;
     let mut out = std::io::stdout().lock();
     let not_found = || {
         eprintln!("{}", output::not_found(resource, name));
@@ -655,30 +684,35 @@ fn describe_object(cx: &Context, resource: Resource, name: &str) -> ExitCode {
             }
             if found.is_empty() {
                 // Not running: if it is wanted, say why it is Pending.
-                let Some(desired) = &world.desired else {
-                    return not_found();
+                let Ok(desired) = &world.desired else {
+                    return Err(not_found());
                 };
                 let plan = drover::plan::pods::plan(desired, &world.pods, &world.views);
-                match plan.unschedulable.iter().find(|(id, _)| id == name) {
-                    Some((_, reason)) => {
-                        let _ = writeln!(
-                            out,
-                            "Name:        {name}\nPhase:       Pending\nReason:      {reason}"
-                        );
-                    }
-                    None => return not_found(),
-                }
+                let to_create = plan.actions.iter().any(|a| {
+                    matches!(a, drover::plan::pods::Action::CreatePod { pod, .. } if pod.id == name)
+                });
+                let reason = match plan.unschedulable.iter().find(|(id, _)| id == name) {
+                    Some((_, reason)) => reason.as_str(),
+                    // Placeable but not made yet, or backing off: its events tell why.
+                    None if to_create => "not created yet (see its events)",
+                    None => return Err(not_found()),
+                };
+                let _ = writeln!(
+                    out,
+                    "Name:        {name}\nPhase:       Pending\nReason:      {reason}"
+                );
             }
         }
         Resource::Services => {
-            let Some(desired) = &world.desired else {
-                return fail(&"the source cannot be read; services come from it");
-            };
+            let desired = world
+                .desired
+                .as_ref()
+                .map_err(|why| fail(&format!("{why}; services come from it")))?;
             let Some(s) = service_endpoints(cx, &world, desired)
                 .into_iter()
                 .find(|s| s.name == name)
             else {
-                return not_found();
+                return Err(not_found());
             };
             let _ = writeln!(
                 out,
@@ -709,16 +743,18 @@ fn describe_object(cx: &Context, resource: Resource, name: &str) -> ExitCode {
             }
         }
         Resource::ReplicationControllers => {
-            let rc = world.desired.as_ref().and_then(|d| {
-                d.objects.values().find_map(|(o, origin)| match o {
-                    Object::ReplicationController(r) if r.id == name => {
-                        Some((r.clone(), origin.clone()))
-                    }
-                    _ => None,
-                })
+            let desired = world
+                .desired
+                .as_ref()
+                .map_err(|why| fail(&format!("{why}; replication controllers come from it")))?;
+            let rc = desired.objects.values().find_map(|(o, origin)| match o {
+                Object::ReplicationController(r) if r.id == name => {
+                    Some((r.clone(), origin.clone()))
+                }
+                _ => None,
             });
             let Some((rc, origin)) = rc else {
-                return not_found();
+                return Err(not_found());
             };
             let _ = writeln!(
                 out,
@@ -741,7 +777,7 @@ fn describe_object(cx: &Context, resource: Resource, name: &str) -> ExitCode {
     for e in &world.errors {
         eprintln!("drover: warning: {e}");
     }
-    ExitCode::from(EXIT_OK)
+    Ok(())
 }
 
 /// What `drover logs` asks for.

@@ -18,7 +18,7 @@ pub fn specs(cx: &Context) -> Result<Vec<MinionSpec>, String> {
             eprintln!(
                 "drover: warning: {} has {} invalid manifest(s); showing configured minions only",
                 spec.describe(),
-                d.len()
+                d.errors.len()
             );
             None
         }

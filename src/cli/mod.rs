@@ -116,7 +116,11 @@ pub fn report_load_error(e: LoadError) -> ExitCode {
     match e {
         LoadError::Source(e) => fail(&e),
         LoadError::Refused(e) => fail(&e),
-        LoadError::Invalid(diags) => {
+        LoadError::Invalid(drover::manifest::Invalid {
+            errors: diags,
+            warnings,
+        }) => {
+            report_warnings(&warnings);
             let stderr = std::io::stderr();
             let color = use_color(stderr.is_terminal());
             for d in &diags {

@@ -40,9 +40,15 @@ impl Selector {
                     "bad selector `{text}`: an empty requirement; {USAGE}"
                 ));
             }
+            // Name the failing requirement only when there are several: the input is shown once.
+            let at = if part == text.trim() {
+                String::new()
+            } else {
+                format!("in `{part}`: ")
+            };
             requirements.push(
                 requirement(part)
-                    .map_err(|why| format!("bad selector `{text}`: `{part}`: {why}; {USAGE}"))?,
+                    .map_err(|why| format!("bad selector `{text}`: {at}{why}; {USAGE}"))?,
             );
         }
         Ok(Selector(requirements))
@@ -107,42 +113,56 @@ fn requirement(part: &str) -> Result<Requirement, String> {
     if let Some(key) = part.strip_prefix('!') {
         return Ok(Requirement::DoesNotExist(key_of(key.trim())?));
     }
-    if let Some((k, v)) = part.split_once("!=") {
-        return Ok(Requirement::NotEquals(
-            key_of(k.trim())?,
-            value_of(v.trim())?,
-        ));
+    // The key runs up to its operator: `=`, `==`, `!=`, or whitespace/`(` before in/notin.
+    let key_end = part
+        .find(|c: char| matches!(c, '=' | '!' | '(') || c.is_whitespace())
+        .unwrap_or(part.len());
+    let key = key_of(&part[..key_end])?;
+    let rest = part[key_end..].trim_start();
+    if rest.is_empty() {
+        return Ok(Requirement::Exists(key));
     }
-    if let Some((k, v)) = part.split_once("==") {
-        return Ok(Requirement::Equals(key_of(k.trim())?, value_of(v.trim())?));
+    if let Some(value) = rest.strip_prefix("!=") {
+        return Ok(Requirement::NotEquals(key, value_of(value.trim())?));
     }
-    if let Some((k, v)) = part.split_once('=') {
-        return Ok(Requirement::Equals(key_of(k.trim())?, value_of(v.trim())?));
+    if let Some(value) = rest.strip_prefix("==").or_else(|| rest.strip_prefix('=')) {
+        return Ok(Requirement::Equals(key, value_of(value.trim())?));
     }
-    if let Some(open) = part.find('(') {
-        // `key in (a,b)` / `key notin (a,b)`: the word before `(` is the operator.
-        let head: Vec<&str> = part[..open].split_whitespace().collect();
-        let Some(list) = part[open + 1..].trim_end().strip_suffix(')') else {
-            return Err("text after `)`".into());
-        };
-        let values = list
-            .split(',')
-            .map(|v| value_of(v.trim()))
-            .collect::<Result<Vec<_>, _>>()?;
-        if values.iter().all(String::is_empty) {
-            return Err("an empty value list".into());
+    let op_end = rest
+        .find(|c: char| c == '(' || c.is_whitespace())
+        .unwrap_or(rest.len());
+    let (op, list) = (&rest[..op_end], rest[op_end..].trim_start());
+    match op {
+        "in" | "notin" => {
+            let Some(list) = list.strip_prefix('(') else {
+                return Err(format!("expected `(` after `{op}`"));
+            };
+            // `split_top_level` leaves each requirement's parentheses paired.
+            let Some((inside, after)) = list.split_once(')') else {
+                return Err("`(` without `)`".into());
+            };
+            if !after.trim().is_empty() {
+                return Err(format!("text after `)`: `{}`", after.trim()));
+            }
+            let values = inside
+                .split(',')
+                .map(|v| value_of(v.trim()))
+                .collect::<Result<Vec<_>, _>>()?;
+            if values.iter().all(String::is_empty) {
+                return Err("an empty value list".into());
+            }
+            Ok(if op == "in" {
+                Requirement::In(key, values)
+            } else {
+                Requirement::NotIn(key, values)
+            })
         }
-        return match head.as_slice() {
-            [key, "in"] => Ok(Requirement::In(key_of(key)?, values)),
-            [key, "notin"] => Ok(Requirement::NotIn(key_of(key)?, values)),
-            [_, op] => Err(format!("unknown operator `{op}`: use in or notin")),
-            _ => Err("expected `key in (...)` or `key notin (...)`".into()),
-        };
+        "" => Err(format!("expected in or notin between `{key}` and `(`")),
+        _ if list.starts_with('(') => Err(format!("unknown operator `{op}`: use in or notin")),
+        _ => Err(format!(
+            "expected an operator (=, ==, !=, in, notin) after `{key}`, found `{op}`"
+        )),
     }
-    if part.contains(char::is_whitespace) {
-        return Err("expected an operator (=, ==, !=, in, notin)".into());
-    }
-    Ok(Requirement::Exists(key_of(part)?))
 }
 
 /// A label key: a qualified name, optionally prefixed (`example.com/name`).
@@ -167,17 +187,21 @@ fn key_of(key: &str) -> Result<String, String> {
     Ok(key.to_string())
 }
 
-/// A label value: may be empty; no operators or spaces inside.
+/// A label value: any text, as v1beta1 never checked values, save what the syntax would read
+/// otherwise: whitespace, `,` and `)` end a value, and `=`, `!` and `(` would start an
+/// operator. It may be empty.
 fn value_of(value: &str) -> Result<String, String> {
-    if value
+    match value
         .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .find(|&c| c.is_whitespace() || "=!(),".contains(c))
     {
-        Ok(value.to_string())
-    } else {
-        Err(format!(
-            "label value `{value}` may hold only letters, digits, `-`, `_` and `.`"
-        ))
+        None => Ok(value.to_string()),
+        Some(c) if c.is_whitespace() => Err(format!(
+            "label value `{value}` holds whitespace, which ends a value"
+        )),
+        Some(c) => Err(format!(
+            "label value `{value}` holds `{c}`, which the selector syntax reserves"
+        )),
     }
 }
 
@@ -242,31 +266,93 @@ mod tests {
     }
 
     #[test]
+    fn a_value_may_hold_any_text_the_syntax_can_end() {
+        use Requirement::*;
+        let s = |k: &str| k.to_string();
+        assert_eq!(sel("ver=1.0/beta").0, vec![Equals(s("ver"), s("1.0/beta"))]);
+        assert_eq!(
+            sel("ver == 1.0/beta").0,
+            vec![Equals(s("ver"), s("1.0/beta"))]
+        );
+        assert_eq!(
+            sel("owner!=a@b.c").0,
+            vec![NotEquals(s("owner"), s("a@b.c"))]
+        );
+        assert_eq!(
+            sel("at in (10:30, x+y,ünï,*)").0,
+            vec![In(s("at"), vec![s("10:30"), s("x+y"), s("ünï"), s("*")])]
+        );
+        assert_eq!(
+            sel("url notin (a/b:c)").0,
+            vec![NotIn(s("url"), vec![s("a/b:c")])]
+        );
+        let pod = labels(&[("ver", "1.0/beta"), ("owner", "a@b.c"), ("at", "10:30")]);
+        for matching in [
+            "ver=1.0/beta",
+            "ver==1.0/beta,owner=a@b.c",
+            "ver!=1.0",
+            "at in (10:30,11:00)",
+            "at notin (10:31)",
+            "owner,!url",
+        ] {
+            assert!(sel(matching).matches(&pod), "{matching}");
+        }
+        for not_matching in ["ver=1.0", "ver!=1.0/beta", "at notin (10:30)", "owner=a@b"] {
+            assert!(!sel(not_matching).matches(&pod), "{not_matching}");
+        }
+        assert_eq!(
+            sel("ver=1.0/beta,at in (10:30)").to_string(),
+            "ver=1.0/beta,at in (10:30)"
+        );
+    }
+
+    #[test]
     fn anything_else_is_a_clear_error() {
         for (bad, why) in [
-            ("a>1", "may hold only"),
-            ("a in 1", "expected an operator"),
+            ("a>1", "label key `a>1` may hold only"),
+            ("a in 1", "expected `(` after `in`"),
+            ("a notin x (1)", "expected `(` after `notin`"),
             ("a in (1", "`(` without `)`"),
             ("a in 1)", "`)` without `(`"),
             ("a in ((1))", "nested"),
             ("a in ()", "empty value list"),
             ("a within (1)", "unknown operator `within`"),
-            ("a in (1) x", "text after `)`"),
+            ("a (1)", "expected in or notin between `a` and `(`"),
+            ("a in (1) x", "text after `)`: `x`"),
             ("=1", "empty label key"),
             ("!", "empty label key"),
             ("a=1,,b=2", "empty requirement"),
-            ("a=b=c", "may hold only"),
-            ("a b", "expected an operator"),
+            ("a=b=c", "label value `b=c` holds `=`"),
+            ("a!=!b", "label value `!b` holds `!`"),
+            ("a=x(y)", "label value `x(y)` holds `(`"),
+            ("a in (x=y)", "label value `x=y` holds `=`"),
+            (
+                "a b",
+                "expected an operator (=, ==, !=, in, notin) after `a`, found `b`",
+            ),
             ("a/b/c=1", "more than one `/`"),
-            ("a=x y", "may hold only"),
+            ("a=x y", "label value `x y` holds whitespace"),
+            ("a in (x y)", "label value `x y` holds whitespace"),
         ] {
             let e = Selector::parse(bad).expect_err(bad);
             assert!(e.contains(why), "{bad}: {e}");
             assert!(e.starts_with(&format!("bad selector `{bad}`")), "{e}");
             assert!(
+                !e.contains(&format!("`{bad}`: `{bad}`")) && !e.contains(": in `"),
+                "one requirement: the input is not repeated: {e}"
+            );
+            assert!(
                 e.contains("key in (a,b)"),
                 "the error shows the syntax: {e}"
             );
         }
+        // With several requirements, the one at fault is named.
+        let e = Selector::parse("app=shop,tier in web").unwrap_err();
+        assert!(
+            e.starts_with(
+                "bad selector `app=shop,tier in web`: in `tier in web`: expected `(` after `in`;"
+            ),
+            "{e}"
+        );
     }
 }

@@ -582,7 +582,9 @@ impl Daemon {
             Err(e) => {
                 metrics.source_read_errors.inc();
                 let why = match &e {
-                    LoadError::Invalid(diags) => {
+                    LoadError::Invalid(invalid) => {
+                        report(Event::Warnings(&invalid.warnings));
+                        let diags = &invalid.errors;
                         report(Event::SourceInvalid(diags));
                         let first = diags.first().map(|d| format!(": {d}")).unwrap_or_default();
                         format!("{} errors{first}", diags.len())

@@ -244,6 +244,16 @@ fn edit_distance(a: &str, b: &str) -> usize {
 fn string(cx: &mut Cx, n: &Node, path: &str) -> Option<String> {
     match &n.value {
         Value::Str(s) => Some(s.to_string()),
+        // `value: 8080` and `version: 1.0` are numbers to JSON and YAML: say how to write text.
+        Value::Int(_) | Value::BigInt(_) | Value::Float(_) | Value::Bool(_) => {
+            let found = n.type_name();
+            cx.err(
+                n.pos,
+                path,
+                format!("expected a string, found {found}: put the value in quotes"),
+            );
+            None
+        }
         _ => {
             cx.type_err(n, path, "a string");
             None
@@ -520,7 +530,8 @@ fn labels_checked(cx: &mut Cx, n: &Node, path: &str, check_keys: bool) -> Labels
                     e.key
                 ),
             );
-            continue;
+            // Still kept: the object is refused for it already, and a selector or template
+            // left without the key would only add false errors (an empty selector, a mismatch).
         }
         // Values were any string up to v0.12 (`"uses": "redisslave,redis-master"`); only
         // the type is checked, as Go's decoder did.
@@ -581,6 +592,14 @@ pub(super) fn document(cx: &mut Cx, mut root: Node) -> Vec<ParsedObject> {
             let Some(path) = items else {
                 return Vec::new();
             };
+            // A typed list's items are of its kind, as Go decoded them: `kind` may be left out.
+            let implied = match list_kind {
+                "PodList" => Some(Kind::Pod),
+                "ServiceList" => Some(Kind::Service),
+                "ReplicationControllerList" => Some(Kind::ReplicationController),
+                "MinionList" | "NodeList" => Some(Kind::Minion),
+                _ => None,
+            };
             // Each item is decoded and then dropped, so the located tree of a large List
             // shrinks while its objects are made: both are never whole at once.
             let Value::Object(entries) = &mut root.value else {
@@ -594,17 +613,17 @@ pub(super) fn document(cx: &mut Cx, mut root: Node) -> Vec<ParsedObject> {
             let Value::Array(items) = items else {
                 entry.node.value = items;
                 let n = &entry.node;
-                return list(cx, n, &path, |cx, it, p| object(cx, it, &p));
+                return list(cx, n, &path, |cx, it, p| object(cx, it, &p, implied));
             };
             drop(root);
             return items
                 .into_iter()
                 .enumerate()
-                .filter_map(|(i, item)| object(cx, &item, &format!("{path}[{i}]")))
+                .filter_map(|(i, item)| object(cx, &item, &format!("{path}[{i}]"), implied))
                 .collect();
         }
     }
-    object(cx, &root, "").into_iter().collect()
+    object(cx, &root, "", None).into_iter().collect()
 }
 
 fn api_version(cx: &mut Cx, n: &Node, path: &str) {
@@ -721,9 +740,15 @@ fn object_id(cx: &mut Cx, kind: Option<Kind>, n: &Node, path: &str) -> Option<St
     Some(s)
 }
 
-fn object(cx: &mut Cx, node: &Node, path: &str) -> Option<ParsedObject> {
+/// One object; `implied` is the kind of the typed list it came in, if any (then `kind` may be
+/// left out).
+fn object(cx: &mut Cx, node: &Node, path: &str, implied: Option<Kind>) -> Option<ParsedObject> {
     let mut f = fields(cx, node, path)?;
-    let kind = f.req(cx, "kind").and_then(|(n, p)| {
+    let kind_field = match implied {
+        Some(_) => f.opt_non_null("kind"),
+        None => f.req(cx, "kind"),
+    };
+    let kind = kind_field.map_or(implied, |(n, p)| {
         let s = string(cx, n, &p)?;
         // `Node` is the later name of a minion, accepted from v0.8.0 on.
         let kind = if s == "Node" {
@@ -732,7 +757,12 @@ fn object(cx: &mut Cx, node: &Node, path: &str) -> Option<ParsedObject> {
             Kind::parse(&s)
         };
         if kind.is_none() {
-            let names: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
+            let names: Vec<&str> = Kind::ALL
+                .iter()
+                .map(|k| k.as_str())
+                .chain(["Node"])
+                .chain(LIST_KINDS)
+                .collect();
             let hint = nearest(&s, &names)
                 .map(|a| format!("; did you mean `{a}`?"))
                 .unwrap_or_default();
@@ -1198,16 +1228,18 @@ fn volume(cx: &mut Cx, n: &Node, path: String, in_template: bool) -> Option<(Vol
         Some((n, p)) => (dns_label(cx, n, &p), n.pos, p),
         None => (None, n.pos, join(&path, "name")),
     };
-    // No source at all, `null` or `{}` all mean emptyDir, as in v1beta1.
+    // No source at all, or `null`, means emptyDir, as in v1beta1 (`{}` names no type: an error).
     let source = match f.opt_non_null("source") {
         None => Some(VolumeSource::EmptyDir {}),
         Some((n, p)) => volume_source(cx, n, &p, in_template),
     };
     f.finish(cx);
+    // A volume whose source was refused keeps its name (an emptyDir stands in): its error is
+    // reported already, and its mounts must not be reported as naming no volume.
     Some((
         Volume {
             name: name?,
-            source: source?,
+            source: source.unwrap_or(VolumeSource::EmptyDir {}),
         },
         name_pos,
         name_path,
@@ -1225,11 +1257,13 @@ fn volume_source(cx: &mut Cx, n: &Node, path: &str, in_template: bool) -> Option
         .iter()
         .filter(|s| s.is_some())
         .count();
-    if given > 1 {
+    // `{}` (or a type v1beta1 did not know, such as v1beta3's `gcePersistentDisk`) names none.
+    if given != 1 {
         cx.err(
             n.pos,
             path,
-            "exactly 1 volume type is required: give one of emptyDir, hostDir, persistentDisk, gitRepo",
+            "exactly 1 volume type is required: give one of emptyDir, hostDir, persistentDisk, gitRepo \
+             (or leave `source` out for an emptyDir)",
         );
         return None;
     }
@@ -1280,12 +1314,15 @@ fn volume_source(cx: &mut Cx, n: &Node, path: &str, in_template: bool) -> Option
         );
         return None;
     }
-    match (empty, host) {
-        (Some((n, p)), None) => {
-            empty_object(cx, n, &p);
+    // Exactly one is given: `hostDir`, or else `emptyDir`.
+    match host {
+        None => {
+            if let Some((n, p)) = empty {
+                empty_object(cx, n, &p);
+            }
             Some(VolumeSource::EmptyDir {})
         }
-        (None, Some((n, p))) => {
+        Some((n, p)) => {
             let mut h = fields(cx, n, &p)?;
             let dir = h.req(cx, "path").and_then(|(n, p)| {
                 let s = non_empty_string(cx, n, &p)?;
@@ -1303,7 +1340,6 @@ fn volume_source(cx: &mut Cx, n: &Node, path: &str, in_template: bool) -> Option
             h.finish(cx);
             Some(VolumeSource::HostDir { path: dir? })
         }
-        _ => Some(VolumeSource::EmptyDir {}),
     }
 }
 
@@ -1432,7 +1468,14 @@ fn pull_policy(cx: &mut Cx, n: &Node, path: &str) -> Option<PullPolicy> {
         "PullIfNotPresent" | "IfNotPresent" => Some(PullPolicy::PullIfNotPresent),
         "PullNever" | "Never" => Some(PullPolicy::PullNever),
         _ => {
-            let allowed = ["PullAlways", "PullIfNotPresent", "PullNever"];
+            let allowed = [
+                "PullAlways",
+                "PullIfNotPresent",
+                "PullNever",
+                "Always",
+                "IfNotPresent",
+                "Never",
+            ];
             let hint = nearest(&s, &allowed)
                 .map(|a| format!("; did you mean `{a}`?"))
                 .unwrap_or_default();

@@ -158,22 +158,42 @@ pub struct ParsedObject {
 
 /// Parses and validates one file strictly. On error, returns every diagnostic found in it.
 pub fn parse_file(file: &str, bytes: &[u8]) -> Result<Vec<ParsedObject>, Vec<Diagnostic>> {
-    parse_file_with(file, bytes, &Options::default()).map(|(objects, _)| objects)
+    parse_file_with(file, bytes, &Options::default())
+        .map(|(objects, _)| objects)
+        .map_err(|invalid| invalid.errors)
 }
 
-/// Parses and validates one file: its objects and warnings, or every error found in it.
+/// Why files were refused: every error, and the warnings found beside them (a user fixing
+/// the errors should not meet the warnings only afterwards).
+#[derive(Debug, Default)]
+pub struct Invalid {
+    pub errors: Vec<Diagnostic>,
+    pub warnings: Vec<Diagnostic>,
+}
+
+impl Invalid {
+    fn errors(errors: Vec<Diagnostic>) -> Invalid {
+        Invalid {
+            errors,
+            warnings: Vec::new(),
+        }
+    }
+}
+
+/// Parses and validates one file: its objects and warnings, or every error found in it (with
+/// its warnings).
 pub fn parse_file_with(
     file: &str,
     bytes: &[u8],
     opts: &Options,
-) -> Result<(Vec<ParsedObject>, Vec<Diagnostic>), Vec<Diagnostic>> {
+) -> Result<(Vec<ParsedObject>, Vec<Diagnostic>), Invalid> {
     let fail = |pos: Pos, message: String| {
-        Err(vec![Diagnostic {
+        Err(Invalid::errors(vec![Diagnostic {
             file: file.to_string(),
             pos,
             path: String::new(),
             message,
-        }])
+        }]))
     };
     let Some(format) = Format::of(file) else {
         return fail(
@@ -212,6 +232,14 @@ pub fn parse_file_with(
                 }
                 Err(_) => Err(e),
             },
+            // Refused, but say that Kubernetes' own reading is one flag away.
+            Err(mut e) if yaml_reads_as_an_object(text) => {
+                e.message.push_str(
+                    "; Kubernetes read JSON with a YAML parser, which took this: \
+                     --validate=warn does the same",
+                );
+                Err(e)
+            }
             Err(e) => Err(e),
         },
         Format::Toml => node::parse_toml(text).map(|root| vec![root]),
@@ -225,13 +253,22 @@ pub fn parse_file_with(
     for root in docs {
         objects.extend(decode::document(&mut cx, root));
     }
+    cx.warnings.sort();
     if cx.diags.is_empty() {
-        cx.warnings.sort();
         Ok((objects, cx.warnings))
     } else {
         cx.diags.sort();
-        Err(cx.diags)
+        Err(Invalid {
+            errors: cx.diags,
+            warnings: cx.warnings,
+        })
     }
+}
+
+/// Whether YAML, as Kubernetes read JSON, takes the text as one object (not, say, a truncated
+/// file or a bare word).
+fn yaml_reads_as_an_object(text: &str) -> bool {
+    matches!(node::parse_yaml(text).as_deref(), Ok([root]) if matches!(root.value, node::Value::Object(_)))
 }
 
 /// The default per-file size limit (`max_manifest_bytes` in drover.toml): 32 MiB.
@@ -307,7 +344,7 @@ fn into_read(
             desired: DesiredState { objects: o.objects },
             warnings: o.warnings,
         }),
-        Err(ReadError::Invalid(diags)) => Err(diags),
+        Err(ReadError::Invalid(invalid)) => Err(invalid.errors),
         Err(ReadError::Source(never)) => match never {},
     }
 }
@@ -317,7 +354,7 @@ fn into_read(
 #[derive(Debug)]
 pub enum ReadError<E> {
     Source(E),
-    Invalid(Vec<Diagnostic>),
+    Invalid(Invalid),
 }
 
 /// Every object of a source as the caller chose to keep it, with the warnings found.
@@ -354,7 +391,7 @@ pub fn read_each<T: Sync, V: Send, E: Send>(
                 let size = buf.len();
                 // Do not keep a stray huge file's buffer for the rest of this thread's files.
                 *buf = Vec::new();
-                return Err(ReadError::Invalid(vec![Diagnostic {
+                return Err(ReadError::Invalid(Invalid::errors(vec![Diagnostic {
                 file: origin.file.clone(),
                 pos: Pos { line: 1, col: 1 },
                 path: String::new(),
@@ -362,7 +399,7 @@ pub fn read_each<T: Sync, V: Send, E: Send>(
                     "the file is {size} bytes, more than the limit of {max_bytes} bytes per manifest \
                      (max_manifest_bytes in drover.toml)"
                 ),
-            }]));
+            }])));
             }
             let (objects, warnings) =
                 parse_file_with(&origin.file, buf, opts).map_err(ReadError::Invalid)?;
@@ -388,7 +425,10 @@ pub fn read_each<T: Sync, V: Send, E: Send>(
             Err(ReadError::Source(e)) => {
                 unreadable.get_or_insert(e);
             }
-            Err(ReadError::Invalid(d)) => diags.extend(d.into_iter().map(|d| (i, d))),
+            Err(ReadError::Invalid(invalid)) => {
+                diags.extend(invalid.errors.into_iter().map(|d| (i, d)));
+                warnings.extend(invalid.warnings);
+            }
             Ok((parsed, mut w)) => {
                 warnings.append(&mut w);
                 all.extend(
@@ -434,7 +474,10 @@ pub fn read_each<T: Sync, V: Send, E: Send>(
                 .map(|(key, _, pos, file)| (key, origin(&files[*file]), *pos)),
         );
         if !reserved.is_empty() {
-            return Err(ReadError::Invalid(reserved));
+            return Err(ReadError::Invalid(Invalid {
+                errors: reserved,
+                warnings,
+            }));
         }
         // From sorted keys, a map is built in one pass.
         let objects = all
@@ -446,9 +489,10 @@ pub fn read_each<T: Sync, V: Send, E: Send>(
         // Within one file its diagnostics are in order already (each file's are sorted, and
         // its duplicates were found in key order: sorted by position below).
         diags.sort_by(|(a, x), (b, y)| a.cmp(b).then_with(|| x.pos.cmp(&y.pos)));
-        Err(ReadError::Invalid(
-            diags.into_iter().map(|(_, d)| d).collect(),
-        ))
+        Err(ReadError::Invalid(Invalid {
+            errors: diags.into_iter().map(|(_, d)| d).collect(),
+            warnings,
+        }))
     }
 }
 

@@ -13,7 +13,7 @@ fn read(text: &str, opts: &Options) -> Result<(Vec<Object>, Vec<String>), Vec<St
                 warnings.iter().map(|w| w.to_string()).collect(),
             )
         })
-        .map_err(|d| d.iter().map(|d| d.to_string()).collect())
+        .map_err(|invalid| invalid.errors.iter().map(|d| d.to_string()).collect())
 }
 
 #[track_caller]
@@ -699,7 +699,9 @@ fn unknown_fields_by_mode() {
 #[test]
 fn json_that_is_not_strict_is_yaml_outside_strict_mode() {
     let loose = "{\"id\": \"s\", \"kind\": \"Service\", \"port\": 80,\n \"selector\": {\"name\": HTTP_USER},}\n";
-    let strict = parse_file_with("s.json", loose.as_bytes(), &Options::default()).unwrap_err();
+    let strict = parse_file_with("s.json", loose.as_bytes(), &Options::default())
+        .unwrap_err()
+        .errors;
     assert_eq!(strict[0].pos.line, 2);
     let warn = Options {
         validate: Validate::Warn,
@@ -723,6 +725,14 @@ fn lists_take_typed_kinds_and_the_old_minions_key() {
     assert_eq!(objects.len(), 2);
     let text = "kind: ServiceList\nitems:\n- {kind: Service, id: a, port: 1, selector: {x: y}}\n";
     assert_eq!(read(text, &Options::default()).unwrap().0.len(), 1);
+    // A typed list's items are of its kind without saying so; a plain List's must say.
+    let text = "kind: PodList\nitems:\n- {id: p, desiredState: {manifest: {containers: []}}}\n";
+    let (objects, _) = read(text, &Options::default()).unwrap();
+    assert!(matches!(objects[..], [Object::Pod(_)]), "{objects:?}");
+    rejects(
+        "kind: List\nitems:\n- {id: p, desiredState: {manifest: {containers: []}}}\n",
+        "items[0].kind: missing required field",
+    );
 }
 
 #[test]
@@ -762,4 +772,98 @@ fn yaml_scalars_resolve_by_the_core_schema() {
     // Positions: 1-based line and column of keys and values.
     assert_eq!(e[6].key_pos, Pos { line: 7, col: 1 });
     assert_eq!(e[6].node.pos, Pos { line: 7, col: 4 });
+}
+
+/// Every error of a file, as text; panics if it was accepted.
+#[track_caller]
+fn errors_of(text: &str) -> Vec<String> {
+    read(text, &Options::default()).expect_err("accepted")
+}
+
+#[test]
+fn a_volume_source_that_names_no_type_is_refused_not_taken_for_an_empty_dir() {
+    // v0.8.0: an absent source was the implied emptyDir; a present one needed exactly one type.
+    rejects(
+        &pod_manifest("volumes: [{name: a, source: {}}]"),
+        "exactly 1 volume type is required",
+    );
+    // v1beta3's spelling is an unknown field in v1beta1: ignored under warn, so no type at all.
+    let warn = Options {
+        validate: Validate::Warn,
+        ..Options::default()
+    };
+    let typo = pod_manifest("volumes: [{name: a, source: {gcePersistentDisk: {pdName: d}}}]");
+    let e = read(&typo, &warn).expect_err("a typo'd volume must not become an emptyDir");
+    assert!(
+        e.iter().any(|e| e.contains("exactly 1 volume type")),
+        "{e:#?}"
+    );
+    assert_eq!(
+        the_pod(accepts(&pod_manifest("volumes: [{name: a, source: null}]")))
+            .desired_state
+            .manifest
+            .volumes[0]
+            .source,
+        VolumeSource::EmptyDir {}
+    );
+}
+
+#[test]
+fn one_mistake_is_one_error_not_a_cascade_of_false_ones() {
+    // The refused volume still exists for its mounts.
+    let e = errors_of(&pod_manifest(
+        "containers: [{name: c, image: i, volumeMounts: [{name: d, mountPath: /d}]}], \
+         volumes: [{name: d, source: {persistentDisk: {pdName: x, fsType: ext4}}}]",
+    ));
+    assert_eq!(e.len(), 1, "{e:#?}");
+    assert!(e[0].contains("not supported by drover"), "{e:#?}");
+    // A bad label key is the only error: not also a template that "does not match".
+    let e = errors_of(
+        "kind: ReplicationController\nid: r\ndesiredState:\n  replicaSelector: {Name: b}\n  \
+         podTemplate:\n    labels: {Name: b}\n    desiredState:\n      manifest: {containers: [{name: c, image: i}]}\n",
+    );
+    assert_eq!(e.len(), 1, "{e:#?}");
+    assert!(e[0].contains("is not a valid label key"), "{e:#?}");
+    // Nor a selector called empty when its one key is bad.
+    let e = errors_of("kind: Service\nid: s\nport: 80\nselector: {a/b/c: x}\n");
+    assert_eq!(e.len(), 1, "{e:#?}");
+    assert!(e[0].contains("is not a valid label key"), "{e:#?}");
+}
+
+#[test]
+fn a_refused_file_keeps_its_warnings() {
+    let text = pod_container("terminationMessagePath: /m, imagePullPolicy: Sometimes");
+    let invalid = parse_file_with("t.yaml", text.as_bytes(), &Options::default()).unwrap_err();
+    assert_eq!(invalid.errors.len(), 1, "{:#?}", invalid.errors);
+    assert!(
+        invalid.warnings[0]
+            .message
+            .contains("terminationMessagePath")
+            || invalid.warnings[0].path.contains("terminationMessagePath"),
+        "{:#?}",
+        invalid.warnings
+    );
+    // And so does the source it is part of.
+    let files = [SourceFile {
+        origin: Origin {
+            file: "t.yaml".into(),
+            commit: None,
+        },
+        bytes: text.into_bytes(),
+    }];
+    let read = read_each(
+        &files,
+        |f| &f.origin,
+        |f, buf| {
+            buf.clear();
+            buf.extend_from_slice(&f.bytes);
+            Ok::<(), std::convert::Infallible>(())
+        },
+        &Options::default(),
+        |_, object| object,
+    );
+    let Err(ReadError::Invalid(invalid)) = read else {
+        panic!("accepted");
+    };
+    assert_eq!((invalid.errors.len(), invalid.warnings.len()), (1, 1));
 }

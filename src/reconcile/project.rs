@@ -17,7 +17,7 @@ use std::sync::Arc;
 #[derive(Debug)]
 pub enum LoadError {
     Source(source::SourceError),
-    Invalid(Vec<Diagnostic>),
+    Invalid(crate::manifest::Invalid),
     /// Read and valid, but refused (the empty-source guard).
     Refused(String),
 }
