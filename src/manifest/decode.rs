@@ -38,6 +38,20 @@ impl<'f> Cx<'f> {
 }
 
 impl Cx<'_> {
+    /// A key given twice: an error when strict; otherwise, as Kubernetes' decoders did, the
+    /// last one counts, with a warning.
+    fn duplicate(&mut self, pos: Pos, path: &str, message: String) {
+        if self.validate == Validate::Strict {
+            self.err(pos, path, message);
+        } else {
+            self.warn(
+                pos,
+                path,
+                format!("{message}; the last one is used, as Kubernetes did"),
+            );
+        }
+    }
+
     pub fn err(&mut self, pos: Pos, path: &str, message: impl Into<String>) {
         self.diags.push(Diagnostic {
             file: self.file.to_string(),
@@ -120,7 +134,7 @@ fn fields<'n, 'p>(cx: &mut Cx, node: &'n Node, path: &'p str) -> Option<Fields<'
 fn duplicate_fields(cx: &mut Cx, entries: &[Entry], path: &str) {
     const SCAN_UP_TO: usize = 16;
     let report = |cx: &mut Cx, e: &Entry, first: Pos| {
-        cx.err(
+        cx.duplicate(
             e.key_pos,
             &join(path, &e.key),
             format!("duplicate field (first given at {first})"),
@@ -148,9 +162,10 @@ fn duplicate_fields(cx: &mut Cx, entries: &[Entry], path: &str) {
 impl<'n> Fields<'n, '_> {
     fn opt(&mut self, name: &'static str) -> Option<(&'n Node<'n>, String)> {
         self.known.push(name);
+        // The last, should it be given twice (an error unless `--validate` is lax).
         self.entries
             .iter()
-            .find(|e| e.key == name)
+            .rfind(|e| e.key == name)
             .map(|e| (&e.node, join(self.path, name)))
     }
 
@@ -268,6 +283,23 @@ fn non_empty_string(cx: &mut Cx, n: &Node, path: &str) -> Option<String> {
         return None;
     }
     Some(s)
+}
+
+/// A container's `cpu` or `memory`: v0.8.0 took any integer, negative too, and handed it on
+/// to Docker; drover refuses a negative one rather than guess what it meant.
+fn limit(cx: &mut Cx, n: &Node, path: &str, name: &str, max: u64) -> Option<u64> {
+    if let Value::Int(v) = n.value {
+        if v < 0 {
+            cx.unsupported(
+                n.pos,
+                path,
+                &format!("a negative `{name}` ({v}; Kubernetes v0.8.0 did not check it)"),
+                "give 0 for no limit",
+            );
+            return None;
+        }
+    }
+    uint(cx, n, path, 0, max)
 }
 
 fn uint(cx: &mut Cx, n: &Node, path: &str, min: u64, max: u64) -> Option<u64> {
@@ -397,6 +429,14 @@ fn port_ref(cx: &mut Cx, n: &Node, path: &str) -> Option<PortRef> {
         }
         Value::Str(s) if !s.is_empty() => Some(PortRef::Name(s.to_string())),
         Value::Int(_) | Value::BigInt(_) => port_number(cx, n, path).map(PortRef::Number),
+        Value::Str(_) => {
+            cx.err(
+                n.pos,
+                path,
+                "an empty port name: give a port number or a port name",
+            );
+            None
+        }
         _ => {
             cx.type_err(n, path, "a port number or a port name");
             None
@@ -539,7 +579,7 @@ fn labels_checked(cx: &mut Cx, n: &Node, path: &str, check_keys: bool) -> Labels
             continue;
         };
         if out.insert(e.key.to_string(), v).is_some() {
-            cx.err(e.key_pos, &p, "duplicate label");
+            cx.duplicate(e.key_pos, &p, "duplicate label".into());
         }
     }
     out
@@ -562,10 +602,15 @@ const LIST_KINDS: [&str; 6] = [
 pub(super) fn document(cx: &mut Cx, mut root: Node) -> Vec<ParsedObject> {
     // `{"kind": "List", "items": [...]}` holds several objects in one file.
     if let Value::Object(entries) = &root.value {
-        let list_kind = entries.iter().find_map(|e| match &e.node.value {
-            Value::Str(k) if e.key == "kind" => LIST_KINDS.iter().find(|l| **l == k).copied(),
-            _ => None,
-        });
+        // The last `kind`, as `Fields` reads every field.
+        let list_kind =
+            entries
+                .iter()
+                .rfind(|e| e.key == "kind")
+                .and_then(|e| match &e.node.value {
+                    Value::Str(k) => LIST_KINDS.iter().find(|l| **l == k).copied(),
+                    _ => None,
+                });
         if let Some(list_kind) = list_kind {
             let Some(mut f) = fields(cx, &root, "") else {
                 return Vec::new();
@@ -607,7 +652,7 @@ pub(super) fn document(cx: &mut Cx, mut root: Node) -> Vec<ParsedObject> {
             };
             let entry = entries
                 .iter_mut()
-                .find(|e| e.key == items_key)
+                .rfind(|e| e.key == items_key)
                 .expect("required above");
             let items = std::mem::replace(&mut entry.node.value, Value::Null);
             let Value::Array(items) = items else {
@@ -729,11 +774,17 @@ fn object_id(cx: &mut Cx, kind: Option<Kind>, n: &Node, path: &str) -> Option<St
         }
     }
     if let Err(e) = check_name(&s) {
+        // A minion's id names its records in the store (and is its SSH host unless
+        // drover.toml names it); the others' become parts of Docker container names.
+        let why = match kind {
+            Some(Kind::Minion) => "a minion's id names its files in drover's state",
+            _ => "ids become parts of Docker container names",
+        };
         cx.unsupported(
             n.pos,
             path,
-            &format!("this id ({e})"),
-            "ids become parts of Docker container names: at most 63 letters, digits, '-', '.' and '_'",
+            &format!("an id of this form ({e})"),
+            &format!("{why}: at most 63 letters, digits, '-', '.' and '_'"),
         );
         return None;
     }
@@ -1384,11 +1435,11 @@ fn container(
         .unwrap_or_default();
     let cpu = f
         .opt_non_null("cpu")
-        .and_then(|(n, p)| uint(cx, n, &p, 0, u32::MAX as u64))
+        .and_then(|(n, p)| limit(cx, n, &p, "cpu", u32::MAX as u64))
         .unwrap_or(0);
     let memory = f
         .opt_non_null("memory")
-        .and_then(|(n, p)| uint(cx, n, &p, 0, i64::MAX as u64))
+        .and_then(|(n, p)| limit(cx, n, &p, "memory", i64::MAX as u64))
         .unwrap_or(0);
     let volume_mounts = f
         .opt_non_null("volumeMounts")
@@ -1533,7 +1584,9 @@ fn port(
             cx.unsupported(
                 n.pos,
                 &p,
-                &format!("hostIP `{s}`, which is not an IP address"),
+                &format!(
+                    "a hostIP that is not an IP address (`{s}`; Kubernetes v0.8.0 did not check it)"
+                ),
                 "Docker publishes on an IP address of the minion: give one, or leave hostIP out",
             );
             return None;

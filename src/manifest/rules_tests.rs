@@ -365,6 +365,15 @@ fn cpu_memory_command_and_working_dir() {
     )));
     assert_eq!((c.cpu, c.memory), (100, 50_000_000));
     assert_eq!(c.working_dir.as_deref(), Some("/w"));
+    // v0.8.0 passed a negative one on unchecked; drover says it cannot run it, and why.
+    rejects(
+        &pod_container("cpu: -5"),
+        "a negative `cpu` (-5; Kubernetes v0.8.0 did not check it) is not supported by drover; give 0",
+    );
+    rejects(
+        &pod_container("memory: -1"),
+        "a negative `memory` (-1; Kubernetes v0.8.0 did not check it) is not supported",
+    );
 }
 
 #[test]
@@ -866,4 +875,35 @@ fn a_refused_file_keeps_its_warnings() {
         panic!("accepted");
     };
     assert_eq!((invalid.errors.len(), invalid.warnings.len()), (1, 1));
+}
+
+#[test]
+fn a_key_given_twice_is_an_error_when_strict_and_the_last_one_otherwise() {
+    let text = "kind: Service\nid: s\nport: 80\nport: 81\nselector: {app: a, app: b}\n";
+    let e = errors_of(text);
+    assert!(
+        e.iter()
+            .any(|e| e.contains("port: duplicate field (first given at 3:1)")),
+        "{e:#?}"
+    );
+    assert!(
+        e.iter()
+            .any(|e| e.contains("selector.app: duplicate label")),
+        "{e:#?}"
+    );
+    // Kubernetes' decoders kept the last value.
+    let warn = Options {
+        validate: Validate::Warn,
+        ..Options::default()
+    };
+    let (objects, warnings) = read(text, &warn).unwrap();
+    let Object::Service(s) = &objects[0] else {
+        panic!("{objects:?}")
+    };
+    assert_eq!((s.port, s.selector["app"].as_str()), (81, "b"));
+    assert_eq!(warnings.len(), 2, "{warnings:#?}");
+    assert!(
+        warnings[0].contains("the last one is used"),
+        "{warnings:#?}"
+    );
 }
