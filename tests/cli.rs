@@ -243,6 +243,28 @@ fn a_named_object_that_does_not_exist_is_not_found() {
 }
 
 #[test]
+fn a_wanted_pod_behind_a_silent_minion_is_unknown_not_pending_nor_not_found() {
+    let t = offline();
+    // The replica's name, from the plan diff --live shows.
+    let plan = t.drover(&["diff", "--live"]);
+    let pod = plan
+        .stdout
+        .split_whitespace()
+        .find(|w| w.starts_with("web-") && w.ends_with("-0"))
+        .unwrap_or_else(|| panic!("no web replica in:\n{}", plan.stdout))
+        .to_string();
+    let r = t.drover(&["describe", "pod", &pod]);
+    r.expect_code(0);
+    assert!(
+        r.stdout.contains("Phase:       Unknown")
+            && r.stdout.contains("not seen: lost did not answer"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stderr.contains("minion lost (local)"), "{}", r.stderr);
+}
+
+#[test]
 fn outputs_are_kubernetes_lists_in_json_and_yaml() {
     let t = offline();
     let r = t.drover(&["get", "rc", "-o", "json"]);

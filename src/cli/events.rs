@@ -88,8 +88,10 @@ pub fn get(
         Err(e) => return fail(&e),
     };
     let items: Vec<&Event> = log.items.iter().filter(wanted).collect();
-    // A NAME with no events is NotFound, as `get pods NAME` has it; with -w they may yet come.
-    let missing: Vec<&String> = if watch {
+    // A NAME with no events is NotFound, as `get pods NAME` has it; while watching (a table:
+    // other formats print once and end) they may yet come.
+    let table = matches!(format, Format::Table | Format::Wide);
+    let missing: Vec<&String> = if watch && table {
         Vec::new()
     } else {
         names
@@ -99,7 +101,6 @@ pub fn get(
     };
     let mut out = std::io::stdout().lock();
     let list = || serde_json::json!({"kind": "EventList", "apiVersion": "v1beta1", "items": items});
-    let table = matches!(format, Format::Table | Format::Wide);
     match format {
         Format::Json => {
             let _ = writeln!(

@@ -637,6 +637,10 @@ fn describe_object(cx: &Context, resource: Resource, name: &str) -> Result<(), E
     let world = observe(cx).map_err(|e| fail(&e))?;
     let mut out = std::io::stdout().lock();
     let not_found = || {
+        // A silent minion may hold it: say so beside the NotFound.
+        for e in &world.errors {
+            eprintln!("drover: warning: {e}");
+        }
         eprintln!("{}", output::not_found(resource, name));
         ExitCode::from(EXIT_DIFFERENCES)
     };
@@ -691,15 +695,26 @@ fn describe_object(cx: &Context, resource: Resource, name: &str) -> Result<(), E
                 let to_create = plan.actions.iter().any(|a| {
                     matches!(a, drover::plan::pods::Action::CreatePod { pod, .. } if pod.id == name)
                 });
-                let reason = match plan.unschedulable.iter().find(|(id, _)| id == name) {
-                    Some((_, reason)) => reason.as_str(),
+                let unschedulable = plan.unschedulable.iter().find(|(id, _)| id == name);
+                let (phase, reason) = match unschedulable {
+                    _ if !to_create && unschedulable.is_none() => return Err(not_found()),
+                    // A silent minion may well run it (as in `not_made`): not known.
+                    _ if !world.errors.is_empty() => {
+                        let silent: Vec<&str> =
+                            world.errors.iter().map(|e| e.minion.as_str()).collect();
+                        let reason = format!(
+                            "not seen: {} did not answer, and it may run there",
+                            silent.join(", ")
+                        );
+                        ("Unknown", reason)
+                    }
+                    Some((_, reason)) => ("Pending", reason.clone()),
                     // Placeable but not made yet, or backing off: its events tell why.
-                    None if to_create => "not created yet (see its events)",
-                    None => return Err(not_found()),
+                    None => ("Pending", "not created yet (see its events)".into()),
                 };
                 let _ = writeln!(
                     out,
-                    "Name:        {name}\nPhase:       Pending\nReason:      {reason}"
+                    "Name:        {name}\nPhase:       {phase}\nReason:      {reason}"
                 );
             }
         }

@@ -288,16 +288,22 @@ fn non_empty_string(cx: &mut Cx, n: &Node, path: &str) -> Option<String> {
 /// A container's `cpu` or `memory`: v0.8.0 took any integer, negative too, and handed it on
 /// to Docker; drover refuses a negative one rather than guess what it meant.
 fn limit(cx: &mut Cx, n: &Node, path: &str, name: &str, max: u64) -> Option<u64> {
-    if let Value::Int(v) = n.value {
-        if v < 0 {
-            cx.unsupported(
-                n.pos,
-                path,
-                &format!("a negative `{name}` ({v}; Kubernetes v0.8.0 did not check it)"),
-                "give 0 for no limit",
-            );
-            return None;
-        }
+    let negative = match &n.value {
+        Value::Int(v) => (*v < 0).then(|| v.to_string()),
+        Value::Float(v) => (*v < 0.0).then(|| v.to_string()),
+        Value::BigInt(s) => s
+            .starts_with('-')
+            .then(|| s.chars().take(40).collect::<String>()),
+        _ => None,
+    };
+    if let Some(v) = negative {
+        cx.unsupported(
+            n.pos,
+            path,
+            &format!("a negative `{name}` ({v}; Kubernetes v0.8.0 did not check it)"),
+            "give 0 for no limit",
+        );
+        return None;
     }
     uint(cx, n, path, 0, max)
 }
@@ -726,6 +732,7 @@ fn metadata(cx: &mut Cx, f: &mut Fields, kind: Option<Kind>) {
     if let Some((n, p)) = f.opt_non_null("annotations") {
         // Type-checked like labels' values; drover keeps no annotations.
         if let Value::Object(entries) = &n.value {
+            duplicate_fields(cx, entries, &p);
             for e in entries {
                 string(cx, &e.node, &join(&p, &e.key));
             }
@@ -794,6 +801,8 @@ fn object_id(cx: &mut Cx, kind: Option<Kind>, n: &Node, path: &str) -> Option<St
 /// One object; `implied` is the kind of the typed list it came in, if any (then `kind` may be
 /// left out).
 fn object(cx: &mut Cx, node: &Node, path: &str, implied: Option<Kind>) -> Option<ParsedObject> {
+    // Any error of this object refuses it, even one where a stand-in was kept (a bad label key).
+    let errors_before = cx.diags.len();
     let mut f = fields(cx, node, path)?;
     let kind_field = match implied {
         Some(_) => f.opt_non_null("kind"),
@@ -807,12 +816,26 @@ fn object(cx: &mut Cx, node: &Node, path: &str, implied: Option<Kind>) -> Option
         } else {
             Kind::parse(&s)
         };
+        // Go decoded a typed list's items into its element type: another kind is a mistake.
+        if let (Some(given), Some(list_of)) = (kind, implied) {
+            if given != list_of {
+                let of = list_of.as_str();
+                cx.err(
+                    n.pos,
+                    &p,
+                    format!("a {s} in a {of}List, whose items are {of}s"),
+                );
+                return None;
+            }
+        }
         if kind.is_none() {
+            // Lists are named only where a list may stand: a whole document.
+            let lists: &[&str] = if path.is_empty() { &LIST_KINDS } else { &[] };
             let names: Vec<&str> = Kind::ALL
                 .iter()
                 .map(|k| k.as_str())
                 .chain(["Node"])
-                .chain(LIST_KINDS)
+                .chain(lists.iter().copied())
                 .collect();
             let hint = nearest(&s, &names)
                 .map(|a| format!("; did you mean `{a}`?"))
@@ -844,7 +867,6 @@ fn object(cx: &mut Cx, node: &Node, path: &str, implied: Option<Kind>) -> Option
         // Without a kind the other fields cannot be judged; the kind error says it all.
         return None;
     };
-    let errors_before = cx.diags.len();
     let id = id.unwrap_or_default();
     let api_version = API_VERSION.to_string();
     let object = match kind {

@@ -907,3 +907,77 @@ fn a_key_given_twice_is_an_error_when_strict_and_the_last_one_otherwise() {
         "{warnings:#?}"
     );
 }
+
+#[test]
+fn messages_say_how_to_fix_it() {
+    // Strict JSON that Kubernetes' YAML reading took: the flag that does the same is named.
+    let loose =
+        "{\"kind\": \"Service\", \"id\": \"s\", \"port\": 80, \"selector\": {\"a\": \"b\"},}\n";
+    let e = parse_file_with("s.json", loose.as_bytes(), &Options::default())
+        .unwrap_err()
+        .errors;
+    assert!(
+        e[0].message.contains("--validate=warn does the same"),
+        "{e:#?}"
+    );
+    // A truncated file gets no such hint: YAML would not take it either.
+    let e = parse_file_with("s.json", &loose.as_bytes()[..30], &Options::default())
+        .unwrap_err()
+        .errors;
+    assert!(!e[0].message.contains("--validate"), "{e:#?}");
+    rejects(
+        &pod_container("env: [{name: A, value: 8080}]"),
+        "env[0].value: expected a string, found an integer: put the value in quotes",
+    );
+    rejects(&service("containerPort: ''"), "an empty port name");
+    rejects(
+        &pod_container("cpu: -0.5"),
+        "a negative `cpu` (-0.5; Kubernetes v0.8.0 did not check it)",
+    );
+    let e = errors_of("kind: List\nitems:\n- {kind: List, id: x}\n");
+    assert!(
+        e.iter()
+            .any(|e| e.contains("unknown kind `List`") && !e.contains(", List,")),
+        "{e:#?}"
+    );
+}
+
+#[test]
+fn a_typed_list_holds_only_its_kind() {
+    rejects(
+        "kind: ServiceList\nitems:\n- {kind: Pod, id: p, desiredState: {manifest: {containers: []}}}\n",
+        "items[0].kind: a Pod in a ServiceList, whose items are Services",
+    );
+    // `Node` is a minion's other name, so a MinionList may hold one.
+    let (objects, _) = read(
+        "kind: NodeList\nitems:\n- {kind: Node, id: m1}\n",
+        &Options::default(),
+    )
+    .unwrap();
+    assert!(matches!(objects[..], [Object::Minion(_)]), "{objects:?}");
+}
+
+#[test]
+fn the_last_kind_and_items_count_when_given_twice_outside_strict() {
+    let lax = |validate| Options {
+        validate,
+        ..Options::default()
+    };
+    // The last `kind` makes this a List, and its last `items` are read.
+    let text = "kind: Pod\nkind: List\nitems: []\nitems:\n- {kind: Service, id: s, port: 80, selector: {a: b}}\n";
+    let (objects, warnings) = read(text, &lax(Validate::Warn)).unwrap();
+    assert!(
+        matches!(&objects[..], [Object::Service(s)] if s.id == "s"),
+        "{objects:?}"
+    );
+    assert_eq!(warnings.len(), 2, "{warnings:#?}");
+    // ignore: the same objects, no warnings.
+    let (objects, warnings) = read(text, &lax(Validate::Ignore)).unwrap();
+    assert_eq!(objects.len(), 1);
+    assert!(warnings.is_empty(), "{warnings:#?}");
+    // Annotations are checked for duplicates as every other map is.
+    rejects(
+        &service("annotations: {a: x, a: y}"),
+        "annotations.a: duplicate field",
+    );
+}
