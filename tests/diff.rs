@@ -64,7 +64,7 @@ fn diff_live_names_a_minion_that_cannot_be_reached_and_still_shows_the_objects()
         "{}",
         r.stderr
     );
-    assert!(!r.stderr.contains("error"), "{}", r.stderr);
+    assert!(!r.stderr.contains("drover: error"), "{}", r.stderr);
 }
 
 #[test]

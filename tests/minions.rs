@@ -218,6 +218,34 @@ fn a_killed_minion_fails_fast_naming_itself_and_recovers_when_revived() {
 }
 
 #[test]
+fn a_local_minion_whose_socket_appears_later_answers_once_it_is_there() {
+    let c = cluster();
+    let _g = steady();
+    let t = TestDir::new();
+    let socket = t.join("later/docker.sock");
+    let mut spec = c.specs().into_iter().find(|s| s.name == "m1").unwrap();
+    spec.transport = drover::minion::TransportSpec::Local;
+    spec.docker_socket = socket.display().to_string();
+    // Docker not started yet (or the path mistyped): a minion that does not answer, not one
+    // that cannot be made; diff, apply and the daemon then treat it as any silent minion.
+    let m = drover::minion::Minion::new(spec).expect("made before its socket exists");
+    let rt = runtime();
+    let err = rt.block_on(m.ping()).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains(&format!("Docker socket {}: No such file", socket.display())),
+        "{err}"
+    );
+    assert!(!m.health().ready);
+    // The socket appears (here: m1's dockerd, linked in): the same Minion answers.
+    std::fs::create_dir_all(socket.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(c.dir.join("m1/docker.sock"), &socket).unwrap();
+    rt.block_on(m.ping())
+        .expect("answers once the socket is there");
+    assert!(m.health().ready);
+}
+
+#[test]
 fn an_unknown_host_key_is_refused_until_trusted() {
     let c = cluster();
     let _g = steady();

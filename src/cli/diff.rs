@@ -18,7 +18,6 @@ use drover::plan::objects::{
 };
 use drover::plan::observed::{from_records, Observation};
 use drover::plan::pods::{fail_half_made, Action};
-use drover::plan::scheduler::MinionView;
 use drover::store::Index;
 use drover::store::{Section, Store, StoreError};
 use serde::Serialize;
@@ -176,31 +175,14 @@ fn observation(
         }
         Err(e) => return Err(e.to_string()),
     };
-    // A minion that cannot even be set up (a local Docker socket that is not there) is one
-    // that does not answer: named, and its pods last seen used, as for one unreachable.
-    let mut minions = Vec::new();
-    let mut unusable = Vec::new();
-    for spec in drover::minion::minion_specs(&cx.settings, &cx.project, Some(desired))? {
-        match drover::minion::Minion::new(spec.clone()) {
-            Ok(m) => minions.push(std::sync::Arc::new(m)),
-            Err(e) => unusable.push((spec, e)),
-        }
-    }
+    let minions = super::minions(cx, Some(desired))?;
     let (mut seen, errors) = super::runtime().block_on(drover::reconcile::observe_all(
         &minions,
         &drover::reconcile::project::adoptable(index),
     ));
-    for e in errors.iter().chain(unusable.iter().map(|(_, e)| e)) {
+    for e in &errors {
         eprintln!("drover: warning: {e}; using the pods last seen there");
     }
-    seen.minions
-        .extend(unusable.into_iter().map(|(spec, _)| MinionView {
-            name: spec.name,
-            ready: false,
-            labels: spec.labels,
-            capacity: spec.capacity,
-            taken: Default::default(),
-        }));
     if lock.is_some() {
         fail_half_made(&mut seen.pods);
     }

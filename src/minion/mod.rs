@@ -348,6 +348,13 @@ impl Minion {
     pub fn new(spec: MinionSpec) -> Result<Minion, MinionError> {
         let err = |m: String| MinionError::new(&spec.name, &spec.address, m);
         let (docker, link) = match &spec.transport {
+            // A socket that is not there (yet) makes a minion that does not answer until it
+            // is, as one whose Docker stopped: not a minion that cannot be had at all.
+            TransportSpec::Local if !std::path::Path::new(&spec.docker_socket).exists() => (
+                transport::docker_over_later_socket(&spec.docker_socket, BOLLARD_TIMEOUT_SECS)
+                    .map_err(|e| err(e.to_string()))?,
+                None,
+            ),
             TransportSpec::Local => (
                 bollard::Docker::connect_with_unix(
                     &spec.docker_socket,
