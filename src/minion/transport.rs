@@ -3,8 +3,8 @@
 //! reuse an open channel and cost no round trip beyond the request itself.
 //!
 //! Also bollard over a local socket that is not there yet (Docker not started, or a typo):
-//! bollard's own client refuses to be made then, where this one connects at each call, so the
-//! minion is one that does not answer until the socket appears.
+//! bollard's own client refuses to be made then, where this one connects whenever a call needs
+//! a new connection, so the minion is one that does not answer until the socket appears.
 
 use super::ssh::SshLink;
 use bollard::BollardRequest;
@@ -83,7 +83,7 @@ impl tower_service::Service<http::Uri> for SocketConnector {
     }
 }
 
-/// bollard on a local socket that may not exist yet: connected at each call.
+/// bollard on a local socket that may not exist yet: connected when a call needs it.
 pub fn docker_over_later_socket(
     socket: &str,
     timeout_secs: u64,
