@@ -172,7 +172,7 @@ pub struct Invalid {
 }
 
 impl Invalid {
-    fn errors(errors: Vec<Diagnostic>) -> Invalid {
+    fn only_errors(errors: Vec<Diagnostic>) -> Invalid {
         Invalid {
             errors,
             warnings: Vec::new(),
@@ -188,7 +188,7 @@ pub fn parse_file_with(
     opts: &Options,
 ) -> Result<(Vec<ParsedObject>, Vec<Diagnostic>), Invalid> {
     let fail = |pos: Pos, message: String| {
-        Err(Invalid::errors(vec![Diagnostic {
+        Err(Invalid::only_errors(vec![Diagnostic {
             file: file.to_string(),
             pos,
             path: String::new(),
@@ -391,7 +391,7 @@ pub fn read_each<T: Sync, V: Send, E: Send>(
                 let size = buf.len();
                 // Do not keep a stray huge file's buffer for the rest of this thread's files.
                 *buf = Vec::new();
-                return Err(ReadError::Invalid(Invalid::errors(vec![Diagnostic {
+                return Err(ReadError::Invalid(Invalid::only_errors(vec![Diagnostic {
                 file: origin.file.clone(),
                 pos: Pos { line: 1, col: 1 },
                 path: String::new(),
