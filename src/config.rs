@@ -375,6 +375,18 @@ impl Settings {
         GitOptions {
             cache_dir: state_dir.join("git"),
             ssh_identity: self.config.ssh.identity.as_deref().map(|p| self.resolve(p)),
+            known_hosts: self.known_hosts(),
+        }
+    }
+
+    /// The known_hosts file of minions and git sources: `[ssh] known_hosts`, else
+    /// `~/.ssh/known_hosts`.
+    pub fn known_hosts(&self) -> PathBuf {
+        match &self.config.ssh.known_hosts {
+            Some(p) => self.resolve(p),
+            None => std::env::var_os("HOME")
+                .map(|h| PathBuf::from(h).join(".ssh").join("known_hosts"))
+                .unwrap_or_else(|| PathBuf::from("known_hosts")),
         }
     }
 }

@@ -253,6 +253,24 @@ services (service, svc), minions (minion, nodes, node, no), events (event, ev)"
         #[command(subcommand)]
         command: StateCommand,
     },
+    /// Manage the manifest source
+    Source {
+        #[command(subcommand)]
+        command: SourceCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SourceCommand {
+    /// Accept the SSH host key of a git source's server (an ssh:// URL): fetch it, show its
+    /// fingerprint, add it to known_hosts (the minions' file, `[ssh] known_hosts`)
+    Trust {
+        /// The source's URL [default: source from the config]
+        source: Option<String>,
+        /// Replace a different key already recorded for the host
+        #[arg(long)]
+        replace: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -400,5 +418,8 @@ fn main() -> ExitCode {
         Command::State {
             command: StateCommand::Migrate { to },
         } => cli::state::migrate(&cx, &to),
+        Command::Source {
+            command: SourceCommand::Trust { source, replace },
+        } => cli::source::trust(&cx, source.as_deref(), replace),
     }
 }

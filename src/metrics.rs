@@ -15,8 +15,10 @@ use prometheus_client::registry::Registry;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-/// The content type of [`render`]'s text.
+/// The content type of [`Metrics::render`]'s text.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The content type of [`Metrics::render_text`]'s text.
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ActionLabels {
@@ -237,6 +239,44 @@ impl Metrics {
             .expect("writing to a String cannot fail");
         out
     }
+
+    /// The same metrics in Prometheus' classic text format (0.0.4), for clients that do not
+    /// ask for OpenMetrics (`promtool check metrics`, curl).
+    pub fn render_text(&self) -> String {
+        to_classic_text(&self.render())
+    }
+}
+
+/// OpenMetrics text to the classic format. The two differ, for what drover exports, in a
+/// counter's family name (OpenMetrics names the family `x` and its sample `x_total`; the
+/// classic format names both `x_total`) and in the closing `# EOF`. Label values and help texts
+/// are escaped alike (drover's help texts hold no `"`).
+fn to_classic_text(open_metrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = open_metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(open_metrics.len() + counters.len() * 16);
+    for line in open_metrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let family = line
+            .strip_prefix("# HELP ")
+            .or_else(|| line.strip_prefix("# TYPE "))
+            .and_then(|rest| rest.split(' ').next());
+        match family {
+            Some(name) if counters.contains(name) => {
+                let (head, rest) = line.split_at(7 + name.len());
+                out.push_str(head);
+                out.push_str("_total");
+                out.push_str(rest);
+            }
+            _ => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
 }
 
 /// The process's metrics.
@@ -285,5 +325,19 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }
         assert!(text.ends_with("# EOF\n"));
+        let classic = m.render_text();
+        for line in [
+            "# HELP drover_rounds_total Reconcile rounds run.",
+            "# TYPE drover_rounds_total counter",
+            "drover_rounds_total 1",
+            "# TYPE drover_pods gauge",
+            "# TYPE drover_minion_call_duration_seconds histogram",
+        ] {
+            assert!(
+                classic.lines().any(|l| l == line),
+                "{line} missing in\n{classic}"
+            );
+        }
+        assert!(!classic.contains("# EOF") && !classic.contains("# TYPE drover_rounds counter"));
     }
 }

@@ -337,24 +337,11 @@ fn gone(pid: u32) -> bool {
 
 /// The highest mod revision of any key under `prefix`: it moves with every write there.
 fn last_write(etcd: &etcd_cluster::EtcdCluster, prefix: &str) -> i64 {
-    let endpoints = etcd.endpoints();
-    let prefix = prefix.to_string();
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async move {
-            let mut c = etcd_client::Client::connect(endpoints, None).await.unwrap();
-            let r = c
-                .get(prefix, Some(etcd_client::GetOptions::new().with_prefix()))
-                .await
-                .unwrap();
-            r.kvs()
-                .iter()
-                .map(|kv| kv.mod_revision())
-                .max()
-                .unwrap_or(0)
-        })
+    etcd.raw_range(prefix, false)
+        .iter()
+        .map(|kv| kv.mod_revision)
+        .max()
+        .unwrap_or(0)
 }
 
 fn signal(d: &Daemon, sig: i32) {

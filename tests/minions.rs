@@ -358,3 +358,86 @@ fn a_minion_whose_sshd_forbids_stream_local_forwarding_is_reached_through_dial_s
         "the fast path must have been refused:\n{log}"
     );
 }
+
+/// OpenSSH's SHA-256 fingerprint of a minion's host key, from `ssh-keygen -l`.
+fn host_fingerprint(minion: &str) -> String {
+    let key = cluster().dir.join(minion).join("ssh_host_ed25519_key.pub");
+    let out = std::process::Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(&key)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.split_whitespace()
+        .find(|w| w.starts_with("SHA256:"))
+        .unwrap_or_else(|| panic!("no fingerprint in {text}"))
+        .to_string()
+}
+
+#[test]
+fn a_git_source_over_ssh_trusts_what_the_minions_trust() {
+    let c = cluster();
+    let _g = steady();
+    let t = TestDir::new();
+    // A bare repository on this machine, served by m1's sshd (git-upload-pack over ssh).
+    let work = GitRepo::init(&t.join("work"));
+    t.copy_manifests("work");
+    work.commit_all("manifests");
+    let bare = t.join("origin.git");
+    git2::build::RepoBuilder::new()
+        .bare(true)
+        .clone(work.path.to_str().unwrap(), &bare)
+        .unwrap();
+    let url = format!("ssh://root@127.0.1.1{}", bare.display());
+    let known = t.join("known_hosts");
+    let config = std::fs::read_to_string(&c.config).unwrap().replace(
+        &c.dir.join("known_hosts").display().to_string(),
+        &known.display().to_string(),
+    );
+    t.write("drover.toml", &config);
+
+    // Unknown: refused, naming the host, the key's type and fingerprint, the file and the step.
+    let fingerprint = host_fingerprint("m1");
+    let r = t.drover(&["diff", &url]);
+    r.expect_code(2);
+    for part in [
+        format!("unknown ssh-ed25519 host key {fingerprint} for 127.0.1.1"),
+        known.display().to_string(),
+        "drover source trust".into(),
+    ] {
+        assert!(r.stderr.contains(&part), "{part} not in {}", r.stderr);
+    }
+
+    let r = t.drover(&["source", "trust", &url]);
+    r.expect_code(0);
+    assert!(
+        r.stdout.contains(&format!(
+            "trusted 127.0.1.1 ssh-ed25519 host key {fingerprint}"
+        )),
+        "{}",
+        r.stdout
+    );
+    let r = t.drover(&["diff", &url]);
+    r.expect_code(1);
+    assert!(r.stdout.contains("4 to create"), "{}", r.stdout);
+
+    // The file the minions use is the one the source uses: a key recorded by
+    // `drover minions trust` is enough, and a changed key is refused loudly.
+    let other = std::fs::read_to_string(c.dir.join("m2/ssh_host_ed25519_key.pub")).unwrap();
+    let key: Vec<&str> = other.split_whitespace().take(2).collect();
+    std::fs::write(&known, format!("127.0.1.1 {}\n", key.join(" "))).unwrap();
+    let r = t.drover(&["diff", &url]);
+    r.expect_code(2);
+    assert!(
+        r.stderr.contains("HOST KEY CHANGED for 127.0.1.1")
+            && r.stderr.contains("drover source trust --replace"),
+        "{}",
+        r.stderr
+    );
+    t.drover(&["source", "trust", &url]).expect_code(2);
+    t.drover(&["source", "trust", &url, "--replace"])
+        .expect_code(0);
+    std::fs::remove_file(&known).unwrap();
+    t.drover(&["minions", "trust", "m1"]).expect_code(0);
+    t.drover(&["diff", &url]).expect_code(1);
+}

@@ -51,14 +51,7 @@ impl Place {
                 }
             }
             Place::Etcd { prefix, .. } => {
-                let key = format!("{prefix}/{rel}");
-                let bytes = bytes.map(<[u8]>::to_vec);
-                raw_etcd(move |mut c| async move {
-                    match bytes {
-                        Some(b) => c.put(key, b, None).await.map(drop),
-                        None => c.delete(key, None).await.map(drop),
-                    }
-                });
+                etcd_cluster::shared().raw_set(&format!("{prefix}/{rel}"), bytes);
             }
         }
     }
@@ -66,31 +59,12 @@ impl Place {
     fn get_raw(&self, rel: &str) -> Option<Vec<u8>> {
         match self {
             Place::Dir(d) => std::fs::read(d.path().join("state").join(rel)).ok(),
-            Place::Etcd { prefix, .. } => {
-                let key = format!("{prefix}/{rel}");
-                raw_etcd(move |mut c| async move {
-                    let mut r = c.get(key, None).await?;
-                    Ok(r.take_kvs().pop().map(|kv| kv.value().to_vec()))
-                })
-            }
+            Place::Etcd { prefix, .. } => etcd_cluster::shared()
+                .raw_range(&format!("{prefix}/{rel}"), true)
+                .pop()
+                .map(|kv| kv.value),
         }
     }
-}
-
-/// Runs one call of a plain etcd client against the shared cluster.
-fn raw_etcd<T, F>(f: impl FnOnce(etcd_client::Client) -> F) -> T
-where
-    F: std::future::Future<Output = Result<T, etcd_client::Error>>,
-{
-    let endpoints = etcd_cluster::shared().endpoints();
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async move {
-            let c = etcd_client::Client::connect(endpoints, None).await.unwrap();
-            f(c).await.unwrap()
-        })
 }
 
 macro_rules! suite {

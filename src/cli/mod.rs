@@ -12,6 +12,7 @@ pub mod minions;
 pub mod output;
 pub mod proxy;
 pub mod selector;
+pub mod source;
 pub mod state;
 pub mod validate;
 

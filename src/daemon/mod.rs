@@ -225,7 +225,12 @@ impl Daemon {
                 }),
             )
             .await
-            .map_err(|e| e.to_string()),
+            .map_err(|e| {
+                format!(
+                    "cannot listen on {}: {e} (choose another address with `drover daemon --listen ADDRESS:PORT`)",
+                    self.opts.status_listen
+                )
+            }),
         ));
         let proxy = match self
             .opts

@@ -176,11 +176,29 @@ async fn respond(
                 format!("not ready: {why}\n"),
             ),
         },
-        _ => answer(
-            StatusCode::OK,
-            crate::metrics::CONTENT_TYPE,
-            crate::metrics::global().render(),
-        ),
+        _ => {
+            // Prometheus asks for OpenMetrics; anything else (curl, promtool, older scrapers)
+            // gets the classic text format.
+            let accept = req
+                .headers()
+                .get(hyper::header::ACCEPT)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("");
+            let metrics = crate::metrics::global();
+            if accept.contains("application/openmetrics-text") {
+                answer(
+                    StatusCode::OK,
+                    crate::metrics::CONTENT_TYPE,
+                    metrics.render(),
+                )
+            } else {
+                answer(
+                    StatusCode::OK,
+                    crate::metrics::TEXT_CONTENT_TYPE,
+                    metrics.render_text(),
+                )
+            }
+        }
     }
 }
 
@@ -370,9 +388,14 @@ mod tests {
     }
 
     async fn request(addr: SocketAddr, method: &str, path: &str) -> String {
+        request_with(addr, method, path, "").await
+    }
+
+    async fn request_with(addr: SocketAddr, method: &str, path: &str, headers: &str) -> String {
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
         s.write_all(
-            format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+            format!("{method} {path} HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n")
+                .as_bytes(),
         )
         .await
         .unwrap();
@@ -474,11 +497,20 @@ mod tests {
         let ready = get(addr, "/readyz").await;
         assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
 
-        let metrics = get(addr, "/metrics").await;
+        // Prometheus asks for OpenMetrics and gets it; a plain client gets the classic format.
+        let accept =
+            "Accept: application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5\r\n";
+        let metrics = request_with(addr, "GET", "/metrics", accept).await;
         assert!(
             metrics.contains("application/openmetrics-text"),
             "{metrics}"
         );
         assert!(metrics.ends_with("# EOF\n"), "{metrics}");
+        let classic = get(addr, "/metrics").await;
+        assert!(classic.contains("text/plain; version=0.0.4"), "{classic}");
+        assert!(
+            classic.contains("# TYPE drover_rounds_total counter") && !classic.contains("# EOF"),
+            "{classic}"
+        );
     }
 }

@@ -17,7 +17,6 @@ use crate::config::{Settings, Transport};
 use crate::model::{Capacity, DesiredState, Kind, Labels, Object};
 use serde::Serialize;
 use ssh::{SshLink, SshTarget};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -143,17 +142,7 @@ pub fn minion_specs(
 ) -> Result<Vec<MinionSpec>, String> {
     let c = &settings.config;
     let resolve = |p: &str| settings.resolve(p);
-    let home_ssh = |f: &str| {
-        std::env::var_os("HOME")
-            .map(|h| PathBuf::from(h).join(".ssh").join(f))
-            .unwrap_or_else(|| PathBuf::from(f))
-    };
-    let known_hosts = c
-        .ssh
-        .known_hosts
-        .as_deref()
-        .map(resolve)
-        .unwrap_or_else(|| home_ssh("known_hosts"));
+    let known_hosts = settings.known_hosts();
     let ssh_target =
         |name: &str, host: &str, port: Option<u16>, user: Option<&str>, identity: Option<&str>| {
             SshTarget {

@@ -10,6 +10,7 @@
 //! Host keys are verified against known_hosts before anything else is sent.
 
 use super::MinionError;
+use crate::known_hosts;
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -36,11 +37,7 @@ pub struct SshTarget {
 impl SshTarget {
     /// The host as written in known_hosts: `host`, or `[host]:port` off port 22.
     pub fn known_hosts_name(&self) -> String {
-        if self.port == 22 {
-            self.host.clone()
-        } else {
-            format!("[{}]:{}", self.host, self.port)
-        }
+        crate::known_hosts::host_name(&self.host, self.port)
     }
 }
 
@@ -329,30 +326,15 @@ fn set_tcp_keepalive(tcp: &TcpStream) {
     set(libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 3);
 }
 
-fn open_known_hosts(session: &ssh2::Session, t: &SshTarget) -> Result<ssh2::KnownHosts, String> {
-    let mut known = session.known_hosts().map_err(|e| e.to_string())?;
-    if t.known_hosts.exists() {
-        known
-            .read_file(&t.known_hosts, ssh2::KnownHostFileKind::OpenSSH)
-            .map_err(|e| format!("{}: {}", t.known_hosts.display(), e.message()))?;
-    }
-    Ok(known)
-}
-
 /// Asks the server for the host key types we already know for it, so a host known by, say,
 /// an RSA line is checked against its RSA key rather than reported as changed.
 fn pin_host_key_types(session: &ssh2::Session, t: &SshTarget) -> Result<(), String> {
-    let known = open_known_hosts(session, t)?;
     let name = t.known_hosts_name();
     let mut types: Vec<String> = Vec::new();
-    for host in known.iter().map_err(|e| e.to_string())? {
-        if host.name() == Some(name.as_str()) {
-            if let Some(kind) = key_type_of(host.key()) {
-                for method in host_key_methods(&kind) {
-                    if !types.contains(&method) {
-                        types.push(method);
-                    }
-                }
+    for kind in known_hosts::recorded_types(session, &t.known_hosts, &name)? {
+        for method in host_key_methods(&kind) {
+            if !types.contains(&method) {
+                types.push(method);
             }
         }
     }
@@ -377,99 +359,26 @@ fn host_key_methods(kind: &str) -> Vec<String> {
     }
 }
 
-/// The key type named at the start of a base64 public key blob.
-fn key_type_of(base64: &str) -> Option<String> {
-    let blob = decode_base64(base64)?;
-    let len = u32::from_be_bytes(blob.get(..4)?.try_into().ok()?) as usize;
-    String::from_utf8(blob.get(4..4 + len)?.to_vec()).ok()
-}
-
-fn decode_base64(s: &str) -> Option<Vec<u8>> {
-    let value = |c: u8| match c {
-        b'A'..=b'Z' => Some(c - b'A'),
-        b'a'..=b'z' => Some(c - b'a' + 26),
-        b'0'..=b'9' => Some(c - b'0' + 52),
-        b'+' => Some(62),
-        b'/' => Some(63),
-        _ => None,
-    };
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0);
-    for c in s.bytes().filter(|c| *c != b'=') {
-        acc = (acc << 6) | u32::from(value(c)?);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    Some(out)
-}
-
-/// The server's host key as a known_hosts line, and its SHA-256 fingerprint.
-pub fn host_key_line(session: &ssh2::Session, t: &SshTarget) -> Result<(String, String), String> {
-    let (key, kind) = session.host_key().ok_or("server sent no host key")?;
-    let type_name = match kind {
-        ssh2::HostKeyType::Rsa => "ssh-rsa",
-        ssh2::HostKeyType::Dss => "ssh-dss",
-        ssh2::HostKeyType::Ecdsa256 => "ecdsa-sha2-nistp256",
-        ssh2::HostKeyType::Ecdsa384 => "ecdsa-sha2-nistp384",
-        ssh2::HostKeyType::Ecdsa521 => "ecdsa-sha2-nistp521",
-        ssh2::HostKeyType::Ed25519 => "ssh-ed25519",
-        ssh2::HostKeyType::Unknown => "unknown",
-    };
-    let fingerprint = session
-        .host_key_hash(ssh2::HashType::Sha256)
-        .map(|h| format!("SHA256:{}", encode_base64(h).trim_end_matches('=')))
-        .unwrap_or_default();
-    Ok((
-        format!(
-            "{} {type_name} {}",
-            t.known_hosts_name(),
-            encode_base64(key)
-        ),
-        fingerprint,
-    ))
-}
-
-fn encode_base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, b)| acc | u32::from(*b) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 fn verify_host_key(session: &ssh2::Session, t: &SshTarget) -> Result<(), String> {
-    let known = open_known_hosts(session, t)?;
-    let (key, _) = session.host_key().ok_or("server sent no host key")?;
-    let (_, fingerprint) = host_key_line(session, t)?;
-    match known.check_port(&t.host, t.port, key) {
-        ssh2::CheckResult::Match => Ok(()),
-        ssh2::CheckResult::NotFound => Err(format!(
+    let (blob, _) = session.host_key().ok_or("server sent no host key")?;
+    let key = known_hosts::HostKey {
+        blob: blob.to_vec(),
+    };
+    let fingerprint = key.fingerprint();
+    match known_hosts::check(&t.known_hosts, &t.host, t.port, &key)? {
+        known_hosts::Verdict::Match => Ok(()),
+        known_hosts::Verdict::NotFound => Err(format!(
             "unknown host key {fingerprint} for {} (not in {}); if it is right, accept it with `drover minions trust {}`",
             t.known_hosts_name(),
             t.known_hosts.display(),
             t.minion
         )),
-        ssh2::CheckResult::Mismatch => Err(format!(
+        known_hosts::Verdict::Mismatch => Err(format!(
             "HOST KEY CHANGED for {}: it now offers {fingerprint}, which does not match {}. This may be an attack; if the change is expected, replace it with `drover minions trust {} --replace`",
             t.known_hosts_name(),
             t.known_hosts.display(),
             t.minion
         )),
-        ssh2::CheckResult::Failure => Err(format!("could not check the host key against {}", t.known_hosts.display())),
     }
 }
 
@@ -520,50 +429,9 @@ fn authenticate(session: &ssh2::Session, t: &SshTarget) -> Result<(), String> {
 /// known_hosts (the explicit "accept this key" step). An existing, different key for the host
 /// is only replaced with `replace`. Returns the fingerprint and the file written.
 pub fn trust_host_key(t: &SshTarget, replace: bool) -> Result<(String, PathBuf), String> {
-    let addr = (t.host.as_str(), t.port)
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {}: {e}", t.host))?
-        .next()
-        .ok_or_else(|| format!("cannot resolve {}", t.host))?;
-    let tcp = TcpStream::connect_timeout(&addr, t.connect_timeout)
-        .map_err(|e| format!("ssh connect to {addr}: {e}"))?;
-    let mut session = ssh2::Session::new().map_err(|e| e.to_string())?;
-    session.set_timeout(t.connect_timeout.as_millis() as u32);
-    session.set_tcp_stream(tcp);
-    session
-        .handshake()
-        .map_err(|e| format!("ssh handshake with {addr}: {}", e.message()))?;
-    let (line, fingerprint) = host_key_line(&session, t)?;
-    let existing = std::fs::read_to_string(&t.known_hosts).unwrap_or_default();
-    let name = t.known_hosts_name();
-    let names_host = |l: &str| {
-        l.split_whitespace()
-            .next()
-            .is_some_and(|names| names.split(',').any(|n| n == name))
-    };
-    let key_of = |l: &str| l.split_whitespace().nth(2).map(str::to_string);
-    let ours = key_of(&line);
-    if existing.lines().any(|l| names_host(l) && key_of(l) == ours) {
-        return Ok((fingerprint, t.known_hosts.clone()));
-    }
-    if existing.lines().any(names_host) && !replace {
-        return Err(format!(
-            "{} already has a different key for {name}; pass --replace to replace it with {fingerprint}",
-            t.known_hosts.display()
-        ));
-    }
-    let mut text: String = existing
-        .lines()
-        .filter(|l| !names_host(l))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    text.push_str(&line);
-    text.push('\n');
-    if let Some(dir) = t.known_hosts.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    }
-    crate::store::write_private_file(&t.known_hosts, text.as_bytes()).map_err(|e| e.to_string())?;
-    Ok((fingerprint, t.known_hosts.clone()))
+    let key = known_hosts::fetch(&t.host, t.port, t.connect_timeout)?;
+    let file = known_hosts::record(&t.known_hosts, &t.known_hosts_name(), &key, replace)?;
+    Ok((key.fingerprint(), file))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1063,15 +931,6 @@ fn close_channel(channel: &mut ssh2::Channel) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base64_round_trips_and_names_key_types() {
-        let blob = [&[0, 0, 0, 11][..], b"ssh-ed25519", &[0, 0, 0, 1, 42]].concat();
-        let text = encode_base64(&blob);
-        assert_eq!(decode_base64(&text).unwrap(), blob);
-        assert_eq!(key_type_of(&text).as_deref(), Some("ssh-ed25519"));
-        assert_eq!(encode_base64(b"ab"), "YWI=");
-    }
 
     #[test]
     fn a_host_known_only_by_an_rsa_line_pins_methods_libssh2_supports() {

@@ -78,7 +78,7 @@ impl Default for Limits {
 pub enum ProxyError {
     #[error("cannot start the proxy's event-loop threads: {0}")]
     Threads(std::io::Error),
-    #[error("service {service}: cannot listen on {protocol} {addr}: {source}")]
+    #[error("service {service}: cannot listen on {protocol} {addr}: {source} (the port is the service's `port` in its manifest; the address is `[proxy] listen` in drover.toml)")]
     Bind {
         service: String,
         protocol: &'static str,

@@ -161,7 +161,7 @@ fn open(repo: &str, opts: &GitOptions) -> Result<Repository, SourceError> {
 fn fetch(repository: &Repository, url: &str, opts: &GitOptions) -> Result<(), git2::Error> {
     let mut remote = repository.remote_anonymous(url)?;
     let mut fetch_options = FetchOptions::new();
-    fetch_options.remote_callbacks(callbacks(opts));
+    fetch_options.remote_callbacks(callbacks(url, opts));
     fetch_options.prune(git2::FetchPrune::On);
     fetch_options.download_tags(git2::AutotagOption::All);
     remote.fetch(
@@ -181,8 +181,29 @@ fn fetch(repository: &Repository, url: &str, opts: &GitOptions) -> Result<(), gi
     Ok(())
 }
 
-fn callbacks(opts: &GitOptions) -> RemoteCallbacks<'_> {
+/// Credentials from the agent or the configured identity; an SSH host key checked against
+/// `[ssh] known_hosts` (libgit2 alone reads only `~/.ssh/known_hosts` and names neither the
+/// host nor the key when it refuses).
+fn callbacks<'a>(url: &str, opts: &'a GitOptions) -> RemoteCallbacks<'a> {
     let mut callbacks = RemoteCallbacks::new();
+    let port = ssh_host(url).map_or(22, |(_, port)| port);
+    callbacks.certificate_check(move |cert, host| {
+        let Some(offered) = cert.as_hostkey() else {
+            // A TLS certificate: libgit2's own check against the system's roots.
+            return Ok(git2::CertificateCheckStatus::CertificatePassthrough);
+        };
+        let key = crate::known_hosts::HostKey {
+            blob: offered
+                .hostkey()
+                .ok_or_else(|| {
+                    git2::Error::from_str("the SSH server's host key could not be read")
+                })?
+                .to_vec(),
+        };
+        check_host_key(&opts.known_hosts, host, port, &key)
+            .map(|()| git2::CertificateCheckStatus::CertificateOk)
+            .map_err(|e| git2::Error::from_str(&e))
+    });
     let mut attempts = 0;
     callbacks.credentials(move |url, username, allowed| {
         attempts += 1;
@@ -205,6 +226,53 @@ fn callbacks(opts: &GitOptions) -> RemoteCallbacks<'_> {
     callbacks
 }
 
+/// A git source's SSH host key against `known_hosts`, with the trust step in the refusal.
+fn check_host_key(
+    known_hosts: &Path,
+    host: &str,
+    port: u16,
+    key: &crate::known_hosts::HostKey,
+) -> Result<(), String> {
+    use crate::known_hosts::{check, host_name, Verdict};
+    let name = host_name(host, port);
+    let (kind, fingerprint) = (key.kind(), key.fingerprint());
+    match check(known_hosts, host, port, key)? {
+        Verdict::Match => Ok(()),
+        Verdict::NotFound => Err(format!(
+            "unknown {kind} host key {fingerprint} for {name} (not in {}); if it is right, accept it with `drover source trust`",
+            known_hosts.display()
+        )),
+        Verdict::Mismatch => Err(format!(
+            "HOST KEY CHANGED for {name}: it now offers {kind} {fingerprint}, which does not match {}. This may be an attack; if the change is expected, replace it with `drover source trust --replace`",
+            known_hosts.display()
+        )),
+    }
+}
+
+/// The host and port of an `ssh://` (or `git+ssh://`) URL; `None` for other schemes.
+pub fn ssh_host(url: &str) -> Option<(String, u16)> {
+    let rest = ["ssh://", "git+ssh://", "ssh+git://"]
+        .iter()
+        .find_map(|scheme| url.strip_prefix(scheme))?;
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let (host, port) = match host_port.strip_prefix('[') {
+        Some(v6) => {
+            let (host, after) = v6.split_once(']')?;
+            (host, after.strip_prefix(':'))
+        }
+        None => match host_port.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (host_port, None),
+        },
+    };
+    let port = match port {
+        Some(p) if !p.is_empty() => p.parse().ok()?,
+        _ => 22,
+    };
+    (!host.is_empty()).then(|| (host.to_string(), port))
+}
+
 /// One cache directory per URL, named so a person can tell which is which.
 fn cache_path(cache_dir: &Path, url: &str) -> PathBuf {
     let readable: String = url
@@ -225,4 +293,27 @@ fn cache_path(cache_dir: &Path, url: &str) -> PathBuf {
         .map(|o| o.to_string()[..12].to_string())
         .unwrap_or_default();
     cache_dir.join(format!("{readable}-{hash}.git"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ssh_url_names_its_host_and_port() {
+        for (url, want) in [
+            ("ssh://git@example.org/shop.git", Some(("example.org", 22))),
+            (
+                "ssh://git@127.0.0.1:2222/srv/repo.git",
+                Some(("127.0.0.1", 2222)),
+            ),
+            ("git+ssh://[::1]:2200/r", Some(("::1", 2200))),
+            ("ssh://host:/r", Some(("host", 22))),
+            ("https://example.org/shop.git", None),
+            ("ssh://git@/r", None),
+        ] {
+            let got = ssh_host(url);
+            assert_eq!(got.as_ref().map(|(h, p)| (h.as_str(), *p)), want, "{url}");
+        }
+    }
 }

@@ -4,6 +4,7 @@
 
 mod dir;
 mod git;
+pub use git::ssh_host;
 
 use crate::manifest::SourceFile;
 use crate::model::Origin;
@@ -120,6 +121,8 @@ pub struct GitOptions {
     pub cache_dir: PathBuf,
     /// SSH identity for `ssh://` remotes (an ssh-agent is tried first).
     pub ssh_identity: Option<PathBuf>,
+    /// The known_hosts file an `ssh://` remote's host key is checked against (the minions').
+    pub known_hosts: PathBuf,
 }
 
 /// Reads the whole source. Either every file is read or the read fails: a partial read must

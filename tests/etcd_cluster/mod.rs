@@ -239,3 +239,66 @@ pub fn unique_prefix(name: &str) -> String {
         N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
     )
 }
+
+/// A key as etcd holds it, read behind drover's back.
+pub struct RawKv {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    pub mod_revision: i64,
+}
+
+impl EtcdCluster {
+    /// One call of etcd's JSON gateway by curl, on the first member that answers: the answer.
+    fn gateway(&self, path: &str, body: &serde_json::Value) -> serde_json::Value {
+        let mut last = String::new();
+        for endpoint in self.endpoints() {
+            let out = Command::new("curl")
+                .args(["-sS", "--fail-with-body", "--max-time", "5", "-d"])
+                .arg(body.to_string())
+                .arg(format!("http://{endpoint}{path}"))
+                .output()
+                .expect("curl runs");
+            if out.status.success() {
+                return serde_json::from_slice(&out.stdout).expect("etcd answers JSON");
+            }
+            last = String::from_utf8_lossy(&out.stderr).into_owned()
+                + &String::from_utf8_lossy(&out.stdout);
+        }
+        panic!("no etcd member answered {path}: {last}");
+    }
+
+    /// Every key starting with `prefix` (or exactly `prefix`, with `exact`).
+    pub fn raw_range(&self, prefix: &str, exact: bool) -> Vec<RawKv> {
+        use base64::{engine::general_purpose::STANDARD as B64, Engine};
+        let mut body = serde_json::json!({ "key": B64.encode(prefix) });
+        if !exact {
+            let mut end = prefix.as_bytes().to_vec();
+            *end.last_mut().expect("a prefix") += 1;
+            body["range_end"] = B64.encode(end).into();
+        }
+        let answer = self.gateway("/v3/kv/range", &body);
+        let kvs = answer["kvs"].as_array().cloned().unwrap_or_default();
+        kvs.iter()
+            .map(|kv| RawKv {
+                key: B64.decode(kv["key"].as_str().unwrap_or("")).unwrap(),
+                value: B64.decode(kv["value"].as_str().unwrap_or("")).unwrap(),
+                mod_revision: kv["mod_revision"].as_str().unwrap_or("0").parse().unwrap(),
+            })
+            .collect()
+    }
+
+    /// Puts `value` at `key`, or with `None` deletes it, behind drover's back.
+    pub fn raw_set(&self, key: &str, value: Option<&[u8]>) {
+        use base64::{engine::general_purpose::STANDARD as B64, Engine};
+        match value {
+            Some(v) => self.gateway(
+                "/v3/kv/put",
+                &serde_json::json!({ "key": B64.encode(key), "value": B64.encode(v) }),
+            ),
+            None => self.gateway(
+                "/v3/kv/deleterange",
+                &serde_json::json!({ "key": B64.encode(key) }),
+            ),
+        };
+    }
+}

@@ -18,19 +18,18 @@
 //! Reads of the index remember its revision; objects are read at that revision, so an index
 //! and its objects are one snapshot even while a writer removes what it superseded.
 //!
-//! The gRPC client runs on a small runtime of its own, shared by every etcd store of the
-//! process: the store's interface is synchronous (as the file store's), callers may be
-//! async, and a blocking wait on a channel works from both.
+//! The client (`gateway.rs`: etcd's JSON gateway over hyper) runs on a small runtime of its
+//! own, shared by every etcd store of the process: the store's interface is synchronous (as
+//! the file store's), callers may be async, and a blocking wait on a channel works from both.
+
+mod gateway;
 
 use super::{
     file::checked_text, named_by, plan_commit, Batch, Entry, Holder, Index, Section, StoreError,
     FORMAT_VERSION, INDEX_FILE,
 };
 use crate::model::ObjectKey;
-use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp,
-    WatchOptions,
-};
+use gateway::{Client, Compare, RangeOptions, Txn, TxnOp};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -177,8 +176,7 @@ pub struct EtcdStore {
 }
 
 /// One client per member, used one at a time: a member that cannot be reached (or does not
-/// answer in time) hands the calls to the next. (etcd-client's own balancing keeps sending a
-/// share of the calls to a dead member.)
+/// answer in time) hands the calls to the next.
 struct Inner {
     spec: EtcdSpec,
     clients: Vec<Client>,
@@ -209,39 +207,14 @@ impl std::fmt::Debug for EtcdStore {
     }
 }
 
-/// Why a call failed: the member is down, unreachable or without quorum (another member may
-/// do), or the request itself failed.
-enum CallError {
-    Down(String),
-    Failed(String),
-}
-
-impl From<String> for CallError {
-    fn from(s: String) -> CallError {
-        CallError::Failed(s)
-    }
-}
+use gateway::Error as CallError;
 
 type Call<T> = Result<T, CallError>;
 
 /// A unary call bounded by `CALL_TIMEOUT`.
-async fn timed<T>(
-    fut: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
-) -> Call<T> {
+async fn timed<T>(fut: impl std::future::Future<Output = Call<T>>) -> Call<T> {
     match tokio::time::timeout(CALL_TIMEOUT, fut).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(match &e {
-            etcd_client::Error::TransportError(_) => CallError::Down(e.to_string()),
-            etcd_client::Error::GRpcStatus(s)
-                if matches!(
-                    s.code(),
-                    tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
-                ) =>
-            {
-                CallError::Down(e.to_string())
-            }
-            _ => CallError::Failed(e.to_string()),
-        }),
+        Ok(result) => result,
         Err(_) => Err(CallError::Down(format!(
             "no answer within {} s (is a quorum of members up?)",
             CALL_TIMEOUT.as_secs()
@@ -252,42 +225,20 @@ async fn timed<T>(
 impl EtcdStore {
     /// A client for `spec`; it connects on first use (members may come up later).
     pub fn connect(spec: &EtcdSpec) -> Result<EtcdStore, StoreError> {
-        let mut options = ConnectOptions::new()
-            .with_connect_timeout(Duration::from_secs(3))
-            .with_keep_alive(Duration::from_secs(3), Duration::from_secs(3))
-            .with_keep_alive_while_idle(true);
-        if let Some(tls) = &spec.tls {
-            let read = |p: &Option<PathBuf>| -> Result<Vec<u8>, StoreError> {
-                match p {
-                    Some(p) => std::fs::read(p).map_err(|source| StoreError::Io {
-                        path: p.clone(),
-                        source,
-                    }),
-                    None => Ok(Vec::new()),
-                }
-            };
-            let mut config = etcd_client::TlsOptions::new();
-            if tls.ca.is_some() {
-                config = config.ca_certificate(etcd_client::Certificate::from_pem(read(&tls.ca)?));
-            }
-            if tls.cert.is_some() || tls.key.is_some() {
-                config = config.identity(etcd_client::Identity::from_pem(
-                    read(&tls.cert)?,
-                    read(&tls.key)?,
-                ));
-            }
-            options = options.with_tls(config);
-        }
-        let mut clients = Vec::new();
-        for endpoint in &spec.endpoints {
-            let (endpoint, options) = (endpoint.clone(), options.clone());
-            let client = block(async move { Client::connect([endpoint], Some(options)).await })
-                .map_err(|e| StoreError::Etcd {
-                    store: spec.url.clone(),
-                    message: format!("cannot connect: {e}"),
-                })?;
-            clients.push(client);
-        }
+        let tls = spec.tls.as_ref().map(|t| gateway::TlsFiles {
+            ca: t.ca.as_deref(),
+            cert: t.cert.as_deref(),
+            key: t.key.as_deref(),
+        });
+        let clients = spec
+            .endpoints
+            .iter()
+            .map(|endpoint| Client::new(endpoint, tls.as_ref()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|message| StoreError::Etcd {
+                store: spec.url.clone(),
+                message: format!("cannot set up TLS: {message}"),
+            })?;
         Ok(EtcdStore {
             inner: Arc::new(Inner {
                 spec: spec.clone(),
@@ -352,16 +303,14 @@ impl EtcdStore {
         self.call(move |c| {
             let key = key.clone();
             async move {
-                let mut kv = c.kv_client().max_decoding_message_size(256 << 20);
-                let opts = (revision > 0).then(|| GetOptions::new().with_revision(revision));
-                let mut r = timed(kv.get(key, opts)).await?;
-                let rev = r.header().map(|h| h.revision()).unwrap_or_default();
-                Ok(match r.take_kvs().pop() {
-                    Some(kv) => {
-                        let m = kv.mod_revision();
-                        (Some(kv.into_key_value().1), rev, m)
-                    }
-                    None => (None, rev, 0),
+                let opts = RangeOptions {
+                    revision,
+                    ..Default::default()
+                };
+                let mut r = timed(c.range(key.as_bytes(), opts)).await?;
+                Ok(match r.kvs.pop() {
+                    Some(kv) => (Some(kv.value), r.revision, kv.mod_revision),
+                    None => (None, r.revision, 0),
                 })
             }
         })
@@ -374,18 +323,17 @@ impl EtcdStore {
         self.call(move |c| {
             let (key, strip) = (key.clone(), strip.clone());
             async move {
-                let mut kv = c.kv_client().max_decoding_message_size(256 << 20);
-                let mut opts = GetOptions::new().with_prefix();
-                if revision > 0 {
-                    opts = opts.with_revision(revision);
-                }
-                let mut r = timed(kv.get(key, Some(opts))).await?;
-                Ok(r.take_kvs()
+                let opts = RangeOptions {
+                    prefix: true,
+                    revision,
+                    ..Default::default()
+                };
+                let r = timed(c.range(key.as_bytes(), opts)).await?;
+                Ok(r.kvs
                     .into_iter()
                     .map(|kv| {
-                        let (k, v) = kv.into_key_value();
-                        let k = String::from_utf8_lossy(&k);
-                        (k.strip_prefix(&strip).unwrap_or(&k).to_string(), v)
+                        let k = String::from_utf8_lossy(&kv.key);
+                        (k.strip_prefix(&strip).unwrap_or(&k).to_string(), kv.value)
                     })
                     .collect())
             }
@@ -527,21 +475,17 @@ impl EtcdStore {
         }
         let value = value.to_vec();
         let ttl = LEASE_TTL.as_secs() as i64;
-        let won = self.call(move |mut c| {
+        let won = self.call(move |c| {
             let (key, value) = (key.clone(), value.clone());
             async move {
-                let lease = timed(c.lease_grant(ttl, None)).await?.id();
-                let txn = Txn::new()
-                    .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-                    .and_then([TxnOp::put(
-                        key,
-                        value,
-                        Some(PutOptions::new().with_lease(lease)),
-                    )]);
-                let r = timed(c.txn(txn)).await?;
-                if r.succeeded() {
-                    let revision = r.header().map(|h| h.revision()).unwrap_or_default();
-                    Ok(Some((lease, revision)))
+                let lease = timed(c.lease_grant(ttl)).await?;
+                let txn = Txn {
+                    when: vec![Compare::CreateRevision(key.clone(), 0)],
+                    then: vec![TxnOp::Put { key, value, lease }],
+                };
+                let r = timed(c.txn(&txn)).await?;
+                if r.succeeded {
+                    Ok(Some((lease, r.revision)))
                 } else {
                     let _ = timed(c.lease_revoke(lease)).await;
                     Ok(None)
@@ -582,7 +526,7 @@ impl EtcdStore {
 
     /// The comparison every write of `lead` carries: the leader key is still the one it made.
     fn fence(&self, lead: &Leadership) -> Compare {
-        Compare::create_revision(self.key(LEADER_KEY), CompareOp::Equal, lead.create_revision)
+        Compare::CreateRevision(self.key(LEADER_KEY), lead.create_revision)
     }
 
     /// Runs a transaction fenced on `lead` (and on `also`); a failed comparison is told
@@ -595,10 +539,10 @@ impl EtcdStore {
     ) -> Result<(), StoreError> {
         let mut when = vec![self.fence(lead)];
         when.extend(also);
-        let txn = Txn::new().when(when).and_then(ops);
-        let ok = self.call(move |mut c| {
+        let txn = Arc::new(Txn { when, then: ops });
+        let ok = self.call(move |c| {
             let txn = txn.clone();
-            async move { Ok(timed(c.txn(txn)).await?.succeeded()) }
+            async move { Ok(timed(c.txn(&txn)).await?.succeeded) }
         })?;
         if ok {
             return Ok(());
@@ -624,9 +568,8 @@ impl EtcdStore {
         self.call(move |c| {
             let key = key.clone();
             async move {
-                let mut kv = c.kv_client();
-                let mut r = timed(kv.get(key, None)).await?;
-                Ok(r.take_kvs().pop().map(|kv| kv.create_revision()))
+                let mut r = timed(c.range(key.as_bytes(), RangeOptions::default())).await?;
+                Ok(r.kvs.pop().map(|kv| kv.create_revision))
             }
         })
     }
@@ -658,11 +601,7 @@ impl EtcdStore {
         rel: &str,
         bytes: &[u8],
     ) -> Result<(), StoreError> {
-        self.fenced(
-            lead,
-            Vec::new(),
-            vec![TxnOp::put(self.key(rel), bytes.to_vec(), None)],
-        )
+        self.fenced(lead, Vec::new(), vec![TxnOp::put(self.key(rel), bytes)])
     }
 
     /// Writes many keys outside a commit (an import), in fenced transactions within etcd's
@@ -682,7 +621,7 @@ impl EtcdStore {
                 bytes = 0;
             }
             bytes += value.len();
-            chunk.push(TxnOp::put(self.key(rel), value.to_vec(), None));
+            chunk.push(TxnOp::put(self.key(rel), *value));
         }
         if !chunk.is_empty() {
             self.fenced(lead, Vec::new(), chunk)?;
@@ -704,12 +643,12 @@ impl EtcdStore {
             writes.insert(rel.clone(), text);
         }
         let index_text = serde_json::to_vec_pretty(&index).expect("index serialises");
-        let same_index = Compare::mod_revision(self.key(INDEX_FILE), CompareOp::Equal, index_mod);
+        let same_index = Compare::ModRevision(self.key(INDEX_FILE), index_mod);
         let mut puts: Vec<(TxnOp, usize)> = writes
             .iter()
             .map(|(rel, text)| {
                 (
-                    TxnOp::put(self.key(rel), *text, None),
+                    TxnOp::put(self.key(rel), text.as_bytes()),
                     text.len() + rel.len(),
                 )
             })
@@ -717,10 +656,10 @@ impl EtcdStore {
         let deletes: Vec<TxnOp> = planned
             .superseded
             .iter()
-            .map(|rel| TxnOp::delete(self.key(rel), None))
+            .map(|rel| TxnOp::Delete(self.key(rel)))
             .collect();
         let size: usize = puts.iter().map(|(_, n)| n).sum::<usize>() + index_text.len();
-        let index_put = TxnOp::put(self.key(INDEX_FILE), index_text, None);
+        let index_put = TxnOp::put(self.key(INDEX_FILE), index_text);
         if puts.len() + deletes.len() < MAX_TXN_OPS && size < MAX_TXN_BYTES {
             let mut ops: Vec<TxnOp> = puts.into_iter().map(|(op, _)| op).collect();
             ops.push(index_put);
@@ -760,22 +699,22 @@ impl EtcdStore {
         let keys: Vec<String> = self.call(move |c| {
             let key = key.clone();
             async move {
-                let mut kv = c.kv_client();
-                let mut opts = GetOptions::new().with_prefix().with_keys_only();
-                if revision > 0 {
-                    opts = opts.with_revision(revision);
-                }
-                let mut r = timed(kv.get(key, Some(opts))).await?;
-                Ok(r.take_kvs()
+                let opts = RangeOptions {
+                    prefix: true,
+                    revision,
+                    keys_only: true,
+                };
+                let r = timed(c.range(key.as_bytes(), opts)).await?;
+                Ok(r.kvs
                     .into_iter()
-                    .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
+                    .map(|kv| String::from_utf8_lossy(&kv.key).into_owned())
                     .collect())
             }
         })?;
         let stale: Vec<TxnOp> = keys
             .iter()
             .filter(|k| !named_by(&index, k.strip_prefix(&strip).unwrap_or(k)))
-            .map(|k| TxnOp::delete(k.as_str(), None::<DeleteOptions>))
+            .map(|k| TxnOp::Delete(k.clone()))
             .collect();
         for chunk in stale.chunks(MAX_TXN_OPS) {
             self.fenced(lead, Vec::new(), chunk.to_vec())?;
@@ -792,8 +731,8 @@ impl EtcdStore {
         runtime().spawn(async move {
             let mut first = true;
             while !tx.is_closed() {
-                let (member, mut c) = inner.client();
-                match c.watch(key.clone(), None::<WatchOptions>).await {
+                let (member, c) = inner.client();
+                match timed(c.watch(key.as_bytes())).await {
                     Ok(mut stream) => {
                         if !first {
                             let _ = tx.try_send(());
@@ -802,10 +741,10 @@ impl EtcdStore {
                         loop {
                             tokio::select! {
                                 m = stream.message() => match m {
-                                    Ok(Some(r)) if !r.events().is_empty() => {
+                                    Ok(Some(r)) if r.changes > 0 => {
                                         let _ = tx.try_send(());
                                     }
-                                    Ok(Some(r)) if r.canceled() => break,
+                                    Ok(Some(r)) if r.canceled => break,
                                     Ok(Some(_)) => {}
                                     Ok(None) | Err(_) => {
                                         inner.failover(member);
@@ -907,8 +846,7 @@ impl Drop for Leadership {
         let client = self.store.inner.client().1;
         // Bounded: a cut-off etcd must not hold up the exit.
         let _ = block(async move {
-            let mut c = client;
-            tokio::time::timeout(Duration::from_secs(2), c.lease_revoke(lease)).await
+            tokio::time::timeout(Duration::from_secs(2), client.lease_revoke(lease)).await
         });
     }
 }
@@ -918,8 +856,6 @@ impl Drop for Leadership {
 /// that one was *sent*, so this process never believes in a lease etcd has let go).
 async fn keep_alive(inner: Arc<Inner>, lease: i64, state: Arc<LeaseState>, granted: Instant) {
     let mut last_ok = granted;
-    let mut stream_pair = None;
-    let mut member = 0;
     loop {
         if last_ok.elapsed() >= LEASE_TTL {
             lose(
@@ -932,36 +868,21 @@ async fn keep_alive(inner: Arc<Inner>, lease: i64, state: Arc<LeaseState>, grant
             return;
         }
         let sent = Instant::now();
-        if stream_pair.is_none() {
-            let (m, mut c) = inner.client();
-            member = m;
-            stream_pair = timed(c.lease_keep_alive(lease)).await.ok();
-        }
-        let mut renewed = false;
-        if let Some((keeper, stream)) = &mut stream_pair {
-            let answered = async {
-                keeper.keep_alive().await.ok()?;
-                stream.message().await.ok()?
-            };
-            match tokio::time::timeout(RENEW_EVERY, answered).await {
-                Ok(Some(r)) if r.ttl() > 0 => {
-                    last_ok = sent;
-                    renewed = true;
-                }
-                Ok(Some(_)) => {
-                    lose(&state, "the writer lease expired (this drover was paused or cut off for longer than its TTL)");
-                    return;
-                }
-                _ => {}
+        let (member, c) = inner.client();
+        match tokio::time::timeout(RENEW_EVERY, c.lease_keep_alive(lease)).await {
+            Ok(Ok(ttl)) if ttl > 0 => {
+                last_ok = sent;
+                tokio::time::sleep(RENEW_EVERY.saturating_sub(sent.elapsed())).await;
             }
-        }
-        if renewed {
-            tokio::time::sleep(RENEW_EVERY.saturating_sub(sent.elapsed())).await;
-        } else {
-            // That member did not answer: the next one, soon.
-            stream_pair = None;
-            inner.failover(member);
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            Ok(Ok(_)) => {
+                lose(&state, "the writer lease expired (this drover was paused or cut off for longer than its TTL)");
+                return;
+            }
+            _ => {
+                // That member did not answer: the next one, soon.
+                inner.failover(member);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
         }
     }
 }
