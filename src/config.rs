@@ -46,6 +46,10 @@ pub struct Config {
     /// `--allow_privileged` was).
     #[serde(default)]
     pub allow_privileged: bool,
+    /// Minion paths `hostDir` volumes may mount although they are guarded
+    /// (`manifest::GUARDED_HOST_PATHS`: `/`, `/etc`, `/proc`, `/sys`, the Docker socket, ...).
+    #[serde(default)]
+    pub allowed_host_paths: Vec<String>,
 }
 
 /// Credentials for pulling from one registry. The password comes from the config or, better,
@@ -368,6 +372,7 @@ impl Settings {
                 .unwrap_or(crate::manifest::DEFAULT_MAX_MANIFEST_BYTES),
             validate: validate.or(c.validate).unwrap_or_default(),
             allow_privileged: c.allow_privileged,
+            allowed_host_paths: c.allowed_host_paths.clone(),
         }
     }
 
@@ -376,6 +381,11 @@ impl Settings {
             cache_dir: state_dir.join("git"),
             ssh_identity: self.config.ssh.identity.as_deref().map(|p| self.resolve(p)),
             known_hosts: self.known_hosts(),
+            max_file_bytes: Some(
+                self.config
+                    .max_manifest_bytes
+                    .unwrap_or(crate::manifest::DEFAULT_MAX_MANIFEST_BYTES),
+            ),
         }
     }
 

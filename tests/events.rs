@@ -241,6 +241,34 @@ fn failures_back_off_and_are_told_as_events_and_the_page_shows_them() {
         &[],
     );
     assert!(logs.starts_with("HTTP/1.1 200"), "{logs}");
+    // A container drover did not make, on the same minion, is out of reach by any name.
+    let foreign = format!("foreign-secret-{}", std::process::id());
+    common::cluster::docker(
+        &late,
+        &[
+            "run",
+            "-d",
+            "--name",
+            &foreign,
+            "drover/busybox:latest",
+            "echo",
+            "SECRET-1f2e",
+        ],
+    );
+    for name in [format!("x/../{foreign}"), foreign.clone(), "../".into()] {
+        let name = name.replace('/', "%2F");
+        let logs = http(
+            &addr,
+            "GET",
+            &format!("/logs?minion={late}&pod=latecomer&container={name}"),
+            &[],
+        );
+        assert!(
+            logs.starts_with("HTTP/1.1 404") && !logs.contains("SECRET-1f2e"),
+            "{logs}"
+        );
+    }
+    common::cluster::docker(&late, &["rm", "-f", &foreign]);
 
     // Stopped cleanly, the log stays in the store for later readers.
     drop(browser);

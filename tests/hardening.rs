@@ -109,3 +109,47 @@ fn diff_masks_secret_names_and_url_passwords_with_a_keyed_fingerprint() {
         "a changed secret shows as a changed line:\n{text}"
     );
 }
+
+/// The default `max_manifest_bytes` (32 MiB): memory must stay under 4 times it.
+const MEMORY_BOUND: u64 = 4 * (32 << 20);
+
+#[test]
+fn yaml_aliases_are_budgeted_by_the_bytes_they_copy() {
+    let t = TestDir::new();
+    // 1 MB of text whose aliases would copy its long string a thousand times (about 1 GB).
+    let mut text = format!("a: &a {}\n", "x".repeat(1_000_000));
+    for i in 0..1000 {
+        text.push_str(&format!("k{i}: *a\n"));
+    }
+    t.write("manifests/bomb.yaml", &text);
+    let (r, peak) = t.drover_peak(&["validate"]);
+    r.expect_code(2);
+    assert!(
+        r.stderr.contains("manifests/bomb.yaml:4:")
+            && r.stderr.contains("alias *a would copy")
+            && r.stderr.contains("alias bomb"),
+        "{}",
+        r.stderr
+    );
+    assert!(peak < MEMORY_BOUND, "peak {peak} bytes");
+}
+
+#[test]
+fn a_huge_git_blob_is_refused_before_it_is_inflated() {
+    let t = TestDir::new();
+    let repo = GitRepo::init(&t.join("repo"));
+    t.copy_manifests("repo");
+    // 160 MiB of spaces: a small object in .git, five times the limit once inflated.
+    std::fs::write(t.join("repo/huge.json"), vec![b' '; 160 << 20]).unwrap();
+    repo.commit_all("huge");
+    std::fs::remove_file(t.join("repo/huge.json")).unwrap();
+    let (r, peak) = t.drover_peak(&["diff", "repo", "--ref", "HEAD"]);
+    r.expect_code(2);
+    assert!(
+        r.stderr
+            .contains("huge.json: the file is 167772160 bytes, more than the limit"),
+        "{}",
+        r.stderr
+    );
+    assert!(peak < MEMORY_BOUND, "peak {peak} bytes");
+}

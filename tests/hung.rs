@@ -6,6 +6,7 @@
 
 mod common;
 use common::cluster::{cluster, disrupt, docker, of_project, project_dir};
+use common::daemon::Daemon;
 use common::*;
 use std::io::BufRead;
 use std::process::{Command, Stdio};
@@ -164,5 +165,60 @@ fn apply_timeout_names_a_minion_that_cannot_be_observed_and_changes_nothing() {
     for m in ["m2", "m3"] {
         assert_eq!(running_apps(m, &p), 0, "on {m}");
     }
+    clean_up(&t);
+}
+
+#[test]
+fn under_the_daemon_a_hung_engine_delays_no_repair_on_another_minion() {
+    let _g = disrupt();
+    let (t, p) = project_dir();
+    t.write("manifests/spread.json", spread_rc());
+    t.drover(&["apply", "--yes", "--timeout", "120"])
+        .expect_code(0);
+    // The default resync; a node grace long enough that m2's pods are not moved meanwhile.
+    let daemon = Daemon::spawn(
+        &t,
+        &[
+            "daemon",
+            "--resync",
+            "10",
+            "--node-grace",
+            "300",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        "daemon.log",
+    );
+    daemon.status_addr();
+    let stopped = Stopped::now(dockerd_pid("m2"));
+    let victim = docker(
+        "m3",
+        &[
+            "ps",
+            "-q",
+            "--filter",
+            &of_project(&p),
+            "--filter",
+            "label=io.drover.container=c",
+        ],
+    );
+    let victim = victim.lines().next().expect("a pod on m3").to_string();
+    docker("m3", &["rm", "-f", &victim]);
+    let removed = Instant::now();
+    // Within one resync (10 s) and one bounded observation of the hung minion (5 s); a
+    // round that waited out m2's call timeout (30 s) would take longer.
+    let deadline = removed + Duration::from_secs(15);
+    while running_apps("m1", &p) + running_apps("m3", &p) < 4 {
+        assert!(
+            Instant::now() < deadline,
+            "the pod removed on m3 was not replaced in 15 s\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = daemon.log();
+    assert!(log.contains("m2"), "the silent minion is said: {log}");
+    drop(stopped);
+    drop(daemon);
     clean_up(&t);
 }

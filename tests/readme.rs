@@ -11,8 +11,9 @@
 //! - `config` (a toml block): loaded as drover.toml by `drover validate`.
 //!
 //! Each line of a block runs in one bash session, so `&` and `kill %1` work; a line must exit
-//! with the code its comment names as `(exit N)`, else 0. `cargo install` lines are not
-//! rerun: the binary under test is first on PATH instead.
+//! with the code its comment names as `(exit N)`, else 0. `cargo install` and `apt-get install`
+//! lines are not rerun: the binary under test is first on PATH instead, and `.ci/run` installs
+//! the packages.
 
 mod common;
 use common::cluster::{cluster, steady};
@@ -84,7 +85,7 @@ fn script(block: &Block, dir: &Path) -> String {
         .collect();
     for (i, line) in lines.iter().enumerate() {
         let command = line.split_once("  #").map_or(*line, |(c, _)| c).trim();
-        if command.starts_with("cargo install") {
+        if command.starts_with("cargo install") || command.starts_with("apt-get install") {
             continue;
         }
         let want = expected_exit(line);

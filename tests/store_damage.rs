@@ -151,6 +151,13 @@ fn a_damaged_store_stops_apply_diff_and_the_daemon_before_any_container_changes(
     let text = std::fs::read(&index).unwrap();
     std::fs::write(&index, &text[..text.len() / 2]).unwrap();
     all_refuse(&t, "state.json");
+
+    // A lost index beside its objects is damage too, not a new, empty store.
+    std::fs::remove_file(&index).unwrap();
+    all_refuse(&t, "state.json");
+    let r = t.drover(&["diff"]);
+    assert!(r.stderr.contains("the index was lost"), "{}", r.stderr);
+    std::fs::write(&index, &text).unwrap();
 }
 
 #[test]

@@ -87,6 +87,7 @@ suite!(
     a_damaged_object_is_named,
     a_missing_object_is_named,
     a_damaged_index_is_named,
+    a_lost_index_is_damage_not_a_new_store,
     events_round_trip_and_damaged_events_are_named,
     a_second_writer_is_refused_naming_the_holder,
     the_writer_makes_a_mask_key_once,
@@ -295,6 +296,22 @@ fn a_damaged_index_is_named(place: &Place) {
     place.set_raw("state.json", Some(b"{\"format\": 9}"));
     let err = store.read_index().unwrap_err().to_string();
     assert!(err.contains("store format 9"), "{err}");
+}
+
+fn a_lost_index_is_damage_not_a_new_store(place: &Place) {
+    let (store, _lock) = put_a(place);
+    place.set_raw("state.json", None);
+    for err in [
+        store.read_index().unwrap_err().to_string(),
+        store.verify().unwrap_err().to_string(),
+    ] {
+        assert!(
+            err.contains("state.json: damaged state file: missing")
+                && err.contains("the index was lost")
+                && err.contains("objects/"),
+            "{err}"
+        );
+    }
 }
 
 fn events_round_trip_and_damaged_events_are_named(place: &Place) {

@@ -116,11 +116,11 @@ async fn respond(
             .insert(ALLOW, HeaderValue::from_static(allowed));
         return response;
     }
-    if matches!(path, "/" | "/app.js" | "/logs" | "/reconcile") {
-        if let Err(why) = browser_checks(req) {
-            let body = serde_json::json!({ "error": why });
-            return answer(StatusCode::FORBIDDEN, JSON, body.to_string());
-        }
+    // One rule for every path: what another web site could read through a visitor's browser
+    // (DNS rebinding) is as sensitive as what it could do.
+    if let Err(why) = browser_checks(req) {
+        let body = serde_json::json!({ "error": why });
+        return answer(StatusCode::FORBIDDEN, JSON, body.to_string());
     }
     // hyper leaves the body out of an answer to HEAD, keeping its Content-Length.
     match path {
@@ -217,7 +217,7 @@ fn browser_checks(req: &Request<Incoming>) -> Result<(), String> {
     let name = name.trim_start_matches('[').trim_end_matches(']');
     if name != "localhost" && name.parse::<std::net::IpAddr>().is_err() {
         return Err(format!(
-            "Host {host:?}: open the page by IP address or localhost"
+            "Host {host:?}: address this server by IP address or localhost"
         ));
     }
     if let Some(origin) = req.headers().get(hyper::header::ORIGIN) {
@@ -260,9 +260,28 @@ async fn logs(status: &Shared, controls: Option<&Controls>, query: &str) -> Resp
             format!("no pod {pod} on {minion}\n"),
         );
     };
-    let container = param("container")
-        .or_else(|| found.containers.first().map(|c| c.name.clone()))
-        .unwrap_or_default();
+    // Only a container of this pod as the project observed it: the name never reaches
+    // Docker unchecked (it would name any container on the minion).
+    let container = match param("container") {
+        Some(asked) if !found.containers.iter().any(|c| c.name == asked) => {
+            return answer(
+                StatusCode::NOT_FOUND,
+                TEXT,
+                format!("pod {pod} on {minion} has no container {asked:?}\n"),
+            );
+        }
+        Some(asked) => asked,
+        None => match found.containers.first() {
+            Some(c) => c.name.clone(),
+            None => {
+                return answer(
+                    StatusCode::NOT_FOUND,
+                    TEXT,
+                    format!("pod {pod} on {minion} has no container\n"),
+                )
+            }
+        },
+    };
     let Some(m) = controls.minions.iter().find(|m| m.name() == minion) else {
         return answer(StatusCode::NOT_FOUND, TEXT, format!("no minion {minion}\n"));
     };
@@ -392,9 +411,14 @@ mod tests {
     }
 
     async fn request_with(addr: SocketAddr, method: &str, path: &str, headers: &str) -> String {
+        let host = if headers.contains("Host:") {
+            String::new()
+        } else {
+            format!("Host: {addr}\r\n")
+        };
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
         s.write_all(
-            format!("{method} {path} HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n")
+            format!("{method} {path} HTTP/1.1\r\n{host}{headers}Connection: close\r\n\r\n")
                 .as_bytes(),
         )
         .await
@@ -506,6 +530,13 @@ mod tests {
             "{metrics}"
         );
         assert!(metrics.ends_with("# EOF\n"), "{metrics}");
+        // Every path answers only to an IP address or localhost: a rebound name reads nothing.
+        for path in ["/status", "/metrics", "/events", "/healthz", "/"] {
+            let rebound = request_with(addr, "GET", path, "Host: evil.example:7979\r\n").await;
+            assert!(rebound.starts_with("HTTP/1.1 403"), "{path}: {rebound}");
+            let named = request_with(addr, "GET", path, "Host: localhost:7979\r\n").await;
+            assert!(!named.starts_with("HTTP/1.1 403"), "{path}: {named}");
+        }
         let classic = get(addr, "/metrics").await;
         assert!(classic.contains("text/plain; version=0.0.4"), "{classic}");
         assert!(

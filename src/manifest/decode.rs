@@ -23,6 +23,7 @@ pub(super) struct Cx<'f> {
     pub warnings: Vec<Diagnostic>,
     pub validate: Validate,
     pub allow_privileged: bool,
+    pub allowed_host_paths: Vec<String>,
 }
 
 impl<'f> Cx<'f> {
@@ -33,6 +34,7 @@ impl<'f> Cx<'f> {
             warnings: Vec::new(),
             validate: opts.validate,
             allow_privileged: opts.allow_privileged,
+            allowed_host_paths: opts.allowed_host_paths.clone(),
         }
     }
 }
@@ -308,10 +310,11 @@ fn limit(cx: &mut Cx, n: &Node, path: &str, name: &str, max: u64) -> Option<u64>
     uint(cx, n, path, 0, max)
 }
 
+/// An integer field: an integer literal only, as Go's decoder had it for v1beta1's int fields
+/// (`2.0`, `1E+2` and `1e-400` are numbers Go refused there; `-0` is an integer it took).
 fn uint(cx: &mut Cx, n: &Node, path: &str, min: u64, max: u64) -> Option<u64> {
     let v = match n.value {
         Value::Int(v) => v,
-        Value::Float(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => f as i64,
         Value::BigInt(ref s) => {
             let shown: String = s.chars().take(40).collect();
             cx.err(
@@ -1406,6 +1409,10 @@ fn volume_source(cx: &mut Cx, n: &Node, path: &str, in_template: bool) -> Option
                         &format!("a relative hostDir path (`{s}`)"),
                         "Docker binds absolute paths: give the full path on the minion",
                     );
+                    return None;
+                }
+                if let Some(why) = super::host_path_refusal(&s, &cx.allowed_host_paths) {
+                    cx.err(n.pos, &p, format!("hostDir `{s}` is refused: {why}"));
                     return None;
                 }
                 Some(s)

@@ -122,7 +122,7 @@ impl Validate {
 }
 
 /// What reading a source needs beyond its bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
     /// The per-file size limit in bytes (`max_manifest_bytes`).
     pub max_bytes: u64,
@@ -130,6 +130,71 @@ pub struct Options {
     /// `privileged: true` containers are allowed (`allow_privileged` in drover.toml, as the
     /// API server's `--allow_privileged`); otherwise they are an error.
     pub allow_privileged: bool,
+    /// Minion paths a `hostDir` may mount although they are (or are under) one of
+    /// `GUARDED_HOST_PATHS` (`allowed_host_paths` in drover.toml).
+    pub allowed_host_paths: Vec<String>,
+}
+
+/// Minion paths no `hostDir` mounts unless drover.toml allows it: a manifest in git could
+/// otherwise take root on every minion (the Docker socket, the host's configuration, its
+/// kernel's interfaces). A path is guarded when it is one of these or under one, but `/` only
+/// itself.
+pub const GUARDED_HOST_PATHS: [&str; 9] = [
+    "/",
+    "/etc",
+    "/proc",
+    "/sys",
+    "/root",
+    "/boot",
+    "/dev",
+    "/var/run/docker.sock",
+    "/run/docker.sock",
+];
+
+/// `path` with `.`, `..` and repeated `/` resolved as text (a minion's symlinks are not seen).
+pub fn normal_host_path(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+/// Why a `hostDir` of `path` is refused, if it is. With `allowed` (`allowed_host_paths`)
+/// given, only paths at or under its entries may be mounted; without it, any path but the
+/// guarded ones (`GUARDED_HOST_PATHS`). A guarded path is mounted only where `allowed` names it
+/// or a directory above it.
+pub fn host_path_refusal(path: &str, allowed: &[String]) -> Option<String> {
+    let path = normal_host_path(path);
+    // `dir` itself or a path below it (every path is below `/`).
+    let under = |dir: &str| {
+        dir == path
+            || path
+                .strip_prefix(dir)
+                .is_some_and(|rest| dir == "/" || rest.starts_with('/'))
+    };
+    if !allowed.is_empty() {
+        return (!allowed.iter().any(|a| under(&normal_host_path(a)))).then(|| {
+            format!(
+                "it is outside `allowed_host_paths` in drover.toml ({})",
+                allowed.join(", ")
+            )
+        });
+    }
+    GUARDED_HOST_PATHS
+        .iter()
+        .find(|guarded| if **guarded == "/" { path == "/" } else { under(guarded) })
+        .map(|guarded| {
+            format!(
+                "it is or is under `{guarded}`, which would give a pod the minion itself; list it in `allowed_host_paths` in drover.toml to allow it (as `privileged` needs `allow_privileged`)"
+            )
+        })
 }
 
 impl Default for Options {
@@ -138,6 +203,7 @@ impl Default for Options {
             max_bytes: DEFAULT_MAX_MANIFEST_BYTES,
             validate: Validate::Strict,
             allow_privileged: false,
+            allowed_host_paths: Vec::new(),
         }
     }
 }

@@ -55,7 +55,7 @@ impl Node<'_> {
             Value::Null => "null",
             Value::Bool(_) => "a boolean",
             Value::Int(_) | Value::BigInt(_) => "an integer",
-            Value::Float(_) => "a number with a fraction",
+            Value::Float(_) => "a number with a fraction or an exponent",
             Value::Str(_) => "a string",
             Value::Array(_) => "an array",
             Value::Object(_) => "an object",
@@ -461,7 +461,11 @@ impl<'a> JsonParser<'a> {
 pub fn parse_toml(text: &str) -> Result<Node<'_>, SyntaxError> {
     let lines = LineIndex::new(text);
     let table = toml::de::DeTable::parse(text).map_err(|e| SyntaxError {
-        pos: e.span().map(|s| lines.pos(s.start)).unwrap_or_default(),
+        // The parser's recursion limit comes without a place: the most deeply nested line.
+        pos: e
+            .span()
+            .map(|s| lines.pos(s.start))
+            .unwrap_or_else(|| deepest_toml_line(text)),
         message: e.message().to_string(),
     })?;
     let pos = lines.pos(table.span().start);
@@ -469,6 +473,39 @@ pub fn parse_toml(text: &str) -> Result<Node<'_>, SyntaxError> {
         pos,
         value: toml_table(&lines, table.into_inner()),
     })
+}
+
+/// The start of the line that nests deepest: open brackets and braces carried from the lines
+/// before, plus the dots of a key (`a.b.c = ...`, `[a.b.c]`); quoted text is skipped.
+fn deepest_toml_line(text: &str) -> Pos {
+    let (mut depth, mut best, mut best_line) = (0i64, -1i64, 1u32);
+    for (i, line) in text.lines().enumerate() {
+        let (mut quote, mut most, mut dots, mut in_key) = (None, depth, 0i64, true);
+        for c in line.chars() {
+            match (quote, c) {
+                (Some(q), c) if c == q => quote = None,
+                (Some(_), _) => {}
+                (None, '"' | '\'') => quote = Some(c),
+                (None, '#') => break,
+                (None, '[' | '{') => {
+                    depth += 1;
+                    most = most.max(depth);
+                }
+                (None, ']' | '}') => depth -= 1,
+                (None, '=') => in_key = false,
+                (None, '.') if in_key => dots += 1,
+                _ => {}
+            }
+        }
+        if most + dots > best {
+            best = most + dots;
+            best_line = i as u32 + 1;
+        }
+    }
+    Pos {
+        line: best_line,
+        col: 1,
+    }
 }
 
 fn toml_table<'a>(lines: &LineIndex, table: toml::de::DeTable<'a>) -> Value<'a> {
@@ -530,8 +567,10 @@ pub fn parse_yaml(text: &str) -> Result<Vec<Node<'_>>, SyntaxError> {
     let mut docs = Vec::new();
     let mut stack: Vec<YamlFrame<'_>> = Vec::new();
     let mut anchors: std::collections::HashMap<usize, Node<'_>> = Default::default();
-    // Nodes an alias may still copy: linear in the input, so `a: &a [*a, *a, ...]` chains stop.
-    let mut alias_budget: usize = 10_000 + 4 * text.len();
+    // What aliases may still copy, in bytes (nodes and the text of their strings): as much as
+    // the file again, so a file's parsed size stays a small multiple of its own, however its
+    // aliases nest (`a: &a [*a, *a, ...]`) or repeat a long string.
+    let mut alias_budget: usize = ALIAS_BUDGET_FLOOR + text.len();
     let mut root: Option<Node<'_>> = None;
     while let Some(next) = parser.next_event() {
         let (event, span) = next.map_err(scan_error)?;
@@ -622,11 +661,21 @@ pub fn parse_yaml(text: &str) -> Result<Vec<Node<'_>>, SyntaxError> {
                         message: "alias to an unknown anchor".into(),
                     });
                 };
-                let size = node_count(node);
+                let size = expanded_bytes(node);
                 if size > alias_budget {
+                    // saphyr's marks count characters; the name is looked up only here.
+                    let name: String = text
+                        .chars()
+                        .skip(span.start.index())
+                        .take(span.end.index().saturating_sub(span.start.index()))
+                        .take(80)
+                        .collect();
                     return Err(SyntaxError {
                         pos,
-                        message: "aliases expand to too many values (an alias bomb?)".into(),
+                        message: format!(
+                            "alias {name} would copy {size} bytes, past what this file's aliases may copy in all ({} bytes, as much as the file again): an alias bomb?",
+                            ALIAS_BUDGET_FLOOR + text.len()
+                        ),
                     });
                 }
                 alias_budget -= size;
@@ -757,12 +806,21 @@ fn merge_keys(entries: &mut Vec<Entry<'_>>) {
     *entries = own;
 }
 
-fn node_count(n: &Node) -> usize {
-    1 + match &n.value {
-        Value::Array(items) => items.iter().map(node_count).sum(),
-        Value::Object(entries) => entries.iter().map(|e| node_count(&e.node)).sum(),
-        _ => 0,
-    }
+/// What aliases may copy in any file, however small (bytes).
+const ALIAS_BUDGET_FLOOR: usize = 1 << 20;
+
+/// What a copy of `n` costs once decoded: its nodes and the text of its strings and keys.
+fn expanded_bytes(n: &Node) -> usize {
+    std::mem::size_of::<Node>()
+        + match &n.value {
+            Value::Str(s) => s.len(),
+            Value::Array(items) => items.iter().map(expanded_bytes).sum(),
+            Value::Object(entries) => entries
+                .iter()
+                .map(|e| e.key.len() + std::mem::size_of::<Entry>() + expanded_bytes(&e.node))
+                .sum(),
+            _ => 0,
+        }
 }
 
 /// A plain scalar by YAML 1.2's core schema.
@@ -818,28 +876,53 @@ fn plain_scalar(text: Cow<'_, str>) -> Value<'_> {
 pub struct LineIndex<'a> {
     text: &'a str,
     starts: Vec<usize>,
+    /// Columns are bytes + 1 when the text is ASCII.
+    ascii: bool,
+    /// The last position asked for (offset, line, column): columns are counted on from it, so
+    /// asking in order along one long line stays linear.
+    last: std::cell::Cell<(usize, u32, u32)>,
 }
 
 impl<'a> LineIndex<'a> {
     pub fn new(text: &'a str) -> Self {
         let mut starts = vec![0];
         starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
-        LineIndex { text, starts }
+        LineIndex {
+            text,
+            starts,
+            ascii: text.is_ascii(),
+            last: std::cell::Cell::new((0, 1, 1)),
+        }
     }
 
     pub fn pos(&self, offset: usize) -> Pos {
         let line = self.starts.partition_point(|&s| s <= offset).max(1);
         let start = self.starts[line - 1];
         let end = offset.min(self.text.len());
+        if self.ascii {
+            return Pos {
+                line: line as u32,
+                col: (end.saturating_sub(start) + 1) as u32,
+            };
+        }
+        let (last_offset, last_line, last_col) = self.last.get();
+        let (from, col_before) =
+            if last_line == line as u32 && last_offset >= start && last_offset <= end {
+                (last_offset, last_col - 1)
+            } else {
+                (start, 0)
+            };
         let col = self
             .text
-            .get(start..end)
+            .get(from..end)
             .map(|s| s.chars().count())
-            .unwrap_or(0)
+            .unwrap_or(0) as u32
+            + col_before
             + 1;
+        self.last.set((end, line as u32, col));
         Pos {
             line: line as u32,
-            col: col as u32,
+            col,
         }
     }
 }

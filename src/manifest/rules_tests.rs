@@ -629,6 +629,19 @@ fn replicas_absent_is_zero() {
         "kind: ReplicationController\nid: r\ndesiredState: {replicaSelector: {app: a}}\n",
         "podTemplate: missing required field",
     );
+    // An integer literal, as Go decoded v1beta1's int fields: no fraction, no exponent.
+    for number in ["2.0", "0.0", "1E+2", "1e-400"] {
+        rejects(
+            &rc("containers: []", "").replace("replicas: 1", &format!("replicas: {number}")),
+            "desiredState.replicas: expected an integer, found a number with a fraction or an exponent",
+        );
+    }
+    let Object::ReplicationController(r) =
+        accepts(&rc("containers: []", "").replace("replicas: 1", "replicas: -0"))
+    else {
+        panic!()
+    };
+    assert_eq!(r.desired_state.replicas, 0);
 }
 
 #[test]
@@ -758,7 +771,19 @@ fn yaml_anchors_merge_keys_and_bombs() {
         ));
     }
     let err = read(&bomb, &Options::default()).unwrap_err();
-    assert!(err[0].contains("too many values"), "{err:#?}");
+    assert!(err[0].contains("alias *a"), "{err:#?}");
+    assert!(err[0].contains("an alias bomb"), "{err:#?}");
+    // Few aliases of one long string: budgeted by the bytes they copy, not by their count.
+    let long = "x".repeat(1 << 20);
+    let mut wide = format!("a: &a {long}\n");
+    for i in 0..1000 {
+        wide.push_str(&format!("k{i}: *a\n"));
+    }
+    let err = read(&wide, &Options::default()).unwrap_err();
+    assert!(
+        err[0].contains("alias *a would copy") && err[0].contains("t.yaml:4:5:"),
+        "{err:#?}"
+    );
 }
 
 #[test]
@@ -980,4 +1005,52 @@ fn the_last_kind_and_items_count_when_given_twice_outside_strict() {
         &service("annotations: {a: x, a: y}"),
         "annotations.a: duplicate field",
     );
+}
+
+#[test]
+fn host_dirs_that_would_give_a_pod_the_minion_are_refused_unless_allowed() {
+    let pod = |path: &str| {
+        format!(
+            "kind: Pod\nid: p\ndesiredState:\n  manifest:\n    version: v1beta1\n    id: p\n    containers: [{{name: c, image: i, volumeMounts: [{{name: v, mountPath: /x}}]}}]\n    volumes: [{{name: v, source: {{hostDir: {{path: '{path}'}}}}}}]\n"
+        )
+    };
+    for (path, guard) in [
+        ("/", "/"),
+        ("/etc", "/etc"),
+        ("/etc/ssl/certs", "/etc"),
+        ("/var/run/docker.sock", "/var/run/docker.sock"),
+        ("/run/docker.sock", "/run/docker.sock"),
+        ("//proc/./1/../self", "/proc"),
+        ("/srv/../root/.ssh", "/root"),
+        ("/sys", "/sys"),
+        ("/boot/grub", "/boot"),
+    ] {
+        rejects(
+            &pod(path),
+            &format!("hostDir `{path}` is refused: it is or is under `{guard}`"),
+        );
+    }
+    for fine in [
+        "/srv/data",
+        "/var/lib/app",
+        "/etcetera",
+        "/var/run/docker.sock.d",
+    ] {
+        accepts(&pod(fine));
+    }
+    // With `allowed_host_paths`, only what it lists: a guarded path too, when listed.
+    let opts = Options {
+        allowed_host_paths: vec!["/etc/ssl/".into(), "/srv/data".into()],
+        ..Options::default()
+    };
+    for fine in ["/etc/ssl/certs", "/srv/data", "/srv/data/x"] {
+        assert!(read(&pod(fine), &opts).is_ok(), "{fine}");
+    }
+    for refused in ["/etc/passwd", "/srv/other", "/srv/database"] {
+        let e = read(&pod(refused), &opts).unwrap_err();
+        assert!(
+            e[0].contains("is outside `allowed_host_paths` in drover.toml (/etc/ssl/, /srv/data)"),
+            "{refused}: {e:?}"
+        );
+    }
 }

@@ -1,7 +1,8 @@
 //! The node controller, pure: decides what the planner is told about pods on minions that
-//! cannot be observed right now. Within the grace period their last-seen pods count as still
-//! running (a blip must not move pods); after it they are `Failed`, so their replication
-//! controllers replace them elsewhere. When the minion answers again its real pods are observed,
+//! cannot be observed right now. Within the grace period, counted from the first observation
+//! that failed (not from the last that worked, which may be a whole resync earlier), their
+//! last-seen pods count as still running (a blip must not move pods); after it they are
+//! `Failed`, so their replication controllers replace them elsewhere. When the minion answers again its real pods are observed,
 //! and the planner removes the surplus. Time is an argument, never read from a clock here.
 
 use super::pods::{ObservedPod, Phase};
@@ -11,8 +12,11 @@ use std::time::{Duration, Instant};
 #[derive(Debug)]
 pub struct NodeController {
     grace: Duration,
-    /// Per minion: when it was last observed, and the pods seen then.
-    last_seen: HashMap<String, (Instant, Vec<ObservedPod>)>,
+    /// Per minion: the pods seen when it was last observed.
+    last_seen: HashMap<String, Vec<ObservedPod>>,
+    /// Per minion that cannot be observed now: when the first observation of this silence
+    /// failed.
+    failing_since: HashMap<String, Instant>,
 }
 
 impl NodeController {
@@ -20,21 +24,24 @@ impl NodeController {
         NodeController {
             grace,
             last_seen: HashMap::new(),
+            failing_since: HashMap::new(),
         }
     }
 
-    /// Records a successful observation of a minion.
-    pub fn observed(&mut self, minion: &str, pods: &[ObservedPod], now: Instant) {
-        self.last_seen
-            .insert(minion.to_string(), (now, pods.to_vec()));
+    /// Records a successful observation of a minion: any silence is over.
+    pub fn observed(&mut self, minion: &str, pods: &[ObservedPod]) {
+        self.last_seen.insert(minion.to_string(), pods.to_vec());
+        self.failing_since.remove(minion);
     }
 
-    /// The pods to plan with for a minion that could not be observed at `now`.
-    pub fn unobserved(&self, minion: &str, now: Instant) -> Vec<ObservedPod> {
-        let Some((seen, pods)) = self.last_seen.get(minion) else {
+    /// The pods to plan with for a minion whose observation failed at `now` (the first such
+    /// failure starts its grace period).
+    pub fn unobserved(&mut self, minion: &str, now: Instant) -> Vec<ObservedPod> {
+        let since = *self.failing_since.entry(minion.to_string()).or_insert(now);
+        let Some(pods) = self.last_seen.get(minion) else {
             return Vec::new();
         };
-        let lost = now.duration_since(*seen) >= self.grace;
+        let lost = now.saturating_duration_since(since) >= self.grace;
         pods.iter()
             .cloned()
             .map(|mut p| {
@@ -48,9 +55,9 @@ impl NodeController {
 
     /// Has this minion been silent for longer than the grace period?
     pub fn is_lost(&self, minion: &str, now: Instant) -> bool {
-        self.last_seen
+        self.failing_since
             .get(minion)
-            .is_some_and(|(seen, _)| now.duration_since(*seen) >= self.grace)
+            .is_some_and(|since| now.saturating_duration_since(*since) >= self.grace)
     }
 }
 
@@ -80,14 +87,34 @@ mod tests {
     #[test]
     fn pods_of_a_silent_minion_stay_running_within_grace_and_fail_after() {
         let t0 = Instant::now();
-        let mut nc = NodeController::new(Duration::from_secs(30));
-        nc.observed("m2", &[pod("a")], t0);
-        let within = nc.unobserved("m2", t0 + Duration::from_secs(29));
+        let s = Duration::from_secs;
+        let mut nc = NodeController::new(s(30));
+        nc.observed("m2", &[pod("a")]);
+        // The grace counts from the first failed observation, however long ago the last
+        // good one was (a resync longer than the grace must not shorten it).
+        let first = nc.unobserved("m2", t0 + s(100));
+        assert_eq!(first[0].phase, Phase::Running);
+        let within = nc.unobserved("m2", t0 + s(129));
         assert_eq!(within[0].phase, Phase::Running);
-        assert!(!nc.is_lost("m2", t0 + Duration::from_secs(29)));
-        let after = nc.unobserved("m2", t0 + Duration::from_secs(30));
+        assert!(!nc.is_lost("m2", t0 + s(129)));
+        let after = nc.unobserved("m2", t0 + s(130));
         assert_eq!(after[0].phase, Phase::Failed);
-        assert!(nc.is_lost("m2", t0 + Duration::from_secs(31)));
+        assert!(nc.is_lost("m2", t0 + s(131)));
         assert!(nc.unobserved("never-seen", t0).is_empty());
+    }
+
+    #[test]
+    fn an_outage_shorter_than_the_grace_changes_nothing_and_a_new_one_starts_afresh() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut nc = NodeController::new(s(5));
+        nc.observed("m2", &[pod("a")]);
+        assert_eq!(nc.unobserved("m2", t0)[0].phase, Phase::Running);
+        nc.observed("m2", &[pod("a")]);
+        assert!(!nc.is_lost("m2", t0 + s(60)));
+        // A second outage much later: its grace starts at its own first failure.
+        assert_eq!(nc.unobserved("m2", t0 + s(60))[0].phase, Phase::Running);
+        assert_eq!(nc.unobserved("m2", t0 + s(64))[0].phase, Phase::Running);
+        assert_eq!(nc.unobserved("m2", t0 + s(65))[0].phase, Phase::Failed);
     }
 }

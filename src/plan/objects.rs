@@ -193,30 +193,71 @@ pub fn url_password(value: &str) -> Option<std::ops::Range<usize>> {
     (colon + 1 < at).then(|| start + colon + 1..start + at)
 }
 
-/// Masks the values of secret-looking env vars and the passwords of URLs in env values, with a
-/// keyed fingerprint so that a changed secret still shows up as a changed line. Works on any
-/// object shape (pods and RC templates).
+/// `text` with the password of every URL in it (`user:password@`, anywhere in the string, as
+/// in `--db=postgres://u:pw@h/x` or a shell line) masked by its keyed fingerprint; `None` when
+/// it holds none.
+pub fn mask_url_passwords(text: &str, key: &MaskKey) -> Option<String> {
+    let is_scheme = |c: char| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.');
+    let mut out = String::new();
+    let mut copied = 0;
+    let mut from = 0;
+    while let Some(found) = text[from..].find("://") {
+        let sep = from + found;
+        from = sep + 3;
+        let scheme_start = text[..sep]
+            .char_indices()
+            .rev()
+            .take_while(|(_, c)| is_scheme(*c))
+            .last()
+            .map_or(sep, |(i, _)| i);
+        if scheme_start == sep || scheme_start < copied {
+            continue;
+        }
+        let rest = &text[from..];
+        let authority_end = rest
+            .find(|c: char| matches!(c, '/' | '?' | '#' | '\'' | '"') || c.is_whitespace())
+            .unwrap_or(rest.len());
+        let Some(range) = url_password(&text[scheme_start..from + authority_end]) else {
+            continue;
+        };
+        let (start, end) = (scheme_start + range.start, scheme_start + range.end);
+        out.push_str(&text[copied..start]);
+        out.push_str(&format!(
+            "<redacted {}>",
+            key.fingerprint(&text[start..end])
+        ));
+        copied = end;
+        from = from.max(end);
+    }
+    (copied > 0).then(|| {
+        out.push_str(&text[copied..]);
+        out
+    })
+}
+
+/// Masks the values of secret-looking env vars and the password of every URL in any string
+/// (env values, `command`, `args`, `workingDir`, ...), with a keyed fingerprint so that a
+/// changed secret still shows up as a changed line. Works on any object shape (pods and RC
+/// templates).
 pub fn redact_secrets(v: &mut Value, key: &MaskKey) {
     match v {
         Value::Object(map) => {
             if let (Some(Value::String(name)), Some(Value::String(value))) =
                 (map.get("name"), map.get("value"))
             {
-                let masked = if looks_secret(name) && !value.is_empty() {
-                    Some(format!("<redacted {}>", key.fingerprint(value)))
-                } else {
-                    url_password(value).map(|r| {
-                        let fp = key.fingerprint(&value[r.clone()]);
-                        format!("{}<redacted {fp}>{}", &value[..r.start], &value[r.end..])
-                    })
-                };
-                if let Some(masked) = masked {
+                if looks_secret(name) && !value.is_empty() {
+                    let masked = format!("<redacted {}>", key.fingerprint(value));
                     map.insert("value".into(), Value::String(masked));
                 }
             }
             map.values_mut().for_each(|v| redact_secrets(v, key));
         }
         Value::Array(items) => items.iter_mut().for_each(|v| redact_secrets(v, key)),
+        Value::String(text) => {
+            if let Some(masked) = mask_url_passwords(text, key) {
+                *text = masked;
+            }
+        }
         _ => {}
     }
 }
@@ -439,5 +480,24 @@ mod tests {
             assert_eq!(url_password(plain), None, "{plain}");
         }
         assert_eq!(url_password("redis://:p@ss@h"), Some(9..13));
+    }
+
+    #[test]
+    fn url_passwords_in_any_string_are_masked() {
+        let key = MaskKey::new([4; 32]);
+        let shown = display_text(
+            &json!({"command": ["psql", "postgres://user:SECRET1@db/x"],
+                    "args": ["--db=mysql://a:SECRET2@h:3306/y", "sh -c 'curl https://u:SECRET3@h/ && redis-cli -u redis://:SECRET4@r'"],
+                    "workingDir": "/srv/ftp://x:SECRET5@h",
+                    "labels": {"plain": "http://h:80/x@y"}})
+            .to_string(),
+            &key,
+        );
+        for secret in ["SECRET1", "SECRET2", "SECRET3", "SECRET4", "SECRET5"] {
+            assert!(!shown.contains(secret), "{secret}: {shown}");
+        }
+        assert!(shown.contains("--db=mysql://a:<redacted "), "{shown}");
+        assert!(shown.contains("http://h:80/x@y"), "{shown}");
+        assert_eq!(mask_url_passwords("no url here", &key), None);
     }
 }

@@ -49,8 +49,8 @@ pub fn read(
         }
     };
     let prefix = subdir.map(|d| format!("{d}/")).unwrap_or_default();
-    let (files, skipped) =
-        collect(&repository, &tree, &prefix, &commit_id).map_err(|message| SourceError::Git {
+    let (files, skipped) = collect(&repository, &tree, &prefix, &commit_id, opts.max_file_bytes)
+        .map_err(|message| SourceError::Git {
             repo: repo.to_string(),
             message,
         })?;
@@ -78,7 +78,9 @@ fn collect(
     tree: &Tree<'_>,
     prefix: &str,
     commit: &str,
+    max_bytes: Option<u64>,
 ) -> Result<(Vec<SourceFile>, Vec<String>), String> {
+    let odb = repository.odb().map_err(|e| e.message().to_string())?;
     let mut files = Vec::new();
     let mut skipped = Vec::new();
     let mut failure = None;
@@ -102,6 +104,22 @@ fn collect(
                 "{path}: is a symlink; drover does not follow symlinks in git sources"
             ));
             return TreeWalkResult::Abort;
+        }
+        // The size from the object's header: a huge blob is refused before it is inflated.
+        if let Some(limit) = max_bytes {
+            match odb.read_header(entry.id()) {
+                Ok((size, _)) if size as u64 > limit => {
+                    failure = Some(format!(
+                        "{path}: the file is {size} bytes, more than the limit of {limit} bytes per manifest (max_manifest_bytes in drover.toml)"
+                    ));
+                    return TreeWalkResult::Abort;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    failure = Some(format!("{path}: {}", e.message()));
+                    return TreeWalkResult::Abort;
+                }
+            }
         }
         match repository.find_blob(entry.id()) {
             Ok(blob) => files.push(SourceFile {

@@ -123,6 +123,9 @@ pub struct GitOptions {
     pub ssh_identity: Option<PathBuf>,
     /// The known_hosts file an `ssh://` remote's host key is checked against (the minions').
     pub known_hosts: PathBuf,
+    /// A manifest blob larger than this is refused by the size its object header gives,
+    /// before it is inflated (`max_manifest_bytes`).
+    pub max_file_bytes: Option<u64>,
 }
 
 /// Reads the whole source. Either every file is read or the read fails: a partial read must

@@ -11,6 +11,24 @@ use crate::model::{ObjectKey, Origin};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+/// The first regular file under `dir`, if any (a missing directory holds none).
+fn any_file(dir: &Path) -> Option<PathBuf> {
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_file() {
+            return Some(entry.path());
+        }
+        if kind.is_dir() {
+            if let Some(found) = any_file(&entry.path()) {
+                return Some(found);
+            }
+        }
+    }
+    None
+}
+
 #[derive(Debug, Clone)]
 pub struct FileStore {
     dir: PathBuf,
@@ -49,10 +67,16 @@ impl FileStore {
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // New only when nothing was ever committed: object files without the index
+                // that names them are a lost index, and reading it as empty would prune nothing
+                // and make every pod again.
+                if let Some(found) = any_file(&self.dir.join("objects")) {
+                    return Err(super::lost_index(&path, &found));
+                }
                 return Ok(Index {
                     format: FORMAT_VERSION,
                     ..Index::default()
-                })
+                });
             }
             Err(e) => return Err(io_err(&path)(e)),
         };

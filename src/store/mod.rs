@@ -240,6 +240,18 @@ pub enum StoreError {
     BadLocation { url: String, reason: String },
 }
 
+/// The index is missing but `found`, an object version, is there: the index was lost (a new
+/// store has no objects), so the store is damaged, not new.
+fn lost_index(index: &Path, found: &Path) -> StoreError {
+    StoreError::Damaged {
+        path: index.to_path_buf(),
+        reason: format!(
+            "missing, while object versions it would name are there ({}): the index was lost, this is not a new store. Restore it from a backup; only if the project's state is to start anew (drover then knows of no pod it made, and prunes none), move the objects away",
+            found.display()
+        ),
+    }
+}
+
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     move |source| StoreError::Io {
         path: path.to_path_buf(),

@@ -166,3 +166,40 @@ impl GitRepo {
             .to_string()
     }
 }
+
+impl TestDir {
+    /// Runs drover as `drover` does, and also returns its peak resident memory (its own
+    /// high-water mark, from wait4(2) on that one child), in bytes.
+    // The child is reaped by wait4(2) below, which std's `Child::wait` cannot do (it gives no
+    // resource usage).
+    #[allow(clippy::zombie_processes)]
+    pub fn drover_peak(&self, args: &[&str]) -> (Run, u64) {
+        let out = self.join(".drover-peak.out");
+        let err = self.join(".drover-peak.err");
+        let child = Command::new(env!("CARGO_BIN_EXE_drover"))
+            .current_dir(self.path())
+            .env_remove("DROVER_CONFIG")
+            .env("NO_COLOR", "1")
+            .args(args)
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .spawn()
+            .expect("run drover");
+        let mut status = 0;
+        // SAFETY: rusage is plain data that wait4 fills; the child is ours and waited once.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+        assert_eq!(pid, child.id() as i32, "wait4");
+        let code = if libc::WIFEXITED(status) {
+            libc::WEXITSTATUS(status)
+        } else {
+            -1
+        };
+        let run = Run {
+            code,
+            stdout: std::fs::read_to_string(&out).unwrap_or_default(),
+            stderr: std::fs::read_to_string(&err).unwrap_or_default(),
+        };
+        (run, usage.ru_maxrss as u64 * 1024)
+    }
+}

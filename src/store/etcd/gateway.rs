@@ -117,6 +117,9 @@ impl Client {
         if opts.keys_only {
             body["keys_only"] = true.into();
         }
+        if opts.limit > 0 {
+            body["limit"] = opts.limit.to_string().into();
+        }
         let raw: RawRange = self.unary("/v3/kv/range", body).await?;
         let kvs = raw
             .kvs
@@ -353,6 +356,8 @@ pub struct RangeOptions {
     pub prefix: bool,
     pub revision: i64,
     pub keys_only: bool,
+    /// At most this many keys (0: no limit).
+    pub limit: i64,
 }
 
 pub struct RangeResponse {

@@ -346,7 +346,38 @@ impl EtcdStore {
 
     pub(super) fn read_index(&self) -> Result<Index, StoreError> {
         let (bytes, revision) = self.get(INDEX_FILE, 0)?;
+        if bytes.is_none() {
+            // As in a state directory: objects without their index are a lost index.
+            if let Some(found) = self.any_key("objects/", revision)? {
+                return Err(super::lost_index(
+                    &self.place(INDEX_FILE),
+                    &self.place(&found),
+                ));
+            }
+        }
         self.index_from(bytes, revision)
+    }
+
+    /// One key under a place (`objects/`) at `revision`, if there is any.
+    fn any_key(&self, rel: &str, revision: i64) -> Result<Option<String>, StoreError> {
+        let key = self.key(rel);
+        let strip = self.key("");
+        self.call(move |c| {
+            let (key, strip) = (key.clone(), strip.clone());
+            async move {
+                let opts = RangeOptions {
+                    prefix: true,
+                    revision,
+                    keys_only: true,
+                    limit: 1,
+                };
+                let r = timed(c.range(key.as_bytes(), opts)).await?;
+                Ok(r.kvs.first().map(|kv| {
+                    let k = String::from_utf8_lossy(&kv.key);
+                    k.strip_prefix(&strip).unwrap_or(&k).to_string()
+                }))
+            }
+        })
     }
 
     fn index_from(&self, bytes: Option<Vec<u8>>, revision: i64) -> Result<Index, StoreError> {
@@ -703,6 +734,7 @@ impl EtcdStore {
                     prefix: true,
                     revision,
                     keys_only: true,
+                    ..Default::default()
                 };
                 let r = timed(c.range(key.as_bytes(), opts)).await?;
                 Ok(r.kvs
