@@ -51,9 +51,10 @@ fn key_type_of(blob: &[u8]) -> Option<String> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     Match,
-    /// The host is not in the file (or not with a key of this type).
+    /// The host is not in the file with a key of this type (hashed entries of another key
+    /// count here too: their names cannot be read back).
     NotFound,
-    /// The host is recorded with another key of this type.
+    /// The host is recorded, by name, with another key of this type.
     Mismatch,
 }
 
@@ -68,19 +69,31 @@ pub(crate) fn open(session: &ssh2::Session, file: &Path) -> Result<ssh2::KnownHo
     Ok(known)
 }
 
-/// Checks the key `host:port` offered against `file`.
+/// Checks the key `host:port` offered against `file`. libssh2 matches hashed and plain names
+/// alike but compares keys of any type (a host known by its ed25519 key that offers its ECDSA
+/// one would read as changed), so a key it does not match is told apart here: changed only
+/// when the host is named with another key of the same type.
 pub fn check(file: &Path, host: &str, port: u16, key: &HostKey) -> Result<Verdict, String> {
     let session = ssh2::Session::new().map_err(|e| e.to_string())?;
     let known = open(&session, file)?;
     match known.check_port(host, port, &key.blob) {
-        ssh2::CheckResult::Match => Ok(Verdict::Match),
-        ssh2::CheckResult::NotFound => Ok(Verdict::NotFound),
-        ssh2::CheckResult::Mismatch => Ok(Verdict::Mismatch),
-        ssh2::CheckResult::Failure => Err(format!(
-            "could not check the host key against {}",
-            file.display()
-        )),
+        ssh2::CheckResult::Match => return Ok(Verdict::Match),
+        ssh2::CheckResult::NotFound => return Ok(Verdict::NotFound),
+        ssh2::CheckResult::Mismatch => {}
+        ssh2::CheckResult::Failure => {
+            return Err(format!(
+                "could not check the host key against {}",
+                file.display()
+            ))
+        }
     }
+    let kind = key.kind();
+    let same_type = recorded_types(&session, file, &host_name(host, port))?;
+    Ok(if same_type.contains(&kind) {
+        Verdict::Mismatch
+    } else {
+        Verdict::NotFound
+    })
 }
 
 /// The key types `file` records for `name`, in the file's order.
@@ -128,7 +141,12 @@ pub fn fetch(host: &str, port: u16, timeout: Duration) -> Result<HostKey, String
 /// Records `key` for `name` in `file` (0600). An existing, different key for the name is only
 /// replaced with `replace`. Returns the file written.
 pub fn record(file: &Path, name: &str, key: &HostKey, replace: bool) -> Result<PathBuf, String> {
-    let existing = std::fs::read_to_string(file).unwrap_or_default();
+    // An unreadable file is an error, never an empty one to write over.
+    let existing = match std::fs::read_to_string(file) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(format!("{}: {e}", file.display())),
+    };
     let names_host = |l: &str| {
         l.split_whitespace()
             .next()
@@ -147,11 +165,20 @@ pub fn record(file: &Path, name: &str, key: &HostKey, replace: bool) -> Result<P
             key.fingerprint()
         ));
     }
-    let mut text: String = existing
-        .lines()
-        .filter(|l| !names_host(l))
-        .map(|l| format!("{l}\n"))
-        .collect();
+    // The host's old lines go; a line that also names other hosts keeps them.
+    let mut text = String::with_capacity(existing.len() + 128);
+    for l in existing.lines() {
+        if !names_host(l) {
+            text.push_str(l);
+            text.push('\n');
+            continue;
+        }
+        let (names, rest) = l.split_once(char::is_whitespace).unwrap_or((l, ""));
+        let others: Vec<&str> = names.split(',').filter(|n| *n != name).collect();
+        if !others.is_empty() {
+            text.push_str(&format!("{} {rest}\n", others.join(",")));
+        }
+    }
     text.push_str(&line);
     text.push('\n');
     if let Some(dir) = file.parent() {
@@ -195,5 +222,36 @@ mod tests {
         assert!(refused.contains("--replace"), "{refused}");
         record(&file, &host_name("h", 2222), &key(2), true).unwrap();
         assert_eq!(check(&file, "h", 2222, &key(2)).unwrap(), Verdict::Match);
+        // A key of another type is unknown, not changed.
+        let ecdsa = HostKey {
+            blob: [
+                &[0, 0, 0, 19][..],
+                b"ecdsa-sha2-nistp256",
+                &[0, 0, 0, 8],
+                b"nistp256",
+            ]
+            .concat(),
+        };
+        assert_eq!(check(&file, "h", 2222, &ecdsa).unwrap(), Verdict::NotFound);
+    }
+
+    #[test]
+    fn replacing_a_key_keeps_the_other_names_of_its_line_and_an_unreadable_file_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("known_hosts");
+        let key = |b: u8| HostKey {
+            blob: [&[0, 0, 0, 11][..], b"ssh-ed25519", &[0, 0, 0, 32], &[b; 32]].concat(),
+        };
+        std::fs::write(
+            &file,
+            format!("h,other {}\n", key(1).line("x").split_once(' ').unwrap().1),
+        )
+        .unwrap();
+        record(&file, "h", &key(2), true).unwrap();
+        assert_eq!(check(&file, "other", 22, &key(1)).unwrap(), Verdict::Match);
+        assert_eq!(check(&file, "h", 22, &key(2)).unwrap(), Verdict::Match);
+        std::fs::write(&file, [0xff, 0xfe, b'\n']).unwrap();
+        assert!(record(&file, "h", &key(3), true).is_err());
+        assert_eq!(std::fs::read(&file).unwrap(), [0xff, 0xfe, b'\n']);
     }
 }

@@ -154,6 +154,19 @@ impl Setup {
     }
 }
 
+/// Each running daemon's pid and `/status` document.
+fn roles(daemons: &[Option<Daemon>]) -> Vec<(u32, serde_json::Value)> {
+    daemons
+        .iter()
+        .flatten()
+        .map(|d| {
+            let answer = common::daemon::http(&d.status_addr(), "GET", "/status", &[]);
+            let doc = serde_json::from_str(common::daemon::body(&answer)).unwrap_or_default();
+            (d.pid(), doc)
+        })
+        .collect()
+}
+
 fn wait_until(
     what: &str,
     limit: Duration,
@@ -475,6 +488,24 @@ fn one_etcd_member_lost_stops_nothing_and_a_lost_quorum_stops_acting_until_it_re
             all.contains("no longer leading") || all.contains("is a quorum of members up")
         },
     );
+    // Once the leader has said it stopped, no `/status` says it leads (the lease as it
+    // stands, not the last round's document).
+    wait_until(
+        "the leader saying it stopped leading",
+        TTL + Duration::from_secs(10),
+        &logs,
+        || logs().contains("no longer leading"),
+    );
+    wait_until(
+        "no /status saying leader",
+        Duration::from_secs(3),
+        &logs,
+        || {
+            roles(&daemons)
+                .iter()
+                .all(|(_, doc)| doc["role"] != "leader")
+        },
+    );
     while lost.elapsed() < TTL + Duration::from_secs(3) {
         assert_eq!(
             running(&s.project, "v1"),
@@ -494,6 +525,25 @@ fn one_etcd_member_lost_stops_nothing_and_a_lost_quorum_stops_acting_until_it_re
         &logs,
         || running(&s.project, "v1") == 1,
     );
+    // One leads again; a follower names another process as the leader, never itself.
+    wait_until(
+        "one daemon saying leader",
+        Duration::from_secs(10),
+        &logs,
+        || {
+            roles(&daemons)
+                .iter()
+                .filter(|(_, doc)| doc["role"] == "leader")
+                .count()
+                == 1
+        },
+    );
+    for (pid, doc) in roles(&daemons) {
+        let who = doc["leader"]["who"].as_str().unwrap_or("");
+        if doc["role"] == "follower" {
+            assert!(!who.starts_with(&format!("pid {pid} on ")), "{doc}");
+        }
+    }
     s.source.write("web-rc.json", &web_rc(0, "v1"));
     wait_until("the pods gone", Duration::from_secs(60), &logs, || {
         web(&s.project).is_empty()

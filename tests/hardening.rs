@@ -137,11 +137,39 @@ fn yaml_aliases_are_budgeted_by_the_bytes_they_copy() {
 #[test]
 fn a_huge_git_blob_is_refused_before_it_is_inflated() {
     let t = TestDir::new();
-    let repo = GitRepo::init(&t.join("repo"));
+    let _repo = GitRepo::init(&t.join("repo"));
     t.copy_manifests("repo");
-    // 160 MiB of spaces: a small object in .git, five times the limit once inflated.
-    std::fs::write(t.join("repo/huge.json"), vec![b' '; 160 << 20]).unwrap();
-    repo.commit_all("huge");
+    // 160 MiB of spaces: a small object in .git, five times the limit once inflated. Written
+    // and committed without this process holding it: the child's peak as wait4 reports it
+    // includes this process's own high-water mark.
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(t.join("repo/huge.json")).unwrap();
+        let chunk = vec![b' '; 1 << 20];
+        for _ in 0..160 {
+            f.write_all(&chunk).unwrap();
+        }
+    }
+    for args in [
+        &["add", "-A"][..],
+        &[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@drover.invalid",
+            "commit",
+            "-qm",
+            "huge",
+        ],
+    ] {
+        let ok = std::process::Command::new("git")
+            .current_dir(t.join("repo"))
+            .args(args)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "git {args:?}");
+    }
     std::fs::remove_file(t.join("repo/huge.json")).unwrap();
     let (r, peak) = t.drover_peak(&["diff", "repo", "--ref", "HEAD"]);
     r.expect_code(2);

@@ -205,13 +205,13 @@ fn under_the_daemon_a_hung_engine_delays_no_repair_on_another_minion() {
     let victim = victim.lines().next().expect("a pod on m3").to_string();
     docker("m3", &["rm", "-f", &victim]);
     let removed = Instant::now();
-    // Within one resync (10 s) and one bounded observation of the hung minion (5 s); a
-    // round that waited out m2's call timeout (30 s) would take longer.
-    let deadline = removed + Duration::from_secs(15);
+    // Within one resync (10 s), one bounded observation of the hung minion (5 s) and the
+    // making of a container; a round that waited out m2's call timeout (30 s) takes longer.
+    let deadline = removed + Duration::from_secs(20);
     while running_apps("m1", &p) + running_apps("m3", &p) < 4 {
         assert!(
             Instant::now() < deadline,
-            "the pod removed on m3 was not replaced in 15 s\n{}",
+            "the pod removed on m3 was not replaced in 20 s\n{}",
             daemon.log()
         );
         std::thread::sleep(Duration::from_millis(200));

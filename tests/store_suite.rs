@@ -419,6 +419,15 @@ fn migrate_copies_state_to_etcd_and_back() {
         StateLocation::Dir(d) => d.display().to_string(),
         _ => unreachable!(),
     };
+    // A project named only by where its state is would be named otherwise at the target.
+    let out = drover(&src_dir, url);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("is derived from where its state is") && stderr.contains("set `project ="),
+        "{stderr}"
+    );
+    std::fs::write(back.path().join("drover.toml"), "project = \"mig\"\n").unwrap();
     let out = drover(&src_dir, url);
     assert!(
         out.status.success(),
@@ -451,6 +460,24 @@ fn migrate_copies_state_to_etcd_and_back() {
         assert_eq!(copy.read_events().unwrap(), store.read_events().unwrap());
         assert_eq!(copy.mask_key().unwrap(), store.mask_key().unwrap());
     }
+    // The project travelled with the state: both copies name it, and a config of another
+    // project pointed at one is refused, naming both.
+    for copy in &copies {
+        assert_eq!(copy.recorded_project().unwrap().as_deref(), Some("mig"));
+    }
+    std::fs::write(back.path().join("drover.toml"), "project = \"other\"\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
+        .current_dir(back.path())
+        .args(["--state", url, "diff"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("belongs to project `mig`, but this config's project is `other`"),
+        "{stderr}"
+    );
+    std::fs::write(back.path().join("drover.toml"), "project = \"mig\"\n").unwrap();
     // Into a store that holds state: refused, nothing changed.
     let out = drover(&src_dir, url);
     assert_eq!(out.status.code(), Some(2));

@@ -122,9 +122,53 @@ struct Said {
     left_alone: LeftAlone,
     /// The last failure told per action.
     failures: std::collections::BTreeMap<String, String>,
+    /// Failures that recur every round while they last: a minion that cannot be observed,
+    /// a store that cannot be used.
+    recurring: Recurring,
+}
+
+/// A failure said when it starts or its reason changes, then again only after a back-off (30 s,
+/// doubling up to 30 minutes) while it lasts, so a log shows it without one line per round.
+#[derive(Default)]
+struct Recurring {
+    /// Per subject: the reason last said, when to say it again, and the step after that.
+    said: std::collections::BTreeMap<String, (String, std::time::Instant, std::time::Duration)>,
+}
+
+impl Recurring {
+    const FIRST: std::time::Duration = std::time::Duration::from_secs(30);
+    const MOST: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+
+    /// Whether `reason` for `subject` is to be said now.
+    fn due(&mut self, subject: &str, reason: &str) -> bool {
+        let now = std::time::Instant::now();
+        match self.said.get_mut(subject) {
+            Some((said, next, step)) if said == reason => {
+                if now < *next {
+                    return false;
+                }
+                *step = (*step * 2).min(Self::MOST);
+                *next = now + *step;
+                true
+            }
+            _ => {
+                self.said.insert(
+                    subject.to_string(),
+                    (reason.to_string(), now + Self::FIRST, Self::FIRST),
+                );
+                true
+            }
+        }
+    }
+
+    /// `subject` is well again: whether it had been said to fail.
+    fn ended(&mut self, subject: &str) -> bool {
+        self.said.remove(subject).is_some()
+    }
 }
 
 fn print_event(event: Event, said: &Mutex<Said>) {
+    let mut said = said.lock().expect("said");
     match event {
         Event::StatusApi(Ok(addr)) => info!("status API on http://{addr}/status"),
         // Reconciling matters more than reporting: go on without it.
@@ -163,19 +207,33 @@ fn print_event(event: Event, said: &Mutex<Said>) {
                 "pod {pod} on {minion}: container {container}: liveness probe failed ({error}); restart failed: {e}"
             ),
         },
-        Event::StoreError(e) => error!("{e}"),
+        Event::StoreError(e) => {
+            if said.recurring.due("store", &e) {
+                error!("{e}");
+            }
+        }
         Event::Leading => info!("leading: this daemon holds the writer lease and acts"),
         Event::Following(who) => info!("following: {who} leads; serving the proxy from the store"),
         Event::Deposed(why) => error!("no longer leading: {why}; stopped acting"),
         Event::Round(round, took) => {
+            // A round ran, so the store could be used again.
+            if said.recurring.ended("store") {
+                info!("the store is usable again");
+            }
             for e in &round.unobserved {
-                warn!("{e}");
+                if said.recurring.due(&format!("minion {}", e.minion), &e.message) {
+                    warn!("{e}");
+                }
+            }
+            for m in &round.minions {
+                if m.ready && said.recurring.ended(&format!("minion {}", m.name)) {
+                    info!("minion {} answers again", m.name);
+                }
             }
             if let Some(e) = &round.error {
                 error!("{e}");
             }
             let now = (round.unowned.clone(), round.unclaimed.clone());
-            let mut said = said.lock().expect("said");
             if now != said.left_alone {
                 for line in super::apply::left_alone_lines(round) {
                     info!("{line}");

@@ -40,7 +40,17 @@ pub struct Context {
 impl Context {
     /// The project's store (the file store, or a client of etcd).
     pub fn store(&self) -> Result<drover::store::Store, String> {
-        drover::store::Store::open(&self.state).map_err(|e| e.to_string())
+        let store = drover::store::Store::open(&self.state).map_err(|e| e.to_string())?;
+        // A store that names its project is only this project's: another name is another
+        // project's pods, which this config must neither adopt nor prune.
+        match store.recorded_project().map_err(|e| e.to_string())? {
+            Some(recorded) if recorded != self.project => Err(format!(
+                "the state at {} belongs to project `{recorded}`, but this config's project is `{}`: set `project = \"{recorded}\"` in drover.toml, or point `state` at this project's own store",
+                store.describe(),
+                self.project
+            )),
+            _ => Ok(store),
+        }
     }
 
     pub fn source_spec(&self, args: &SourceArgs) -> SourceSpec {

@@ -8,18 +8,14 @@ use std::time::Duration;
 /// Fetches the host key of the source's SSH server and writes it to known_hosts, showing its
 /// fingerprint.
 pub fn trust(cx: &Context, source: Option<&str>, replace: bool) -> ExitCode {
+    // As given: `git@host:repo` reads as a path until `--ref` makes it a repository.
     let url = match cx.settings.source(source, None, None) {
         SourceSpec::Git { repo, .. } => repo,
-        SourceSpec::Dir { root, .. } => {
-            return fail(&format!(
-                "the source {} is a directory: it has no host key",
-                root.display()
-            ))
-        }
+        SourceSpec::Dir { root, .. } => root.display().to_string(),
     };
     let Some((host, port)) = drover::source::ssh_host(&url) else {
         return fail(&format!(
-            "the source {url} is not an ssh:// URL: it has no SSH host key"
+            "the source {url} is not reached over SSH (an ssh:// URL or user@host:path): it has no SSH host key"
         ));
     };
     let file = cx.settings.known_hosts();

@@ -15,6 +15,14 @@ pub fn migrate(cx: &Context, to: &str) -> ExitCode {
     if location == cx.state {
         return fail(&format!("--to {to}: that is where the state is already"));
     }
+    if cx.settings.config.project.is_none() {
+        // A derived name comes from where the state is: at the target it would be another
+        // name, whose project owns none of the running pods.
+        return fail(&format!(
+            "this project's name, `{0}`, is derived from where its state is, and would be another at {to}: set `project = \"{0}\"` in drover.toml first, then migrate",
+            cx.project
+        ));
+    }
     let (from, target) = match (cx.store(), drover::store::Store::open(&location)) {
         (Ok(f), Ok(t)) => (f, t),
         (Err(e), _) => return fail(&e),
@@ -33,7 +41,10 @@ pub fn migrate(cx: &Context, to: &str) -> ExitCode {
         Ok(p) => p,
         Err(e) => return fail(&e),
     };
-    if let Err(e) = target.import(&to_lock, &places) {
+    if let Err(e) = target
+        .import(&to_lock, &places)
+        .and_then(|()| target.record_project(&to_lock, &cx.project))
+    {
         return fail(&e);
     }
     let index = target.read_index().map(|i| i.resource_version).unwrap_or(0);

@@ -323,6 +323,8 @@ impl Daemon {
                 self.lock = None;
                 leading.store(false, std::sync::atomic::Ordering::SeqCst);
                 leader_said = None;
+                // Said at once: this daemon no longer leads, whoever does.
+                status.lock().expect("status").document = self.follower_status(None, &proxy);
                 report(Event::Deposed(why));
             }
             if self.lock.is_none() {
@@ -333,7 +335,13 @@ impl Daemon {
                         last_round = None;
                     }
                     Ok(false) => {
-                        let holder = self.store.holder().ok().flatten();
+                        // Its own lease, not lapsed in etcd yet, is no leader to follow.
+                        let holder = self
+                            .store
+                            .holder()
+                            .ok()
+                            .flatten()
+                            .filter(|h| !h.is_this_process());
                         let who = holder
                             .as_ref()
                             .map(|h| h.who.clone())
@@ -343,14 +351,7 @@ impl Daemon {
                             leader_said = Some(who);
                         }
                         *status.lock().expect("status") = status::State {
-                            document: follower_document(
-                                &self.opts.project,
-                                &self.opts.spec.describe(),
-                                self.loaded.commit.as_deref(),
-                                holder.as_ref(),
-                                &project::stored_endpoints(&self.store).unwrap_or_default(),
-                                &proxy.as_ref().map(|p| p.status()).unwrap_or_default(),
-                            ),
+                            document: self.follower_status(holder.as_ref(), &proxy),
                             pods: Vec::new(),
                             not_ready: None,
                         };
@@ -358,7 +359,12 @@ impl Daemon {
                     }
                     Err(e) => {
                         let why = format!("cannot lead: {e}; trying again");
-                        status.lock().expect("status").not_ready = Some(format!("store: {why}"));
+                        let mut s = status.lock().expect("status");
+                        if s.document.get("role").is_some() {
+                            s.document = self.follower_status(None, &proxy);
+                        }
+                        s.not_ready = Some(format!("store: {why}"));
+                        drop(s);
                         report(Event::StoreError(why));
                         continue;
                     }
@@ -501,6 +507,23 @@ impl Daemon {
         if let Some(proxy) = proxy {
             proxy.shutdown().await;
         }
+    }
+
+    /// The status document of a daemon that does not lead: who does, when known (`None`:
+    /// nobody this daemon can name yet).
+    fn follower_status(
+        &self,
+        leader: Option<&crate::store::Holder>,
+        proxy: &Option<Arc<Proxy>>,
+    ) -> serde_json::Value {
+        follower_document(
+            &self.opts.project,
+            &self.opts.spec.describe(),
+            self.loaded.commit.as_deref(),
+            leader,
+            &project::stored_endpoints(&self.store).unwrap_or_default(),
+            &proxy.as_ref().map(|p| p.status()).unwrap_or_default(),
+        )
     }
 
     /// Takes the store's writer lease if nobody holds it, and attaches the reconciler to the

@@ -215,7 +215,8 @@ fn browser_checks(req: &Request<Incoming>) -> Result<(), String> {
         _ => host,
     };
     let name = name.trim_start_matches('[').trim_end_matches(']');
-    if name != "localhost" && name.parse::<std::net::IpAddr>().is_err() {
+    // No Host at all is a plain HTTP/1.0 client (a health check): a browser always sends one.
+    if !name.is_empty() && name != "localhost" && name.parse::<std::net::IpAddr>().is_err() {
         return Err(format!(
             "Host {host:?}: address this server by IP address or localhost"
         ));

@@ -242,7 +242,6 @@ fn a_toml_nesting_error_is_located() {
     ] {
         let diags = parse_file("x.toml", text.as_bytes()).unwrap_err();
         let d = &diags[0];
-        assert!(d.pos.line >= 1 && d.pos.col >= 1, "{d} in {}", &text[..60]);
         assert_eq!(d.pos.line, 2, "{d} in {}", &text[..40]);
     }
 }

@@ -136,10 +136,10 @@ pub struct Options {
 }
 
 /// Minion paths no `hostDir` mounts unless drover.toml allows it: a manifest in git could
-/// otherwise take root on every minion (the Docker socket, the host's configuration, its
-/// kernel's interfaces). A path is guarded when it is one of these or under one, but `/` only
-/// itself.
-pub const GUARDED_HOST_PATHS: [&str; 9] = [
+/// otherwise take root on every minion (the Docker socket, the engine's and containerd's
+/// state, the host's configuration, its kernel's interfaces). A path is guarded when it is one
+/// of these, under one, or a directory above one (`/var/run` holds the socket).
+pub const GUARDED_HOST_PATHS: [&str; 12] = [
     "/",
     "/etc",
     "/proc",
@@ -149,6 +149,9 @@ pub const GUARDED_HOST_PATHS: [&str; 9] = [
     "/dev",
     "/var/run/docker.sock",
     "/run/docker.sock",
+    "/var/lib/docker",
+    "/run/containerd",
+    "/var/run/containerd",
 ];
 
 /// `path` with `.`, `..` and repeated `/` resolved as text (a minion's symlinks are not seen).
@@ -187,12 +190,24 @@ pub fn host_path_refusal(path: &str, allowed: &[String]) -> Option<String> {
             )
         });
     }
+    // A directory above a guarded one mounts it too (`/var/run` holds the Docker socket).
+    let above = |guarded: &str| {
+        guarded
+            .strip_prefix(path.as_str())
+            .is_some_and(|rest| path == "/" || rest.starts_with('/'))
+    };
     GUARDED_HOST_PATHS
         .iter()
-        .find(|guarded| if **guarded == "/" { path == "/" } else { under(guarded) })
+        .find(|guarded| {
+            if **guarded == "/" {
+                path == "/"
+            } else {
+                under(guarded) || above(guarded)
+            }
+        })
         .map(|guarded| {
             format!(
-                "it is or is under `{guarded}`, which would give a pod the minion itself; list it in `allowed_host_paths` in drover.toml to allow it (as `privileged` needs `allow_privileged`)"
+                "it is, holds or is under `{guarded}`, which would give a pod the minion itself; list it in `allowed_host_paths` in drover.toml to allow it (as `privileged` needs `allow_privileged`)"
             )
         })
 }

@@ -1024,10 +1024,15 @@ fn host_dirs_that_would_give_a_pod_the_minion_are_refused_unless_allowed() {
         ("/srv/../root/.ssh", "/root"),
         ("/sys", "/sys"),
         ("/boot/grub", "/boot"),
+        ("/var/run", "/var/run/docker.sock"),
+        ("/run", "/run/docker.sock"),
+        ("/var", "/var/run/docker.sock"),
+        ("/var/lib/docker/volumes", "/var/lib/docker"),
+        ("/run/containerd", "/run/containerd"),
     ] {
         rejects(
             &pod(path),
-            &format!("hostDir `{path}` is refused: it is or is under `{guard}`"),
+            &format!("hostDir `{path}` is refused: it is, holds or is under `{guard}`"),
         );
     }
     for fine in [
@@ -1035,6 +1040,8 @@ fn host_dirs_that_would_give_a_pod_the_minion_are_refused_unless_allowed() {
         "/var/lib/app",
         "/etcetera",
         "/var/run/docker.sock.d",
+        "/var/log/app",
+        "/tmp/x",
     ] {
         accepts(&pod(fine));
     }

@@ -112,6 +112,12 @@ fn is_not_found(e: &MinionError) -> bool {
     e.message.contains("404") || e.message.contains("No such")
 }
 
+/// Docker's 409 to a removal of a container it is already removing (a restart policy's
+/// exit, an earlier removal cut short by a timeout): the container goes either way.
+fn is_being_removed(e: &MinionError) -> bool {
+    e.message.contains("removal of container") && e.message.contains("already in progress")
+}
+
 /// Docker CPU shares from thousandths of a core (1024 shares per core, at least 2).
 fn cpu_shares(milli: u64) -> Option<i64> {
     (milli > 0).then(|| ((milli * 1024 / 1000) as i64).max(2))
@@ -748,7 +754,7 @@ impl Minion {
         for c in ordered {
             if let Some(id) = &c.id {
                 match self.remove_container(id).await {
-                    Err(e) if !is_not_found(&e) => return Err(e),
+                    Err(e) if !is_not_found(&e) && !is_being_removed(&e) => return Err(e),
                     _ => {}
                 }
             }
@@ -1092,6 +1098,17 @@ fn restart_from_label(name: Option<&str>) -> RestartPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_removal_already_under_way_is_not_a_failed_deletion() {
+        let said = |m: &str| MinionError::new("m1", "10.0.0.2", m);
+        assert!(is_being_removed(&said(
+            "Docker responded with status code 409: removal of container 3f2a is already in progress"
+        )));
+        assert!(!is_being_removed(&said(
+            "Docker responded with status code 409: You cannot remove a running container 3f2a"
+        )));
+    }
 
     #[test]
     fn phases_follow_the_restart_policy_table() {

@@ -88,14 +88,14 @@ pub async fn observe(
     observe_by(minions, adoptable, None).await
 }
 
-/// `observe`, a minion that has not answered by `deadline` counted as unobserved (its error
-/// names the call it waited on).
 /// How long one minion's observation (its list calls) may take before the round goes on
 /// without it, as a minion that did not answer: a hung engine costs this, once per round, not
 /// a call's whole timeout (`minion::CALL_TIMEOUT`), and delays no other minion's work. A
 /// healthy engine lists hundreds of containers over SSH well within a second.
 pub const OBSERVE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// `observe`, a minion that has not answered by `deadline` (or within `OBSERVE_TIMEOUT`)
+/// counted as unobserved (its error names the call it waited on).
 pub async fn observe_by(
     minions: &[Arc<Minion>],
     adoptable: &Adoptable,

@@ -267,8 +267,17 @@ fn check_host_key(
     }
 }
 
-/// The host and port of an `ssh://` (or `git+ssh://`) URL; `None` for other schemes.
+/// The host and port of an `ssh://` (or `git+ssh://`) URL, or of scp's `[user@]host:path`
+/// (port 22); `None` for other schemes and for local paths.
 pub fn ssh_host(url: &str) -> Option<(String, u16)> {
+    if !url.contains("://") {
+        let (authority, _) = url.split_once(':')?;
+        if authority.contains('/') || authority.is_empty() {
+            return None;
+        }
+        let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        return (!host.is_empty()).then(|| (host.to_string(), 22));
+    }
     let rest = ["ssh://", "git+ssh://", "ssh+git://"]
         .iter()
         .find_map(|scheme| url.strip_prefix(scheme))?;
@@ -329,6 +338,9 @@ mod tests {
             ("ssh://host:/r", Some(("host", 22))),
             ("https://example.org/shop.git", None),
             ("ssh://git@/r", None),
+            ("git@example.org:shop.git", Some(("example.org", 22))),
+            ("./repo:x", None),
+            ("/srv/repo", None),
         ] {
             let got = ssh_host(url);
             assert_eq!(got.as_ref().map(|(h, p)| (h.as_str(), *p)), want, "{url}");

@@ -239,6 +239,12 @@ impl FileStore {
                 .iter()
                 .any(|(s, bk, _, _)| *s == Section::Applied && bk == k)
         });
+        // A first commit writes an empty index before any object: objects without an index
+        // are then only ever a lost index, never a first commit cut short.
+        if index.resource_version == 0 && !self.index_path().exists() {
+            let empty = serde_json::to_vec_pretty(&index).expect("index serialises");
+            fsutil::write_file(&self.index_path(), &empty, true)?;
+        }
         let planned = plan_commit(&mut index, batch.puts.iter().chain(&moved), &batch.deletes)?;
         let mut touched_dirs = std::collections::BTreeSet::new();
         for (rel, text) in &planned.writes {

@@ -172,6 +172,10 @@ const INDEX_FILE: &str = "state.json";
 const EVENTS_FILE: &str = "events.json";
 /// The key of the secret masks' fingerprints (`plan::objects::MaskKey`): 64 hex digits, 0600.
 const MASK_KEY_FILE: &str = "mask.key";
+/// The project a store belongs to, once recorded (outside the index, as the mask key):
+/// `drover state migrate` writes it into its target, so a project keeps its name where its
+/// state goes.
+const PROJECT_FILE: &str = "project";
 
 /// The two halves of the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -781,6 +785,21 @@ pub struct Holder {
     pub status: Option<String>,
 }
 
+impl Holder {
+    /// Whether this process wrote it (a lease of its own that has not lapsed in etcd yet).
+    pub fn is_this_process(&self) -> bool {
+        self.who.starts_with(&format!("{}:", process_identity()))
+    }
+}
+
+/// This process as a holder names it: `pid 123 on host`.
+fn process_identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "?".into());
+    format!("pid {} on {host}", std::process::id())
+}
+
 impl Store {
     /// The file store in `dir`.
     pub fn new(dir: impl Into<PathBuf>) -> Store {
@@ -832,6 +851,20 @@ impl Store {
     ) -> Result<(), StoreError> {
         let text = serde_json::to_vec_pretty(log).expect("events serialise");
         self.write_raw(lock, EVENTS_FILE, &text)
+    }
+
+    /// The project this store says it belongs to, if it was recorded.
+    pub fn recorded_project(&self) -> Result<Option<String>, StoreError> {
+        let raw = match self {
+            Store::File(f) => f.read_raw(PROJECT_FILE)?,
+            Store::Etcd(e) => e.read_raw(PROJECT_FILE)?,
+        };
+        Ok(raw.map(|b| String::from_utf8_lossy(&b).trim().to_string()))
+    }
+
+    /// Records the project this store belongs to. Needs the lock.
+    pub fn record_project(&self, lock: &StoreLock, project: &str) -> Result<(), StoreError> {
+        self.write_raw(lock, PROJECT_FILE, format!("{project}\n").as_bytes())
     }
 
     /// Writes one file of the store outside the index (events, the mask key). Needs the lock.
@@ -1063,7 +1096,7 @@ impl Store {
                 ));
             }
         }
-        for rel in [EVENTS_FILE, MASK_KEY_FILE] {
+        for rel in [EVENTS_FILE, MASK_KEY_FILE, PROJECT_FILE] {
             let raw = match self {
                 Store::File(f) => f.read_raw(rel)?,
                 Store::Etcd(e) => e.read_raw(rel)?,

@@ -168,8 +168,9 @@ impl GitRepo {
 }
 
 impl TestDir {
-    /// Runs drover as `drover` does, and also returns its peak resident memory (its own
-    /// high-water mark, from wait4(2) on that one child), in bytes.
+    /// Runs drover as `drover` does, and also returns its peak resident memory (from wait4(2)
+    /// on that one child), in bytes. Linux counts in it this test process's own high-water
+    /// mark up to the exec, so it is an upper bound: keep the test process small.
     // The child is reaped by wait4(2) below, which std's `Child::wait` cannot do (it gives no
     // resource usage).
     #[allow(clippy::zombie_processes)]

@@ -1,5 +1,6 @@
 //! A small etcd v3 client over etcd's own JSON gateway (`/v3/kv/range`, `/v3/kv/txn`,
-//! `/v3/lease/*`, `/v3/watch`, served by every etcd since 3.3 on its client port), on hyper:
+//! `/v3/lease/*`, `/v3/watch` on the client port: etcd 3.4 and later; 3.3 serves the same under
+//! `/v3beta`, used when `/v3` is not found), on hyper:
 //! exactly the calls the store makes, with no code generated at build time (no `protoc`) and
 //! TLS through OpenSSL, which ssh2 and git2 link already.
 //!
@@ -54,6 +55,8 @@ pub struct TlsFiles<'a> {
 pub struct Client {
     http: HttpClient<HttpsConnector<HttpConnector>, Full<Bytes>>,
     base: String,
+    /// The member serves the gateway under `/v3beta` (etcd 3.3), found by a `/v3` 404.
+    beta: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Client {
@@ -63,7 +66,11 @@ impl Client {
         http.enforce_http(false);
         http.set_connect_timeout(Some(Duration::from_secs(3)));
         http.set_nodelay(true);
+        // A member that vanishes without a word (a partition, a powered-off host) ends a
+        // watch within about 12 s, not the kernel's default two hours and more.
         http.set_keepalive(Some(Duration::from_secs(3)));
+        http.set_keepalive_interval(Some(Duration::from_secs(3)));
+        http.set_keepalive_retries(Some(3));
         let ssl = tls_connector(tls)?;
         let https = HttpsConnector::with_connector(http, ssl).map_err(|e| e.to_string())?;
         let http = HttpClient::builder(TokioExecutor::new())
@@ -72,26 +79,38 @@ impl Client {
         Ok(Client {
             http,
             base: endpoint.trim_end_matches('/').to_string(),
+            beta: Default::default(),
         })
     }
 
-    /// POSTs `body` to `path` and returns the answer's body once its status says success.
+    /// POSTs `body` to the gateway's `path` (`/kv/range`, ...) and returns the answer's body
+    /// once its status says success.
     async fn post(&self, path: &str, body: &Value) -> Result<Incoming, Error> {
-        let request = http::Request::post(format!("{}{path}", self.base))
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from(body.to_string())))
-            .map_err(|e| Error::Failed(e.to_string()))?;
-        let response = self
-            .http
-            .request(request)
-            .await
-            .map_err(|e| Error::Down(describe_http_error(&e)))?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(response.into_body());
+        use std::sync::atomic::Ordering;
+        let body = Bytes::from(body.to_string());
+        loop {
+            let beta = self.beta.load(Ordering::Relaxed);
+            let root = if beta { "/v3beta" } else { "/v3" };
+            let request = http::Request::post(format!("{}{root}{path}", self.base))
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(Full::new(body.clone()))
+                .map_err(|e| Error::Failed(e.to_string()))?;
+            let response = self
+                .http
+                .request(request)
+                .await
+                .map_err(|e| Error::Down(describe_http_error(&e)))?;
+            let status = response.status();
+            if status.is_success() {
+                return Ok(response.into_body());
+            }
+            let bytes = read_all(response.into_body()).await?;
+            if status == http::StatusCode::NOT_FOUND && !beta {
+                self.beta.store(true, Ordering::Relaxed);
+                continue;
+            }
+            return Err(error_of(status, &bytes));
         }
-        let bytes = read_all(response.into_body()).await?;
-        Err(error_of(status, &bytes))
     }
 
     /// A unary call: the whole answer, parsed.
@@ -120,7 +139,7 @@ impl Client {
         if opts.limit > 0 {
             body["limit"] = opts.limit.to_string().into();
         }
-        let raw: RawRange = self.unary("/v3/kv/range", body).await?;
+        let raw: RawRange = self.unary("/kv/range", body).await?;
         let kvs = raw
             .kvs
             .into_iter()
@@ -144,7 +163,7 @@ impl Client {
         let compare: Vec<Value> = txn.when.iter().map(Compare::to_json).collect();
         let success: Vec<Value> = txn.then.iter().map(TxnOp::to_json).collect();
         let body = json!({ "compare": compare, "success": success });
-        let raw: RawTxn = self.unary("/v3/kv/txn", body).await?;
+        let raw: RawTxn = self.unary("/kv/txn", body).await?;
         Ok(TxnResponse {
             succeeded: raw.succeeded,
             revision: raw.header.revision,
@@ -154,7 +173,7 @@ impl Client {
     /// A new lease of `ttl` seconds; its id.
     pub async fn lease_grant(&self, ttl: i64) -> Result<i64, Error> {
         let raw: RawLease = self
-            .unary("/v3/lease/grant", json!({ "TTL": ttl.to_string() }))
+            .unary("/lease/grant", json!({ "TTL": ttl.to_string() }))
             .await?;
         if !raw.error.is_empty() {
             return Err(Error::Failed(raw.error));
@@ -164,7 +183,7 @@ impl Client {
 
     pub async fn lease_revoke(&self, id: i64) -> Result<(), Error> {
         let _: Value = self
-            .unary("/v3/lease/revoke", json!({ "ID": id.to_string() }))
+            .unary("/lease/revoke", json!({ "ID": id.to_string() }))
             .await?;
         Ok(())
     }
@@ -172,7 +191,7 @@ impl Client {
     /// Renews lease `id` once; the TTL it has now (0: it had already expired).
     pub async fn lease_keep_alive(&self, id: i64) -> Result<i64, Error> {
         let body = self
-            .post("/v3/lease/keepalive", &json!({ "ID": id.to_string() }))
+            .post("/lease/keepalive", &json!({ "ID": id.to_string() }))
             .await?;
         let mut lines = Lines::new(body);
         let line = lines
@@ -187,7 +206,7 @@ impl Client {
     pub async fn watch(&self, key: &[u8]) -> Result<WatchStream, Error> {
         let body = json!({ "create_request": { "key": B64.encode(key) } });
         Ok(WatchStream {
-            lines: Lines::new(self.post("/v3/watch", &body).await?),
+            lines: Lines::new(self.post("/watch", &body).await?),
         })
     }
 }
@@ -253,7 +272,8 @@ fn error_of(status: http::StatusCode, bytes: &[u8]) -> Error {
     } else {
         parsed.message
     };
-    if is_down_code(parsed.code) || status == http::StatusCode::SERVICE_UNAVAILABLE {
+    let unavailable = matches!(status.as_u16(), 502..=504);
+    if is_down_code(parsed.code) || unavailable {
         Error::Down(message)
     } else {
         Error::Failed(message)

@@ -472,11 +472,7 @@ impl EtcdStore {
     ) -> Result<Leadership, StoreError> {
         let deadline = Instant::now() + wait;
         let holder = Holder {
-            who: format!(
-                "pid {} on {}: drover {command}",
-                std::process::id(),
-                hostname()
-            ),
+            who: format!("{}: drover {command}", super::process_identity()),
             status,
         };
         let value = serde_json::to_vec(&holder).expect("holder serialises");
@@ -675,7 +671,7 @@ impl EtcdStore {
         }
         let index_text = serde_json::to_vec_pretty(&index).expect("index serialises");
         let same_index = Compare::ModRevision(self.key(INDEX_FILE), index_mod);
-        let mut puts: Vec<(TxnOp, usize)> = writes
+        let puts: Vec<(TxnOp, usize)> = writes
             .iter()
             .map(|(rel, text)| {
                 (
@@ -699,7 +695,39 @@ impl EtcdStore {
             return Ok(planned.rv);
         }
         // Too large for one transaction: the new versions first (named by no index yet),
-        // then the index, then the removals; each step fenced.
+        // then the index, then the removals; each step fenced. A first commit puts an empty
+        // index first, so objects without an index are only ever a lost index.
+        if index_mod == 0 {
+            let empty = Index {
+                format: FORMAT_VERSION,
+                ..Index::default()
+            };
+            let text = serde_json::to_vec_pretty(&empty).expect("index serialises");
+            self.fenced(
+                lead,
+                vec![same_index],
+                vec![TxnOp::put(self.key(INDEX_FILE), text)],
+            )?;
+            // The index swap below compares against the index just written.
+            let (_, _, written) = self.get_kv(INDEX_FILE, 0)?;
+            let same_index = Compare::ModRevision(self.key(INDEX_FILE), written);
+            return self.commit_in_steps(lead, puts, deletes, same_index, index_put, planned.rv);
+        }
+        self.commit_in_steps(lead, puts, deletes, same_index, index_put, planned.rv)
+    }
+
+    /// A commit too large for one transaction, after the index exists: the new object
+    /// versions in fenced chunks, then the index swap (compared on `same_index`), then the
+    /// removals.
+    fn commit_in_steps(
+        &self,
+        lead: &Leadership,
+        mut puts: Vec<(TxnOp, usize)>,
+        deletes: Vec<TxnOp>,
+        same_index: Compare,
+        index_put: TxnOp,
+        rv: u64,
+    ) -> Result<u64, StoreError> {
         while !puts.is_empty() {
             let mut chunk = Vec::new();
             let mut bytes = 0;
@@ -718,7 +746,7 @@ impl EtcdStore {
         for chunk in deletes.chunks(MAX_TXN_OPS) {
             let _ = self.fenced(lead, Vec::new(), chunk.to_vec());
         }
-        Ok(planned.rv)
+        Ok(rv)
     }
 
     /// Removes object versions the index does not name (a commit cut short), fenced.
@@ -804,12 +832,6 @@ fn missing(place: PathBuf) -> StoreError {
         path: place,
         reason: "missing: state.json names it but etcd holds no such key".into(),
     }
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "?".into())
 }
 
 /// Whether the lease still stands, as far as this process knows.
