@@ -178,15 +178,25 @@ fn open(repo: &str, opts: &GitOptions) -> Result<Repository, SourceError> {
 /// remote's default branch, so that `HEAD`, branch names, tags and commit ids all resolve.
 fn fetch(repository: &Repository, url: &str, opts: &GitOptions) -> Result<(), git2::Error> {
     let mut remote = repository.remote_anonymous(url)?;
+    // libgit2 replaces a refused host key's reason with its own "invalid or unknown remote
+    // ssh hostkey": the callback keeps it here.
+    let refused = std::cell::RefCell::new(None);
     let mut fetch_options = FetchOptions::new();
-    fetch_options.remote_callbacks(callbacks(url, opts));
+    fetch_options.remote_callbacks(callbacks(url, opts, &refused));
     fetch_options.prune(git2::FetchPrune::On);
     fetch_options.download_tags(git2::AutotagOption::All);
-    remote.fetch(
+    let fetched = remote.fetch(
         &["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"],
         Some(&mut fetch_options),
         None,
-    )?;
+    );
+    drop(fetch_options);
+    if let Err(e) = fetched {
+        return Err(match refused.take() {
+            Some(reason) => git2::Error::from_str(&reason),
+            None => e,
+        });
+    }
     let default_branch = remote
         .default_branch()
         .ok()
@@ -202,7 +212,11 @@ fn fetch(repository: &Repository, url: &str, opts: &GitOptions) -> Result<(), gi
 /// Credentials from the agent or the configured identity; an SSH host key checked against
 /// `[ssh] known_hosts` (libgit2 alone reads only `~/.ssh/known_hosts` and names neither the
 /// host nor the key when it refuses).
-fn callbacks<'a>(url: &str, opts: &'a GitOptions) -> RemoteCallbacks<'a> {
+fn callbacks<'a>(
+    url: &str,
+    opts: &'a GitOptions,
+    refused: &'a std::cell::RefCell<Option<String>>,
+) -> RemoteCallbacks<'a> {
     let mut callbacks = RemoteCallbacks::new();
     let port = ssh_host(url).map_or(22, |(_, port)| port);
     callbacks.certificate_check(move |cert, host| {
@@ -220,7 +234,11 @@ fn callbacks<'a>(url: &str, opts: &'a GitOptions) -> RemoteCallbacks<'a> {
         };
         check_host_key(&opts.known_hosts, host, port, &key)
             .map(|()| git2::CertificateCheckStatus::CertificateOk)
-            .map_err(|e| git2::Error::from_str(&e))
+            .map_err(|e| {
+                let error = git2::Error::from_str(&e);
+                *refused.borrow_mut() = Some(e);
+                error
+            })
     });
     let mut attempts = 0;
     callbacks.credentials(move |url, username, allowed| {
