@@ -192,6 +192,13 @@ pub fn record(file: &Path, name: &str, key: &HostKey, replace: bool) -> Result<P
 mod tests {
     use super::*;
 
+    /// An ed25519 key blob whose key bytes are all `b`.
+    fn ed25519(b: u8) -> HostKey {
+        HostKey {
+            blob: [&[0, 0, 0, 11][..], b"ssh-ed25519", &[0, 0, 0, 32], &[b; 32]].concat(),
+        }
+    }
+
     #[test]
     fn a_key_names_its_type_fingerprint_and_line() {
         let key = HostKey {
@@ -210,9 +217,7 @@ mod tests {
     fn a_recorded_key_matches_and_another_is_a_mismatch() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("known_hosts");
-        let key = |b: u8| HostKey {
-            blob: [&[0, 0, 0, 11][..], b"ssh-ed25519", &[0, 0, 0, 32], &[b; 32]].concat(),
-        };
+        let key = ed25519;
         assert_eq!(check(&file, "h", 2222, &key(1)).unwrap(), Verdict::NotFound);
         record(&file, &host_name("h", 2222), &key(1), false).unwrap();
         assert_eq!(check(&file, "h", 2222, &key(1)).unwrap(), Verdict::Match);
@@ -239,9 +244,7 @@ mod tests {
     fn replacing_a_key_keeps_the_other_names_of_its_line_and_an_unreadable_file_is_kept() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("known_hosts");
-        let key = |b: u8| HostKey {
-            blob: [&[0, 0, 0, 11][..], b"ssh-ed25519", &[0, 0, 0, 32], &[b; 32]].concat(),
-        };
+        let key = ed25519;
         std::fs::write(
             &file,
             format!("h,other {}\n", key(1).line("x").split_once(' ').unwrap().1),

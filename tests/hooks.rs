@@ -206,21 +206,30 @@ fn a_failing_post_start_kills_the_container_and_its_restart_policy_decides() {
             .map(|p| p["currentState"]["phase"].clone())
     };
     assert_eq!(phase("hook-never"), Some("Failed".into()), "{listed:#?}");
-    // The always pod's containers are gone while it waits (nothing half-made is left).
+    // The always pod's containers are gone while it waits (nothing half-made is left; one
+    // whose removal Docker had already under way may take a moment to go).
     let filter = "label=io.drover.pod=hook-always".to_string();
     for m in ["m1", "m2", "m3"] {
-        let left = common::cluster::docker(
-            m,
-            &[
-                "ps",
-                "-aq",
-                "--filter",
-                &common::cluster::of_project(&p),
-                "--filter",
-                &filter,
-            ],
-        );
-        assert!(left.trim().is_empty(), "{m}: {left}");
+        let left = || {
+            common::cluster::docker(
+                m,
+                &[
+                    "ps",
+                    "-a",
+                    "--format",
+                    "{{.ID}} {{.Status}}",
+                    "--filter",
+                    &common::cluster::of_project(&p),
+                    "--filter",
+                    &filter,
+                ],
+            )
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !left().trim().is_empty() {
+            assert!(Instant::now() < deadline, "{m}: {}", left());
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     t.write("manifests/always.json", r#"{"kind": "List", "items": []}"#);

@@ -318,16 +318,27 @@ impl EtcdStore {
 
     /// Every key under a place (`objects/applied/`) with its value, at one revision.
     fn range(&self, rel: &str, revision: i64) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.range_with(
+            rel,
+            RangeOptions {
+                prefix: true,
+                revision,
+                ..Default::default()
+            },
+        )
+    }
+
+    /// The keys (relative to the prefix) under `rel` and their values, as `opts` asks.
+    fn range_with(
+        &self,
+        rel: &str,
+        opts: RangeOptions,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let key = self.key(rel);
         let strip = self.key("");
         self.call(move |c| {
             let (key, strip) = (key.clone(), strip.clone());
             async move {
-                let opts = RangeOptions {
-                    prefix: true,
-                    revision,
-                    ..Default::default()
-                };
                 let r = timed(c.range(key.as_bytes(), opts)).await?;
                 Ok(r.kvs
                     .into_iter()
@@ -360,24 +371,13 @@ impl EtcdStore {
 
     /// One key under a place (`objects/`) at `revision`, if there is any.
     fn any_key(&self, rel: &str, revision: i64) -> Result<Option<String>, StoreError> {
-        let key = self.key(rel);
-        let strip = self.key("");
-        self.call(move |c| {
-            let (key, strip) = (key.clone(), strip.clone());
-            async move {
-                let opts = RangeOptions {
-                    prefix: true,
-                    revision,
-                    keys_only: true,
-                    limit: 1,
-                };
-                let r = timed(c.range(key.as_bytes(), opts)).await?;
-                Ok(r.kvs.first().map(|kv| {
-                    let k = String::from_utf8_lossy(&kv.key);
-                    k.strip_prefix(&strip).unwrap_or(&k).to_string()
-                }))
-            }
-        })
+        let opts = RangeOptions {
+            prefix: true,
+            revision,
+            keys_only: true,
+            limit: 1,
+        };
+        Ok(self.range_with(rel, opts)?.pop().map(|(key, _)| key))
     }
 
     fn index_from(&self, bytes: Option<Vec<u8>>, revision: i64) -> Result<Index, StoreError> {
@@ -752,29 +752,17 @@ impl EtcdStore {
     /// Removes object versions the index does not name (a commit cut short), fenced.
     pub(super) fn sweep(&self, lead: &Leadership) -> Result<(), StoreError> {
         let index = self.read_index()?;
-        let key = self.key("objects/");
-        let strip = self.key("");
-        let revision = index.snapshot;
-        let keys: Vec<String> = self.call(move |c| {
-            let key = key.clone();
-            async move {
-                let opts = RangeOptions {
-                    prefix: true,
-                    revision,
-                    keys_only: true,
-                    ..Default::default()
-                };
-                let r = timed(c.range(key.as_bytes(), opts)).await?;
-                Ok(r.kvs
-                    .into_iter()
-                    .map(|kv| String::from_utf8_lossy(&kv.key).into_owned())
-                    .collect())
-            }
-        })?;
-        let stale: Vec<TxnOp> = keys
-            .iter()
-            .filter(|k| !named_by(&index, k.strip_prefix(&strip).unwrap_or(k)))
-            .map(|k| TxnOp::Delete(k.clone()))
+        let opts = RangeOptions {
+            prefix: true,
+            revision: index.snapshot,
+            keys_only: true,
+            ..Default::default()
+        };
+        let stale: Vec<TxnOp> = self
+            .range_with("objects/", opts)?
+            .into_iter()
+            .filter(|(rel, _)| !named_by(&index, rel))
+            .map(|(rel, _)| TxnOp::Delete(self.key(&rel)))
             .collect();
         for chunk in stale.chunks(MAX_TXN_OPS) {
             self.fenced(lead, Vec::new(), chunk.to_vec())?;
