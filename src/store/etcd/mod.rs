@@ -181,6 +181,20 @@ struct Inner {
     spec: EtcdSpec,
     clients: Vec<Client>,
     current: std::sync::atomic::AtomicUsize,
+    cache: Mutex<Cache>,
+}
+
+/// What was read (or written) before, by key and mod revision, so that a read whose key has
+/// not changed since asks etcd only for the revision: its gateway turns every value into JSON
+/// and base64, which costs more than the transfer (milliseconds for a few hundred objects).
+/// A key's value at one mod revision never changes, so a hit is exact; a changed or damaged
+/// key has a new mod revision and is read again.
+#[derive(Default)]
+struct Cache {
+    /// The index: its mod revision and bytes.
+    index: Option<(i64, Vec<u8>)>,
+    /// Object versions (relative keys): mod revision and bytes.
+    objects: std::collections::HashMap<String, (i64, Vec<u8>)>,
 }
 
 impl Inner {
@@ -244,6 +258,7 @@ impl EtcdStore {
                 spec: spec.clone(),
                 clients,
                 current: Default::default(),
+                cache: Default::default(),
             }),
         })
     }
@@ -316,39 +331,130 @@ impl EtcdStore {
         })
     }
 
-    /// Every key under a place (`objects/applied/`) with its value, at one revision.
-    fn range(&self, rel: &str, revision: i64) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        self.range_with(
-            rel,
-            RangeOptions {
-                prefix: true,
-                revision,
-                ..Default::default()
-            },
-        )
-    }
-
     /// The keys (relative to the prefix) under `rel` and their values, as `opts` asks.
     fn range_with(
         &self,
         rel: &str,
         opts: RangeOptions,
     ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        Ok(self
+            .range_kvs(rel, opts)?
+            .1
+            .into_iter()
+            .map(|(k, v, _)| (k, v))
+            .collect())
+    }
+
+    /// `range_with` with each key's mod revision, and the revision it was read at.
+    #[allow(clippy::type_complexity)]
+    fn range_kvs(
+        &self,
+        rel: &str,
+        opts: RangeOptions,
+    ) -> Result<(i64, Vec<(String, Vec<u8>, i64)>), StoreError> {
         let key = self.key(rel);
         let strip = self.key("");
         self.call(move |c| {
             let (key, strip) = (key.clone(), strip.clone());
             async move {
                 let r = timed(c.range(key.as_bytes(), opts)).await?;
-                Ok(r.kvs
+                let kvs = r
+                    .kvs
                     .into_iter()
                     .map(|kv| {
                         let k = String::from_utf8_lossy(&kv.key);
-                        (k.strip_prefix(&strip).unwrap_or(&k).to_string(), kv.value)
+                        let rel = k.strip_prefix(&strip).unwrap_or(&k).to_string();
+                        (rel, kv.value, kv.mod_revision)
                     })
-                    .collect())
+                    .collect();
+                Ok((r.revision, kvs))
             }
         })
+    }
+
+    /// The index's bytes, the revision they were read at and their mod revision (0: absent),
+    /// from the cache when the index has not changed since it was last read or written.
+    fn index_kv(&self) -> Result<(Option<Vec<u8>>, i64, i64), StoreError> {
+        let (revision, listed) = self.range_kvs(
+            INDEX_FILE,
+            RangeOptions {
+                keys_only: true,
+                ..Default::default()
+            },
+        )?;
+        let Some(&(_, _, mod_revision)) = listed.first() else {
+            return Ok((None, revision, 0));
+        };
+        if let Some((cached, bytes)) = &self.inner.cache.lock().expect("cache").index {
+            if *cached == mod_revision {
+                return Ok((Some(bytes.clone()), revision, mod_revision));
+            }
+        }
+        let (bytes, revision, mod_revision) = self.get_kv(INDEX_FILE, revision)?;
+        if let Some(b) = &bytes {
+            self.inner.cache.lock().expect("cache").index = Some((mod_revision, b.clone()));
+        }
+        Ok((bytes, revision, mod_revision))
+    }
+
+    /// Every key under `rel` with its value at `revision`: the values from the cache where the
+    /// key's mod revision is the one cached, the rest read.
+    fn objects_at(
+        &self,
+        rel: &str,
+        revision: i64,
+    ) -> Result<BTreeMap<String, Vec<u8>>, StoreError> {
+        let keys_only = RangeOptions {
+            prefix: true,
+            revision,
+            keys_only: true,
+            ..Default::default()
+        };
+        let (_, listed) = self.range_kvs(rel, keys_only)?;
+        let mut found = BTreeMap::new();
+        let mut stale = Vec::new();
+        {
+            let cache = self.inner.cache.lock().expect("cache");
+            for (key, _, mod_revision) in &listed {
+                match cache.objects.get(key) {
+                    Some((cached, bytes)) if cached == mod_revision => {
+                        found.insert(key.clone(), bytes.clone());
+                    }
+                    _ => stale.push(key.clone()),
+                }
+            }
+        }
+        // A few new versions (a round's changes) one by one; many (a first read) at once.
+        let fresh: Vec<(String, Vec<u8>, i64)> = if stale.len() <= 8 {
+            let mut fresh = Vec::new();
+            for key in stale {
+                if let (Some(bytes), _, mod_revision) = self.get_kv(&key, revision)? {
+                    fresh.push((key, bytes, mod_revision));
+                }
+            }
+            fresh
+        } else {
+            let all = RangeOptions {
+                prefix: true,
+                revision,
+                ..Default::default()
+            };
+            self.range_kvs(rel, all)?.1
+        };
+        let mut cache = self.inner.cache.lock().expect("cache");
+        // Only what is listed now stays cached: the cache never outgrows the store.
+        let listed: std::collections::HashSet<&str> =
+            listed.iter().map(|(k, _, _)| k.as_str()).collect();
+        cache
+            .objects
+            .retain(|k, _| !k.starts_with(rel) || listed.contains(k.as_str()));
+        for (key, bytes, mod_revision) in fresh {
+            cache
+                .objects
+                .insert(key.clone(), (mod_revision, bytes.clone()));
+            found.insert(key, bytes);
+        }
+        Ok(found)
     }
 
     pub(super) fn read_raw(&self, rel: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -356,7 +462,7 @@ impl EtcdStore {
     }
 
     pub(super) fn read_index(&self) -> Result<Index, StoreError> {
-        let (bytes, revision) = self.get(INDEX_FILE, 0)?;
+        let (bytes, revision, _) = self.index_kv()?;
         if bytes.is_none() {
             // As in a state directory: objects without their index are a lost index.
             if let Some(found) = self.any_key("objects/", revision)? {
@@ -416,10 +522,7 @@ impl EtcdStore {
         if entries.is_empty() {
             return Ok(BTreeMap::new());
         }
-        let found: BTreeMap<String, Vec<u8>> = self
-            .range(&format!("objects/{}/", section.as_str()), index.snapshot)?
-            .into_iter()
-            .collect();
+        let found = self.objects_at(&format!("objects/{}/", section.as_str()), index.snapshot)?;
         self.check(section, entries, &found)
     }
 
@@ -452,10 +555,7 @@ impl EtcdStore {
 
     /// Every object `index` names, read at the index's revision and checked.
     pub(super) fn verify_objects(&self, index: &Index) -> Result<(), StoreError> {
-        let found: BTreeMap<String, Vec<u8>> = self
-            .range("objects/", index.snapshot)?
-            .into_iter()
-            .collect();
+        let found = self.objects_at("objects/", index.snapshot)?;
         for section in super::Section::ALL {
             self.check(section, index.section(section), &found)?;
         }
@@ -556,23 +656,27 @@ impl EtcdStore {
         Compare::CreateRevision(self.key(LEADER_KEY), lead.create_revision)
     }
 
-    /// Runs a transaction fenced on `lead` (and on `also`); a failed comparison is told
-    /// apart: deposed (`NotLeader`) or the index changed (`Conflict`).
+    /// Runs a transaction fenced on `lead` (and on `also`): the store's revision after it,
+    /// which is the mod revision of every key it wrote. A failed comparison is told apart:
+    /// deposed (`NotLeader`) or the index changed (`Conflict`).
     fn fenced(
         &self,
         lead: &Leadership,
         also: Vec<Compare>,
         ops: Vec<TxnOp>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<i64, StoreError> {
         let mut when = vec![self.fence(lead)];
         when.extend(also);
         let txn = Arc::new(Txn { when, then: ops });
-        let ok = self.call(move |c| {
+        let (ok, revision) = self.call(move |c| {
             let txn = txn.clone();
-            async move { Ok(timed(c.txn(&txn)).await?.succeeded) }
+            async move {
+                let r = timed(c.txn(&txn)).await?;
+                Ok((r.succeeded, r.revision))
+            }
         })?;
         if ok {
-            return Ok(());
+            return Ok(revision);
         }
         let holder = self.holder()?;
         match self.leader_revision()? {
@@ -629,6 +733,7 @@ impl EtcdStore {
         bytes: &[u8],
     ) -> Result<(), StoreError> {
         self.fenced(lead, Vec::new(), vec![TxnOp::put(self.key(rel), bytes)])
+            .map(drop)
     }
 
     /// Writes many keys outside a commit (an import), in fenced transactions within etcd's
@@ -658,7 +763,7 @@ impl EtcdStore {
 
     pub(super) fn commit(&self, lead: &Leadership, batch: &Batch) -> Result<u64, StoreError> {
         // The index's mod revision as read is compared: no other write slips in between.
-        let (bytes, revision, index_mod) = self.get_kv(INDEX_FILE, 0)?;
+        let (bytes, revision, index_mod) = self.index_kv()?;
         let mut index = self.index_from(bytes, revision)?;
         if batch.is_empty() {
             return Ok(index.resource_version);
@@ -686,12 +791,14 @@ impl EtcdStore {
             .map(|rel| TxnOp::Delete(self.key(rel)))
             .collect();
         let size: usize = puts.iter().map(|(_, n)| n).sum::<usize>() + index_text.len();
-        let index_put = TxnOp::put(self.key(INDEX_FILE), index_text);
+        let index_put = TxnOp::put(self.key(INDEX_FILE), index_text.clone());
         if puts.len() + deletes.len() < MAX_TXN_OPS && size < MAX_TXN_BYTES {
             let mut ops: Vec<TxnOp> = puts.into_iter().map(|(op, _)| op).collect();
             ops.push(index_put);
             ops.extend(deletes);
-            self.fenced(lead, vec![same_index], ops)?;
+            let written = self.fenced(lead, vec![same_index], ops)?;
+            // The next read of the index finds what this commit wrote without reading it.
+            self.inner.cache.lock().expect("cache").index = Some((written, index_text));
             return Ok(planned.rv);
         }
         // Too large for one transaction: the new versions first (named by no index yet),
