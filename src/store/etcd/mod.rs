@@ -22,14 +22,14 @@
 //! own, shared by every etcd store of the process: the store's interface is synchronous (as
 //! the file store's), callers may be async, and a blocking wait on a channel works from both.
 
-mod gateway;
+mod grpc;
 
 use super::{
     file::checked_text, named_by, plan_commit, Batch, Entry, Holder, Index, Section, StoreError,
     FORMAT_VERSION, INDEX_FILE,
 };
 use crate::model::ObjectKey;
-use gateway::{Client, Compare, RangeOptions, Txn, TxnOp};
+use grpc::{Client, Compare, RangeOptions, Txn, TxnOp};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -221,7 +221,7 @@ impl std::fmt::Debug for EtcdStore {
     }
 }
 
-use gateway::Error as CallError;
+use grpc::Error as CallError;
 
 type Call<T> = Result<T, CallError>;
 
@@ -239,7 +239,7 @@ async fn timed<T>(fut: impl std::future::Future<Output = Call<T>>) -> Call<T> {
 impl EtcdStore {
     /// A client for `spec`; it connects on first use (members may come up later).
     pub fn connect(spec: &EtcdSpec) -> Result<EtcdStore, StoreError> {
-        let tls = spec.tls.as_ref().map(|t| gateway::TlsFiles {
+        let tls = spec.tls.as_ref().map(|t| grpc::TlsFiles {
             ca: t.ca.as_deref(),
             cert: t.cert.as_deref(),
             key: t.key.as_deref(),
