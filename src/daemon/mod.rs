@@ -323,9 +323,10 @@ impl Daemon {
                 self.lock = None;
                 leading.store(false, std::sync::atomic::Ordering::SeqCst);
                 leader_said = None;
-                // Said at once: this daemon no longer leads, whoever does.
-                status.lock().expect("status").document = self.follower_status(None, &proxy);
                 report(Event::Deposed(why));
+                // Said at once, with no call to a store that may not answer: this daemon no
+                // longer leads, whoever does.
+                no_longer_leading(&mut status.lock().expect("status").document);
             }
             if self.lock.is_none() {
                 match self.try_lead() {
@@ -360,9 +361,7 @@ impl Daemon {
                     Err(e) => {
                         let why = format!("cannot lead: {e}; trying again");
                         let mut s = status.lock().expect("status");
-                        if s.document.get("role").is_some() {
-                            s.document = self.follower_status(None, &proxy);
-                        }
+                        no_longer_leading(&mut s.document);
                         s.not_ready = Some(format!("store: {why}"));
                         drop(s);
                         report(Event::StoreError(why));
@@ -677,6 +676,15 @@ async fn follow_endpoints(
 
 /// The document `GET /status` serves while following: who leads, and the services this
 /// daemon's proxy serves from the store.
+/// A status document that said this daemon leads, made to say it does not (and that who leads
+/// is not known here). A document with no role (a file store) is left as it is.
+fn no_longer_leading(document: &mut serde_json::Value) {
+    if document.get("role").is_some() {
+        document["role"] = "follower".into();
+        document["leader"] = serde_json::Value::Null;
+    }
+}
+
 fn follower_document(
     project: &str,
     source: &str,

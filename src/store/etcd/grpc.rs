@@ -63,7 +63,7 @@ impl Client {
         http.set_connect_timeout(Some(Duration::from_secs(3)));
         http.set_nodelay(true);
         // A member that vanishes without a word (a partition, a powered-off host) ends the
-        // connection, and a watch on it, within seconds: HTTP/2 pings below, TCP probes here.
+        // connection, and a watch on it, within seconds: TCP probes here, HTTP/2 pings below.
         http.set_keepalive(Some(Duration::from_secs(3)));
         http.set_keepalive_interval(Some(Duration::from_secs(3)));
         http.set_keepalive_retries(Some(3));
@@ -72,9 +72,13 @@ impl Client {
         let http = HttpClient::builder(TokioExecutor::new())
             .timer(hyper_util::rt::TokioTimer::new())
             .http2_only(true)
-            .http2_keep_alive_interval(Duration::from_secs(3))
-            .http2_keep_alive_timeout(Duration::from_secs(3))
-            .http2_keep_alive_while_idle(true)
+            // Pings while a call or a watch is open; no more often than etcd's server allows
+            // (`--grpc-keepalive-min-time`, 5 s, or it closes the connection).
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .http2_keep_alive_timeout(Duration::from_secs(5))
+            .http2_keep_alive_while_idle(false)
+            // Large answers (every object of a big project) without a round trip per 64 KiB.
+            .http2_adaptive_window(true)
             .build(https);
         Ok(Client {
             http,

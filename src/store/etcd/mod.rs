@@ -18,7 +18,7 @@
 //! Reads of the index remember its revision; objects are read at that revision, so an index
 //! and its objects are one snapshot even while a writer removes what it superseded.
 //!
-//! The client (`gateway.rs`: etcd's JSON gateway over hyper) runs on a small runtime of its
+//! The client (`grpc.rs`: etcd's gRPC API over hyper's HTTP/2) runs on a small runtime of its
 //! own, shared by every etcd store of the process: the store's interface is synchronous (as
 //! the file store's), callers may be async, and a blocking wait on a channel works from both.
 
@@ -185,10 +185,9 @@ struct Inner {
 }
 
 /// What was read (or written) before, by key and mod revision, so that a read whose key has
-/// not changed since asks etcd only for the revision: its gateway turns every value into JSON
-/// and base64, which costs more than the transfer (milliseconds for a few hundred objects).
-/// A key's value at one mod revision never changes, so a hit is exact; a changed or damaged
-/// key has a new mod revision and is read again.
+/// not changed since asks etcd only for the revision (a round reads every object to check
+/// it; most have not changed). A key's value at one mod revision never changes, so a hit is
+/// exact; a changed or damaged key has a new mod revision and is read again.
 #[derive(Default)]
 struct Cache {
     /// The index: its mod revision and bytes.
@@ -289,7 +288,9 @@ impl EtcdStore {
     where
         F: std::future::Future<Output = Call<T>> + Send + 'static,
     {
-        let mut last = String::new();
+        // Each member's reason: one that is up but without quorum says more than the last
+        // one tried, which may be down.
+        let mut reasons = Vec::new();
         for _ in 0..self.inner.clients.len() {
             let (i, client) = self.inner.client();
             match block(f(client)) {
@@ -297,13 +298,14 @@ impl EtcdStore {
                 Err(CallError::Failed(e)) => return Err(self.err(e)),
                 Err(CallError::Down(e)) => {
                     self.inner.failover(i);
-                    last = e;
+                    reasons.push(format!("{}: {e}", self.inner.spec.endpoints[i]));
                 }
             }
         }
         Err(self.err(format!(
-            "no member answered ({} tried); the last: {last}",
-            self.inner.clients.len()
+            "no member answered ({} tried): {}",
+            self.inner.clients.len(),
+            reasons.join("; ")
         )))
     }
 
