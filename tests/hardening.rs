@@ -135,6 +135,26 @@ fn yaml_aliases_are_budgeted_by_the_bytes_they_copy() {
 }
 
 #[test]
+fn a_huge_file_in_a_directory_source_is_refused_having_read_only_its_limit() {
+    let t = TestDir::new();
+    t.copy_manifests("manifests");
+    // 1 GiB, sparse: nothing on disk, but a reader that reads it whole holds a gigabyte.
+    std::fs::File::create(t.join("manifests/huge.json"))
+        .unwrap()
+        .set_len(1 << 30)
+        .unwrap();
+    let (r, peak) = t.drover_peak(&["diff", "manifests"]);
+    r.expect_code(2);
+    assert!(
+        r.stderr
+            .contains("huge.json:1:1: the file is 1073741824 bytes, more than the limit"),
+        "{}",
+        r.stderr
+    );
+    assert!(peak < MEMORY_BOUND, "peak {peak} bytes");
+}
+
+#[test]
 fn a_huge_git_blob_is_refused_before_it_is_inflated() {
     let t = TestDir::new();
     let _repo = GitRepo::init(&t.join("repo"));

@@ -276,7 +276,8 @@ fn a_liveness_restart_runs_pre_stop_before_and_post_start_after() {
     assert_eq!(
         lines.iter().filter(|l| *l == "preStop").count(),
         1,
-        "{lines:?}"
+        "{lines:?}\n{}",
+        daemon.log()
     );
     assert!(
         at("preStop", 0) < at("main", 1),

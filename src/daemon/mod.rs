@@ -33,6 +33,7 @@ use crate::plan::endpoints::{endpoints, proxy_table, ServiceEndpoints};
 use crate::plan::pods::{manifests_by_hash, probes_passed, Action, ObservedPod, Phase, Plan};
 use crate::proxy::{Proxy, ServiceStatus};
 use crate::reconcile::project::{self, LoadError, Loaded};
+use crate::reconcile::restarts::Restarts;
 use crate::reconcile::{Reconciler, Round};
 use crate::source::{GitOptions, SourceSpec};
 use crate::store::{Store, StoreLock};
@@ -262,12 +263,14 @@ impl Daemon {
             ));
         }
         let (probe_tx, mut probe_events) = tokio::sync::mpsc::channel::<ProbeReport>(64);
+        let restarts = Arc::new(Restarts::default());
+        self.reconciler.restarts = Some(restarts.clone());
         tasks.spawn(probe_loop(
             self.reconciler.minions().to_vec(),
             self.opts.project.clone(),
             shared.clone(),
             proxy.clone(),
-            probe_tx,
+            (probe_tx, restarts),
             tx.clone(),
         ));
 
@@ -794,7 +797,7 @@ async fn probe_loop(
     project: String,
     shared: Arc<Mutex<Shared>>,
     proxy: Option<Arc<Proxy>>,
-    reports: tokio::sync::mpsc::Sender<ProbeReport>,
+    (reports, restarts): (tokio::sync::mpsc::Sender<ProbeReport>, Arc<Restarts>),
     round: tokio::sync::mpsc::Sender<()>,
 ) {
     let by_name: BTreeMap<String, Arc<Minion>> = minions
@@ -924,6 +927,8 @@ async fn probe_loop(
                         container: &job.container,
                         ports: &job.ports,
                     };
+                    let (minion, pod) = (&job.key.0, &job.key.1);
+                    restarts.begin(minion, pod, Instant::now());
                     let (acted, hook_failed) = probes::act_on_failure(
                         &job.minion,
                         &target,
@@ -931,6 +936,7 @@ async fn probe_loop(
                         job.policy,
                     )
                     .await;
+                    restarts.end(minion, pod, Instant::now());
                     book.restarted(&job.key, job.delay, Instant::now());
                     let error = match hook_failed {
                         Some(why) => format!("{error}; its preStop hook failed: {why}"),

@@ -386,10 +386,10 @@ pub fn read(files: &[SourceFile], opts: &Options) -> Result<Read, Vec<Diagnostic
     let read = read_each(
         files,
         |f| &f.origin,
-        |f, buf| {
+        |f, buf, _| {
             buf.clear();
             buf.extend_from_slice(&f.bytes);
-            Ok::<(), std::convert::Infallible>(())
+            Ok::<u64, std::convert::Infallible>(f.bytes.len() as u64)
         },
         opts,
         |_, object| object,
@@ -407,9 +407,9 @@ pub fn read_owned(files: Vec<SourceFile>, opts: &Options) -> Result<Read, Vec<Di
     let read = read_each(
         &cells,
         |(origin, _)| origin,
-        |(_, bytes), buf| {
+        |(_, bytes), buf, _| {
             *buf = std::mem::take(&mut *bytes.lock().unwrap_or_else(|e| e.into_inner()));
-            Ok::<(), std::convert::Infallible>(())
+            Ok::<u64, std::convert::Infallible>(buf.len() as u64)
         },
         opts,
         |_, object| object,
@@ -446,7 +446,9 @@ pub struct Objects<V> {
 }
 
 /// Reads, parses and validates every file, on several threads, each file's bytes got by
-/// `bytes` into a buffer its thread reuses (the caller's IO: this module does none), and
+/// `bytes` into a buffer its thread reuses (the caller's IO: this module does none; it is
+/// given the size limit, need read no further than one byte past it, and returns the file's
+/// size, so a huge file is refused without being read whole), and
 /// hands each object to `keep` as soon as it is decoded, keeping only what that returns. So
 /// a large source costs what the caller keeps per object, not its text and its objects whole
 /// (`drover diff` keeps a hash comparison of most objects, not the object).
@@ -456,7 +458,7 @@ pub struct Objects<V> {
 pub fn read_each<T: Sync, V: Send, E: Send>(
     files: &[T],
     origin: impl Fn(&T) -> &Origin + Sync,
-    bytes: impl Fn(&T, &mut Vec<u8>) -> Result<(), E> + Sync,
+    bytes: impl Fn(&T, &mut Vec<u8>, u64) -> Result<u64, E> + Sync,
     opts: &Options,
     keep: impl Fn(&ObjectKey, crate::model::Object) -> V + Sync,
 ) -> Result<Objects<V>, ReadError<E>> {
@@ -467,9 +469,9 @@ pub fn read_each<T: Sync, V: Send, E: Send>(
         Vec::new,
         |buf, f| -> Result<Parsed<V>, ReadError<E>> {
             let origin = origin(f);
-            bytes(f, buf).map_err(ReadError::Source)?;
-            if buf.len() as u64 > max_bytes {
-                let size = buf.len();
+            let size = bytes(f, buf, max_bytes).map_err(ReadError::Source)?;
+            if size > max_bytes || buf.len() as u64 > max_bytes {
+                let size = size.max(buf.len() as u64);
                 // Do not keep a stray huge file's buffer for the rest of this thread's files.
                 *buf = Vec::new();
                 return Err(ReadError::Invalid(Invalid::only_errors(vec![Diagnostic {

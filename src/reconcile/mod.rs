@@ -178,6 +178,9 @@ pub struct Reconciler {
     /// Containers (minion, pod, container) whose liveness probes passed, when probes run
     /// (the daemon): a pod with a probe not passed is not ready, so a rollout waits for it.
     pub probes_passed: Option<BTreeSet<(String, String, String)>>,
+    /// The prober's restarts (the daemon): a pod seen exited while drover restarted it is
+    /// not a pod stopped by hand.
+    pub restarts: Option<Arc<restarts::Restarts>>,
     pub progress: Arc<dyn Progress>,
     /// When the round must be over (`apply --timeout`): a minion that has not answered by then
     /// is unobserved, and actions not finished by then fail naming the call they waited on.
@@ -210,6 +213,7 @@ impl Reconciler {
             adoptable: Adoptable::new(),
             advertise: None,
             probes_passed: None,
+            restarts: None,
             progress: Arc::new(Quiet),
             sole_writer: false,
             backoff: Default::default(),
@@ -240,7 +244,10 @@ impl Reconciler {
     /// The first half of a round: observe every minion and plan. No plan when `strict` and a
     /// minion could not be observed.
     pub async fn prepare(&mut self, desired: &DesiredState, strict: bool) -> (Round, Option<Plan>) {
+        let looked_from = Instant::now();
         let observed = observe_by(&self.minions, &self.adoptable, self.deadline).await;
+        let looked_to = Instant::now();
+        let manifests = crate::plan::pods::manifests_by_hash(desired);
         let mut round = Round::default();
         let (mut pods, mut views, mut volumes) = (Vec::new(), Vec::new(), Vec::new());
         for (m, result, capacity) in observed {
@@ -251,6 +258,16 @@ impl Reconciler {
                     // Rounds never overlap, so nothing of ours is half-made while we look.
                     if self.sole_writer {
                         fail_half_made(&mut seen.pods);
+                    }
+                    if let Some(restarts) = &self.restarts {
+                        for p in &mut seen.pods {
+                            if p.phase == Phase::Failed
+                                && restarts.overlapped(&p.minion, &p.id, looked_from, looked_to)
+                            {
+                                let manifest = manifests.get(&p.template_hash).copied();
+                                p.phase = restarts::restarted_phase(p, manifest);
+                            }
+                        }
                     }
                     self.nodes.observed(&name, &seen.pods);
                     pods.extend(seen.pods);
@@ -281,7 +298,6 @@ impl Reconciler {
             });
         }
         if let Some(passed) = &self.probes_passed {
-            let manifests = crate::plan::pods::manifests_by_hash(desired);
             for p in &mut pods {
                 let manifest = manifests.get(&p.template_hash).copied();
                 p.unready = !crate::plan::pods::probes_passed(p, manifest, passed);
@@ -389,3 +405,4 @@ impl Reconciler {
 
 pub mod backoff;
 pub mod project;
+pub mod restarts;

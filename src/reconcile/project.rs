@@ -82,7 +82,7 @@ pub fn load_listed<V: Send>(
     let objects = crate::manifest::read_each(
         &listing.files,
         |f| &f.origin,
-        |f, buf| f.read_into(buf),
+        |f, buf, limit| f.read_into(buf, limit),
         opts,
         keep,
     )

@@ -12,7 +12,7 @@ pub fn read(root: &Path, subdir: Option<&str>) -> Result<Snapshot, SourceError> 
     let listing = list(root, subdir)?;
     let files = crate::par::map(&listing.files, |f| {
         let mut bytes = Vec::new();
-        f.read_into(&mut bytes)?;
+        f.read_into(&mut bytes, u64::MAX)?;
         Ok(SourceFile {
             origin: f.origin.clone(),
             bytes,

@@ -180,25 +180,23 @@ enum Body {
 }
 
 impl PendingFile {
-    /// Puts the file's bytes in `buf` (replacing what it held). A file of a directory is read
-    /// now; bytes read before are handed over and not kept.
-    pub fn read_into(&self, buf: &mut Vec<u8>) -> Result<(), SourceError> {
+    /// Puts the file's bytes in `buf` (replacing what it held) and returns the file's size. A
+    /// file of a directory is read now, no further than `limit` and one byte: one over it
+    /// costs the limit, not its size, and its size is asked of the file. Bytes read before
+    /// (git blobs, whose size was checked by their header) are handed over and not kept.
+    pub fn read_into(&self, buf: &mut Vec<u8>, limit: u64) -> Result<u64, SourceError> {
         buf.clear();
+        let io = |source| SourceError::Io {
+            path: self.origin.file.clone(),
+            source,
+        };
         match &self.body {
             // Into a buffer reused across files: no size query and no allocation per file.
-            Body::Path(path) => {
-                crate::store::read_file_into(path, buf).map_err(|source| SourceError::Io {
-                    path: self.origin.file.clone(),
-                    source,
-                })
-            }
-            Body::At(dir, name) => dir.read_into(name, buf).map_err(|source| SourceError::Io {
-                path: self.origin.file.clone(),
-                source,
-            }),
+            Body::Path(path) => crate::store::read_file_upto(path, buf, limit).map_err(io),
+            Body::At(dir, name) => dir.read_upto(name, buf, limit).map_err(io),
             Body::Read(bytes) => {
                 std::mem::swap(buf, &mut bytes.lock().unwrap_or_else(|e| e.into_inner()));
-                Ok(())
+                Ok(buf.len() as u64)
             }
         }
     }

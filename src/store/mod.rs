@@ -38,7 +38,18 @@ pub fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
 /// `std::fs::read` it asks for no size first (std's `File::read_to_end` stats and seeks
 /// before reading): open, read, read, close, where thousands of small files are read.
 pub fn read_file_into(path: &Path, buf: &mut Vec<u8>) -> std::io::Result<()> {
-    read_to_end(std::fs::File::open(path)?, buf, End::Eof)
+    read_to_end(std::fs::File::open(path)?, buf, End::Eof, usize::MAX).map(|_| ())
+}
+
+/// `read_file_into` that keeps no more than `limit` bytes: returns the file's size, which
+/// when it is over `limit` is asked of the file (`buf` then holds only its start). A huge
+/// file costs its limit, not its size, before it is refused.
+pub fn read_file_upto(path: &Path, buf: &mut Vec<u8>, limit: u64) -> std::io::Result<u64> {
+    read_to_end(std::fs::File::open(path)?, buf, End::Eof, cap(limit))
+}
+
+fn cap(limit: u64) -> usize {
+    usize::try_from(limit).unwrap_or(usize::MAX)
 }
 
 /// The rest of `file` into `buf` (replacing what it held), without asking for its size, and
@@ -48,25 +59,49 @@ pub fn read_file_into(path: &Path, buf: &mut Vec<u8>) -> std::io::Result<()> {
 /// `End::ShortRead` stops at the first read shorter than asked, which for a regular file is
 /// its end, saving the read that would return 0; only for callers that check the bytes
 /// against a hash afterwards (and read again to the confirmed end when they do not match).
-fn read_to_end(file: std::fs::File, buf: &mut Vec<u8>, end: End) -> std::io::Result<()> {
+///
+/// At most `cap` bytes are kept. Returns the file's size: the bytes read, or when there is
+/// more than `cap` (one more byte read aside, so the buffer does not grow for it), the size
+/// the file reports.
+fn read_to_end(
+    file: std::fs::File,
+    buf: &mut Vec<u8>,
+    end: End,
+    cap: usize,
+) -> std::io::Result<u64> {
     use std::os::fd::AsRawFd;
     buf.clear();
     loop {
-        if buf.capacity() - buf.len() < 4 << 10 {
-            buf.reserve((16 << 10).max(buf.len()));
+        if buf.len() >= cap {
+            use std::io::Read;
+            let mut more = [0u8; 1];
+            let extra = loop {
+                match (&file).read(&mut more) {
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    read => break read?,
+                }
+            };
+            return match extra {
+                0 => Ok(buf.len() as u64),
+                _ => Ok(file.metadata()?.len().max(buf.len() as u64 + 1)),
+            };
         }
+        if buf.capacity() - buf.len() < 4 << 10 {
+            buf.reserve((16 << 10).max(buf.len()).min(cap - buf.len()));
+        }
+        let room = cap - buf.len();
         let spare = buf.spare_capacity_mut();
-        let asked = spare.len();
+        let asked = spare.len().min(room);
         // SAFETY: read(2) writes at most `spare.len()` bytes into the spare room it is given,
         // on a descriptor `file` owns.
         let n = unsafe { libc::read(file.as_raw_fd(), spare.as_mut_ptr().cast(), asked) };
         match n {
-            0 => return Ok(()),
+            0 => return Ok(buf.len() as u64),
             n if n > 0 => {
                 // SAFETY: the kernel initialised the `n` bytes after the current length.
                 unsafe { buf.set_len(buf.len() + n as usize) };
                 if end == End::ShortRead && (n as usize) < asked {
-                    return Ok(());
+                    return Ok(buf.len() as u64);
                 }
             }
             _ => {
@@ -113,14 +148,19 @@ impl DirHandle {
     /// symlink is not followed (an error): callers name regular files they listed, and a
     /// file swapped for a link since must not lead outside the directory.
     pub fn read_into(&self, name: &str, buf: &mut Vec<u8>) -> std::io::Result<()> {
-        read_to_end(self.open_file(name)?, buf, End::Eof)
+        read_to_end(self.open_file(name)?, buf, End::Eof, usize::MAX).map(|_| ())
+    }
+
+    /// `read_into` with `read_file_upto`'s limit: returns the file's size.
+    pub fn read_upto(&self, name: &str, buf: &mut Vec<u8>, limit: u64) -> std::io::Result<u64> {
+        read_to_end(self.open_file(name)?, buf, End::Eof, cap(limit))
     }
 
     /// `read_into`, ending at the first short read: for files whose bytes are then checked
     /// against a hash, which proves them whole (a mismatch must be read again with
     /// `read_into` before it is called damage).
     pub fn read_hashed_into(&self, name: &str, buf: &mut Vec<u8>) -> std::io::Result<()> {
-        read_to_end(self.open_file(name)?, buf, End::ShortRead)
+        read_to_end(self.open_file(name)?, buf, End::ShortRead, usize::MAX).map(|_| ())
     }
 
     /// Opens the regular file `name` in this directory for reading, not following a symlink.

@@ -289,6 +289,22 @@ fn a_directory_handle_reads_its_files_and_follows_no_symlink() {
     std::fs::write(dir.path().join("big.json"), &big).unwrap();
     handle.read_into("big.json", &mut buf).unwrap();
     assert_eq!(buf, big);
+    // Up to a limit: the file whole when it fits, else only the limit kept and its size told.
+    assert_eq!(
+        handle.read_upto("big.json", &mut buf, 100_000).unwrap(),
+        100_000
+    );
+    assert_eq!(buf, big);
+    assert_eq!(
+        handle.read_upto("big.json", &mut buf, 99_999).unwrap(),
+        100_000
+    );
+    assert_eq!(buf, big[..99_999]);
+    assert_eq!(handle.read_upto("big.json", &mut buf, 0).unwrap(), 100_000);
+    assert!(buf.is_empty());
+    let path = dir.path().join("big.json");
+    assert_eq!(super::read_file_upto(&path, &mut buf, 10).unwrap(), 100_000);
+    assert_eq!(buf, big[..10]);
     // Ending at the first short read gives the same bytes from a regular file, and the same
     // refusal of a symlink.
     buf = b"old".to_vec();
