@@ -108,7 +108,8 @@ fn unix(t: SystemTime) -> u64 {
 
 impl EventLog {
     /// Adds `note` at `now`, folding it into an equal event; returns the event.
-    pub fn record(&mut self, note: Note, now: SystemTime) -> &Event {
+    pub fn record(&mut self, mut note: Note, now: SystemTime) -> &Event {
+        note.message = without_ids(&note.message);
         let stamp = crate::clock::rfc3339(now);
         let at = unix(now);
         let same = self.items.iter().position(|e| {
@@ -286,6 +287,47 @@ pub fn from_round(before: Option<&Round>, round: &Round) -> Vec<Note> {
     notes
 }
 
+/// `message` without the ids Docker makes anew at each try (a network endpoint's, a
+/// container's: runs of 12 or more hex digits standing alone), so the same failure is the same
+/// message and folds into one event, and a log says it once.
+pub fn without_ids(message: &str) -> String {
+    let bytes = message.as_bytes();
+    let mut out = String::with_capacity(message.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let run = bytes[i..]
+            .iter()
+            .take_while(|b| b.is_ascii_hexdigit())
+            .count();
+        let alone = |at: Option<&u8>| at.is_none_or(|b| !b.is_ascii_alphanumeric());
+        if run >= 12 && alone(i.checked_sub(1).map(|j| &bytes[j])) && alone(bytes.get(i + run)) {
+            i += run;
+            // "endpoint x (3f2a...)": the parentheses go with the id.
+            if out.ends_with('(') && bytes.get(i) == Some(&b')') {
+                out.pop();
+                i += 1;
+                if out.ends_with(' ') {
+                    out.pop();
+                }
+            } else if out.ends_with(' ') && bytes.get(i) == Some(&b' ') {
+                i += 1;
+            }
+            continue;
+        }
+        let step = run.max(1);
+        // Hex digits are ASCII, so `step` ends on a character boundary unless it is one
+        // non-hex character, taken whole.
+        let end = if run > 0 {
+            i + step
+        } else {
+            i + message[i..].chars().next().map_or(1, char::len_utf8)
+        };
+        out.push_str(&message[i..end]);
+        i = end;
+    }
+    out
+}
+
 /// The back-off each failed create of `round` now waits (after `Reconciler::execute`
 /// recorded it in `backoff`): one event per delay, so the delays read as a growing series.
 pub fn from_backoff(
@@ -297,11 +339,11 @@ pub fn from_backoff(
         .failed
         .iter()
         .filter_map(|(a, _)| match a {
-            Action::CreatePod { pod, .. } => Some(pod),
+            Action::CreatePod { pod, minion } => Some((pod, minion)),
             _ => None,
         })
-        .filter_map(|pod| {
-            let w = backoff.holds(&pod.id, now)?;
+        .filter_map(|(pod, minion)| {
+            let w = backoff.holds(&crate::reconcile::backoff::key(minion, pod), now)?;
             Some(Note::warning(
                 ObjectRef::new("Pod", &pod.id),
                 "BackOff",
@@ -380,6 +422,39 @@ pub fn from_docker(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn per_attempt_docker_ids_are_cut_so_repeats_fold() {
+        let said = |id: &str| {
+            format!(
+                "minion local (local): start container drover-p-web-0-POD: driver failed \
+                 programming external connectivity on endpoint drover-p-web-0-POD ({id}): Error \
+                 starting userland proxy: listen tcp4 127.0.0.1:28200: bind: address already in use"
+            )
+        };
+        let a = super::without_ids(&said(
+            "3f2a9c0e5d1b7a8c4e6f0a2b9d8c7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d",
+        ));
+        let b = super::without_ids(&said("9d8c7e6f5a4b"));
+        assert_eq!(a, b);
+        assert!(
+            a.contains("on endpoint drover-p-web-0-POD: Error starting userland proxy"),
+            "{a}"
+        );
+        // Short hex, hex inside a word, ports, and other scripts are kept.
+        for kept in [
+            "image deadbeef not found",
+            "pod web-e32c39-3 on m1",
+            "x3f2a9c0e5d1b7a8c4 and 3f2a9c0e5d1b7a8c4y",
+            "127.0.0.1:28200 — ünïcödé",
+        ] {
+            assert_eq!(super::without_ids(kept), kept);
+        }
+        assert_eq!(
+            super::without_ids("container 3f2a9c0e5d1b is not running"),
+            "container is not running"
+        );
+    }
+
     use super::*;
 
     fn at(secs: u64) -> SystemTime {

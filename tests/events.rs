@@ -324,3 +324,112 @@ fn apply_backs_off_says_a_failure_once_and_leaves_events_that_tell_why() {
         described.stdout
     );
 }
+
+/// Every way a pod can fail to be made backs off under the daemon, whatever name its next
+/// replica gets: an RC whose image is on no minion (its pods publish a port, so an infra
+/// container is made first) and a pod whose host port a process outside Docker holds. Counted
+/// from the minions' own Docker events over 60 s: tries at 0, 5, 15 and 35 s, so at most five
+/// containers made per pod; each failure said once in the log and folded into one event.
+#[test]
+fn every_failure_to_make_a_pod_backs_off_under_the_daemon() {
+    let _g = steady();
+    let (t, project) = project_dir();
+    // m2 (the only minion in zone z1) publishes on 127.0.1.2: this process holds a port there.
+    let holder = std::net::TcpListener::bind("127.0.1.2:0").unwrap();
+    let port = holder.local_addr().unwrap().port();
+    t.write(
+        "manifests/app.json",
+        &format!(
+            r#"{{"kind": "List", "items": [
+  {{"kind": "ReplicationController", "apiVersion": "v1beta1", "id": "badimage",
+   "desiredState": {{"replicas": 2, "replicaSelector": {{"app": "badimage"}},
+    "podTemplate": {{"labels": {{"app": "badimage"}}, "desiredState": {{"manifest": {{
+      "version": "v1beta1", "id": "badimage",
+      "containers": [{{"name": "app", "image": "drover/busybx:1", "ports": [{{"containerPort": 80}}]}}]}}}}}}}}}},
+  {{"kind": "Pod", "apiVersion": "v1beta1", "id": "portheld",
+   "nodeSelector": {{"zone": "z1"}},
+   "desiredState": {{"manifest": {{"version": "v1beta1", "id": "portheld",
+     "containers": [{{"name": "app", "image": "drover/busybox:latest", "imagePullPolicy": "PullIfNotPresent",
+       "command": ["sleep", "3600"], "ports": [{{"containerPort": 80, "hostPort": {port}}}]}}]}}}}}}
+]}}"#
+        ),
+    );
+    let unix = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    let since = unix();
+    let daemon = Daemon::start(&t, &[]);
+    let addr = daemon.status_addr();
+    // The measurement's window: the fourth try (35 s in) is seen, and 60 s have passed.
+    wait_until("four tries and 60 s", Duration::from_secs(90), || {
+        let all = events(&addr);
+        let fourth = |pod: &str| {
+            all.iter().any(|e| {
+                e["involvedObject"]["name"] == pod
+                    && e["reason"] == "BackOff"
+                    && e["message"].as_str().unwrap_or("").contains("(failure 4)")
+            })
+        };
+        fourth("portheld") && unix() >= since + 61
+    });
+    let until = since + 60;
+    let mut made: std::collections::BTreeMap<String, usize> = Default::default();
+    for minion in ["m1", "m2", "m3"] {
+        let said = common::cluster::docker(
+            minion,
+            &[
+                "events",
+                "--since",
+                &since.to_string(),
+                "--until",
+                &until.to_string(),
+                "--filter",
+                "event=create",
+                "--filter",
+                &common::cluster::of_project(&project),
+                "--format",
+                "{{index .Actor.Attributes \"io.drover.pod\"}}",
+            ],
+        );
+        for pod in said.lines() {
+            *made.entry(pod.to_string()).or_default() += 1;
+        }
+    }
+    let log = daemon.log();
+    assert!(made.contains_key("portheld"), "{made:?}\n{log}");
+    let replicas = made.keys().filter(|p| p.starts_with("badimage-")).count();
+    assert_eq!(
+        replicas, 2,
+        "the same two replicas tried again: {made:?}\n{log}"
+    );
+    for (pod, n) in &made {
+        assert!(
+            (2..=5).contains(n),
+            "{pod}: {n} containers made in 60 s: {made:?}\n{log}"
+        );
+    }
+    // Said once each in the log, though Docker names a new endpoint in each refusal.
+    assert_eq!(log.matches("+ pod portheld").count(), 1, "{log}");
+    for pod in made.keys().filter(|p| p.starts_with("badimage-")) {
+        assert_eq!(log.matches(&format!("+ pod {pod} ")).count(), 1, "{log}");
+    }
+    let all = events(&addr);
+    let refused = find(&all, "portheld", "FailedCreate");
+    assert_eq!(refused.len(), 1, "folded into one event: {all:#?}");
+    assert!(refused[0]["count"].as_u64().unwrap() >= 3, "{all:#?}");
+    assert!(
+        refused[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("address already in use"),
+        "{all:#?}"
+    );
+    drop(daemon);
+    drop(holder);
+    t.write("manifests/app.json", r#"{"kind": "List", "items": []}"#);
+    t.drover(&["apply", "--allow-empty", "--timeout", "60"])
+        .expect_code(0);
+}

@@ -303,10 +303,11 @@ pub fn left_alone_lines(round: &drover::reconcile::Round) -> Vec<String> {
     unowned.chain(unclaimed).collect()
 }
 
-/// What a failure is remembered by: the pod for a create (tried on any minion), else the action.
+/// What a failure is remembered by: a create by its back-off key (`reconcile::backoff::key`),
+/// else the action.
 pub fn failure_key(action: &Action) -> String {
     match action {
-        Action::CreatePod { pod, .. } => format!("pod {}", pod.id),
+        Action::CreatePod { pod, minion } => drover::reconcile::backoff::key(minion, pod),
         other => describe(other).1,
     }
 }

@@ -250,12 +250,13 @@ fn print_event(event: Event, said: &Mutex<Said>) {
             // A failure that recurs (a pod backing off, wherever it is tried) is told once,
             // and again only when its reason changes.
             for (a, e) in &round.failed {
-                if said.failures.get(&super::apply::failure_key(a)) != Some(&e.message) {
+                let message = drover::events::without_ids(&e.message);
+                if said.failures.get(&super::apply::failure_key(a)) != Some(&message) {
                     error!(
                         "{}: {e}; backing off (see drover get events)",
                         describe(a).1
                     );
-                    said.failures.insert(super::apply::failure_key(a), e.message.clone());
+                    said.failures.insert(super::apply::failure_key(a), message);
                 }
             }
             if !round.done.is_empty() {

@@ -23,11 +23,21 @@ pub async fn follow(minion: Arc<Minion>, project: String, log: Arc<Mutex<EventLo
     let mut since: Option<i64> = None;
     // Containers seen to die: their next start is a restart.
     let mut died: BTreeSet<String> = BTreeSet::new();
+    // Containers sent a signal through Docker's API (drover stopping a pod, removing a pod it
+    // could not make, restarting one whose probe failed; or someone by hand): their exit is
+    // no failure, and their next start no restart by Docker's policy. A crash or an OOM kill
+    // comes with no such event.
+    let mut signalled: BTreeSet<String> = BTreeSet::new();
     loop {
         let filters: HashMap<&str, Vec<String>> = HashMap::from([
             ("type", vec!["container".to_string()]),
             ("label", vec![format!("{LABEL_PROJECT}={project}")]),
-            ("event", ["die", "oom", "start"].map(String::from).to_vec()),
+            (
+                "event",
+                ["kill", "die", "oom", "start", "destroy"]
+                    .map(String::from)
+                    .to_vec(),
+            ),
         ]);
         let mut options = bollard::query_parameters::EventsOptionsBuilder::new().filters(&filters);
         if let Some(t) = since {
@@ -45,15 +55,31 @@ pub async fn follow(minion: Arc<Minion>, project: String, log: Arc<Mutex<EventLo
             let (Some(pod), Some(container)) =
                 (attributes.get(LABEL_POD), attributes.get(LABEL_CONTAINER))
             else {
-                continue; // the pod's infra container, or not drover's
+                continue; // not a container of a drover pod
             };
             let exit_code = attributes.get("exitCode").and_then(|c| c.parse().ok());
             let note = match action.as_str() {
+                "kill" => {
+                    signalled.insert(id.clone());
+                    None
+                }
+                // Removed: nothing more will be said of it (the sets stay as small as the
+                // containers there are).
+                "destroy" => {
+                    died.remove(&id);
+                    signalled.remove(&id);
+                    None
+                }
                 "die" => {
                     died.insert(id.clone());
-                    crate::events::from_docker(minion.name(), pod, container, "die", exit_code)
+                    if signalled.contains(&id) {
+                        None
+                    } else {
+                        crate::events::from_docker(minion.name(), pod, container, "die", exit_code)
+                    }
                 }
                 "start" if died.remove(&id) => {
+                    let on_purpose = signalled.remove(&id);
                     if let Some(hook) = hooks::from_label(
                         attributes.get(hooks::LABEL_POST_START).map(String::as_str),
                     ) {
@@ -72,7 +98,11 @@ pub async fn follow(minion: Arc<Minion>, project: String, log: Arc<Mutex<EventLo
                             }
                         });
                     }
-                    crate::events::from_docker(minion.name(), pod, container, "restart", None)
+                    if on_purpose {
+                        None
+                    } else {
+                        crate::events::from_docker(minion.name(), pod, container, "restart", None)
+                    }
                 }
                 other => {
                     crate::events::from_docker(minion.name(), pod, container, other, exit_code)

@@ -231,7 +231,25 @@ impl Minion {
     /// postStart hook runs right after it starts. Returns what the pod's events should say
     /// beside its creation (a pull that failed with the image run as the minion had it, a
     /// postStart hook that failed under restart policy `never`).
+    ///
+    /// A pod that could not be made is removed again (what of it was made), so its next try
+    /// starts clean under the same name: left half-made, the next round deleted it as broken
+    /// and made a replica under another name, whose back-off started afresh. Not after a call
+    /// that timed out: the engine is not answering, and `fail_half_made` finds it later.
     pub async fn create_pod(
+        &self,
+        pod: &PodSpec,
+        env: &[String],
+        credentials: &(dyn Fn(&str) -> Option<super::Credentials> + Send + Sync),
+    ) -> Result<Vec<Warning>, MinionError> {
+        let made = self.make_pod(pod, env, credentials).await;
+        if made.as_ref().is_err_and(|e| !e.timed_out) {
+            let _ = self.delete_pod(&pod.id, false).await;
+        }
+        made
+    }
+
+    async fn make_pod(
         &self,
         pod: &PodSpec,
         env: &[String],
@@ -267,6 +285,13 @@ impl Minion {
         // PullAlways images first, before anything of the pod exists: a slow pull leaves no
         // half-made pod behind it.
         let mut failed_pulls = self.pull_always_images(&pod.manifest, credentials).await?;
+        // An image neither pulled nor on the minion fails the pod before any of it is made
+        // (no infra container made and removed again at each try of its back-off).
+        for (image, (pull_error, _)) in &failed_pulls {
+            if !self.image_present(image).await? {
+                return Err(pull_error.clone());
+            }
+        }
 
         // Every published port of the pod, on the container that holds its network namespace.
         let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
@@ -494,8 +519,7 @@ impl Minion {
                 });
                 continue;
             }
-            // Started again after a back-off, as a new pod (its hooks run again then).
-            let _ = self.delete_pod(&pod.id, false).await;
+            // Removed, and made again after a back-off (its hooks run again then).
             return Err(MinionError::new(
                 &self.spec.name,
                 &self.spec.address,

@@ -57,7 +57,17 @@ pub struct Waiting {
     pub until: Instant,
 }
 
-/// The pods waiting, by pod id.
+/// What a back-off is kept by: a replica by its controller, template and minion (replicas
+/// are made under new names, and one that cannot be made on a minion speaks for its siblings
+/// there), a pod of its own by its id.
+pub fn key(minion: &str, pod: &crate::plan::pods::PodSpec) -> String {
+    match &pod.owner {
+        Some(rc) => format!("{rc}/{}@{minion}", pod.template_hash),
+        None => pod.id.clone(),
+    }
+}
+
+/// The pods waiting, by `key`.
 #[derive(Debug, Default)]
 pub struct Backoff {
     waiting: HashMap<String, Waiting>,

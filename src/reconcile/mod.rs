@@ -12,7 +12,7 @@ use crate::plan::nodes::NodeController;
 use crate::plan::observed::Observation;
 use crate::plan::pods::{fail_half_made, leftover_volumes, plan_with, Action, Phase, Plan, Prune};
 use crate::plan::scheduler::MinionView;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -335,17 +335,17 @@ impl Reconciler {
             .actions
             .iter()
             .filter_map(|a| match a {
-                Action::CreatePod { pod, .. } => Some(pod.id.clone()),
+                Action::CreatePod { pod, minion } => Some(backoff::key(minion, pod)),
                 _ => None,
             })
             .collect();
-        self.backoff.retain(|id| creates.contains(id));
+        self.backoff.retain(|key| creates.contains(key));
         let backoff = &self.backoff;
         p.actions.retain(|a| {
-            let Action::CreatePod { pod, .. } = a else {
+            let Action::CreatePod { pod, minion } = a else {
                 return true;
             };
-            let Some(w) = backoff.holds(&pod.id, now) else {
+            let Some(w) = backoff.holds(&backoff::key(minion, pod), now) else {
                 return true;
             };
             round.held.push(Held {
@@ -389,14 +389,23 @@ impl Reconciler {
             round.warnings = outcome.warnings;
             let now = Instant::now();
             for a in &round.done {
-                if let Action::CreatePod { pod, .. } = a {
-                    self.backoff.succeeded(&pod.id);
+                if let Action::CreatePod { pod, minion } = a {
+                    self.backoff.succeeded(&backoff::key(minion, pod));
                 }
             }
-            for (a, e) in &round.failed {
-                if let Action::CreatePod { pod, .. } = a {
-                    self.backoff.failed(&pod.id, &e.message, now);
-                }
+            // One failure a round for each key, however many of its replicas failed.
+            let failed: BTreeMap<String, &str> = round
+                .failed
+                .iter()
+                .filter_map(|(a, e)| match a {
+                    Action::CreatePod { pod, minion } => {
+                        Some((backoff::key(minion, pod), e.message.as_str()))
+                    }
+                    _ => None,
+                })
+                .collect();
+            for (key, message) in failed {
+                self.backoff.failed(&key, message, now);
             }
         }
         round
