@@ -155,6 +155,23 @@ impl ProxyConfig {
     }
 }
 
+impl ProxySettings {
+    /// Why containers sent to the advertised address would find no proxy there: the proxy
+    /// listens on one address and `advertise` names another. None when `listen` covers it
+    /// (the same address, or every address) or `advertise` is a name drover cannot judge.
+    pub fn advertise_unserved(&self) -> Option<String> {
+        let advertised: std::net::IpAddr = self.advertise.as_deref()?.parse().ok()?;
+        (!self.listen.is_unspecified() && self.listen != advertised).then(|| {
+            format!(
+                "[proxy] advertise = \"{advertised}\" but the proxy listens on {} only: \
+                 containers get connection refused at the advertised address (set [proxy] \
+                 listen to it, or to 0.0.0.0)",
+                self.listen
+            )
+        })
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Transport {
@@ -477,6 +494,38 @@ fn expand_home(p: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_advertised_address_the_proxy_does_not_listen_on_is_told() {
+        let settings = |listen: Option<&str>, advertise: Option<&str>| {
+            ProxyConfig {
+                listen: listen.map(String::from),
+                advertise: advertise.map(String::from),
+            }
+            .settings()
+            .unwrap()
+        };
+        let unserved = settings(Some("127.0.0.1"), Some("10.0.0.2")).advertise_unserved();
+        assert!(
+            unserved
+                .as_deref()
+                .is_some_and(|w| w.contains("10.0.0.2") && w.contains("127.0.0.1")),
+            "{unserved:?}"
+        );
+        for (listen, advertise) in [
+            (Some("0.0.0.0"), Some("10.0.0.2")),
+            (Some("10.0.0.2"), None),
+            (Some("10.0.0.2"), Some("10.0.0.2")),
+            (None, None),
+            (None, Some("proxy.internal")),
+        ] {
+            assert_eq!(
+                settings(listen, advertise).advertise_unserved(),
+                None,
+                "{listen:?} {advertise:?}"
+            );
+        }
+    }
 
     #[test]
     fn the_design_example_parses() {

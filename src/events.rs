@@ -339,11 +339,11 @@ pub fn from_backoff(
         .failed
         .iter()
         .filter_map(|(a, _)| match a {
-            Action::CreatePod { pod, minion } => Some((pod, minion)),
+            Action::CreatePod { pod, .. } => Some(pod),
             _ => None,
         })
-        .filter_map(|(pod, minion)| {
-            let w = backoff.holds(&crate::reconcile::backoff::key(minion, pod), now)?;
+        .filter_map(|pod| {
+            let w = backoff.holds(&pod.id, now)?;
             Some(Note::warning(
                 ObjectRef::new("Pod", &pod.id),
                 "BackOff",

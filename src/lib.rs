@@ -18,5 +18,6 @@ pub mod par;
 pub mod plan;
 pub mod proxy;
 pub mod reconcile;
+pub mod serving;
 pub mod source;
 pub mod store;

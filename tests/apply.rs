@@ -1,7 +1,8 @@
 //! `drover apply` on the real 3-minion cluster: the example application comes up with its pods'
 //! containers sharing one network namespace, re-applying changes nothing, scaling and a
 //! template change converge, and a bad manifest changes nothing on the minions; an apply killed
-//! half-way and run again converges with no duplicate containers.
+//! half-way and run again converges with no duplicate containers; one interrupted (SIGINT) ends
+//! the calls under way, records and tells what it made, exits 130, and applying again finishes.
 
 mod common;
 use common::cluster::{disrupt, docker, of_project, project_dir, steady};
@@ -315,6 +316,89 @@ fn an_apply_killed_half_way_and_run_again_converges_without_duplicates() {
         "manifests/crash.json",
         "{\"kind\": \"List\", \"items\": []}",
     );
+    t.drover(&["apply", "--allow-empty"]).expect_code(0);
+    assert!(containers_by_pod(&p).is_empty());
+}
+
+#[test]
+fn an_interrupted_apply_ends_its_calls_records_them_and_says_what_is_left() {
+    // Alone on the cluster, as the kill above: 60 pods at once.
+    let _g = disrupt();
+    let (t, p) = project_dir();
+    t.write(
+        "manifests/many.json",
+        r#"{"kind": "ReplicationController", "id": "many", "desiredState": {"replicas": 60,
+  "replicaSelector": {"app": "many"},
+  "podTemplate": {"labels": {"app": "many"}, "desiredState": {"manifest": {"containers": [
+    {"name": "app", "image": "drover/busybox:latest", "command": ["sleep", "3600"]}]}}}}}"#,
+    );
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
+        .current_dir(t.path())
+        .env_remove("DROVER_CONFIG")
+        .env("NO_COLOR", "1")
+        .args(["apply", "--yes"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Interrupted as soon as the first pod is reported: 16 a minion are under way (the
+    // executor's concurrency), the rest of the 20 a minion not begun.
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    let first = lines.next().expect("a line").unwrap();
+    assert!(first.starts_with("+ pod many-"), "{first}");
+    // SAFETY: signalling our own child, which has not been waited for.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let printed: Vec<String> = lines.map_while(Result::ok).collect();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    let summary = stderr
+        .lines()
+        .find(|l| l.starts_with("drover: interrupted: ") && l.ends_with("apply again to finish"))
+        .unwrap_or_else(|| panic!("no summary: {stderr}"));
+    let pods = |p: &str| {
+        containers_by_pod(p)
+            .into_iter()
+            .map(|(_, pod, _)| pod)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+    };
+    let made = pods(&p);
+    let created: usize = summary["drover: interrupted: ".len()..]
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // Calls still under way after the grace (a loaded machine) are cut off: made or not.
+    let cut_off: usize = summary
+        .split(", ")
+        .find(|part| part.contains(" cut off after "))
+        .map_or(0, |part| part.split(' ').next().unwrap().parse().unwrap());
+    assert!(
+        (created..=created + cut_off).contains(&made),
+        "the summary counts what runs ({made} pods): {summary}"
+    );
+    assert_eq!(created, printed.len() + 1, "{summary}\n{printed:?}");
+    assert!(
+        (1..60).contains(&made) && summary.contains("not started"),
+        "{summary}"
+    );
+    // What it made is on record: its events, and the store's view for diff.
+    let events = t.drover(&["get", "events", "-o", "json"]);
+    let list: serde_json::Value = serde_json::from_str(&events.stdout).unwrap();
+    let started = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["reason"] == "Started")
+        .count();
+    assert_eq!(started, created, "{}", events.stdout);
+
+    // As it says: apply again finishes.
+    t.drover(&["apply"]).expect_code(0);
+    assert_eq!(pods(&p), 60);
+    t.write("manifests/many.json", "{\"kind\": \"List\", \"items\": []}");
     t.drover(&["apply", "--allow-empty"]).expect_code(0);
     assert!(containers_by_pod(&p).is_empty());
 }

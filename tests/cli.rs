@@ -698,37 +698,86 @@ fn pods_exec_logs_and_dry_run_on_the_cluster() {
     );
     // On a terminal apply shows the plan and asks; declined, it says so, exits 1 and changes
     // nothing. (script(1) gives it a terminal.)
-    let mut child = std::process::Command::new("script")
-        .args([
-            "-qec",
-            &format!("{} apply", env!("CARGO_BIN_EXE_drover")),
-            "/dev/null",
-        ])
-        .current_dir(t.path())
-        .env_remove("DROVER_CONFIG")
-        .env("NO_COLOR", "1")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        child.stdin.take().unwrap().write_all(b"n\n").unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let declined = |t: &TestDir| {
+        let mut child = std::process::Command::new("script")
+            .args([
+                "-qec",
+                &format!("{} apply", env!("CARGO_BIN_EXE_drover")),
+                "/dev/null",
+            ])
+            .current_dir(t.path())
+            .env_remove("DROVER_CONFIG")
+            .env("NO_COLOR", "1")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(b"n\n").unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            text.contains("[y/N]") && text.contains("apply cancelled"),
+            "{text}"
+        );
+        assert_eq!(out.status.code(), Some(1), "{text}");
+        text
+    };
+    let text = declined(&t);
     assert!(
-        text.contains("[y/N]") && text.contains("apply cancelled"),
+        text.contains("~ ReplicationController/web")
+            && text.contains("apply 1 object change and 1 action? [y/N]"),
         "{text}"
     );
-    assert_eq!(out.status.code(), Some(1), "{text}");
     let r = t.drover(&["get", "rc", "web", "-o", "json"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let rc: Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(rc["currentState"]["replicas"], 2, "nothing changed");
+    t.write("manifests/web-controller.json", &web);
+    // A change that moves no pod (a Service's port) is asked about too, and declined, is not
+    // recorded.
+    let service = std::fs::read_to_string(t.join("manifests/web-service.json")).unwrap();
+    t.write(
+        "manifests/web-service.json",
+        &service.replace("\"port\": 8080", "\"port\": 8081"),
+    );
+    let text = declined(&t);
+    assert!(
+        text.contains("~ Service/web: port")
+            && text.contains("apply 1 object change and 0 actions? [y/N]"),
+        "{text}"
+    );
+    t.drover(&["diff"]).expect_code(1);
+    t.write("manifests/web-service.json", &service);
+    t.drover(&["diff"]).expect_code(0);
     // A bad manifest: exit 2, as diff.
     t.write("manifests/bad.json", "{\"kind\": \"Pod\"");
     t.drover(&["apply", "--dry-run"]).expect_code(2);
+    // It does not blind the read-only commands: they show what was applied, warning once
+    // with the broken file named.
+    for what in ["rc", "services"] {
+        let r = t.drover(&["get", what]);
+        r.expect_code(0);
+        assert!(
+            r.stdout.lines().any(|l| l.starts_with("web ")),
+            "{what}: {}",
+            r.stdout
+        );
+        assert_eq!(
+            r.stderr.matches("drover: warning: ").count(),
+            1,
+            "{}",
+            r.stderr
+        );
+        assert!(
+            r.stderr.contains("manifests/bad.json")
+                && r.stderr.contains("showing the objects as last applied"),
+            "{}",
+            r.stderr
+        );
+    }
     std::fs::remove_file(t.join("manifests/bad.json")).unwrap();
     t.write("manifests/web-controller.json", &web);
 

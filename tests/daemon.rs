@@ -500,3 +500,33 @@ fn promtool_accepts(text: &str) {
         "promtool: {said}\n{text}"
     );
 }
+
+#[test]
+fn a_status_address_that_cannot_be_bound_stops_the_daemon_at_start() {
+    let (t, project) = project_dir();
+    t.copy_manifests("manifests");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let started = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_drover"))
+        .current_dir(t.path())
+        .env_remove("DROVER_CONFIG")
+        .env("NO_COLOR", "1")
+        .args(["daemon", "--listen", &addr])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let said =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains(&format!("cannot listen on {addr}")) && said.contains("--listen"),
+        "{said}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(30), "{said}");
+    // It did nothing: no pod of the project was made.
+    for m in ["m1", "m2", "m3"] {
+        let made = docker(m, &["ps", "-aq", "--filter", &of_project(&project)]);
+        assert!(made.trim().is_empty(), "{m}: {made}");
+    }
+}

@@ -325,9 +325,9 @@ fn apply_backs_off_says_a_failure_once_and_leaves_events_that_tell_why() {
     );
 }
 
-/// Every way a pod can fail to be made backs off under the daemon, whatever name its next
-/// replica gets: an RC whose image is on no minion (its pods publish a port, so an infra
-/// container is made first) and a pod whose host port a process outside Docker holds. Counted
+/// Every way a pod can fail to be made backs off under the daemon, on whichever minion its
+/// next try is placed: an RC whose image is on no minion (its pods publish a port, so an
+/// infra container is made first) and a pod whose host port a process outside Docker holds. Counted
 /// from the minions' own Docker events over 60 s: tries at 0, 5, 15 and 35 s, so at most five
 /// containers made per pod; each failure said once in the log and folded into one event.
 #[test]

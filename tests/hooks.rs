@@ -393,14 +393,14 @@ fn pull_policies_on_a_cluster_without_a_registry() {
             .any(|e| e["message"]
                 .as_str()
                 .unwrap()
-                .starts_with("ImagePullBackOff: trying again in 5s")),
+                .starts_with("ErrImageNeverPull: trying again in 5s")),
         "{all:#?}"
     );
     let got = t.drover(&["get", "pods"]);
     assert!(
         got.stdout
             .lines()
-            .any(|l| l.starts_with("never-absent ") && l.contains("ImagePullBackOff")),
+            .any(|l| l.starts_with("never-absent ") && l.contains("ErrImageNeverPull")),
         "{}",
         got.stdout
     );

@@ -440,8 +440,34 @@ fn udp_affinity_service_variables_and_a_taken_port() {
     );
     assert!(daemon.log().contains("cannot listen"), "{}", daemon.log());
     assert_eq!(answers(sticky_port, 3).unwrap().len(), 1);
+    // The others say who serves them; with the daemon stopped, nothing does.
+    let proxy_column = |t: &TestDir, name: &str| {
+        let r = t.drover(&["get", "services", name, "-o", "json"]);
+        let v: serde_json::Value = serde_json::from_str(&r.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}{}", r.stdout, r.stderr));
+        v["currentState"]["proxy"].clone()
+    };
+    let served = proxy_column(&t, "sticky");
+    assert_eq!(served["state"], "served", "{served}");
+    assert!(
+        served["servedBy"][0]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("daemon pid {} on ", daemon.pid())),
+        "{served}"
+    );
     drop(taken);
     drop(daemon);
+    assert_eq!(proxy_column(&t, "sticky")["state"], "notServed");
+    let listed = t.drover(&["get", "services", "sticky"]);
+    assert!(
+        listed
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("sticky ") && l.ends_with("not served")),
+        "{}",
+        listed.stdout
+    );
     tear_down(&t);
 }
 
@@ -529,6 +555,19 @@ fn drover_proxy_alone_serves_what_apply_recorded_and_follows_it() {
         &proxy,
         || answers(port, 12).is_ok_and(|b| b.len() == 3),
     );
+    let state = |t: &TestDir| {
+        let r = t.drover(&["get", "services", "solo", "-o", "json"]);
+        let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+        v["currentState"]["proxy"].clone()
+    };
+    let served = state(&t);
+    assert!(
+        served["servedBy"][0]
+            .as_str()
+            .is_some_and(|by| by.starts_with(&format!("proxy pid {} on ", proxy.pid()))),
+        "{served}"
+    );
     drop(proxy);
+    assert_eq!(state(&t)["state"], "notServed");
     tear_down(&t);
 }

@@ -75,17 +75,34 @@ pub fn run(cx: &Context, args: &SourceArgs, opts: Options) -> ExitCode {
         .iter()
         .map(|m| (m.spec.name.clone(), m.spec.publish_address.clone()))
         .collect();
-    // On a terminal, show the plan and ask first (like `terraform apply`); scripts and CI,
-    // with no terminal on stdin, are not asked.
-    if !dry_run && !yes && std::io::stdin().is_terminal() {
+    let asks = !dry_run && !yes && std::io::stdin().is_terminal();
+    // The objects apply records differently (a dry run and the question show them first,
+    // then the pod actions): a change that moves no pod, such as a Service's port, is still
+    // a change.
+    let object_changes = if dry_run || asks {
+        match super::diff::object_change_lines(&store, &desired) {
+            Ok(lines) => lines,
+            Err(e) => return fail(&e),
+        }
+    } else {
+        Vec::new()
+    };
+    for line in &object_changes {
+        println!("{line}");
+    }
+    // On a terminal, show the plan and ask before any change (like `terraform apply`);
+    // scripts and CI, with no terminal on stdin, are not asked.
+    if asks {
         let preview = super::runtime().block_on(reconciler.round(&desired, true, true));
         for a in &preview.done {
             println!("{}", describe(a).1);
         }
         report_left_alone(&preview);
-        if preview.planned > 0 {
+        if preview.planned > 0 || !object_changes.is_empty() {
             print!(
-                "apply {} action{}? [y/N] ",
+                "apply {} object change{} and {} action{}? [y/N] ",
+                object_changes.len(),
+                super::plural(object_changes.len()),
                 preview.planned,
                 super::plural(preview.planned)
             );
@@ -97,18 +114,6 @@ pub fn run(cx: &Context, args: &SourceArgs, opts: Options) -> ExitCode {
                 return ExitCode::from(EXIT_DIFFERENCES);
             }
         }
-    }
-    // A dry run shows the objects apply would record differently, then the pod actions.
-    let object_changes = if dry_run {
-        match super::diff::object_change_lines(&store, &desired) {
-            Ok(lines) => lines,
-            Err(e) => return fail(&e),
-        }
-    } else {
-        Vec::new()
-    };
-    for line in &object_changes {
-        println!("{line}");
     }
     let mut dry_run_actions = 0usize;
     let progress = Arc::new(Shown::new(!dry_run && std::io::stderr().is_terminal()));
@@ -122,9 +127,37 @@ pub fn run(cx: &Context, args: &SourceArgs, opts: Options) -> ExitCode {
     // What happened, for `get events` and `describe` afterwards (the daemon keeps the same log).
     let mut events = store.read_events().unwrap_or_default();
     let mut last_round: Option<drover::reconcile::Round> = None;
+    // Set by SIGINT or SIGTERM (`on_interrupt`): the round under way ends its calls, then apply
+    // records what was done and says it.
+    let mut interrupted = Interrupted::No;
+    let stop = reconciler.stop.clone();
     let converged = super::runtime().block_on(async {
+        if !dry_run {
+            tokio::spawn(on_interrupt(stop.clone()));
+        }
         loop {
-            let round = reconciler.round(&desired, true, dry_run).await;
+            let round = {
+                let round = reconciler.round(&desired, true, dry_run);
+                tokio::pin!(round);
+                // Begun calls get INTERRUPT_GRACE to end after a signal; then they are cut off.
+                let cut_off = async {
+                    while pause(Duration::from_secs(3600), &stop).await {}
+                    tokio::time::sleep(INTERRUPT_GRACE).await;
+                };
+                tokio::select! {
+                    round = &mut round => round,
+                    () = cut_off => {
+                        interrupted = Interrupted::CutOff;
+                        // The round never returned: what its finished actions did is told.
+                        let partial = progress.partial_round();
+                        let now = std::time::SystemTime::now();
+                        for note in drover::events::from_round(last_round.as_ref(), &partial) {
+                            events.record(note, now);
+                        }
+                        return false;
+                    }
+                }
+            };
             last_seen = Some(round.observation());
             if !dry_run {
                 let now = std::time::SystemTime::now();
@@ -139,6 +172,10 @@ pub fn run(cx: &Context, args: &SourceArgs, opts: Options) -> ExitCode {
             }
             if let Some(e) = &round.error {
                 eprintln!("drover: error: {e}; nothing more is changed");
+                return false;
+            }
+            if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                interrupted = Interrupted::BetweenCalls;
                 return false;
             }
             if first_round {
@@ -214,26 +251,42 @@ pub fn run(cx: &Context, args: &SourceArgs, opts: Options) -> ExitCode {
                     .deadline
                     .map_or(retry, |d| d.saturating_duration_since(Instant::now()));
                 if left <= retry {
-                    tokio::time::sleep(left).await;
+                    if !pause(left, &stop).await {
+                        interrupted = Interrupted::BetweenCalls;
+                        return false;
+                    }
                     eprintln!("drover: not converged after {}s:", timeout.as_secs());
                     report_unconverged(&round);
                     return false;
                 }
-                tokio::time::sleep(retry).await;
+                if !pause(retry, &stop).await {
+                    interrupted = Interrupted::BetweenCalls;
+                    return false;
+                }
             } else if round.planned == 0 || !round.failed.is_empty() || !round.held.is_empty() {
                 // Containers starting, or failures to retry: look again shortly, unless the
                 // deadline comes first (a round started then would only be cut off).
-                let pause = Duration::from_millis(200);
+                let soon = Duration::from_millis(200);
                 if reconciler
                     .deadline
-                    .is_some_and(|d| d.saturating_duration_since(Instant::now()) <= pause)
+                    .is_some_and(|d| d.saturating_duration_since(Instant::now()) <= soon)
                 {
-                    tokio::time::sleep_until(reconciler.deadline.expect("checked").into()).await;
+                    let left = reconciler
+                        .deadline
+                        .expect("checked")
+                        .saturating_duration_since(Instant::now());
+                    if !pause(left, &stop).await {
+                        interrupted = Interrupted::BetweenCalls;
+                        return false;
+                    }
                     eprintln!("drover: not converged after {}s:", timeout.as_secs());
                     report_unconverged(&round);
                     return false;
                 }
-                tokio::time::sleep(pause).await;
+                if !pause(soon, &stop).await {
+                    interrupted = Interrupted::BetweenCalls;
+                    return false;
+                }
             }
             last_round = Some(round);
         }
@@ -254,6 +307,14 @@ pub fn run(cx: &Context, args: &SourceArgs, opts: Options) -> ExitCode {
     if let Err(e) = store.write_events(lock, &events) {
         eprintln!("drover: warning: {e}; this run's events are not kept");
     }
+    if interrupted != Interrupted::No {
+        let tally = *progress.tally.lock().expect("tally");
+        let cut = match interrupted {
+            Interrupted::CutOff => tally.planned.saturating_sub(tally.finished),
+            _ => 0,
+        };
+        eprintln!("drover: {}", interrupted_summary(&tally, cut));
+    }
     // What was seen is worth keeping even when apply failed: `drover diff` shows it.
     if let Some(seen) = &last_seen {
         // Endpoints for a `drover proxy` beside it (no probes run here: running pods count as
@@ -263,6 +324,9 @@ pub fn run(cx: &Context, args: &SourceArgs, opts: Options) -> ExitCode {
         if let Err(e) = drover::reconcile::project::record_seen(&store, lock, seen, &endpoints) {
             return fail(&e);
         }
+    }
+    if interrupted != Interrupted::No {
+        return ExitCode::from(EXIT_INTERRUPTED);
     }
     if !converged {
         return ExitCode::from(EXIT_ERROR);
@@ -276,6 +340,85 @@ pub fn run(cx: &Context, args: &SourceArgs, opts: Options) -> ExitCode {
         super::plural(created)
     );
     ExitCode::from(EXIT_OK)
+}
+
+/// How long calls already begun may take to end after apply is interrupted.
+const INTERRUPT_GRACE: Duration = Duration::from_secs(10);
+
+/// The exit code of an apply stopped by SIGINT or SIGTERM, as a shell's for SIGINT.
+const EXIT_INTERRUPTED: u8 = 130;
+
+/// Whether and how apply was interrupted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Interrupted {
+    No,
+    /// Its calls under way ended (or there were none).
+    BetweenCalls,
+    /// Calls still under way after `INTERRUPT_GRACE` were cut off: their outcome is unknown.
+    CutOff,
+}
+
+/// Waits `how_long`, or less when `stop` is set: whether it waited it out.
+async fn pause(how_long: Duration, stop: &drover::exec::Stop) -> bool {
+    let stopped = async {
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::select! {
+        () = tokio::time::sleep(how_long) => true,
+        () = stopped => false,
+    }
+}
+
+/// Waits for SIGINT or SIGTERM, then sets `stop`; a second signal ends the process at once.
+async fn on_interrupt(stop: drover::exec::Stop) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return;
+    };
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    eprintln!(
+        "drover: interrupted: letting calls under way end (up to {}s; again to quit now)",
+        INTERRUPT_GRACE.as_secs()
+    );
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+    std::process::exit(i32::from(EXIT_INTERRUPTED));
+}
+
+/// `interrupted: 2 pods created, 1 not started; apply again to finish`.
+fn interrupted_summary(tally: &Tally, cut_off: usize) -> String {
+    let mut parts = vec![
+        format!(
+            "{} pod{} created",
+            tally.created,
+            super::plural(tally.created)
+        ),
+        format!("{} deleted", tally.deleted),
+    ];
+    if tally.failed > 0 {
+        parts.push(format!("{} failed", tally.failed));
+    }
+    if tally.not_started > 0 {
+        parts.push(format!("{} not started", tally.not_started));
+    }
+    if cut_off > 0 {
+        parts.push(format!(
+            "{cut_off} cut off after {}s (may or may not be done)",
+            INTERRUPT_GRACE.as_secs()
+        ));
+    }
+    format!("interrupted: {}; apply again to finish", parts.join(", "))
 }
 
 /// What this project saw but does not own: pods of objects it never applied, and pods of a
@@ -303,11 +446,10 @@ pub fn left_alone_lines(round: &drover::reconcile::Round) -> Vec<String> {
     unowned.chain(unclaimed).collect()
 }
 
-/// What a failure is remembered by: a create by its back-off key (`reconcile::backoff::key`),
-/// else the action.
+/// What a failure is remembered by: the pod for a create (tried on any minion), else the action.
 pub fn failure_key(action: &Action) -> String {
     match action {
-        Action::CreatePod { pod, minion } => drover::reconcile::backoff::key(minion, pod),
+        Action::CreatePod { pod, .. } => format!("pod {}", pod.id),
         other => describe(other).1,
     }
 }
@@ -366,6 +508,22 @@ struct Shown {
     bar: Option<ProgressBar>,
     /// The last failure said per pod: a pod backing off is said again only with a new reason.
     failures: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
+    /// What finished, over every round, for the summary of an interrupted apply.
+    tally: std::sync::Mutex<Tally>,
+    /// What finished in the round under way: its events, should the round be cut off.
+    this_round: std::sync::Mutex<Vec<(Action, Option<MinionError>)>>,
+}
+
+/// Actions by outcome, as they finished.
+#[derive(Debug, Default, Clone, Copy)]
+struct Tally {
+    created: usize,
+    deleted: usize,
+    failed: usize,
+    not_started: usize,
+    /// Of the round under way: actions planned, and those finished.
+    planned: usize,
+    finished: usize,
 }
 
 impl Shown {
@@ -380,6 +538,8 @@ impl Shown {
         Shown {
             bar,
             failures: Default::default(),
+            tally: Default::default(),
+            this_round: Default::default(),
         }
     }
 
@@ -402,6 +562,20 @@ impl Shown {
         }
     }
 
+    /// The round under way as far as it went: its finished actions (for its events when it
+    /// is cut off and never returns).
+    fn partial_round(&self) -> drover::reconcile::Round {
+        let mut round = drover::reconcile::Round::default();
+        for (action, error) in self.this_round.lock().expect("this round").iter() {
+            match error {
+                None => round.done.push(action.clone()),
+                Some(e) if e.not_started => round.not_started.push(action.clone()),
+                Some(e) => round.failed.push((action.clone(), e.clone())),
+            }
+        }
+        round
+    }
+
     fn clear(&self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
@@ -411,6 +585,12 @@ impl Shown {
 
 impl Progress for Shown {
     fn started(&self, total: usize) {
+        {
+            let mut tally = self.tally.lock().expect("tally");
+            tally.planned = total;
+            tally.finished = 0;
+            self.this_round.lock().expect("this round").clear();
+        }
         if let Some(bar) = &self.bar {
             bar.set_style(
                 ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} {msg}")
@@ -424,6 +604,28 @@ impl Progress for Shown {
     }
 
     fn finished(&self, action: &Action, error: Option<&MinionError>) {
+        {
+            self.this_round
+                .lock()
+                .expect("this round")
+                .push((action.clone(), error.cloned()));
+            let mut tally = self.tally.lock().expect("tally");
+            tally.finished += 1;
+            match (error, action) {
+                (Some(e), _) if e.not_started => tally.not_started += 1,
+                (Some(_), _) => tally.failed += 1,
+                (None, Action::CreatePod { .. }) => tally.created += 1,
+                (None, Action::DeletePod { .. }) => tally.deleted += 1,
+                (None, Action::DeleteVolumes { .. }) => {}
+            }
+        }
+        // Not begun because apply was interrupted: its summary says how many.
+        if error.is_some_and(|e| e.not_started) {
+            if let Some(bar) = &self.bar {
+                bar.inc(1);
+            }
+            return;
+        }
         let line = describe(action).1;
         let new = {
             let mut said = self.failures.lock().expect("failures");

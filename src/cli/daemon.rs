@@ -2,7 +2,7 @@
 //! into options and the daemon's events into lines. SIGTERM or Ctrl-C ends it after the round
 //! in progress.
 
-use super::{fail, load_source, report_load_error, Context, EXIT_OK};
+use super::{fail, load_source, report_load_error, Context, EXIT_ERROR, EXIT_OK};
 use crate::SourceArgs;
 use drover::daemon::{Daemon, Event, Options};
 use drover::exec::describe;
@@ -73,6 +73,9 @@ pub fn run(
         resync.as_secs(),
         node_grace.as_secs()
     );
+    if let Some(why) = proxy.advertise_unserved() {
+        warn!("{why}");
+    }
     if proxy.advertise.is_none() {
         warn!(
             "no [proxy] advertise address: containers get no service variables (see README, \"Services\")"
@@ -98,7 +101,7 @@ pub fn run(
     // Said when it changes, not every round.
     let said = Mutex::new(Said::default());
     let report = move |event: Event| print_event(event, &said);
-    super::runtime().block_on(async {
+    let ran = super::runtime().block_on(async {
         let mut terminate =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
                 .expect("signal handler");
@@ -108,8 +111,13 @@ pub fn run(
                 _ = terminate.recv() => {}
             }
         };
-        daemon.run(&report, stop).await;
+        daemon.run(&report, stop).await
     });
+    if ran.is_err() {
+        // Said by the report already, with the address and the flag that changes it.
+        error!("drover daemon: not started");
+        return ExitCode::from(EXIT_ERROR);
+    }
     info!("drover daemon: stopped");
     ExitCode::from(EXIT_OK)
 }
@@ -171,8 +179,7 @@ fn print_event(event: Event, said: &Mutex<Said>) {
     let mut said = said.lock().expect("said");
     match event {
         Event::StatusApi(Ok(addr)) => info!("status API on http://{addr}/status"),
-        // Reconciling matters more than reporting: go on without it.
-        Event::StatusApi(Err(e)) => warn!("status API: {e}; running without it"),
+        Event::StatusApi(Err(e)) => error!("status API: {e}"),
         Event::SourceAt(commit) => info!("source at {}", commit.unwrap_or("-")),
         Event::Skipped(note) => info!("{note}"),
         Event::Warnings(warnings) => {

@@ -27,9 +27,21 @@ pub(crate) struct World {
 
 pub(crate) fn observe(cx: &Context) -> Result<World, String> {
     let spec = cx.settings.source(None, None, None);
-    let desired = super::load_desired(cx, &spec)
-        .map(|(d, _)| d)
-        .map_err(|e| source_problem(&spec, e));
+    // A source that cannot be read blinds no read-only command: they show the objects as
+    // last applied, with one warning that names the problem.
+    let desired = super::load_desired(cx, &spec).map(|(d, _)| d).or_else(|e| {
+        let why = source_problem(&spec, e);
+        match cx
+            .store()
+            .and_then(|s| drover::reconcile::project::applied_state(&s))
+        {
+            Ok(applied) if !applied.objects.is_empty() => {
+                eprintln!("drover: warning: {why}; showing the objects as last applied");
+                Ok(applied)
+            }
+            _ => Err(why),
+        }
+    });
     // A minion that cannot even be set up (a local socket that does not exist) is an error of
     // that minion, as one that does not answer: the others are still shown.
     let mut minions = Vec::new();
@@ -62,12 +74,17 @@ fn source_problem(spec: &drover::source::SourceSpec, e: super::LoadError) -> Str
     match e {
         // The source error names the path (or repository) it failed on.
         super::LoadError::Source(e) => format!("the source cannot be read: {e}"),
-        super::LoadError::Invalid(invalid) => format!(
-            "the source {} is invalid ({} error{}; `drover validate` shows them)",
-            spec.describe(),
-            invalid.errors.len(),
-            super::plural(invalid.errors.len())
-        ),
+        super::LoadError::Invalid(invalid) => {
+            let mut files: Vec<&str> = invalid.errors.iter().map(|d| d.file.as_str()).collect();
+            files.dedup();
+            format!(
+                "the source {} is invalid ({} error{} in {}; `drover validate` shows them)",
+                spec.describe(),
+                invalid.errors.len(),
+                super::plural(invalid.errors.len()),
+                files.join(", ")
+            )
+        }
         super::LoadError::Refused(why) => {
             format!("the source {} is refused: {why}", spec.describe())
         }
@@ -459,12 +476,42 @@ fn service_endpoints(
     services
 }
 
+/// The processes serving the services now (`drover::serving`); a store that cannot say is
+/// said once, and nothing counts as served.
+fn live_proxies(cx: &Context) -> Vec<drover::serving::Record> {
+    match cx.store().and_then(|s| drover::serving::live(&s)) {
+        Ok(live) => live,
+        Err(e) => {
+            eprintln!("drover: warning: what serves the services is unknown: {e}");
+            Vec::new()
+        }
+    }
+}
+
+/// A service's proxy state in `-o json`: `{"state": "served", "servedBy": [...]}`,
+/// `{"state": "failing", "error": ...}` or `{"state": "notServed"}`.
+fn proxy_json(state: &drover::serving::State) -> serde_json::Value {
+    use drover::serving::State;
+    match state {
+        State::Served(by) => json!({"state": "served", "servedBy": by}),
+        State::Failing(why) => json!({"state": "failing", "error": why}),
+        State::NotServed => json!({"state": "notServed"}),
+    }
+}
+
 fn services(cx: &Context, world: &World) -> Result<Listing, String> {
     let desired = world
         .desired
         .as_ref()
         .map_err(|why| format!("{why}; services come from it"))?;
     let endpoints = service_endpoints(cx, world, desired);
+    let serving = live_proxies(cx);
+    if let Some(why) = super::proxy_settings(cx)
+        .ok()
+        .and_then(|p| p.advertise_unserved())
+    {
+        eprintln!("drover: warning: {why}");
+    }
     let mut items = Vec::new();
     for (o, origin) in desired.objects.values() {
         let Object::Service(s) = o else { continue };
@@ -479,8 +526,9 @@ fn services(cx: &Context, world: &World) -> Result<Listing, String> {
             .collect();
         let mut object =
             serde_json::to_value(Object::Service(s.clone())).expect("model types serialise");
-        let mut current = json!({"endpoints": e.endpoints});
-        if let Some(error) = &e.error {
+        let proxy = drover::serving::state_of(&s.id, &serving);
+        let mut current = json!({"endpoints": e.endpoints, "proxy": proxy_json(&proxy)});
+        if let drover::serving::State::Failing(error) = &proxy {
             current["proxyError"] = json!(error);
         }
         object["currentState"] = current;
@@ -493,7 +541,7 @@ fn services(cx: &Context, world: &World) -> Result<Listing, String> {
                 format!("{}/{}", s.port, s.protocol.as_str()),
                 output::labels_text(&s.selector),
                 format!("{}/{}", ready.len(), e.endpoints.len()),
-                e.error.clone().unwrap_or_else(|| "ok".into()),
+                proxy.summary(),
             ],
             extra: vec![if ready.is_empty() {
                 "<none>".into()
@@ -738,7 +786,7 @@ fn describe_object(cx: &Context, resource: Resource, name: &str) -> Result<(), E
                 labels_text(&s.selector),
                 s.container_port.as_ref().map(|p| p.to_string()).unwrap_or_else(|| "(the first port)".into()),
                 s.session_affinity,
-                s.error.as_deref().unwrap_or("ok"),
+                drover::serving::state_of(&s.name, &live_proxies(cx)).detail(),
             );
             if s.endpoints.is_empty() {
                 let _ = writeln!(out, "  <none>");

@@ -28,12 +28,14 @@ pub fn run(cx: &Context, listen: Option<std::net::IpAddr>) -> ExitCode {
     super::raise_fd_limit();
     let started = super::runtime().block_on(async {
         let proxy = match Proxy::start(listen, Limits::default()) {
-            Ok(p) => p,
+            Ok(p) => std::sync::Arc::new(p),
             Err(e) => {
                 tracing::error!("{e}");
                 return false;
             }
         };
+        // What this process serves, for `get services` (removed when it stops).
+        let serving = drover::serving::keep(store.clone(), proxy.clone(), "proxy");
         let mut terminate =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
                 .expect("signal handler");
@@ -81,7 +83,11 @@ pub fn run(cx: &Context, listen: Option<std::net::IpAddr>) -> ExitCode {
                 tracing::error!("{problem}");
             }
             last_problem = problem;
+            if let Some(problem) = serving.problem() {
+                tracing::error!("{problem}");
+            }
         }
+        drop(serving);
         proxy.shutdown().await;
         true
     });

@@ -174,12 +174,13 @@ impl Daemon {
     }
 
     /// Runs until `stop` resolves; the round in progress finishes first, then the proxy,
-    /// the prober and the status API stop.
+    /// the prober and the status API stop. An error: the status API cannot listen, and
+    /// nothing was done.
     pub async fn run(
         mut self,
         report: &(dyn Fn(Event) + Send + Sync),
         stop: impl std::future::Future<Output = ()>,
-    ) {
+    ) -> Result<(), String> {
         match self.store.read_events() {
             Ok(log) => *self.events.lock().expect("event log") = log,
             Err(e) => report(Event::StoreError(format!("{e}; starting a new event log"))),
@@ -214,25 +215,30 @@ impl Daemon {
             });
         }
         let status: status::Shared = Default::default();
-        report(Event::StatusApi(
-            status::serve(
-                self.opts.status_listen,
-                status.clone(),
-                Some(status::Controls {
-                    reconcile: tx.clone(),
-                    minions: self.reconciler.minions().to_vec(),
-                    project: self.opts.project.clone(),
-                    events: self.events.clone(),
-                }),
-            )
-            .await
-            .map_err(|e| {
-                format!(
-                    "cannot listen on {}: {e} (choose another address with `drover daemon --listen ADDRESS:PORT`)",
-                    self.opts.status_listen
-                )
+        let serving = status::serve(
+            self.opts.status_listen,
+            status.clone(),
+            Some(status::Controls {
+                reconcile: tx.clone(),
+                minions: self.reconciler.minions().to_vec(),
+                project: self.opts.project.clone(),
+                events: self.events.clone(),
             }),
-        ));
+        )
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot listen on {}: {e} (choose another address with `drover daemon --listen ADDRESS:PORT`)",
+                self.opts.status_listen
+            )
+        });
+        // Not run on without it: what answers at that address would be another process, and
+        // the README's checks (curl, the page, /metrics) would read that.
+        let failed = serving.as_ref().err().cloned();
+        report(Event::StatusApi(serving));
+        if let Some(why) = failed {
+            return Err(why);
+        }
         let proxy = match self
             .opts
             .proxy
@@ -246,6 +252,10 @@ impl Daemon {
             }
             None => None,
         };
+        // What this daemon serves, for `get services` (removed when it stops).
+        let serving = proxy
+            .as_ref()
+            .map(|p| crate::serving::keep(self.store.clone(), p.clone(), "daemon"));
         let shared = Arc::new(Mutex::new(Shared {
             publish: self
                 .reconciler
@@ -265,11 +275,13 @@ impl Daemon {
         let (probe_tx, mut probe_events) = tokio::sync::mpsc::channel::<ProbeReport>(64);
         let restarts = Arc::new(Restarts::default());
         self.reconciler.restarts = Some(restarts.clone());
+        // Held while a proxy table is computed and handed to the proxy (rounds, prober).
+        let feed = Arc::new(tokio::sync::Mutex::new(()));
         tasks.spawn(probe_loop(
             self.reconciler.minions().to_vec(),
             self.opts.project.clone(),
             shared.clone(),
-            proxy.clone(),
+            (proxy.clone(), feed.clone()),
             (probe_tx, restarts),
             tx.clone(),
         ));
@@ -388,7 +400,11 @@ impl Daemon {
             self.reconciler.probes_passed = Some(shared.lock().expect("shared").passed.clone());
             let (mut round, plan) = self.reconciler.prepare(desired, false).await;
             let deleted = plan.as_ref().map(deletions).unwrap_or_default();
-            // The proxy first: the pods about to go leave the endpoints and drain.
+            // The proxy first: the pods about to go leave the endpoints and drain. The table
+            // is computed and handed over under `feed`, as the prober's is: a table the prober
+            // computed before this one must not reach the proxy after it (it would serve a pod
+            // about to be deleted again).
+            let fed = feed.lock().await;
             let current = {
                 let mut s = shared.lock().expect("shared");
                 s.set_desired(desired);
@@ -400,13 +416,19 @@ impl Daemon {
                     .collect();
                 s.endpoints()
             };
-            if let Some(proxy) = &proxy {
-                let errors: Vec<String> = proxy
-                    .update(&proxy_table(&current))
-                    .await
-                    .into_iter()
-                    .map(|e| e.to_string())
-                    .collect();
+            let errors: Option<Vec<String>> = match &proxy {
+                Some(proxy) => Some(
+                    proxy
+                        .update(&proxy_table(&current))
+                        .await
+                        .into_iter()
+                        .map(|e| e.to_string())
+                        .collect(),
+                ),
+                None => None,
+            };
+            drop(fed);
+            if let (Some(proxy), Some(errors)) = (&proxy, errors) {
                 if errors != proxy_errors {
                     for e in &errors {
                         report(Event::ProxyError(e.clone()));
@@ -432,6 +454,9 @@ impl Daemon {
                 for note in crate::events::from_backoff(&round, backoff, Instant::now()) {
                     self.note(note);
                 }
+            }
+            if let Some(problem) = serving.as_ref().and_then(|s| s.problem()) {
+                report(Event::StoreError(problem));
             }
             rounds += 1;
             count_round(&round, started.elapsed());
@@ -506,9 +531,11 @@ impl Daemon {
             }
         }
         tasks.shutdown().await;
+        drop(serving);
         if let Some(proxy) = proxy {
             proxy.shutdown().await;
         }
+        Ok(())
     }
 
     /// The status document of a daemon that does not lead: who does, when known (`None`:
@@ -796,7 +823,7 @@ async fn probe_loop(
     minions: Vec<Arc<Minion>>,
     project: String,
     shared: Arc<Mutex<Shared>>,
-    proxy: Option<Arc<Proxy>>,
+    (proxy, feed): (Option<Arc<Proxy>>, Arc<tokio::sync::Mutex<()>>),
     (reports, restarts): (tokio::sync::mpsc::Sender<ProbeReport>, Arc<Restarts>),
     round: tokio::sync::mpsc::Sender<()>,
 ) {
@@ -951,16 +978,18 @@ async fn probe_loop(
             }
         }
         let passed = book.passed();
+        let fed = feed.lock().await;
         let changed = {
             let mut s = shared.lock().expect("shared");
             let changed = s.passed != passed;
             s.passed = passed;
             changed.then(|| s.endpoints())
         };
-        if let Some(current) = changed {
-            if let Some(proxy) = &proxy {
-                proxy.update(&proxy_table(&current)).await;
-            }
+        if let (Some(current), Some(proxy)) = (&changed, &proxy) {
+            proxy.update(&proxy_table(current)).await;
+        }
+        drop(fed);
+        if changed.is_some() {
             // A round records the new endpoints (and a rollout waiting on readiness goes on).
             let _ = round.try_send(());
         }

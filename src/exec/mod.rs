@@ -9,6 +9,7 @@ use crate::minion::{Minion, MinionError, Trace, Warning};
 use crate::plan::pods::{Action, Plan};
 use futures_util::StreamExt;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -37,16 +38,21 @@ pub trait Progress: Send + Sync {
 pub struct Quiet;
 impl Progress for Quiet {}
 
+/// Set to stop a run: actions not begun yet are not begun (they fail as
+/// `MinionError::not_started`), those under way finish.
+pub type Stop = Arc<AtomicBool>;
+
 /// Runs the plan, minions in parallel; creations' containers get `env` (the services'
 /// variables) before their own. With a `deadline`, what has not finished by then fails with an
-/// error naming the call it waited on, and what has not started is not tried.
+/// error naming the call it waited on, and what has not started is not tried; so is what has
+/// not started once `stop` is set.
 pub async fn execute(
     plan: &Plan,
     minions: &HashMap<String, Arc<Minion>>,
     credentials: Credentials,
     env: &[String],
     progress: &dyn Progress,
-    deadline: Option<Instant>,
+    (deadline, stop): (Option<Instant>, &Stop),
 ) -> Outcome {
     let env: Arc<Vec<String>> = Arc::new(env.to_vec());
     progress.started(plan.actions.len());
@@ -78,7 +84,7 @@ pub async fn execute(
             actions,
             credentials,
             env,
-            deadline,
+            (deadline, stop.clone()),
             sender,
         ));
     }
@@ -118,7 +124,7 @@ async fn run_minion(
     actions: Vec<Action>,
     credentials: Credentials,
     env: Arc<Vec<String>>,
-    deadline: Option<Instant>,
+    (deadline, stop): (Option<Instant>, Stop),
     results: tokio::sync::mpsc::UnboundedSender<Finished>,
 ) {
     // The first call that timed out here: what the queued actions are not tried for.
@@ -148,8 +154,13 @@ async fn run_minion(
     });
     let run = |action: Action| {
         let (minion, credentials, env, hung, limit) = (&minion, &credentials, &env, &hung, &limit);
+        let stop = &stop;
         async move {
             let _permit = limit.acquire().await.expect("semaphore open");
+            if stop.load(Ordering::SeqCst) {
+                let e = MinionError::not_started(&minion.spec.name, &minion.spec.address);
+                return (action, Err(e));
+            }
             run_action(minion, action, &**credentials, env, deadline, hung).await
         }
     };

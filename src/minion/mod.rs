@@ -45,6 +45,8 @@ pub struct MinionError {
     /// The minion did not answer in time (a call timed out, or a deadline passed while waiting
     /// on it): the executor tries nothing more there this round.
     pub timed_out: bool,
+    /// Not tried: the run was interrupted before it began (`MinionError::not_started`).
+    pub not_started: bool,
 }
 
 impl MinionError {
@@ -54,6 +56,15 @@ impl MinionError {
             address: address.to_string(),
             message: message.into(),
             timed_out: false,
+            not_started: false,
+        }
+    }
+
+    /// An action not begun because the run was interrupted (SIGINT, SIGTERM).
+    pub fn not_started(minion: &str, address: &str) -> MinionError {
+        MinionError {
+            not_started: true,
+            ..MinionError::new(minion, address, "not started: interrupted")
         }
     }
 

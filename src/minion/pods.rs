@@ -167,11 +167,14 @@ pub fn never_pull_error(minion: &Minion, image: &str) -> MinionError {
         &minion.spec.name,
         &minion.spec.address,
         format!(
-            "ErrImageNeverPull: image {image} is not present on the minion and its \
+            "{ERR_IMAGE_NEVER_PULL}: image {image} is not present on the minion and its \
              imagePullPolicy is PullNever (load it there, or allow a pull)"
         ),
     )
 }
+
+/// Kubernetes' reason for an absent image that may not be pulled.
+pub const ERR_IMAGE_NEVER_PULL: &str = "ErrImageNeverPull";
 
 impl Minion {
     /// Makes sure an image is present: drover's pause image is imported from the binary,

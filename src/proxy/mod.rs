@@ -495,6 +495,11 @@ pub struct Proxy {
 }
 
 impl Proxy {
+    /// The address its service ports are bound on.
+    pub fn listen_address(&self) -> IpAddr {
+        self.shared.listen
+    }
+
     /// A proxy serving on `listen` (no services yet), on `limits.threads` threads of its own.
     /// Needs no runtime from the caller; `update` and `shutdown` may be awaited on any.
     pub fn start(listen: IpAddr, limits: Limits) -> Result<Proxy, ProxyError> {

@@ -18,6 +18,8 @@ pub const MAX: Duration = Duration::from_secs(300);
 pub enum Reason {
     /// The image cannot be pulled.
     ImagePullBackOff,
+    /// The image is not on the minion and its pull policy forbids a pull (Kubernetes' reason).
+    ErrImageNeverPull,
     /// The containers cannot be created or started.
     CreateContainerBackOff,
     /// A container's postStart hook failed: it was killed, and its pod is made again after
@@ -29,6 +31,7 @@ impl Reason {
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::ImagePullBackOff => "ImagePullBackOff",
+            Reason::ErrImageNeverPull => "ErrImageNeverPull",
             Reason::CreateContainerBackOff => "CreateContainerBackOff",
             Reason::PostStartHookError => "PostStartHookError",
         }
@@ -38,6 +41,8 @@ impl Reason {
     pub fn of_failure(message: &str) -> Reason {
         if crate::events::is_post_start_failure(message) {
             Reason::PostStartHookError
+        } else if message.contains(crate::minion::pods::ERR_IMAGE_NEVER_PULL) {
+            Reason::ErrImageNeverPull
         } else if crate::events::is_pull_failure(message) {
             Reason::ImagePullBackOff
         } else {
@@ -57,17 +62,8 @@ pub struct Waiting {
     pub until: Instant,
 }
 
-/// What a back-off is kept by: a replica by its controller, template and minion (replicas
-/// are made under new names, and one that cannot be made on a minion speaks for its siblings
-/// there), a pod of its own by its id.
-pub fn key(minion: &str, pod: &crate::plan::pods::PodSpec) -> String {
-    match &pod.owner {
-        Some(rc) => format!("{rc}/{}@{minion}", pod.template_hash),
-        None => pod.id.clone(),
-    }
-}
-
-/// The pods waiting, by `key`.
+/// The pods waiting, by pod id: a pod that could not be made leaves nothing behind
+/// (`Minion::create_pod`), so it is tried again under the same id, wherever it is placed.
 #[derive(Debug, Default)]
 pub struct Backoff {
     waiting: HashMap<String, Waiting>,
@@ -151,7 +147,7 @@ mod tests {
         );
         assert_eq!(
             Reason::of_failure("ErrImageNeverPull: image app:1 is not present on the minion"),
-            Reason::ImagePullBackOff
+            Reason::ErrImageNeverPull
         );
     }
 }

@@ -12,7 +12,7 @@ use crate::plan::nodes::NodeController;
 use crate::plan::observed::Observation;
 use crate::plan::pods::{fail_half_made, leftover_volumes, plan_with, Action, Phase, Plan, Prune};
 use crate::plan::scheduler::MinionView;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -42,6 +42,9 @@ pub struct Round {
     pub held: Vec<Held>,
     /// What actions had to tell besides their outcome (`exec::Outcome::warnings`).
     pub warnings: Vec<(Action, crate::minion::Warning)>,
+    /// Actions not begun because the run was stopped (`Reconciler::stop`): no failure, no
+    /// back-off, no event.
+    pub not_started: Vec<Action>,
 }
 
 /// A pod waiting out its back-off.
@@ -190,6 +193,8 @@ pub struct Reconciler {
     pub sole_writer: bool,
     /// Pods that failed to be made wait before the next try.
     pub backoff: backoff::Backoff,
+    /// Set when the run is to stop (apply interrupted): actions not begun are not begun.
+    pub stop: crate::exec::Stop,
 }
 
 impl Reconciler {
@@ -218,6 +223,7 @@ impl Reconciler {
             sole_writer: false,
             backoff: Default::default(),
             deadline: None,
+            stop: Default::default(),
         }
     }
 
@@ -335,17 +341,17 @@ impl Reconciler {
             .actions
             .iter()
             .filter_map(|a| match a {
-                Action::CreatePod { pod, minion } => Some(backoff::key(minion, pod)),
+                Action::CreatePod { pod, .. } => Some(pod.id.clone()),
                 _ => None,
             })
             .collect();
-        self.backoff.retain(|key| creates.contains(key));
+        self.backoff.retain(|id| creates.contains(id));
         let backoff = &self.backoff;
         p.actions.retain(|a| {
-            let Action::CreatePod { pod, minion } = a else {
+            let Action::CreatePod { pod, .. } = a else {
                 return true;
             };
-            let Some(w) = backoff.holds(&backoff::key(minion, pod), now) else {
+            let Some(w) = backoff.holds(&pod.id, now) else {
                 return true;
             };
             round.held.push(Held {
@@ -381,31 +387,25 @@ impl Reconciler {
                 self.credentials.clone(),
                 &env,
                 &*self.progress,
-                self.deadline,
+                (self.deadline, &self.stop),
             )
             .await;
             round.done = outcome.done;
-            round.failed = outcome.failed;
+            let (not_started, failed): (Vec<_>, Vec<_>) =
+                outcome.failed.into_iter().partition(|(_, e)| e.not_started);
+            round.failed = failed;
+            round.not_started = not_started.into_iter().map(|(a, _)| a).collect();
             round.warnings = outcome.warnings;
             let now = Instant::now();
             for a in &round.done {
-                if let Action::CreatePod { pod, minion } = a {
-                    self.backoff.succeeded(&backoff::key(minion, pod));
+                if let Action::CreatePod { pod, .. } = a {
+                    self.backoff.succeeded(&pod.id);
                 }
             }
-            // One failure a round for each key, however many of its replicas failed.
-            let failed: BTreeMap<String, &str> = round
-                .failed
-                .iter()
-                .filter_map(|(a, e)| match a {
-                    Action::CreatePod { pod, minion } => {
-                        Some((backoff::key(minion, pod), e.message.as_str()))
-                    }
-                    _ => None,
-                })
-                .collect();
-            for (key, message) in failed {
-                self.backoff.failed(&key, message, now);
+            for (a, e) in &round.failed {
+                if let Action::CreatePod { pod, .. } = a {
+                    self.backoff.failed(&pod.id, &e.message, now);
+                }
             }
         }
         round

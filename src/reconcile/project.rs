@@ -228,6 +228,30 @@ pub fn record_seen(
     store.commit(lock, &batch)
 }
 
+/// The objects as last applied, from the store, each with the file it came from: what the
+/// read-only commands show when the source cannot be read.
+pub fn applied_state(store: &Store) -> Result<DesiredState, String> {
+    use crate::store::Section;
+    let (index, mut texts) = store
+        .read_snapshot(&[Section::Applied])
+        .map_err(|e| e.to_string())?;
+    let mut objects = std::collections::BTreeMap::new();
+    for (key, text) in texts.remove(&Section::Applied).unwrap_or_default() {
+        let object: crate::model::Object = serde_json::from_str(&text)
+            .map_err(|e| format!("the store's applied {key} cannot be read: {e}"))?;
+        let origin = index
+            .applied
+            .get(&key)
+            .and_then(|e| e.origin.clone())
+            .unwrap_or_else(|| crate::model::Origin {
+                file: "(the store)".into(),
+                commit: None,
+            });
+        objects.insert(key, (object, origin));
+    }
+    Ok(DesiredState { objects })
+}
+
 /// The endpoints the store holds (what a standalone proxy serves).
 pub fn stored_endpoints(store: &Store) -> Result<Vec<ServiceEndpoints>, String> {
     let (_, mut texts) = store

@@ -907,6 +907,61 @@ impl Store {
         self.write_raw(lock, PROJECT_FILE, format!("{project}\n").as_bytes())
     }
 
+    /// Writes a record kept beside the state, outside the index and without the lock: each
+    /// process that serves the services keeps its own (`crate::serving`), so readers can
+    /// tell what serves them now. A file: 0600, in a 0700 directory.
+    pub fn put_aside(&self, rel: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        match self {
+            Store::File(f) => {
+                let path = f.dir().join(rel);
+                if let Some(parent) = path.parent() {
+                    create_private_dir(parent)?;
+                }
+                write_private_file(&path, bytes)
+            }
+            Store::Etcd(e) => e.put_aside(rel, bytes),
+        }
+    }
+
+    /// Removes a record `put_aside` wrote (nothing when it is not there).
+    pub fn remove_aside(&self, rel: &str) -> Result<(), StoreError> {
+        match self {
+            Store::File(f) => match std::fs::remove_file(f.dir().join(rel)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StoreError::Io {
+                    path: f.dir().join(rel),
+                    source: e,
+                }),
+                _ => Ok(()),
+            },
+            Store::Etcd(e) => e.remove_aside(rel),
+        }
+    }
+
+    /// Every record `put_aside` wrote under `dir` (a relative directory such as
+    /// `serving`), by name; one that cannot be read is left out.
+    pub fn list_aside(&self, dir: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        match self {
+            Store::File(f) => {
+                let path = f.dir().join(dir);
+                let entries = match std::fs::read_dir(&path) {
+                    Ok(entries) => entries,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+                    Err(e) => return Err(StoreError::Io { path, source: e }),
+                };
+                let mut out = Vec::new();
+                for entry in entries.flatten() {
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    if let Ok(bytes) = std::fs::read(entry.path()) {
+                        out.push((format!("{dir}/{name}"), bytes));
+                    }
+                }
+                out.sort();
+                Ok(out)
+            }
+            Store::Etcd(e) => e.list_aside(dir),
+        }
+    }
+
     /// Writes one file of the store outside the index (events, the mask key). Needs the lock.
     fn write_raw(&self, lock: &StoreLock, rel: &str, bytes: &[u8]) -> Result<(), StoreError> {
         match self {

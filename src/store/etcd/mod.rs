@@ -738,6 +738,36 @@ impl EtcdStore {
             .map(drop)
     }
 
+    /// `Store::put_aside`: a put no lease fences (any process may keep its own record).
+    pub(super) fn put_aside(&self, rel: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        self.unfenced(vec![TxnOp::put(self.key(rel), bytes)])
+    }
+
+    /// `Store::remove_aside`.
+    pub(super) fn remove_aside(&self, rel: &str) -> Result<(), StoreError> {
+        self.unfenced(vec![TxnOp::Delete(self.key(rel))])
+    }
+
+    /// `Store::list_aside`: the keys under `dir/`.
+    pub(super) fn list_aside(&self, dir: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let opts = RangeOptions {
+            prefix: true,
+            ..Default::default()
+        };
+        self.range_with(&format!("{dir}/"), opts)
+    }
+
+    fn unfenced(&self, ops: Vec<TxnOp>) -> Result<(), StoreError> {
+        let txn = Arc::new(Txn {
+            when: Vec::new(),
+            then: ops,
+        });
+        self.call(move |c| {
+            let txn = txn.clone();
+            async move { timed(c.txn(&txn)).await.map(drop) }
+        })
+    }
+
     /// Writes many keys outside a commit (an import), in fenced transactions within etcd's
     /// limits, in order.
     pub(super) fn write_many(
