@@ -433,3 +433,127 @@ fn every_failure_to_make_a_pod_backs_off_under_the_daemon() {
     t.drover(&["apply", "--allow-empty", "--timeout", "60"])
         .expect_code(0);
 }
+
+/// The page as its users read it (Kubernetes' 2015 dashboard and Nomad's job list as anchors):
+/// a card per replication controller with its image, desired / current / ready and what holds
+/// it back (a back-off with its reason and next try), events with relative times, no empty
+/// columns; screenshots at 1280 and 1920 px kept in target/test-output/.
+#[test]
+fn the_page_shows_controllers_as_cards_and_events_as_people_read_them() {
+    let _g = steady();
+    let (t, _p) = project_dir();
+    let rc = |id: &str, replicas: u32, image: &str| {
+        format!(
+            r#"{{"kind": "ReplicationController", "apiVersion": "v1beta1", "id": "{id}",
+   "desiredState": {{"replicas": {replicas}, "replicaSelector": {{"app": "{id}"}},
+    "podTemplate": {{"labels": {{"app": "{id}"}}, "desiredState": {{"manifest": {{
+      "version": "v1beta1", "id": "{id}",
+      "containers": [{{"name": "app", "image": "{image}", "command": ["sleep", "3600"]}}]}}}}}}}}}}"#
+        )
+    };
+    t.write(
+        "manifests/app.json",
+        &format!(
+            r#"{{"kind": "List", "items": [{}, {}]}}"#,
+            rc("shop", 2, "drover/busybox:latest"),
+            rc("broken", 1, "drover/not-here:3")
+        ),
+    );
+    let daemon = Daemon::start(&t, &[]);
+    let addr = daemon.status_addr();
+    let mut browser = Browser::launch();
+    browser.open(&format!("http://{addr}/"));
+    browser.set_viewport(1280, 900);
+    let card = |b: &mut Browser, rc: &str| -> serde_json::Value {
+        b.eval(&format!(
+            r#"(() => {{
+                const c = document.querySelector('#rcs .card[data-rc="{rc}"]');
+                if (!c) return null;
+                const n = w => (c.querySelector('[data-count="' + w + '"] b') || {{}}).textContent;
+                return {{text: c.innerText, desired: n("desired"), current: n("current"), ready: n("ready")}};
+            }})()"#
+        ))
+    };
+    wait_until(
+        "the shop card to count 2 ready",
+        Duration::from_secs(60),
+        || {
+            let c = card(&mut browser, "shop");
+            c["desired"] == "2" && c["current"] == "2" && c["ready"] == "2"
+        },
+    );
+    let shop = card(&mut browser, "shop");
+    assert!(
+        shop["text"]
+            .as_str()
+            .unwrap()
+            .contains("drover/busybox:latest"),
+        "{shop}"
+    );
+    wait_until(
+        "the broken card's back-off",
+        Duration::from_secs(60),
+        || {
+            let c = card(&mut browser, "broken");
+            c["text"].as_str().is_some_and(|t| {
+                t.contains("ImagePullBackOff")
+                    && t.contains("next try in")
+                    && t.contains("not-here")
+            }) && c["ready"] == "0"
+        },
+    );
+    let broken = card(&mut browser, "broken");
+    assert!(
+        !broken["text"].as_str().unwrap().contains("rolling out"),
+        "a replica not made is no rollout: {broken}"
+    );
+    // Events: a message people can read, with how long ago, at 1280 px.
+    wait_until("an event with its age", Duration::from_secs(30), || {
+        let text = browser
+            .eval("(document.getElementById('events') || {}).innerText || ''")
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        text.contains("Created pod: shop-") && text.contains("s ago")
+    });
+    // No column without a value in any row.
+    let empty: Vec<String> = serde_json::from_value(browser.eval(
+        r#"(() => {
+            const out = [];
+            for (const table of document.querySelectorAll('main table')) {
+                const heads = Array.from(table.querySelectorAll('thead th'));
+                const rows = Array.from(table.querySelectorAll('tbody tr')).filter(r => r.cells.length === heads.length);
+                heads.forEach((th, i) => {
+                    if (th.offsetParent !== null && rows.length > 0 && rows.every(r => r.cells[i].innerText.trim() === ''))
+                        out.push(th.textContent);
+                });
+            }
+            return out;
+        })()"#,
+    ))
+    .unwrap();
+    assert!(empty.is_empty(), "empty columns: {empty:?}");
+    // The event's message fits the page at 1280 px: no horizontal scrolling of the page.
+    let overflow = browser.eval("document.documentElement.scrollWidth - window.innerWidth");
+    assert!(
+        overflow.as_f64().unwrap() <= 0.0,
+        "page wider than 1280 px by {overflow}"
+    );
+    let out = common::project().join("target/test-output");
+    browser.screenshot(&out.join("web-1280.png"));
+    browser.set_viewport(1920, 1080);
+    // Laid out again at the new width before the picture (two frames).
+    browser.eval("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))");
+    browser.screenshot(&out.join("web-1920.png"));
+    for shot in ["web-1280.png", "web-1920.png"] {
+        assert!(
+            std::fs::metadata(out.join(shot)).unwrap().len() > 10_000,
+            "{shot}"
+        );
+    }
+    drop(browser);
+    drop(daemon);
+    t.write("manifests/app.json", r#"{"kind": "List", "items": []}"#);
+    t.drover(&["apply", "--allow-empty", "--timeout", "60"])
+        .expect_code(0);
+}

@@ -1029,6 +1029,14 @@ fn action_kind(action: &Action) -> &'static str {
     }
 }
 
+/// A pod waiting out its back-off, as `/status` tells it.
+fn waiting_json(h: &crate::reconcile::Held) -> serde_json::Value {
+    serde_json::json!({
+        "id": h.pod, "replicationController": h.owner, "reason": h.reason.as_str(),
+        "message": h.message, "failures": h.failures, "retryInSeconds": h.retry_in.as_secs(),
+    })
+}
+
 /// The document `GET /status` serves.
 #[allow(clippy::too_many_arguments)]
 fn status_document(
@@ -1077,19 +1085,32 @@ fn status_document(
             crate::model::Object::ReplicationController(rc) => Some(rc),
             _ => None,
         }).map(|rc| {
-            let pods = round.pods.iter().filter(|p| p.owner.as_deref() == Some(&rc.id));
+            let template = &rc.desired_state.pod_template;
+            let hash = crate::plan::pods::template_hash(
+                &template.desired_state.manifest,
+                &template.labels,
+                &template.node_selector,
+            );
+            let pods: Vec<&ObservedPod> =
+                round.pods.iter().filter(|p| p.owner.as_deref() == Some(&rc.id)).collect();
+            let running = pods.iter().filter(|p| p.phase == Phase::Running);
             serde_json::json!({
                 "id": rc.id,
+                "images": template.desired_state.manifest.containers.iter()
+                    .map(|c| c.image.as_str()).collect::<Vec<_>>(),
                 "desired": rc.desired_state.replicas,
-                "current": pods.clone().count(),
-                "running": pods.filter(|p| p.phase == Phase::Running).count(),
+                "current": pods.len(),
+                "running": running.clone().count(),
+                // Running with every probe passed (what a service would send traffic to).
+                "ready": running.filter(|p| !p.unready).count(),
+                // Made from the template as it is now: fewer than `current` is a rollout.
+                "updated": pods.iter().filter(|p| p.template_hash == hash).count(),
                 "selector": rc.desired_state.replica_selector,
+                "waiting": round.held.iter().filter(|h| h.owner.as_deref() == Some(&rc.id))
+                    .map(waiting_json).collect::<Vec<_>>(),
             })
         }).collect::<Vec<_>>(),
-        "waiting": round.held.iter().map(|h| serde_json::json!({
-            "id": h.pod, "reason": h.reason.as_str(), "message": h.message,
-            "failures": h.failures, "retryInSeconds": h.retry_in.as_secs(),
-        })).collect::<Vec<_>>(),
+        "waiting": round.held.iter().map(waiting_json).collect::<Vec<_>>(),
         "pods": round.pods.iter().map(|p| serde_json::json!({
             "id": p.id, "minion": p.minion, "phase": p.phase, "replicationController": p.owner,
             "ip": p.ip, "containers": p.containers,

@@ -51,6 +51,8 @@ pub struct Round {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Held {
     pub pod: String,
+    /// Its replication controller, for a replica.
+    pub owner: Option<String>,
     pub reason: backoff::Reason,
     /// The last failure.
     pub message: String,
@@ -356,6 +358,7 @@ impl Reconciler {
             };
             round.held.push(Held {
                 pod: pod.id.clone(),
+                owner: pod.owner.clone(),
                 reason: w.reason,
                 message: w.message.clone(),
                 failures: w.failures,

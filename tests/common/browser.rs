@@ -111,6 +111,14 @@ impl Browser {
         r["result"]["value"].clone()
     }
 
+    /// Lays the open page out at `width` x `height` CSS pixels (a screen of that size).
+    pub fn set_viewport(&mut self, width: u32, height: u32) {
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            serde_json::json!({"width": width, "height": height, "deviceScaleFactor": 1, "mobile": false}),
+        );
+    }
+
     /// Saves a PNG screenshot of the page.
     pub fn screenshot(&mut self, to: &Path) {
         let r = self.call(
