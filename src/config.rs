@@ -50,6 +50,11 @@ pub struct Config {
     /// (`manifest::GUARDED_HOST_PATHS`: `/`, `/etc`, `/proc`, `/sys`, the Docker socket, ...).
     #[serde(default)]
     pub allowed_host_paths: Vec<String>,
+    /// Host names the daemon's status API and page answer to besides IP addresses and
+    /// `localhost` (a name of this host that scrapers use; any other name is refused, so a
+    /// hostile name rebound to this address cannot read or act).
+    #[serde(default)]
+    pub status_hosts: Vec<String>,
 }
 
 /// Credentials for pulling from one registry. The password comes from the config or, better,

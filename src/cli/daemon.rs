@@ -91,6 +91,7 @@ pub fn run(
         allow_empty,
         manifest: cx.settings.manifest_options(args.validate),
         advertise_status: Some(status_url),
+        status_hosts: cx.settings.config.status_hosts.clone(),
     };
     let loaded = drover::reconcile::project::Loaded {
         skipped: None,

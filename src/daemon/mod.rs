@@ -62,6 +62,9 @@ pub struct Options {
     pub manifest: crate::manifest::Options,
     /// This daemon's status API as others reach it, told to followers by the leader key.
     pub advertise_status: Option<String>,
+    /// Host names the status API also answers to, besides IP addresses and `localhost`
+    /// (`status_hosts` in drover.toml: for those who scrape it by name).
+    pub status_hosts: Vec<String>,
 }
 
 /// What happened, for the caller to show.
@@ -215,6 +218,7 @@ impl Daemon {
             });
         }
         let status: status::Shared = Default::default();
+        status.lock().expect("status").host_names = self.opts.status_hosts.clone();
         let serving = status::serve(
             self.opts.status_listen,
             status.clone(),
@@ -366,11 +370,11 @@ impl Daemon {
                             report(Event::Following(who.clone()));
                             leader_said = Some(who);
                         }
-                        *status.lock().expect("status") = status::State {
-                            document: self.follower_status(holder.as_ref(), &proxy),
-                            pods: Vec::new(),
-                            not_ready: None,
-                        };
+                        {
+                            let document = self.follower_status(holder.as_ref(), &proxy);
+                            let mut s = status.lock().expect("status");
+                            (s.document, s.pods, s.not_ready) = (document, Vec::new(), None);
+                        }
                         continue;
                     }
                     Err(e) => {
@@ -489,11 +493,11 @@ impl Daemon {
                     "who": "this daemon", "status": self.opts.advertise_status,
                 });
             }
-            *status.lock().expect("status") = status::State {
-                document,
-                pods: round.pods.clone(),
-                not_ready: self.not_ready(&round),
-            };
+            {
+                let not_ready = self.not_ready(&round);
+                let mut s = status.lock().expect("status");
+                (s.document, s.pods, s.not_ready) = (document, round.pods.clone(), not_ready);
+            }
             let lock = &*lock;
             if let Err(e) = project::record_seen(&self.store, lock, &round.observation(), &current)
             {

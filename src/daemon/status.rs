@@ -36,6 +36,8 @@ pub struct State {
     pub pods: Vec<crate::plan::pods::ObservedPod>,
     /// Why the daemon is not ready (`/readyz` answers 503 with it); `None` when ready.
     pub not_ready: Option<String>,
+    /// Names the API answers to besides IP addresses and `localhost` (`status_hosts`).
+    pub host_names: Vec<String>,
 }
 
 impl Default for State {
@@ -44,6 +46,7 @@ impl Default for State {
             document: serde_json::json!({}),
             pods: Vec::new(),
             not_ready: Some("no round has run yet".into()),
+            host_names: Vec::new(),
         }
     }
 }
@@ -118,7 +121,8 @@ async fn respond(
     }
     // One rule for every path: what another web site could read through a visitor's browser
     // (DNS rebinding) is as sensitive as what it could do.
-    if let Err(why) = browser_checks(req) {
+    let names = status.lock().expect("status").host_names.clone();
+    if let Err(why) = browser_checks(req, &names) {
         let body = serde_json::json!({ "error": why });
         return answer(StatusCode::FORBIDDEN, JSON, body.to_string());
     }
@@ -202,9 +206,10 @@ async fn respond(
     }
 }
 
-/// The `Host` must be an IP address or `localhost` (so a hostile name rebound to this
-/// address cannot read or act), and a browser's `Origin`, when sent, must be this server.
-fn browser_checks(req: &Request<Incoming>) -> Result<(), String> {
+/// The `Host` must be an IP address, `localhost` or one of the configured `names` (so a
+/// hostile name rebound to this address cannot read or act), and a browser's `Origin`, when
+/// sent, must be this server.
+fn browser_checks(req: &Request<Incoming>, names: &[String]) -> Result<(), String> {
     let host = req
         .headers()
         .get(hyper::header::HOST)
@@ -216,9 +221,15 @@ fn browser_checks(req: &Request<Incoming>) -> Result<(), String> {
     };
     let name = name.trim_start_matches('[').trim_end_matches(']');
     // No Host at all is a plain HTTP/1.0 client (a health check): a browser always sends one.
-    if !name.is_empty() && name != "localhost" && name.parse::<std::net::IpAddr>().is_err() {
+    let named = names.iter().any(|n| n.eq_ignore_ascii_case(name));
+    if !name.is_empty()
+        && name != "localhost"
+        && !named
+        && name.parse::<std::net::IpAddr>().is_err()
+    {
         return Err(format!(
-            "Host {host:?}: address this server by IP address or localhost"
+            "Host {host:?}: address this server by IP address or localhost (or add the name \
+             to status_hosts in drover.toml)"
         ));
     }
     if let Some(origin) = req.headers().get(hyper::header::ORIGIN) {
@@ -538,6 +549,12 @@ mod tests {
             let named = request_with(addr, "GET", path, "Host: localhost:7979\r\n").await;
             assert!(!named.starts_with("HTTP/1.1 403"), "{path}: {named}");
         }
+        // A name the config allows (status_hosts) is answered; only that one.
+        state.lock().unwrap().host_names = vec!["drover.internal".into()];
+        let allowed = request_with(addr, "GET", "/healthz", "Host: Drover.Internal:7979\r\n").await;
+        assert!(allowed.starts_with("HTTP/1.1 200"), "{allowed}");
+        let other = request_with(addr, "GET", "/healthz", "Host: evil.example\r\n").await;
+        assert!(other.starts_with("HTTP/1.1 403"), "{other}");
         let classic = get(addr, "/metrics").await;
         assert!(classic.contains("text/plain; version=0.0.4"), "{classic}");
         assert!(
