@@ -343,7 +343,7 @@ pub fn from_backoff(
             _ => None,
         })
         .filter_map(|pod| {
-            let w = backoff.holds(&pod.id, now)?;
+            let w = backoff.holds(&crate::reconcile::backoff::key_of(pod), now)?;
             Some(Note::warning(
                 ObjectRef::new("Pod", &pod.id),
                 "BackOff",

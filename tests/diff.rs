@@ -145,6 +145,11 @@ fn a_deleted_file_is_a_delete() {
     r.expect_code(1);
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(v["inSync"], false);
+    // Every documented key is there: a directory source's commit is null.
+    assert!(
+        v.as_object().unwrap().contains_key("commit") && v["commit"].is_null(),
+        "{v}"
+    );
     assert_eq!(
         v["summary"],
         serde_json::json!({"create": 0, "change": 0, "delete": 1})

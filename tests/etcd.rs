@@ -349,9 +349,13 @@ fn gone(pid: u32) -> bool {
 }
 
 /// The highest mod revision of any key under `prefix`: it moves with every write there.
+/// The last write to the project's state. The records under `serving/` are left out: each
+/// process renews its own while it serves the proxy, leader or not (`drover::serving`),
+/// and they decide nothing.
 fn last_write(etcd: &etcd_cluster::EtcdCluster, prefix: &str) -> i64 {
     etcd.raw_range(prefix, false)
         .iter()
+        .filter(|kv| !String::from_utf8_lossy(&kv.key).contains("/serving/"))
         .map(|kv| kv.mod_revision)
         .max()
         .unwrap_or(0)

@@ -446,10 +446,11 @@ pub fn left_alone_lines(round: &drover::reconcile::Round) -> Vec<String> {
     unowned.chain(unclaimed).collect()
 }
 
-/// What a failure is remembered by: the pod for a create (tried on any minion), else the action.
+/// What a failure is remembered by: a create by its back-off series (an RC's replicas
+/// together, `reconcile::backoff::key`), else the action.
 pub fn failure_key(action: &Action) -> String {
     match action {
-        Action::CreatePod { pod, .. } => format!("pod {}", pod.id),
+        Action::CreatePod { pod, .. } => drover::reconcile::backoff::key_of(pod),
         other => describe(other).1,
     }
 }

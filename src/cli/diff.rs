@@ -45,7 +45,7 @@ struct Change {
 struct Report<'a> {
     in_sync: bool,
     source: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// `null` for a directory source: every key is always there, for scripts.
     commit: Option<String>,
     summary: Summary,
     changes: &'a [Change],
@@ -67,7 +67,6 @@ struct PodReport {
     /// Pods that cannot be placed, with the reason.
     unschedulable: Vec<PodReason>,
     /// Pods whose object left the source but was never this project's: apply leaves them.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     left_alone: Vec<PodReason>,
 }
 

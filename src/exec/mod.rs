@@ -16,6 +16,9 @@ use std::time::Instant;
 /// How many actions run at once on one minion.
 pub const PER_MINION: usize = 16;
 
+/// How long removing a pod cut off by the deadline half-made may take.
+const CUT_OFF_CLEANUP: std::time::Duration = std::time::Duration::from_secs(5);
+
 #[derive(Debug, Default)]
 pub struct Outcome {
     pub done: Vec<Action>,
@@ -213,9 +216,19 @@ async fn run_action(
         }
     });
     let result = match deadline {
-        Some(d) => tokio::time::timeout_at(d.into(), work)
-            .await
-            .unwrap_or_else(|_| Err(minion.deadline_error(&trace))),
+        Some(d) => match tokio::time::timeout_at(d.into(), work).await {
+            Ok(result) => result,
+            Err(_) => {
+                // A pod cut off while being made goes again, so its next try starts clean:
+                // left, a started container would be found and kept, its postStart hook never
+                // run. Bounded: the engine may be the reason the deadline passed.
+                if let Action::CreatePod { pod, .. } = &action {
+                    let removal = minion.delete_pod(&pod.id, false);
+                    let _ = tokio::time::timeout(CUT_OFF_CLEANUP, removal).await;
+                }
+                Err(minion.deadline_error(&trace))
+            }
+        },
         None => work.await,
     };
     if let Err(e) = &result {

@@ -567,9 +567,10 @@ pub fn parse_yaml(text: &str) -> Result<Vec<Node<'_>>, SyntaxError> {
     let mut docs = Vec::new();
     let mut stack: Vec<YamlFrame<'_>> = Vec::new();
     let mut anchors: std::collections::HashMap<usize, Node<'_>> = Default::default();
-    // What aliases may still copy, in bytes (nodes and the text of their strings): as much as
-    // the file again, so a file's parsed size stays a small multiple of its own, however its
-    // aliases nest (`a: &a [*a, *a, ...]`) or repeat a long string.
+    // What aliases and the anchor table may still copy, in bytes (nodes and the text of their
+    // strings): as much as the file again, so a file's parsed size stays a small multiple of
+    // its own, however its aliases nest (`a: &a [*a, *a, ...]`), repeat a long string, or its
+    // anchors nest inside each other.
     let mut alias_budget: usize = ALIAS_BUDGET_FLOOR + text.len();
     let mut root: Option<Node<'_>> = None;
     while let Some(next) = parser.next_event() {
@@ -673,7 +674,7 @@ pub fn parse_yaml(text: &str) -> Result<Vec<Node<'_>>, SyntaxError> {
                     return Err(SyntaxError {
                         pos,
                         message: format!(
-                            "alias {name} would copy {size} bytes, past what this file's aliases may copy in all ({} bytes, as much as the file again): an alias bomb?",
+                            "alias {name} would copy {size} bytes, past what this file's aliases and anchors may copy in all ({} bytes, as much as the file again): an alias bomb?",
                             ALIAS_BUDGET_FLOOR + text.len()
                         ),
                     });
@@ -709,6 +710,19 @@ pub fn parse_yaml(text: &str) -> Result<Vec<Node<'_>>, SyntaxError> {
         };
         let (node, anchor) = done;
         if anchor != 0 {
+            // The anchor table keeps a copy, and copies count: nested anchors
+            // (`&a0 [&a1 [&a2 [...]]]`) would otherwise copy the file once per level.
+            let size = expanded_bytes(&node);
+            if size > alias_budget {
+                return Err(SyntaxError {
+                    pos: node.pos,
+                    message: format!(
+                        "this anchor would copy {size} bytes, past what this file's aliases and anchors may copy in all ({} bytes, as much as the file again): anchors nested too deep?",
+                        ALIAS_BUDGET_FLOOR + text.len()
+                    ),
+                });
+            }
+            alias_budget -= size;
             anchors.insert(anchor, node.clone());
         }
         match stack.last_mut() {

@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 
 pub const INITIAL: Duration = Duration::from_secs(5);
 pub const MAX: Duration = Duration::from_secs(300);
+/// A pod that ran this long since it was made starts its next series from the beginning
+/// (the kubelet's ten minutes).
+pub const RESET: Duration = Duration::from_secs(600);
 
 /// Why a pod waits, as Kubernetes named it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +28,9 @@ pub enum Reason {
     /// A container's postStart hook failed: it was killed, and its pod is made again after
     /// the delay (Kubernetes' waiting reason for it).
     PostStartHookError,
+    /// The pod was made, then failed within [`RESET`] of it (a container that exits at once,
+    /// a port Docker could not bind after all): made again only after the delay.
+    CrashLoopBackOff,
 }
 
 impl Reason {
@@ -34,6 +40,7 @@ impl Reason {
             Reason::ErrImageNeverPull => "ErrImageNeverPull",
             Reason::CreateContainerBackOff => "CreateContainerBackOff",
             Reason::PostStartHookError => "PostStartHookError",
+            Reason::CrashLoopBackOff => "CrashLoopBackOff",
         }
     }
 
@@ -62,11 +69,29 @@ pub struct Waiting {
     pub until: Instant,
 }
 
-/// The pods waiting, by pod id: a pod that could not be made leaves nothing behind
-/// (`Minion::create_pod`), so it is tried again under the same id, wherever it is placed.
+/// What a series of failures is kept by: an RC's replicas by their controller and template
+/// (they are made from the same manifest, and a replacement is made under another name
+/// while a failed one is still being deleted), a pod of its own by its id.
+pub fn key(owner: Option<&str>, template_hash: &str, id: &str) -> String {
+    match owner {
+        Some(rc) => format!("rc {rc}/{template_hash}"),
+        None => format!("pod {id}"),
+    }
+}
+
+/// `key` of a pod to make.
+pub fn key_of(pod: &crate::plan::pods::PodSpec) -> String {
+    key(pod.owner.as_deref(), &pod.template_hash, &pod.id)
+}
+
+/// The series waiting, by `key`: a pod that could not be made leaves nothing behind
+/// (`Minion::create_pod`), and is tried again after the delay, wherever it is placed.
 #[derive(Debug, Default)]
 pub struct Backoff {
     waiting: HashMap<String, Waiting>,
+    /// Pods made in the last [`RESET`], when: one that fails in that time goes on with its
+    /// series (`crashed`) rather than being made again at once.
+    made: HashMap<String, Instant>,
 }
 
 impl Backoff {
@@ -77,6 +102,24 @@ impl Backoff {
 
     /// A create of `pod` failed at `now`: it waits twice as long as last time.
     pub fn failed(&mut self, pod: &str, message: &str, now: Instant) -> &Waiting {
+        self.fail(pod, Reason::of_failure(message), message, now)
+    }
+
+    /// `pod` was found failed and is deleted at `now`: when it was made less than [`RESET`]
+    /// ago, that is a failure of its series (`CrashLoopBackOff`), and its next make waits.
+    /// Returns whether it counted.
+    pub fn crashed(&mut self, pod: &str, message: &str, now: Instant) -> bool {
+        let recent = self
+            .made
+            .remove(pod)
+            .is_some_and(|at| now.saturating_duration_since(at) < RESET);
+        if recent {
+            self.fail(pod, Reason::CrashLoopBackOff, message, now);
+        }
+        recent
+    }
+
+    fn fail(&mut self, pod: &str, reason: Reason, message: &str, now: Instant) -> &Waiting {
         let failures = self.waiting.get(pod).map_or(0, |w| w.failures) + 1;
         let delay = INITIAL
             .saturating_mul(1u32 << (failures - 1).min(16))
@@ -85,7 +128,7 @@ impl Backoff {
             pod.to_string(),
             Waiting {
                 failures,
-                reason: Reason::of_failure(message),
+                reason,
                 message: message.to_string(),
                 delay,
                 until: now + delay,
@@ -94,14 +137,20 @@ impl Backoff {
         &self.waiting[pod]
     }
 
-    /// `pod` was made: its next failure starts from the initial delay again.
-    pub fn succeeded(&mut self, pod: &str) {
-        self.waiting.remove(pod);
+    /// `pod` was made at `now`: it no longer waits, but its series goes on should it fail
+    /// within [`RESET`] (`crashed`).
+    pub fn succeeded(&mut self, pod: &str, now: Instant) {
+        self.made.insert(pod.to_string(), now);
     }
 
-    /// Forgets pods no longer wanted.
-    pub fn retain(&mut self, wanted: impl Fn(&str) -> bool) {
-        self.waiting.retain(|pod, _| wanted(pod));
+    /// Forgets pods no longer wanted, and series whose pod ran [`RESET`] since it was made
+    /// (its next failure starts from the initial delay again).
+    pub fn retain(&mut self, wanted: impl Fn(&str) -> bool, now: Instant) {
+        self.made
+            .retain(|_, at| now.saturating_duration_since(*at) < RESET);
+        let made = &self.made;
+        self.waiting
+            .retain(|pod, _| wanted(pod) || made.contains_key(pod));
     }
 
     /// When the first wait ends.
@@ -119,7 +168,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn delays_double_up_to_the_cap_and_reset_on_success() {
+    fn delays_double_up_to_the_cap_and_reset_after_ten_minutes_of_running() {
         let mut b = Backoff::default();
         let now = Instant::now();
         let delays: Vec<u64> = (0..10)
@@ -129,7 +178,19 @@ mod tests {
         assert!(b.holds("p", now + Duration::from_secs(299)).is_some());
         assert!(b.holds("p", now + Duration::from_secs(300)).is_none());
         assert_eq!(b.holds("p", now).unwrap().reason, Reason::ImagePullBackOff);
-        b.succeeded("p");
+        // Made, then failed at once (a crash loop): the series goes on, from where it was.
+        let later = now + Duration::from_secs(300);
+        b.succeeded("p", later);
+        b.retain(|_| false, later);
+        assert!(b.crashed("p", "pod p failed soon after it was made", later));
+        let w = b.holds("p", later).unwrap();
+        assert_eq!((w.reason, w.failures), (Reason::CrashLoopBackOff, 11));
+        assert_eq!(w.delay, MAX);
+        // Made again and running for ten minutes: forgotten, its next failure starts over.
+        let made = later + MAX;
+        b.succeeded("p", made);
+        b.retain(|_| false, made + RESET);
+        assert!(!b.crashed("p", "failed much later", made + RESET));
         assert_eq!(
             b.failed("p", "port is already allocated", now).delay,
             INITIAL

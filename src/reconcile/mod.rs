@@ -12,7 +12,7 @@ use crate::plan::nodes::NodeController;
 use crate::plan::observed::Observation;
 use crate::plan::pods::{fail_half_made, leftover_volumes, plan_with, Action, Phase, Plan, Prune};
 use crate::plan::scheduler::MinionView;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -339,21 +339,37 @@ impl Reconciler {
     ) -> Round {
         // Pods backing off wait; pods no longer planned are forgotten.
         let now = Instant::now();
+        // A pod found failed soon after it was made goes on with its series: deleted now,
+        // it is made again only after the delay (a crash loop does not spin).
+        for a in &p.actions {
+            let Action::DeletePod { minion, id, .. } = a else {
+                continue;
+            };
+            let failed = round
+                .pods
+                .iter()
+                .find(|o| &o.minion == minion && &o.id == id && o.phase == Phase::Failed);
+            if let Some(o) = failed {
+                let key = backoff::key(o.owner.as_deref(), &o.template_hash, &o.id);
+                let why = format!("pod {id} on {minion} failed soon after it was made");
+                self.backoff.crashed(&key, &why, now);
+            }
+        }
         let creates: BTreeSet<String> = p
             .actions
             .iter()
             .filter_map(|a| match a {
-                Action::CreatePod { pod, .. } => Some(pod.id.clone()),
+                Action::CreatePod { pod, .. } => Some(backoff::key_of(pod)),
                 _ => None,
             })
             .collect();
-        self.backoff.retain(|id| creates.contains(id));
+        self.backoff.retain(|key| creates.contains(key), now);
         let backoff = &self.backoff;
         p.actions.retain(|a| {
             let Action::CreatePod { pod, .. } = a else {
                 return true;
             };
-            let Some(w) = backoff.holds(&pod.id, now) else {
+            let Some(w) = backoff.holds(&backoff::key_of(pod), now) else {
                 return true;
             };
             round.held.push(Held {
@@ -402,13 +418,22 @@ impl Reconciler {
             let now = Instant::now();
             for a in &round.done {
                 if let Action::CreatePod { pod, .. } = a {
-                    self.backoff.succeeded(&pod.id);
+                    self.backoff.succeeded(&backoff::key_of(pod), now);
                 }
             }
-            for (a, e) in &round.failed {
-                if let Action::CreatePod { pod, .. } = a {
-                    self.backoff.failed(&pod.id, &e.message, now);
-                }
+            // One failure a round for each series, however many of its replicas failed.
+            let failed: BTreeMap<String, &str> = round
+                .failed
+                .iter()
+                .filter_map(|(a, e)| match a {
+                    Action::CreatePod { pod, .. } => {
+                        Some((backoff::key_of(pod), e.message.as_str()))
+                    }
+                    _ => None,
+                })
+                .collect();
+            for (key, message) in failed {
+                self.backoff.failed(&key, message, now);
             }
         }
         round
