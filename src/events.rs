@@ -140,6 +140,23 @@ impl EventLog {
         self.items.last().expect("just pushed")
     }
 
+    /// How many times drover restarted a container of pod `pod` for its liveness probe, as
+    /// its `Killing` events count them, since `since` (Unix seconds: the pod's creation, so
+    /// an earlier pod of the same name counts nothing). Docker's own restart count misses
+    /// these: its restart API does not add to it.
+    pub fn liveness_restarts(&self, pod: &str, since: u64) -> u64 {
+        let object = ObjectRef::new("Pod", pod);
+        self.of(&object)
+            .filter(|e| {
+                e.reason == "Killing"
+                    && e.message.contains("liveness probe")
+                    && e.message.ends_with("; restarted")
+                    && e.last_seen >= since
+            })
+            .map(|e| u64::from(e.count))
+            .sum()
+    }
+
     /// `record` at the current time.
     pub fn record_now(&mut self, note: Note) {
         self.record(note, SystemTime::now());
@@ -422,6 +439,28 @@ pub fn from_docker(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn liveness_restarts_are_counted_from_their_events_since_the_pod_was_made() {
+        use super::*;
+        let mut log = EventLog::default();
+        let at = |s: u64| SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(s);
+        let killing = |error: &str| {
+            Note::warning(
+                ObjectRef::new("Pod", "web-1"),
+                "Killing",
+                format!("Container c on m1 failed its liveness probe 3 times ({error}); restarted"),
+            )
+        };
+        log.record(killing("HTTP 500"), at(100));
+        log.record(killing("HTTP 500"), at(200));
+        log.record(killing("timed out after 1s"), at(300));
+        let unhealthy = Note::warning(ObjectRef::new("Pod", "web-1"), "Unhealthy", "probe failed");
+        log.record(unhealthy, at(310));
+        assert_eq!(log.liveness_restarts("web-1", 50), 3);
+        assert_eq!(log.liveness_restarts("web-1", 250), 1, "only since it was made");
+        assert_eq!(log.liveness_restarts("web-2", 0), 0);
+    }
+
     #[test]
     fn per_attempt_docker_ids_are_cut_so_repeats_fold() {
         let said = |id: &str| {
