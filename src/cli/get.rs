@@ -115,10 +115,17 @@ pub struct GetOptions<'a> {
 /// How often `get -w` observes again: one list call per minion each time.
 const WATCH_EVERY: Duration = Duration::from_secs(2);
 
-/// One kind's listing as the minions and the source show it now.
-fn gather(cx: &Context, resource: Resource, detailed: bool) -> Result<Listing, String> {
+/// One kind's listing as the minions and the source show it now; `detailed`: with each
+/// container's inspect details (restart counts, times).
+fn gather(
+    cx: &Context,
+    resource: Resource,
+    format: &Format,
+    detailed: bool,
+) -> Result<Listing, String> {
     match resource {
-        Resource::Minions => super::minions::listing(cx, detailed),
+        // Whether the format shows why a minion is not Ready (else said on stderr).
+        Resource::Minions => super::minions::listing(cx, format.detailed()),
         other => observe(cx).and_then(|world| {
             for e in &world.errors {
                 super::warn_once(&format!("{e}; its pods are not listed"));
@@ -137,7 +144,7 @@ fn gather(cx: &Context, resource: Resource, detailed: bool) -> Result<Listing, S
 pub fn get(cx: &Context, resource: Resource, opts: &GetOptions) -> ExitCode {
     // --sort-by reads the JSON, which holds the per-container details.
     let detailed = opts.format.detailed() || opts.sort_by.is_some();
-    let listing = match gather(cx, resource, detailed) {
+    let listing = match gather(cx, resource, opts.format, detailed) {
         Ok(l) => l,
         Err(e) => return fail(&e),
     };
@@ -209,7 +216,7 @@ fn watch(
         }
         listing = loop {
             std::thread::sleep(WATCH_EVERY);
-            match gather(cx, resource, detailed) {
+            match gather(cx, resource, opts.format, detailed) {
                 Ok(l) => break l,
                 Err(e) => super::warn_once(&e),
             }
