@@ -69,6 +69,10 @@ pub struct SourceArgs {
     pub validate: Option<drover::manifest::Validate>,
 }
 
+fn parse_sort_by(s: &str) -> Result<cli::output::SortBy, String> {
+    cli::output::SortBy::parse(s)
+}
+
 fn parse_validate(s: &str) -> Result<drover::manifest::Validate, String> {
     drover::manifest::Validate::parse(s)
         .ok_or_else(|| format!("`{s}` is not one of strict, warn, ignore"))
@@ -173,10 +177,23 @@ services (service, svc), minions (minion, nodes, node, no), events (event, ev)"
         /// Label selector: k=v, k==v, k!=v, 'k in (a,b)', 'k notin (a,b)', k, !k; comma-joined
         #[arg(short = 'l', long = "selector", value_name = "SELECTOR")]
         selector: Option<String>,
-        /// Output format
-        #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+        /// Output format: table, wide, json, yaml, name; jsonpath=TEMPLATE (kubectl's
+        /// JSONPath: '{range .items[*]}{.id}{"\n"}{end}'); custom-columns=HEADER:PATH,...
+        /// (NAME:.id,IMAGE:.desiredState.manifest.containers[*].image); custom-columns-file=FILE
+        #[arg(
+            short = 'o',
+            long = "output",
+            default_value = "table",
+            value_parser = cli::output::FormatParser,
+            hide_possible_values = true
+        )]
         output: cli::output::Format,
-        /// Events: keep printing new ones as they happen
+        /// Sort by the first value of a JSONPath in each object as -o json shows it
+        /// (.id, .desiredState.replicas, .currentState.host); default: by name
+        #[arg(long, value_name = "PATH", value_parser = parse_sort_by)]
+        sort_by: Option<cli::output::SortBy>,
+        /// Keep watching: print an object again whenever it changes (every 2 s; until
+        /// interrupted). Events: keep printing new ones as they happen
         #[arg(short = 'w', long)]
         watch: bool,
         /// Events: only those of one object, KIND/NAME (pod/web-1, rc/web, minion/m1)
@@ -358,6 +375,7 @@ fn main() -> ExitCode {
             names,
             selector,
             output,
+            sort_by,
             watch,
             for_object,
         } => {
@@ -367,9 +385,22 @@ fn main() -> ExitCode {
                     Err(e) => return cli::fail(&e),
                 };
             if resource == cli::output::Resource::Events {
-                return cli::events::get(&cx, &names, for_object.as_deref(), watch, output);
+                if sort_by.is_some() {
+                    return cli::fail(&"--sort-by orders pods, rc, services and minions; events come oldest first");
+                }
+                return cli::events::get(&cx, &names, for_object.as_deref(), watch, &output);
             }
-            cli::get::get(&cx, resource, &names, &selector, output)
+            cli::get::get(
+                &cx,
+                resource,
+                &cli::get::GetOptions {
+                    names: &names,
+                    selector: &selector,
+                    format: &output,
+                    sort_by: sort_by.as_ref(),
+                    watch,
+                },
+            )
         }
         Command::Proxy { listen } => cli::proxy::run(&cx, listen),
         Command::Describe { resource, name } => cli::get::describe(&cx, resource, &name),

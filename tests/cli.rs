@@ -1,7 +1,8 @@
 //! The command line as kubectl users expect it: kinds and aliases, every `-l` selector form,
 //! NotFound, the output formats, `exec`, `logs` flags, `apply --dry-run` exit codes,
-//! completion, man page and version. The first tests need no cluster (a local minion whose
-//! socket does not exist); the last one runs on the shared cluster.
+//! completion, man page and version; sorting, `--sort-by`, `-o jsonpath`, `-o custom-columns`
+//! and `get -w`. The first tests need no cluster (a local minion whose socket does not
+//! exist); the last ones run on the shared cluster.
 
 mod common;
 use common::cluster::{docker, project_dir, steady};
@@ -792,6 +793,233 @@ fn pods_exec_logs_and_dry_run_on_the_cluster() {
         r.stdout
     );
     t.drover(&["apply"]).expect_code(0);
+}
+
+/// kubectl's output habits on the cluster: lists sorted by name (a pod not made yet among
+/// them), `--sort-by`, `-o jsonpath` with `range`, `-o custom-columns`, and `get pods -w`
+/// printing a pod's row again when its containers are removed by hand and apply replaces it.
+#[test]
+fn sorted_jsonpath_custom_columns_and_watch_on_the_cluster() {
+    let _g = steady();
+    let (t, project) = project_dir();
+    let _cleanup = Teardown(project.clone());
+    t.copy_manifests("manifests");
+    t.drover(&["apply"]).expect_code(0);
+
+    // A pod wanted but not made yet is listed with the running ones, in name order (it used
+    // to come last).
+    t.write(
+        "manifests/a-pod.json",
+        r#"{"id": "a-pod", "kind": "Pod", "apiVersion": "v1beta1",
+            "desiredState": {"manifest": {"version": "v1beta1", "id": "a-pod",
+              "containers": [{"name": "c", "image": "drover/busybox:latest", "command": ["sleep", "600"]}]}}}"#,
+    );
+    let r = t.drover(&["get", "pods", "-o", "name"]);
+    r.expect_code(0);
+    let listed = names(&r);
+    assert_eq!(listed.len(), 4, "{}", r.stdout);
+    assert_eq!(listed[0], "pod/a-pod", "{}", r.stdout);
+    let mut sorted = listed.clone();
+    sorted.sort();
+    assert_eq!(listed, sorted);
+    // The same order in json.
+    let r = t.drover(&["get", "pods", "-o", "json"]);
+    let v: Value = serde_json::from_str(&r.stdout).unwrap();
+    let ids: Vec<String> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| format!("pod/{}", p["id"].as_str().unwrap()))
+        .collect();
+    assert_eq!(ids, listed);
+    std::fs::remove_file(t.join("manifests/a-pod.json")).unwrap();
+
+    // --sort-by: services by port (web's 8080 before backend's 9090), pods by minion (the
+    // pod not made has none: first).
+    let r = t.drover(&["get", "svc", "--sort-by=.port", "-o", "name"]);
+    r.expect_code(0);
+    assert_eq!(names(&r), ["service/web", "service/backend"]);
+    let r = t.drover(&["get", "svc", "--sort-by={.id}", "-o", "name"]);
+    assert_eq!(names(&r), ["service/backend", "service/web"]);
+    let r = t.drover(&[
+        "get",
+        "pods",
+        "--sort-by=.currentState.host",
+        "-o",
+        "jsonpath={range .items[*]}{.currentState.host}{\"\\n\"}{end}",
+    ]);
+    r.expect_code(0);
+    let hosts: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(hosts.len(), 3, "{}", r.stdout);
+    assert!(hosts.windows(2).all(|w| w[0] <= w[1]), "{hosts:?}");
+    let r = t.drover(&["get", "rc", "--sort-by=.metadata.name"]);
+    r.expect_code(2);
+    assert!(
+        r.stderr
+            .contains("couldn't find any field with path \".metadata.name\""),
+        "{}",
+        r.stderr
+    );
+
+    // -o jsonpath: the list's range, exactly; one object named is the root.
+    let r = t.drover(&[
+        "get",
+        "rc",
+        "-o",
+        r#"jsonpath={range .items[*]}{.id}{"\t"}{.desiredState.replicas}{"\n"}{end}"#,
+    ]);
+    r.expect_code(0);
+    assert_eq!(r.stdout, "backend\t1\nweb\t2\n");
+    let r = t.drover(&["get", "rc", "-o", "jsonpath={.kind}: {.items[*].id}"]);
+    assert_eq!(r.stdout, "ReplicationControllerList: backend web");
+    let r = t.drover(&[
+        "get",
+        "rc",
+        "web",
+        "-o",
+        "jsonpath={.currentState.replicas}",
+    ]);
+    assert_eq!(r.stdout, "2");
+    let r = t.drover(&["get", "rc", "-o", "jsonpath={.items[0}"]);
+    r.expect_code(2);
+    assert!(r.stderr.contains("at column 10"), "{}", r.stderr);
+
+    // -o custom-columns: upper-cased headers, a row per object, <none> for nothing.
+    let r = t.drover(&[
+        "get",
+        "rc",
+        "-o",
+        "custom-columns=NAME:.id,replicas:.desiredState.replicas,IMAGE:.desiredState.podTemplate.desiredState.manifest.containers[*].image,NOPE:.nope",
+    ]);
+    r.expect_code(0);
+    assert_eq!(
+        r.stdout,
+        "NAME      REPLICAS   IMAGE                   NOPE\n\
+         backend   1          drover/busybox:latest   <none>\n\
+         web       2          drover/busybox:latest   <none>\n"
+    );
+
+    // -w: the table, then a row whenever one changes.
+    let mut watch = Watch::start(&t, &["get", "pods", "-w"]);
+    let first = watch.until(|lines| lines.len() >= 4, "the table");
+    assert!(first[0].starts_with("NAME "), "{first:?}");
+    let victim = first
+        .iter()
+        .find(|l| l.starts_with("web-"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    for m in ["m1", "m2", "m3"] {
+        let ids = docker(
+            m,
+            &[
+                "ps",
+                "-aq",
+                "--filter",
+                &common::cluster::of_project(&project),
+                "--filter",
+                &format!("label=io.drover.pod={victim}"),
+            ],
+        );
+        let ids: Vec<&str> = ids.split_whitespace().collect();
+        if !ids.is_empty() {
+            let mut args = vec!["rm", "-f"];
+            args.extend(ids);
+            docker(m, &args);
+        }
+    }
+    // Its replacement, wanted but not made yet, is Pending...
+    let is_web = |l: &String, status: &str| {
+        l.starts_with("web-") && l.split_whitespace().nth(2) == Some(status)
+    };
+    let seen = watch.until(
+        |lines| lines[4..].iter().any(|l| is_web(l, "Pending")),
+        "a Pending web row",
+    );
+    let pending = seen.iter().rposition(|l| is_web(l, "Pending")).unwrap();
+    // ...and Running once apply made it.
+    t.drover(&["apply"]).expect_code(0);
+    let seen = watch.until(
+        |lines| lines[pending + 1..].iter().any(|l| is_web(l, "Running")),
+        "the replacement running",
+    );
+    assert_eq!(
+        seen.iter().filter(|l| l.starts_with("NAME")).count(),
+        1,
+        "one header: {seen:?}"
+    );
+    // SIGINT ends it by the signal, as it ended kubectl; nothing said.
+    let status = watch.interrupt();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGINT), "{status:?}");
+}
+
+/// `drover ... -w` running, its stdout read line by line on a thread; killed when dropped.
+struct Watch {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Watch {
+    fn start(t: &TestDir, args: &[&str]) -> Watch {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
+            .current_dir(t.path())
+            .env_remove("DROVER_CONFIG")
+            .env("NO_COLOR", "1")
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (send, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if send.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Watch {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Every line so far once `done` holds of them; fails after 60 s.
+    fn until(&mut self, done: impl Fn(&[String]) -> bool, what: &str) -> Vec<String> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !done(&self.seen) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(_) => panic!(
+                    "-w never printed {what}; it printed:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+        self.seen.clone()
+    }
+
+    fn interrupt(mut self) -> std::process::ExitStatus {
+        // SAFETY: a signal to our own child, which has not been waited for yet.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 fn now_seconds() -> i64 {

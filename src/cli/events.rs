@@ -73,7 +73,7 @@ pub fn get(
     names: &[String],
     for_object: Option<&str>,
     watch: bool,
-    format: Format,
+    format: &Format,
 ) -> ExitCode {
     let only = match for_object.map(parse_for).transpose() {
         Ok(o) => o,
@@ -118,6 +118,19 @@ pub fn get(
         Format::Name => {
             for e in &items {
                 let _ = writeln!(out, "event/{}.{}", e.involved_object.name, e.reason);
+            }
+        }
+        Format::JsonPath(template) => {
+            let _ = write!(out, "{}", template.render(&list()));
+        }
+        Format::CustomColumns(columns) => {
+            if !items.is_empty() {
+                let mut rows = vec![columns.iter().map(|c| c.header.clone()).collect()];
+                for e in &items {
+                    let object = serde_json::to_value(e).expect("events serialise");
+                    rows.push(output::column_cells(columns, &object));
+                }
+                let _ = write!(out, "{}", output::table(&rows));
             }
         }
         // -w prints the header even over no events: the ones to come go under it.

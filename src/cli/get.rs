@@ -1,7 +1,7 @@
 //! `drover get pods|rc|services`, `drover describe`, `drover logs`: what runs where, read from
 //! the minions themselves (the labels on drover's containers) and the source.
 
-use super::output::{self, Format, Item, Listing, Resource};
+use super::output::{self, Format, Item, Listing, Resource, SortBy};
 use super::selector::Selector;
 use super::{fail, Context, EXIT_DIFFERENCES, EXIT_ERROR, EXIT_OK};
 use drover::minion::{Minion, MinionError};
@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The desired state (or why the source gave none), every minion, and what they run now.
 pub(crate) struct World {
@@ -36,7 +37,7 @@ pub(crate) fn observe(cx: &Context) -> Result<World, String> {
             .and_then(|s| drover::reconcile::project::applied_state(&s))
         {
             Ok(applied) if !applied.objects.is_empty() => {
-                eprintln!("drover: warning: {why}; showing the objects as last applied");
+                super::warn_once(&format!("{why}; showing the objects as last applied"));
                 Ok(applied)
             }
             _ => Err(why),
@@ -102,51 +103,194 @@ fn labels_text(l: &Labels) -> String {
     }
 }
 
-/// `drover get KIND [NAME...] [-l SELECTOR] [-o FORMAT]`: exit 0, or 1 when a named object
-/// does not exist (the others are still printed), 2 on an error.
-pub fn get(
+/// What `get` was asked for, beyond the kind.
+pub struct GetOptions<'a> {
+    pub names: &'a [String],
+    pub selector: &'a Selector,
+    pub format: &'a Format,
+    pub sort_by: Option<&'a SortBy>,
+    pub watch: bool,
+}
+
+/// How often `get -w` observes again: one list call per minion each time.
+const WATCH_EVERY: Duration = Duration::from_secs(2);
+
+/// One kind's listing as the minions and the source show it now; `detailed`: with each
+/// container's inspect details (restart counts, times).
+fn gather(
     cx: &Context,
     resource: Resource,
-    names: &[String],
-    selector: &Selector,
-    format: Format,
-) -> ExitCode {
-    let listing = match resource {
-        Resource::Minions => super::minions::listing(cx, format),
+    format: &Format,
+    detailed: bool,
+) -> Result<Listing, String> {
+    match resource {
+        // Whether the format shows why a minion is not Ready (else said on stderr).
+        Resource::Minions => super::minions::listing(cx, format.detailed()),
         other => observe(cx).and_then(|world| {
             for e in &world.errors {
-                eprintln!("drover: warning: {e}; its pods are not listed");
+                super::warn_once(&format!("{e}; its pods are not listed"));
             }
             match other {
-                Resource::Pods => Ok(pods(cx, &world, format)),
+                Resource::Pods => Ok(pods(cx, &world, detailed)),
                 Resource::ReplicationControllers => rcs(cx, &world),
                 _ => services(cx, &world),
             }
         }),
-    };
-    let listing = match listing {
+    }
+}
+
+/// `drover get KIND [NAME...] [-l SELECTOR] [-o FORMAT] [--sort-by PATH] [-w]`: exit 0, or 1
+/// when a named object does not exist (the others are still printed), 2 on an error.
+pub fn get(cx: &Context, resource: Resource, opts: &GetOptions) -> ExitCode {
+    // --sort-by reads the JSON, which holds the per-container details.
+    let detailed = opts.format.detailed() || opts.sort_by.is_some();
+    let listing = match gather(cx, resource, opts.format, detailed) {
         Ok(l) => l,
         Err(e) => return fail(&e),
     };
-    let selected = listing.select(names, selector);
-    match output::render(&listing, &selected, format, names.len() == 1) {
+    let mut selected = listing.select(opts.names, opts.selector);
+    if let Err(e) = output::sort(&mut selected, !opts.names.is_empty(), opts.sort_by) {
+        return fail(&e);
+    }
+    let text = if opts.watch && selected.missing.is_empty() {
+        Ok(String::new())
+    } else {
+        output::render(&listing, &selected, opts.format, opts.names.len() == 1)
+    };
+    match text {
         Ok(text) => output::print(&text),
         Err(e) => return fail(&e),
     }
-    if names.is_empty()
-        && selected.items.is_empty()
-        && matches!(format, Format::Table | Format::Wide)
-    {
+    if opts.names.is_empty() && selected.items.is_empty() && opts.format.tabular() {
         eprintln!("No resources found.");
     }
     for name in &selected.missing {
         eprintln!("{}", output::not_found(resource, name));
     }
-    ExitCode::from(if selected.missing.is_empty() {
-        EXIT_OK
-    } else {
-        EXIT_DIFFERENCES
-    })
+    if !selected.missing.is_empty() {
+        return ExitCode::from(EXIT_DIFFERENCES);
+    }
+    if opts.watch {
+        return watch(cx, resource, opts, detailed, listing);
+    }
+    ExitCode::from(EXIT_OK)
+}
+
+/// `get -w`: the objects as they are, then each object again whenever it changes, until
+/// interrupted (SIGINT ends the process as it ended kubectl: by the signal, exit status 130
+/// in a shell) or stdout closes (exit 0). Tables print their header once; other formats print
+/// one object at a time. An object that is gone is forgotten without a line, as kubectl of
+/// the v1beta1 era printed nothing for it; it prints again if it returns. Only the last
+/// fingerprint of each object present is kept.
+fn watch(
+    cx: &Context,
+    resource: Resource,
+    opts: &GetOptions,
+    detailed: bool,
+    first: Listing,
+) -> ExitCode {
+    let mut shown: BTreeMap<String, String> = BTreeMap::new();
+    // Set once the header is printed: later rows keep its columns.
+    let mut widths: Option<Vec<usize>> = None;
+    let mut listing = first;
+    loop {
+        let mut selected = listing.select(opts.names, opts.selector);
+        // A later poll where no object has the path keeps the name order.
+        let _ = output::sort(&mut selected, !opts.names.is_empty(), opts.sort_by);
+        let mut now = BTreeMap::new();
+        let mut changed = Vec::new();
+        for item in &selected.items {
+            let print = fingerprint(&item.object);
+            if shown.get(&item.id) != Some(&print) {
+                changed.push(*item);
+            }
+            now.insert(item.id.clone(), print);
+        }
+        shown = now;
+        let text = match watch_text(&listing, &changed, opts.format, &mut widths) {
+            Ok(t) => t,
+            Err(e) => return fail(&e),
+        };
+        if !text.is_empty() && !print_watched(&text) {
+            return ExitCode::from(EXIT_OK);
+        }
+        listing = loop {
+            std::thread::sleep(WATCH_EVERY);
+            match gather(cx, resource, opts.format, detailed) {
+                Ok(l) => break l,
+                Err(e) => super::warn_once(&e),
+            }
+        };
+    }
+}
+
+/// What identifies an object's state: its JSON without what changes at every look (a
+/// minion's last probe time).
+fn fingerprint(object: &Value) -> String {
+    fn strip(v: &mut Value) {
+        match v {
+            Value::Object(map) => {
+                map.remove("lastProbeTime");
+                map.values_mut().for_each(strip);
+            }
+            Value::Array(items) => items.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let mut v = object.clone();
+    strip(&mut v);
+    v.to_string()
+}
+
+/// The changed objects in the watch's format.
+fn watch_text(
+    listing: &Listing,
+    changed: &[&Item],
+    format: &Format,
+    widths: &mut Option<Vec<usize>>,
+) -> Result<String, String> {
+    let mut text = String::new();
+    if changed.is_empty() {
+        return Ok(text);
+    }
+    if format.tabular() {
+        let mut rows: Vec<Vec<String>> = changed.iter().map(|i| output::row(i, format)).collect();
+        let widths = widths.get_or_insert_with(|| {
+            rows.insert(0, output::header(listing, format));
+            output::widths(&rows)
+        });
+        for r in &rows {
+            text.push_str(&output::table_line(r, widths));
+        }
+        return Ok(text);
+    }
+    for item in changed {
+        match format {
+            Format::Json => {
+                text.push_str(&serde_json::to_string_pretty(&item.object).expect("json"));
+                text.push('\n');
+            }
+            // One YAML document per object, so the stream parses as documents.
+            Format::Yaml => {
+                text.push_str("---\n");
+                text.push_str(&serde_norway::to_string(&item.object).map_err(|e| e.to_string())?);
+            }
+            Format::Name => {
+                text.push_str(&format!("{}/{}\n", listing.resource.singular(), item.id));
+            }
+            Format::JsonPath(template) => text.push_str(&template.render(&item.object)),
+            Format::Table | Format::Wide | Format::CustomColumns(_) => unreachable!("tabular"),
+        }
+    }
+    Ok(text)
+}
+
+/// Writes what changed; false once stdout is closed (`drover get pods -w | head -3`).
+fn print_watched(text: &str) -> bool {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|_| out.flush())
+        .is_ok()
 }
 
 /// v1beta1's pod status words for drover's phases.
@@ -207,8 +351,8 @@ fn mask_key(cx: &Context) -> Option<MaskKey> {
     }
 }
 
-fn pods(cx: &Context, world: &World, format: Format) -> Listing {
-    let details = if format.detailed() {
+fn pods(cx: &Context, world: &World, detailed: bool) -> Listing {
+    let details = if detailed {
         details(cx, world)
     } else {
         BTreeMap::new()
@@ -482,7 +626,7 @@ fn live_proxies(cx: &Context) -> Vec<drover::serving::Record> {
     match cx.store().and_then(|s| drover::serving::live(&s)) {
         Ok(live) => live,
         Err(e) => {
-            eprintln!("drover: warning: what serves the services is unknown: {e}");
+            super::warn_once(&format!("what serves the services is unknown: {e}"));
             Vec::new()
         }
     }
@@ -510,7 +654,7 @@ fn services(cx: &Context, world: &World) -> Result<Listing, String> {
         .ok()
         .and_then(|p| p.advertise_unserved())
     {
-        eprintln!("drover: warning: {why}");
+        super::warn_once(&why);
     }
     let mut items = Vec::new();
     for (o, origin) in desired.objects.values() {

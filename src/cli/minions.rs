@@ -1,6 +1,6 @@
 //! `drover get minions` and `drover minions trust`.
 
-use super::output::{self, Format, Item, Listing, Resource};
+use super::output::{self, Item, Listing, Resource};
 use super::{fail, Context, EXIT_ERROR, EXIT_OK};
 use drover::minion::{minion_specs, Health, Minion, MinionSpec, MinionStatus, TransportSpec};
 use drover::model::API_VERSION;
@@ -28,7 +28,7 @@ pub fn specs(cx: &Context) -> Result<Vec<MinionSpec>, String> {
 
 /// Every minion with its status, for `get minions`. A minion that cannot even be set up (a
 /// local Docker socket that does not exist) is listed NotReady with the reason, not left out.
-pub fn listing(cx: &Context, format: Format) -> Result<Listing, String> {
+pub fn listing(cx: &Context, detailed: bool) -> Result<Listing, String> {
     let specs = specs(cx)?;
     let runtime = super::runtime();
     let statuses: Vec<MinionStatus> = runtime.block_on(async {
@@ -55,15 +55,15 @@ pub fn listing(cx: &Context, format: Format) -> Result<Listing, String> {
         futures_util::future::join_all(checks).await
     });
     // The table has no room for why a minion is not Ready: say it on stderr.
-    if !format.detailed() {
+    if !detailed {
         for s in statuses.iter().filter(|s| !s.health.ready) {
-            eprintln!(
-                "drover: warning: minion {} ({}) is {}: {}",
+            super::warn_once(&format!(
+                "minion {} ({}) is {}: {}",
                 s.name,
                 s.address,
                 state(s),
                 s.health.last_error.as_deref().unwrap_or("no answer")
-            );
+            ));
         }
     }
     Ok(Listing {

@@ -7,6 +7,7 @@ pub mod events;
 pub mod exec;
 pub mod get;
 pub mod help;
+pub mod jsonpath;
 pub mod logging;
 pub mod minions;
 pub mod output;
@@ -66,6 +67,21 @@ impl Context {
 pub fn fail(e: &dyn std::fmt::Display) -> ExitCode {
     eprintln!("drover: error: {e}");
     ExitCode::from(EXIT_ERROR)
+}
+
+/// Prints a warning once per process: `get -w` gathers again at every poll, and a silent
+/// minion is news the first time only. (Bounded: a process saying many different things
+/// starts over.)
+pub fn warn_once(message: &str) {
+    static SAID: std::sync::Mutex<std::collections::BTreeSet<String>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut said = SAID.lock().unwrap_or_else(|e| e.into_inner());
+    if said.len() >= 256 {
+        said.clear();
+    }
+    if said.insert(message.to_string()) {
+        eprintln!("drover: warning: {message}");
+    }
 }
 
 pub use drover::reconcile::project::LoadError;

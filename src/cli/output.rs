@@ -2,6 +2,7 @@
 //! output formats (`table`, `wide`, `json`, `yaml`, `name`), Kubernetes' list shape, RFC 3339
 //! timestamps, ages, and the NotFound message. Rendering is pure; only `print` writes.
 
+use super::jsonpath::{self, Path, Template};
 use super::selector::Selector;
 use drover::model::{Labels, API_VERSION};
 use serde_json::{json, Value};
@@ -62,8 +63,24 @@ impl Resource {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+/// How `get` prints: the five plain formats, kubectl's JSONPath template, or custom columns.
+#[derive(Clone, Debug, PartialEq)]
 pub enum Format {
+    Table,
+    Wide,
+    Json,
+    Yaml,
+    Name,
+    /// `-o jsonpath=TEMPLATE`: the template over the list (or the one object named).
+    JsonPath(Template),
+    /// `-o custom-columns=NAME:PATH,...` (or `custom-columns-file=FILE`): one row per object.
+    CustomColumns(Vec<Column>),
+}
+
+/// The formats named by a word alone: clap parses these, so a bad `-o` keeps clap's message
+/// with its possible values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Plain {
     Table,
     Wide,
     Json,
@@ -73,10 +90,253 @@ pub enum Format {
 
 impl Format {
     /// Formats that show per-container details (restart counts, start times): worth an
-    /// inspect call per container.
-    pub fn detailed(self) -> bool {
-        matches!(self, Format::Wide | Format::Json | Format::Yaml)
+    /// inspect call per container. JSONPath and custom columns read the JSON, so they get all
+    /// of it.
+    pub fn detailed(&self) -> bool {
+        !matches!(self, Format::Table | Format::Name)
     }
+
+    /// Formats whose output is a table under a header (`No resources found.` when empty).
+    pub fn tabular(&self) -> bool {
+        matches!(
+            self,
+            Format::Table | Format::Wide | Format::CustomColumns(_)
+        )
+    }
+}
+
+/// clap's parser for `-o`: `jsonpath=...`, `custom-columns=...`, `custom-columns-file=...`,
+/// else one of the plain formats through clap's own enum parser (and its error).
+#[derive(Clone)]
+pub struct FormatParser;
+
+impl clap::builder::TypedValueParser for FormatParser {
+    type Value = Format;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<Format, clap::Error> {
+        let text = value.to_string_lossy();
+        let invalid = |why: String| {
+            let arg = arg.map_or("--output".to_string(), |a| a.to_string());
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("invalid value '{text}' for '{arg}': {why}\n"),
+            )
+            .with_cmd(cmd)
+        };
+        if let Some(template) = text.strip_prefix("jsonpath=") {
+            return Template::parse(template)
+                .map(Format::JsonPath)
+                .map_err(|e| invalid(format!("jsonpath template {e}")));
+        }
+        if let Some(spec) = text.strip_prefix("custom-columns=") {
+            return parse_columns(spec)
+                .map(Format::CustomColumns)
+                .map_err(invalid);
+        }
+        if let Some(file) = text.strip_prefix("custom-columns-file=") {
+            return columns_file(std::path::Path::new(file))
+                .map(Format::CustomColumns)
+                .map_err(invalid);
+        }
+        let plain = clap::builder::EnumValueParser::<Plain>::new().parse_ref(cmd, arg, value)?;
+        Ok(match plain {
+            Plain::Table => Format::Table,
+            Plain::Wide => Format::Wide,
+            Plain::Json => Format::Json,
+            Plain::Yaml => Format::Yaml,
+            Plain::Name => Format::Name,
+        })
+    }
+
+    fn possible_values(
+        &self,
+    ) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
+        use clap::builder::PossibleValue;
+        use clap::ValueEnum;
+        let plain = Plain::value_variants()
+            .iter()
+            .filter_map(|v| v.to_possible_value());
+        let more = [
+            PossibleValue::new("jsonpath=TEMPLATE"),
+            PossibleValue::new("custom-columns=SPEC"),
+            PossibleValue::new("custom-columns-file=FILE"),
+        ];
+        Some(Box::new(plain.chain(more)))
+    }
+}
+
+/// One custom column: its header (upper-cased, as kubectl prints it) and the path of its
+/// values.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Column {
+    pub header: String,
+    pub path: Path,
+}
+
+/// `NAME:.id,IMAGE:.desiredState.manifest.containers[*].image`.
+pub fn parse_columns(spec: &str) -> Result<Vec<Column>, String> {
+    if spec.trim().is_empty() {
+        return Err("custom-columns needs at least one column, e.g. NAME:.id".into());
+    }
+    spec.split(',')
+        .map(|part| {
+            let (header, path) = part.split_once(':').ok_or_else(|| {
+                format!("custom-columns: `{part}` is not HEADER:PATH (e.g. NAME:.id)")
+            })?;
+            column(header, path)
+        })
+        .collect()
+}
+
+fn column(header: &str, path: &str) -> Result<Column, String> {
+    if header.trim().is_empty() {
+        return Err(format!(
+            "custom-columns: the column of `{path}` has no header"
+        ));
+    }
+    let path =
+        Path::parse_relaxed(path).map_err(|e| format!("custom-columns: path `{path}` {e}"))?;
+    Ok(Column {
+        header: header.trim().to_uppercase(),
+        path,
+    })
+}
+
+/// kubectl's columns file: a line of headers, then a line of paths, separated by whitespace.
+fn columns_file(file: &std::path::Path) -> Result<Vec<Column>, String> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| format!("custom-columns-file {}: {e}", file.display()))?;
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let (Some(headers), Some(paths)) = (lines.next(), lines.next()) else {
+        return Err(format!(
+            "custom-columns-file {}: expected a line of headers and a line of paths",
+            file.display()
+        ));
+    };
+    let (headers, paths): (Vec<&str>, Vec<&str>) = (
+        headers.split_whitespace().collect(),
+        paths.split_whitespace().collect(),
+    );
+    if headers.len() != paths.len() {
+        return Err(format!(
+            "custom-columns-file {}: {} headers but {} paths",
+            file.display(),
+            headers.len(),
+            paths.len()
+        ));
+    }
+    headers
+        .iter()
+        .zip(paths)
+        .map(|(h, p)| column(h, p))
+        .collect()
+}
+
+/// The cells of one object under custom columns: `<none>` where the path finds nothing,
+/// several values joined by `,`.
+pub fn column_cells(columns: &[Column], object: &Value) -> Vec<String> {
+    columns
+        .iter()
+        .map(|c| {
+            let values = c.path.eval(object);
+            if values.is_empty() {
+                "<none>".to_string()
+            } else {
+                values
+                    .into_iter()
+                    .map(jsonpath::text_of)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            }
+        })
+        .collect()
+}
+
+/// `--sort-by=PATH`: the path as given (for its error) and parsed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SortBy {
+    pub text: String,
+    pub path: Path,
+}
+
+impl SortBy {
+    pub fn parse(text: &str) -> Result<SortBy, String> {
+        Path::parse_relaxed(text)
+            .map(|path| SortBy {
+                text: text.to_string(),
+                path,
+            })
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// JSON values in kubectl's sort order: missing first, numbers by value, strings by text;
+/// values of different types by type (null, bool, number, string, array, object).
+fn compare_values(a: Option<&Value>, b: Option<&Value>) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    let rank = |v: Option<&Value>| match v {
+        None => 0,
+        Some(Value::Null) => 1,
+        Some(Value::Bool(_)) => 2,
+        Some(Value::Number(_)) => 3,
+        Some(Value::String(_)) => 4,
+        Some(Value::Array(_)) => 5,
+        Some(Value::Object(_)) => 6,
+    };
+    match (a, b) {
+        (Some(Value::Number(x)), Some(Value::Number(y))) => {
+            let (x, y) = (x.as_f64().unwrap_or(0.0), y.as_f64().unwrap_or(0.0));
+            x.partial_cmp(&y).unwrap_or(Ordering::Equal)
+        }
+        (Some(Value::String(x)), Some(Value::String(y))) => x.cmp(y),
+        (Some(Value::Bool(x)), Some(Value::Bool(y))) => x.cmp(y),
+        (Some(x @ (Value::Array(_) | Value::Object(_))), Some(y))
+            if rank(Some(x)) == rank(Some(y)) =>
+        {
+            x.to_string().cmp(&y.to_string())
+        }
+        _ => rank(a).cmp(&rank(b)),
+    }
+}
+
+/// Orders the selection: by name (kubectl's order, as the API server listed) unless
+/// `--sort-by` names a path, then by its first value in each object (ties by name). Objects
+/// named on the command line keep the order asked, as kubectl prints them, unless sorted.
+pub fn sort(selected: &mut Selected, names_given: bool, by: Option<&SortBy>) -> Result<(), String> {
+    if !names_given || by.is_some() {
+        selected.items.sort_by(|a, b| a.id.cmp(&b.id));
+    }
+    let Some(by) = by else { return Ok(()) };
+    let keys: Vec<Option<&Value>> = selected
+        .items
+        .iter()
+        .copied()
+        .map(|i| by.path.eval(&i.object).into_iter().next())
+        .collect();
+    // kubectl: a path that finds nothing in any object is an error, not an unsorted list.
+    if !keys.is_empty() && keys.iter().all(Option::is_none) {
+        let hint = if by.text.contains("metadata") {
+            " (v1beta1 objects have `id`, `labels` and `creationTimestamp` at the top, not under `metadata`: e.g. --sort-by=.id)"
+        } else {
+            ""
+        };
+        return Err(format!(
+            "couldn't find any field with path \"{}\" in the list of objects{hint}",
+            by.text
+        ));
+    }
+    let mut keyed: Vec<(Option<&Value>, &Item)> = keys
+        .into_iter()
+        .zip(selected.items.iter().copied())
+        .collect();
+    keyed.sort_by(|(a, _), (b, _)| compare_values(*a, *b));
+    selected.items = keyed.into_iter().map(|(_, i)| i).collect();
+    Ok(())
 }
 
 /// One object as `get` shows it in every format.
@@ -142,7 +402,7 @@ pub fn not_found(resource: Resource, name: &str) -> String {
 pub fn render(
     listing: &Listing,
     selected: &Selected,
-    format: Format,
+    format: &Format,
     single: bool,
 ) -> Result<String, String> {
     let document = || {
@@ -167,26 +427,40 @@ pub fn render(
             .iter()
             .map(|i| format!("{}/{}\n", listing.resource.singular(), i.id))
             .collect(),
-        Format::Table | Format::Wide => {
+        // As kubectl prints it: no newline added; the template says where lines end.
+        Format::JsonPath(template) => template.render(&document()),
+        Format::Table | Format::Wide | Format::CustomColumns(_) => {
             if selected.items.is_empty() {
                 return Ok(String::new());
             }
-            let wide = format == Format::Wide;
-            let mut header: Vec<String> = listing.headers.iter().map(|h| h.to_string()).collect();
-            if wide {
-                header.extend(listing.wide_headers.iter().map(|h| h.to_string()));
-            }
-            let mut rows = vec![header];
-            for i in &selected.items {
-                let mut row = i.row.clone();
-                if wide {
-                    row.extend(i.extra.iter().cloned());
-                }
-                rows.push(row);
-            }
+            let mut rows = vec![header(listing, format)];
+            rows.extend(selected.items.iter().map(|i| row(i, format)));
             table(&rows)
         }
     })
+}
+
+/// The header of a tabular format.
+pub fn header(listing: &Listing, format: &Format) -> Vec<String> {
+    match format {
+        Format::CustomColumns(columns) => columns.iter().map(|c| c.header.clone()).collect(),
+        _ => {
+            let mut header: Vec<String> = listing.headers.iter().map(|h| h.to_string()).collect();
+            if *format == Format::Wide {
+                header.extend(listing.wide_headers.iter().map(|h| h.to_string()));
+            }
+            header
+        }
+    }
+}
+
+/// One object's cells in a tabular format.
+pub fn row(item: &Item, format: &Format) -> Vec<String> {
+    match format {
+        Format::CustomColumns(columns) => column_cells(columns, &item.object),
+        Format::Wide => item.row.iter().chain(&item.extra).cloned().collect(),
+        _ => item.row.clone(),
+    }
 }
 
 /// Kubernetes' list shape: `{"kind": "PodList", "apiVersion": "v1beta1", "items": [...]}`.
@@ -200,24 +474,32 @@ pub fn list(resource: Resource, items: Vec<Value>) -> Value {
 
 /// Left-aligned columns, three spaces apart (kubectl's spacing); the first row is the header.
 pub fn table(rows: &[Vec<String>]) -> String {
-    let widths: Vec<usize> = (0..rows[0].len())
+    let widths = widths(rows);
+    rows.iter().map(|r| table_line(r, &widths)).collect()
+}
+
+/// The widest cell of each column.
+pub fn widths(rows: &[Vec<String>]) -> Vec<usize> {
+    (0..rows[0].len())
         .map(|i| {
             rows.iter()
                 .map(|r| r.get(i).map_or(0, |c| c.chars().count()))
                 .max()
                 .unwrap_or(0)
         })
+        .collect()
+}
+
+/// One row padded to the columns' widths (a wider cell pushes the rest right), with its
+/// newline.
+pub fn table_line(row: &[String], widths: &[usize]) -> String {
+    let line: Vec<String> = row
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("{c:<w$}", w = widths.get(i).copied().unwrap_or(0)))
         .collect();
-    let mut out = String::new();
-    for r in rows {
-        let line: Vec<String> = r
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
-            .collect();
-        out.push_str(line.join("   ").trim_end());
-        out.push('\n');
-    }
+    let mut out = line.join("   ").trim_end().to_string();
+    out.push('\n');
     out
 }
 
@@ -346,19 +628,20 @@ mod tests {
         let l = listing();
         let all = Selector::default();
         let s = l.select(&[], &all);
-        let text = render(&l, &s, Format::Table, false).unwrap();
+        let text = render(&l, &s, &Format::Table, false).unwrap();
         assert_eq!(text, "NAME   TIER\na      web\nb      db\n");
-        let wide = render(&l, &s, Format::Wide, false).unwrap();
+        let wide = render(&l, &s, &Format::Wide, false).unwrap();
         assert_eq!(wide.lines().next().unwrap(), "NAME   TIER   EXTRA");
         assert_eq!(
-            render(&l, &s, Format::Name, false).unwrap(),
+            render(&l, &s, &Format::Name, false).unwrap(),
             "pod/a\npod/b\n"
         );
-        let v: Value = serde_json::from_str(&render(&l, &s, Format::Json, false).unwrap()).unwrap();
+        let v: Value =
+            serde_json::from_str(&render(&l, &s, &Format::Json, false).unwrap()).unwrap();
         assert_eq!(v["kind"], "PodList");
         assert_eq!(v["apiVersion"], "v1beta1");
         assert_eq!(v["items"].as_array().unwrap().len(), 2);
-        let yaml = render(&l, &s, Format::Yaml, false).unwrap();
+        let yaml = render(&l, &s, &Format::Yaml, false).unwrap();
         assert!(
             yaml.starts_with("kind: PodList\napiVersion: v1beta1\nitems:\n"),
             "{yaml}"
@@ -371,11 +654,118 @@ mod tests {
         assert_eq!(s.missing, vec!["b", "zz"]);
         let one = vec!["a".to_string()];
         let s = l.select(&one, &all);
-        let v: Value = serde_json::from_str(&render(&l, &s, Format::Json, true).unwrap()).unwrap();
+        let v: Value = serde_json::from_str(&render(&l, &s, &Format::Json, true).unwrap()).unwrap();
         assert_eq!(v["kind"], "Pod", "one named object is printed alone");
         assert_eq!(
             not_found(Resource::Pods, "zz"),
             "drover: error (NotFound): pods \"zz\" not found"
         );
+    }
+
+    fn sorted_ids(l: &Listing, by: Option<&str>) -> Result<Vec<String>, String> {
+        let by = by.map(|b| SortBy::parse(b).unwrap());
+        let all = Selector::default();
+        let mut s = l.select(&[], &all);
+        sort(&mut s, false, by.as_ref())?;
+        Ok(s.items.iter().map(|i| i.id.clone()).collect())
+    }
+
+    fn pods(objects: Vec<Value>) -> Listing {
+        Listing {
+            resource: Resource::Pods,
+            headers: &["NAME"],
+            wide_headers: &[],
+            items: objects
+                .into_iter()
+                .map(|o| Item {
+                    id: o["id"].as_str().unwrap().into(),
+                    labels: Labels::new(),
+                    row: vec![o["id"].as_str().unwrap().into()],
+                    extra: vec![],
+                    object: o,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn lists_sort_by_name_unless_sort_by_says_otherwise() {
+        let l = pods(vec![
+            json!({"id": "web-b", "desiredState": {"replicas": 10}, "currentState": {"host": "m1"}}),
+            json!({"id": "backend", "desiredState": {"replicas": 9}}),
+            json!({"id": "web-a", "desiredState": {"replicas": 2}, "currentState": {"host": "m3"}}),
+        ]);
+        assert_eq!(sorted_ids(&l, None).unwrap(), ["backend", "web-a", "web-b"]);
+        // Numbers by value (10 after 9), not by text.
+        assert_eq!(
+            sorted_ids(&l, Some(".desiredState.replicas")).unwrap(),
+            ["web-a", "backend", "web-b"]
+        );
+        // Missing first; every spelling of the path.
+        for by in [
+            ".currentState.host",
+            "{.currentState.host}",
+            "currentState.host",
+        ] {
+            assert_eq!(
+                sorted_ids(&l, Some(by)).unwrap(),
+                ["backend", "web-b", "web-a"],
+                "{by}"
+            );
+        }
+        assert_eq!(
+            sorted_ids(&l, Some("{.id}")).unwrap(),
+            ["backend", "web-a", "web-b"]
+        );
+        let e = sorted_ids(&l, Some(".metadata.name")).unwrap_err();
+        assert!(
+            e.starts_with("couldn't find any field with path \".metadata.name\"")
+                && e.contains("--sort-by=.id"),
+            "{e}"
+        );
+        // Named objects keep the order asked unless sorted.
+        let names = vec!["web-b".to_string(), "backend".to_string()];
+        let all = Selector::default();
+        let mut s = l.select(&names, &all);
+        sort(&mut s, true, None).unwrap();
+        assert_eq!(s.items[0].id, "web-b");
+    }
+
+    #[test]
+    fn custom_columns_print_upper_case_headers_and_none() {
+        let l = pods(vec![
+            json!({"id": "web-1", "desiredState": {"manifest": {"containers": [{"image": "a"}, {"image": "b"}]}}}),
+            json!({"id": "web-2"}),
+        ]);
+        let columns =
+            parse_columns("name:.id,Images:.desiredState.manifest.containers[*].image").unwrap();
+        let all = Selector::default();
+        let s = l.select(&[], &all);
+        assert_eq!(
+            render(&l, &s, &Format::CustomColumns(columns), false).unwrap(),
+            "NAME    IMAGES\nweb-1   a,b\nweb-2   <none>\n"
+        );
+        assert!(parse_columns("NAME").unwrap_err().contains("HEADER:PATH"));
+        assert!(parse_columns("NAME:.a[").unwrap_err().contains("column"));
+        assert!(parse_columns(":.id").unwrap_err().contains("no header"));
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), "NAME   HOST\n.id    .currentState.host\n").unwrap();
+        let columns = columns_file(file.path()).unwrap();
+        assert_eq!(columns[1].header, "HOST");
+        assert_eq!(columns.len(), 2);
+    }
+
+    #[test]
+    fn jsonpath_sees_the_list_or_the_one_object() {
+        let l = pods(vec![json!({"id": "b"}), json!({"id": "a"})]);
+        let all = Selector::default();
+        let mut s = l.select(&[], &all);
+        sort(&mut s, false, None).unwrap();
+        let t = Format::JsonPath(Template::parse("{.kind}:{.items[*].id}").unwrap());
+        assert_eq!(render(&l, &s, &t, false).unwrap(), "PodList:a b");
+        let one = vec!["b".to_string()];
+        let s = l.select(&one, &all);
+        let t = Format::JsonPath(Template::parse("{.id}").unwrap());
+        assert_eq!(render(&l, &s, &t, true).unwrap(), "b");
     }
 }
