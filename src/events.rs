@@ -457,7 +457,11 @@ mod tests {
         let unhealthy = Note::warning(ObjectRef::new("Pod", "web-1"), "Unhealthy", "probe failed");
         log.record(unhealthy, at(310));
         assert_eq!(log.liveness_restarts("web-1", 50), 3);
-        assert_eq!(log.liveness_restarts("web-1", 250), 1, "only since it was made");
+        assert_eq!(
+            log.liveness_restarts("web-1", 250),
+            1,
+            "only since it was made"
+        );
         assert_eq!(log.liveness_restarts("web-2", 0), 0);
     }
 

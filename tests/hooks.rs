@@ -254,6 +254,15 @@ fn a_liveness_restart_runs_pre_stop_before_and_post_start_after() {
         "manifests/probed.json",
         &pod("probed", "always", extra, host.to_str().unwrap()),
     );
+    // Never passes its probe: restarted again and again, never ready.
+    let doomed = r#",
+      "livenessProbe": {"exec": {"command": ["false"]}}"#;
+    let elsewhere = t.join("doomed");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    t.write(
+        "manifests/doomed.json",
+        &pod("doomed", "always", doomed, elsewhere.to_str().unwrap()),
+    );
     let daemon = common::daemon::Daemon::start(&t, &[]);
     let log = host.join("log");
     wait_until("the first start", Duration::from_secs(60), || {
@@ -285,7 +294,42 @@ fn a_liveness_restart_runs_pre_stop_before_and_post_start_after() {
     );
     assert!(at("preStop", 0) < at("postStart", 1), "{lines:?}");
     assert!(!host.join("sick").exists());
+    // get pods counts the liveness restart (Docker's restart API does not): RESTARTS 1; and
+    // a pod whose probe never passes is not READY, however Docker sees it.
+    let column = |pod: &str, name: &str| {
+        let r = t.drover(&["get", "pods", pod, "-o", "wide"]);
+        let mut lines = r.stdout.lines();
+        let header: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
+        let row: Vec<String> = lines
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .map(String::from)
+            .collect();
+        let at = header.iter().position(|h| *h == name);
+        at.and_then(|i| row.get(i).cloned()).unwrap_or_default()
+    };
+    wait_until(
+        "RESTARTS to count the restart",
+        Duration::from_secs(30),
+        || column("probed", "RESTARTS") == "1",
+    );
+    // Ready again once its probe passes after the restart.
+    wait_until(
+        "the restarted pod to be ready",
+        Duration::from_secs(30),
+        || column("probed", "READY") == "1/1",
+    );
+    wait_until(
+        "the doomed pod's restarts while never ready",
+        Duration::from_secs(60),
+        || {
+            column("doomed", "READY") == "0/1"
+                && column("doomed", "RESTARTS").parse::<u32>().unwrap_or(0) >= 1
+        },
+    );
     drop(daemon);
+    std::fs::remove_file(t.join("manifests/doomed.json")).unwrap();
     t.write("manifests/probed.json", r#"{"kind": "List", "items": []}"#);
     t.drover(&["apply", "--allow-empty", "--timeout", "60"])
         .expect_code(0);

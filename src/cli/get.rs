@@ -342,6 +342,28 @@ fn details(cx: &Context, world: &World) -> BTreeMap<(String, String, String), De
         .collect()
 }
 
+/// Pods (minion, id) the daemon's prober last judged not ready, from what it recorded.
+fn judged_unready(cx: &Context) -> std::collections::BTreeSet<(String, String)> {
+    let Ok(store) = cx.store() else {
+        return Default::default();
+    };
+    let Ok((_, mut texts)) = store.read_snapshot(&[drover::store::Section::Observed]) else {
+        return Default::default();
+    };
+    let texts = texts
+        .remove(&drover::store::Section::Observed)
+        .unwrap_or_default();
+    drover::plan::observed::from_records(&texts)
+        .map(|seen| {
+            seen.pods
+                .into_iter()
+                .filter(|p| p.unready)
+                .map(|p| (p.minion, p.id))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The key that masks secrets in what `get` shows: the state directory's, else one for this
 /// run only.
 fn mask_key(cx: &Context) -> Option<MaskKey> {
@@ -364,6 +386,12 @@ fn pods(cx: &Context, world: &World, detailed: bool) -> Listing {
         .unwrap_or_default();
     let mask = mask_key(cx);
     let now = output::now_unix();
+    let events = cx
+        .store()
+        .ok()
+        .and_then(|s| s.read_events().ok())
+        .unwrap_or_default();
+    let unready = judged_unready(cx);
     let mut items = Vec::new();
     for p in &world.pods {
         let minion = world.minions.iter().find(|m| m.spec.name == p.minion);
@@ -373,12 +401,28 @@ fn pods(cx: &Context, world: &World, detailed: bool) -> Listing {
             .iter()
             .filter(|c| c.state == ContainerState::Running)
             .count();
+        // Ready: running, less the probed containers of a pod the daemon's prober judged not
+        // ready (a liveness probe failing or not passed yet).
+        let probed = manifests.get(&p.template_hash).map_or(0, |m| {
+            m.containers
+                .iter()
+                .filter(|c| c.liveness_probe.is_some())
+                .count()
+        });
+        let ready = if unready.contains(&(p.minion.clone(), p.id.clone())) {
+            running.saturating_sub(probed.max(1))
+        } else {
+            running
+        };
+        // Docker's restarts (its restart policy) and drover's (a failed liveness probe:
+        // Docker's restart API does not count those), told by the pod's events.
         let restarts: i64 = p
             .containers
             .iter()
             .filter_map(|c| detail(&c.name))
             .map(|d| d.restarts)
-            .sum();
+            .sum::<i64>()
+            + i64::try_from(events.liveness_restarts(&p.id, p.created)).unwrap_or(i64::MAX);
         let ports: Vec<String> = p
             .ports
             .iter()
@@ -469,7 +513,7 @@ fn pods(cx: &Context, world: &World, detailed: bool) -> Listing {
             labels: p.labels.clone(),
             row: vec![
                 p.id.clone(),
-                format!("{running}/{}", p.containers.len()),
+                format!("{ready}/{}", p.containers.len()),
                 format!("{:?}", p.phase),
                 p.owner.clone().unwrap_or_else(|| "<none>".into()),
                 p.images().join(","),

@@ -89,9 +89,9 @@ pub struct ObservedPod {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<PublishedPort>,
     /// Running, but a container's liveness probe has not passed (yet): not ready. Set by the
-    /// daemon from its prober for planning (a rollout waits for new pods to be ready); never
-    /// stored.
-    #[serde(skip)]
+    /// daemon from its prober for planning (a rollout waits for new pods to be ready), and
+    /// stored with what it saw, so `get pods` counts READY as the prober judged.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unready: bool,
     /// The pod's own address on its minion (its infra container's, on the bridge): where
     /// probes reach it from the minion.
