@@ -8,7 +8,7 @@
 
 mod common;
 use common::browser::Browser;
-use common::cluster::{project_dir, steady};
+use common::cluster::{project_dir, steady, tear_down};
 use common::daemon::{body, http, Daemon};
 use std::time::{Duration, Instant};
 
@@ -433,9 +433,7 @@ fn every_failure_to_make_a_pod_backs_off_under_the_daemon() {
     );
     drop(daemon);
     drop(holder);
-    t.write("manifests/app.json", r#"{"kind": "List", "items": []}"#);
-    t.drover(&["apply", "--allow-empty", "--timeout", "60"])
-        .expect_code(0);
+    tear_down(&t);
 }
 
 /// The page as its users read it (Kubernetes' 2015 dashboard and Nomad's job list as anchors):
@@ -557,7 +555,5 @@ fn the_page_shows_controllers_as_cards_and_events_as_people_read_them() {
     }
     drop(browser);
     drop(daemon);
-    t.write("manifests/app.json", r#"{"kind": "List", "items": []}"#);
-    t.drover(&["apply", "--allow-empty", "--timeout", "60"])
-        .expect_code(0);
+    tear_down(&t);
 }

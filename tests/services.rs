@@ -8,7 +8,7 @@
 //! (172.30.1.1), which containers on every minion reach through their own bridge.
 
 mod common;
-use common::cluster::{docker, of_project, project_dir, steady};
+use common::cluster::{docker, of_project, project_dir, steady, tear_down};
 use common::daemon::Daemon;
 use common::*;
 use std::io::{Read, Write};
@@ -178,13 +178,6 @@ fn containers(project: &str, label: &str) -> Vec<(String, String)> {
 }
 
 /// Removes everything the project made.
-fn tear_down(t: &TestDir) {
-    for f in std::fs::read_dir(t.join("manifests")).unwrap() {
-        std::fs::remove_file(f.unwrap().path()).unwrap();
-    }
-    t.drover(&["apply", "--allow-empty"]).expect_code(0);
-}
-
 /// A project with an RC of `replicas` web pods behind a service, its daemon started and every
 /// endpoint ready: (dir, project, service port, daemon).
 fn web_behind_a_service(id: &str, replicas: u32) -> (TestDir, String, u16, Daemon) {

@@ -125,3 +125,13 @@ impl Cluster {
         drover::minion::Minion::new(spec).unwrap()
     }
 }
+
+/// Ends a test's project: every manifest removed and applied (`--allow-empty`), so its pods
+/// leave the shared cluster.
+pub fn tear_down(t: &super::TestDir) {
+    for f in std::fs::read_dir(t.join("manifests")).unwrap() {
+        std::fs::remove_file(f.unwrap().path()).unwrap();
+    }
+    t.drover(&["apply", "--allow-empty", "--timeout", "60"])
+        .expect_code(0);
+}
