@@ -159,6 +159,8 @@ pub fn run(cx: &Context, args: &SourceArgs, opts: Options) -> ExitCode {
                 }
             };
             last_seen = Some(round.observation());
+            // Its actions are told from the round itself, below: none is kept for a cut-off.
+            progress.this_round.lock().expect("this round").clear();
             if !dry_run {
                 let now = std::time::SystemTime::now();
                 let backoff =
