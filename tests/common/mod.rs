@@ -168,39 +168,39 @@ impl GitRepo {
 }
 
 impl TestDir {
-    /// Runs drover as `drover` does, and also returns its peak resident memory (from wait4(2)
-    /// on that one child), in bytes. Linux counts in it this test process's own high-water
-    /// mark up to the exec, so it is an upper bound: keep the test process small.
-    // The child is reaped by wait4(2) below, which std's `Child::wait` cannot do (it gives no
-    // resource usage).
-    #[allow(clippy::zombie_processes)]
+    /// Runs drover as `drover` does, and also returns its peak resident memory in bytes, as
+    /// GNU time(1) reports it: time is a small process of its own that starts drover, so the
+    /// figure is drover's alone (a child forked straight from this test process would count
+    /// this process's own high-water mark in its peak).
     pub fn drover_peak(&self, args: &[&str]) -> (Run, u64) {
         let out = self.join(".drover-peak.out");
         let err = self.join(".drover-peak.err");
-        let child = Command::new(env!("CARGO_BIN_EXE_drover"))
+        let peak = self.join(".drover-peak.kb");
+        let status = Command::new("/usr/bin/time")
+            .arg("-q")
+            .arg("-o")
+            .arg(&peak)
+            .args(["-f", "%M", env!("CARGO_BIN_EXE_drover")])
             .current_dir(self.path())
             .env_remove("DROVER_CONFIG")
             .env("NO_COLOR", "1")
             .args(args)
             .stdout(std::fs::File::create(&out).unwrap())
             .stderr(std::fs::File::create(&err).unwrap())
-            .spawn()
-            .expect("run drover");
-        let mut status = 0;
-        // SAFETY: rusage is plain data that wait4 fills; the child is ours and waited once.
-        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-        let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
-        assert_eq!(pid, child.id() as i32, "wait4");
-        let code = if libc::WIFEXITED(status) {
-            libc::WEXITSTATUS(status)
-        } else {
-            -1
-        };
+            .status()
+            .expect("/usr/bin/time (Debian package time) runs drover");
+        let code = status.code().unwrap_or(-1);
+        let kb: u64 = std::fs::read_to_string(&peak)
+            .unwrap_or_default()
+            .lines()
+            .last()
+            .and_then(|l| l.trim().parse().ok())
+            .expect("time(1) wrote the peak");
         let run = Run {
             code,
             stdout: std::fs::read_to_string(&out).unwrap_or_default(),
             stderr: std::fs::read_to_string(&err).unwrap_or_default(),
         };
-        (run, usage.ru_maxrss as u64 * 1024)
+        (run, kb * 1024)
     }
 }
