@@ -4,11 +4,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// `2026-11-28T23:07:43Z`.
 pub fn rfc3339(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    rfc3339_secs(secs)
+    rfc3339_secs(unix_secs(t) as i64)
+}
+
+/// Seconds since the epoch (0 for a time before it).
+pub fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// The same for seconds since the epoch.

@@ -10,6 +10,7 @@
 //! are dropped, never the store grown without limit. Everything here is pure but
 //! `EventLog::record_now`, which reads the clock.
 
+use crate::clock::unix_secs as unix;
 use crate::plan::pods::{Action, ObservedPod, Phase};
 use crate::reconcile::Round;
 use serde::{Deserialize, Serialize};
@@ -98,12 +99,6 @@ pub struct Event {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventLog {
     pub items: Vec<Event>,
-}
-
-fn unix(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 impl EventLog {

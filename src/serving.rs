@@ -10,7 +10,9 @@
 //! A record is live while it was renewed within [`STALE`]; one written on this host is also
 //! dead as soon as its process is gone (a daemon killed with SIGKILL leaves its record).
 
+use crate::clock::unix_secs as unix;
 use crate::proxy::Proxy;
+use crate::store::host_name as this_host;
 use crate::store::Store;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -208,18 +210,6 @@ impl Drop for Keeper {
         self.task.abort();
         let _ = self.store.remove_aside(&self.name);
     }
-}
-
-fn unix(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-fn this_host() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "?".into())
 }
 
 /// Whether a process of this host runs with that pid (one of another user counts).

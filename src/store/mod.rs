@@ -834,10 +834,14 @@ impl Holder {
 
 /// This process as a holder names it: `pid 123 on host`.
 fn process_identity() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+    format!("pid {} on {}", std::process::id(), host_name())
+}
+
+/// This host's name, as holders and serving records give it (`?` when it cannot be read).
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "?".into());
-    format!("pid {} on {host}", std::process::id())
+        .unwrap_or_else(|_| "?".into())
 }
 
 impl Store {
