@@ -7,7 +7,10 @@
 //! after starting are restarted by Docker's own restart policy, which backs off the same way
 //! (100 ms doubling to a minute); drover reports those restarts as events. Pure.
 
-use std::collections::HashMap;
+use crate::model::ContainerManifest;
+use crate::plan::pods::{phase_of, Action, ContainerState, ObservedPod, Phase};
+use crate::plan::scheduler::MinionView;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 pub const INITIAL: Duration = Duration::from_secs(5);
@@ -163,6 +166,37 @@ impl Backoff {
     }
 }
 
+/// The pods a plan deletes that failed on their own: seen Failed on a minion that answered
+/// (a lost minion's pods are Failed by the node controller), their containers all there, one
+/// exited as its restart policy does not restart, or one never started. A pod changed by hand
+/// is no crash, and is replaced at once: a container or its infra container removed, an
+/// "always" container stopped (or seen exited in the moment `docker rm -f` kills it before
+/// removing it).
+pub fn crashes<'a>(
+    actions: &[Action],
+    pods: &'a [ObservedPod],
+    minions: &[MinionView],
+    manifests: &BTreeMap<String, &ContainerManifest>,
+) -> Vec<&'a ObservedPod> {
+    let deleted = |o: &ObservedPod| {
+        actions.iter().any(|a| {
+            matches!(a, Action::DeletePod { minion, id, .. } if *minion == o.minion && *id == o.id)
+        })
+    };
+    let answered = |o: &ObservedPod| minions.iter().any(|v| v.name == o.minion && v.ready);
+    let on_its_own = |o: &ObservedPod| {
+        let states: Vec<ContainerState> = o.containers.iter().map(|c| c.state).collect();
+        manifests.get(&o.template_hash).is_some_and(|m| {
+            m.containers.len() == states.len()
+                && (states.contains(&ContainerState::Waiting)
+                    || phase_of(&states, m.restart_policy) == Phase::Failed)
+        })
+    };
+    pods.iter()
+        .filter(|o| o.phase == Phase::Failed && deleted(o) && answered(o) && on_its_own(o))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,5 +244,52 @@ mod tests {
             Reason::of_failure("ErrImageNeverPull: image app:1 is not present on the minion"),
             Reason::ErrImageNeverPull
         );
+    }
+
+    #[test]
+    fn only_a_pod_that_failed_on_its_own_is_a_crash() {
+        use crate::model::RestartPolicy::{Always, Never};
+        use crate::reconcile::restarts::tests::{manifest, seen};
+        let exited = ContainerState::Exited { code: 137 };
+        let run = ContainerState::Running;
+        let delete = vec![Action::DeletePod {
+            minion: "m1".into(),
+            id: "p".into(),
+            reason: "failed".into(),
+            legacy: false,
+        }];
+        let m1 = |ready| MinionView {
+            name: "m1".into(),
+            ready,
+            labels: Default::default(),
+            capacity: Default::default(),
+            taken: Default::default(),
+        };
+        let crashed =
+            |pod: ObservedPod, policy, containers: usize, ready: bool, plan: &[Action]| {
+                let m = manifest(containers, policy);
+                let manifests = BTreeMap::from([("h".to_string(), &m)]);
+                !crashes(plan, &[pod], &[m1(ready)], &manifests).is_empty()
+            };
+        // Exited where its policy does not restart it, or never started: a crash.
+        assert!(crashed(seen(&[exited, exited]), Never {}, 2, true, &delete));
+        assert!(crashed(
+            seen(&[ContainerState::Waiting]),
+            Always {},
+            1,
+            true,
+            &delete
+        ));
+        // An "always" container seen exited was stopped by hand, or killed by `docker rm -f`
+        // a moment before its removal: replaced at once.
+        assert!(!crashed(seen(&[run, exited]), Always {}, 2, true, &delete));
+        // A container removed by hand.
+        assert!(!crashed(seen(&[exited]), Never {}, 2, true, &delete));
+        // Its infra container removed (Failed, its app containers running).
+        assert!(!crashed(seen(&[run]), Never {}, 1, true, &delete));
+        // Failed by the node controller on a minion that did not answer.
+        assert!(!crashed(seen(&[exited]), Never {}, 1, false, &delete));
+        // Not deleted by this plan.
+        assert!(!crashed(seen(&[exited]), Never {}, 1, true, &[]));
     }
 }

@@ -339,32 +339,13 @@ impl Reconciler {
     ) -> Round {
         // Pods backing off wait; pods no longer planned are forgotten.
         let now = Instant::now();
-        // A pod found failed soon after it was made, its containers all there (one exited,
-        // or never started), goes on with its series: deleted now, it is made again only
-        // after the delay (a crash loop does not spin). One whose container was removed by
-        // hand is no crash: it is replaced at once.
+        // A pod that failed on its own soon after it was made goes on with its series:
+        // deleted now, it is made again only after the delay (a crash loop does not spin).
         let manifests = crate::plan::pods::manifests_by_hash(desired);
-        for a in &p.actions {
-            let Action::DeletePod { minion, id, .. } = a else {
-                continue;
-            };
-            // Seen so on a minion that answered (a lost minion's pods are Failed by the node
-            // controller: no crash either).
-            let answered = round.minions.iter().any(|v| &v.name == minion && v.ready);
-            let crashed = round.pods.iter().find(|o| {
-                answered
-                    && &o.minion == minion
-                    && &o.id == id
-                    && o.phase == Phase::Failed
-                    && manifests
-                        .get(&o.template_hash)
-                        .is_some_and(|m| m.containers.len() == o.containers.len())
-            });
-            if let Some(o) = crashed {
-                let key = backoff::key(o.owner.as_deref(), &o.template_hash, &o.id);
-                let why = format!("pod {id} on {minion} failed soon after it was made");
-                self.backoff.crashed(&key, &why, now);
-            }
+        for o in backoff::crashes(&p.actions, &round.pods, &round.minions, &manifests) {
+            let key = backoff::key(o.owner.as_deref(), &o.template_hash, &o.id);
+            let why = format!("pod {} on {} failed soon after it was made", o.id, o.minion);
+            self.backoff.crashed(&key, &why, now);
         }
         let creates: BTreeSet<String> = p
             .actions

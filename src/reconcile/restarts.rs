@@ -64,10 +64,11 @@ pub fn restarted_phase(pod: &ObservedPod, manifest: Option<&ContainerManifest>) 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn seen(states: &[ContainerState]) -> ObservedPod {
+    /// A Failed pod `p` on m1 with these app containers (fixture shared with `backoff`).
+    pub(crate) fn seen(states: &[ContainerState]) -> ObservedPod {
         ObservedPod {
             id: "p".into(),
             minion: "m1".into(),
@@ -93,7 +94,10 @@ mod tests {
         }
     }
 
-    fn manifest(containers: usize, policy: crate::model::RestartPolicy) -> ContainerManifest {
+    pub(crate) fn manifest(
+        containers: usize,
+        policy: crate::model::RestartPolicy,
+    ) -> ContainerManifest {
         ContainerManifest {
             containers: vec![Default::default(); containers],
             restart_policy: policy,
