@@ -939,6 +939,15 @@ fn sorted_jsonpath_custom_columns_and_watch_on_the_cluster() {
         "a Pending web row",
     );
     let pending = seen.iter().rposition(|l| is_web(l, "Pending")).unwrap();
+    // ...and the removed pod, gone, gets its last row once more (kubectl's deleted row).
+    watch.until(
+        |lines| {
+            lines[4..]
+                .iter()
+                .any(|l| l.starts_with(&format!("{victim} ")))
+        },
+        "the removed pod's last row",
+    );
     // ...and Running once apply made it.
     t.drover(&["apply"]).expect_code(0);
     let seen = watch.until(

@@ -179,9 +179,9 @@ pub fn get(cx: &Context, resource: Resource, opts: &GetOptions) -> ExitCode {
 /// `get -w`: the objects as they are, then each object again whenever it changes, until
 /// interrupted (SIGINT ends the process as it ended kubectl: by the signal, exit status 130
 /// in a shell) or stdout closes (exit 0). Tables print their header once; other formats print
-/// one object at a time. An object that is gone is forgotten without a line, as kubectl of
-/// the v1beta1 era printed nothing for it; it prints again if it returns. Only the last
-/// fingerprint of each object present is kept.
+/// one object at a time. An object that is gone prints its last row once more, as kubectl's
+/// watch printed every event's object, a deletion's included. Only the last look at each
+/// object present is kept.
 fn watch(
     cx: &Context,
     resource: Resource,
@@ -189,7 +189,8 @@ fn watch(
     detailed: bool,
     first: Listing,
 ) -> ExitCode {
-    let mut shown: BTreeMap<String, String> = BTreeMap::new();
+    // What was last shown of each object: its fingerprint and the item itself.
+    let mut shown: BTreeMap<String, (String, Item)> = BTreeMap::new();
     // Set once the header is printed: later rows keep its columns.
     let mut widths: Option<Vec<usize>> = None;
     let mut listing = first;
@@ -201,11 +202,19 @@ fn watch(
         let mut changed = Vec::new();
         for item in &selected.items {
             let print = fingerprint(&item.object);
-            if shown.get(&item.id) != Some(&print) {
+            if shown.get(&item.id).map(|s| &s.0) != Some(&print) {
                 changed.push(*item);
             }
-            now.insert(item.id.clone(), print);
+            now.insert(item.id.clone(), (print, (*item).clone()));
         }
+        // An object gone since the last look gets its last row once more, as kubectl's watch
+        // prints a deleted object.
+        let gone: Vec<Item> = shown
+            .into_iter()
+            .filter(|(id, _)| !now.contains_key(id))
+            .map(|(_, (_, item))| item)
+            .collect();
+        changed.extend(gone.iter());
         shown = now;
         let text = match watch_text(&listing, &changed, opts.format, &mut widths) {
             Ok(t) => t,

@@ -340,6 +340,7 @@ pub fn sort(selected: &mut Selected, names_given: bool, by: Option<&SortBy>) -> 
 }
 
 /// One object as `get` shows it in every format.
+#[derive(Clone)]
 pub struct Item {
     pub id: String,
     pub labels: Labels,
