@@ -3,7 +3,7 @@
 //! config file. No config at all means: source `./manifests`, state `./.drover`, one local minion.
 
 use crate::manifest::node::LineIndex;
-use crate::model::Labels;
+use crate::model::{check_project, project_chars, Labels, PROJECT_MAX};
 use crate::source::{GitOptions, SourceSpec};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -423,24 +423,6 @@ impl Settings {
     }
 }
 
-/// The longest project name: it goes into container names next to pod ids.
-pub const PROJECT_MAX: usize = 40;
-
-/// A project name is a DNS label (lowercase letters, digits, `-`; starts and ends with a
-/// letter or digit) of at most `PROJECT_MAX` characters: it goes into labels and names.
-pub fn check_project(name: &str) -> Result<(), String> {
-    let ok_chars = name
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    let ok_ends = !name.starts_with('-') && !name.ends_with('-');
-    if name.is_empty() || name.len() > PROJECT_MAX || !ok_chars || !ok_ends {
-        return Err(format!(
-            "must be 1-{PROJECT_MAX} lowercase letters, digits or `-`, starting and ending with a letter or digit"
-        ));
-    }
-    Ok(())
-}
-
 /// `.` and `..` taken out without touching the disk (the state directory may not exist yet).
 fn normalise(p: &Path) -> PathBuf {
     let mut out = PathBuf::new();
@@ -463,11 +445,7 @@ fn derived_project(state_dir: &Path) -> String {
         .and_then(|p| p.file_name())
         .map(|n| n.to_string_lossy().to_lowercase())
         .unwrap_or_default();
-    let mut base: String = parent
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .collect();
-    base = base.trim_matches('-').to_string();
+    let mut base = project_chars(&parent).trim_matches('-').to_string();
     base.truncate(PROJECT_MAX - 9);
     let base = base.trim_end_matches('-');
     let hash = &crate::store::content_hash(state_dir.as_os_str().as_encoded_bytes())[..8];

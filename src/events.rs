@@ -11,8 +11,7 @@
 //! `EventLog::record_now`, which reads the clock.
 
 use crate::clock::unix_secs as unix;
-use crate::plan::pods::{Action, ObservedPod, Phase};
-use crate::reconcile::Round;
+use crate::store::{Store, StoreError, StoreLock};
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, SystemTime};
 
@@ -102,6 +101,25 @@ pub struct EventLog {
 }
 
 impl EventLog {
+    /// The log as the store keeps it. Absent is empty; damaged is an error naming it (the
+    /// daemon then starts a new log).
+    pub fn read(store: &Store) -> Result<EventLog, StoreError> {
+        let (place, bytes) = store.read_event_log()?;
+        match bytes {
+            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| StoreError::Damaged {
+                path: place,
+                reason: e.to_string(),
+            }),
+            None => Ok(EventLog::default()),
+        }
+    }
+
+    /// Replaces the stored log with this one (needs the lock).
+    pub fn write(&self, store: &Store, lock: &StoreLock) -> Result<(), StoreError> {
+        let text = serde_json::to_vec_pretty(self).expect("events serialise");
+        store.write_event_log(lock, &text)
+    }
+
     /// Adds `note` at `now`, folding it into an equal event; returns the event.
     pub fn record(&mut self, mut note: Note, now: SystemTime) -> &Event {
         note.message = without_ids(&note.message);
@@ -175,130 +193,6 @@ impl EventLog {
     }
 }
 
-/// What happened in `round`, judged against the round before it (`None` for the first).
-pub fn from_round(before: Option<&Round>, round: &Round) -> Vec<Note> {
-    let mut notes = Vec::new();
-    let pod = |id: &str| ObjectRef::new("Pod", id);
-    let rc = |id: &str| ObjectRef::new("ReplicationController", id);
-    for action in &round.done {
-        match action {
-            Action::CreatePod { minion, pod: spec } => {
-                notes.push(Note::normal(
-                    pod(&spec.id),
-                    "Scheduled",
-                    format!("Successfully assigned {} to {minion}", spec.id),
-                ));
-                notes.push(Note::normal(
-                    pod(&spec.id),
-                    "Started",
-                    format!("Created and started its containers on {minion}"),
-                ));
-                if let Some(owner) = &spec.owner {
-                    notes.push(Note::normal(
-                        rc(owner),
-                        "SuccessfulCreate",
-                        format!("Created pod: {}", spec.id),
-                    ));
-                }
-            }
-            Action::DeletePod {
-                minion, id, reason, ..
-            } => {
-                notes.push(Note::normal(
-                    pod(id),
-                    "Killing",
-                    format!("Stopped and removed on {minion}: {reason}"),
-                ));
-                if let Some(owner) = round
-                    .pods
-                    .iter()
-                    .chain(before.map(|b| b.pods.iter()).into_iter().flatten())
-                    .find(|p| &p.id == id && &p.minion == minion)
-                    .and_then(|p| p.owner.as_deref())
-                {
-                    notes.push(Note::normal(
-                        rc(owner),
-                        "SuccessfulDelete",
-                        format!("Deleted pod: {id}"),
-                    ));
-                }
-            }
-            Action::DeleteVolumes { .. } => {}
-        }
-    }
-    for (action, error) in &round.failed {
-        if let Action::CreatePod { pod: spec, .. } = action {
-            let message = error.message.clone();
-            let reason = if is_post_start_failure(&message) {
-                "FailedPostStartHook"
-            } else if is_pull_failure(&message) {
-                "FailedToPull"
-            } else {
-                "FailedCreate"
-            };
-            notes.push(Note::warning(pod(&spec.id), reason, message));
-        } else {
-            notes.push(Note::warning(
-                ObjectRef::new("Minion", &error.minion),
-                "FailedAction",
-                format!("{}: {}", crate::exec::describe(action).1, error.message),
-            ));
-        }
-    }
-    for (action, warning) in &round.warnings {
-        let object = match action {
-            Action::CreatePod { pod: spec, .. } => pod(&spec.id),
-            Action::DeletePod { id, .. } => pod(id),
-            Action::DeleteVolumes { minion, .. } => ObjectRef::new("Minion", minion),
-        };
-        notes.push(Note::warning(
-            object,
-            warning.reason,
-            warning.message.clone(),
-        ));
-    }
-    for (id, why) in &round.unschedulable {
-        notes.push(Note::warning(pod(id), "FailedScheduling", why.clone()));
-    }
-    // Minions that changed state, and the pods the node controller gave up on.
-    let was_ready = |name: &str| {
-        before.and_then(|b| b.minions.iter().find(|m| m.name == name).map(|m| m.ready))
-    };
-    for m in &round.minions {
-        match (was_ready(&m.name), m.ready) {
-            (Some(true) | None, false) => notes.push(Note::warning(
-                ObjectRef::new("Minion", &m.name),
-                "NodeNotReady",
-                format!("Minion {} is not ready", m.name),
-            )),
-            (Some(false), true) => notes.push(Note::normal(
-                ObjectRef::new("Minion", &m.name),
-                "NodeReady",
-                format!("Minion {} is ready again", m.name),
-            )),
-            _ => {}
-        }
-    }
-    let before_pods: &[ObservedPod] = before.map(|b| b.pods.as_slice()).unwrap_or(&[]);
-    for p in &round.pods {
-        let earlier = before_pods
-            .iter()
-            .find(|b| b.id == p.id && b.minion == p.minion);
-        let minion_lost = round.minions.iter().any(|m| m.name == p.minion && !m.ready);
-        if p.phase == Phase::Failed
-            && minion_lost
-            && earlier.is_some_and(|e| e.phase != Phase::Failed)
-        {
-            notes.push(Note::warning(
-                pod(&p.id),
-                "NodeLost",
-                format!("Pod failed: its minion {} was lost", p.minion),
-            ));
-        }
-    }
-    notes
-}
-
 /// `message` without the ids Docker makes anew at each try (a network endpoint's, a
 /// container's: runs of 12 or more hex digits standing alone), so the same failure is the same
 /// message and folds into one event, and a log says it once.
@@ -338,55 +232,6 @@ pub fn without_ids(message: &str) -> String {
         i = end;
     }
     out
-}
-
-/// The back-off each failed create of `round` now waits (after `Reconciler::execute`
-/// recorded it in `backoff`): one event per delay, so the delays read as a growing series.
-pub fn from_backoff(
-    round: &Round,
-    backoff: &crate::reconcile::backoff::Backoff,
-    now: std::time::Instant,
-) -> Vec<Note> {
-    round
-        .failed
-        .iter()
-        .filter_map(|(a, _)| match a {
-            Action::CreatePod { pod, .. } => Some(pod),
-            _ => None,
-        })
-        .filter_map(|pod| {
-            let w = backoff.holds(&crate::reconcile::backoff::key_of(pod), now)?;
-            Some(Note::warning(
-                ObjectRef::new("Pod", &pod.id),
-                "BackOff",
-                format!(
-                    "{}: trying again in {}s (failure {})",
-                    w.reason.as_str(),
-                    w.delay.as_secs(),
-                    w.failures
-                ),
-            ))
-        })
-        .collect()
-}
-
-/// Whether a create failure was the image (Docker says "pull access denied", "not found",
-/// "manifest unknown", or drover's own "cannot pull").
-pub fn is_pull_failure(message: &str) -> bool {
-    let m = message.to_ascii_lowercase();
-    [
-        "pull",
-        "manifest unknown",
-        "no such image",
-        "repository does not exist",
-    ]
-    .iter()
-    .any(|s| m.contains(s))
-}
-
-/// Whether a create failure was a container's postStart hook (`minion::hooks`).
-pub fn is_post_start_failure(message: &str) -> bool {
-    message.starts_with(crate::minion::hooks::POST_START_FAILED)
 }
 
 /// A container's Docker event (`die`, `oom`, `start`, `kill`) as a note about its pod, if it is
@@ -545,43 +390,5 @@ mod tests {
         assert_eq!(n("die", Some(1)), Some("Failed"));
         assert_eq!(n("oom", None), Some("OOMKilled"));
         assert_eq!(n("start", None), None);
-    }
-
-    #[test]
-    fn what_an_action_had_to_tell_is_a_warning_on_its_pod() {
-        let mut round = Round::default();
-        round.warnings.push((
-            Action::DeletePod {
-                minion: "m1".into(),
-                id: "web-1".into(),
-                reason: "scaled down to 0".into(),
-                legacy: false,
-            },
-            crate::minion::Warning {
-                reason: "FailedPreStopHook",
-                message: "preStop hook of container c on m1 failed: timed out after 30 s".into(),
-            },
-        ));
-        let notes = from_round(None, &round);
-        let n = notes
-            .iter()
-            .find(|n| n.reason == "FailedPreStopHook")
-            .unwrap();
-        assert_eq!(n.object, ObjectRef::new("Pod", "web-1"));
-        assert_eq!(n.severity, Severity::Warning);
-        assert!(is_post_start_failure(
-            "postStart hook of container c failed: exited with 1"
-        ));
-        assert!(!is_post_start_failure(
-            "cannot pull image x: postStart hook"
-        ));
-    }
-
-    #[test]
-    fn pull_failures_are_told_apart() {
-        assert!(is_pull_failure(
-            "pull access denied for nope/nope, repository does not exist"
-        ));
-        assert!(!is_pull_failure("port is already allocated"));
     }
 }

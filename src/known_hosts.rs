@@ -184,7 +184,7 @@ pub fn record(file: &Path, name: &str, key: &HostKey, replace: bool) -> Result<P
     if let Some(dir) = file.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
-    crate::store::write_private_file(file, text.as_bytes()).map_err(|e| e.to_string())?;
+    crate::files::write_private_file(file, text.as_bytes()).map_err(|e| e.to_string())?;
     Ok(file.to_path_buf())
 }
 

@@ -8,6 +8,7 @@ pub mod config;
 pub mod daemon;
 pub mod events;
 pub mod exec;
+pub mod files;
 pub mod known_hosts;
 pub mod manifest;
 pub mod metrics;

@@ -515,6 +515,33 @@ pub fn selector_matches(selector: &Labels, labels: &Labels) -> bool {
     !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
+/// The longest project name: it goes into container names next to pod ids.
+pub const PROJECT_MAX: usize = 40;
+
+/// A project name is a DNS label (lowercase letters, digits, `-`; starts and ends with a
+/// letter or digit) of at most `PROJECT_MAX` characters: it goes into labels and names.
+pub fn check_project(name: &str) -> Result<(), String> {
+    let ok_chars = name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    let ok_ends = !name.starts_with('-') && !name.ends_with('-');
+    if name.is_empty() || name.len() > PROJECT_MAX || !ok_chars || !ok_ends {
+        return Err(format!(
+            "must be 1-{PROJECT_MAX} lowercase letters, digits or `-`, starting and ending with a letter or digit"
+        ));
+    }
+    Ok(())
+}
+
+/// `text` as project-name characters: lowercased, anything but ASCII letters and digits as
+/// `-` (a name derived from a path or an etcd prefix; the caller trims and bounds it).
+pub fn project_chars(text: &str) -> String {
+    text.to_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,6 +6,7 @@
 #[path = "etcd_cluster/mod.rs"]
 mod etcd_cluster;
 
+use drover::events::EventLog;
 use drover::model::{Kind, ObjectKey};
 use drover::store::{Batch, Section, StateLocation, Store, StoreError};
 use std::time::{Duration, Instant};
@@ -107,7 +108,7 @@ fn a_new_store_is_empty(place: &Place) {
     let index = store.verify().unwrap();
     assert_eq!(index.resource_version, 0);
     assert!(Section::ALL.iter().all(|s| index.section(*s).is_empty()));
-    assert!(store.read_events().unwrap().items.is_empty());
+    assert!(EventLog::read(&store).unwrap().items.is_empty());
     assert_eq!(store.mask_key().unwrap(), None);
 }
 
@@ -317,18 +318,18 @@ fn a_lost_index_is_damage_not_a_new_store(place: &Place) {
 fn events_round_trip_and_damaged_events_are_named(place: &Place) {
     let store = place.store();
     let lock = lock(&store);
-    let mut log = drover::events::EventLog::default();
+    let mut log = EventLog::default();
     log.record_now(drover::events::Note::normal(
         drover::events::ObjectRef::new("Pod", "web-1"),
         "Started",
         "Started container web",
     ));
-    store.write_events(&lock, &log).unwrap();
-    assert_eq!(store.read_events().unwrap(), log);
+    log.write(&store, &lock).unwrap();
+    assert_eq!(EventLog::read(&store).unwrap(), log);
     // Outside the index: no resource version.
     assert_eq!(store.read_index().unwrap().resource_version, 0);
     place.set_raw("events.json", Some(b"[not json"));
-    let err = store.read_events().unwrap_err().to_string();
+    let err = EventLog::read(&store).unwrap_err().to_string();
     assert!(err.contains("events.json: damaged state file"), "{err}");
 }
 
@@ -394,13 +395,13 @@ fn migrate_copies_state_to_etcd_and_back() {
         }
         b.put(Section::Applied, key("web"), "{\"a\":1}\n".into(), None);
         store.commit(&lock, &b).unwrap();
-        let mut log = drover::events::EventLog::default();
+        let mut log = EventLog::default();
         log.record_now(drover::events::Note::normal(
             drover::events::ObjectRef::new("Pod", "web"),
             "Started",
             "Started",
         ));
-        store.write_events(&lock, &log).unwrap();
+        log.write(&store, &lock).unwrap();
     }
     let etcd = Place::etcd("migrate");
     let Place::Etcd { url, .. } = &etcd else {
@@ -457,7 +458,7 @@ fn migrate_copies_state_to_etcd_and_back() {
         );
         assert_eq!(i.observed, index.observed);
         assert_eq!(t, texts);
-        assert_eq!(copy.read_events().unwrap(), store.read_events().unwrap());
+        assert_eq!(EventLog::read(&copy).unwrap(), EventLog::read(&store).unwrap());
         assert_eq!(copy.mask_key().unwrap(), store.mask_key().unwrap());
     }
     // The project travelled with the state: both copies name it, and a config of another

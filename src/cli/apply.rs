@@ -125,7 +125,7 @@ pub fn run(cx: &Context, args: &SourceArgs, opts: Options) -> ExitCode {
     let mut last_seen = None;
     let mut first_round = true;
     // What happened, for `get events` and `describe` afterwards (the daemon keeps the same log).
-    let mut events = store.read_events().unwrap_or_default();
+    let mut events = drover::events::EventLog::read(&store).unwrap_or_default();
     let mut last_round: Option<drover::reconcile::Round> = None;
     // Set by SIGINT or SIGTERM (`on_interrupt`): the round under way ends its calls, then apply
     // records what was done and says it.
@@ -151,7 +151,7 @@ pub fn run(cx: &Context, args: &SourceArgs, opts: Options) -> ExitCode {
                         // The round never returned: what its finished actions did is told.
                         let partial = progress.partial_round();
                         let now = std::time::SystemTime::now();
-                        for note in drover::events::from_round(last_round.as_ref(), &partial) {
+                        for note in drover::reconcile::round_events::from_round(last_round.as_ref(), &partial) {
                             events.record(note, now);
                         }
                         return false;
@@ -164,8 +164,8 @@ pub fn run(cx: &Context, args: &SourceArgs, opts: Options) -> ExitCode {
             if !dry_run {
                 let now = std::time::SystemTime::now();
                 let backoff =
-                    drover::events::from_backoff(&round, &reconciler.backoff, Instant::now());
-                for note in drover::events::from_round(last_round.as_ref(), &round)
+                    drover::reconcile::round_events::from_backoff(&round, &reconciler.backoff, Instant::now());
+                for note in drover::reconcile::round_events::from_round(last_round.as_ref(), &round)
                     .into_iter()
                     .chain(backoff)
                 {
@@ -306,7 +306,7 @@ pub fn run(cx: &Context, args: &SourceArgs, opts: Options) -> ExitCode {
     }
     let lock = lock.expect("taken when not a dry run");
     let lock = &*lock;
-    if let Err(e) = store.write_events(lock, &events) {
+    if let Err(e) = events.write(&store, lock) {
         eprintln!("drover: warning: {e}; this run's events are not kept");
     }
     if interrupted != Interrupted::No {

@@ -35,7 +35,7 @@ fn parse_for(text: &str) -> Result<ObjectRef, String> {
 }
 
 fn read(cx: &Context) -> Result<EventLog, String> {
-    cx.store()?.read_events().map_err(|e| e.to_string())
+    EventLog::read(&cx.store()?).map_err(|e| e.to_string())
 }
 
 fn age(event: &Event, now: SystemTime) -> String {

@@ -398,7 +398,7 @@ fn pods(cx: &Context, world: &World, detailed: bool) -> Listing {
     let events = cx
         .store()
         .ok()
-        .and_then(|s| s.read_events().ok())
+        .and_then(|s| drover::events::EventLog::read(&s).ok())
         .unwrap_or_default();
     let unready = judged_unready(cx);
     let mut items = Vec::new();
@@ -774,7 +774,7 @@ fn not_made(cx: &Context, world: &World) -> Vec<Item> {
     let events = cx
         .store()
         .ok()
-        .and_then(|s| s.read_events().ok())
+        .and_then(|s| drover::events::EventLog::read(&s).ok())
         .unwrap_or_default();
     // A back-off told in the last ten minutes still holds (the longest wait is five).
     let recent = output::now_unix().saturating_sub(600) as u64;

@@ -184,7 +184,7 @@ impl Daemon {
         report: &(dyn Fn(Event) + Send + Sync),
         stop: impl std::future::Future<Output = ()>,
     ) -> Result<(), String> {
-        match self.store.read_events() {
+        match EventLog::read(&self.store) {
             Ok(log) => *self.events.lock().expect("event log") = log,
             Err(e) => report(Event::StoreError(format!("{e}; starting a new event log"))),
         }
@@ -455,7 +455,7 @@ impl Daemon {
             if let Some(plan) = plan {
                 round = self.reconciler.execute(desired, round, plan).await;
                 let backoff = &self.reconciler.backoff;
-                for note in crate::events::from_backoff(&round, backoff, Instant::now()) {
+                for note in crate::reconcile::round_events::from_backoff(&round, backoff, Instant::now()) {
                     self.note(note);
                 }
             }
@@ -464,7 +464,7 @@ impl Daemon {
             }
             rounds += 1;
             count_round(&round, started.elapsed());
-            for note in crate::events::from_round(last_round.as_ref(), &round) {
+            for note in crate::reconcile::round_events::from_round(last_round.as_ref(), &round) {
                 self.note(note);
             }
             report(Event::Round(&round, started.elapsed()));
@@ -505,7 +505,7 @@ impl Daemon {
             }
             let log = self.events.lock().expect("event log").clone();
             if log != events_written {
-                match self.store.write_events(lock, &log) {
+                match log.write(&self.store, lock) {
                     Ok(()) => events_written = log,
                     Err(e) => report(Event::StoreError(e.to_string())),
                 }

@@ -6,7 +6,7 @@
 //! actions one call timeout: once a call there timed out, its queued actions are not tried.
 
 use crate::minion::{Minion, MinionError, Trace, Warning};
-use crate::plan::pods::{Action, Plan};
+use crate::plan::types::{Action, Plan};
 use futures_util::StreamExt;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -7,7 +7,7 @@
 //! `get services` and `describe service` show, and what the store keeps so a standalone
 //! `drover proxy` can follow it.
 
-use super::pods::{ObservedPod, Phase, PublishedPort};
+use super::types::{ObservedPod, Phase, PublishedPort};
 use crate::model::{
     selector_matches, DesiredState, Object, PortRef, Protocol, Service, SessionAffinity,
 };
@@ -110,7 +110,7 @@ pub fn endpoints(
                         && !p.containers.is_empty()
                         && p.containers
                             .iter()
-                            .all(|c| c.state == super::pods::ContainerState::Running);
+                            .all(|c| c.state == super::types::ContainerState::Running);
                     let reason = if address.is_none() {
                         Some(match &s.container_port {
                             Some(port) => format!("publishes no port {port}"),

@@ -11,7 +11,7 @@
 //! entry without pods, never pods without an entry. It leaves once the source no longer holds
 //! it and a converged round saw none of its pods.
 
-use super::pods::{Action, ObservedPod, Plan};
+use super::types::{Action, ObservedPod, Plan};
 use crate::model::{DesiredState, Kind, Object, ObjectKey};
 use crate::store::{Batch, Index, Section};
 use std::collections::BTreeSet;

@@ -8,3 +8,4 @@ pub mod objects;
 pub mod observed;
 pub mod pods;
 pub mod scheduler;
+pub mod types;

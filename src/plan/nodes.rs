@@ -5,7 +5,7 @@
 //! `Failed`, so their replication controllers replace them elsewhere. When the minion answers again its real pods are observed,
 //! and the planner removes the surplus. Time is an argument, never read from a clock here.
 
-use super::pods::{ObservedPod, Phase};
+use super::types::{ObservedPod, Phase};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 

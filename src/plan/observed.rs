@@ -9,7 +9,7 @@
 //! Ready), so a failed read never erases what drover knows. A minion no longer configured is
 //! forgotten together with its pods: that is a decision, not a failure.
 
-use super::pods::ObservedPod;
+use super::types::ObservedPod;
 use super::scheduler::MinionView;
 use crate::model::{Kind, ObjectKey};
 use crate::store::{content_hash, Batch, Index, Section};
@@ -139,7 +139,7 @@ pub fn from_records(texts: &BTreeMap<ObjectKey, String>) -> Result<Observation, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::pods::{ContainerState, ContainerStatus, Phase};
+    use crate::plan::types::{ContainerState, ContainerStatus, Phase};
     use crate::store::Entry;
 
     fn minion(name: &str, ready: bool) -> MinionView {

@@ -8,7 +8,7 @@
 //! (100 ms doubling to a minute); drover reports those restarts as events. Pure.
 
 use crate::model::ContainerManifest;
-use crate::plan::pods::{phase_of, Action, ContainerState, ObservedPod, Phase};
+use crate::plan::types::{phase_of, Action, ContainerState, ObservedPod, Phase};
 use crate::plan::scheduler::MinionView;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -49,11 +49,11 @@ impl Reason {
 
     /// The reason a create failure gives.
     pub fn of_failure(message: &str) -> Reason {
-        if crate::events::is_post_start_failure(message) {
+        if is_post_start_failure(message) {
             Reason::PostStartHookError
         } else if message.contains(crate::minion::pods::ERR_IMAGE_NEVER_PULL) {
             Reason::ErrImageNeverPull
-        } else if crate::events::is_pull_failure(message) {
+        } else if is_pull_failure(message) {
             Reason::ImagePullBackOff
         } else {
             Reason::CreateContainerBackOff
@@ -83,7 +83,7 @@ pub fn key(owner: Option<&str>, template_hash: &str, id: &str) -> String {
 }
 
 /// `key` of a pod to make.
-pub fn key_of(pod: &crate::plan::pods::PodSpec) -> String {
+pub fn key_of(pod: &crate::plan::types::PodSpec) -> String {
     key(pod.owner.as_deref(), &pod.template_hash, &pod.id)
 }
 
@@ -166,6 +166,25 @@ impl Backoff {
     }
 }
 
+/// Whether a create failure was the image (Docker says "pull access denied", "not found",
+/// "manifest unknown", or drover's own "cannot pull").
+pub fn is_pull_failure(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    [
+        "pull",
+        "manifest unknown",
+        "no such image",
+        "repository does not exist",
+    ]
+    .iter()
+    .any(|s| m.contains(s))
+}
+
+/// Whether a create failure was a container's postStart hook (`minion::hooks`).
+pub fn is_post_start_failure(message: &str) -> bool {
+    message.starts_with(crate::minion::hooks::POST_START_FAILED)
+}
+
 /// The pods a plan deletes that failed on their own: seen Failed on a minion that answered
 /// (a lost minion's pods are Failed by the node controller), their containers all there, one
 /// exited as its restart policy does not restart, or one never started. A pod changed by hand
@@ -244,6 +263,14 @@ mod tests {
             Reason::of_failure("ErrImageNeverPull: image app:1 is not present on the minion"),
             Reason::ErrImageNeverPull
         );
+    }
+
+    #[test]
+    fn pull_failures_are_told_apart() {
+        assert!(is_pull_failure(
+            "pull access denied for nope/nope, repository does not exist"
+        ));
+        assert!(!is_pull_failure("port is already allocated"));
     }
 
     #[test]

@@ -10,7 +10,8 @@ use crate::model::ObjectKey;
 use crate::plan::inventory::Inventory;
 use crate::plan::nodes::NodeController;
 use crate::plan::observed::Observation;
-use crate::plan::pods::{fail_half_made, leftover_volumes, plan_with, Action, Phase, Plan, Prune};
+use crate::plan::pods::{leftover_volumes, plan_with, Prune};
+use crate::plan::types::{fail_half_made, Action, Phase, Plan};
 use crate::plan::scheduler::MinionView;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -29,7 +30,7 @@ pub struct Round {
     /// Actions the plan held (executed or not).
     pub planned: usize,
     /// What was observed (or assumed by the node controller), for status reports.
-    pub pods: Vec<crate::plan::pods::ObservedPod>,
+    pub pods: Vec<crate::plan::types::ObservedPod>,
     pub minions: Vec<MinionView>,
     /// Pods left alone because their object is not this project's (`Plan::unowned`).
     pub unowned: Vec<(String, String)>,
@@ -434,4 +435,5 @@ impl Reconciler {
 
 pub mod backoff;
 pub mod project;
+pub mod round_events;
 pub mod restarts;

@@ -7,7 +7,7 @@
 //! span here; a round asks whether one overlapped its observation.
 
 use crate::model::ContainerManifest;
-use crate::plan::pods::{phase_of, ContainerState, ObservedPod, Phase};
+use crate::plan::types::{phase_of, ContainerState, ObservedPod, Phase};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -79,7 +79,7 @@ pub(crate) mod tests {
             containers: states
                 .iter()
                 .enumerate()
-                .map(|(i, s)| crate::plan::pods::ContainerStatus {
+                .map(|(i, s)| crate::plan::types::ContainerStatus {
                     name: format!("c{i}"),
                     image: "i".into(),
                     state: *s,

@@ -109,7 +109,7 @@ impl Walk {
         };
         let entries = fs::read_dir(real).map_err(dir_io)?;
         // Its files are opened relative to it (made when the first one is found).
-        let mut handle: Option<std::sync::Arc<crate::store::DirHandle>> = None;
+        let mut handle: Option<std::sync::Arc<crate::files::DirHandle>> = None;
         for entry in entries {
             let entry = entry.map_err(|source| SourceError::Io {
                 path: display(shown),
@@ -168,7 +168,7 @@ impl Walk {
                         if handle.is_none() && self.handles < MAX_DIR_HANDLES {
                             self.handles += 1;
                             handle = Some(std::sync::Arc::new(
-                                crate::store::DirHandle::open(real).map_err(dir_io)?,
+                                crate::files::DirHandle::open(real).map_err(dir_io)?,
                             ));
                         }
                         match &handle {

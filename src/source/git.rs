@@ -160,12 +160,9 @@ fn open(repo: &str, opts: &GitOptions) -> Result<Repository, SourceError> {
         Err(_) => {
             // The cache sits in the state directory: private, like the store (git2 would
             // make it 0755 under the usual umask).
-            crate::store::create_private_dir(&dir).map_err(|e| SourceError::Io {
+            crate::files::create_private_dir(&dir).map_err(|e| SourceError::Io {
                 path: dir.display().to_string(),
-                source: match e {
-                    crate::store::StoreError::Io { source, .. } => source,
-                    other => std::io::Error::other(other.to_string()),
-                },
+                source: e.source,
             })?;
             Repository::init_bare(&dir).map_err(err)?
         }

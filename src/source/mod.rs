@@ -174,7 +174,7 @@ enum Body {
     /// A directory source's file, read on demand.
     Path(PathBuf),
     /// The same, named in a directory opened once for all its files.
-    At(std::sync::Arc<crate::store::DirHandle>, String),
+    At(std::sync::Arc<crate::files::DirHandle>, String),
     /// Bytes already read (git blobs), handed out once.
     Read(std::sync::Mutex<Vec<u8>>),
 }
@@ -192,7 +192,7 @@ impl PendingFile {
         };
         match &self.body {
             // Into a buffer reused across files: no size query and no allocation per file.
-            Body::Path(path) => crate::store::read_file_upto(path, buf, limit).map_err(io),
+            Body::Path(path) => crate::files::read_file_upto(path, buf, limit).map_err(io),
             Body::At(dir, name) => dir.read_upto(name, buf, limit).map_err(io),
             Body::Read(bytes) => {
                 std::mem::swap(buf, &mut bytes.lock().unwrap_or_else(|e| e.into_inner()));

@@ -4,7 +4,7 @@
 //! `lock.rs` keeps a second writer out.
 
 use super::{
-    entry_rel, fsutil, io_err, kind_rel, lock, named_by, parse_index, plan_commit, Batch, Entry,
+    entry_rel, io_err, kind_rel, lock, named_by, parse_index, plan_commit, Batch, Entry,
     Holder, Index, Section, StoreError, FORMAT_VERSION, INDEX_FILE,
 };
 use crate::model::{ObjectKey, Origin};
@@ -104,7 +104,7 @@ impl FileStore {
         buf: &mut Vec<u8>,
     ) -> Result<(), StoreError> {
         let path = self.dir.join(entry_rel(section, key, entry));
-        super::read_file_into(&path, buf).map_err(io_err(&path))?;
+        crate::files::read_file_into(&path, buf).map_err(io_err(&path))?;
         self.check_object(section, key, entry, buf)
     }
 
@@ -133,12 +133,12 @@ impl FileStore {
             .collect();
         // A directory that cannot be opened (none of its kind was kept) has no handle: its
         // files, if any, are then read by path, and fail with that path in the message.
-        let dirs: Vec<((Section, crate::model::Kind), super::DirHandle)> = Section::ALL
+        let dirs: Vec<((Section, crate::model::Kind), crate::files::DirHandle)> = Section::ALL
             .into_iter()
             .flat_map(|s| crate::model::Kind::ALL.map(|k| (s, k)))
             .filter_map(|(s, k)| {
                 let dir = self.dir.join(kind_rel(s.as_str(), k));
-                Some(((s, k), super::DirHandle::open(&dir).ok()?))
+                Some(((s, k), crate::files::DirHandle::open(&dir).ok()?))
             })
             .collect();
         let init = || (Vec::new(), String::new());
@@ -207,7 +207,7 @@ impl FileStore {
         command: &str,
         wait: std::time::Duration,
     ) -> Result<lock::FileLock, StoreError> {
-        fsutil::create_private_dir(&self.dir)?;
+        crate::files::create_private_dir(&self.dir)?;
         lock::acquire(&self.dir, command, wait)
     }
 
@@ -243,7 +243,7 @@ impl FileStore {
         // are then only ever a lost index, never a first commit cut short.
         if index.resource_version == 0 && !self.index_path().exists() {
             let empty = serde_json::to_vec_pretty(&index).expect("index serialises");
-            fsutil::write_file(&self.index_path(), &empty, true)?;
+            crate::files::write_file(&self.index_path(), &empty, true)?;
         }
         let planned = plan_commit(&mut index, batch.puts.iter().chain(&moved), &batch.deletes)?;
         let mut touched_dirs = std::collections::BTreeSet::new();
@@ -254,16 +254,16 @@ impl FileStore {
                 .expect("object paths have a parent")
                 .to_path_buf();
             if touched_dirs.insert(dir.clone()) {
-                fsutil::create_private_dir(&dir)?;
+                crate::files::create_private_dir(&dir)?;
             }
-            fsutil::write_file(&path, text.as_bytes(), false)?;
+            crate::files::write_file(&path, text.as_bytes(), false)?;
         }
         // New object files must be durable before the index that names them.
         for dir in &touched_dirs {
-            fsutil::sync_dir(dir)?;
+            crate::files::sync_dir(dir)?;
         }
         let text = serde_json::to_vec_pretty(&index).expect("index serialises");
-        fsutil::write_file(&self.index_path(), &text, true)?;
+        crate::files::write_file(&self.index_path(), &text, true)?;
         // The commit point has passed; from here on failures only leave garbage behind,
         // which the sweep of a later commit removes.
         for rel in planned.superseded {

@@ -22,181 +22,13 @@
 
 mod etcd;
 mod file;
-mod fsutil;
 mod lock;
 
 pub use etcd::{EtcdSpec, EtcdTls, LEASE_TTL};
 pub use file::FileStore;
 
-/// Creates a directory (and parents) with mode 0700, tightening an existing one (also used
-/// for the git cache under `state_dir`).
-pub fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
-    fsutil::create_private_dir(dir)
-}
+pub use crate::files::{create_private_dir, write_private_file};
 
-/// Reads a whole file into `buf` (replacing what it held), reusing its capacity. Unlike
-/// `std::fs::read` it asks for no size first (std's `File::read_to_end` stats and seeks
-/// before reading): open, read, read, close, where thousands of small files are read.
-pub fn read_file_into(path: &Path, buf: &mut Vec<u8>) -> std::io::Result<()> {
-    read_to_end(std::fs::File::open(path)?, buf, End::Eof, usize::MAX).map(|_| ())
-}
-
-/// `read_file_into` that keeps no more than `limit` bytes: returns the file's size, which
-/// when it is over `limit` is asked of the file (`buf` then holds only its start). A huge
-/// file costs its limit, not its size, before it is refused.
-pub fn read_file_upto(path: &Path, buf: &mut Vec<u8>, limit: u64) -> std::io::Result<u64> {
-    read_to_end(std::fs::File::open(path)?, buf, End::Eof, cap(limit))
-}
-
-fn cap(limit: u64) -> usize {
-    usize::try_from(limit).unwrap_or(usize::MAX)
-}
-
-/// The rest of `file` into `buf` (replacing what it held), without asking for its size, and
-/// straight into the buffer's spare room: std's `read_to_end` zeroes that room first (16 KiB
-/// per file here, which showed in profiles of diff).
-///
-/// `End::ShortRead` stops at the first read shorter than asked, which for a regular file is
-/// its end, saving the read that would return 0; only for callers that check the bytes
-/// against a hash afterwards (and read again to the confirmed end when they do not match).
-///
-/// At most `cap` bytes are kept. Returns the file's size: the bytes read, or when there is
-/// more than `cap` (one more byte read aside, so the buffer does not grow for it), the size
-/// the file reports.
-fn read_to_end(
-    file: std::fs::File,
-    buf: &mut Vec<u8>,
-    end: End,
-    cap: usize,
-) -> std::io::Result<u64> {
-    use std::os::fd::AsRawFd;
-    buf.clear();
-    loop {
-        if buf.len() >= cap {
-            use std::io::Read;
-            let mut more = [0u8; 1];
-            let extra = loop {
-                match (&file).read(&mut more) {
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    read => break read?,
-                }
-            };
-            return match extra {
-                0 => Ok(buf.len() as u64),
-                _ => Ok(file.metadata()?.len().max(buf.len() as u64 + 1)),
-            };
-        }
-        if buf.capacity() - buf.len() < 4 << 10 {
-            buf.reserve((16 << 10).max(buf.len()).min(cap - buf.len()));
-        }
-        let room = cap - buf.len();
-        let spare = buf.spare_capacity_mut();
-        let asked = spare.len().min(room);
-        // SAFETY: read(2) writes at most `spare.len()` bytes into the spare room it is given,
-        // on a descriptor `file` owns.
-        let n = unsafe { libc::read(file.as_raw_fd(), spare.as_mut_ptr().cast(), asked) };
-        match n {
-            0 => return Ok(buf.len() as u64),
-            n if n > 0 => {
-                // SAFETY: the kernel initialised the `n` bytes after the current length.
-                unsafe { buf.set_len(buf.len() + n as usize) };
-                if end == End::ShortRead && (n as usize) < asked {
-                    return Ok(buf.len() as u64);
-                }
-            }
-            _ => {
-                let e = std::io::Error::last_os_error();
-                if e.kind() != std::io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
-            }
-        }
-    }
-}
-
-/// Where `read_to_end` takes a file to end.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum End {
-    /// At a read that returns nothing: the end, confirmed.
-    Eof,
-    /// At the first short read (or one that returns nothing).
-    ShortRead,
-}
-
-/// A directory opened once, so that the many files read from it are opened relative to it:
-/// the kernel then resolves one name per file, not every component of its path again (a diff
-/// of 10,000 objects opens 20,000 files, where path walks showed in profiles).
-#[derive(Debug)]
-pub struct DirHandle(std::os::fd::OwnedFd);
-
-impl DirHandle {
-    /// Opens `dir` as a handle for lookups only (`O_PATH`): it needs no read permission.
-    pub fn open(dir: &Path) -> std::io::Result<DirHandle> {
-        use std::os::unix::fs::OpenOptionsExt;
-        #[cfg(target_os = "linux")]
-        let flags = libc::O_DIRECTORY | libc::O_PATH;
-        #[cfg(not(target_os = "linux"))]
-        let flags = libc::O_DIRECTORY;
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(flags)
-            .open(dir)?;
-        Ok(DirHandle(file.into()))
-    }
-
-    /// `read_file_into` for the file `name` in this directory (a plain name, no `/`). A
-    /// symlink is not followed (an error): callers name regular files they listed, and a
-    /// file swapped for a link since must not lead outside the directory.
-    pub fn read_into(&self, name: &str, buf: &mut Vec<u8>) -> std::io::Result<()> {
-        read_to_end(self.open_file(name)?, buf, End::Eof, usize::MAX).map(|_| ())
-    }
-
-    /// `read_into` with `read_file_upto`'s limit: returns the file's size.
-    pub fn read_upto(&self, name: &str, buf: &mut Vec<u8>, limit: u64) -> std::io::Result<u64> {
-        read_to_end(self.open_file(name)?, buf, End::Eof, cap(limit))
-    }
-
-    /// `read_into`, ending at the first short read: for files whose bytes are then checked
-    /// against a hash, which proves them whole (a mismatch must be read again with
-    /// `read_into` before it is called damage).
-    pub fn read_hashed_into(&self, name: &str, buf: &mut Vec<u8>) -> std::io::Result<()> {
-        read_to_end(self.open_file(name)?, buf, End::ShortRead, usize::MAX).map(|_| ())
-    }
-
-    /// Opens the regular file `name` in this directory for reading, not following a symlink.
-    fn open_file(&self, name: &str) -> std::io::Result<std::fs::File> {
-        use std::os::fd::{AsRawFd, FromRawFd};
-        // The name as a C string, on the stack when it fits (it nearly always does).
-        let mut stack = [0u8; 256];
-        let heap;
-        let c_name: &std::ffi::CStr = if name.len() < stack.len() && !name.contains('\0') {
-            stack[..name.len()].copy_from_slice(name.as_bytes());
-            std::ffi::CStr::from_bytes_until_nul(&stack).expect("ends in a NUL")
-        } else {
-            heap = std::ffi::CString::new(name)
-                .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
-            &heap
-        };
-        // SAFETY: a NUL-terminated name and a directory descriptor this handle owns.
-        let fd = unsafe {
-            libc::openat(
-                self.0.as_raw_fd(),
-                c_name.as_ptr(),
-                libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW,
-            )
-        };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: openat returned a new descriptor that nothing else owns.
-        Ok(unsafe { std::fs::File::from_raw_fd(fd) })
-    }
-}
-
-/// Writes a file atomically and durably with mode 0600 (also used for known_hosts).
-pub fn write_private_file(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    fsutil::write_file(path, bytes, true)
-}
 
 use crate::model::{Kind, ObjectKey, Origin};
 use serde::{Deserialize, Serialize};
@@ -293,6 +125,15 @@ fn lost_index(index: &Path, found: &Path) -> StoreError {
             "missing, while object versions it would name are there ({}): the index was lost, this is not a new store. Restore it from a backup; only if the project's state is to start anew (drover then knows of no pod it made, and prunes none), move the objects away",
             found.display()
         ),
+    }
+}
+
+impl From<crate::files::PathError> for StoreError {
+    fn from(e: crate::files::PathError) -> StoreError {
+        StoreError::Io {
+            path: e.path,
+            source: e.source,
+        }
     }
 }
 
@@ -870,31 +711,20 @@ impl Store {
         matches!(self, Store::Etcd(_))
     }
 
-    /// The event log (`events.json`): kept beside the index, outside its resource versions,
-    /// because events only tell what happened and never decide what drover does. Absent is
-    /// empty; damaged is an error naming it (the daemon then starts a new log).
-    pub fn read_events(&self) -> Result<crate::events::EventLog, StoreError> {
-        let (place, bytes) = match self {
+    /// The event log's bytes (`events.json`), absent if none was written, and where they are
+    /// (for an error that names the place). Kept beside the index, outside its resource
+    /// versions, because events only tell what happened and never decide what drover does;
+    /// `crate::events` gives the bytes their meaning.
+    pub fn read_event_log(&self) -> Result<(PathBuf, Option<Vec<u8>>), StoreError> {
+        Ok(match self {
             Store::File(f) => (f.place(EVENTS_FILE), f.read_raw(EVENTS_FILE)?),
             Store::Etcd(e) => (e.place(EVENTS_FILE), e.read_raw(EVENTS_FILE)?),
-        };
-        match bytes {
-            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| StoreError::Damaged {
-                path: place,
-                reason: e.to_string(),
-            }),
-            None => Ok(Default::default()),
-        }
+        })
     }
 
-    /// Replaces the event log, atomically (a file: 0600). Needs the lock.
-    pub fn write_events(
-        &self,
-        lock: &StoreLock,
-        log: &crate::events::EventLog,
-    ) -> Result<(), StoreError> {
-        let text = serde_json::to_vec_pretty(log).expect("events serialise");
-        self.write_raw(lock, EVENTS_FILE, &text)
+    /// Replaces the event log's bytes, atomically (a file: 0600). Needs the lock.
+    pub fn write_event_log(&self, lock: &StoreLock, bytes: &[u8]) -> Result<(), StoreError> {
+        self.write_raw(lock, EVENTS_FILE, bytes)
     }
 
     /// The project this store says it belongs to, if it was recorded.
@@ -921,7 +751,7 @@ impl Store {
                 if let Some(parent) = path.parent() {
                     create_private_dir(parent)?;
                 }
-                write_private_file(&path, bytes)
+                Ok(write_private_file(&path, bytes)?)
             }
             Store::Etcd(e) => e.put_aside(rel, bytes),
         }
@@ -969,7 +799,7 @@ impl Store {
     /// Writes one file of the store outside the index (events, the mask key). Needs the lock.
     fn write_raw(&self, lock: &StoreLock, rel: &str, bytes: &[u8]) -> Result<(), StoreError> {
         match self {
-            Store::File(f) => write_private_file(&f.dir().join(rel), bytes),
+            Store::File(f) => Ok(write_private_file(&f.dir().join(rel), bytes)?),
             Store::Etcd(e) => e.write_raw(etcd_lock(e, lock)?, rel, bytes),
         }
     }

@@ -1,6 +1,6 @@
 use super::*;
 use crate::model::*;
-use crate::plan::pods::{ContainerState, ContainerStatus};
+use crate::plan::types::{ContainerState, ContainerStatus};
 
 fn service(id: &str, port: u16, container_port: Option<PortRef>) -> Object {
     Object::Service(Service {

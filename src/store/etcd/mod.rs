@@ -131,12 +131,8 @@ impl EtcdSpec {
     /// lowercased, other characters as `-`.
     pub fn derived_project(&self) -> String {
         let last = self.prefix.rsplit('/').next().unwrap_or_default();
-        let mut name: String = last
-            .to_lowercase()
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-            .collect();
-        name.truncate(crate::config::PROJECT_MAX);
+        let mut name = crate::model::project_chars(last);
+        name.truncate(crate::model::PROJECT_MAX);
         let name = name.trim_matches('-');
         if name.is_empty() {
             "drover".into()

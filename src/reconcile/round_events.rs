@@ -1,0 +1,199 @@
+//! What a round means as events: the pods it made and removed, what failed and why, minions
+//! that changed state, pods the node controller gave up on (`from_round`, against the round
+//! before), and the back-off each failed create now waits (`from_backoff`). Pure: the caller
+//! records the notes in its `EventLog`.
+
+use super::backoff::{self, is_post_start_failure, is_pull_failure, Backoff};
+use super::Round;
+use crate::events::{Note, ObjectRef};
+use crate::plan::types::{Action, ObservedPod, Phase};
+
+/// What happened in `round`, judged against the round before it (`None` for the first).
+pub fn from_round(before: Option<&Round>, round: &Round) -> Vec<Note> {
+    let mut notes = Vec::new();
+    let pod = |id: &str| ObjectRef::new("Pod", id);
+    let rc = |id: &str| ObjectRef::new("ReplicationController", id);
+    for action in &round.done {
+        match action {
+            Action::CreatePod { minion, pod: spec } => {
+                notes.push(Note::normal(
+                    pod(&spec.id),
+                    "Scheduled",
+                    format!("Successfully assigned {} to {minion}", spec.id),
+                ));
+                notes.push(Note::normal(
+                    pod(&spec.id),
+                    "Started",
+                    format!("Created and started its containers on {minion}"),
+                ));
+                if let Some(owner) = &spec.owner {
+                    notes.push(Note::normal(
+                        rc(owner),
+                        "SuccessfulCreate",
+                        format!("Created pod: {}", spec.id),
+                    ));
+                }
+            }
+            Action::DeletePod {
+                minion, id, reason, ..
+            } => {
+                notes.push(Note::normal(
+                    pod(id),
+                    "Killing",
+                    format!("Stopped and removed on {minion}: {reason}"),
+                ));
+                if let Some(owner) = round
+                    .pods
+                    .iter()
+                    .chain(before.map(|b| b.pods.iter()).into_iter().flatten())
+                    .find(|p| &p.id == id && &p.minion == minion)
+                    .and_then(|p| p.owner.as_deref())
+                {
+                    notes.push(Note::normal(
+                        rc(owner),
+                        "SuccessfulDelete",
+                        format!("Deleted pod: {id}"),
+                    ));
+                }
+            }
+            Action::DeleteVolumes { .. } => {}
+        }
+    }
+    for (action, error) in &round.failed {
+        if let Action::CreatePod { pod: spec, .. } = action {
+            let message = error.message.clone();
+            let reason = if is_post_start_failure(&message) {
+                "FailedPostStartHook"
+            } else if is_pull_failure(&message) {
+                "FailedToPull"
+            } else {
+                "FailedCreate"
+            };
+            notes.push(Note::warning(pod(&spec.id), reason, message));
+        } else {
+            notes.push(Note::warning(
+                ObjectRef::new("Minion", &error.minion),
+                "FailedAction",
+                format!("{}: {}", crate::exec::describe(action).1, error.message),
+            ));
+        }
+    }
+    for (action, warning) in &round.warnings {
+        let object = match action {
+            Action::CreatePod { pod: spec, .. } => pod(&spec.id),
+            Action::DeletePod { id, .. } => pod(id),
+            Action::DeleteVolumes { minion, .. } => ObjectRef::new("Minion", minion),
+        };
+        notes.push(Note::warning(
+            object,
+            warning.reason,
+            warning.message.clone(),
+        ));
+    }
+    for (id, why) in &round.unschedulable {
+        notes.push(Note::warning(pod(id), "FailedScheduling", why.clone()));
+    }
+    // Minions that changed state, and the pods the node controller gave up on.
+    let was_ready = |name: &str| {
+        before.and_then(|b| b.minions.iter().find(|m| m.name == name).map(|m| m.ready))
+    };
+    for m in &round.minions {
+        match (was_ready(&m.name), m.ready) {
+            (Some(true) | None, false) => notes.push(Note::warning(
+                ObjectRef::new("Minion", &m.name),
+                "NodeNotReady",
+                format!("Minion {} is not ready", m.name),
+            )),
+            (Some(false), true) => notes.push(Note::normal(
+                ObjectRef::new("Minion", &m.name),
+                "NodeReady",
+                format!("Minion {} is ready again", m.name),
+            )),
+            _ => {}
+        }
+    }
+    let before_pods: &[ObservedPod] = before.map(|b| b.pods.as_slice()).unwrap_or(&[]);
+    for p in &round.pods {
+        let earlier = before_pods
+            .iter()
+            .find(|b| b.id == p.id && b.minion == p.minion);
+        let minion_lost = round.minions.iter().any(|m| m.name == p.minion && !m.ready);
+        if p.phase == Phase::Failed
+            && minion_lost
+            && earlier.is_some_and(|e| e.phase != Phase::Failed)
+        {
+            notes.push(Note::warning(
+                pod(&p.id),
+                "NodeLost",
+                format!("Pod failed: its minion {} was lost", p.minion),
+            ));
+        }
+    }
+    notes
+}
+
+/// The back-off each failed create of `round` now waits (after `Reconciler::execute`
+/// recorded it in `backoff`): one event per delay, so the delays read as a growing series.
+pub fn from_backoff(
+    round: &Round,
+    backoff: &Backoff,
+    now: std::time::Instant,
+) -> Vec<Note> {
+    round
+        .failed
+        .iter()
+        .filter_map(|(a, _)| match a {
+            Action::CreatePod { pod, .. } => Some(pod),
+            _ => None,
+        })
+        .filter_map(|pod| {
+            let w = backoff.holds(&backoff::key_of(pod), now)?;
+            Some(Note::warning(
+                ObjectRef::new("Pod", &pod.id),
+                "BackOff",
+                format!(
+                    "{}: trying again in {}s (failure {})",
+                    w.reason.as_str(),
+                    w.delay.as_secs(),
+                    w.failures
+                ),
+            ))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::Severity;
+
+    #[test]
+    fn what_an_action_had_to_tell_is_a_warning_on_its_pod() {
+        let mut round = Round::default();
+        round.warnings.push((
+            Action::DeletePod {
+                minion: "m1".into(),
+                id: "web-1".into(),
+                reason: "scaled down to 0".into(),
+                legacy: false,
+            },
+            crate::minion::Warning {
+                reason: "FailedPreStopHook",
+                message: "preStop hook of container c on m1 failed: timed out after 30 s".into(),
+            },
+        ));
+        let notes = from_round(None, &round);
+        let n = notes
+            .iter()
+            .find(|n| n.reason == "FailedPreStopHook")
+            .unwrap();
+        assert_eq!(n.object, ObjectRef::new("Pod", "web-1"));
+        assert_eq!(n.severity, Severity::Warning);
+        assert!(crate::reconcile::backoff::is_post_start_failure(
+            "postStart hook of container c failed: exited with 1"
+        ));
+        assert!(!crate::reconcile::backoff::is_post_start_failure(
+            "cannot pull image x: postStart hook"
+        ));
+    }
+}
