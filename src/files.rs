@@ -240,3 +240,55 @@ impl DirHandle {
 pub fn write_private_file(path: &Path, bytes: &[u8]) -> Result<(), PathError> {
     write_file(path, bytes, true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_directory_handle_reads_its_files_and_follows_no_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.json"), b"{}").unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), b"x").unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret"), dir.path().join("b.json"))
+            .unwrap();
+        let handle = DirHandle::open(dir.path()).unwrap();
+        let mut buf = b"old".to_vec();
+        handle.read_into("a.json", &mut buf).unwrap();
+        assert_eq!(buf, b"{}");
+        let err = handle.read_into("b.json", &mut buf).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ELOOP), "{err}");
+        assert!(handle.read_into("missing.json", &mut buf).is_err());
+        // Larger than one read's room: read to its end, whole.
+        let big: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(dir.path().join("big.json"), &big).unwrap();
+        handle.read_into("big.json", &mut buf).unwrap();
+        assert_eq!(buf, big);
+        // Up to a limit: the file whole when it fits, else only the limit kept and its size told.
+        assert_eq!(
+            handle.read_upto("big.json", &mut buf, 100_000).unwrap(),
+            100_000
+        );
+        assert_eq!(buf, big);
+        assert_eq!(
+            handle.read_upto("big.json", &mut buf, 99_999).unwrap(),
+            100_000
+        );
+        assert_eq!(buf, big[..99_999]);
+        assert_eq!(handle.read_upto("big.json", &mut buf, 0).unwrap(), 100_000);
+        assert!(buf.is_empty());
+        let path = dir.path().join("big.json");
+        assert_eq!(read_file_upto(&path, &mut buf, 10).unwrap(), 100_000);
+        assert_eq!(buf, big[..10]);
+        // Ending at the first short read gives the same bytes from a regular file, and the same
+        // refusal of a symlink.
+        buf = b"old".to_vec();
+        handle.read_hashed_into("big.json", &mut buf).unwrap();
+        assert_eq!(buf, big);
+        handle.read_hashed_into("a.json", &mut buf).unwrap();
+        assert_eq!(buf, b"{}");
+        let err = handle.read_hashed_into("b.json", &mut buf).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ELOOP), "{err}");
+    }
+}

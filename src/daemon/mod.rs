@@ -455,7 +455,9 @@ impl Daemon {
             if let Some(plan) = plan {
                 round = self.reconciler.execute(desired, round, plan).await;
                 let backoff = &self.reconciler.backoff;
-                for note in crate::reconcile::round_events::from_backoff(&round, backoff, Instant::now()) {
+                for note in
+                    crate::reconcile::round_events::from_backoff(&round, backoff, Instant::now())
+                {
                     self.note(note);
                 }
             }

@@ -9,8 +9,8 @@
 //! Ready), so a failed read never erases what drover knows. A minion no longer configured is
 //! forgotten together with its pods: that is a decision, not a failure.
 
-use super::types::ObservedPod;
 use super::scheduler::MinionView;
+use super::types::ObservedPod;
 use crate::model::{Kind, ObjectKey};
 use crate::store::{content_hash, Batch, Index, Section};
 use std::collections::{BTreeMap, BTreeSet};

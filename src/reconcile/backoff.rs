@@ -8,8 +8,8 @@
 //! (100 ms doubling to a minute); drover reports those restarts as events. Pure.
 
 use crate::model::ContainerManifest;
-use crate::plan::types::{phase_of, Action, ContainerState, ObservedPod, Phase};
 use crate::plan::scheduler::MinionView;
+use crate::plan::types::{phase_of, Action, ContainerState, ObservedPod, Phase};
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 

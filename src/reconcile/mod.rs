@@ -11,8 +11,8 @@ use crate::plan::inventory::Inventory;
 use crate::plan::nodes::NodeController;
 use crate::plan::observed::Observation;
 use crate::plan::pods::{leftover_volumes, plan_with, Prune};
-use crate::plan::types::{fail_half_made, Action, Phase, Plan};
 use crate::plan::scheduler::MinionView;
+use crate::plan::types::{fail_half_made, Action, Phase, Plan};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -435,5 +435,5 @@ impl Reconciler {
 
 pub mod backoff;
 pub mod project;
-pub mod round_events;
 pub mod restarts;
+pub mod round_events;

@@ -134,11 +134,7 @@ pub fn from_round(before: Option<&Round>, round: &Round) -> Vec<Note> {
 
 /// The back-off each failed create of `round` now waits (after `Reconciler::execute`
 /// recorded it in `backoff`): one event per delay, so the delays read as a growing series.
-pub fn from_backoff(
-    round: &Round,
-    backoff: &Backoff,
-    now: std::time::Instant,
-) -> Vec<Note> {
+pub fn from_backoff(round: &Round, backoff: &Backoff, now: std::time::Instant) -> Vec<Note> {
     round
         .failed
         .iter()

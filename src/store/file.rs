@@ -4,8 +4,8 @@
 //! `lock.rs` keeps a second writer out.
 
 use super::{
-    entry_rel, io_err, kind_rel, lock, named_by, parse_index, plan_commit, Batch, Entry,
-    Holder, Index, Section, StoreError, FORMAT_VERSION, INDEX_FILE,
+    entry_rel, io_err, kind_rel, lock, named_by, parse_index, plan_commit, Batch, Entry, Holder,
+    Index, Section, StoreError, FORMAT_VERSION, INDEX_FILE,
 };
 use crate::model::{ObjectKey, Origin};
 use std::collections::BTreeMap;

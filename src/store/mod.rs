@@ -29,7 +29,6 @@ pub use file::FileStore;
 
 pub use crate::files::{create_private_dir, write_private_file};
 
-
 use crate::model::{Kind, ObjectKey, Origin};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
