@@ -180,6 +180,7 @@ fn report_peak_rss(program: &str, args: &[String]) {
         .spawn()
         .unwrap();
     let mut status = 0;
+    // SAFETY: all-zero bytes are a valid rusage, which wait4(2) fills.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: waits for our own child; writes only into locals we own. The Child is not
     // waited for again.

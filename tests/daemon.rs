@@ -411,6 +411,7 @@ fn cpu_seconds(pid: u32) -> f64 {
         .split_whitespace()
         .collect();
     let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    // SAFETY: sysconf(3) reads a constant.
     ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
 }
 
@@ -419,6 +420,7 @@ struct Continue(i32);
 
 impl Drop for Continue {
     fn drop(&mut self) {
+        // SAFETY: kill(2) touches no memory of ours.
         unsafe { libc::kill(self.0, libc::SIGCONT) };
     }
 }
@@ -451,6 +453,7 @@ fn a_minion_whose_engine_stops_answering_costs_no_cpu() {
         .trim()
         .parse()
         .unwrap();
+    // SAFETY: kill(2) touches no memory of ours.
     unsafe { libc::kill(dockerd, libc::SIGSTOP) };
     let resume = Continue(dockerd);
     // Calls to it time out after 30 s; then the I/O thread holds a channel whose local end

@@ -334,6 +334,7 @@ fn three_daemons_one_leads_every_one_proxies_and_a_killed_leader_is_replaced_mid
 /// SIGKILLs a daemon (no cleanup, as a crash) and waits until it is gone.
 fn kill_now(d: &Daemon) {
     let pid = d.pid();
+    // SAFETY: kill(2) touches no memory of ours.
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline && !gone(pid) {
@@ -362,6 +363,7 @@ fn last_write(etcd: &etcd_cluster::EtcdCluster, prefix: &str) -> i64 {
 }
 
 fn signal(d: &Daemon, sig: i32) {
+    // SAFETY: kill(2) touches no memory of ours.
     unsafe { libc::kill(d.pid() as i32, sig) };
 }
 

@@ -35,6 +35,7 @@ struct Stopped(i32);
 impl Stopped {
     fn now(pid: i32) -> Stopped {
         let guard = Stopped(pid);
+        // SAFETY: kill(2) touches no memory of ours.
         assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
         guard
     }
@@ -42,13 +43,16 @@ impl Stopped {
 
 impl Drop for Stopped {
     fn drop(&mut self) {
+        // SAFETY: kill(2) touches no memory of ours.
         unsafe { libc::kill(self.0, libc::SIGCONT) };
     }
 }
 
 /// CPU seconds (user + system) of the children this process has waited for.
 fn children_cpu() -> f64 {
+    // SAFETY: all-zero bytes are a valid rusage, and getrusage(2) writes only into it.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
     unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     secs(usage.ru_utime) + secs(usage.ru_stime)

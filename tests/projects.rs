@@ -98,6 +98,7 @@ struct Stopped(std::process::Child);
 impl Stopped {
     fn stop(&mut self) {
         if let Ok(None) = self.0.try_wait() {
+            // SAFETY: kill(2) touches no memory of ours.
             unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
             let _ = self.0.wait();
         }

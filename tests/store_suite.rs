@@ -459,7 +459,7 @@ fn migrate_copies_state_to_etcd_and_back() {
         assert_eq!(i.observed, index.observed);
         assert_eq!(t, texts);
         assert_eq!(
-            EventLog::read(&copy).unwrap(),
+            EventLog::read(copy).unwrap(),
             EventLog::read(&store).unwrap()
         );
         assert_eq!(copy.mask_key().unwrap(), store.mask_key().unwrap());

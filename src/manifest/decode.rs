@@ -5,7 +5,8 @@
 //! the document is an unknown field, reported with the nearest known name (an error under
 //! `--validate=strict`, a warning under `warn`, nothing under `ignore`).
 //!
-//! The rules are v1beta1's as Kubernetes v0.8.0 enforced them (`shared/reference/v1beta1-rules.md`):
+//! The rules are v1beta1's as Kubernetes v0.8.0 enforced them (its `pkg/api/validation`; each
+//! rule is asserted both ways in `rules_tests.rs`):
 //! per-kind ids, label keys as qualified names and label values unchecked, DNS labels for
 //! container, port and volume names, C identifiers for env names. Where drover cannot run what
 //! Kubernetes accepted, the message says "not supported by drover" and what to do instead;

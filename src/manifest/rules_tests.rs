@@ -1,4 +1,4 @@
-//! The v1beta1 rules of `shared/reference/v1beta1-rules.md`, each asserted both ways: manifests
+//! The v1beta1 rules as Kubernetes v0.8.0 enforced them, each asserted both ways: manifests
 //! Kubernetes v0.8.0 accepted are read, manifests it rejected are refused with a located
 //! message. Written from the rules, in YAML (flow style keeps each case on a line).
 

@@ -24,7 +24,7 @@ use std::time::{Duration, SystemTime};
 pub const LABEL_MANAGED_BY: &str = "io.drover.managed-by";
 pub const MANAGED_BY: &str = "drover";
 /// The project that made a container or volume: only that project observes, changes or
-/// removes it (design.md, safety rules).
+/// removes it (ARCHITECTURE.md: a project touches only its own).
 pub const LABEL_PROJECT: &str = "io.drover.project";
 
 pub const DEFAULT_DOCKER_SOCKET: &str = "/var/run/docker.sock";

@@ -151,9 +151,9 @@ fn accept_nonblocking(
 
 /// The address in a C socket address filled by the kernel.
 #[cfg(target_os = "linux")]
-fn socket_addr(raw: &libc::sockaddr_storage) -> Option<SocketAddr> {
-    let raw: *const libc::sockaddr_storage = raw;
-    match libc::c_int::from(unsafe { (*raw).ss_family }) {
+fn socket_addr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    let raw: *const libc::sockaddr_storage = storage;
+    match libc::c_int::from(storage.ss_family) {
         libc::AF_INET => {
             // SAFETY: the family says the storage holds a sockaddr_in, which it is large and
             // aligned enough for.

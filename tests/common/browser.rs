@@ -20,6 +20,7 @@ pub struct Browser {
 
 fn pipe() -> (i32, i32) {
     let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe(2) writes.
     assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0, "pipe");
     (fds[0], fds[1])
 }
@@ -43,6 +44,8 @@ impl Browser {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
+        // SAFETY: the closure only calls dup2(2), which is async-signal-safe, between fork and
+        // exec.
         unsafe {
             cmd.pre_exec(move || {
                 if libc::dup2(browser_reads, 3) < 0 || libc::dup2(browser_writes, 4) < 0 {
@@ -52,14 +55,17 @@ impl Browser {
             });
         }
         let child = cmd.spawn().expect("chromium (Debian package chromium)");
+        // SAFETY: the child has its copies; these ends are ours and used nowhere else.
         unsafe {
             libc::close(browser_reads);
             libc::close(browser_writes);
         }
+        // SAFETY: both descriptors came from pipe() above and nothing else owns them.
+        let (to, from) = unsafe { (File::from_raw_fd(we_write), File::from_raw_fd(we_read)) };
         Browser {
             child,
-            to: unsafe { File::from_raw_fd(we_write) },
-            from: BufReader::new(unsafe { File::from_raw_fd(we_read) }),
+            to,
+            from: BufReader::new(from),
             next: 0,
             session: None,
             _profile: profile,
