@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod events;
 pub mod exec;
 pub mod files;
+pub mod images;
 pub mod known_hosts;
 pub mod manifest;
 pub mod metrics;

@@ -96,6 +96,20 @@ enum MinionsCommand {
 }
 
 #[derive(Subcommand)]
+enum ImagesCommand {
+    /// Send images from this host's Docker Engine to the minions, over their SSH sessions,
+    /// with no registry: only the layers a minion lacks, to every minion at once
+    Push {
+        /// Images as the local engine names them (name:tag, or an id)
+        #[arg(required = true, value_name = "IMAGE")]
+        images: Vec<String>,
+        /// Only these minions [default: every minion]
+        #[arg(long = "minion", value_name = "NAME")]
+        minions: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
 enum StateCommand {
     /// Copy this project's state (the --state or config one) to another store, which must
     /// hold none yet: an etcd://host:2379/prefix or a directory
@@ -264,6 +278,11 @@ services (service, svc), minions (minion, nodes, node, no), events (event, ev)"
     Minions {
         #[command(subcommand)]
         command: MinionsCommand,
+    },
+    /// Your own images on the minions, without a registry
+    Images {
+        #[command(subcommand)]
+        command: ImagesCommand,
     },
     /// Manage the state store
     State {
@@ -446,6 +465,9 @@ fn main() -> ExitCode {
         Command::Minions {
             command: MinionsCommand::Trust { name, replace },
         } => cli::minions::trust(&cx, &name, replace),
+        Command::Images {
+            command: ImagesCommand::Push { images, minions },
+        } => cli::images::push(&cx, &images, &minions),
         Command::State {
             command: StateCommand::Migrate { to },
         } => cli::state::migrate(&cx, &to),

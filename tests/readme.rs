@@ -210,10 +210,11 @@ fn the_cluster_examples_run_on_the_test_cluster() {
         }
         // The repository's scripts, as the README calls them.
         std::os::unix::fs::symlink(project().join("tests"), t.join("tests")).unwrap();
+        std::os::unix::fs::symlink(project().join("examples"), t.join("examples")).unwrap();
         run(&b, t.path(), t.path());
         checked += 1;
     }
-    assert_eq!(checked, 2);
+    assert_eq!(checked, 3);
 }
 
 /// Removes a project's containers from the local Docker Engine when dropped.

@@ -7,6 +7,7 @@ pub mod events;
 pub mod exec;
 pub mod get;
 pub mod help;
+pub mod images;
 pub mod jsonpath;
 pub mod logging;
 pub mod minions;

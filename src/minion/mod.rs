@@ -5,6 +5,7 @@
 //! This module owns connections and health. It makes no decisions about what should run.
 
 pub mod hooks;
+mod images;
 mod ops;
 pub mod pause;
 pub mod pods;

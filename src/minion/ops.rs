@@ -43,7 +43,7 @@ pub struct LogQuery {
 }
 
 /// How long an image pull or import may take.
-const TRANSFER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+pub(super) const TRANSFER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// A container id as people read it (names pass unchanged).
 fn short(id: &str) -> &str {

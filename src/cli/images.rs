@@ -1,0 +1,142 @@
+//! `drover images push IMAGE... [--minion NAME...]`: images from this host's Docker Engine to
+//! the minions (`drover::images`), every minion at once, a progress bar per minion on a
+//! terminal, and one summary line per image and minion: `m1: app:1 sent 1 layer (2.1 kB), 2
+//! layers there already, 0.4 s`. Exit 0 when every push succeeded, 2 otherwise.
+
+use super::{fail, Context, EXIT_ERROR, EXIT_OK};
+use drover::images::{PushProgress, Sent};
+use drover::minion::Minion;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+pub fn push(cx: &Context, images: &[String], only: &[String]) -> ExitCode {
+    let specs = match super::minions::specs(cx) {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
+    if let Some(unknown) = only.iter().find(|n| !specs.iter().any(|s| &s.name == *n)) {
+        return fail(&format!("no minion named `{unknown}`"));
+    }
+    let mut minions = Vec::new();
+    for spec in specs {
+        if only.is_empty() || only.contains(&spec.name) {
+            match Minion::new(spec) {
+                Ok(m) => minions.push(Arc::new(m)),
+                Err(e) => return fail(&e.to_string()),
+            }
+        }
+    }
+    let local = match drover::images::local_engine() {
+        Ok(d) => d,
+        Err(e) => return fail(&e.to_string()),
+    };
+    let runtime = super::runtime();
+    let mut failed = false;
+    for name in images {
+        // Read first, so an image the local engine lacks changes nothing anywhere.
+        let image = match runtime.block_on(drover::images::inspect_local(&local, name)) {
+            Ok(i) => i,
+            Err(e) => return fail(&e.to_string()),
+        };
+        let bars = Bars::new(std::io::stderr().is_terminal(), name);
+        let progress: Arc<dyn PushProgress> = bars.clone();
+        let pushes = minions.iter().map(|m| {
+            let (local, image, m, progress) =
+                (local.clone(), image.clone(), m.clone(), progress.clone());
+            async move {
+                let name = m.name().to_string();
+                let result = drover::images::push_to(&local, &image, m, progress).await;
+                (name, result)
+            }
+        });
+        let results = runtime.block_on(futures_util::future::join_all(pushes));
+        bars.clear();
+        for (minion, result) in results {
+            match result {
+                Ok(sent) => println!("{minion}: {name} {}", summary(&sent)),
+                Err(e) => {
+                    failed = true;
+                    eprintln!("drover: error: pushing {name} to {minion}: {e}");
+                }
+            }
+        }
+    }
+    ExitCode::from(if failed { EXIT_ERROR } else { EXIT_OK })
+}
+
+/// One push in words.
+fn summary(s: &Sent) -> String {
+    let secs = s.took.as_secs_f64();
+    if s.already {
+        return format!("already there (the same image id), nothing sent, {secs:.1} s");
+    }
+    let layers = |n: usize| if n == 1 { "layer" } else { "layers" };
+    format!(
+        "sent {} {} ({}), {} {} there already ({} not sent), {secs:.1} s",
+        s.layers_sent,
+        layers(s.layers_sent),
+        bytes(s.bytes_sent),
+        s.layers_skipped,
+        layers(s.layers_skipped),
+        bytes(s.bytes_skipped),
+    )
+}
+
+fn bytes(b: u64) -> String {
+    match b {
+        b if b >= 1 << 30 => format!("{:.1} GB", b as f64 / 1e9),
+        b if b >= 1 << 20 => format!("{:.1} MB", b as f64 / 1e6),
+        b if b >= 1 << 10 => format!("{:.1} kB", b as f64 / 1e3),
+        b => format!("{b} B"),
+    }
+}
+
+/// A progress bar per minion on a terminal (none otherwise: the summary lines say it all).
+struct Bars {
+    multi: Option<MultiProgress>,
+    image: String,
+    bars: std::sync::Mutex<HashMap<String, ProgressBar>>,
+}
+
+impl Bars {
+    fn new(terminal: bool, image: &str) -> Arc<Bars> {
+        Arc::new(Bars {
+            multi: terminal.then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr())),
+            image: image.to_string(),
+            bars: Default::default(),
+        })
+    }
+
+    fn clear(&self) {
+        if let Some(multi) = &self.multi {
+            let _ = multi.clear();
+        }
+    }
+}
+
+impl PushProgress for Bars {
+    fn starting(&self, minion: &str, bytes: u64) {
+        let Some(multi) = &self.multi else { return };
+        let bar = multi.add(ProgressBar::new(bytes));
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{prefix:>12} {wide_bar} {bytes}/{total_bytes} {bytes_per_sec}",
+            )
+            .expect("template"),
+        );
+        bar.set_prefix(format!("{minion} {}", self.image));
+        self.bars
+            .lock()
+            .expect("bars")
+            .insert(minion.to_string(), bar);
+    }
+
+    fn sent(&self, minion: &str, bytes: u64) {
+        if let Some(bar) = self.bars.lock().expect("bars").get(minion) {
+            bar.inc(bytes);
+        }
+    }
+}

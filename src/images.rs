@@ -1,0 +1,552 @@
+//! Your own images on the minions without a registry (`drover images push`): from the Docker
+//! Engine on the drover host to each minion over its usual transport, sending only the layers a
+//! minion lacks. Nothing is installed on a minion and nothing is written to disk on either
+//! side: the local engine's `docker save` stream is filtered on the fly and fed to the minion's
+//! `docker load`.
+//!
+//! Which layers a minion has is asked by chain id (a layer is only the same layer on top of the
+//! same layers below it): the chain ids of every image it holds. The layers of ours whose chain
+//! ids it has form a prefix of our layer list, and their `layer.tar` files are left out of the
+//! stream; `docker load` finds those layers by the chain ids it computes from the image's
+//! config and reads no file for them. Where the save stream puts a layer's file is read first
+//! from its `manifest.json` (in Docker's classic layout the entries are ordered by a legacy
+//! id, not by layer, and the manifest comes last), so a push reads the local image twice:
+//! once for its manifest, once to send.
+//!
+//! A push that is cut off (drover killed, the connection lost) leaves no image on the minion:
+//! `docker load` tags the image only once every layer is in, and releases the layers it added
+//! when the stream ends early.
+
+use crate::minion::{Minion, MinionError};
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The chain id of each layer of an image, from its diff ids (bottom first): the first is its
+/// diff id, each next the SHA-256 of `"<chain below> <diff id>"` (the OCI image spec's).
+pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
+    let mut chains: Vec<String> = Vec::with_capacity(diff_ids.len());
+    for d in diff_ids {
+        let next = match chains.last() {
+            None => d.clone(),
+            Some(below) => {
+                let digest = Sha256::digest(format!("{below} {d}").as_bytes());
+                let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+                format!("sha256:{hex}")
+            }
+        };
+        chains.push(next);
+    }
+    chains
+}
+
+/// How many of an image's layers (bottom first) a minion holding the layers `has` (chain ids)
+/// needs not be sent.
+pub fn present_prefix(chains: &[String], has: &HashSet<String>) -> usize {
+    chains.iter().take_while(|c| has.contains(*c)).count()
+}
+
+/// The layer files named by a save stream's `manifest.json`, in layer order (bottom first).
+pub fn layer_paths(manifest_json: &[u8]) -> Result<Vec<String>, String> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Entry {
+        layers: Vec<String>,
+    }
+    let entries: Vec<Entry> = serde_json::from_slice(manifest_json)
+        .map_err(|e| format!("the image's manifest.json cannot be read: {e}"))?;
+    match entries.as_slice() {
+        [one] => Ok(one.layers.clone()),
+        _ => Err(format!(
+            "the saved image holds {} images, not one",
+            entries.len()
+        )),
+    }
+}
+
+const BLOCK: usize = 512;
+
+/// A tar stream with some regular files left out, filtered as it passes: `push` gives it the
+/// bytes as they come, it gives back the bytes to send. Metadata entries that describe the
+/// next entry (PAX headers, GNU long names) go or stay with it.
+#[derive(Debug)]
+pub struct TarFilter {
+    /// Paths of the files to leave out.
+    skip: HashSet<String>,
+    /// A header being assembled (fewer than 512 bytes seen so far).
+    header: Vec<u8>,
+    /// Metadata entries (header and data) held until the entry they describe.
+    held: Vec<u8>,
+    /// A long name given by a GNU `L` entry for the next entry.
+    long_name: Option<String>,
+    /// Bytes of the current entry's data and padding still to come, and what to do with them.
+    remaining: u64,
+    now: Data,
+    /// Files left out, and the bytes they would have cost.
+    pub skipped: usize,
+    pub skipped_bytes: u64,
+    /// Files passed on.
+    pub kept_files: usize,
+    /// Every entry seen: its path, and the bytes it takes in the stream (header and data).
+    pub entries: Vec<(String, u64)>,
+    /// The file whose data is kept in `captured` (a save stream's `manifest.json`).
+    capture: Option<String>,
+    capturing: bool,
+    pub captured: Vec<u8>,
+    /// The size of the last entry whose header was read.
+    last_size: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Data {
+    Keep,
+    Drop,
+    Hold,
+}
+
+impl TarFilter {
+    pub fn new(skip: HashSet<String>) -> TarFilter {
+        TarFilter {
+            skip,
+            header: Vec::with_capacity(BLOCK),
+            held: Vec::new(),
+            long_name: None,
+            remaining: 0,
+            now: Data::Keep,
+            skipped: 0,
+            skipped_bytes: 0,
+            kept_files: 0,
+            entries: Vec::new(),
+            capture: None,
+            capturing: false,
+            captured: Vec::new(),
+            last_size: 0,
+        }
+    }
+
+    /// A filter that also keeps the data of the file `name` (in `captured`).
+    pub fn capturing(skip: HashSet<String>, name: &str) -> TarFilter {
+        TarFilter {
+            capture: Some(name.to_string()),
+            ..TarFilter::new(skip)
+        }
+    }
+
+    /// Takes the next bytes of the stream; appends what is to be sent to `out`.
+    pub fn push(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+        while !input.is_empty() {
+            if self.remaining > 0 {
+                let n = (self.remaining.min(input.len() as u64)) as usize;
+                if self.capturing {
+                    // The data without the padding after it.
+                    let room = (self.last_size as usize).saturating_sub(self.captured.len());
+                    self.captured.extend_from_slice(&input[..n.min(room)]);
+                    if self.captured.len() > 1 << 20 {
+                        return Err("a manifest.json over 1 MiB".into());
+                    }
+                }
+                match self.now {
+                    Data::Keep => out.extend_from_slice(&input[..n]),
+                    Data::Hold => {
+                        self.held.extend_from_slice(&input[..n]);
+                        if self.held.len() > 1 << 20 {
+                            return Err("a tar metadata entry over 1 MiB".into());
+                        }
+                    }
+                    Data::Drop => {}
+                }
+                self.remaining -= n as u64;
+                input = &input[n..];
+                if self.remaining == 0 {
+                    self.capturing = false;
+                    if self.now == Data::Hold {
+                        self.read_long_name();
+                    }
+                }
+                continue;
+            }
+            let want = BLOCK - self.header.len();
+            let n = want.min(input.len());
+            self.header.extend_from_slice(&input[..n]);
+            input = &input[n..];
+            if self.header.len() == BLOCK {
+                let header = std::mem::replace(&mut self.header, Vec::with_capacity(BLOCK));
+                self.on_header(&header, out)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A metadata entry just ended, its data at the end of `held`: a GNU long name (the name,
+    /// NUL-terminated) or a PAX header's `path` record names the next entry.
+    fn read_long_name(&mut self) {
+        let data_start = self.held.len() - padded(self.last_size);
+        let kind = self.held[data_start - BLOCK + 156];
+        let data = &self.held[data_start..data_start + self.last_size as usize];
+        match kind {
+            b'L' => {
+                let name = data.split(|b| *b == 0).next().unwrap_or_default();
+                self.long_name = Some(String::from_utf8_lossy(name).into_owned());
+            }
+            b'x' => {
+                // Records of the form "<length> <key>=<value>\n".
+                let text = String::from_utf8_lossy(data);
+                for record in text.split('\n') {
+                    if let Some((_, kv)) = record.split_once(' ') {
+                        if let Some(path) = kv.strip_prefix("path=") {
+                            self.long_name = Some(path.to_string());
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_header(&mut self, header: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+        if header.iter().all(|b| *b == 0) {
+            // The end-of-archive blocks.
+            out.extend_from_slice(&self.held);
+            self.held.clear();
+            out.extend_from_slice(header);
+            return Ok(());
+        }
+        let size = entry_size(header)?;
+        self.last_size = size;
+        let kind = header[156];
+        self.remaining = padded(size) as u64;
+        if matches!(kind, b'x' | b'L' | b'K' | b'g') {
+            // Describes the next entry: held until that entry is judged.
+            self.held.extend_from_slice(header);
+            self.now = Data::Hold;
+            if self.remaining == 0 {
+                self.read_long_name();
+            }
+            return Ok(());
+        }
+        let name = self.long_name.take().unwrap_or_else(|| ustar_name(header));
+        let regular = matches!(kind, b'0' | 0);
+        self.entries.push((
+            name.clone(),
+            (BLOCK + padded(size)) as u64 + self.held.len() as u64,
+        ));
+        self.capturing = regular && self.capture.as_deref() == Some(name.as_str());
+        if regular && self.skip.contains(&name) {
+            self.held.clear();
+            self.now = Data::Drop;
+            self.skipped += 1;
+            self.skipped_bytes += size;
+        } else {
+            out.extend_from_slice(&self.held);
+            self.held.clear();
+            out.extend_from_slice(header);
+            self.now = Data::Keep;
+            if regular {
+                self.kept_files += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `size` rounded up to whole blocks.
+fn padded(size: u64) -> usize {
+    (size as usize).div_ceil(BLOCK) * BLOCK
+}
+
+/// An entry's size: octal, or base-256 when the high bit of the field is set.
+fn entry_size(header: &[u8]) -> Result<u64, String> {
+    let field = &header[124..136];
+    if field[0] & 0x80 != 0 {
+        let mut n: u64 = u64::from(field[0] & 0x7f);
+        for b in &field[1..] {
+            n = n
+                .checked_mul(256)
+                .and_then(|n| n.checked_add(u64::from(*b)))
+                .ok_or("a tar entry size out of range")?;
+        }
+        return Ok(n);
+    }
+    let text: String = field
+        .iter()
+        .take_while(|b| **b != 0)
+        .map(|b| *b as char)
+        .collect();
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(0);
+    }
+    u64::from_str_radix(text, 8).map_err(|_| format!("a tar header with size `{text}`"))
+}
+
+/// A ustar entry's path: its prefix (when there is one) and its name.
+fn ustar_name(header: &[u8]) -> String {
+    let field = |range: std::ops::Range<usize>| {
+        let bytes = &header[range];
+        let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+        String::from_utf8_lossy(&bytes[..end]).into_owned()
+    };
+    let name = field(0..100);
+    let prefix = if &header[257..262] == b"ustar" {
+        field(345..500)
+    } else {
+        String::new()
+    };
+    if prefix.is_empty() {
+        name
+    } else {
+        format!("{prefix}/{name}")
+    }
+}
+
+/// An image as the drover host's engine holds it: its id, and its layers' chain ids.
+#[derive(Debug, Clone)]
+pub struct LocalImage {
+    pub name: String,
+    pub id: String,
+    pub chains: Vec<String>,
+    /// Where the save stream puts each layer's file, in layer order.
+    layer_paths: Vec<String>,
+    /// The bytes each entry takes in the save stream.
+    entry_bytes: std::collections::HashMap<String, u64>,
+    /// The whole stream's length.
+    total_bytes: u64,
+}
+
+/// Why an image could not be pushed to any minion.
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    #[error("the local Docker Engine: {0}")]
+    Local(String),
+    #[error("image {0} is not in the local Docker Engine (build or pull it there first)")]
+    Missing(String),
+    #[error("{0}")]
+    Minion(#[from] MinionError),
+}
+
+/// The drover host's Docker Engine (its socket, or `DOCKER_HOST`).
+pub fn local_engine() -> Result<bollard::Docker, PushError> {
+    bollard::Docker::connect_with_defaults().map_err(|e| PushError::Local(e.to_string()))
+}
+
+/// Reads `name` in the local engine: its id and layers, and, from one pass over its save
+/// stream, where each layer's file is and what every entry costs.
+pub async fn inspect_local(docker: &bollard::Docker, name: &str) -> Result<LocalImage, PushError> {
+    let inspected = match docker.inspect_image(name).await {
+        Ok(i) => i,
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => return Err(PushError::Missing(name.to_string())),
+        Err(e) => return Err(PushError::Local(e.to_string())),
+    };
+    let id = inspected.id.unwrap_or_default();
+    let diff_ids = inspected.root_fs.and_then(|r| r.layers).unwrap_or_default();
+    let mut scan = TarFilter::capturing(HashSet::new(), "manifest.json");
+    let mut stream = docker.export_image(name);
+    let mut sink = Vec::new();
+    let mut total_bytes = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| PushError::Local(format!("saving {name}: {e}")))?;
+        total_bytes += chunk.len() as u64;
+        sink.clear();
+        scan.push(&chunk, &mut sink).map_err(PushError::Local)?;
+    }
+    let layer_paths = layer_paths(&scan.captured).map_err(PushError::Local)?;
+    if layer_paths.len() != diff_ids.len() {
+        return Err(PushError::Local(format!(
+            "image {name}: its save stream names {} layer files for {} layers",
+            layer_paths.len(),
+            diff_ids.len()
+        )));
+    }
+    Ok(LocalImage {
+        name: name.to_string(),
+        id,
+        chains: chain_ids(&diff_ids),
+        layer_paths,
+        entry_bytes: scan.entries.into_iter().collect(),
+        total_bytes,
+    })
+}
+
+/// What a push to one minion did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sent {
+    /// The minion held this very image under this name: nothing was sent.
+    pub already: bool,
+    pub layers_sent: usize,
+    pub layers_skipped: usize,
+    /// Bytes of the save stream sent, and left out.
+    pub bytes_sent: u64,
+    pub bytes_skipped: u64,
+    pub took: Duration,
+}
+
+/// Told how a push goes: the bytes a minion will be sent, then each chunk as it leaves.
+pub trait PushProgress: Send + Sync {
+    fn starting(&self, minion: &str, bytes: u64);
+    fn sent(&self, minion: &str, bytes: u64);
+}
+
+/// Pushes `image` to `minion`: nothing when it already holds this id under this name, else
+/// the save stream without the layers it has.
+pub async fn push_to(
+    local: &bollard::Docker,
+    image: &LocalImage,
+    minion: Arc<Minion>,
+    progress: Arc<dyn PushProgress>,
+) -> Result<Sent, PushError> {
+    let started = Instant::now();
+    if minion.image_id(&image.name).await?.as_deref() == Some(image.id.as_str()) {
+        progress.starting(minion.name(), 0);
+        return Ok(Sent {
+            already: true,
+            layers_skipped: image.chains.len(),
+            took: started.elapsed(),
+            ..Sent::default()
+        });
+    }
+    let has: HashSet<String> = minion
+        .image_layers()
+        .await?
+        .iter()
+        .flat_map(|layers| chain_ids(layers))
+        .collect();
+    let present = present_prefix(&image.chains, &has);
+    let skip: HashSet<String> = image.layer_paths[..present].iter().cloned().collect();
+    let bytes_skipped: u64 = skip
+        .iter()
+        .map(|p| image.entry_bytes.get(p).copied().unwrap_or(0))
+        .sum();
+    let to_send = image.total_bytes.saturating_sub(bytes_skipped);
+    progress.starting(minion.name(), to_send);
+    let mut filter = TarFilter::new(skip);
+    let name = minion.name().to_string();
+    let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = sent.clone();
+    let tell = progress.clone();
+    let tar = local.export_image(&image.name).map(move |chunk| {
+        let chunk = chunk.map_err(std::io::Error::other)?;
+        let mut out = Vec::with_capacity(chunk.len());
+        filter
+            .push(&chunk, &mut out)
+            .map_err(std::io::Error::other)?;
+        counted.fetch_add(out.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        tell.sent(&name, out.len() as u64);
+        Ok(bytes::Bytes::from(out))
+    });
+    minion.load_image(&image.name, tar).await?;
+    Ok(Sent {
+        already: false,
+        layers_sent: image.chains.len() - present,
+        layers_skipped: present,
+        bytes_sent: sent.load(std::sync::atomic::Ordering::Relaxed),
+        bytes_skipped,
+        took: started.elapsed(),
+    })
+}
+
+/// A progress that tells nothing.
+pub struct Silent;
+
+impl PushProgress for Silent {
+    fn starting(&self, _: &str, _: u64) {}
+    fn sent(&self, _: &str, _: u64) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One ustar entry: header (with its checksum) and padded data.
+    fn entry(name: &str, kind: u8, data: &[u8]) -> Vec<u8> {
+        let mut h = vec![0u8; BLOCK];
+        h[..name.len()].copy_from_slice(name.as_bytes());
+        h[100..107].copy_from_slice(b"0000644");
+        h[124..135].copy_from_slice(format!("{:011o}", data.len()).as_bytes());
+        h[156] = kind;
+        h[257..263].copy_from_slice(b"ustar\0");
+        h[263..265].copy_from_slice(b"00");
+        h[148..156].copy_from_slice(b"        ");
+        let sum: u32 = h.iter().map(|b| u32::from(*b)).sum();
+        h[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+        let mut out = h;
+        out.extend_from_slice(data);
+        out.resize(out.len().div_ceil(BLOCK) * BLOCK, 0);
+        out
+    }
+
+    fn filtered(archive: &[u8], skip: &[&str], chunk: usize) -> (Vec<u8>, TarFilter) {
+        let skip = skip.iter().map(|s| s.to_string()).collect();
+        let mut f = TarFilter::capturing(skip, "manifest.json");
+        let mut out = Vec::new();
+        for piece in archive.chunks(chunk) {
+            f.push(piece, &mut out).unwrap();
+        }
+        (out, f)
+    }
+
+    #[test]
+    fn a_layer_file_is_left_out_with_its_metadata_at_any_chunking() {
+        let layer: Vec<u8> = (0..1500u32).map(|i| (i % 251) as u8).collect();
+        let pax = entry("PaxHeaders/x", b'x', b"30 path=aaaa/layer.tar\n");
+        let a_dir = entry("aaaa/", b'5', b"");
+        let a_layer = entry("ignored-name", b'0', &layer);
+        let b_json = entry("bbbb/json", b'0', b"{\"id\":\"bbbb\"}");
+        let manifest = br#"[{"Config":"c.json","RepoTags":["app:1"],"Layers":["aaaa/layer.tar","bbbb/layer.tar"]}]"#;
+        let m = entry("manifest.json", b'0', manifest);
+        let end = vec![0u8; 2 * BLOCK];
+        let archive = [
+            a_dir.clone(),
+            pax.clone(),
+            a_layer.clone(),
+            b_json.clone(),
+            m.clone(),
+            end.clone(),
+        ]
+        .concat();
+        let expected = [a_dir, b_json, m.clone(), end].concat();
+        for chunk in [1, 7, 511, 512, 513, 4096, archive.len()] {
+            let (out, f) = filtered(&archive, &["aaaa/layer.tar"], chunk);
+            assert_eq!(out, expected, "chunk {chunk}");
+            assert_eq!((f.skipped, f.skipped_bytes), (1, 1500));
+            assert_eq!(f.captured, manifest.to_vec());
+            assert_eq!(
+                f.entries.iter().map(|e| e.0.as_str()).collect::<Vec<_>>(),
+                ["aaaa/", "aaaa/layer.tar", "bbbb/json", "manifest.json"]
+            );
+            let costs: u64 = f.entries.iter().map(|e| e.1).sum();
+            assert_eq!(
+                costs as usize + 2 * BLOCK,
+                archive.len(),
+                "every byte counted"
+            );
+        }
+        // Nothing to leave out: the stream unchanged.
+        let (out, _) = filtered(&archive, &[], 100);
+        assert_eq!(out, archive);
+        assert_eq!(
+            layer_paths(&filtered(&archive, &[], 100).1.captured).unwrap(),
+            ["aaaa/layer.tar", "bbbb/layer.tar"]
+        );
+    }
+
+    #[test]
+    fn chain_ids_follow_the_oci_rule_and_a_minion_needs_what_is_above_its_prefix() {
+        let d = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+        let chains = chain_ids(&[d('a'), d('b'), d('c')]);
+        assert_eq!(chains[0], d('a'));
+        // sha256("sha256:aaa… sha256:bbb…"), as `docker inspect` chains them.
+        let expect = Sha256::digest(format!("{} {}", d('a'), d('b')).as_bytes());
+        let hex: String = expect.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(chains[1], format!("sha256:{hex}"));
+        let has: HashSet<String> = [chains[0].clone(), chains[1].clone()].into();
+        assert_eq!(present_prefix(&chains, &has), 2);
+        // The same top layer on other layers below is not the same layer.
+        let other = chain_ids(&[d('x'), d('b'), d('c')]);
+        let has: HashSet<String> = other.into_iter().collect();
+        assert_eq!(present_prefix(&chains, &has), 0);
+    }
+}

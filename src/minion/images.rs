@@ -1,0 +1,68 @@
+//! What a minion holds of images, and loading one into it (`crate::images` sends only what it
+//! lacks): through the Docker API over the minion's usual transport, nothing installed there.
+
+use super::{Minion, MinionError};
+use bytes::Bytes;
+use futures_util::{Stream, TryStreamExt};
+
+impl Minion {
+    /// The id of the image `name` on this minion, or `None` when it has none by that name.
+    pub async fn image_id(&self, name: &str) -> Result<Option<String>, MinionError> {
+        self.call(&format!("inspect image {name}"), async {
+            match self.docker().inspect_image(name).await {
+                Ok(image) => Ok(image.id),
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+        .await
+    }
+
+    /// The layers (diff ids, bottom first) of every image this minion holds.
+    pub async fn image_layers(&self) -> Result<Vec<Vec<String>>, MinionError> {
+        let options = bollard::query_parameters::ListImagesOptionsBuilder::new()
+            .all(true)
+            .build();
+        let images = self
+            .call("list images", self.docker().list_images(Some(options)))
+            .await?;
+        let mut all = Vec::new();
+        for image in images {
+            let inspected = self
+                .call(
+                    &format!("inspect image {}", short_id(&image.id)),
+                    self.docker().inspect_image(&image.id),
+                )
+                .await?;
+            let layers = inspected.root_fs.and_then(|r| r.layers).unwrap_or_default();
+            all.push(layers);
+        }
+        Ok(all)
+    }
+
+    /// Feeds a `docker save` stream to `docker load` here, as it comes. Docker tags the image
+    /// only once the whole stream is in, so a stream that ends early leaves no image.
+    pub async fn load_image<S>(&self, image: &str, tar: S) -> Result<(), MinionError>
+    where
+        S: Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
+    {
+        let options = bollard::query_parameters::ImportImageOptionsBuilder::new()
+            .quiet(true)
+            .build();
+        let answers = self.docker().import_image_stream(options, tar, None);
+        self.call_within(
+            &format!("load image {image}"),
+            super::ops::TRANSFER_TIMEOUT,
+            answers.try_for_each(|_| async { Ok(()) }),
+        )
+        .await
+    }
+}
+
+/// An image id as people read it.
+fn short_id(id: &str) -> &str {
+    let hex = id.strip_prefix("sha256:").unwrap_or(id);
+    &hex[..hex.len().min(12)]
+}
