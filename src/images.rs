@@ -10,8 +10,9 @@
 //! stream; `docker load` finds those layers by the chain ids it computes from the image's
 //! config and reads no file for them. Where the save stream puts a layer's file is read first
 //! from its `manifest.json` (in Docker's classic layout the entries are ordered by a legacy
-//! id, not by layer, and the manifest comes last), so a push reads the local image twice:
-//! once for its manifest, once to send.
+//! id, not by layer, and the manifest comes last), so when a minion has some of the layers the
+//! local image is read twice: once for its manifest, once to send. One save stream feeds every
+//! minion that needs the image, each through its own filter.
 //!
 //! A push that is cut off (drover killed, the connection lost) leaves no image on the minion:
 //! `docker load` tags the image only once every layer is in, and releases the layers it added
@@ -20,7 +21,7 @@
 use crate::minion::{Minion, MinionError};
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -307,15 +308,17 @@ pub struct LocalImage {
     pub name: String,
     pub id: String,
     pub chains: Vec<String>,
-    /// Where the save stream puts each layer's file, in layer order.
+}
+
+/// What one pass over an image's save stream tells: where each layer's file is (in layer
+/// order) and the bytes each entry and the whole stream take.
+struct Scan {
     layer_paths: Vec<String>,
-    /// The bytes each entry takes in the save stream.
-    entry_bytes: std::collections::HashMap<String, u64>,
-    /// The whole stream's length.
+    entry_bytes: HashMap<String, u64>,
     total_bytes: u64,
 }
 
-/// Why an image could not be pushed to any minion.
+/// Why an image could not be pushed.
 #[derive(Debug, thiserror::Error)]
 pub enum PushError {
     #[error("the local Docker Engine: {0}")]
@@ -324,6 +327,9 @@ pub enum PushError {
     Missing(String),
     #[error("{0}")]
     Minion(#[from] MinionError),
+    /// The push to this minion stopped because the stream from the local engine failed.
+    #[error("the stream from the local Docker Engine ended: {0}")]
+    Stream(String),
 }
 
 /// The drover host's Docker Engine (its socket, or `DOCKER_HOST`).
@@ -331,8 +337,7 @@ pub fn local_engine() -> Result<bollard::Docker, PushError> {
     bollard::Docker::connect_with_defaults().map_err(|e| PushError::Local(e.to_string()))
 }
 
-/// Reads `name` in the local engine: its id and layers, and, from one pass over its save
-/// stream, where each layer's file is and what every entry costs.
+/// `name` as the local engine holds it.
 pub async fn inspect_local(docker: &bollard::Docker, name: &str) -> Result<LocalImage, PushError> {
     let inspected = match docker.inspect_image(name).await {
         Ok(i) => i,
@@ -341,30 +346,36 @@ pub async fn inspect_local(docker: &bollard::Docker, name: &str) -> Result<Local
         }) => return Err(PushError::Missing(name.to_string())),
         Err(e) => return Err(PushError::Local(e.to_string())),
     };
-    let id = inspected.id.unwrap_or_default();
     let diff_ids = inspected.root_fs.and_then(|r| r.layers).unwrap_or_default();
+    Ok(LocalImage {
+        name: name.to_string(),
+        id: inspected.id.unwrap_or_default(),
+        chains: chain_ids(&diff_ids),
+    })
+}
+
+/// One pass over the save stream, sending nothing: where the layer files are.
+async fn scan(docker: &bollard::Docker, image: &LocalImage) -> Result<Scan, PushError> {
     let mut scan = TarFilter::capturing(HashSet::new(), "manifest.json");
-    let mut stream = docker.export_image(name);
+    let mut stream = docker.export_image(&image.name);
     let mut sink = Vec::new();
     let mut total_bytes = 0u64;
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| PushError::Local(format!("saving {name}: {e}")))?;
+        let chunk = chunk.map_err(|e| PushError::Local(format!("saving {}: {e}", image.name)))?;
         total_bytes += chunk.len() as u64;
         sink.clear();
         scan.push(&chunk, &mut sink).map_err(PushError::Local)?;
     }
     let layer_paths = layer_paths(&scan.captured).map_err(PushError::Local)?;
-    if layer_paths.len() != diff_ids.len() {
+    if layer_paths.len() != image.chains.len() {
         return Err(PushError::Local(format!(
-            "image {name}: its save stream names {} layer files for {} layers",
+            "image {}: its save stream names {} layer files for {} layers",
+            image.name,
             layer_paths.len(),
-            diff_ids.len()
+            image.chains.len()
         )));
     }
-    Ok(LocalImage {
-        name: name.to_string(),
-        id,
-        chains: chain_ids(&diff_ids),
+    Ok(Scan {
         layer_paths,
         entry_bytes: scan.entries.into_iter().collect(),
         total_bytes,
@@ -378,35 +389,32 @@ pub struct Sent {
     pub already: bool,
     pub layers_sent: usize,
     pub layers_skipped: usize,
-    /// Bytes of the save stream sent, and left out.
+    /// Bytes of the save stream sent, and the bytes of the layer files left out.
     pub bytes_sent: u64,
     pub bytes_skipped: u64,
     pub took: Duration,
 }
 
-/// Told how a push goes: the bytes a minion will be sent, then each chunk as it leaves.
+/// Told how a push goes: the bytes a minion will be sent (when known), then each chunk as it
+/// leaves.
 pub trait PushProgress: Send + Sync {
-    fn starting(&self, minion: &str, bytes: u64);
+    fn starting(&self, minion: &str, bytes: Option<u64>);
     fn sent(&self, minion: &str, bytes: u64);
 }
 
-/// Pushes `image` to `minion`: nothing when it already holds this id under this name, else
-/// the save stream without the layers it has.
-pub async fn push_to(
-    local: &bollard::Docker,
-    image: &LocalImage,
-    minion: Arc<Minion>,
-    progress: Arc<dyn PushProgress>,
-) -> Result<Sent, PushError> {
-    let started = Instant::now();
+/// A progress that tells nothing.
+pub struct Silent;
+
+impl PushProgress for Silent {
+    fn starting(&self, _: &str, _: Option<u64>) {}
+    fn sent(&self, _: &str, _: u64) {}
+}
+
+/// What a minion lacks of an image: nothing (it holds this very image under this name), or
+/// the layers above the `present` ones.
+async fn needs(minion: &Minion, image: &LocalImage) -> Result<Option<usize>, PushError> {
     if minion.image_id(&image.name).await?.as_deref() == Some(image.id.as_str()) {
-        progress.starting(minion.name(), 0);
-        return Ok(Sent {
-            already: true,
-            layers_skipped: image.chains.len(),
-            took: started.elapsed(),
-            ..Sent::default()
-        });
+        return Ok(None);
     }
     let has: HashSet<String> = minion
         .image_layers()
@@ -414,46 +422,158 @@ pub async fn push_to(
         .iter()
         .flat_map(|layers| chain_ids(layers))
         .collect();
-    let present = present_prefix(&image.chains, &has);
-    let skip: HashSet<String> = image.layer_paths[..present].iter().cloned().collect();
-    let bytes_skipped: u64 = skip
-        .iter()
-        .map(|p| image.entry_bytes.get(p).copied().unwrap_or(0))
-        .sum();
-    let to_send = image.total_bytes.saturating_sub(bytes_skipped);
-    progress.starting(minion.name(), to_send);
-    let mut filter = TarFilter::new(skip);
-    let name = minion.name().to_string();
-    let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let counted = sent.clone();
-    let tell = progress.clone();
-    let tar = local.export_image(&image.name).map(move |chunk| {
-        let chunk = chunk.map_err(std::io::Error::other)?;
-        let mut out = Vec::with_capacity(chunk.len());
-        filter
-            .push(&chunk, &mut out)
-            .map_err(std::io::Error::other)?;
-        counted.fetch_add(out.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        tell.sent(&name, out.len() as u64);
-        Ok(bytes::Bytes::from(out))
-    });
-    minion.load_image(&image.name, tar).await?;
-    Ok(Sent {
-        already: false,
-        layers_sent: image.chains.len() - present,
-        layers_skipped: present,
-        bytes_sent: sent.load(std::sync::atomic::Ordering::Relaxed),
-        bytes_skipped,
-        took: started.elapsed(),
-    })
+    Ok(Some(present_prefix(&image.chains, &has)))
 }
 
-/// A progress that tells nothing.
-pub struct Silent;
+/// How many chunks of the stream may wait for the slowest minion.
+const QUEUE: usize = 16;
 
-impl PushProgress for Silent {
-    fn starting(&self, _: &str, _: u64) {}
-    fn sent(&self, _: &str, _: u64) {}
+/// Pushes `image` to every minion at once: each is asked what it lacks; a minion holding the
+/// image gets nothing; the others are fed from one save stream, each through its own filter,
+/// at the pace of the slowest (a minion that fails drops out, the others go on).
+pub async fn push(
+    local: &bollard::Docker,
+    image: &LocalImage,
+    minions: &[Arc<Minion>],
+    progress: Arc<dyn PushProgress>,
+) -> Vec<(String, Result<Sent, PushError>)> {
+    let started = Instant::now();
+    let asked = futures_util::future::join_all(minions.iter().map(|m| needs(m, image))).await;
+    let mut results: Vec<(String, Result<Sent, PushError>)> = Vec::new();
+    // (index into results, minion, layers present)
+    let mut to_feed: Vec<(usize, Arc<Minion>, usize)> = Vec::new();
+    for (m, need) in minions.iter().zip(asked) {
+        let result = match need {
+            Ok(None) => Ok(Sent {
+                already: true,
+                layers_skipped: image.chains.len(),
+                took: started.elapsed(),
+                ..Sent::default()
+            }),
+            Ok(Some(present)) => {
+                to_feed.push((results.len(), m.clone(), present));
+                Ok(Sent::default())
+            }
+            Err(e) => Err(e),
+        };
+        results.push((m.name().to_string(), result));
+    }
+    if to_feed.is_empty() {
+        return results;
+    }
+    // Where the layer files are matters only to a minion that has some of them.
+    let layers = image.chains.len();
+    let scanned = if to_feed.iter().any(|(_, _, present)| *present > 0) {
+        match scan(local, image).await {
+            Ok(s) => Some(s),
+            Err(e) => {
+                let why = e.to_string();
+                for (i, _, _) in &to_feed {
+                    results[*i].1 = Err(PushError::Local(why.clone()));
+                }
+                return results;
+            }
+        }
+    } else {
+        None
+    };
+    struct Feed {
+        index: usize,
+        name: String,
+        filter: TarFilter,
+        queue: Option<tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>>,
+        sent: u64,
+        skipped_bytes: u64,
+        present: usize,
+    }
+    let mut feeds = Vec::new();
+    let mut loads = Vec::new();
+    for (index, minion, present) in to_feed {
+        let (skip, skipped_bytes, to_send) = match &scanned {
+            Some(s) => {
+                let skip: HashSet<String> = s.layer_paths[..present].iter().cloned().collect();
+                let bytes: u64 = skip
+                    .iter()
+                    .map(|p| s.entry_bytes.get(p).copied().unwrap_or(0))
+                    .sum();
+                (skip, bytes, Some(s.total_bytes.saturating_sub(bytes)))
+            }
+            None => (HashSet::new(), 0, None),
+        };
+        progress.starting(minion.name(), to_send);
+        let (queue, receiver) = tokio::sync::mpsc::channel(QUEUE);
+        let tar = futures_util::stream::unfold(receiver, |mut r| async move {
+            r.recv().await.map(|chunk| (chunk, r))
+        });
+        let name = image.name.clone();
+        loads.push(tokio::spawn(
+            async move { minion.load_image(&name, tar).await },
+        ));
+        feeds.push(Feed {
+            index,
+            name: results[index].0.clone(),
+            filter: TarFilter::new(skip),
+            queue: Some(queue),
+            sent: 0,
+            skipped_bytes,
+            present,
+        });
+    }
+    let mut stream = local.export_image(&image.name);
+    let mut broken: Option<String> = None;
+    while let Some(chunk) = stream.next().await {
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) => {
+                broken = Some(format!("saving {}: {e}", image.name));
+                break;
+            }
+        };
+        for feed in &mut feeds {
+            let Some(queue) = &feed.queue else { continue };
+            let mut out = Vec::with_capacity(chunk.len());
+            if let Err(e) = feed.filter.push(&chunk, &mut out) {
+                broken = Some(e);
+                break;
+            }
+            let n = out.len() as u64;
+            if queue.send(Ok(bytes::Bytes::from(out))).await.is_err() {
+                // Its load ended (failed): it is told below; the others go on.
+                feed.queue = None;
+                continue;
+            }
+            feed.sent += n;
+            progress.sent(&feed.name, n);
+        }
+        if broken.is_some() {
+            break;
+        }
+    }
+    for feed in &mut feeds {
+        if let (Some(queue), Some(why)) = (feed.queue.take(), &broken) {
+            // An error into the stream makes the minion's load fail rather than finish.
+            let _ = queue.send(Err(std::io::Error::other(why.clone()))).await;
+        }
+    }
+    for (feed, load) in feeds.into_iter().zip(loads) {
+        let loaded = match load.await {
+            Ok(r) => r.map_err(PushError::from),
+            Err(e) => Err(PushError::Local(format!("the push task failed: {e}"))),
+        };
+        results[feed.index].1 = match (loaded, &broken) {
+            (Ok(()), None) => Ok(Sent {
+                already: false,
+                layers_sent: layers - feed.present,
+                layers_skipped: feed.present,
+                bytes_sent: feed.sent,
+                bytes_skipped: feed.skipped_bytes,
+                took: started.elapsed(),
+            }),
+            (_, Some(why)) => Err(PushError::Stream(why.clone())),
+            (Err(e), None) => Err(e),
+        };
+    }
+    results
 }
 
 #[cfg(test)]

@@ -34,25 +34,20 @@ pub fn push(cx: &Context, images: &[String], only: &[String]) -> ExitCode {
         Err(e) => return fail(&e.to_string()),
     };
     let runtime = super::runtime();
-    let mut failed = false;
+    // Every image read first, so one the local engine lacks changes nothing anywhere.
+    let mut found = Vec::new();
     for name in images {
-        // Read first, so an image the local engine lacks changes nothing anywhere.
-        let image = match runtime.block_on(drover::images::inspect_local(&local, name)) {
-            Ok(i) => i,
+        match runtime.block_on(drover::images::inspect_local(&local, name)) {
+            Ok(i) => found.push(i),
             Err(e) => return fail(&e.to_string()),
-        };
+        }
+    }
+    let mut failed = false;
+    for image in found {
+        let name = &image.name;
         let bars = Bars::new(std::io::stderr().is_terminal(), name);
         let progress: Arc<dyn PushProgress> = bars.clone();
-        let pushes = minions.iter().map(|m| {
-            let (local, image, m, progress) =
-                (local.clone(), image.clone(), m.clone(), progress.clone());
-            async move {
-                let name = m.name().to_string();
-                let result = drover::images::push_to(&local, &image, m, progress).await;
-                (name, result)
-            }
-        });
-        let results = runtime.block_on(futures_util::future::join_all(pushes));
+        let results = runtime.block_on(drover::images::push(&local, &image, &minions, progress));
         bars.clear();
         for (minion, result) in results {
             match result {
@@ -118,9 +113,12 @@ impl Bars {
 }
 
 impl PushProgress for Bars {
-    fn starting(&self, minion: &str, bytes: u64) {
+    fn starting(&self, minion: &str, bytes: Option<u64>) {
         let Some(multi) = &self.multi else { return };
-        let bar = multi.add(ProgressBar::new(bytes));
+        let bar = multi.add(match bytes {
+            Some(n) => ProgressBar::new(n),
+            None => ProgressBar::no_length(),
+        });
         bar.set_style(
             ProgressStyle::with_template(
                 "{prefix:>12} {wide_bar} {bytes}/{total_bytes} {bytes_per_sec}",
