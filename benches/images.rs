@@ -57,11 +57,15 @@ fn build(dir: &Path, top_seed: u64) {
         .env("DOCKER_BUILDKIT", "0"));
 }
 
-/// Removes the image from a minion, with the layers only it used.
+/// Removes the image from a minion, and the untagged images earlier pushes of this name left
+/// there (each rebuild's push moves the tag), with the layers only they used.
 fn forget(minion: &str) {
     let socket = format!("unix://{}/{minion}/docker.sock", testbed_dir().display());
     let _ = Command::new("docker")
         .args(["-H", &socket, "rmi", "-f", IMAGE])
+        .output();
+    let _ = Command::new("docker")
+        .args(["-H", &socket, "image", "prune", "-f"])
         .output();
 }
 
