@@ -827,12 +827,29 @@ impl Minion {
             volumes,
             ..Default::default()
         };
+        let pods = self.sort_out(&containers, adopt, &mut seen);
+        seen.pods = pods
+            .into_iter()
+            .map(|((id, legacy), cs)| observed_pod(&self.spec.name, id, legacy, &cs))
+            .collect();
+        Ok(seen)
+    }
+
+    /// Sorts the minion's containers: this project's, grouped by (pod, made before projects);
+    /// the others only counted, in `seen`, as what they take (and drover's pods without a
+    /// project this one did not adopt, as unclaimed).
+    fn sort_out<'c>(
+        &self,
+        containers: &'c [bollard::models::ContainerSummary],
+        adopt: &(dyn Fn(&str) -> bool + Send + Sync),
+        seen: &mut MinionObservation,
+    ) -> BTreeMap<(String, bool), Vec<&'c bollard::models::ContainerSummary>> {
         let mut pods: BTreeMap<(String, bool), Vec<&bollard::models::ContainerSummary>> =
             BTreeMap::new();
         // Other projects' pods, counted once each: (project, pod) -> request.
         let mut foreign: BTreeMap<(&str, &str), RequestLabel> = BTreeMap::new();
         let mut unclaimed = std::collections::BTreeSet::new();
-        for c in &containers {
+        for c in containers {
             let drover = label(c, LABEL_MANAGED_BY) == Some(MANAGED_BY);
             let pod = label(c, LABEL_POD);
             let project = label(c, LABEL_PROJECT);
@@ -875,105 +892,113 @@ impl Minion {
         seen.taken.host_ports.sort();
         seen.taken.host_ports.dedup();
         seen.unclaimed = unclaimed.into_iter().collect();
-        seen.pods = pods
-            .into_iter()
-            .map(|((id, legacy), cs)| {
-                let labels = cs[0].labels.clone().unwrap_or_default();
-                let request: RequestLabel = labels
-                    .get(LABEL_REQUEST)
-                    .and_then(|r| serde_json::from_str(r).ok())
-                    .unwrap_or_default();
-                let app_containers: Vec<&&bollard::models::ContainerSummary> = cs
-                    .iter()
-                    .filter(|c| {
-                        c.labels
-                            .as_ref()
-                            .and_then(|l| l.get(LABEL_CONTAINER))
-                            .is_some_and(|n| n != INFRA)
-                    })
-                    .collect();
-                let mut containers: Vec<ContainerStatus> = app_containers
-                    .iter()
-                    .map(|c| ContainerStatus {
-                        name: c
-                            .labels
-                            .as_ref()
-                            .and_then(|l| l.get(LABEL_CONTAINER))
-                            .cloned()
-                            .unwrap_or_default(),
-                        image: c.image.clone().unwrap_or_default(),
-                        state: container_state(c),
-                    })
-                    .collect();
-                // Docker lists newest first; a fixed order keeps the stored record stable.
-                containers.sort_by(|a, b| a.name.cmp(&b.name));
-                let apps: Vec<ContainerState> = containers.iter().map(|c| c.state).collect();
-                let policy = restart_from_label(labels.get(LABEL_RESTART).map(String::as_str));
-                let expected: usize = labels
-                    .get(LABEL_CONTAINERS)
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or(apps.len());
-                let infra = cs.iter().find(|c| label(c, LABEL_CONTAINER) == Some(INFRA));
-                let own_netns = cs.iter().find(|c| label(c, LABEL_NETNS) == Some("own"));
-                let has_netns = infra.or(own_netns).is_some();
-                let (ports, ip) = infra
-                    .or(own_netns)
-                    .map(|c| published(c))
-                    .unwrap_or_default();
-                // As drover wrote them: the infra container's (drover's pause image adds none)
-                // or the copy kept on a container that owns its namespace, not an app
-                // container's, which also carry its image's LABELs.
-                let pod_labels: BTreeMap<String, String> = match (infra, own_netns) {
-                    (Some(c), _) => c.labels.clone().unwrap_or_default().into_iter().collect(),
-                    (None, Some(c)) => label(c, LABEL_POD_LABELS)
-                        .and_then(|l| serde_json::from_str(l).ok())
-                        .unwrap_or_default(),
-                    (None, None) => labels.clone().into_iter().collect(),
-                };
-                // Changed by hand: a container removed, or an "always" container stopped (Docker
-                // does not restart what was stopped on purpose). Failed makes it replaced.
-                let broken = apps.len() < expected
-                    || !has_netns
-                    || (policy == RestartPolicy::Always {}
-                        && apps
-                            .iter()
-                            .any(|a| matches!(a, ContainerState::Exited { .. })));
-                ObservedPod {
-                    id,
-                    minion: self.spec.name.clone(),
-                    owner: labels.get(LABEL_RC).cloned(),
-                    template_hash: labels.get(LABEL_HASH).cloned().unwrap_or_default(),
-                    labels: pod_labels
-                        .into_iter()
-                        .filter(|(k, _)| !k.starts_with("io.drover."))
-                        .collect(),
-                    containers,
-                    phase: if broken {
-                        Phase::Failed
-                    } else {
-                        phase_of(&apps, policy)
-                    },
-                    created: cs.iter().filter_map(|c| c.created).min().unwrap_or(0) as u64,
-                    request: request.into_request(crate::plan::pods::spread_group(
-                        labels.get(LABEL_RC).map(String::as_str),
-                        labels
-                            .get(LABEL_HASH)
-                            .map(String::as_str)
-                            .unwrap_or_default(),
-                        labels
-                            .get(LABEL_POD)
-                            .map(String::as_str)
-                            .unwrap_or_default(),
-                    )),
-                    legacy,
-                    ports,
-                    ip,
-                    unready: false,
-                }
-            })
-            .collect();
-        Ok(seen)
+        pods
     }
+}
+
+/// A pod of this project on `minion`, rebuilt from its containers `cs` (its infra container,
+/// if any, and its app containers).
+fn observed_pod(
+    minion: &str,
+    id: String,
+    legacy: bool,
+    cs: &[&bollard::models::ContainerSummary],
+) -> ObservedPod {
+    let labels = cs[0].labels.clone().unwrap_or_default();
+    let request: RequestLabel = labels
+        .get(LABEL_REQUEST)
+        .and_then(|r| serde_json::from_str(r).ok())
+        .unwrap_or_default();
+    let containers = app_container_statuses(cs);
+    let apps: Vec<ContainerState> = containers.iter().map(|c| c.state).collect();
+    let policy = restart_from_label(labels.get(LABEL_RESTART).map(String::as_str));
+    let expected: usize = labels
+        .get(LABEL_CONTAINERS)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(apps.len());
+    let infra = cs.iter().find(|c| label(c, LABEL_CONTAINER) == Some(INFRA));
+    let own_netns = cs.iter().find(|c| label(c, LABEL_NETNS) == Some("own"));
+    let has_netns = infra.or(own_netns).is_some();
+    let (ports, ip) = infra
+        .or(own_netns)
+        .map(|c| published(c))
+        .unwrap_or_default();
+    // As drover wrote them: the infra container's (drover's pause image adds none) or the
+    // copy kept on a container that owns its namespace, not an app container's, which also
+    // carry its image's LABELs.
+    let pod_labels: BTreeMap<String, String> = match (infra, own_netns) {
+        (Some(c), _) => c.labels.clone().unwrap_or_default().into_iter().collect(),
+        (None, Some(c)) => label(c, LABEL_POD_LABELS)
+            .and_then(|l| serde_json::from_str(l).ok())
+            .unwrap_or_default(),
+        (None, None) => labels.clone().into_iter().collect(),
+    };
+    // Changed by hand: a container removed, or an "always" container stopped (Docker does not
+    // restart what was stopped on purpose). Failed makes it replaced.
+    let broken = apps.len() < expected
+        || !has_netns
+        || (policy == RestartPolicy::Always {}
+            && apps
+                .iter()
+                .any(|a| matches!(a, ContainerState::Exited { .. })));
+    ObservedPod {
+        id,
+        minion: minion.to_string(),
+        owner: labels.get(LABEL_RC).cloned(),
+        template_hash: labels.get(LABEL_HASH).cloned().unwrap_or_default(),
+        labels: pod_labels
+            .into_iter()
+            .filter(|(k, _)| !k.starts_with("io.drover."))
+            .collect(),
+        containers,
+        phase: if broken {
+            Phase::Failed
+        } else {
+            phase_of(&apps, policy)
+        },
+        created: cs.iter().filter_map(|c| c.created).min().unwrap_or(0) as u64,
+        request: request.into_request(crate::plan::pods::spread_group(
+            labels.get(LABEL_RC).map(String::as_str),
+            labels
+                .get(LABEL_HASH)
+                .map(String::as_str)
+                .unwrap_or_default(),
+            labels
+                .get(LABEL_POD)
+                .map(String::as_str)
+                .unwrap_or_default(),
+        )),
+        legacy,
+        ports,
+        ip,
+        unready: false,
+    }
+}
+
+/// The statuses of a pod's app containers (not its infra container), by name.
+fn app_container_statuses(cs: &[&bollard::models::ContainerSummary]) -> Vec<ContainerStatus> {
+    let mut containers: Vec<ContainerStatus> = cs
+        .iter()
+        .filter(|c| {
+            c.labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_CONTAINER))
+                .is_some_and(|n| n != INFRA)
+        })
+        .map(|c| ContainerStatus {
+            name: c
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_CONTAINER))
+                .cloned()
+                .unwrap_or_default(),
+            image: c.image.clone().unwrap_or_default(),
+            state: container_state(c),
+        })
+        .collect();
+    // Docker lists newest first; a fixed order keeps the stored record stable.
+    containers.sort_by(|a, b| a.name.cmp(&b.name));
+    containers
 }
 
 fn protocol_of(p: &bollard::models::PortSummary) -> Protocol {
