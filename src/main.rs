@@ -311,27 +311,40 @@ enum SourceCommand {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    // These need no config, state or minions.
-    match &args.command {
-        Command::Completion { shell } => return cli::help::completion(*shell),
-        Command::Man => return cli::help::man(),
-        Command::Version => {
-            println!("drover {LONG_VERSION}");
-            return ExitCode::SUCCESS;
-        }
-        _ => {}
+    if let Some(answered) = answer_without_config(&args.command) {
+        return answered;
     }
     if matches!(args.command, Command::Daemon { .. } | Command::Proxy { .. }) {
         cli::logging::init(args.log_format);
     }
-    let settings = match drover::config::Settings::load(args.config.as_deref()) {
-        Ok(s) => s,
-        Err(e) => return cli::fail(&e),
+    let cx = match context(args.config.as_deref(), args.state.as_deref()) {
+        Ok(cx) => cx,
+        Err(code) => return code,
     };
-    let state = match settings.state_location(args.state.as_deref()) {
-        Ok(s) => s,
-        Err(e) => return cli::fail(&e),
-    };
+    run(cx, args.command)
+}
+
+/// The commands that need no config, state or minions, answered at once.
+fn answer_without_config(command: &Command) -> Option<ExitCode> {
+    match command {
+        Command::Completion { shell } => Some(cli::help::completion(*shell)),
+        Command::Man => Some(cli::help::man()),
+        Command::Version => {
+            println!("drover {LONG_VERSION}");
+            Some(ExitCode::SUCCESS)
+        }
+        _ => None,
+    }
+}
+
+/// What every other command runs in: the config, where the state is, and the project. An
+/// error is the exit code, already told.
+fn context(
+    config: Option<&std::path::Path>,
+    state: Option<&std::path::Path>,
+) -> Result<cli::Context, ExitCode> {
+    let settings = drover::config::Settings::load(config).map_err(|e| cli::fail(&e))?;
+    let state = settings.state_location(state).map_err(|e| cli::fail(&e))?;
     // With the state in etcd the directory keeps only the git cache.
     let state_dir = match &state {
         drover::store::StateLocation::Dir(d) => d.clone(),
@@ -339,18 +352,20 @@ fn main() -> ExitCode {
     };
     let project = match (&state, &settings.config.project) {
         (drover::store::StateLocation::Etcd(spec), None) => spec.derived_project(),
-        _ => match settings.project(&state_dir) {
-            Ok(p) => p,
-            Err(e) => return cli::fail(&e),
-        },
+        _ => settings.project(&state_dir).map_err(|e| cli::fail(&e))?,
     };
-    let cx = cli::Context {
+    Ok(cli::Context {
         settings,
         state_dir,
         state,
         project,
-    };
-    match args.command {
+    })
+}
+
+/// Runs a command that needs the context. One arm per command, each only turning flags into
+/// the options of its `cli` module: the length is the CLI's breadth, not a thread to follow.
+fn run(cx: cli::Context, command: Command) -> ExitCode {
+    match command {
         Command::Validate { source } => cli::validate::run(&cx, &source),
         Command::Diff {
             source,

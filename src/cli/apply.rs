@@ -24,62 +24,29 @@ pub struct Options {
     pub timeout: Duration,
 }
 
+/// Applies the source: opens the store, shows and (on a terminal) asks, runs the rounds, and
+/// records what they did.
 pub fn run(cx: &Context, args: &SourceArgs, opts: Options) -> ExitCode {
-    let Options {
-        dry_run,
-        prune,
-        yes,
-        allow_empty,
-        timeout,
-    } = opts;
     let spec = cx.source_spec(args);
     // A bad manifest anywhere: nothing is applied and nothing is pruned.
     let desired = match load_source(cx, &spec, args.validate) {
         Ok(l) => l.desired,
         Err(e) => return report_load_error(e),
     };
-    let mut reconciler = match super::reconciler(cx, &desired, Duration::MAX) {
-        Ok(r) => r,
-        Err(e) => return fail(&e),
+    let (mut reconciler, store, lock) = match open(cx, &spec, &desired, &opts) {
+        Ok(opened) => opened,
+        Err(code) => return code,
     };
-    reconciler.prune = prune;
-    let store = match cx.store() {
-        Ok(s) => s,
-        Err(e) => return fail(&e),
-    };
-    let lock = if dry_run {
-        None
-    } else {
-        match store.lock("apply", Duration::from_secs(10)) {
-            Ok(l) => Some(Arc::new(l)),
-            Err(e) => return fail(&e),
-        }
-    };
-    // After the lock is taken: no other drover changes the store from here on.
-    if let Err(e) = drover::reconcile::project::open_for_writing(
-        &mut reconciler,
-        &store,
-        lock.clone(),
-        &spec,
-        &desired,
-        allow_empty,
-    ) {
-        return fail(&e);
-    }
-    match super::proxy_settings(cx) {
-        Ok(p) => reconciler.advertise = p.advertise,
-        Err(e) => return fail(&e),
-    }
     let publish: std::collections::BTreeMap<String, String> = reconciler
         .minions()
         .iter()
         .map(|m| (m.spec.name.clone(), m.spec.publish_address.clone()))
         .collect();
-    let asks = !dry_run && !yes && std::io::stdin().is_terminal();
+    let asks = !opts.dry_run && !opts.yes && std::io::stdin().is_terminal();
     // The objects apply records differently (a dry run and the question show them first,
     // then the pod actions): a change that moves no pod, such as a Service's port, is still
     // a change.
-    let object_changes = if dry_run || asks {
+    let object_changes = if opts.dry_run || asks {
         match super::diff::object_change_lines(&store, &desired) {
             Ok(lines) => lines,
             Err(e) => return fail(&e),
@@ -92,256 +59,421 @@ pub fn run(cx: &Context, args: &SourceArgs, opts: Options) -> ExitCode {
     }
     // On a terminal, show the plan and ask before any change (like `terraform apply`);
     // scripts and CI, with no terminal on stdin, are not asked.
-    if asks {
-        let preview = super::runtime().block_on(reconciler.round(&desired, true, true));
-        for a in &preview.done {
-            println!("{}", describe(a).1);
-        }
-        report_left_alone(&preview);
-        if preview.planned > 0 || !object_changes.is_empty() {
-            print!(
-                "apply {} object change{} and {} action{}? [y/N] ",
-                object_changes.len(),
-                super::plural(object_changes.len()),
-                preview.planned,
-                super::plural(preview.planned)
-            );
-            let _ = std::io::stdout().flush();
-            let mut answer = String::new();
-            let _ = std::io::stdin().read_line(&mut answer);
-            if !matches!(answer.trim(), "y" | "yes") {
-                println!("apply cancelled");
-                return ExitCode::from(EXIT_DIFFERENCES);
-            }
-        }
+    if asks && !confirmed(&mut reconciler, &desired, &object_changes) {
+        println!("apply cancelled");
+        return ExitCode::from(EXIT_DIFFERENCES);
     }
-    let mut dry_run_actions = 0usize;
-    let progress = Arc::new(Shown::new(!dry_run && std::io::stderr().is_terminal()));
+    let progress = Arc::new(Shown::new(!opts.dry_run && std::io::stderr().is_terminal()));
     reconciler.progress = progress.clone();
     let started = Instant::now();
     // Calls in flight at the deadline are cut off there, not after the round.
-    reconciler.deadline = started.checked_add(timeout);
-    let (mut created, mut deleted) = (0usize, 0usize);
-    let mut last_seen = None;
-    let mut first_round = true;
-    // What happened, for `get events` and `describe` afterwards (the daemon keeps the same log).
-    let mut events = drover::events::EventLog::read(&store).unwrap_or_default();
-    let mut last_round: Option<drover::reconcile::Round> = None;
-    // Set by SIGINT or SIGTERM (`on_interrupt`): the round under way ends its calls, then apply
-    // records what was done and says it.
-    let mut interrupted = Interrupted::No;
+    reconciler.deadline = started.checked_add(opts.timeout);
     let stop = reconciler.stop.clone();
-    let converged = super::runtime().block_on(async {
-        if !dry_run {
-            tokio::spawn(on_interrupt(stop.clone()));
-        }
-        loop {
-            let round = {
-                let round = reconciler.round(&desired, true, dry_run);
-                tokio::pin!(round);
-                // Begun calls get INTERRUPT_GRACE to end after a signal; then they are cut off.
-                let cut_off = async {
-                    while pause(Duration::from_secs(3600), &stop).await {}
-                    tokio::time::sleep(INTERRUPT_GRACE).await;
-                };
-                tokio::select! {
-                    round = &mut round => round,
-                    () = cut_off => {
-                        interrupted = Interrupted::CutOff;
-                        // The round never returned: what its finished actions did is told.
-                        let partial = progress.partial_round();
-                        let now = std::time::SystemTime::now();
-                        for note in drover::reconcile::round_events::from_round(last_round.as_ref(), &partial) {
-                            events.record(note, now);
-                        }
-                        return false;
-                    }
-                }
-            };
-            last_seen = Some(round.observation());
-            // Its actions are told from the round itself, below: none is kept for a cut-off.
-            progress.this_round.lock().expect("this round").clear();
-            if !dry_run {
-                let now = std::time::SystemTime::now();
-                let backoff =
-                    drover::reconcile::round_events::from_backoff(&round, &reconciler.backoff, Instant::now());
-                for note in drover::reconcile::round_events::from_round(last_round.as_ref(), &round)
-                    .into_iter()
-                    .chain(backoff)
-                {
-                    events.record(note, now);
-                }
-            }
-            if let Some(e) = &round.error {
-                eprintln!("drover: error: {e}; nothing more is changed");
-                return false;
-            }
-            if stop.load(std::sync::atomic::Ordering::SeqCst) {
-                interrupted = Interrupted::BetweenCalls;
-                return false;
-            }
-            if first_round {
-                first_round = false;
-                if dry_run || yes || !std::io::stdin().is_terminal() {
-                    report_left_alone(&round);
-                }
-            }
-            if !round.unobserved.is_empty() {
-                // Without a minion's pods the plan would replace them elsewhere: one-shot apply
-                // does not guess (the daemon's node controller decides after a grace period).
-                for e in &round.unobserved {
-                    eprintln!("drover: error: {e}");
-                }
-                eprintln!("drover: cannot observe every minion; nothing more is changed");
-                return false;
-            }
-            if dry_run {
-                for a in &round.done {
-                    println!("{}", describe(a).1);
-                }
-                for (pod, reason) in &round.unschedulable {
-                    println!("! pod {pod} cannot be placed: {reason}");
-                }
-                println!(
-                    "plan: {} object change{}, {} action{}",
-                    object_changes.len(),
-                    super::plural(object_changes.len()),
-                    round.planned,
-                    super::plural(round.planned)
-                );
-                dry_run_actions = round.planned + round.unschedulable.len();
-                return true;
-            }
-            // Each action was reported by `progress` as it finished.
-            for a in &round.done {
-                match a {
-                    Action::CreatePod { .. } => created += 1,
-                    Action::DeletePod { .. } => deleted += 1,
-                    Action::DeleteVolumes { .. } => {}
-                }
-            }
-            let starting = round
-                .pods
-                .iter()
-                .filter(|p| p.phase == drover::plan::pods::Phase::Pending)
-                .count();
-            progress.waiting(starting);
-            if round.planned == 0 && !round.unschedulable.is_empty() {
-                for (pod, reason) in &round.unschedulable {
-                    eprintln!("drover: pod {pod} is Pending: {reason}");
-                }
-                return false;
-            }
-            if round.converged() {
-                return true;
-            }
-            if reconciler.deadline.is_some_and(|d| Instant::now() >= d) {
-                eprintln!("drover: not converged after {}s:", timeout.as_secs());
-                report_hung(&round);
-                report_unconverged(&round);
-                return false;
-            }
-            // Only pods backing off: nothing to look at before the first retry, and no round
-            // to start if the deadline comes first.
-            let waiting_only = !round.held.is_empty()
-                && round.planned == round.held.len()
-                && round.failed.is_empty()
-                && !round.pending;
-            if let (true, Some(retry)) = (waiting_only, round.held.iter().map(|h| h.retry_in).min())
-            {
-                let left = reconciler
-                    .deadline
-                    .map_or(retry, |d| d.saturating_duration_since(Instant::now()));
-                if left <= retry {
-                    if !pause(left, &stop).await {
-                        interrupted = Interrupted::BetweenCalls;
-                        return false;
-                    }
-                    eprintln!("drover: not converged after {}s:", timeout.as_secs());
-                    report_unconverged(&round);
-                    return false;
-                }
-                if !pause(retry, &stop).await {
-                    interrupted = Interrupted::BetweenCalls;
-                    return false;
-                }
-            } else if round.planned == 0 || !round.failed.is_empty() || !round.held.is_empty() {
-                // Containers starting, or failures to retry: look again shortly, unless the
-                // deadline comes first (a round started then would only be cut off).
-                let soon = Duration::from_millis(200);
-                if reconciler
-                    .deadline
-                    .is_some_and(|d| d.saturating_duration_since(Instant::now()) <= soon)
-                {
-                    let left = reconciler
-                        .deadline
-                        .expect("checked")
-                        .saturating_duration_since(Instant::now());
-                    if !pause(left, &stop).await {
-                        interrupted = Interrupted::BetweenCalls;
-                        return false;
-                    }
-                    eprintln!("drover: not converged after {}s:", timeout.as_secs());
-                    report_unconverged(&round);
-                    return false;
-                }
-                if !pause(soon, &stop).await {
-                    interrupted = Interrupted::BetweenCalls;
-                    return false;
-                }
-            }
-            last_round = Some(round);
-        }
-    });
-    progress.clear();
-    if dry_run {
+    let mut rounds = Rounds {
+        reconciler: &mut reconciler,
+        desired: &desired,
+        opts: &opts,
+        object_changes: &object_changes,
+        progress,
+        stop,
+        first_round: true,
+        last_round: None,
+        last_seen: None,
+        // What happened, for `get events` and `describe` afterwards (the daemon keeps the
+        // same log).
+        events: drover::events::EventLog::read(&store).unwrap_or_default(),
+        interrupted: Interrupted::No,
+        created: 0,
+        deleted: 0,
+        dry_run_actions: 0,
+    };
+    let converged = super::runtime().block_on(rounds.converge());
+    rounds.progress.clear();
+    if opts.dry_run {
         // As `diff`: 0 nothing to do, 1 changes, 2 error.
         return ExitCode::from(if !converged {
             EXIT_ERROR
-        } else if object_changes.is_empty() && dry_run_actions == 0 {
+        } else if object_changes.is_empty() && rounds.dry_run_actions == 0 {
             EXIT_OK
         } else {
             EXIT_DIFFERENCES
         });
     }
     let lock = lock.expect("taken when not a dry run");
-    let lock = &*lock;
-    if let Err(e) = events.write(&store, lock) {
-        eprintln!("drover: warning: {e}; this run's events are not kept");
+    rounds.record(&store, &lock, &publish, converged, started)
+}
+
+/// The reconciler over every minion, attached to the store under its lock (none for a dry
+/// run). An error is the exit code, already told.
+fn open(
+    cx: &Context,
+    spec: &drover::source::SourceSpec,
+    desired: &drover::model::DesiredState,
+    opts: &Options,
+) -> Result<
+    (
+        drover::reconcile::Reconciler,
+        drover::store::Store,
+        Option<Arc<drover::store::StoreLock>>,
+    ),
+    ExitCode,
+> {
+    let mut reconciler = super::reconciler(cx, desired, Duration::MAX).map_err(|e| fail(&e))?;
+    reconciler.prune = opts.prune;
+    let store = cx.store().map_err(|e| fail(&e))?;
+    let lock = if opts.dry_run {
+        None
+    } else {
+        match store.lock("apply", Duration::from_secs(10)) {
+            Ok(l) => Some(Arc::new(l)),
+            Err(e) => return Err(fail(&e)),
+        }
+    };
+    // After the lock is taken: no other drover changes the store from here on.
+    if let Err(e) = drover::reconcile::project::open_for_writing(
+        &mut reconciler,
+        &store,
+        lock.clone(),
+        spec,
+        desired,
+        opts.allow_empty,
+    ) {
+        return Err(fail(&e));
     }
-    if interrupted != Interrupted::No {
-        let tally = *progress.tally.lock().expect("tally");
-        let cut = match interrupted {
-            Interrupted::CutOff => tally.planned.saturating_sub(tally.finished),
-            _ => 0,
-        };
-        eprintln!("drover: {}", interrupted_summary(&tally, cut));
+    match super::proxy_settings(cx) {
+        Ok(p) => reconciler.advertise = p.advertise,
+        Err(e) => return Err(fail(&e)),
     }
-    // What was seen is worth keeping even when apply failed: `drover diff` shows it.
-    if let Some(seen) = &last_seen {
-        // Endpoints for a `drover proxy` beside it (no probes run here: running pods count as
-        // ready).
-        let endpoints =
-            drover::plan::endpoints::endpoints(&desired, &seen.pods, &publish, &|_| true);
-        if let Err(e) = drover::reconcile::project::record_seen(&store, lock, seen, &endpoints) {
-            return fail(&e);
+    Ok((reconciler, store, lock))
+}
+
+/// Shows what a round would do and asks whether to do it. Whether to go on: yes, or nothing
+/// to ask about.
+fn confirmed(
+    reconciler: &mut drover::reconcile::Reconciler,
+    desired: &drover::model::DesiredState,
+    object_changes: &[String],
+) -> bool {
+    let preview = super::runtime().block_on(reconciler.round(desired, true, true));
+    for a in &preview.done {
+        println!("{}", describe(a).1);
+    }
+    report_left_alone(&preview);
+    if preview.planned > 0 || !object_changes.is_empty() {
+        print!(
+            "apply {} object change{} and {} action{}? [y/N] ",
+            object_changes.len(),
+            super::plural(object_changes.len()),
+            preview.planned,
+            super::plural(preview.planned)
+        );
+        let _ = std::io::stdout().flush();
+        let mut answer = String::new();
+        let _ = std::io::stdin().read_line(&mut answer);
+        if !matches!(answer.trim(), "y" | "yes") {
+            return false;
         }
     }
-    if interrupted != Interrupted::No {
-        return ExitCode::from(EXIT_INTERRUPTED);
+    true
+}
+
+/// apply's rounds: observe, plan, execute until converged, failed, out of time or
+/// interrupted; and what they leave for the store.
+struct Rounds<'a> {
+    reconciler: &'a mut drover::reconcile::Reconciler,
+    desired: &'a drover::model::DesiredState,
+    opts: &'a Options,
+    object_changes: &'a [String],
+    progress: Arc<Shown>,
+    /// Set by SIGINT or SIGTERM (`on_interrupt`): the round under way ends its calls, then
+    /// apply records what was done and says it.
+    stop: drover::exec::Stop,
+    first_round: bool,
+    last_round: Option<drover::reconcile::Round>,
+    /// What the last round saw (kept even when apply fails: `drover diff` shows it).
+    last_seen: Option<drover::plan::observed::Observation>,
+    events: drover::events::EventLog,
+    interrupted: Interrupted,
+    created: usize,
+    deleted: usize,
+    /// What a dry run would do: actions, and pods that cannot be placed.
+    dry_run_actions: usize,
+}
+
+impl Rounds<'_> {
+    /// Runs rounds until one ends them. Whether apply converged (a dry run: its plan shown).
+    async fn converge(&mut self) -> bool {
+        if !self.opts.dry_run {
+            tokio::spawn(on_interrupt(self.stop.clone()));
+        }
+        loop {
+            let Some(round) = self.next_round().await else {
+                return false;
+            };
+            self.keep(&round);
+            if let Some(converged) = self.verdict(&round) {
+                return converged;
+            }
+            if !self.wait_for_next(&round).await {
+                return false;
+            }
+            self.last_round = Some(round);
+        }
     }
-    if !converged {
-        return ExitCode::from(EXIT_ERROR);
+
+    /// Runs one round. After a signal, its begun calls get INTERRUPT_GRACE to end; then they
+    /// are cut off, and `None`: the round never returned, and what its finished actions did
+    /// is told.
+    async fn next_round(&mut self) -> Option<drover::reconcile::Round> {
+        let stop = &self.stop;
+        let round = self.reconciler.round(self.desired, true, self.opts.dry_run);
+        tokio::pin!(round);
+        let cut_off = async {
+            while pause(Duration::from_secs(3600), stop).await {}
+            tokio::time::sleep(INTERRUPT_GRACE).await;
+        };
+        tokio::select! {
+            round = &mut round => Some(round),
+            () = cut_off => {
+                self.interrupted = Interrupted::CutOff;
+                let partial = self.progress.partial_round();
+                let now = std::time::SystemTime::now();
+                for note in drover::reconcile::round_events::from_round(self.last_round.as_ref(), &partial) {
+                    self.events.record(note, now);
+                }
+                None
+            }
+        }
     }
-    if let Err(e) = drover::reconcile::project::record_applied(&store, lock, &desired, prune) {
-        return fail(&e);
+
+    /// Keeps what the round saw and, unless a dry run, its events.
+    fn keep(&mut self, round: &drover::reconcile::Round) {
+        self.last_seen = Some(round.observation());
+        // Its actions are told from the round itself, below: none is kept for a cut-off.
+        self.progress.this_round.lock().expect("this round").clear();
+        if !self.opts.dry_run {
+            let now = std::time::SystemTime::now();
+            let backoff = drover::reconcile::round_events::from_backoff(
+                round,
+                &self.reconciler.backoff,
+                Instant::now(),
+            );
+            for note in drover::reconcile::round_events::from_round(self.last_round.as_ref(), round)
+                .into_iter()
+                .chain(backoff)
+            {
+                self.events.record(note, now);
+            }
+        }
     }
-    println!(
-        "converged in {:.1}s: {created} pod{} created, {deleted} deleted",
-        started.elapsed().as_secs_f64(),
-        super::plural(created)
-    );
-    ExitCode::from(EXIT_OK)
+
+    /// Whether this round ends apply, and how: `Some(true)` converged (or a dry run's plan
+    /// shown), `Some(false)` it cannot go on (said why), `None` another round is due.
+    fn verdict(&mut self, round: &drover::reconcile::Round) -> Option<bool> {
+        if let Some(e) = &round.error {
+            eprintln!("drover: error: {e}; nothing more is changed");
+            return Some(false);
+        }
+        if self.stop.load(std::sync::atomic::Ordering::SeqCst) {
+            self.interrupted = Interrupted::BetweenCalls;
+            return Some(false);
+        }
+        if self.first_round {
+            self.first_round = false;
+            if self.opts.dry_run || self.opts.yes || !std::io::stdin().is_terminal() {
+                report_left_alone(round);
+            }
+        }
+        if !round.unobserved.is_empty() {
+            // Without a minion's pods the plan would replace them elsewhere: one-shot apply
+            // does not guess (the daemon's node controller decides after a grace period).
+            for e in &round.unobserved {
+                eprintln!("drover: error: {e}");
+            }
+            eprintln!("drover: cannot observe every minion; nothing more is changed");
+            return Some(false);
+        }
+        if self.opts.dry_run {
+            self.show_plan(round);
+            return Some(true);
+        }
+        // Each action was reported by `progress` as it finished.
+        for a in &round.done {
+            match a {
+                Action::CreatePod { .. } => self.created += 1,
+                Action::DeletePod { .. } => self.deleted += 1,
+                Action::DeleteVolumes { .. } => {}
+            }
+        }
+        let starting = round
+            .pods
+            .iter()
+            .filter(|p| p.phase == drover::plan::pods::Phase::Pending)
+            .count();
+        self.progress.waiting(starting);
+        if round.planned == 0 && !round.unschedulable.is_empty() {
+            for (pod, reason) in &round.unschedulable {
+                eprintln!("drover: pod {pod} is Pending: {reason}");
+            }
+            return Some(false);
+        }
+        if round.converged() {
+            return Some(true);
+        }
+        if self
+            .reconciler
+            .deadline
+            .is_some_and(|d| Instant::now() >= d)
+        {
+            eprintln!(
+                "drover: not converged after {}s:",
+                self.opts.timeout.as_secs()
+            );
+            report_hung(round);
+            report_unconverged(round);
+            return Some(false);
+        }
+        None
+    }
+
+    /// A dry run's plan: what its round would do, and what cannot be placed.
+    fn show_plan(&mut self, round: &drover::reconcile::Round) {
+        for a in &round.done {
+            println!("{}", describe(a).1);
+        }
+        for (pod, reason) in &round.unschedulable {
+            println!("! pod {pod} cannot be placed: {reason}");
+        }
+        println!(
+            "plan: {} object change{}, {} action{}",
+            self.object_changes.len(),
+            super::plural(self.object_changes.len()),
+            round.planned,
+            super::plural(round.planned)
+        );
+        self.dry_run_actions = round.planned + round.unschedulable.len();
+    }
+
+    /// Waits before the next round as this one asks: until the first retry when only pods
+    /// backing off are left, shortly while containers start or failures wait to be retried,
+    /// at once otherwise. Whether to go on: not when interrupted, nor when the deadline comes
+    /// first (then said).
+    async fn wait_for_next(&mut self, round: &drover::reconcile::Round) -> bool {
+        // Only pods backing off: nothing to look at before the first retry, and no round
+        // to start if the deadline comes first.
+        let waiting_only = !round.held.is_empty()
+            && round.planned == round.held.len()
+            && round.failed.is_empty()
+            && !round.pending;
+        if let (true, Some(retry)) = (waiting_only, round.held.iter().map(|h| h.retry_in).min()) {
+            let left = self
+                .reconciler
+                .deadline
+                .map_or(retry, |d| d.saturating_duration_since(Instant::now()));
+            if left <= retry {
+                return self.run_out_the_clock(left, round).await;
+            }
+            return self.pause_unless_interrupted(retry).await;
+        }
+        if round.planned == 0 || !round.failed.is_empty() || !round.held.is_empty() {
+            // Containers starting, or failures to retry: look again shortly, unless the
+            // deadline comes first (a round started then would only be cut off).
+            let soon = Duration::from_millis(200);
+            if self
+                .reconciler
+                .deadline
+                .is_some_and(|d| d.saturating_duration_since(Instant::now()) <= soon)
+            {
+                let left = self
+                    .reconciler
+                    .deadline
+                    .expect("checked")
+                    .saturating_duration_since(Instant::now());
+                return self.run_out_the_clock(left, round).await;
+            }
+            return self.pause_unless_interrupted(soon).await;
+        }
+        true
+    }
+
+    /// Waits `how_long`: whether it was not interrupted meanwhile.
+    async fn pause_unless_interrupted(&mut self, how_long: Duration) -> bool {
+        if !pause(how_long, &self.stop).await {
+            self.interrupted = Interrupted::BetweenCalls;
+            return false;
+        }
+        true
+    }
+
+    /// Waits out the time `left` to the deadline, then says apply did not converge (unless
+    /// interrupted meanwhile). Always ends the rounds: false.
+    async fn run_out_the_clock(
+        &mut self,
+        left: Duration,
+        round: &drover::reconcile::Round,
+    ) -> bool {
+        if !self.pause_unless_interrupted(left).await {
+            return false;
+        }
+        eprintln!(
+            "drover: not converged after {}s:",
+            self.opts.timeout.as_secs()
+        );
+        report_unconverged(round);
+        false
+    }
+
+    /// After the rounds (not a dry run): keeps their events and what they saw, sums up an
+    /// interrupted apply, and records the source as applied once converged.
+    fn record(
+        &self,
+        store: &drover::store::Store,
+        lock: &drover::store::StoreLock,
+        publish: &std::collections::BTreeMap<String, String>,
+        converged: bool,
+        started: Instant,
+    ) -> ExitCode {
+        if let Err(e) = self.events.write(&store, lock) {
+            eprintln!("drover: warning: {e}; this run's events are not kept");
+        }
+        if self.interrupted != Interrupted::No {
+            let tally = *self.progress.tally.lock().expect("tally");
+            let cut = match self.interrupted {
+                Interrupted::CutOff => tally.planned.saturating_sub(tally.finished),
+                _ => 0,
+            };
+            eprintln!("drover: {}", interrupted_summary(&tally, cut));
+        }
+        // What was seen is worth keeping even when apply failed: `drover diff` shows it.
+        if let Some(seen) = &self.last_seen {
+            // Endpoints for a `drover proxy` beside it (no probes run here: running pods count
+            // as ready).
+            let endpoints =
+                drover::plan::endpoints::endpoints(self.desired, &seen.pods, publish, &|_| true);
+            if let Err(e) = drover::reconcile::project::record_seen(store, lock, seen, &endpoints) {
+                return fail(&e);
+            }
+        }
+        if self.interrupted != Interrupted::No {
+            return ExitCode::from(EXIT_INTERRUPTED);
+        }
+        if !converged {
+            return ExitCode::from(EXIT_ERROR);
+        }
+        if let Err(e) =
+            drover::reconcile::project::record_applied(store, lock, self.desired, self.opts.prune)
+        {
+            return fail(&e);
+        }
+        println!(
+            "converged in {:.1}s: {} pod{} created, {} deleted",
+            started.elapsed().as_secs_f64(),
+            self.created,
+            super::plural(self.created),
+            self.deleted
+        );
+        ExitCode::from(EXIT_OK)
+    }
 }
 
 /// How long calls already begun may take to end after apply is interrupted.

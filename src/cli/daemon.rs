@@ -33,21 +33,10 @@ pub fn run(
         Ok(s) => s,
         Err(e) => return fail(&e),
     };
-    // With etcd another daemon may lead: this one then follows until it can take over.
     let status_url = format!("http://{listen}");
-    let wait = if store.is_etcd() {
-        Duration::ZERO
-    } else {
-        Duration::from_secs(10)
-    };
-    let lock = match store.lock_as("daemon", Some(status_url.clone()), wait) {
-        Ok(l) => Some(std::sync::Arc::new(l)),
-        Err(drover::store::StoreError::Locked { .. }) if store.is_etcd() => None,
-        Err(e) if store.is_etcd() => {
-            warn!("{e}; following until etcd answers");
-            None
-        }
-        Err(e) => return fail(&e),
+    let lock = match lease(&store, &status_url) {
+        Ok(l) => l,
+        Err(code) => return code,
     };
     if lock.is_some() {
         if let Err(e) = drover::reconcile::project::open_for_writing(
@@ -102,18 +91,7 @@ pub fn run(
     // Said when it changes, not every round.
     let said = Mutex::new(Said::default());
     let report = move |event: Event| print_event(event, &said);
-    let ran = super::runtime().block_on(async {
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("signal handler");
-        let stop = async move {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = terminate.recv() => {}
-            }
-        };
-        daemon.run(&report, stop).await
-    });
+    let ran = super::runtime().block_on(until_signalled(daemon, &report));
     if ran.is_err() {
         // Said by the report already, with the address and the flag that changes it.
         error!("drover daemon: not started");
@@ -121,6 +99,44 @@ pub fn run(
     }
     info!("drover daemon: stopped");
     ExitCode::from(EXIT_OK)
+}
+
+/// The store's writer lease, as the daemon starts. With etcd another daemon may lead: this
+/// one then follows (`None`) until it can take over. An error is the exit code, already told.
+fn lease(
+    store: &drover::store::Store,
+    status_url: &str,
+) -> Result<Option<std::sync::Arc<drover::store::StoreLock>>, ExitCode> {
+    let wait = if store.is_etcd() {
+        Duration::ZERO
+    } else {
+        Duration::from_secs(10)
+    };
+    match store.lock_as("daemon", Some(status_url.to_string()), wait) {
+        Ok(l) => Ok(Some(std::sync::Arc::new(l))),
+        Err(drover::store::StoreError::Locked { .. }) if store.is_etcd() => Ok(None),
+        Err(e) if store.is_etcd() => {
+            warn!("{e}; following until etcd answers");
+            Ok(None)
+        }
+        Err(e) => Err(fail(&e)),
+    }
+}
+
+/// Runs the daemon until SIGTERM or Ctrl-C.
+async fn until_signalled(
+    daemon: Daemon,
+    report: &(dyn Fn(Event) + Send + Sync),
+) -> Result<(), String> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("signal handler");
+    let stop = async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+    };
+    daemon.run(report, stop).await
 }
 
 type LeftAlone = (Vec<(String, String)>, Vec<(String, Vec<String>)>);

@@ -209,51 +209,7 @@ fn run_attempt(
         Ok(s) => s,
         Err(e) => return super::fail(&e),
     };
-    // Two strands: the index is read and then every object it names checked against its
-    // hash, on a thread of its own, while this one lists the source and, once the index is
-    // there, reads it (each object compared with the index as it is decoded). The check
-    // starts as soon as the index is read, whichever of the two is done first.
-    let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    let strands = std::thread::scope(|s| {
-        let checked = s.spawn(|| {
-            let index = match store.read_index() {
-                Ok(index) => std::sync::Arc::new(index),
-                Err(e) => {
-                    let _ = tx.send(Err(e));
-                    return Ok(());
-                }
-            };
-            let _ = tx.send(Ok(index.clone()));
-            store.verify_objects(&index)
-        });
-        let listing = drover::source::list(&spec, &cx.settings.git_options(&cx.state_dir));
-        let index = rx.recv().expect("the index's strand sends before it ends");
-        let listing = match listing {
-            Ok(l) => l,
-            Err(e) => return Err(report_load_error(super::LoadError::Source(e))),
-        };
-        let index = match index {
-            Ok(i) => i,
-            Err(e) => {
-                // The source's own errors come first, as they always have.
-                if let Err(e) = load_listed_each(cx, listing, args.validate, |_, _| ()) {
-                    return Err(report_load_error(e));
-                }
-                return Err(super::fail(&e));
-            }
-        };
-        // The pod part plans against the desired objects themselves; it runs only when
-        // something was observed (or is about to be). Otherwise diff keeps of each object only
-        // whether it differs from the applied copy, and the text of those that do.
-        let keep_objects = live || !index.observed.is_empty();
-        let loaded = load_listed_each(cx, listing, args.validate, |key, object| Compared {
-            after: differs(key, &object, &index),
-            object: keep_objects.then(|| Box::new(object)),
-        });
-        let verified = checked.join().expect("the store's check does not panic");
-        Ok((loaded, index, verified))
-    });
-    let (loaded, index, verified) = match strands {
+    let (loaded, index, verified) = match read_source_and_store(cx, args, &spec, &store, live) {
         Ok(done) => done,
         Err(code) => return code,
     };
@@ -280,15 +236,9 @@ fn run_attempt(
             .filter_map(|(k, (c, origin))| Some((k.clone(), (*c.object.take()?, origin.clone()))))
             .collect(),
     };
-    // The state directory's mask key when there is one; else one for this run only (diff
-    // writes nothing), which still shows a changed secret as a changed fingerprint.
-    let mask_key = match store.mask_key() {
-        Ok(Some(k)) => MaskKey::new(k),
-        Ok(None) => match drover::store::random_key() {
-            Ok(k) => MaskKey::new(k),
-            Err(e) => return super::fail(&e),
-        },
-        Err(e) => return super::fail(&e),
+    let mask_key = match mask_key_for_diff(&store) {
+        Ok(k) => k,
+        Err(code) => return code,
     };
     let changes = match gather(&store, &index, &compared, &mask_key) {
         Ok(c) => c,
@@ -301,49 +251,130 @@ fn run_attempt(
         Err(e) => return super::fail(&e),
     };
     let in_sync = summary.is_empty() && pods.as_ref().is_none_or(PodReport::in_sync);
-    // Buffered: stdout alone writes each line with its own system call.
-    let mut out = std::io::BufWriter::with_capacity(64 << 10, std::io::stdout().lock());
-    let written = match output {
-        DiffOutput::Json => {
-            let report = Report {
-                in_sync,
-                source: spec.describe(),
-                commit,
-                summary,
-                changes: &changes,
-                pods: pods.as_ref(),
-            };
-            serde_json::to_writer_pretty(&mut out, &report)
-                .map_err(std::io::Error::from)
-                .and_then(|_| writeln!(out))
-        }
-        DiffOutput::Text => {
-            let color = super::use_color(std::io::stdout().is_terminal());
-            let pods_in_sync = pods.as_ref().is_none_or(PodReport::in_sync);
-            render_text(
-                &mut out,
-                &changes,
-                summary,
-                compared.len(),
-                pods_in_sync,
-                color,
-            )
-            .and_then(|_| match &pods {
-                Some(p) => render_pods(&mut out, p, color),
-                None => Ok(()),
-            })
-        }
+    let report = Report {
+        in_sync,
+        source: spec.describe(),
+        commit,
+        summary,
+        changes: &changes,
+        pods: pods.as_ref(),
     };
-    // A closed pipe (`drover diff | head`) is not an error worth a message.
-    if let Err(e) = written.and_then(|_| out.flush()) {
-        if e.kind() != std::io::ErrorKind::BrokenPipe {
-            return super::fail(&e);
-        }
+    if let Err(code) = write_report(output, &report, compared.len()) {
+        return code;
     }
     // The process ends next: freeing tens of thousands of entries one by one would cost
     // more than printing them did.
     std::mem::forget((compared, desired, index));
     ExitCode::from(if in_sync { EXIT_OK } else { EXIT_DIFFERENCES })
+}
+
+/// What `read_source_and_store` gives: the source read (each object compared with the
+/// index), the index, and whether the store's objects matched their hashes.
+type Strands = (
+    Result<drover::reconcile::project::LoadedEach<Compared>, super::LoadError>,
+    std::sync::Arc<Index>,
+    Result<(), StoreError>,
+);
+
+/// Reads the source and the store in two strands: the index is read and then every object
+/// it names checked against its hash, on a thread of its own, while this one lists the source
+/// and, once the index is there, reads it (each object compared with the index as it is
+/// decoded). The check starts as soon as the index is read, whichever of the two is done
+/// first. An error is the exit code, already told.
+fn read_source_and_store(
+    cx: &Context,
+    args: &SourceArgs,
+    spec: &drover::source::SourceSpec,
+    store: &Store,
+    live: bool,
+) -> Result<Strands, ExitCode> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    std::thread::scope(|s| {
+        let checked = s.spawn(|| {
+            let index = match store.read_index() {
+                Ok(index) => std::sync::Arc::new(index),
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return Ok(());
+                }
+            };
+            let _ = tx.send(Ok(index.clone()));
+            store.verify_objects(&index)
+        });
+        let listing = drover::source::list(spec, &cx.settings.git_options(&cx.state_dir));
+        let index = rx.recv().expect("the index's strand sends before it ends");
+        let listing = match listing {
+            Ok(l) => l,
+            Err(e) => return Err(report_load_error(super::LoadError::Source(e))),
+        };
+        let index = match index {
+            Ok(i) => i,
+            Err(e) => {
+                // The source's own errors come first, as they always have.
+                if let Err(e) = load_listed_each(cx, listing, args.validate, |_, _| ()) {
+                    return Err(report_load_error(e));
+                }
+                return Err(super::fail(&e));
+            }
+        };
+        // The pod part plans against the desired objects themselves; it runs only when
+        // something was observed (or is about to be). Otherwise diff keeps of each object only
+        // whether it differs from the applied copy, and the text of those that do.
+        let keep_objects = live || !index.observed.is_empty();
+        let loaded = load_listed_each(cx, listing, args.validate, |key, object| Compared {
+            after: differs(key, &object, &index),
+            object: keep_objects.then(|| Box::new(object)),
+        });
+        let verified = checked.join().expect("the store's check does not panic");
+        Ok((loaded, index, verified))
+    })
+}
+
+/// The state directory's mask key when there is one; else one for this run only (diff
+/// writes nothing), which still shows a changed secret as a changed fingerprint.
+fn mask_key_for_diff(store: &Store) -> Result<MaskKey, ExitCode> {
+    match store.mask_key() {
+        Ok(Some(k)) => Ok(MaskKey::new(k)),
+        Ok(None) => match drover::store::random_key() {
+            Ok(k) => Ok(MaskKey::new(k)),
+            Err(e) => Err(super::fail(&e)),
+        },
+        Err(e) => Err(super::fail(&e)),
+    }
+}
+
+/// Writes the report to stdout as `output` asks (`objects`: how many the source holds). A
+/// closed pipe (`drover diff | head`) is not an error worth a message.
+fn write_report(output: DiffOutput, report: &Report, objects: usize) -> Result<(), ExitCode> {
+    // Buffered: stdout alone writes each line with its own system call.
+    let mut out = std::io::BufWriter::with_capacity(64 << 10, std::io::stdout().lock());
+    let written = match output {
+        DiffOutput::Json => serde_json::to_writer_pretty(&mut out, report)
+            .map_err(std::io::Error::from)
+            .and_then(|_| writeln!(out)),
+        DiffOutput::Text => {
+            let color = super::use_color(std::io::stdout().is_terminal());
+            let pods_in_sync = report.pods.is_none_or(PodReport::in_sync);
+            render_text(
+                &mut out,
+                report.changes,
+                report.summary,
+                objects,
+                pods_in_sync,
+                color,
+            )
+            .and_then(|_| match report.pods {
+                Some(p) => render_pods(&mut out, p, color),
+                None => Ok(()),
+            })
+        }
+    };
+    if let Err(e) = written.and_then(|_| out.flush()) {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            return Err(super::fail(&e));
+        }
+    }
+    Ok(())
 }
 
 /// What diff keeps of one desired object.

@@ -383,55 +383,68 @@ fn mask_key(cx: &Context) -> Option<MaskKey> {
 }
 
 fn pods(cx: &Context, world: &World, detailed: bool) -> Listing {
-    let details = if detailed {
-        details(cx, world)
-    } else {
-        BTreeMap::new()
-    };
-    let manifests = world
-        .desired
-        .as_ref()
-        .map(drover::plan::pods::manifests_by_hash)
-        .unwrap_or_default();
-    let mask = mask_key(cx);
-    let now = output::now_unix();
-    let events = cx
-        .store()
-        .ok()
-        .and_then(|s| drover::events::EventLog::read(&s).ok())
-        .unwrap_or_default();
-    let unready = judged_unready(cx);
-    let mut items = Vec::new();
-    for p in &world.pods {
-        let minion = world.minions.iter().find(|m| m.spec.name == p.minion);
-        let detail = |c: &str| details.get(&(p.minion.clone(), p.id.clone(), c.to_string()));
-        let running = p
-            .containers
-            .iter()
-            .filter(|c| c.state == ContainerState::Running)
-            .count();
-        // Ready: running, less the probed containers of a pod the daemon's prober judged not
-        // ready (a liveness probe failing or not passed yet).
-        let probed = manifests.get(&p.template_hash).map_or(0, |m| {
-            m.containers
-                .iter()
-                .filter(|c| c.liveness_probe.is_some())
-                .count()
-        });
-        let ready = if unready.contains(&(p.minion.clone(), p.id.clone())) {
-            running.saturating_sub(probed.max(1))
+    let facts = PodFacts::read(cx, world, detailed);
+    let mut items: Vec<Item> = world.pods.iter().map(|p| facts.item(p)).collect();
+    items.extend(not_made(cx, world));
+    Listing {
+        resource: Resource::Pods,
+        headers: &["NAME", "READY", "STATUS", "RC", "IMAGES", "LABELS"],
+        wide_headers: &["MINION", "PORTS", "IP", "RESTARTS", "AGE"],
+        items,
+    }
+}
+
+/// What `get pods` reads once, besides the pods, to show each of them: their containers'
+/// details (with `-o wide` and the objects), their manifests, the events that count drover's
+/// restarts, and the prober's verdicts.
+struct PodFacts<'w> {
+    world: &'w World,
+    details: BTreeMap<(String, String, String), Detail>,
+    manifests: BTreeMap<String, &'w drover::model::ContainerManifest>,
+    mask: Option<MaskKey>,
+    now: i64,
+    events: drover::events::EventLog,
+    unready: std::collections::BTreeSet<(String, String)>,
+}
+
+impl<'w> PodFacts<'w> {
+    fn read(cx: &Context, world: &'w World, detailed: bool) -> PodFacts<'w> {
+        let details = if detailed {
+            details(cx, world)
         } else {
-            running
+            BTreeMap::new()
         };
-        // Docker's restarts (its restart policy) and drover's (a failed liveness probe:
-        // Docker's restart API does not count those), told by the pod's events.
-        let restarts: i64 = p
-            .containers
-            .iter()
-            .filter_map(|c| detail(&c.name))
-            .map(|d| d.restarts)
-            .sum::<i64>()
-            + i64::try_from(events.liveness_restarts(&p.id, p.created)).unwrap_or(i64::MAX);
+        let manifests = world
+            .desired
+            .as_ref()
+            .map(drover::plan::pods::manifests_by_hash)
+            .unwrap_or_default();
+        let mask = mask_key(cx);
+        let now = output::now_unix();
+        let events = cx
+            .store()
+            .ok()
+            .and_then(|s| drover::events::EventLog::read(&s).ok())
+            .unwrap_or_default();
+        let unready = judged_unready(cx);
+        PodFacts {
+            world,
+            details,
+            manifests,
+            mask,
+            now,
+            events,
+            unready,
+        }
+    }
+
+    fn detail(&self, p: &ObservedPod, container: &str) -> Option<&Detail> {
+        self.details
+            .get(&(p.minion.clone(), p.id.clone(), container.to_string()))
+    }
+
+    /// A pod's row, its wide columns and its object.
+    fn item(&self, p: &ObservedPod) -> Item {
         let ports: Vec<String> = p
             .ports
             .iter()
@@ -445,9 +458,94 @@ fn pods(cx: &Context, world: &World, detailed: bool) -> Listing {
                 )
             })
             .collect();
+        Item {
+            id: p.id.clone(),
+            labels: p.labels.clone(),
+            row: vec![
+                p.id.clone(),
+                format!("{}/{}", self.ready(p), p.containers.len()),
+                format!("{:?}", p.phase),
+                p.owner.clone().unwrap_or_else(|| "<none>".into()),
+                p.images().join(","),
+                output::labels_text(&p.labels),
+            ],
+            extra: vec![
+                p.minion.clone(),
+                if ports.is_empty() {
+                    "<none>".into()
+                } else {
+                    ports.join(",")
+                },
+                p.ip.clone().unwrap_or_else(|| "<none>".into()),
+                self.restarts(p).to_string(),
+                output::age(self.now - p.created as i64),
+            ],
+            object: self.object(p),
+        }
+    }
+
+    /// Ready: running, less the probed containers of a pod the daemon's prober judged not
+    /// ready (a liveness probe failing or not passed yet).
+    fn ready(&self, p: &ObservedPod) -> usize {
+        let running = p
+            .containers
+            .iter()
+            .filter(|c| c.state == ContainerState::Running)
+            .count();
+        let probed = self.manifests.get(&p.template_hash).map_or(0, |m| {
+            m.containers
+                .iter()
+                .filter(|c| c.liveness_probe.is_some())
+                .count()
+        });
+        if self.unready.contains(&(p.minion.clone(), p.id.clone())) {
+            running.saturating_sub(probed.max(1))
+        } else {
+            running
+        }
+    }
+
+    /// Docker's restarts (its restart policy) and drover's (a failed liveness probe: Docker's
+    /// restart API does not count those), told by the pod's events.
+    fn restarts(&self, p: &ObservedPod) -> i64 {
+        p.containers
+            .iter()
+            .filter_map(|c| self.detail(p, &c.name))
+            .map(|d| d.restarts)
+            .sum::<i64>()
+            + i64::try_from(self.events.liveness_restarts(&p.id, p.created)).unwrap_or(i64::MAX)
+    }
+
+    /// The pod as v1beta1 served it: its manifest (secrets redacted) and its current state.
+    fn object(&self, p: &ObservedPod) -> Value {
+        let mut desired_state = json!({"host": p.minion});
+        if let Some(manifest) = self.manifests.get(&p.template_hash) {
+            let mut manifest = serde_json::to_value(manifest).expect("model types serialise");
+            if let Some(key) = &self.mask {
+                redact_secrets(&mut manifest, key);
+            }
+            desired_state["manifest"] = manifest;
+        }
+        let mut object = json!({
+            "kind": "Pod",
+            "id": p.id,
+            "apiVersion": API_VERSION,
+            "creationTimestamp": output::rfc3339(p.created as i64),
+            "labels": p.labels,
+            "desiredState": desired_state,
+            "currentState": self.current_state(p),
+        });
+        if let Some(rc) = &p.owner {
+            object["replicationController"] = json!(rc);
+        }
+        object
+    }
+
+    /// The pod's `currentState`: its phase, where it runs, and each container's state.
+    fn current_state(&self, p: &ObservedPod) -> Value {
         let mut info = serde_json::Map::new();
         for c in &p.containers {
-            let d = detail(&c.name);
+            let d = self.detail(p, &c.name);
             let state = match c.state {
                 ContainerState::Waiting => json!({"waiting": {}}),
                 ContainerState::Running => {
@@ -465,20 +563,13 @@ fn pods(cx: &Context, world: &World, detailed: bool) -> Listing {
             }
             info.insert(c.name.clone(), status);
         }
-        let mut desired_state = json!({"host": p.minion});
-        if let Some(manifest) = manifests.get(&p.template_hash) {
-            let mut manifest = serde_json::to_value(manifest).expect("model types serialise");
-            if let Some(key) = &mask {
-                redact_secrets(&mut manifest, key);
-            }
-            desired_state["manifest"] = manifest;
-        }
         let mut current = json!({
             "status": pod_status(p.phase),
             "phase": p.phase,
             "host": p.minion,
             "info": info,
         });
+        let minion = self.world.minions.iter().find(|m| m.spec.name == p.minion);
         if let Some(m) = minion {
             current["hostIP"] = json!(m.spec.publish_address);
         }
@@ -505,49 +596,7 @@ fn pods(cx: &Context, world: &World, detailed: bool) -> Listing {
                 .collect();
             current["ports"] = json!(ports);
         }
-        let mut object = json!({
-            "kind": "Pod",
-            "id": p.id,
-            "apiVersion": API_VERSION,
-            "creationTimestamp": output::rfc3339(p.created as i64),
-            "labels": p.labels,
-            "desiredState": desired_state,
-            "currentState": current,
-        });
-        if let Some(rc) = &p.owner {
-            object["replicationController"] = json!(rc);
-        }
-        items.push(Item {
-            id: p.id.clone(),
-            labels: p.labels.clone(),
-            row: vec![
-                p.id.clone(),
-                format!("{ready}/{}", p.containers.len()),
-                format!("{:?}", p.phase),
-                p.owner.clone().unwrap_or_else(|| "<none>".into()),
-                p.images().join(","),
-                output::labels_text(&p.labels),
-            ],
-            extra: vec![
-                p.minion.clone(),
-                if ports.is_empty() {
-                    "<none>".into()
-                } else {
-                    ports.join(",")
-                },
-                p.ip.clone().unwrap_or_else(|| "<none>".into()),
-                restarts.to_string(),
-                output::age(now - p.created as i64),
-            ],
-            object,
-        });
-    }
-    items.extend(not_made(cx, world));
-    Listing {
-        resource: Resource::Pods,
-        headers: &["NAME", "READY", "STATUS", "RC", "IMAGES", "LABELS"],
-        wide_headers: &["MINION", "PORTS", "IP", "RESTARTS", "AGE"],
-        items,
+        current
     }
 }
 
@@ -881,161 +930,192 @@ pub fn describe(cx: &Context, resource: Resource, name: &str) -> ExitCode {
 fn describe_object(cx: &Context, resource: Resource, name: &str) -> Result<(), ExitCode> {
     let world = observe(cx).map_err(|e| fail(&e))?;
     let mut out = std::io::stdout().lock();
-    let not_found = || {
-        // A silent minion may hold it: say so beside the NotFound.
-        for e in &world.errors {
-            eprintln!("drover: warning: {e}");
-        }
-        eprintln!("{}", output::not_found(resource, name));
-        ExitCode::from(EXIT_DIFFERENCES)
-    };
     match resource {
-        Resource::Pods => {
-            let found: Vec<&ObservedPod> = world.pods.iter().filter(|p| p.id == name).collect();
-            let runtime = super::runtime();
-            for p in &found {
-                let _ = writeln!(out, "Name:        {}\nMinion:      {}\nPhase:       {:?}\nController:  {}\nLabels:      {}\nContainers:",
-                    p.id, p.minion, p.phase, p.owner.as_deref().unwrap_or("-"), labels_text(&p.labels));
-                let minion = world.minions.iter().find(|m| m.spec.name == p.minion);
-                for c in &p.containers {
-                    let _ = writeln!(
-                        out,
-                        "  {}:\n    Image:      {}\n    State:      {}",
-                        c.name, c.image, c.state
-                    );
-                    // The list call gives the state; inspect adds when and how often.
-                    let Some(minion) = minion else { continue };
-                    let name = drover::minion::pods::name_in(&cx.project, p, &c.name);
-                    let inspected = runtime.block_on(minion.inspect_container(&name));
-                    match inspected {
-                        Ok(info) => {
-                            let state = info.state.unwrap_or_default();
-                            let when = |t: Option<String>| {
-                                t.filter(|t| !t.starts_with("0001-"))
-                                    .unwrap_or_else(|| "-".into())
-                            };
-                            let _ = writeln!(
-                                out,
-                                "    Started:    {}\n    Finished:   {}\n    Restarts:   {}",
-                                when(state.started_at),
-                                when(state.finished_at),
-                                info.restart_count.unwrap_or(0)
-                            );
-                            if let Some(error) = state.error.filter(|e| !e.is_empty()) {
-                                let _ = writeln!(out, "    Error:      {error}");
-                            }
-                        }
-                        Err(e) => {
-                            let _ = writeln!(out, "    Details:    unavailable ({e})");
-                        }
-                    }
-                }
-            }
-            if found.is_empty() {
-                // Not running: if it is wanted, say why it is Pending.
-                let Ok(desired) = &world.desired else {
-                    return Err(not_found());
-                };
-                let plan = drover::plan::pods::plan(desired, &world.pods, &world.views);
-                let to_create = plan.actions.iter().any(|a| {
-                    matches!(a, drover::plan::pods::Action::CreatePod { pod, .. } if pod.id == name)
-                });
-                let unschedulable = plan.unschedulable.iter().find(|(id, _)| id == name);
-                let (phase, reason) = match unschedulable {
-                    _ if !to_create && unschedulable.is_none() => return Err(not_found()),
-                    // A silent minion may well run it (as in `not_made`): not known.
-                    _ if !world.errors.is_empty() => {
-                        let silent: Vec<&str> =
-                            world.errors.iter().map(|e| e.minion.as_str()).collect();
-                        let reason = format!(
-                            "not seen: {} did not answer, and it may run there",
-                            silent.join(", ")
-                        );
-                        ("Unknown", reason)
-                    }
-                    Some((_, reason)) => ("Pending", reason.clone()),
-                    // Placeable but not made yet, or backing off: its events tell why.
-                    None => ("Pending", "not created yet (see its events)".into()),
-                };
-                let _ = writeln!(
-                    out,
-                    "Name:        {name}\nPhase:       {phase}\nReason:      {reason}"
-                );
-            }
-        }
-        Resource::Services => {
-            let desired = world
-                .desired
-                .as_ref()
-                .map_err(|why| fail(&format!("{why}; services come from it")))?;
-            let Some(s) = service_endpoints(cx, &world, desired)
-                .into_iter()
-                .find(|s| s.name == name)
-            else {
-                return Err(not_found());
-            };
-            let _ = writeln!(
-                out,
-                "Name:             {}\nPort:             {}/{}\nSelector:         {}\nContainer port:   {}\nSession affinity: {:?}\nProxy:            {}\nEndpoints:",
-                s.name,
-                s.port,
-                s.protocol.as_str(),
-                labels_text(&s.selector),
-                s.container_port.as_ref().map(|p| p.to_string()).unwrap_or_else(|| "(the first port)".into()),
-                s.session_affinity,
-                drover::serving::state_of(&s.name, &live_proxies(cx)).detail(),
-            );
-            if s.endpoints.is_empty() {
-                let _ = writeln!(out, "  <none>");
-            }
-            for e in &s.endpoints {
-                let _ = writeln!(
-                    out,
-                    "  {:<22} pod {} on {}: {}",
-                    e.address.as_deref().unwrap_or("-"),
-                    e.pod,
-                    e.minion,
-                    match &e.reason {
-                        None => "ready".to_string(),
-                        Some(r) => format!("not ready ({r})"),
-                    }
-                );
-            }
-        }
-        Resource::ReplicationControllers => {
-            let desired = world
-                .desired
-                .as_ref()
-                .map_err(|why| fail(&format!("{why}; replication controllers come from it")))?;
-            let rc = desired.objects.values().find_map(|(o, origin)| match o {
-                Object::ReplicationController(r) if r.id == name => {
-                    Some((r.clone(), origin.clone()))
-                }
-                _ => None,
-            });
-            let Some((rc, origin)) = rc else {
-                return Err(not_found());
-            };
-            let _ = writeln!(
-                out,
-                "Name:        {}\nSource:      {origin}\nSelector:    {}\nReplicas:    {} desired",
-                rc.id,
-                labels_text(&rc.desired_state.replica_selector),
-                rc.desired_state.replicas
-            );
-            let _ = writeln!(out, "Pods:");
-            for p in world
-                .pods
-                .iter()
-                .filter(|p| p.owner.as_deref() == Some(rc.id.as_str()))
-            {
-                let _ = writeln!(out, "  {}  {}  {:?}", p.id, p.minion, p.phase);
-            }
-        }
+        Resource::Pods => describe_pods(cx, &world, name, &mut out)?,
+        Resource::Services => describe_service(cx, &world, name, &mut out)?,
+        Resource::ReplicationControllers => describe_rc(&world, name, &mut out)?,
         Resource::Minions | Resource::Events => unreachable!("refused above"),
     }
     for e in &world.errors {
         eprintln!("drover: warning: {e}");
+    }
+    Ok(())
+}
+
+/// `resource` `name` is not found: said, with the minions that did not answer (a silent
+/// minion may hold it). The exit code.
+fn not_found(world: &World, resource: Resource, name: &str) -> ExitCode {
+    for e in &world.errors {
+        eprintln!("drover: warning: {e}");
+    }
+    eprintln!("{}", output::not_found(resource, name));
+    ExitCode::from(EXIT_DIFFERENCES)
+}
+
+/// Every pod named `name` (one per minion, normally), its containers as the list call gives
+/// them and as inspect adds; or, when none runs, why a wanted one does not.
+fn describe_pods(
+    cx: &Context,
+    world: &World,
+    name: &str,
+    out: &mut impl Write,
+) -> Result<(), ExitCode> {
+    let found: Vec<&ObservedPod> = world.pods.iter().filter(|p| p.id == name).collect();
+    let runtime = super::runtime();
+    for p in &found {
+        let _ = writeln!(out, "Name:        {}\nMinion:      {}\nPhase:       {:?}\nController:  {}\nLabels:      {}\nContainers:",
+            p.id, p.minion, p.phase, p.owner.as_deref().unwrap_or("-"), labels_text(&p.labels));
+        let minion = world.minions.iter().find(|m| m.spec.name == p.minion);
+        for c in &p.containers {
+            let _ = writeln!(
+                out,
+                "  {}:\n    Image:      {}\n    State:      {}",
+                c.name, c.image, c.state
+            );
+            // The list call gives the state; inspect adds when and how often.
+            let Some(minion) = minion else { continue };
+            let name = drover::minion::pods::name_in(&cx.project, p, &c.name);
+            let inspected = runtime.block_on(minion.inspect_container(&name));
+            match inspected {
+                Ok(info) => {
+                    let state = info.state.unwrap_or_default();
+                    let when = |t: Option<String>| {
+                        t.filter(|t| !t.starts_with("0001-"))
+                            .unwrap_or_else(|| "-".into())
+                    };
+                    let _ = writeln!(
+                        out,
+                        "    Started:    {}\n    Finished:   {}\n    Restarts:   {}",
+                        when(state.started_at),
+                        when(state.finished_at),
+                        info.restart_count.unwrap_or(0)
+                    );
+                    if let Some(error) = state.error.filter(|e| !e.is_empty()) {
+                        let _ = writeln!(out, "    Error:      {error}");
+                    }
+                }
+                Err(e) => {
+                    let _ = writeln!(out, "    Details:    unavailable ({e})");
+                }
+            }
+        }
+    }
+    if found.is_empty() {
+        describe_unmade_pod(world, name, out)?;
+    }
+    Ok(())
+}
+
+/// A pod that does not run: if it is wanted, why it is Pending (or Unknown, behind a silent
+/// minion); if not, NotFound.
+fn describe_unmade_pod(world: &World, name: &str, out: &mut impl Write) -> Result<(), ExitCode> {
+    let Ok(desired) = &world.desired else {
+        return Err(not_found(world, Resource::Pods, name));
+    };
+    let plan = drover::plan::pods::plan(desired, &world.pods, &world.views);
+    let to_create = plan
+        .actions
+        .iter()
+        .any(|a| matches!(a, drover::plan::pods::Action::CreatePod { pod, .. } if pod.id == name));
+    let unschedulable = plan.unschedulable.iter().find(|(id, _)| id == name);
+    let (phase, reason) = match unschedulable {
+        _ if !to_create && unschedulable.is_none() => {
+            return Err(not_found(world, Resource::Pods, name))
+        }
+        // A silent minion may well run it (as in `not_made`): not known.
+        _ if !world.errors.is_empty() => {
+            let silent: Vec<&str> = world.errors.iter().map(|e| e.minion.as_str()).collect();
+            let reason = format!(
+                "not seen: {} did not answer, and it may run there",
+                silent.join(", ")
+            );
+            ("Unknown", reason)
+        }
+        Some((_, reason)) => ("Pending", reason.clone()),
+        // Placeable but not made yet, or backing off: its events tell why.
+        None => ("Pending", "not created yet (see its events)".into()),
+    };
+    let _ = writeln!(
+        out,
+        "Name:        {name}\nPhase:       {phase}\nReason:      {reason}"
+    );
+    Ok(())
+}
+
+/// A service: what it selects, what serves it, and each endpoint with its readiness.
+fn describe_service(
+    cx: &Context,
+    world: &World,
+    name: &str,
+    out: &mut impl Write,
+) -> Result<(), ExitCode> {
+    let desired = world
+        .desired
+        .as_ref()
+        .map_err(|why| fail(&format!("{why}; services come from it")))?;
+    let Some(s) = service_endpoints(cx, world, desired)
+        .into_iter()
+        .find(|s| s.name == name)
+    else {
+        return Err(not_found(world, Resource::Services, name));
+    };
+    let _ = writeln!(
+        out,
+        "Name:             {}\nPort:             {}/{}\nSelector:         {}\nContainer port:   {}\nSession affinity: {:?}\nProxy:            {}\nEndpoints:",
+        s.name,
+        s.port,
+        s.protocol.as_str(),
+        labels_text(&s.selector),
+        s.container_port.as_ref().map(|p| p.to_string()).unwrap_or_else(|| "(the first port)".into()),
+        s.session_affinity,
+        drover::serving::state_of(&s.name, &live_proxies(cx)).detail(),
+    );
+    if s.endpoints.is_empty() {
+        let _ = writeln!(out, "  <none>");
+    }
+    for e in &s.endpoints {
+        let _ = writeln!(
+            out,
+            "  {:<22} pod {} on {}: {}",
+            e.address.as_deref().unwrap_or("-"),
+            e.pod,
+            e.minion,
+            match &e.reason {
+                None => "ready".to_string(),
+                Some(r) => format!("not ready ({r})"),
+            }
+        );
+    }
+    Ok(())
+}
+
+/// A replication controller: where it is defined, what it wants, and its pods.
+fn describe_rc(world: &World, name: &str, out: &mut impl Write) -> Result<(), ExitCode> {
+    let desired = world
+        .desired
+        .as_ref()
+        .map_err(|why| fail(&format!("{why}; replication controllers come from it")))?;
+    let rc = desired.objects.values().find_map(|(o, origin)| match o {
+        Object::ReplicationController(r) if r.id == name => Some((r.clone(), origin.clone())),
+        _ => None,
+    });
+    let Some((rc, origin)) = rc else {
+        return Err(not_found(world, Resource::ReplicationControllers, name));
+    };
+    let _ = writeln!(
+        out,
+        "Name:        {}\nSource:      {origin}\nSelector:    {}\nReplicas:    {} desired",
+        rc.id,
+        labels_text(&rc.desired_state.replica_selector),
+        rc.desired_state.replicas
+    );
+    let _ = writeln!(out, "Pods:");
+    for p in world
+        .pods
+        .iter()
+        .filter(|p| p.owner.as_deref() == Some(rc.id.as_str()))
+    {
+        let _ = writeln!(out, "  {}  {}  {:?}", p.id, p.minion, p.phase);
     }
     Ok(())
 }

@@ -40,6 +40,7 @@ use crate::store::{Store, StoreLock};
 use probes::{ProbeBook, ProbeKey, Target, Verdict};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -179,51 +180,165 @@ impl Daemon {
     /// Runs until `stop` resolves; the round in progress finishes first, then the proxy,
     /// the prober and the status API stop. An error: the status API cannot listen, and
     /// nothing was done.
+    ///
+    /// As kube-runtime's `Controller`: the triggers ([`Triggers`]) wake the loop, the loop
+    /// decides whether this daemon may act ([`Daemon::lead_or_follow`]), and only then runs
+    /// a round ([`Daemon::round`]), which says when to look again.
     pub async fn run(
         mut self,
         report: &(dyn Fn(Event) + Send + Sync),
         stop: impl std::future::Future<Output = ()>,
     ) -> Result<(), String> {
+        let events_written = self.restore_event_log(report);
+        let (wake, requests) = tokio::sync::mpsc::channel::<()>(1);
+        let _watcher = self.watch_source(&wake, report);
+        let mut tasks = tokio::task::JoinSet::new();
+        self.spawn_git_poll(&mut tasks, &wake);
+        let status = self.serve_status(&wake, report).await?;
+        let proxy = self.start_proxy(report);
+        // What this daemon serves, for `get services` (removed when it stops).
+        let keeper = proxy
+            .as_ref()
+            .map(|p| crate::serving::keep(self.store.clone(), p.clone(), "daemon"));
+        let shared = Arc::new(Mutex::new(Shared {
+            publish: self
+                .reconciler
+                .minions()
+                .iter()
+                .map(|m| (m.spec.name.clone(), m.spec.publish_address.clone()))
+                .collect(),
+            ..Default::default()
+        }));
+        self.spawn_docker_events(&mut tasks);
+        let (probes, feed) = self.spawn_prober(&mut tasks, &shared, &proxy, &wake);
+        let leading = self.spawn_endpoint_follower(&mut tasks, &proxy);
+        if self.lock.is_some() && self.store.is_etcd() {
+            report(Event::Leading);
+        }
+        let mut triggers = Triggers {
+            requests,
+            probes,
+            leader_changes: self.store.subscribe_leader(),
+            follow_tick: tokio::time::interval(FOLLOWER_TRY),
+            resync: tokio::time::interval(self.opts.resync),
+        };
+        let shell = Shell {
+            wake,
+            status,
+            proxy,
+            keeper,
+            shared,
+            feed,
+            leading,
+        };
+        let mut memory = Memory {
+            events_written,
+            leader_said: None,
+            rounds: 0,
+            last_round: None,
+            proxy_errors: Vec::new(),
+        };
+        tokio::pin!(stop);
+        loop {
+            let source_changed = match triggers.next(self.lock.is_none(), stop.as_mut()).await {
+                Woken::Stop => break,
+                Woken::Probe(p) => {
+                    self.note(probe_note(&p));
+                    report(Event::ProbeFailed {
+                        minion: &p.key.0,
+                        pod: &p.key.1,
+                        container: &p.key.2,
+                        error: &p.error,
+                        acted: p.acted,
+                    });
+                    continue;
+                }
+                Woken::Asked => true,
+                Woken::Look => false,
+            };
+            if source_changed || self.reload_pending {
+                self.reload(report);
+            }
+            let Some(lock) = self.lead_or_follow(&shell, &mut memory, report) else {
+                continue;
+            };
+            if !self.store_sound(&shell.status, report) {
+                continue;
+            }
+            self.round(&lock, &shell, &mut memory, report).await;
+        }
+        tasks.shutdown().await;
+        shell.stop().await;
+        Ok(())
+    }
+
+    /// The event log as the store kept it (a new one if it cannot be read); returns what is
+    /// written, so that a round writes the log only when it changed.
+    fn restore_event_log(&self, report: &(dyn Fn(Event) + Send + Sync)) -> EventLog {
         match EventLog::read(&self.store) {
             Ok(log) => *self.events.lock().expect("event log") = log,
             Err(e) => report(Event::StoreError(format!("{e}; starting a new event log"))),
         }
-        let mut events_written = self.events.lock().expect("event log").clone();
-        let (tx, mut triggers) = tokio::sync::mpsc::channel::<()>(1);
-        let _watcher = match watch::watch_dir(&self.opts.spec, tx.clone()) {
+        self.events.lock().expect("event log").clone()
+    }
+
+    /// Watches a directory source for changes (a git source has no watcher); without one, the
+    /// resync still reads it.
+    fn watch_source(
+        &self,
+        wake: &tokio::sync::mpsc::Sender<()>,
+        report: &(dyn Fn(Event) + Send + Sync),
+    ) -> Option<notify::RecommendedWatcher> {
+        match watch::watch_dir(&self.opts.spec, wake.clone()) {
             Ok(w) => w,
             Err(e) => {
                 report(Event::SourceUnusable(format!("{e}; relying on resync")));
                 None
             }
+        }
+    }
+
+    /// For a remote git source: polls its head, and asks for a round when it moves.
+    fn spawn_git_poll(
+        &self,
+        tasks: &mut tokio::task::JoinSet<()>,
+        wake: &tokio::sync::mpsc::Sender<()>,
+    ) {
+        let Some(every) = watch::git_poll_interval(&self.opts.spec) else {
+            return;
         };
-        let mut tasks = tokio::task::JoinSet::new();
-        if let Some(every) = watch::git_poll_interval(&self.opts.spec) {
-            let (tx, spec, git) = (tx.clone(), self.opts.spec.clone(), self.opts.git.clone());
-            let mut last = self.loaded.commit.clone();
-            tasks.spawn(async move {
-                loop {
-                    tokio::time::sleep(every).await;
-                    let (s, g) = (spec.clone(), git.clone());
-                    if let Ok(Ok(now)) =
-                        tokio::task::spawn_blocking(move || crate::source::head_commit(&s, &g))
-                            .await
-                    {
-                        if now != last {
-                            last = now;
-                            let _ = tx.try_send(());
-                        }
+        let (tx, spec, git) = (wake.clone(), self.opts.spec.clone(), self.opts.git.clone());
+        let mut last = self.loaded.commit.clone();
+        tasks.spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let (s, g) = (spec.clone(), git.clone());
+                if let Ok(Ok(now)) =
+                    tokio::task::spawn_blocking(move || crate::source::head_commit(&s, &g)).await
+                {
+                    if now != last {
+                        last = now;
+                        let _ = tx.try_send(());
                     }
                 }
-            });
-        }
+            }
+        });
+    }
+
+    /// Starts the status API (its reconcile-now requests wake the loop). An error: it cannot
+    /// listen, and the daemon must not run on.
+    async fn serve_status(
+        &self,
+        wake: &tokio::sync::mpsc::Sender<()>,
+        report: &(dyn Fn(Event) + Send + Sync),
+    ) -> Result<status::Shared, String> {
         let status: status::Shared = Default::default();
         status.lock().expect("status").host_names = self.opts.status_hosts.clone();
         let serving = status::serve(
             self.opts.status_listen,
             status.clone(),
             Some(status::Controls {
-                reconcile: tx.clone(),
+                reconcile: wake.clone(),
                 minions: self.reconciler.minions().to_vec(),
                 project: self.opts.project.clone(),
                 events: self.events.clone(),
@@ -240,10 +355,16 @@ impl Daemon {
         // the README's checks (curl, the page, /metrics) would read that.
         let failed = serving.as_ref().err().cloned();
         report(Event::StatusApi(serving));
-        if let Some(why) = failed {
-            return Err(why);
+        match failed {
+            Some(why) => Err(why),
+            None => Ok(status),
         }
-        let proxy = match self
+    }
+
+    /// The service proxy, if one is asked for and it starts (if not, the daemon serves no
+    /// services and says so).
+    fn start_proxy(&self, report: &(dyn Fn(Event) + Send + Sync)) -> Option<Arc<Proxy>> {
+        match self
             .opts
             .proxy
             .clone()
@@ -255,20 +376,11 @@ impl Daemon {
                 None
             }
             None => None,
-        };
-        // What this daemon serves, for `get services` (removed when it stops).
-        let serving = proxy
-            .as_ref()
-            .map(|p| crate::serving::keep(self.store.clone(), p.clone(), "daemon"));
-        let shared = Arc::new(Mutex::new(Shared {
-            publish: self
-                .reconciler
-                .minions()
-                .iter()
-                .map(|m| (m.spec.name.clone(), m.spec.publish_address.clone()))
-                .collect(),
-            ..Default::default()
-        }));
+        }
+    }
+
+    /// Follows each minion's Docker events into the event log.
+    fn spawn_docker_events(&self, tasks: &mut tokio::task::JoinSet<()>) {
         for minion in self.reconciler.minions() {
             tasks.spawn(docker_events::follow(
                 minion.clone(),
@@ -276,7 +388,22 @@ impl Daemon {
                 self.events.clone(),
             ));
         }
-        let (probe_tx, mut probe_events) = tokio::sync::mpsc::channel::<ProbeReport>(64);
+    }
+
+    /// Starts the prober beside the loop, and lets rounds wait on the restarts it makes.
+    /// Returns its reports and the lock under which a proxy table is computed and handed over
+    /// (by rounds and the prober alike).
+    fn spawn_prober(
+        &mut self,
+        tasks: &mut tokio::task::JoinSet<()>,
+        shared: &Arc<Mutex<Shared>>,
+        proxy: &Option<Arc<Proxy>>,
+        wake: &tokio::sync::mpsc::Sender<()>,
+    ) -> (
+        tokio::sync::mpsc::Receiver<ProbeReport>,
+        Arc<tokio::sync::Mutex<()>>,
+    ) {
+        let (probe_tx, probe_events) = tokio::sync::mpsc::channel::<ProbeReport>(64);
         let restarts = Arc::new(Restarts::default());
         self.reconciler.restarts = Some(restarts.clone());
         // Held while a proxy table is computed and handed to the proxy (rounds, prober).
@@ -287,12 +414,20 @@ impl Daemon {
             shared.clone(),
             (proxy.clone(), feed.clone()),
             (probe_tx, restarts),
-            tx.clone(),
+            wake.clone(),
         ));
+        (probe_events, feed)
+    }
 
-        // Followers serve the endpoints the leader records; the leader feeds the proxy itself.
-        let leading = Arc::new(std::sync::atomic::AtomicBool::new(self.lock.is_some()));
-        if let (Some(proxy), Some(changes)) = (&proxy, self.store.subscribe()) {
+    /// Followers serve the endpoints the leader records; the leader feeds the proxy itself.
+    /// Returns the flag that tells which this daemon is.
+    fn spawn_endpoint_follower(
+        &self,
+        tasks: &mut tokio::task::JoinSet<()>,
+        proxy: &Option<Arc<Proxy>>,
+    ) -> Arc<AtomicBool> {
+        let leading = Arc::new(AtomicBool::new(self.lock.is_some()));
+        if let (Some(proxy), Some(changes)) = (proxy, self.store.subscribe()) {
             tasks.spawn(follow_endpoints(
                 self.store.clone(),
                 proxy.clone(),
@@ -300,248 +435,222 @@ impl Daemon {
                 leading.clone(),
             ));
         }
-        if self.lock.is_some() && self.store.is_etcd() {
-            report(Event::Leading);
+        leading
+    }
+
+    /// Leadership, before each round: a lapsed lease stops this daemon acting; a follower
+    /// tries to lead and, while it cannot, publishes who does. The lease to act under, if
+    /// this daemon leads now.
+    fn lead_or_follow(
+        &mut self,
+        shell: &Shell,
+        memory: &mut Memory,
+        report: &(dyn Fn(Event) + Send + Sync),
+    ) -> Option<Arc<StoreLock>> {
+        if let Some(why) = self.lock.as_ref().and_then(|l| l.lost_because()) {
+            self.lock = None;
+            shell.leading.store(false, Ordering::SeqCst);
+            memory.leader_said = None;
+            report(Event::Deposed(why));
+            // Said at once, with no call to a store that may not answer: this daemon no
+            // longer leads, whoever does.
+            no_longer_leading(&mut shell.status.lock().expect("status").document);
         }
-        let mut leader_changes = self.store.subscribe_leader();
-        let mut follow_tick = tokio::time::interval(FOLLOWER_TRY);
-        let mut leader_said: Option<String> = None;
-        let mut tick = tokio::time::interval(self.opts.resync);
-        let mut source_changed = false;
-        let mut rounds = 0u64;
-        let mut last_round: Option<Round> = None;
-        let mut proxy_errors: Vec<String> = Vec::new();
-        tokio::pin!(stop);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                Some(()) = triggers.recv() => {
-                    source_changed = true;
-                    // Debounce: an editor's save is often several events.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    while triggers.try_recv().is_ok() {}
+        if self.lock.is_none() {
+            match self.try_lead() {
+                Ok(true) => {
+                    shell.leading.store(true, Ordering::SeqCst);
+                    report(Event::Leading);
+                    memory.last_round = None;
                 }
-                Some(p) = probe_events.recv() => {
-                    self.note(probe_note(&p));
-                    report(Event::ProbeFailed {
-                        minion: &p.key.0, pod: &p.key.1, container: &p.key.2,
-                        error: &p.error, acted: p.acted,
-                    });
-                    continue;
+                Ok(false) => {
+                    self.follow(shell, memory, report);
+                    return None;
                 }
-                Some(()) = async { leader_changes.as_mut()?.recv().await } => {}
-                _ = follow_tick.tick(), if self.lock.is_none() => {}
-                _ = &mut stop => break,
-            }
-            if source_changed || self.reload_pending {
-                source_changed = false;
-                self.reload(report);
-            }
-            // Leadership: a lapsed lease stops this daemon acting; a follower tries to lead.
-            if let Some(why) = self.lock.as_ref().and_then(|l| l.lost_because()) {
-                self.lock = None;
-                leading.store(false, std::sync::atomic::Ordering::SeqCst);
-                leader_said = None;
-                report(Event::Deposed(why));
-                // Said at once, with no call to a store that may not answer: this daemon no
-                // longer leads, whoever does.
-                no_longer_leading(&mut status.lock().expect("status").document);
-            }
-            if self.lock.is_none() {
-                match self.try_lead() {
-                    Ok(true) => {
-                        leading.store(true, std::sync::atomic::Ordering::SeqCst);
-                        report(Event::Leading);
-                        last_round = None;
-                    }
-                    Ok(false) => {
-                        // Its own lease, not lapsed in etcd yet, is no leader to follow.
-                        let holder = self
-                            .store
-                            .holder()
-                            .ok()
-                            .flatten()
-                            .filter(|h| !h.is_this_process());
-                        let who = holder
-                            .as_ref()
-                            .map(|h| h.who.clone())
-                            .unwrap_or_else(|| "another drover (unknown)".into());
-                        if leader_said.as_deref() != Some(&who) {
-                            report(Event::Following(who.clone()));
-                            leader_said = Some(who);
-                        }
-                        {
-                            let document = self.follower_status(holder.as_ref(), &proxy);
-                            let mut s = status.lock().expect("status");
-                            (s.document, s.pods, s.not_ready) = (document, Vec::new(), None);
-                        }
-                        continue;
-                    }
-                    Err(e) => {
-                        let why = format!("cannot lead: {e}; trying again");
-                        let mut s = status.lock().expect("status");
-                        no_longer_leading(&mut s.document);
-                        s.not_ready = Some(format!("store: {why}"));
-                        drop(s);
-                        report(Event::StoreError(why));
-                        continue;
-                    }
+                Err(e) => {
+                    let why = format!("cannot lead: {e}; trying again");
+                    let mut s = shell.status.lock().expect("status");
+                    no_longer_leading(&mut s.document);
+                    s.not_ready = Some(format!("store: {why}"));
+                    drop(s);
+                    report(Event::StoreError(why));
+                    return None;
                 }
             }
-            let Some(lock) = self.lock.clone() else {
-                continue;
-            };
-            // A store damaged while running stops acting, as it stopped the start: nothing is
-            // changed on the minions until it is repaired.
-            if let Err(e) = self.store.verify() {
+        }
+        self.lock.clone()
+    }
+
+    /// Another daemon leads: says who (when that changes) and serves the follower's status.
+    fn follow(&self, shell: &Shell, memory: &mut Memory, report: &(dyn Fn(Event) + Send + Sync)) {
+        // Its own lease, not lapsed in etcd yet, is no leader to follow.
+        let holder = self
+            .store
+            .holder()
+            .ok()
+            .flatten()
+            .filter(|h| !h.is_this_process());
+        let who = holder
+            .as_ref()
+            .map(|h| h.who.clone())
+            .unwrap_or_else(|| "another drover (unknown)".into());
+        if memory.leader_said.as_deref() != Some(&who) {
+            report(Event::Following(who.clone()));
+            memory.leader_said = Some(who);
+        }
+        let document = self.follower_status(holder.as_ref(), &shell.proxy);
+        let mut s = shell.status.lock().expect("status");
+        (s.document, s.pods, s.not_ready) = (document, Vec::new(), None);
+    }
+
+    /// Whether the store may be acted on: a store damaged while running stops acting, as it
+    /// stopped the start, and nothing is changed on the minions until it is repaired.
+    fn store_sound(&self, status: &status::Shared, report: &(dyn Fn(Event) + Send + Sync)) -> bool {
+        match self.store.verify() {
+            Ok(_) => true,
+            Err(e) => {
                 let why = format!("{e}; nothing is changed until it is repaired");
                 status.lock().expect("status").not_ready = Some(format!("store: {why}"));
                 report(Event::StoreError(why));
-                continue;
+                false
             }
-            let started = Instant::now();
-            let desired = &self.loaded.desired;
-            self.reconciler.probes_passed = Some(shared.lock().expect("shared").passed.clone());
-            let (mut round, plan) = self.reconciler.prepare(desired, false).await;
-            let deleted = plan.as_ref().map(deletions).unwrap_or_default();
-            // The proxy first: the pods about to go leave the endpoints and drain. The table
-            // is computed and handed over under `feed`, as the prober's is: a table the prober
-            // computed before this one must not reach the proxy after it (it would serve a pod
-            // about to be deleted again).
-            let fed = feed.lock().await;
-            let current = {
-                let mut s = shared.lock().expect("shared");
-                s.set_desired(desired);
-                s.pods = round
-                    .pods
-                    .iter()
-                    .filter(|p| !deleted.contains(&(p.minion.clone(), p.id.clone())))
-                    .cloned()
-                    .collect();
-                s.endpoints()
-            };
-            let errors: Option<Vec<String>> = match &proxy {
-                Some(proxy) => Some(
-                    proxy
-                        .update(&proxy_table(&current))
-                        .await
-                        .into_iter()
-                        .map(|e| e.to_string())
-                        .collect(),
-                ),
-                None => None,
-            };
-            drop(fed);
-            if let (Some(proxy), Some(errors)) = (&proxy, errors) {
-                if errors != proxy_errors {
-                    for e in &errors {
-                        report(Event::ProxyError(e.clone()));
-                    }
-                    proxy_errors = errors;
-                }
-                if !deleted.is_empty() {
-                    drained(proxy, DRAIN_WAIT).await;
-                }
+        }
+    }
+
+    /// One round, under `lock`: plan; take the pods about to go out of the proxy and let
+    /// them drain; act once the lease is confirmed; then tell, publish and record what
+    /// happened, and say when to look again.
+    async fn round(
+        &mut self,
+        lock: &Arc<StoreLock>,
+        shell: &Shell,
+        memory: &mut Memory,
+        report: &(dyn Fn(Event) + Send + Sync),
+    ) {
+        let started = Instant::now();
+        self.reconciler.probes_passed = Some(shell.shared.lock().expect("shared").passed.clone());
+        let (mut round, plan) = self.reconciler.prepare(&self.loaded.desired, false).await;
+        let deleted = plan.as_ref().map(deletions).unwrap_or_default();
+        let current = shell
+            .withdraw_deleted(&self.loaded.desired, &round, &deleted, memory, report)
+            .await;
+        // A leader paused or cut off past its lease must not act on what it planned.
+        let plan = match plan.map(|p| self.store.confirm(lock).map(|()| p)) {
+            Some(Err(e)) => {
+                report(Event::StoreError(format!("{e}; not acting")));
+                return;
             }
-            // A leader paused or cut off past its lease must not act on what it planned.
-            let plan = match plan.map(|p| self.store.confirm(&lock).map(|()| p)) {
-                Some(Err(e)) => {
-                    report(Event::StoreError(format!("{e}; not acting")));
-                    continue;
-                }
-                Some(Ok(p)) => Some(p),
-                None => None,
-            };
-            if let Some(plan) = plan {
-                round = self.reconciler.execute(desired, round, plan).await;
-                let backoff = &self.reconciler.backoff;
-                for note in
-                    crate::reconcile::round_events::from_backoff(&round, backoff, Instant::now())
-                {
-                    self.note(note);
-                }
-            }
-            if let Some(problem) = serving.as_ref().and_then(|s| s.problem()) {
-                report(Event::StoreError(problem));
-            }
-            rounds += 1;
-            count_round(&round, started.elapsed());
-            for note in crate::reconcile::round_events::from_round(last_round.as_ref(), &round) {
+            Some(Ok(p)) => Some(p),
+            None => None,
+        };
+        if let Some(plan) = plan {
+            round = self
+                .reconciler
+                .execute(&self.loaded.desired, round, plan)
+                .await;
+            let backoff = &self.reconciler.backoff;
+            for note in
+                crate::reconcile::round_events::from_backoff(&round, backoff, Instant::now())
+            {
                 self.note(note);
             }
-            report(Event::Round(&round, started.elapsed()));
-            let services = proxy.as_ref().map(|p| p.status()).unwrap_or_default();
-            let mut current = current;
-            for s in &mut current {
-                s.error = services
-                    .iter()
-                    .find(|p| p.name == s.name)
-                    .and_then(|p| p.error.clone());
+        }
+        if let Some(problem) = shell.keeper.as_ref().and_then(|s| s.problem()) {
+            report(Event::StoreError(problem));
+        }
+        memory.rounds += 1;
+        count_round(&round, started.elapsed());
+        for note in crate::reconcile::round_events::from_round(memory.last_round.as_ref(), &round) {
+            self.note(note);
+        }
+        report(Event::Round(&round, started.elapsed()));
+        let services = shell.proxy.as_ref().map(|p| p.status()).unwrap_or_default();
+        let current = with_listener_errors(current, &services);
+        self.publish_status(&shell.status, memory.rounds, &round, &current, &services);
+        self.record_round(lock, &round, &current, memory, report);
+        self.schedule_next(lock, round, &shell.wake, memory, report);
+    }
+
+    /// Serves what `round` ended with at `GET /status` and `/readyz`.
+    fn publish_status(
+        &self,
+        status: &status::Shared,
+        number: u64,
+        round: &Round,
+        current: &[ServiceEndpoints],
+        services: &[ServiceStatus],
+    ) {
+        let mut document = status_document(
+            &self.opts.project,
+            &self.opts.spec.describe(),
+            self.loaded.commit.as_deref(),
+            self.source_invalid.as_ref(),
+            &self.loaded.desired,
+            number,
+            round,
+            current,
+            services,
+        );
+        if self.store.is_etcd() {
+            document["role"] = "leader".into();
+            document["leader"] = serde_json::json!({
+                "who": "this daemon", "status": self.opts.advertise_status,
+            });
+        }
+        let not_ready = self.not_ready(round);
+        let mut s = status.lock().expect("status");
+        (s.document, s.pods, s.not_ready) = (document, round.pods.clone(), not_ready);
+    }
+
+    /// Records in the store what the round saw (pods, endpoints) and the event log, if it
+    /// changed since last written.
+    fn record_round(
+        &self,
+        lock: &StoreLock,
+        round: &Round,
+        current: &[ServiceEndpoints],
+        memory: &mut Memory,
+        report: &(dyn Fn(Event) + Send + Sync),
+    ) {
+        if let Err(e) = project::record_seen(&self.store, lock, &round.observation(), current) {
+            report(Event::StoreError(e.to_string()));
+        }
+        let log = self.events.lock().expect("event log").clone();
+        if log != memory.events_written {
+            match log.write(&self.store, lock) {
+                Ok(()) => memory.events_written = log,
+                Err(e) => report(Event::StoreError(e.to_string())),
             }
-            let mut document = status_document(
-                &self.opts.project,
-                &self.opts.spec.describe(),
-                self.loaded.commit.as_deref(),
-                self.source_invalid.as_ref(),
-                &self.loaded.desired,
-                rounds,
-                &round,
-                &current,
-                &services,
-            );
-            if self.store.is_etcd() {
-                document["role"] = "leader".into();
-                document["leader"] = serde_json::json!({
-                    "who": "this daemon", "status": self.opts.advertise_status,
-                });
-            }
-            {
-                let not_ready = self.not_ready(&round);
-                let mut s = status.lock().expect("status");
-                (s.document, s.pods, s.not_ready) = (document, round.pods.clone(), not_ready);
-            }
-            let lock = &*lock;
-            if let Err(e) = project::record_seen(&self.store, lock, &round.observation(), &current)
-            {
+        }
+    }
+
+    /// When to look again after `round` (besides the resync): when the first pod backing off
+    /// may retry, and soon while work is in flight. A converged round records the source as
+    /// applied.
+    fn schedule_next(
+        &self,
+        lock: &StoreLock,
+        round: Round,
+        wake: &tokio::sync::mpsc::Sender<()>,
+        memory: &mut Memory,
+        report: &(dyn Fn(Event) + Send + Sync),
+    ) {
+        let converged = round.converged();
+        // Pods backing off are not work in flight: their retry is woken below.
+        let working = round.planned > round.held.len() || round.pending;
+        if let Some(first) = round.held.iter().map(|h| h.retry_in).min() {
+            wake_after(wake, first);
+        }
+        memory.last_round = Some(round);
+        if converged {
+            let desired = &self.loaded.desired;
+            if let Err(e) = project::record_applied(&self.store, lock, desired, true) {
                 report(Event::StoreError(e.to_string()));
             }
-            let log = self.events.lock().expect("event log").clone();
-            if log != events_written {
-                match log.write(&self.store, lock) {
-                    Ok(()) => events_written = log,
-                    Err(e) => report(Event::StoreError(e.to_string())),
-                }
-            }
-            let converged = round.converged();
-            // Pods backing off are not work in flight: their retry is woken below.
-            let working = round.planned > round.held.len() || round.pending;
-            if let Some(first) = round.held.iter().map(|h| h.retry_in).min() {
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(first).await;
-                    let _ = tx.try_send(());
-                });
-            }
-            last_round = Some(round);
-            if converged {
-                if let Err(e) = project::record_applied(&self.store, lock, desired, true) {
-                    report(Event::StoreError(e.to_string()));
-                }
-            } else if working {
-                // Work in flight (starting pods, a rollout): look again soon, not at the resync.
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    let _ = tx.try_send(());
-                });
-            }
+        } else if working {
+            // Work in flight (starting pods, a rollout): look again soon, not at the resync.
+            wake_after(wake, Duration::from_millis(200));
         }
-        tasks.shutdown().await;
-        drop(serving);
-        if let Some(proxy) = proxy {
-            proxy.shutdown().await;
-        }
-        Ok(())
     }
 
     /// The status document of a daemon that does not lead: who does, when known (`None`:
@@ -675,6 +784,171 @@ impl Daemon {
             }
         }
     }
+}
+
+/// What wakes the daemon's loop (kube-runtime's trigger streams): requests on one channel
+/// (a source change, a polled git head, a reconcile-now, a retry or the prober asking), probe
+/// reports, the leader key changing, a follower's periodic try, and the resync.
+struct Triggers {
+    requests: tokio::sync::mpsc::Receiver<()>,
+    probes: tokio::sync::mpsc::Receiver<ProbeReport>,
+    leader_changes: Option<tokio::sync::mpsc::Receiver<()>>,
+    /// Ticks only while following (the caller says).
+    follow_tick: tokio::time::Interval,
+    resync: tokio::time::Interval,
+}
+
+/// Why the loop woke.
+enum Woken {
+    /// A request: the source is read again before the round.
+    Asked,
+    /// The resync, the leader key or a follower's try: a round on the source as it is.
+    Look,
+    /// A probe report: told, with no round.
+    Probe(ProbeReport),
+    Stop,
+}
+
+impl Triggers {
+    /// Waits for the next trigger. A burst of requests (an editor's save is often several
+    /// events) is one.
+    async fn next(
+        &mut self,
+        following: bool,
+        stop: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+    ) -> Woken {
+        let Triggers {
+            requests,
+            probes,
+            leader_changes,
+            follow_tick,
+            resync,
+        } = self;
+        tokio::select! {
+            _ = resync.tick() => Woken::Look,
+            Some(()) = requests.recv() => {
+                // Debounce: an editor's save is often several events.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                while requests.try_recv().is_ok() {}
+                Woken::Asked
+            }
+            Some(p) = probes.recv() => Woken::Probe(p),
+            Some(()) = async { leader_changes.as_mut()?.recv().await } => Woken::Look,
+            _ = follow_tick.tick(), if following => Woken::Look,
+            _ = stop => Woken::Stop,
+        }
+    }
+}
+
+/// What runs beside the loop and what a round hands its results to: the request channel, the
+/// status API's state, the proxy (and its record in the store), what the prober shares.
+struct Shell {
+    wake: tokio::sync::mpsc::Sender<()>,
+    status: status::Shared,
+    proxy: Option<Arc<Proxy>>,
+    keeper: Option<crate::serving::Keeper>,
+    shared: Arc<Mutex<Shared>>,
+    /// Held while a proxy table is computed and handed to the proxy (rounds, prober).
+    feed: Arc<tokio::sync::Mutex<()>>,
+    /// Whether this daemon leads (a follower's proxy follows the store, a leader's its rounds).
+    leading: Arc<AtomicBool>,
+}
+
+impl Shell {
+    /// The proxy first: the pods about to go leave the endpoints and drain. The table is
+    /// computed and handed over under `feed`, as the prober's is: a table the prober computed
+    /// before this one must not reach the proxy after it (it would serve a pod about to be
+    /// deleted again). Returns the endpoints without the deleted pods.
+    async fn withdraw_deleted(
+        &self,
+        desired: &DesiredState,
+        round: &Round,
+        deleted: &BTreeSet<(String, String)>,
+        memory: &mut Memory,
+        report: &(dyn Fn(Event) + Send + Sync),
+    ) -> Vec<ServiceEndpoints> {
+        let fed = self.feed.lock().await;
+        let current = {
+            let mut s = self.shared.lock().expect("shared");
+            s.set_desired(desired);
+            s.pods = round
+                .pods
+                .iter()
+                .filter(|p| !deleted.contains(&(p.minion.clone(), p.id.clone())))
+                .cloned()
+                .collect();
+            s.endpoints()
+        };
+        let errors: Option<Vec<String>> = match &self.proxy {
+            Some(proxy) => Some(
+                proxy
+                    .update(&proxy_table(&current))
+                    .await
+                    .into_iter()
+                    .map(|e| e.to_string())
+                    .collect(),
+            ),
+            None => None,
+        };
+        drop(fed);
+        if let (Some(proxy), Some(errors)) = (&self.proxy, errors) {
+            if errors != memory.proxy_errors {
+                for e in &errors {
+                    report(Event::ProxyError(e.clone()));
+                }
+                memory.proxy_errors = errors;
+            }
+            if !deleted.is_empty() {
+                drained(proxy, DRAIN_WAIT).await;
+            }
+        }
+        current
+    }
+
+    /// Stops serving: the proxy's record in the store goes, then the proxy.
+    async fn stop(self) {
+        drop(self.keeper);
+        if let Some(proxy) = self.proxy {
+            proxy.shutdown().await;
+        }
+    }
+}
+
+/// What the loop remembers from one round to the next.
+struct Memory {
+    /// The event log as last written to the store.
+    events_written: EventLog,
+    /// The leader last told (a follower says it when it changes).
+    leader_said: Option<String>,
+    /// Rounds run, for `/status`.
+    rounds: u64,
+    /// The last round, for the events that tell what changed since.
+    last_round: Option<Round>,
+    /// The proxy's errors last told (said when they change).
+    proxy_errors: Vec<String>,
+}
+
+/// Asks for a round after `delay`.
+fn wake_after(wake: &tokio::sync::mpsc::Sender<()>, delay: Duration) {
+    let tx = wake.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        let _ = tx.try_send(());
+    });
+}
+
+/// The endpoints with what the proxy says of each service's listener.
+fn with_listener_errors(
+    mut current: Vec<ServiceEndpoints>,
+    services: &[ServiceStatus],
+) -> Vec<ServiceEndpoints> {
+    for s in &mut current {
+        s.error = services
+            .iter()
+            .find(|p| p.name == s.name)
+            .and_then(|p| p.error.clone());
+    }
+    current
 }
 
 /// How often a follower tries to take the writer lease, besides whenever the leader key
@@ -841,148 +1115,14 @@ async fn probe_loop(
     let mut tick = tokio::time::interval(probes::PERIOD / 4);
     loop {
         tick.tick().await;
-        // What to probe, from the last round: running containers with a probe.
-        struct Job {
-            key: ProbeKey,
-            delay: Duration,
-            minion: Arc<Minion>,
-            container: String,
-            ip: Option<String>,
-            ports: Vec<crate::model::Port>,
-            probe: crate::model::LivenessProbe,
-            policy: crate::model::RestartPolicy,
-            pre_stop: Option<crate::model::Handler>,
-        }
-        let jobs: Vec<Job> = {
-            let s = shared.lock().expect("shared");
-            let manifests = &s.manifests;
-            let mut jobs = Vec::new();
-            for p in s.pods.iter().filter(|p| p.phase == Phase::Running) {
-                let (Some(manifest), Some(minion)) =
-                    (manifests.get(&p.template_hash), by_name.get(&p.minion))
-                else {
-                    continue;
-                };
-                let ports: Vec<crate::model::Port> = manifest
-                    .containers
-                    .iter()
-                    .flat_map(|c| c.ports.clone())
-                    .collect();
-                for c in &manifest.containers {
-                    let Some(probe) = &c.liveness_probe else {
-                        continue;
-                    };
-                    let running = p.containers.iter().any(|s| {
-                        s.name == c.name && s.state == crate::plan::pods::ContainerState::Running
-                    });
-                    if !running {
-                        continue;
-                    }
-                    jobs.push(Job {
-                        key: (p.minion.clone(), p.id.clone(), c.name.clone()),
-                        delay: Duration::from_secs(u64::from(probe.initial_delay_seconds)),
-                        minion: minion.clone(),
-                        container: crate::minion::pods::name_in(&project, p, &c.name),
-                        ip: p.ip.clone(),
-                        ports: ports.clone(),
-                        probe: probe.clone(),
-                        policy: manifest.restart_policy,
-                        pre_stop: c.lifecycle.as_ref().and_then(|l| l.pre_stop.clone()),
-                    });
-                }
-            }
-            jobs
-        };
+        let jobs = probe_jobs(&shared.lock().expect("shared"), &by_name, &project);
         let now = Instant::now();
         let running: Vec<(ProbeKey, Duration)> =
             jobs.iter().map(|j| (j.key.clone(), j.delay)).collect();
         let mut due: BTreeSet<ProbeKey> = book.due(&running, now).into_iter().collect();
-        // Docker may have restarted a container since (killed, crashed): then it is not
-        // ready until a probe passes again. One inspect per due probe tells.
-        let started = futures_util::future::join_all(
-            jobs.iter()
-                .filter(|j| due.contains(&j.key))
-                .map(|j| async move { (j, j.minion.inspect_container(&j.container).await) }),
-        )
-        .await;
-        // A pod that owns its namespace is its container, whose address may change when
-        // Docker restarts it: the inspect's is the current one.
-        let mut addresses: BTreeMap<ProbeKey, String> = BTreeMap::new();
-        for (job, inspected) in started {
-            let inspected = inspected.ok();
-            if let Some(ip) = inspected
-                .as_ref()
-                .and_then(|i| i.network_settings.as_ref()?.networks.as_ref())
-                .and_then(|n| n.values().find_map(|e| e.ip_address.clone()))
-                .filter(|ip| !ip.is_empty())
-            {
-                addresses.insert(job.key.clone(), ip);
-            }
-            let started_at = inspected
-                .and_then(|i| i.state?.started_at)
-                .unwrap_or_default();
-            if book.started(&job.key, &started_at, job.delay, now) {
-                due.remove(&job.key);
-                let _ = reports.try_send(ProbeReport {
-                    key: job.key.clone(),
-                    error: "restarted by Docker; not ready until its probe passes".into(),
-                    acted: None,
-                });
-            }
-        }
-        let addresses = &addresses;
-        let results =
-            futures_util::future::join_all(jobs.iter().filter(|j| due.contains(&j.key)).map(
-                |j| async move {
-                    let target = Target {
-                        pod_ip: addresses.get(&j.key).or(j.ip.as_ref()).map(String::as_str),
-                        container: &j.container,
-                        ports: &j.ports,
-                    };
-                    (j, probes::probe(&j.minion, &target, &j.probe).await)
-                },
-            ))
-            .await;
-        let now = Instant::now();
-        for (job, result) in results {
-            match book.record(&job.key, result, now) {
-                Verdict::Ready => {}
-                Verdict::NotReady(error) => {
-                    let _ = reports.try_send(ProbeReport {
-                        key: job.key.clone(),
-                        error: format!("liveness probe failed: {error}"),
-                        acted: None,
-                    });
-                }
-                Verdict::Restart(error) => {
-                    let target = Target {
-                        pod_ip: job.ip.as_deref(),
-                        container: &job.container,
-                        ports: &job.ports,
-                    };
-                    let (minion, pod) = (&job.key.0, &job.key.1);
-                    restarts.begin(minion, pod, Instant::now());
-                    let (acted, hook_failed) = probes::act_on_failure(
-                        &job.minion,
-                        &target,
-                        job.pre_stop.as_ref(),
-                        job.policy,
-                    )
-                    .await;
-                    restarts.end(minion, pod, Instant::now());
-                    book.restarted(&job.key, job.delay, Instant::now());
-                    let error = match hook_failed {
-                        Some(why) => format!("{error}; its preStop hook failed: {why}"),
-                        None => error,
-                    };
-                    let _ = reports.try_send(ProbeReport {
-                        key: job.key.clone(),
-                        error,
-                        acted: Some(acted),
-                    });
-                }
-            }
-        }
+        let addresses = notice_docker_restarts(&jobs, &mut due, &mut book, &reports, now).await;
+        let results = run_probes(&jobs, &due, &addresses).await;
+        act_on_verdicts(results, &mut book, &reports, &restarts).await;
         let passed = book.passed();
         let fed = feed.lock().await;
         let changed = {
@@ -998,6 +1138,169 @@ async fn probe_loop(
         if changed.is_some() {
             // A round records the new endpoints (and a rollout waiting on readiness goes on).
             let _ = round.try_send(());
+        }
+    }
+}
+
+/// A container to probe: running, with a liveness probe, in a pod of the last round.
+struct ProbeJob {
+    key: ProbeKey,
+    delay: Duration,
+    minion: Arc<Minion>,
+    container: String,
+    ip: Option<String>,
+    ports: Vec<crate::model::Port>,
+    probe: crate::model::LivenessProbe,
+    policy: crate::model::RestartPolicy,
+    pre_stop: Option<crate::model::Handler>,
+}
+
+/// What to probe, from the last round: its running containers that have a probe.
+fn probe_jobs(s: &Shared, by_name: &BTreeMap<String, Arc<Minion>>, project: &str) -> Vec<ProbeJob> {
+    let manifests = &s.manifests;
+    let mut jobs = Vec::new();
+    for p in s.pods.iter().filter(|p| p.phase == Phase::Running) {
+        let (Some(manifest), Some(minion)) =
+            (manifests.get(&p.template_hash), by_name.get(&p.minion))
+        else {
+            continue;
+        };
+        let ports: Vec<crate::model::Port> = manifest
+            .containers
+            .iter()
+            .flat_map(|c| c.ports.clone())
+            .collect();
+        for c in &manifest.containers {
+            let Some(probe) = &c.liveness_probe else {
+                continue;
+            };
+            let running = p
+                .containers
+                .iter()
+                .any(|s| s.name == c.name && s.state == crate::plan::pods::ContainerState::Running);
+            if !running {
+                continue;
+            }
+            jobs.push(ProbeJob {
+                key: (p.minion.clone(), p.id.clone(), c.name.clone()),
+                delay: Duration::from_secs(u64::from(probe.initial_delay_seconds)),
+                minion: minion.clone(),
+                container: crate::minion::pods::name_in(project, p, &c.name),
+                ip: p.ip.clone(),
+                ports: ports.clone(),
+                probe: probe.clone(),
+                policy: manifest.restart_policy,
+                pre_stop: c.lifecycle.as_ref().and_then(|l| l.pre_stop.clone()),
+            });
+        }
+    }
+    jobs
+}
+
+/// Docker may have restarted a container since (killed, crashed): then it is not ready until
+/// a probe passes again, and is not probed this time. One inspect per due probe tells.
+/// Returns the containers' current addresses: a pod that owns its namespace is its
+/// container, whose address may change when Docker restarts it.
+async fn notice_docker_restarts(
+    jobs: &[ProbeJob],
+    due: &mut BTreeSet<ProbeKey>,
+    book: &mut ProbeBook,
+    reports: &tokio::sync::mpsc::Sender<ProbeReport>,
+    now: Instant,
+) -> BTreeMap<ProbeKey, String> {
+    let started = futures_util::future::join_all(
+        jobs.iter()
+            .filter(|j| due.contains(&j.key))
+            .map(|j| async move { (j, j.minion.inspect_container(&j.container).await) }),
+    )
+    .await;
+    let mut addresses: BTreeMap<ProbeKey, String> = BTreeMap::new();
+    for (job, inspected) in started {
+        let inspected = inspected.ok();
+        if let Some(ip) = inspected
+            .as_ref()
+            .and_then(|i| i.network_settings.as_ref()?.networks.as_ref())
+            .and_then(|n| n.values().find_map(|e| e.ip_address.clone()))
+            .filter(|ip| !ip.is_empty())
+        {
+            addresses.insert(job.key.clone(), ip);
+        }
+        let started_at = inspected
+            .and_then(|i| i.state?.started_at)
+            .unwrap_or_default();
+        if book.started(&job.key, &started_at, job.delay, now) {
+            due.remove(&job.key);
+            let _ = reports.try_send(ProbeReport {
+                key: job.key.clone(),
+                error: "restarted by Docker; not ready until its probe passes".into(),
+                acted: None,
+            });
+        }
+    }
+    addresses
+}
+
+/// Runs the due probes at once, each against the container's current address.
+async fn run_probes<'j>(
+    jobs: &'j [ProbeJob],
+    due: &BTreeSet<ProbeKey>,
+    addresses: &BTreeMap<ProbeKey, String>,
+) -> Vec<(&'j ProbeJob, Result<(), String>)> {
+    futures_util::future::join_all(jobs.iter().filter(|j| due.contains(&j.key)).map(
+        |j| async move {
+            let target = Target {
+                pod_ip: addresses.get(&j.key).or(j.ip.as_ref()).map(String::as_str),
+                container: &j.container,
+                ports: &j.ports,
+            };
+            (j, probes::probe(&j.minion, &target, &j.probe).await)
+        },
+    ))
+    .await
+}
+
+/// Records each probe's result: a failure is reported, and one past the failure threshold
+/// restarts (or kills) the container, telling rounds a restart is under way meanwhile.
+async fn act_on_verdicts(
+    results: Vec<(&ProbeJob, Result<(), String>)>,
+    book: &mut ProbeBook,
+    reports: &tokio::sync::mpsc::Sender<ProbeReport>,
+    restarts: &Restarts,
+) {
+    let now = Instant::now();
+    for (job, result) in results {
+        match book.record(&job.key, result, now) {
+            Verdict::Ready => {}
+            Verdict::NotReady(error) => {
+                let _ = reports.try_send(ProbeReport {
+                    key: job.key.clone(),
+                    error: format!("liveness probe failed: {error}"),
+                    acted: None,
+                });
+            }
+            Verdict::Restart(error) => {
+                let target = Target {
+                    pod_ip: job.ip.as_deref(),
+                    container: &job.container,
+                    ports: &job.ports,
+                };
+                let (minion, pod) = (&job.key.0, &job.key.1);
+                restarts.begin(minion, pod, Instant::now());
+                let (acted, hook_failed) =
+                    probes::act_on_failure(&job.minion, &target, job.pre_stop.as_ref(), job.policy)
+                        .await;
+                restarts.end(minion, pod, Instant::now());
+                book.restarted(&job.key, job.delay, Instant::now());
+                let error = match hook_failed {
+                    Some(why) => format!("{error}; its preStop hook failed: {why}"),
+                    None => error,
+                };
+                let _ = reports.try_send(ProbeReport {
+                    key: job.key.clone(),
+                    error,
+                    acted: Some(acted),
+                });
+            }
         }
     }
 }

@@ -92,39 +92,16 @@ const SCRIPT: &str = include_str!("web/app.js");
 /// The page loads nothing from elsewhere and runs only its own script.
 const PAGE_POLICY: &str = "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
+/// Answers one request: refused (an unknown path, a method the path does not take, a
+/// browser's request from elsewhere), or the path's answer.
 async fn respond(
     status: &Shared,
     controls: Option<&Controls>,
     req: &Request<Incoming>,
 ) -> Response<Body> {
     let path = req.uri().path();
-    if !PATHS.contains(&path) {
-        let body = serde_json::json!({"error": format!("not found: {path}"), "paths": PATHS});
-        return answer(StatusCode::NOT_FOUND, JSON, body.to_string());
-    }
-    let allowed = if path == "/reconcile" {
-        "POST"
-    } else {
-        "GET, HEAD"
-    };
-    let method_ok = match path {
-        "/reconcile" => req.method() == Method::POST,
-        _ => req.method() == Method::GET || req.method() == Method::HEAD,
-    };
-    if !method_ok {
-        let body = serde_json::json!({"error": format!("method {} not allowed", req.method())});
-        let mut response = answer(StatusCode::METHOD_NOT_ALLOWED, JSON, body.to_string());
-        response
-            .headers_mut()
-            .insert(ALLOW, HeaderValue::from_static(allowed));
-        return response;
-    }
-    // One rule for every path: what another web site could read through a visitor's browser
-    // (DNS rebinding) is as sensitive as what it could do.
-    let names = status.lock().expect("status").host_names.clone();
-    if let Err(why) = browser_checks(req, &names) {
-        let body = serde_json::json!({ "error": why });
-        return answer(StatusCode::FORBIDDEN, JSON, body.to_string());
+    if let Some(refused) = refusal(status, req, path) {
+        return refused;
     }
     // hyper leaves the body out of an answer to HEAD, keeping its Content-Length.
     match path {
@@ -141,22 +118,7 @@ async fn respond(
             "text/javascript; charset=utf-8",
             SCRIPT.into(),
         ),
-        "/reconcile" => match controls {
-            Some(c) => {
-                // A round already asked for is enough: a full queue is not an error.
-                let _ = c.reconcile.try_send(());
-                answer(
-                    StatusCode::ACCEPTED,
-                    JSON,
-                    r#"{"reconcile":"requested"}"#.into(),
-                )
-            }
-            None => answer(
-                StatusCode::SERVICE_UNAVAILABLE,
-                JSON,
-                r#"{"error":"this server cannot reconcile"}"#.into(),
-            ),
-        },
+        "/reconcile" => request_round(controls),
         "/logs" => logs(status, controls, req.uri().query().unwrap_or("")).await,
         "/events" => {
             let items = controls
@@ -180,29 +142,86 @@ async fn respond(
                 format!("not ready: {why}\n"),
             ),
         },
-        _ => {
-            // Prometheus asks for OpenMetrics; anything else (curl, promtool, older scrapers)
-            // gets the classic text format.
-            let accept = req
-                .headers()
-                .get(hyper::header::ACCEPT)
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or("");
-            let metrics = crate::metrics::global();
-            if accept.contains("application/openmetrics-text") {
-                answer(
-                    StatusCode::OK,
-                    crate::metrics::CONTENT_TYPE,
-                    metrics.render(),
-                )
-            } else {
-                answer(
-                    StatusCode::OK,
-                    crate::metrics::TEXT_CONTENT_TYPE,
-                    metrics.render_text(),
-                )
-            }
+        _ => metrics(req),
+    }
+}
+
+/// Why a request is refused, as the answer: an unknown path, a method the path does not take,
+/// or a browser's request from elsewhere.
+fn refusal(status: &Shared, req: &Request<Incoming>, path: &str) -> Option<Response<Body>> {
+    if !PATHS.contains(&path) {
+        let body = serde_json::json!({"error": format!("not found: {path}"), "paths": PATHS});
+        return Some(answer(StatusCode::NOT_FOUND, JSON, body.to_string()));
+    }
+    let allowed = if path == "/reconcile" {
+        "POST"
+    } else {
+        "GET, HEAD"
+    };
+    let method_ok = match path {
+        "/reconcile" => req.method() == Method::POST,
+        _ => req.method() == Method::GET || req.method() == Method::HEAD,
+    };
+    if !method_ok {
+        let body = serde_json::json!({"error": format!("method {} not allowed", req.method())});
+        let mut response = answer(StatusCode::METHOD_NOT_ALLOWED, JSON, body.to_string());
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static(allowed));
+        return Some(response);
+    }
+    // One rule for every path: what another web site could read through a visitor's browser
+    // (DNS rebinding) is as sensitive as what it could do.
+    let names = status.lock().expect("status").host_names.clone();
+    if let Err(why) = browser_checks(req, &names) {
+        let body = serde_json::json!({ "error": why });
+        return Some(answer(StatusCode::FORBIDDEN, JSON, body.to_string()));
+    }
+    None
+}
+
+/// `POST /reconcile`: asks the daemon for a round.
+fn request_round(controls: Option<&Controls>) -> Response<Body> {
+    match controls {
+        Some(c) => {
+            // A round already asked for is enough: a full queue is not an error.
+            let _ = c.reconcile.try_send(());
+            answer(
+                StatusCode::ACCEPTED,
+                JSON,
+                r#"{"reconcile":"requested"}"#.into(),
+            )
         }
+        None => answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            JSON,
+            r#"{"error":"this server cannot reconcile"}"#.into(),
+        ),
+    }
+}
+
+/// `GET /metrics`.
+fn metrics(req: &Request<Incoming>) -> Response<Body> {
+    // Prometheus asks for OpenMetrics; anything else (curl, promtool, older scrapers)
+    // gets the classic text format.
+    let accept = req
+        .headers()
+        .get(hyper::header::ACCEPT)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    let metrics = crate::metrics::global();
+    if accept.contains("application/openmetrics-text") {
+        answer(
+            StatusCode::OK,
+            crate::metrics::CONTENT_TYPE,
+            metrics.render(),
+        )
+    } else {
+        answer(
+            StatusCode::OK,
+            crate::metrics::TEXT_CONTENT_TYPE,
+            metrics.render_text(),
+        )
     }
 }
 

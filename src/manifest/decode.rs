@@ -812,49 +812,7 @@ fn object(cx: &mut Cx, node: &Node, path: &str, implied: Option<Kind>) -> Option
         Some(_) => f.opt_non_null("kind"),
         None => f.req(cx, "kind"),
     };
-    let kind = kind_field.map_or(implied, |(n, p)| {
-        let s = string(cx, n, &p)?;
-        // `Node` is the later name of a minion, accepted from v0.8.0 on.
-        let kind = if s == "Node" {
-            Some(Kind::Minion)
-        } else {
-            Kind::parse(&s)
-        };
-        // Go decoded a typed list's items into its element type: another kind is a mistake.
-        if let (Some(given), Some(list_of)) = (kind, implied) {
-            if given != list_of {
-                let of = list_of.as_str();
-                cx.err(
-                    n.pos,
-                    &p,
-                    format!("a {s} in a {of}List, whose items are {of}s"),
-                );
-                return None;
-            }
-        }
-        if kind.is_none() {
-            // Lists are named only where a list may stand: a whole document.
-            let lists: &[&str] = if path.is_empty() { &LIST_KINDS } else { &[] };
-            let names: Vec<&str> = Kind::ALL
-                .iter()
-                .map(|k| k.as_str())
-                .chain(["Node"])
-                .chain(lists.iter().copied())
-                .collect();
-            let hint = nearest(&s, &names)
-                .map(|a| format!("; did you mean `{a}`?"))
-                .unwrap_or_default();
-            cx.err(
-                n.pos,
-                &p,
-                format!(
-                    "unknown kind `{s}`: expected one of {}{hint}",
-                    names.join(", ")
-                ),
-            );
-        }
-        kind
-    });
+    let kind = kind_field.map_or(implied, |(n, p)| object_kind(cx, n, &p, path, implied));
     if let Some((n, p)) = f.opt("apiVersion") {
         api_version(cx, n, &p);
     }
@@ -871,9 +829,61 @@ fn object(cx: &mut Cx, node: &Node, path: &str, implied: Option<Kind>) -> Option
         // Without a kind the other fields cannot be judged; the kind error says it all.
         return None;
     };
-    let id = id.unwrap_or_default();
+    let object = object_of_kind(cx, &mut f, kind, id.unwrap_or_default(), labels);
+    f.finish(cx);
+    (cx.diags.len() == errors_before).then_some(ParsedObject { object, id_pos })
+}
+
+/// The kind an object's `kind` field `n` names; `None` (said) when it names none, or another
+/// than the typed list's it came in.
+fn object_kind(cx: &mut Cx, n: &Node, p: &str, path: &str, implied: Option<Kind>) -> Option<Kind> {
+    let s = string(cx, n, p)?;
+    // `Node` is the later name of a minion, accepted from v0.8.0 on.
+    let kind = if s == "Node" {
+        Some(Kind::Minion)
+    } else {
+        Kind::parse(&s)
+    };
+    // Go decoded a typed list's items into its element type: another kind is a mistake.
+    if let (Some(given), Some(list_of)) = (kind, implied) {
+        if given != list_of {
+            let of = list_of.as_str();
+            cx.err(
+                n.pos,
+                p,
+                format!("a {s} in a {of}List, whose items are {of}s"),
+            );
+            return None;
+        }
+    }
+    if kind.is_none() {
+        // Lists are named only where a list may stand: a whole document.
+        let lists: &[&str] = if path.is_empty() { &LIST_KINDS } else { &[] };
+        let names: Vec<&str> = Kind::ALL
+            .iter()
+            .map(|k| k.as_str())
+            .chain(["Node"])
+            .chain(lists.iter().copied())
+            .collect();
+        let hint = nearest(&s, &names)
+            .map(|a| format!("; did you mean `{a}`?"))
+            .unwrap_or_default();
+        cx.err(
+            n.pos,
+            p,
+            format!(
+                "unknown kind `{s}`: expected one of {}{hint}",
+                names.join(", ")
+            ),
+        );
+    }
+    kind
+}
+
+/// The fields particular to each kind, with the id and labels all kinds share.
+fn object_of_kind(cx: &mut Cx, f: &mut Fields, kind: Kind, id: String, labels: Labels) -> Object {
     let api_version = API_VERSION.to_string();
-    let object = match kind {
+    match kind {
         Kind::Pod => {
             let desired_state = f
                 .req(cx, "desiredState")
@@ -903,7 +913,7 @@ fn object(cx: &mut Cx, node: &Node, path: &str, implied: Option<Kind>) -> Option
                 desired_state,
             })
         }
-        Kind::Service => service(cx, &mut f, id, labels),
+        Kind::Service => service(cx, f, id, labels),
         Kind::Minion => {
             let resources = f
                 .opt_non_null("resources")
@@ -922,9 +932,7 @@ fn object(cx: &mut Cx, node: &Node, path: &str, implied: Option<Kind>) -> Option
                 resources,
             })
         }
-    };
-    f.finish(cx);
-    (cx.diags.len() == errors_before).then_some(ParsedObject { object, id_pos })
+    }
 }
 
 fn service(cx: &mut Cx, f: &mut Fields, id: String, labels: Labels) -> Object {
@@ -1432,14 +1440,7 @@ fn container(
 ) -> Option<(Container, Pos, String)> {
     let mut f = fields(cx, n, &path)?;
     let name = f.req(cx, "name").and_then(|(n, p)| dns_label(cx, n, &p));
-    let image = f.req(cx, "image").and_then(|(n, p)| {
-        let s = non_empty_string(cx, n, &p)?;
-        if s.chars().any(char::is_whitespace) {
-            cx.err(n.pos, &p, format!("image `{s}` contains whitespace"));
-            return None;
-        }
-        Some(s)
-    });
+    let image = f.req(cx, "image").and_then(|(n, p)| image(cx, n, &p));
     let command = f
         .opt_non_null("command")
         .map(|(n, p)| string_list(cx, n, &p))
@@ -1489,19 +1490,7 @@ fn container(
         .and_then(|(n, p)| lifecycle(cx, n, &p, &ports).map(Box::new));
     let privileged = f
         .opt_non_null("privileged")
-        .and_then(|(n, p)| {
-            let v = boolean(cx, n, &p)?;
-            if v && !cx.allow_privileged {
-                cx.err(
-                    n.pos,
-                    &p,
-                    "privileged containers are forbidden: set `allow_privileged = true` in \
-                     drover.toml to allow them (as the API server's --allow_privileged)",
-                );
-                return None;
-            }
-            Some(v)
-        })
+        .and_then(|(n, p)| privileged(cx, n, &p))
         .unwrap_or(false);
     let image_pull_policy = f
         .opt_non_null("imagePullPolicy")
@@ -1539,6 +1528,31 @@ fn container(
         n.pos,
         path,
     ))
+}
+
+/// A container's image: a non-empty name without whitespace.
+fn image(cx: &mut Cx, n: &Node, p: &str) -> Option<String> {
+    let s = non_empty_string(cx, n, p)?;
+    if s.chars().any(char::is_whitespace) {
+        cx.err(n.pos, p, format!("image `{s}` contains whitespace"));
+        return None;
+    }
+    Some(s)
+}
+
+/// A container's `privileged`: `true` only where drover.toml allows it.
+fn privileged(cx: &mut Cx, n: &Node, p: &str) -> Option<bool> {
+    let v = boolean(cx, n, p)?;
+    if v && !cx.allow_privileged {
+        cx.err(
+            n.pos,
+            p,
+            "privileged containers are forbidden: set `allow_privileged = true` in \
+             drover.toml to allow them (as the API server's --allow_privileged)",
+        );
+        return None;
+    }
+    Some(v)
 }
 
 /// v1beta1's names, and from v0.10.0 the short ones (`Always`, as examples/phabricator wrote).

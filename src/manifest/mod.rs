@@ -462,69 +462,10 @@ pub fn read_each<T: Sync, V: Send, E: Send>(
     opts: &Options,
     keep: impl Fn(&ObjectKey, crate::model::Object) -> V + Sync,
 ) -> Result<Objects<V>, ReadError<E>> {
-    type Parsed<V> = (Vec<(ObjectKey, V, Pos)>, Vec<Diagnostic>);
-    let max_bytes = opts.max_bytes;
-    let results = crate::par::map_init(
-        files,
-        Vec::new,
-        |buf, f| -> Result<Parsed<V>, ReadError<E>> {
-            let origin = origin(f);
-            let size = bytes(f, buf, max_bytes).map_err(ReadError::Source)?;
-            if size > max_bytes || buf.len() as u64 > max_bytes {
-                let size = size.max(buf.len() as u64);
-                // Do not keep a stray huge file's buffer for the rest of this thread's files.
-                *buf = Vec::new();
-                return Err(ReadError::Invalid(Invalid::only_errors(vec![Diagnostic {
-                file: origin.file.clone(),
-                pos: Pos { line: 1, col: 1 },
-                path: String::new(),
-                message: format!(
-                    "the file is {size} bytes, more than the limit of {max_bytes} bytes per manifest \
-                     (max_manifest_bytes in drover.toml)"
-                ),
-            }])));
-            }
-            let (objects, warnings) =
-                parse_file_with(&origin.file, buf, opts).map_err(ReadError::Invalid)?;
-            // A new vector, not `collect`, which would reuse the parsed objects' larger one
-            // and so keep it until the end.
-            let mut kept = Vec::with_capacity(objects.len());
-            for p in objects {
-                let key = p.object.key();
-                let value = keep(&key, p.object);
-                kept.push((key, value, p.id_pos));
-            }
-            Ok((kept, warnings))
-        },
-    );
-    // Diagnostics with the index of their file: reported in file order, as the files are.
-    let mut diags: Vec<(usize, Diagnostic)> = Vec::new();
-    let mut warnings = Vec::new();
-    let mut unreadable = None;
-    // Every object with its position and its file's index, in file order.
-    let mut all: Vec<(ObjectKey, V, Pos, usize)> = Vec::with_capacity(files.len());
-    for (i, result) in results.into_iter().enumerate() {
-        match result {
-            Err(ReadError::Source(e)) => {
-                unreadable.get_or_insert(e);
-            }
-            Err(ReadError::Invalid(invalid)) => {
-                diags.extend(invalid.errors.into_iter().map(|d| (i, d)));
-                warnings.extend(invalid.warnings);
-            }
-            Ok((parsed, mut w)) => {
-                warnings.append(&mut w);
-                all.extend(
-                    parsed
-                        .into_iter()
-                        .map(|(key, value, pos)| (key, value, pos, i)),
-                );
-            }
-        }
-    }
-    if let Some(e) = unreadable {
-        return Err(ReadError::Source(e));
-    }
+    let results = crate::par::map_init(files, Vec::new, |buf, f| {
+        parse_kept(f, origin(f), buf, &bytes, opts, &keep)
+    });
+    let (mut all, mut diags, warnings) = in_file_order(results, files.len())?;
     // Sorted by key, stably: of the objects sharing an id, the first in file order comes first
     // and is kept, and each later one is a duplicate of it. One sort costs less than a map
     // insert per object, and this part runs on one thread.
@@ -577,6 +518,94 @@ pub fn read_each<T: Sync, V: Send, E: Send>(
             warnings,
         }))
     }
+}
+
+/// One file's objects as `keep` kept them, each with its key and the position of its id, and
+/// the file's warnings.
+type Parsed<V> = (Vec<(ObjectKey, V, Pos)>, Vec<Diagnostic>);
+
+/// Every object of every file, with its position and its file's index, in file order; the
+/// diagnostics with the index of their file; the warnings.
+type Gathered<V> = (
+    Vec<(ObjectKey, V, Pos, usize)>,
+    Vec<(usize, Diagnostic)>,
+    Vec<Diagnostic>,
+);
+
+/// Reads one file into `buf` (refused past the size limit), parses it, and hands each object
+/// to `keep`.
+fn parse_kept<T, V, E>(
+    f: &T,
+    origin: &Origin,
+    buf: &mut Vec<u8>,
+    bytes: &impl Fn(&T, &mut Vec<u8>, u64) -> Result<u64, E>,
+    opts: &Options,
+    keep: &impl Fn(&ObjectKey, crate::model::Object) -> V,
+) -> Result<Parsed<V>, ReadError<E>> {
+    let max_bytes = opts.max_bytes;
+    let size = bytes(f, buf, max_bytes).map_err(ReadError::Source)?;
+    if size > max_bytes || buf.len() as u64 > max_bytes {
+        let size = size.max(buf.len() as u64);
+        // Do not keep a stray huge file's buffer for the rest of this thread's files.
+        *buf = Vec::new();
+        return Err(ReadError::Invalid(Invalid::only_errors(vec![Diagnostic {
+            file: origin.file.clone(),
+            pos: Pos { line: 1, col: 1 },
+            path: String::new(),
+            message: format!(
+                "the file is {size} bytes, more than the limit of {max_bytes} bytes per manifest \
+                 (max_manifest_bytes in drover.toml)"
+            ),
+        }])));
+    }
+    let (objects, warnings) =
+        parse_file_with(&origin.file, buf, opts).map_err(ReadError::Invalid)?;
+    // A new vector, not `collect`, which would reuse the parsed objects' larger one and so
+    // keep it until the end.
+    let mut kept = Vec::with_capacity(objects.len());
+    for p in objects {
+        let key = p.object.key();
+        let value = keep(&key, p.object);
+        kept.push((key, value, p.id_pos));
+    }
+    Ok((kept, warnings))
+}
+
+/// Gathers the files' results in file order. A file that could not be had fails the whole
+/// (the first such in file order); diagnostics are gathered, not failed on, here.
+fn in_file_order<V, E>(
+    results: Vec<Result<Parsed<V>, ReadError<E>>>,
+    files: usize,
+) -> Result<Gathered<V>, ReadError<E>> {
+    // Diagnostics with the index of their file: reported in file order, as the files are.
+    let mut diags: Vec<(usize, Diagnostic)> = Vec::new();
+    let mut warnings = Vec::new();
+    let mut unreadable = None;
+    // Every object with its position and its file's index, in file order.
+    let mut all: Vec<(ObjectKey, V, Pos, usize)> = Vec::with_capacity(files);
+    for (i, result) in results.into_iter().enumerate() {
+        match result {
+            Err(ReadError::Source(e)) => {
+                unreadable.get_or_insert(e);
+            }
+            Err(ReadError::Invalid(invalid)) => {
+                diags.extend(invalid.errors.into_iter().map(|d| (i, d)));
+                warnings.extend(invalid.warnings);
+            }
+            Ok((parsed, mut w)) => {
+                warnings.append(&mut w);
+                all.extend(
+                    parsed
+                        .into_iter()
+                        .map(|(key, value, pos)| (key, value, pos, i)),
+                );
+            }
+        }
+    }
+    if let Some(e) = unreadable {
+        return Err(ReadError::Source(e));
+    }
+    Ok((all, diags, warnings))
 }
 
 /// An explicit Pod may not take a name of the form of an RC's replica (`<rc>-<hash>-<n>`):

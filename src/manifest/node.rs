@@ -554,179 +554,250 @@ fn toml_node<'a>(lines: &LineIndex, v: toml::Spanned<toml::de::DeValue<'a>>) -> 
 /// applied as go-yaml did (keys already present win). Strings borrow from the input where the
 /// parser could.
 pub fn parse_yaml(text: &str) -> Result<Vec<Node<'_>>, SyntaxError> {
-    use saphyr_parser::{Event, Parser, ScalarStyle};
-    let pos_of = |m: &saphyr_parser::Marker| Pos {
+    let mut parser = saphyr_parser::Parser::new_from_str(text);
+    let mut tree = YamlTree::new(text);
+    while let Some(next) = parser.next_event() {
+        let (event, span) = next.map_err(|e| SyntaxError {
+            pos: yaml_pos(e.marker()),
+            message: e.info().to_string(),
+        })?;
+        if let Some((node, anchor)) = tree.event(event, &span)? {
+            tree.remember(anchor, &node)?;
+            tree.attach(node)?;
+        }
+    }
+    Ok(tree.finish())
+}
+
+/// Where a YAML event starts, as a position of ours (columns from 1).
+fn yaml_pos(m: &saphyr_parser::Marker) -> Pos {
+    Pos {
         line: m.line() as u32,
         col: m.col() as u32 + 1,
-    };
-    let scan_error = |e: saphyr_parser::ScanError| SyntaxError {
-        pos: pos_of(e.marker()),
-        message: e.info().to_string(),
-    };
-    let mut parser = Parser::new_from_str(text);
-    let mut docs = Vec::new();
-    let mut stack: Vec<YamlFrame<'_>> = Vec::new();
-    let mut anchors: std::collections::HashMap<usize, Node<'_>> = Default::default();
-    // What aliases and the anchor table may still copy, in bytes (nodes and the text of their
-    // strings): as much as the file again, so a file's parsed size stays a small multiple of
-    // its own, however its aliases nest (`a: &a [*a, *a, ...]`), repeat a long string, or its
-    // anchors nest inside each other.
-    let mut alias_budget: usize = ALIAS_BUDGET_FLOOR + text.len();
-    let mut root: Option<Node<'_>> = None;
-    while let Some(next) = parser.next_event() {
-        let (event, span) = next.map_err(scan_error)?;
-        let pos = pos_of(&span.start);
-        // A completed node, with the anchor it should be remembered under.
-        let done: (Node<'_>, usize) = match event {
-            Event::StreamStart | Event::StreamEnd | Event::Nothing => continue,
+    }
+}
+
+/// The trees of a YAML stream as its events build them: the documents done, the collections
+/// still open, the anchors of the current document, and what aliases may still copy.
+struct YamlTree<'a> {
+    text: &'a str,
+    docs: Vec<Node<'a>>,
+    stack: Vec<YamlFrame<'a>>,
+    anchors: std::collections::HashMap<usize, Node<'a>>,
+    /// What aliases and the anchor table may still copy, in bytes (nodes and the text of their
+    /// strings): as much as the file again, so a file's parsed size stays a small multiple of
+    /// its own, however its aliases nest (`a: &a [*a, *a, ...]`), repeat a long string, or its
+    /// anchors nest inside each other.
+    alias_budget: usize,
+    /// The current document's root, once complete.
+    root: Option<Node<'a>>,
+}
+
+impl<'a> YamlTree<'a> {
+    fn new(text: &'a str) -> YamlTree<'a> {
+        YamlTree {
+            text,
+            docs: Vec::new(),
+            stack: Vec::new(),
+            anchors: Default::default(),
+            alias_budget: ALIAS_BUDGET_FLOOR + text.len(),
+            root: None,
+        }
+    }
+
+    /// Takes one event. Returns the node it completed, if any, with the anchor it should be
+    /// remembered under (0: none).
+    fn event(
+        &mut self,
+        event: saphyr_parser::Event<'a>,
+        span: &saphyr_parser::Span,
+    ) -> Result<Option<(Node<'a>, usize)>, SyntaxError> {
+        use saphyr_parser::Event;
+        let pos = yaml_pos(&span.start);
+        match event {
+            Event::StreamStart | Event::StreamEnd | Event::Nothing => Ok(None),
             Event::DocumentStart(_) => {
-                anchors.clear();
-                continue;
+                self.anchors.clear();
+                Ok(None)
             }
             Event::DocumentEnd => {
-                if let Some(doc) = root.take() {
-                    if doc.value != Value::Null {
-                        docs.push(doc);
-                    }
-                }
-                continue;
+                self.end_document();
+                Ok(None)
             }
-            Event::MappingStart(anchor, _) | Event::SequenceStart(anchor, _) => {
-                if stack.len() as u32 >= MAX_DEPTH {
-                    return Err(SyntaxError {
-                        pos,
-                        message: format!("nesting deeper than {MAX_DEPTH} levels"),
-                    });
-                }
-                let is_map = matches!(event, Event::MappingStart(..));
-                if let Some(YamlFrame::Map { key: None, .. }) = stack.last() {
-                    return Err(SyntaxError {
-                        pos,
-                        message: "a mapping key must be a plain value, not a list or mapping"
-                            .into(),
-                    });
-                }
-                stack.push(if is_map {
-                    YamlFrame::Map {
-                        pos,
-                        anchor,
-                        entries: Vec::new(),
-                        key: None,
-                    }
-                } else {
-                    YamlFrame::Seq {
-                        pos,
-                        anchor,
-                        items: Vec::new(),
-                    }
-                });
-                continue;
+            Event::MappingStart(anchor, _) => self.open(pos, anchor, true).map(|()| None),
+            Event::SequenceStart(anchor, _) => self.open(pos, anchor, false).map(|()| None),
+            Event::MappingEnd | Event::SequenceEnd => Ok(self.close()),
+            Event::Alias(id) => self.alias(id, span, pos).map(|node| Some((node, 0))),
+            Event::Scalar(value, style, anchor, tag) => {
+                Ok(self.scalar(value, style, anchor, tag.as_deref(), pos))
             }
-            Event::MappingEnd | Event::SequenceEnd => match stack.pop() {
-                Some(YamlFrame::Map {
-                    pos,
-                    anchor,
-                    mut entries,
-                    ..
-                }) => {
-                    merge_keys(&mut entries);
-                    entries.shrink_to_fit();
-                    (
-                        Node {
-                            pos,
-                            value: Value::Object(entries),
-                        },
-                        anchor,
-                    )
-                }
-                Some(YamlFrame::Seq {
-                    pos,
-                    anchor,
-                    mut items,
-                }) => {
-                    items.shrink_to_fit();
-                    (
-                        Node {
-                            pos,
-                            value: Value::Array(items),
-                        },
-                        anchor,
-                    )
-                }
-                None => continue,
-            },
-            Event::Alias(id) => {
-                let Some(node) = anchors.get(&id) else {
-                    return Err(SyntaxError {
-                        pos,
-                        message: "alias to an unknown anchor".into(),
-                    });
-                };
-                let size = expanded_bytes(node);
-                if size > alias_budget {
-                    // saphyr's marks count characters; the name is looked up only here.
-                    let name: String = text
-                        .chars()
-                        .skip(span.start.index())
-                        .take(span.end.index().saturating_sub(span.start.index()))
-                        .take(80)
-                        .collect();
-                    return Err(SyntaxError {
-                        pos,
-                        message: format!(
-                            "alias {name} would copy {size} bytes, past what this file's aliases and anchors may copy in all ({} bytes, as much as the file again): an alias bomb?",
-                            ALIAS_BUDGET_FLOOR + text.len()
-                        ),
-                    });
-                }
-                alias_budget -= size;
-                let mut copy = node.clone();
-                copy.pos = pos;
-                (copy, 0)
-            }
-            Event::Scalar(text, style, anchor, tag) => {
-                // A mapping key: kept as written.
-                if let Some(YamlFrame::Map { key: k @ None, .. }) = stack.last_mut() {
-                    *k = Some((text, pos, style == ScalarStyle::Plain));
-                    if anchor != 0 {
-                        anchors.insert(
-                            anchor,
-                            Node {
-                                pos,
-                                value: Value::Str(k.as_ref().expect("just set").0.clone()),
-                            },
-                        );
-                    }
-                    continue;
-                }
-                let forced_str = tag.as_ref().is_some_and(|t| t.suffix == "str");
-                let value = if style == ScalarStyle::Plain && !forced_str {
-                    plain_scalar(text)
-                } else {
-                    Value::Str(text)
-                };
-                (Node { pos, value }, anchor)
-            }
-        };
-        let (node, anchor) = done;
-        if anchor != 0 {
-            // The anchor table keeps a copy, and copies count: nested anchors
-            // (`&a0 [&a1 [&a2 [...]]]`) would otherwise copy the file once per level.
-            let size = expanded_bytes(&node);
-            if size > alias_budget {
-                return Err(SyntaxError {
-                    pos: node.pos,
-                    message: format!(
-                        "this anchor would copy {size} bytes, past what this file's aliases and anchors may copy in all ({} bytes, as much as the file again): anchors nested too deep?",
-                        ALIAS_BUDGET_FLOOR + text.len()
-                    ),
-                });
-            }
-            alias_budget -= size;
-            anchors.insert(anchor, node.clone());
         }
-        match stack.last_mut() {
-            None => root = Some(node),
+    }
+
+    /// The document ends: its root, unless empty, is one of the stream's.
+    fn end_document(&mut self) {
+        if let Some(doc) = self.root.take() {
+            if doc.value != Value::Null {
+                self.docs.push(doc);
+            }
+        }
+    }
+
+    /// A mapping or a sequence starts.
+    fn open(&mut self, pos: Pos, anchor: usize, is_map: bool) -> Result<(), SyntaxError> {
+        if self.stack.len() as u32 >= MAX_DEPTH {
+            return Err(SyntaxError {
+                pos,
+                message: format!("nesting deeper than {MAX_DEPTH} levels"),
+            });
+        }
+        if let Some(YamlFrame::Map { key: None, .. }) = self.stack.last() {
+            return Err(SyntaxError {
+                pos,
+                message: "a mapping key must be a plain value, not a list or mapping".into(),
+            });
+        }
+        self.stack.push(if is_map {
+            YamlFrame::Map {
+                pos,
+                anchor,
+                entries: Vec::new(),
+                key: None,
+            }
+        } else {
+            YamlFrame::Seq {
+                pos,
+                anchor,
+                items: Vec::new(),
+            }
+        });
+        Ok(())
+    }
+
+    /// The innermost open mapping or sequence ends: it is a node, its merge keys applied.
+    fn close(&mut self) -> Option<(Node<'a>, usize)> {
+        match self.stack.pop()? {
+            YamlFrame::Map {
+                pos,
+                anchor,
+                mut entries,
+                ..
+            } => {
+                merge_keys(&mut entries);
+                entries.shrink_to_fit();
+                let value = Value::Object(entries);
+                Some((Node { pos, value }, anchor))
+            }
+            YamlFrame::Seq {
+                pos,
+                anchor,
+                mut items,
+            } => {
+                items.shrink_to_fit();
+                let value = Value::Array(items);
+                Some((Node { pos, value }, anchor))
+            }
+        }
+    }
+
+    /// An alias: a copy of its anchor's node, paid from the budget (an alias bomb is refused).
+    fn alias(
+        &mut self,
+        id: usize,
+        span: &saphyr_parser::Span,
+        pos: Pos,
+    ) -> Result<Node<'a>, SyntaxError> {
+        let Some(node) = self.anchors.get(&id) else {
+            return Err(SyntaxError {
+                pos,
+                message: "alias to an unknown anchor".into(),
+            });
+        };
+        let size = expanded_bytes(node);
+        if size > self.alias_budget {
+            // saphyr's marks count characters; the name is looked up only here.
+            let name: String = self
+                .text
+                .chars()
+                .skip(span.start.index())
+                .take(span.end.index().saturating_sub(span.start.index()))
+                .take(80)
+                .collect();
+            return Err(SyntaxError {
+                pos,
+                message: format!(
+                    "alias {name} would copy {size} bytes, past what this file's aliases and anchors may copy in all ({} bytes, as much as the file again): an alias bomb?",
+                    ALIAS_BUDGET_FLOOR + self.text.len()
+                ),
+            });
+        }
+        self.alias_budget -= size;
+        let mut copy = node.clone();
+        copy.pos = pos;
+        Ok(copy)
+    }
+
+    /// A scalar: a mapping's key (kept as written, waiting for its value), or a value resolved
+    /// by the core schema.
+    fn scalar(
+        &mut self,
+        text: Cow<'a, str>,
+        style: saphyr_parser::ScalarStyle,
+        anchor: usize,
+        tag: Option<&saphyr_parser::Tag>,
+        pos: Pos,
+    ) -> Option<(Node<'a>, usize)> {
+        use saphyr_parser::ScalarStyle;
+        // A mapping key: kept as written.
+        if let Some(YamlFrame::Map { key: k @ None, .. }) = self.stack.last_mut() {
+            *k = Some((text, pos, style == ScalarStyle::Plain));
+            if anchor != 0 {
+                self.anchors.insert(
+                    anchor,
+                    Node {
+                        pos,
+                        value: Value::Str(k.as_ref().expect("just set").0.clone()),
+                    },
+                );
+            }
+            return None;
+        }
+        let forced_str = tag.is_some_and(|t| t.suffix == "str");
+        let value = if style == ScalarStyle::Plain && !forced_str {
+            plain_scalar(text)
+        } else {
+            Value::Str(text)
+        };
+        Some((Node { pos, value }, anchor))
+    }
+
+    /// Remembers a completed node under its anchor, if it has one.
+    fn remember(&mut self, anchor: usize, node: &Node<'a>) -> Result<(), SyntaxError> {
+        if anchor == 0 {
+            return Ok(());
+        }
+        // The anchor table keeps a copy, and copies count: nested anchors
+        // (`&a0 [&a1 [&a2 [...]]]`) would otherwise copy the file once per level.
+        let size = expanded_bytes(node);
+        if size > self.alias_budget {
+            return Err(SyntaxError {
+                pos: node.pos,
+                message: format!(
+                    "this anchor would copy {size} bytes, past what this file's aliases and anchors may copy in all ({} bytes, as much as the file again): anchors nested too deep?",
+                    ALIAS_BUDGET_FLOOR + self.text.len()
+                ),
+            });
+        }
+        self.alias_budget -= size;
+        self.anchors.insert(anchor, node.clone());
+        Ok(())
+    }
+
+    /// Puts a completed node where it belongs: the document's root, the open sequence's next
+    /// item, or the value of the open mapping's pending key.
+    fn attach(&mut self, node: Node<'a>) -> Result<(), SyntaxError> {
+        match self.stack.last_mut() {
+            None => self.root = Some(node),
             Some(YamlFrame::Seq { items, .. }) => items.push(node),
             Some(YamlFrame::Map { entries, key, .. }) => match key.take() {
                 Some((k, key_pos, plain)) => entries.push(Entry {
@@ -748,13 +819,14 @@ pub fn parse_yaml(text: &str) -> Result<Vec<Node<'_>>, SyntaxError> {
                 }
             },
         }
+        Ok(())
     }
-    if let Some(doc) = root.take() {
-        if doc.value != Value::Null {
-            docs.push(doc);
-        }
+
+    /// The stream ends: the documents it held, without empty ones.
+    fn finish(mut self) -> Vec<Node<'a>> {
+        self.end_document();
+        self.docs
     }
-    Ok(docs)
 }
 
 /// The key a plain `<<` becomes while its mapping is built (not a string YAML can write).

@@ -152,111 +152,21 @@ pub fn minion_specs(
     project: &str,
     desired: Option<&DesiredState>,
 ) -> Result<Vec<MinionSpec>, String> {
-    let c = &settings.config;
-    let resolve = |p: &str| settings.resolve(p);
-    let known_hosts = settings.known_hosts();
-    let ssh_target =
-        |name: &str, host: &str, port: Option<u16>, user: Option<&str>, identity: Option<&str>| {
-            SshTarget {
-                minion: name.to_string(),
-                host: host.to_string(),
-                port: port.or(c.ssh.port).unwrap_or(22),
-                user: user.or(c.ssh.user.as_deref()).unwrap_or("root").to_string(),
-                identity: identity.or(c.ssh.identity.as_deref()).map(resolve),
-                known_hosts: known_hosts.clone(),
-                connect_timeout: CONNECT_TIMEOUT,
-            }
-        };
+    let ssh = SshDefaults {
+        settings,
+        known_hosts: settings.known_hosts(),
+    };
     let mut specs = Vec::new();
-    for m in &c.minions {
+    for m in &settings.config.minions {
         // The name goes into container labels and store file names.
         crate::manifest::check_name(&m.name).map_err(|e| format!("minions: minion name: {e}"))?;
         if specs.iter().any(|s: &MinionSpec| s.name == m.name) {
             return Err(format!("minions: duplicate minion name `{}`", m.name));
         }
-        let (transport, address) = match m.transport {
-            Transport::Local => (TransportSpec::Local, "local".to_string()),
-            Transport::Ssh => {
-                let address = m.address.clone().ok_or_else(|| {
-                    format!(
-                        "minions: minion `{}` needs an `address` (or transport = \"local\")",
-                        m.name
-                    )
-                })?;
-                let target = ssh_target(
-                    &m.name,
-                    &address,
-                    m.port,
-                    m.user.as_deref(),
-                    m.identity.as_deref(),
-                );
-                (TransportSpec::Ssh(target), address)
-            }
-        };
-        let publish_address = m
-            .publish_address
-            .clone()
-            .unwrap_or_else(|| match m.transport {
-                Transport::Local => "127.0.0.1".to_string(),
-                Transport::Ssh => address.clone(),
-            });
-        let docker_socket = m
-            .docker_socket
-            .clone()
-            .unwrap_or_else(|| DEFAULT_DOCKER_SOCKET.to_string());
-        if !docker_socket.starts_with('/') || docker_socket.contains(['\'', '\n']) {
-            return Err(format!(
-                "minions: minion `{}`: docker_socket `{docker_socket}` must be an absolute path without quotes",
-                m.name
-            ));
-        }
-        specs.push(MinionSpec {
-            name: m.name.clone(),
-            address,
-            transport,
-            docker_socket,
-            publish_address,
-            labels: m.labels.clone(),
-            capacity: m
-                .capacity
-                .map(|c| Capacity {
-                    cpu: c.cpu,
-                    memory: c.memory,
-                })
-                .unwrap_or_default(),
-            project: project.to_string(),
-        });
+        specs.push(configured_minion(m, &ssh, project)?);
     }
     if let Some(desired) = desired {
-        for (key, (object, _)) in &desired.objects {
-            let Object::Minion(minion) = object else {
-                continue;
-            };
-            debug_assert_eq!(key.kind, Kind::Minion);
-            match specs
-                .iter_mut()
-                .find(|s| s.name == minion.id || s.address == minion.id)
-            {
-                Some(spec) => {
-                    spec.labels.extend(minion.labels.clone());
-                    let cap = minion.resources.capacity;
-                    spec.capacity.cpu = spec.capacity.cpu.or(cap.cpu);
-                    spec.capacity.memory = spec.capacity.memory.or(cap.memory);
-                }
-                None => specs.push(MinionSpec {
-                    name: minion.id.clone(),
-                    address: minion.id.clone(),
-                    transport: TransportSpec::Ssh(ssh_target(
-                        &minion.id, &minion.id, None, None, None,
-                    )),
-                    docker_socket: DEFAULT_DOCKER_SOCKET.to_string(),
-                    publish_address: minion.id.clone(),
-                    labels: minion.labels.clone(),
-                    capacity: minion.resources.capacity,
-                    project: project.to_string(),
-                }),
-            }
-        }
+        merge_minion_objects(&mut specs, desired, &ssh, project);
     }
     if specs.is_empty() {
         specs.push(MinionSpec {
@@ -271,6 +181,136 @@ pub fn minion_specs(
         });
     }
     Ok(specs)
+}
+
+/// The `[ssh]` defaults a minion's own settings fall back to.
+struct SshDefaults<'s> {
+    settings: &'s Settings,
+    known_hosts: std::path::PathBuf,
+}
+
+impl SshDefaults<'_> {
+    /// Where and as whom to reach minion `name` at `host`, its own settings before the
+    /// defaults.
+    fn target(
+        &self,
+        name: &str,
+        host: &str,
+        port: Option<u16>,
+        user: Option<&str>,
+        identity: Option<&str>,
+    ) -> SshTarget {
+        let ssh = &self.settings.config.ssh;
+        SshTarget {
+            minion: name.to_string(),
+            host: host.to_string(),
+            port: port.or(ssh.port).unwrap_or(22),
+            user: user.or(ssh.user.as_deref()).unwrap_or("root").to_string(),
+            identity: identity
+                .or(ssh.identity.as_deref())
+                .map(|p| self.settings.resolve(p)),
+            known_hosts: self.known_hosts.clone(),
+            connect_timeout: CONNECT_TIMEOUT,
+        }
+    }
+}
+
+/// A `[[minions]]` entry of the config as a spec (its name already checked).
+fn configured_minion(
+    m: &crate::config::MinionConfig,
+    ssh: &SshDefaults,
+    project: &str,
+) -> Result<MinionSpec, String> {
+    let (transport, address) = match m.transport {
+        Transport::Local => (TransportSpec::Local, "local".to_string()),
+        Transport::Ssh => {
+            let address = m.address.clone().ok_or_else(|| {
+                format!(
+                    "minions: minion `{}` needs an `address` (or transport = \"local\")",
+                    m.name
+                )
+            })?;
+            let target = ssh.target(
+                &m.name,
+                &address,
+                m.port,
+                m.user.as_deref(),
+                m.identity.as_deref(),
+            );
+            (TransportSpec::Ssh(target), address)
+        }
+    };
+    let publish_address = m
+        .publish_address
+        .clone()
+        .unwrap_or_else(|| match m.transport {
+            Transport::Local => "127.0.0.1".to_string(),
+            Transport::Ssh => address.clone(),
+        });
+    let docker_socket = m
+        .docker_socket
+        .clone()
+        .unwrap_or_else(|| DEFAULT_DOCKER_SOCKET.to_string());
+    if !docker_socket.starts_with('/') || docker_socket.contains(['\'', '\n']) {
+        return Err(format!(
+            "minions: minion `{}`: docker_socket `{docker_socket}` must be an absolute path without quotes",
+            m.name
+        ));
+    }
+    Ok(MinionSpec {
+        name: m.name.clone(),
+        address,
+        transport,
+        docker_socket,
+        publish_address,
+        labels: m.labels.clone(),
+        capacity: m
+            .capacity
+            .map(|c| Capacity {
+                cpu: c.cpu,
+                memory: c.memory,
+            })
+            .unwrap_or_default(),
+        project: project.to_string(),
+    })
+}
+
+/// Merges the source's Minion objects into `specs` by id: one whose id is a configured
+/// minion's name or address adds labels and capacity to it; any other is a new SSH minion at
+/// that address with the `[ssh]` defaults.
+fn merge_minion_objects(
+    specs: &mut Vec<MinionSpec>,
+    desired: &DesiredState,
+    ssh: &SshDefaults,
+    project: &str,
+) {
+    for (key, (object, _)) in &desired.objects {
+        let Object::Minion(minion) = object else {
+            continue;
+        };
+        debug_assert_eq!(key.kind, Kind::Minion);
+        match specs
+            .iter_mut()
+            .find(|s| s.name == minion.id || s.address == minion.id)
+        {
+            Some(spec) => {
+                spec.labels.extend(minion.labels.clone());
+                let cap = minion.resources.capacity;
+                spec.capacity.cpu = spec.capacity.cpu.or(cap.cpu);
+                spec.capacity.memory = spec.capacity.memory.or(cap.memory);
+            }
+            None => specs.push(MinionSpec {
+                name: minion.id.clone(),
+                address: minion.id.clone(),
+                transport: TransportSpec::Ssh(ssh.target(&minion.id, &minion.id, None, None, None)),
+                docker_socket: DEFAULT_DOCKER_SOCKET.to_string(),
+                publish_address: minion.id.clone(),
+                labels: minion.labels.clone(),
+                capacity: minion.resources.capacity,
+                project: project.to_string(),
+            }),
+        }
+    }
 }
 
 /// Health of a minion as last observed (NodeReachable / NodeReady of v1beta1).

@@ -252,6 +252,9 @@ impl Minion {
         made
     }
 
+    /// Makes a pod, step by step: its `PullAlways` images first, then its infra container (if
+    /// it has one), its volumes, and each container in manifest order, created, started and
+    /// its postStart hook run.
     async fn make_pod(
         &self,
         pod: &PodSpec,
@@ -259,32 +262,7 @@ impl Minion {
         credentials: &(dyn Fn(&str) -> Option<super::Credentials> + Send + Sync),
     ) -> Result<Vec<Warning>, MinionError> {
         let mut warnings = Vec::new();
-        let request = serde_json::to_string(&RequestLabel::of(&pod.request())).expect("serialises");
-        let labels = |container: &str| -> HashMap<String, String> {
-            let mut l: HashMap<String, String> = pod
-                .labels
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            l.insert(LABEL_POD.into(), pod.id.clone());
-            l.insert(LABEL_PROJECT.into(), self.spec.project.clone());
-            l.insert(LABEL_HASH.into(), pod.template_hash.clone());
-            l.insert(LABEL_CONTAINER.into(), container.into());
-            l.insert(LABEL_REQUEST.into(), request.clone());
-            l.insert(
-                LABEL_CONTAINERS.into(),
-                pod.manifest.containers.len().to_string(),
-            );
-            l.insert(
-                LABEL_RESTART.into(),
-                restart_name(pod.manifest.restart_policy).into(),
-            );
-            if let Some(rc) = &pod.owner {
-                l.insert(LABEL_RC.into(), rc.clone());
-            }
-            l
-        };
-
+        let shape = PodShape::of(pod, &self.spec.project, &self.spec.publish_address);
         // PullAlways images first, before anything of the pod exists: a slow pull leaves no
         // half-made pod behind it.
         let mut failed_pulls = self.pull_always_images(&pod.manifest, credentials).await?;
@@ -295,178 +273,16 @@ impl Minion {
                 return Err(pull_error.clone());
             }
         }
-
-        // Every published port of the pod, on the container that holds its network namespace.
-        let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
-        for c in &pod.manifest.containers {
-            for p in &c.ports {
-                let proto = match p.protocol {
-                    Protocol::TCP => "tcp",
-                    Protocol::UDP => "udp",
-                };
-                bindings.insert(
-                    format!("{}/{proto}", p.container_port),
-                    Some(vec![PortBinding {
-                        host_ip: Some(
-                            p.host_ip
-                                .clone()
-                                .unwrap_or_else(|| self.spec.publish_address.clone()),
-                        ),
-                        // No hostPort: Docker picks an ephemeral one.
-                        host_port: Some(p.host_port.map(|h| h.to_string()).unwrap_or_default()),
-                    }]),
-                );
-            }
-        }
-        let project = self.spec.project.as_str();
-        let declared: Vec<(Option<&str>, u16, Protocol)> = pod
-            .manifest
-            .containers
-            .iter()
-            .flat_map(|c| &c.ports)
-            .map(|p| (p.name.as_deref(), p.container_port, p.protocol))
-            .collect();
-        let declared = serde_json::to_string(&declared).expect("serialises");
-        let own_netns = owns_netns(pod);
-        let infra_id = if own_netns {
+        let infra_id = if shape.own_netns {
             None
         } else {
-            let infra_name = container_name(project, &pod.id, INFRA);
-            let mut infra_labels = labels(INFRA);
-            infra_labels.insert(LABEL_PORTS.into(), declared.clone());
-            let infra = ContainerCreateBody {
-                image: Some(pause::IMAGE.into()),
-                cmd: Some(vec!["/pause".into()]),
-                labels: Some(infra_labels),
-                exposed_ports: Some(bindings.keys().cloned().collect()),
-                host_config: Some(HostConfig {
-                    port_bindings: Some(bindings.clone()),
-                    // The pause program writes nothing: no log file, no log copier.
-                    log_config: Some(bollard::models::HostConfigLogConfig {
-                        typ: Some("none".into()),
-                        config: None,
-                    }),
-                    restart_policy: Some(bollard::models::RestartPolicy {
-                        name: Some(RestartPolicyNameEnum::ALWAYS),
-                        maximum_retry_count: None,
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            };
-            // drover's own image, imported from the binary when missing: never pulled.
-            let id = self
-                .create_or_find(&infra_name, infra, None, PullPolicy::PullIfNotPresent, None)
-                .await?
-                .0;
-            self.start_container(&infra_name)
-                .await
-                .or_else(already_started)?;
-            Some(id)
+            Some(self.make_infra(&shape).await?)
         };
-        // The container whose address is the pod's.
-        let netns_holder = if own_netns {
-            container_name(project, &pod.id, &pod.manifest.containers[0].name)
-        } else {
-            container_name(project, &pod.id, INFRA)
-        };
-
+        let volumes = self.make_volumes(pod).await?;
         let mut pod_ip: Option<String> = None;
-        let mut volumes: BTreeMap<&str, String> = BTreeMap::new();
-        for v in &pod.manifest.volumes {
-            let source = match &v.source {
-                VolumeSource::EmptyDir {} => {
-                    // Made here with labels, not implicitly by a bind, so it can be found and
-                    // removed with its pod, whatever happened to its containers.
-                    let name = volume_name(project, &pod.id, &v.name);
-                    self.create_volume(&name, &pod.id).await?;
-                    name
-                }
-                VolumeSource::HostDir { path } => path.clone(),
-            };
-            volumes.insert(v.name.as_str(), source);
-        }
         for c in &pod.manifest.containers {
-            let binds: Vec<String> = c
-                .volume_mounts
-                .iter()
-                .filter_map(|m| {
-                    let source = volumes.get(m.name.as_str())?;
-                    Some(format!(
-                        "{source}:{}{}",
-                        m.mount_path,
-                        if m.read_only { ":ro" } else { "" }
-                    ))
-                })
-                .collect();
-            let with_hooks = |mut l: HashMap<String, String>,
-                              c: &crate::model::Container,
-                              m: &crate::model::ContainerManifest|
-             -> Result<HashMap<String, String>, MinionError> {
-                let ports: Vec<crate::model::Port> =
-                    m.containers.iter().flat_map(|c| c.ports.clone()).collect();
-                let lifecycle = c.lifecycle.as_deref();
-                for (key, hook) in [
-                    (LABEL_PRE_STOP, lifecycle.and_then(|l| l.pre_stop.as_ref())),
-                    (
-                        LABEL_POST_START,
-                        lifecycle.and_then(|l| l.post_start.as_ref()),
-                    ),
-                ] {
-                    let Some(hook) = hook else { continue };
-                    let hook = hooks::resolved(hook, &ports).map_err(|e| {
-                        MinionError::new(
-                            &self.spec.name,
-                            &self.spec.address,
-                            format!("container {}: lifecycle hook: {e}", c.name),
-                        )
-                    })?;
-                    l.insert(
-                        key.into(),
-                        serde_json::to_string(&hook).expect("serialises"),
-                    );
-                }
-                Ok(l)
-            };
-            let mut all_env: Vec<String> = env.to_vec();
-            all_env.extend(c.env.iter().map(|e| format!("{}={}", e.name, e.value)));
-            let mut container_labels = labels(&c.name);
-            if own_netns {
-                container_labels.insert(LABEL_NETNS.into(), "own".into());
-                container_labels.insert(LABEL_PORTS.into(), declared.clone());
-                container_labels.insert(
-                    LABEL_POD_LABELS.into(),
-                    serde_json::to_string(&pod.labels).expect("serialises"),
-                );
-            }
-            let body = ContainerCreateBody {
-                image: Some(c.image.clone()),
-                cmd: (!c.command.is_empty()).then(|| c.command.clone()),
-                working_dir: c.working_dir.clone(),
-                env: Some(all_env),
-                labels: Some(with_hooks(container_labels, c, &pod.manifest)?),
-                exposed_ports: own_netns.then(|| bindings.keys().cloned().collect()),
-                host_config: Some(HostConfig {
-                    network_mode: infra_id.as_ref().map(|id| format!("container:{id}")),
-                    port_bindings: own_netns.then(|| bindings.clone()),
-                    binds: (!binds.is_empty()).then_some(binds),
-                    cpu_shares: cpu_shares(c.cpu),
-                    memory: (c.memory > 0).then_some(c.memory as i64),
-                    // Only reachable when drover.toml allows it (manifest validation).
-                    privileged: c.privileged.then_some(true),
-                    restart_policy: Some(bollard::models::RestartPolicy {
-                        name: Some(match pod.manifest.restart_policy {
-                            RestartPolicy::Always {} => RestartPolicyNameEnum::ALWAYS,
-                            RestartPolicy::OnFailure {} => RestartPolicyNameEnum::ON_FAILURE,
-                            RestartPolicy::Never {} => RestartPolicyNameEnum::NO,
-                        }),
-                        maximum_retry_count: None,
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            };
-            let name = container_name(project, &pod.id, &c.name);
+            let body = self.container_body(&shape, c, env, &volumes, infra_id.as_deref())?;
+            let name = container_name(shape.project, &pod.id, &c.name);
             let (_, pulled) = self
                 .create_or_find(
                     &name,
@@ -491,45 +307,215 @@ impl Minion {
             if !started {
                 continue;
             }
-            if pod_ip.is_none() && hook.http_get.as_ref().is_some_and(|h| h.host.is_none()) {
-                pod_ip = self.pod_ip(&netns_holder).await?;
-            }
-            let target = HookTarget {
-                container: &name,
-                pod_ip: pod_ip.as_deref(),
-            };
-            let Err(why) = self
-                .run_hook(hook, &target, hooks::POST_START_TIMEOUT)
-                .await
-            else {
-                continue;
-            };
-            // As the kubelet did: the container is killed, and its restart policy decides.
-            let killed = match self.kill_container(&name).await {
-                Ok(()) => "killed".to_string(),
-                Err(e) if e.message.contains("is not running") => "already stopped".into(),
-                Err(e) => format!("not killed: {}", e.message),
-            };
-            let message = format!(
-                "{POST_START_FAILED} of container {} failed: {why}; container {killed}",
-                c.name
-            );
-            if pod.manifest.restart_policy == (RestartPolicy::Never {}) {
-                // Not started again: the pod is left as it is, Failed.
-                warnings.push(Warning {
-                    reason: "FailedPostStartHook",
-                    message,
-                });
-                continue;
-            }
-            // Removed, and made again after a back-off (its hooks run again then).
-            return Err(MinionError::new(
-                &self.spec.name,
-                &self.spec.address,
-                message,
-            ));
+            warnings.extend(self.post_start(&shape, c, hook, &name, &mut pod_ip).await?);
         }
         Ok(warnings)
+    }
+
+    /// Makes (or finds) and starts the pod's infra container, which holds its network
+    /// namespace and publishes its ports. Returns its id.
+    async fn make_infra(&self, shape: &PodShape<'_>) -> Result<String, MinionError> {
+        let infra_name = container_name(shape.project, &shape.pod.id, INFRA);
+        let mut infra_labels = shape.labels(INFRA);
+        infra_labels.insert(LABEL_PORTS.into(), shape.declared.clone());
+        let infra = ContainerCreateBody {
+            image: Some(pause::IMAGE.into()),
+            cmd: Some(vec!["/pause".into()]),
+            labels: Some(infra_labels),
+            exposed_ports: Some(shape.bindings.keys().cloned().collect()),
+            host_config: Some(HostConfig {
+                port_bindings: Some(shape.bindings.clone()),
+                // The pause program writes nothing: no log file, no log copier.
+                log_config: Some(bollard::models::HostConfigLogConfig {
+                    typ: Some("none".into()),
+                    config: None,
+                }),
+                restart_policy: Some(bollard::models::RestartPolicy {
+                    name: Some(RestartPolicyNameEnum::ALWAYS),
+                    maximum_retry_count: None,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        // drover's own image, imported from the binary when missing: never pulled.
+        let id = self
+            .create_or_find(&infra_name, infra, None, PullPolicy::PullIfNotPresent, None)
+            .await?
+            .0;
+        self.start_container(&infra_name)
+            .await
+            .or_else(already_started)?;
+        Ok(id)
+    }
+
+    /// Makes the pod's emptyDir volumes. Returns each volume's source to bind, by name.
+    async fn make_volumes<'p>(
+        &self,
+        pod: &'p PodSpec,
+    ) -> Result<BTreeMap<&'p str, String>, MinionError> {
+        let project = self.spec.project.as_str();
+        let mut volumes: BTreeMap<&str, String> = BTreeMap::new();
+        for v in &pod.manifest.volumes {
+            let source = match &v.source {
+                VolumeSource::EmptyDir {} => {
+                    // Made here with labels, not implicitly by a bind, so it can be found and
+                    // removed with its pod, whatever happened to its containers.
+                    let name = volume_name(project, &pod.id, &v.name);
+                    self.create_volume(&name, &pod.id).await?;
+                    name
+                }
+                VolumeSource::HostDir { path } => path.clone(),
+            };
+            volumes.insert(v.name.as_str(), source);
+        }
+        Ok(volumes)
+    }
+
+    /// What Docker is asked to create for container `c` of the pod: joined to the infra
+    /// container's namespace (`infra_id`), or publishing the pod's ports itself.
+    fn container_body(
+        &self,
+        shape: &PodShape<'_>,
+        c: &crate::model::Container,
+        env: &[String],
+        volumes: &BTreeMap<&str, String>,
+        infra_id: Option<&str>,
+    ) -> Result<ContainerCreateBody, MinionError> {
+        let (pod, own_netns) = (shape.pod, shape.own_netns);
+        let binds: Vec<String> = c
+            .volume_mounts
+            .iter()
+            .filter_map(|m| {
+                let source = volumes.get(m.name.as_str())?;
+                Some(format!(
+                    "{source}:{}{}",
+                    m.mount_path,
+                    if m.read_only { ":ro" } else { "" }
+                ))
+            })
+            .collect();
+        let mut all_env: Vec<String> = env.to_vec();
+        all_env.extend(c.env.iter().map(|e| format!("{}={}", e.name, e.value)));
+        let mut container_labels = shape.labels(&c.name);
+        if own_netns {
+            container_labels.insert(LABEL_NETNS.into(), "own".into());
+            container_labels.insert(LABEL_PORTS.into(), shape.declared.clone());
+            container_labels.insert(
+                LABEL_POD_LABELS.into(),
+                serde_json::to_string(&pod.labels).expect("serialises"),
+            );
+        }
+        Ok(ContainerCreateBody {
+            image: Some(c.image.clone()),
+            cmd: (!c.command.is_empty()).then(|| c.command.clone()),
+            working_dir: c.working_dir.clone(),
+            env: Some(all_env),
+            labels: Some(self.with_hooks(container_labels, c, &pod.manifest)?),
+            exposed_ports: own_netns.then(|| shape.bindings.keys().cloned().collect()),
+            host_config: Some(HostConfig {
+                network_mode: infra_id.map(|id| format!("container:{id}")),
+                port_bindings: own_netns.then(|| shape.bindings.clone()),
+                binds: (!binds.is_empty()).then_some(binds),
+                cpu_shares: cpu_shares(c.cpu),
+                memory: (c.memory > 0).then_some(c.memory as i64),
+                // Only reachable when drover.toml allows it (manifest validation).
+                privileged: c.privileged.then_some(true),
+                restart_policy: Some(bollard::models::RestartPolicy {
+                    name: Some(match pod.manifest.restart_policy {
+                        RestartPolicy::Always {} => RestartPolicyNameEnum::ALWAYS,
+                        RestartPolicy::OnFailure {} => RestartPolicyNameEnum::ON_FAILURE,
+                        RestartPolicy::Never {} => RestartPolicyNameEnum::NO,
+                    }),
+                    maximum_retry_count: None,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    }
+
+    /// `labels` with container `c`'s lifecycle hooks, their named ports resolved, so that
+    /// whoever stops or restarts it later runs them as the manifest said.
+    fn with_hooks(
+        &self,
+        mut l: HashMap<String, String>,
+        c: &crate::model::Container,
+        m: &crate::model::ContainerManifest,
+    ) -> Result<HashMap<String, String>, MinionError> {
+        let ports: Vec<crate::model::Port> =
+            m.containers.iter().flat_map(|c| c.ports.clone()).collect();
+        let lifecycle = c.lifecycle.as_deref();
+        for (key, hook) in [
+            (LABEL_PRE_STOP, lifecycle.and_then(|l| l.pre_stop.as_ref())),
+            (
+                LABEL_POST_START,
+                lifecycle.and_then(|l| l.post_start.as_ref()),
+            ),
+        ] {
+            let Some(hook) = hook else { continue };
+            let hook = hooks::resolved(hook, &ports).map_err(|e| {
+                MinionError::new(
+                    &self.spec.name,
+                    &self.spec.address,
+                    format!("container {}: lifecycle hook: {e}", c.name),
+                )
+            })?;
+            l.insert(
+                key.into(),
+                serde_json::to_string(&hook).expect("serialises"),
+            );
+        }
+        Ok(l)
+    }
+
+    /// Runs the postStart hook of container `c`, just started as `name`. A failure kills the
+    /// container, as the kubelet did, and its restart policy decides: under `never` the pod
+    /// is left Failed (the warning returned); otherwise the pod fails, to be removed and made
+    /// again after a back-off (its hooks run again then). `pod_ip` is looked up once, when a
+    /// hook first needs it.
+    async fn post_start(
+        &self,
+        shape: &PodShape<'_>,
+        c: &crate::model::Container,
+        hook: &crate::model::Handler,
+        name: &str,
+        pod_ip: &mut Option<String>,
+    ) -> Result<Option<Warning>, MinionError> {
+        if pod_ip.is_none() && hook.http_get.as_ref().is_some_and(|h| h.host.is_none()) {
+            *pod_ip = self.pod_ip(&shape.netns_holder()).await?;
+        }
+        let target = HookTarget {
+            container: name,
+            pod_ip: pod_ip.as_deref(),
+        };
+        let Err(why) = self
+            .run_hook(hook, &target, hooks::POST_START_TIMEOUT)
+            .await
+        else {
+            return Ok(None);
+        };
+        let killed = match self.kill_container(name).await {
+            Ok(()) => "killed".to_string(),
+            Err(e) if e.message.contains("is not running") => "already stopped".into(),
+            Err(e) => format!("not killed: {}", e.message),
+        };
+        let message = format!(
+            "{POST_START_FAILED} of container {} failed: {why}; container {killed}",
+            c.name
+        );
+        if shape.pod.manifest.restart_policy == (RestartPolicy::Never {}) {
+            // Not started again: the pod is left as it is, Failed.
+            return Ok(Some(Warning {
+                reason: "FailedPostStartHook",
+                message,
+            }));
+        }
+        Err(MinionError::new(
+            &self.spec.name,
+            &self.spec.address,
+            message,
+        ))
     }
 
     /// Runs a container's postStart hook after Docker started it again (its restart policy,
@@ -841,12 +827,29 @@ impl Minion {
             volumes,
             ..Default::default()
         };
+        let pods = self.sort_out(&containers, adopt, &mut seen);
+        seen.pods = pods
+            .into_iter()
+            .map(|((id, legacy), cs)| observed_pod(&self.spec.name, id, legacy, &cs))
+            .collect();
+        Ok(seen)
+    }
+
+    /// Sorts the minion's containers: this project's, grouped by (pod, made before projects);
+    /// the others only counted, in `seen`, as what they take (and drover's pods without a
+    /// project this one did not adopt, as unclaimed).
+    fn sort_out<'c>(
+        &self,
+        containers: &'c [bollard::models::ContainerSummary],
+        adopt: &(dyn Fn(&str) -> bool + Send + Sync),
+        seen: &mut MinionObservation,
+    ) -> BTreeMap<(String, bool), Vec<&'c bollard::models::ContainerSummary>> {
         let mut pods: BTreeMap<(String, bool), Vec<&bollard::models::ContainerSummary>> =
             BTreeMap::new();
         // Other projects' pods, counted once each: (project, pod) -> request.
         let mut foreign: BTreeMap<(&str, &str), RequestLabel> = BTreeMap::new();
         let mut unclaimed = std::collections::BTreeSet::new();
-        for c in &containers {
+        for c in containers {
             let drover = label(c, LABEL_MANAGED_BY) == Some(MANAGED_BY);
             let pod = label(c, LABEL_POD);
             let project = label(c, LABEL_PROJECT);
@@ -889,105 +892,113 @@ impl Minion {
         seen.taken.host_ports.sort();
         seen.taken.host_ports.dedup();
         seen.unclaimed = unclaimed.into_iter().collect();
-        seen.pods = pods
-            .into_iter()
-            .map(|((id, legacy), cs)| {
-                let labels = cs[0].labels.clone().unwrap_or_default();
-                let request: RequestLabel = labels
-                    .get(LABEL_REQUEST)
-                    .and_then(|r| serde_json::from_str(r).ok())
-                    .unwrap_or_default();
-                let app_containers: Vec<&&bollard::models::ContainerSummary> = cs
-                    .iter()
-                    .filter(|c| {
-                        c.labels
-                            .as_ref()
-                            .and_then(|l| l.get(LABEL_CONTAINER))
-                            .is_some_and(|n| n != INFRA)
-                    })
-                    .collect();
-                let mut containers: Vec<ContainerStatus> = app_containers
-                    .iter()
-                    .map(|c| ContainerStatus {
-                        name: c
-                            .labels
-                            .as_ref()
-                            .and_then(|l| l.get(LABEL_CONTAINER))
-                            .cloned()
-                            .unwrap_or_default(),
-                        image: c.image.clone().unwrap_or_default(),
-                        state: container_state(c),
-                    })
-                    .collect();
-                // Docker lists newest first; a fixed order keeps the stored record stable.
-                containers.sort_by(|a, b| a.name.cmp(&b.name));
-                let apps: Vec<ContainerState> = containers.iter().map(|c| c.state).collect();
-                let policy = restart_from_label(labels.get(LABEL_RESTART).map(String::as_str));
-                let expected: usize = labels
-                    .get(LABEL_CONTAINERS)
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or(apps.len());
-                let infra = cs.iter().find(|c| label(c, LABEL_CONTAINER) == Some(INFRA));
-                let own_netns = cs.iter().find(|c| label(c, LABEL_NETNS) == Some("own"));
-                let has_netns = infra.or(own_netns).is_some();
-                let (ports, ip) = infra
-                    .or(own_netns)
-                    .map(|c| published(c))
-                    .unwrap_or_default();
-                // As drover wrote them: the infra container's (drover's pause image adds none)
-                // or the copy kept on a container that owns its namespace, not an app
-                // container's, which also carry its image's LABELs.
-                let pod_labels: BTreeMap<String, String> = match (infra, own_netns) {
-                    (Some(c), _) => c.labels.clone().unwrap_or_default().into_iter().collect(),
-                    (None, Some(c)) => label(c, LABEL_POD_LABELS)
-                        .and_then(|l| serde_json::from_str(l).ok())
-                        .unwrap_or_default(),
-                    (None, None) => labels.clone().into_iter().collect(),
-                };
-                // Changed by hand: a container removed, or an "always" container stopped (Docker
-                // does not restart what was stopped on purpose). Failed makes it replaced.
-                let broken = apps.len() < expected
-                    || !has_netns
-                    || (policy == RestartPolicy::Always {}
-                        && apps
-                            .iter()
-                            .any(|a| matches!(a, ContainerState::Exited { .. })));
-                ObservedPod {
-                    id,
-                    minion: self.spec.name.clone(),
-                    owner: labels.get(LABEL_RC).cloned(),
-                    template_hash: labels.get(LABEL_HASH).cloned().unwrap_or_default(),
-                    labels: pod_labels
-                        .into_iter()
-                        .filter(|(k, _)| !k.starts_with("io.drover."))
-                        .collect(),
-                    containers,
-                    phase: if broken {
-                        Phase::Failed
-                    } else {
-                        phase_of(&apps, policy)
-                    },
-                    created: cs.iter().filter_map(|c| c.created).min().unwrap_or(0) as u64,
-                    request: request.into_request(crate::plan::pods::spread_group(
-                        labels.get(LABEL_RC).map(String::as_str),
-                        labels
-                            .get(LABEL_HASH)
-                            .map(String::as_str)
-                            .unwrap_or_default(),
-                        labels
-                            .get(LABEL_POD)
-                            .map(String::as_str)
-                            .unwrap_or_default(),
-                    )),
-                    legacy,
-                    ports,
-                    ip,
-                    unready: false,
-                }
-            })
-            .collect();
-        Ok(seen)
+        pods
     }
+}
+
+/// A pod of this project on `minion`, rebuilt from its containers `cs` (its infra container,
+/// if any, and its app containers).
+fn observed_pod(
+    minion: &str,
+    id: String,
+    legacy: bool,
+    cs: &[&bollard::models::ContainerSummary],
+) -> ObservedPod {
+    let labels = cs[0].labels.clone().unwrap_or_default();
+    let request: RequestLabel = labels
+        .get(LABEL_REQUEST)
+        .and_then(|r| serde_json::from_str(r).ok())
+        .unwrap_or_default();
+    let containers = app_container_statuses(cs);
+    let apps: Vec<ContainerState> = containers.iter().map(|c| c.state).collect();
+    let policy = restart_from_label(labels.get(LABEL_RESTART).map(String::as_str));
+    let expected: usize = labels
+        .get(LABEL_CONTAINERS)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(apps.len());
+    let infra = cs.iter().find(|c| label(c, LABEL_CONTAINER) == Some(INFRA));
+    let own_netns = cs.iter().find(|c| label(c, LABEL_NETNS) == Some("own"));
+    let has_netns = infra.or(own_netns).is_some();
+    let (ports, ip) = infra
+        .or(own_netns)
+        .map(|c| published(c))
+        .unwrap_or_default();
+    // As drover wrote them: the infra container's (drover's pause image adds none) or the
+    // copy kept on a container that owns its namespace, not an app container's, which also
+    // carry its image's LABELs.
+    let pod_labels: BTreeMap<String, String> = match (infra, own_netns) {
+        (Some(c), _) => c.labels.clone().unwrap_or_default().into_iter().collect(),
+        (None, Some(c)) => label(c, LABEL_POD_LABELS)
+            .and_then(|l| serde_json::from_str(l).ok())
+            .unwrap_or_default(),
+        (None, None) => labels.clone().into_iter().collect(),
+    };
+    // Changed by hand: a container removed, or an "always" container stopped (Docker does not
+    // restart what was stopped on purpose). Failed makes it replaced.
+    let broken = apps.len() < expected
+        || !has_netns
+        || (policy == RestartPolicy::Always {}
+            && apps
+                .iter()
+                .any(|a| matches!(a, ContainerState::Exited { .. })));
+    ObservedPod {
+        id,
+        minion: minion.to_string(),
+        owner: labels.get(LABEL_RC).cloned(),
+        template_hash: labels.get(LABEL_HASH).cloned().unwrap_or_default(),
+        labels: pod_labels
+            .into_iter()
+            .filter(|(k, _)| !k.starts_with("io.drover."))
+            .collect(),
+        containers,
+        phase: if broken {
+            Phase::Failed
+        } else {
+            phase_of(&apps, policy)
+        },
+        created: cs.iter().filter_map(|c| c.created).min().unwrap_or(0) as u64,
+        request: request.into_request(crate::plan::pods::spread_group(
+            labels.get(LABEL_RC).map(String::as_str),
+            labels
+                .get(LABEL_HASH)
+                .map(String::as_str)
+                .unwrap_or_default(),
+            labels
+                .get(LABEL_POD)
+                .map(String::as_str)
+                .unwrap_or_default(),
+        )),
+        legacy,
+        ports,
+        ip,
+        unready: false,
+    }
+}
+
+/// The statuses of a pod's app containers (not its infra container), by name.
+fn app_container_statuses(cs: &[&bollard::models::ContainerSummary]) -> Vec<ContainerStatus> {
+    let mut containers: Vec<ContainerStatus> = cs
+        .iter()
+        .filter(|c| {
+            c.labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_CONTAINER))
+                .is_some_and(|n| n != INFRA)
+        })
+        .map(|c| ContainerStatus {
+            name: c
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_CONTAINER))
+                .cloned()
+                .unwrap_or_default(),
+            image: c.image.clone().unwrap_or_default(),
+            state: container_state(c),
+        })
+        .collect();
+    // Docker lists newest first; a fixed order keeps the stored record stable.
+    containers.sort_by(|a, b| a.name.cmp(&b.name));
+    containers
 }
 
 fn protocol_of(p: &bollard::models::PortSummary) -> Protocol {
@@ -1045,6 +1056,103 @@ fn published(
         .and_then(|n| n.values().find_map(|e| e.ip_address.clone()))
         .filter(|ip| !ip.is_empty());
     (ports, ip)
+}
+
+/// Published ports as Docker takes them: `"<port>/<proto>"` to its host binding.
+type PortBindings = HashMap<String, Option<Vec<PortBinding>>>;
+
+/// What every container of a pod is made with besides its own manifest: the labels that
+/// describe the pod, its published ports, and whether it has an infra container.
+struct PodShape<'p> {
+    pod: &'p PodSpec,
+    project: &'p str,
+    /// The pod's request, as its label says it (`RequestLabel`).
+    request: String,
+    /// The pod's ports in manifest order with their names (`LABEL_PORTS`).
+    declared: String,
+    /// Every published port of the pod, on the container that holds its network namespace.
+    bindings: PortBindings,
+    own_netns: bool,
+}
+
+impl<'p> PodShape<'p> {
+    fn of(pod: &'p PodSpec, project: &'p str, publish_address: &str) -> PodShape<'p> {
+        let request = serde_json::to_string(&RequestLabel::of(&pod.request())).expect("serialises");
+        let mut bindings: PortBindings = HashMap::new();
+        for c in &pod.manifest.containers {
+            for p in &c.ports {
+                let proto = match p.protocol {
+                    Protocol::TCP => "tcp",
+                    Protocol::UDP => "udp",
+                };
+                bindings.insert(
+                    format!("{}/{proto}", p.container_port),
+                    Some(vec![PortBinding {
+                        host_ip: Some(
+                            p.host_ip
+                                .clone()
+                                .unwrap_or_else(|| publish_address.to_string()),
+                        ),
+                        // No hostPort: Docker picks an ephemeral one.
+                        host_port: Some(p.host_port.map(|h| h.to_string()).unwrap_or_default()),
+                    }]),
+                );
+            }
+        }
+        let declared: Vec<(Option<&str>, u16, Protocol)> = pod
+            .manifest
+            .containers
+            .iter()
+            .flat_map(|c| &c.ports)
+            .map(|p| (p.name.as_deref(), p.container_port, p.protocol))
+            .collect();
+        PodShape {
+            pod,
+            project,
+            request,
+            declared: serde_json::to_string(&declared).expect("serialises"),
+            bindings,
+            own_netns: owns_netns(pod),
+        }
+    }
+
+    /// The labels of the pod's `container`: the pod's own, and what drover reads back to
+    /// rebuild the pod from the minion alone.
+    fn labels(&self, container: &str) -> HashMap<String, String> {
+        let pod = self.pod;
+        let mut l: HashMap<String, String> = pod
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        l.insert(LABEL_POD.into(), pod.id.clone());
+        l.insert(LABEL_PROJECT.into(), self.project.to_string());
+        l.insert(LABEL_HASH.into(), pod.template_hash.clone());
+        l.insert(LABEL_CONTAINER.into(), container.into());
+        l.insert(LABEL_REQUEST.into(), self.request.clone());
+        l.insert(
+            LABEL_CONTAINERS.into(),
+            pod.manifest.containers.len().to_string(),
+        );
+        l.insert(
+            LABEL_RESTART.into(),
+            restart_name(pod.manifest.restart_policy).into(),
+        );
+        if let Some(rc) = &pod.owner {
+            l.insert(LABEL_RC.into(), rc.clone());
+        }
+        l
+    }
+
+    /// The container whose address is the pod's.
+    fn netns_holder(&self) -> String {
+        let pod = self.pod;
+        if self.own_netns {
+            container_name(self.project, &pod.id, &pod.manifest.containers[0].name)
+        } else {
+            container_name(self.project, &pod.id, INFRA)
+        }
+    }
 }
 
 fn already_started(e: MinionError) -> Result<(), MinionError> {

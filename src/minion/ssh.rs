@@ -796,10 +796,10 @@ fn read_stderr(b: &mut Bridge, buf: &mut [u8]) -> usize {
     }
 }
 
-/// Moves what it can in both directions without blocking.
-fn pump(b: &mut Bridge, buf: &mut [u8], diagnostic: &RemoteDiagnostic) -> Step {
+/// Local to channel: reads what hyper wrote once the last of it is sent, sends it, and the
+/// end of it once all is sent. Whether anything moved; `Err`: the session is dead.
+fn pump_up(b: &mut Bridge, buf: &mut [u8]) -> Result<bool, Step> {
     let mut progress = false;
-    // local -> channel
     if b.up_sent >= b.up.len() && !b.local_eof {
         match b.local.read(buf) {
             Ok(0) => {
@@ -827,7 +827,7 @@ fn pump(b: &mut Bridge, buf: &mut [u8], diagnostic: &RemoteDiagnostic) -> Step {
                 progress = true;
             }
             Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-            Err(e) if io_session_dead(&e) => return Step::SessionDead(e.to_string()),
+            Err(e) if io_session_dead(&e) => return Err(Step::SessionDead(e.to_string())),
             Err(_) => {
                 b.closing = true;
                 break;
@@ -844,9 +844,13 @@ fn pump(b: &mut Bridge, buf: &mut [u8], diagnostic: &RemoteDiagnostic) -> Step {
             Err(_) => b.eof_sent = true,
         }
     }
-    // stderr of a dial-stdio relay: keep the start of it for error messages
-    progress |= read_stderr(b, buf) > 0;
-    // channel -> local
+    Ok(progress)
+}
+
+/// Channel to local: reads what the minion sent once the last of it is written, and writes
+/// it to hyper. Whether anything moved; `Err`: the session is dead.
+fn pump_down(b: &mut Bridge, buf: &mut [u8]) -> Result<bool, Step> {
+    let mut progress = false;
     if b.down_sent >= b.down.len() && !b.remote_eof {
         match b.channel.read(buf) {
             Ok(0) => {
@@ -867,7 +871,7 @@ fn pump(b: &mut Bridge, buf: &mut [u8], diagnostic: &RemoteDiagnostic) -> Step {
                     progress = true;
                 }
             }
-            Err(e) if io_session_dead(&e) => return Step::SessionDead(e.to_string()),
+            Err(e) if io_session_dead(&e) => return Err(Step::SessionDead(e.to_string())),
             Err(_) => b.remote_eof = true,
         }
     }
@@ -887,6 +891,21 @@ fn pump(b: &mut Bridge, buf: &mut [u8], diagnostic: &RemoteDiagnostic) -> Step {
             }
         }
     }
+    Ok(progress)
+}
+
+/// Moves what it can in both directions without blocking.
+fn pump(b: &mut Bridge, buf: &mut [u8], diagnostic: &RemoteDiagnostic) -> Step {
+    let mut progress = match pump_up(b, buf) {
+        Ok(moved) => moved,
+        Err(dead) => return dead,
+    };
+    // stderr of a dial-stdio relay: keep the start of it for error messages
+    progress |= read_stderr(b, buf) > 0;
+    progress |= match pump_down(b, buf) {
+        Ok(moved) => moved,
+        Err(dead) => return dead,
+    };
     let drained = b.down_sent >= b.down.len();
     if b.remote_eof && drained {
         // Record what a failed dial-stdio said *before* hyper learns the connection is gone,
