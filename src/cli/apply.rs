@@ -433,7 +433,7 @@ impl Rounds<'_> {
         converged: bool,
         started: Instant,
     ) -> ExitCode {
-        if let Err(e) = self.events.write(&store, lock) {
+        if let Err(e) = self.events.write(store, lock) {
             eprintln!("drover: warning: {e}; this run's events are not kept");
         }
         if self.interrupted != Interrupted::No {
