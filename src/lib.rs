@@ -7,7 +7,7 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod events;
-pub mod exec;
+pub mod executor;
 pub mod files;
 pub mod images;
 pub mod known_hosts;

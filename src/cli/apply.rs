@@ -4,7 +4,7 @@
 
 use super::{fail, load_source, report_load_error, Context, EXIT_DIFFERENCES, EXIT_ERROR, EXIT_OK};
 use crate::SourceArgs;
-use drover::exec::{describe, Progress};
+use drover::executor::{describe, Progress};
 use drover::minion::MinionError;
 use drover::plan::pods::Action;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -187,7 +187,7 @@ struct Rounds<'a> {
     progress: Arc<Shown>,
     /// Set by SIGINT or SIGTERM (`on_interrupt`): the round under way ends its calls, then
     /// apply records what was done and says it.
-    stop: drover::exec::Stop,
+    stop: drover::executor::Stop,
     first_round: bool,
     last_round: Option<drover::reconcile::Round>,
     /// What the last round saw (kept even when apply fails: `drover diff` shows it).
@@ -493,7 +493,7 @@ enum Interrupted {
 }
 
 /// Waits `how_long`, or less when `stop` is set: whether it waited it out.
-async fn pause(how_long: Duration, stop: &drover::exec::Stop) -> bool {
+async fn pause(how_long: Duration, stop: &drover::executor::Stop) -> bool {
     let stopped = async {
         while !stop.load(std::sync::atomic::Ordering::SeqCst) {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -506,7 +506,7 @@ async fn pause(how_long: Duration, stop: &drover::exec::Stop) -> bool {
 }
 
 /// Waits for SIGINT or SIGTERM, then sets `stop`; a second signal ends the process at once.
-async fn on_interrupt(stop: drover::exec::Stop) {
+async fn on_interrupt(stop: drover::executor::Stop) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut int), Ok(mut term)) = (
         signal(SignalKind::interrupt()),

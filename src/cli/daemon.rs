@@ -4,8 +4,8 @@
 
 use super::{fail, load_source, report_load_error, Context, EXIT_ERROR, EXIT_OK};
 use crate::SourceArgs;
-use drover::daemon::{Daemon, Event, Options};
-use drover::exec::describe;
+use drover::daemon::{Daemon, Options, Report};
+use drover::executor::describe;
 use std::process::ExitCode;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -90,7 +90,7 @@ pub fn run(
     let daemon = Daemon::new(opts, reconciler, store, lock, loaded);
     // Said when it changes, not every round.
     let said = Mutex::new(Said::default());
-    let report = move |event: Event| print_event(event, &said);
+    let report = move |event: Report| print_event(event, &said);
     let ran = super::runtime().block_on(until_signalled(daemon, &report));
     if ran.is_err() {
         // Said by the report already, with the address and the flag that changes it.
@@ -126,7 +126,7 @@ fn lease(
 /// Runs the daemon until SIGTERM or Ctrl-C.
 async fn until_signalled(
     daemon: Daemon,
-    report: &(dyn Fn(Event) + Send + Sync),
+    report: &(dyn Fn(Report) + Send + Sync),
 ) -> Result<(), String> {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("signal handler");
@@ -192,19 +192,19 @@ impl Recurring {
     }
 }
 
-fn print_event(event: Event, said: &Mutex<Said>) {
+fn print_event(event: Report, said: &Mutex<Said>) {
     let mut said = said.lock().expect("said");
     match event {
-        Event::StatusApi(Ok(addr)) => info!("status API on http://{addr}/status"),
-        Event::StatusApi(Err(e)) => error!("status API: {e}"),
-        Event::SourceAt(commit) => info!("source at {}", commit.unwrap_or("-")),
-        Event::Skipped(note) => info!("{note}"),
-        Event::Warnings(warnings) => {
+        Report::StatusApi(Ok(addr)) => info!("status API on http://{addr}/status"),
+        Report::StatusApi(Err(e)) => error!("status API: {e}"),
+        Report::SourceAt(commit) => info!("source at {}", commit.unwrap_or("-")),
+        Report::Skipped(note) => info!("{note}"),
+        Report::Warnings(warnings) => {
             for w in warnings {
                 warn!("{w}");
             }
         }
-        Event::SourceInvalid(diags) => {
+        Report::SourceInvalid(diags) => {
             for d in diags {
                 error!("{d}");
             }
@@ -213,9 +213,9 @@ fn print_event(event: Event, said: &Mutex<Said>) {
                 diags.len()
             );
         }
-        Event::SourceUnusable(e) => error!("{e}; keeping the last valid state"),
-        Event::ProxyError(e) => error!("proxy: {e}"),
-        Event::ProbeFailed {
+        Report::SourceUnusable(e) => error!("{e}; keeping the last valid state"),
+        Report::ProxyError(e) => error!("proxy: {e}"),
+        Report::ProbeFailed {
             minion,
             pod,
             container,
@@ -231,15 +231,15 @@ fn print_event(event: Event, said: &Mutex<Said>) {
                 "pod {pod} on {minion}: container {container}: liveness probe failed ({error}); restart failed: {e}"
             ),
         },
-        Event::StoreError(e) => {
+        Report::StoreError(e) => {
             if said.recurring.due("store", &e) {
                 error!("{e}");
             }
         }
-        Event::Leading => info!("leading: this daemon holds the writer lease and acts"),
-        Event::Following(who) => info!("following: {who} leads; serving the proxy from the store"),
-        Event::Deposed(why) => error!("no longer leading: {why}; stopped acting"),
-        Event::Round(round, took) => {
+        Report::Leading => info!("leading: this daemon holds the writer lease and acts"),
+        Report::Following(who) => info!("following: {who} leads; serving the proxy from the store"),
+        Report::Deposed(why) => error!("no longer leading: {why}; stopped acting"),
+        Report::Round(round, took) => {
             // A round ran, so the store could be used again.
             if said.recurring.ended("store") {
                 info!("the store is usable again");

@@ -191,7 +191,7 @@ pub fn reconciler(
 ) -> Result<drover::reconcile::Reconciler, String> {
     let minions = minions(cx, Some(desired))?;
     let config = cx.settings.config.clone();
-    let credentials: drover::exec::Credentials =
+    let credentials: drover::executor::Credentials =
         std::sync::Arc::new(move |image: &str| config.credentials_for(image));
     Ok(drover::reconcile::Reconciler::new(
         minions,

@@ -18,7 +18,7 @@
 //! records, following them by etcd watch. The file store's daemon holds its lock from the
 //! start and always leads.
 //!
-//! Nothing here prints: what happens is reported as [`Event`]s to the caller.
+//! Nothing here prints: what happens is reported as [`Report`]s to the caller.
 
 mod docker_events;
 pub mod probes;
@@ -69,7 +69,7 @@ pub struct Options {
 }
 
 /// What happened, for the caller to show.
-pub enum Event<'a> {
+pub enum Report<'a> {
     /// The status API is listening (or why not).
     StatusApi(Result<SocketAddr, String>),
     /// A new commit (or a directory change) was read.
@@ -105,7 +105,7 @@ pub enum Event<'a> {
 
 /// What the prober, the status API and the endpoint updates share with the loop.
 #[derive(Default)]
-struct Shared {
+struct LoopState {
     desired: DesiredState,
     /// What each pod definition of `desired` runs, by template hash (probes, readiness).
     manifests: BTreeMap<String, ContainerManifest>,
@@ -116,7 +116,7 @@ struct Shared {
     passed: BTreeSet<ProbeKey>,
 }
 
-impl Shared {
+impl LoopState {
     fn set_desired(&mut self, desired: &DesiredState) {
         self.manifests = manifests_by_hash(desired)
             .into_iter()
@@ -186,7 +186,7 @@ impl Daemon {
     /// a round ([`Daemon::round`]), which says when to look again.
     pub async fn run(
         mut self,
-        report: &(dyn Fn(Event) + Send + Sync),
+        report: &(dyn Fn(Report) + Send + Sync),
         stop: impl std::future::Future<Output = ()>,
     ) -> Result<(), String> {
         let events_written = self.restore_event_log(report);
@@ -200,7 +200,7 @@ impl Daemon {
         let keeper = proxy
             .as_ref()
             .map(|p| crate::serving::keep(self.store.clone(), p.clone(), "daemon"));
-        let shared = Arc::new(Mutex::new(Shared {
+        let shared = Arc::new(Mutex::new(LoopState {
             publish: self
                 .reconciler
                 .minions()
@@ -213,7 +213,7 @@ impl Daemon {
         let (probes, feed) = self.spawn_prober(&mut tasks, &shared, &proxy, &wake);
         let leading = self.spawn_endpoint_follower(&mut tasks, &proxy);
         if self.lock.is_some() && self.store.is_etcd() {
-            report(Event::Leading);
+            report(Report::Leading);
         }
         let mut triggers = Triggers {
             requests,
@@ -244,7 +244,7 @@ impl Daemon {
                 Woken::Stop => break,
                 Woken::Probe(p) => {
                     self.note(probe_note(&p));
-                    report(Event::ProbeFailed {
+                    report(Report::ProbeFailed {
                         minion: &p.key.0,
                         pod: &p.key.1,
                         container: &p.key.2,
@@ -274,10 +274,10 @@ impl Daemon {
 
     /// The event log as the store kept it (a new one if it cannot be read); returns what is
     /// written, so that a round writes the log only when it changed.
-    fn restore_event_log(&self, report: &(dyn Fn(Event) + Send + Sync)) -> EventLog {
+    fn restore_event_log(&self, report: &(dyn Fn(Report) + Send + Sync)) -> EventLog {
         match EventLog::read(&self.store) {
             Ok(log) => *self.events.lock().expect("event log") = log,
-            Err(e) => report(Event::StoreError(format!("{e}; starting a new event log"))),
+            Err(e) => report(Report::StoreError(format!("{e}; starting a new event log"))),
         }
         self.events.lock().expect("event log").clone()
     }
@@ -287,12 +287,12 @@ impl Daemon {
     fn watch_source(
         &self,
         wake: &tokio::sync::mpsc::Sender<()>,
-        report: &(dyn Fn(Event) + Send + Sync),
+        report: &(dyn Fn(Report) + Send + Sync),
     ) -> Option<notify::RecommendedWatcher> {
         match watch::watch_dir(&self.opts.spec, wake.clone()) {
             Ok(w) => w,
             Err(e) => {
-                report(Event::SourceUnusable(format!("{e}; relying on resync")));
+                report(Report::SourceUnusable(format!("{e}; relying on resync")));
                 None
             }
         }
@@ -330,9 +330,9 @@ impl Daemon {
     async fn serve_status(
         &self,
         wake: &tokio::sync::mpsc::Sender<()>,
-        report: &(dyn Fn(Event) + Send + Sync),
-    ) -> Result<status::Shared, String> {
-        let status: status::Shared = Default::default();
+        report: &(dyn Fn(Report) + Send + Sync),
+    ) -> Result<status::SharedStatus, String> {
+        let status: status::SharedStatus = Default::default();
         status.lock().expect("status").host_names = self.opts.status_hosts.clone();
         let serving = status::serve(
             self.opts.status_listen,
@@ -354,7 +354,7 @@ impl Daemon {
         // Not run on without it: what answers at that address would be another process, and
         // the README's checks (curl, the page, /metrics) would read that.
         let failed = serving.as_ref().err().cloned();
-        report(Event::StatusApi(serving));
+        report(Report::StatusApi(serving));
         match failed {
             Some(why) => Err(why),
             None => Ok(status),
@@ -363,7 +363,7 @@ impl Daemon {
 
     /// The service proxy, if one is asked for and it starts (if not, the daemon serves no
     /// services and says so).
-    fn start_proxy(&self, report: &(dyn Fn(Event) + Send + Sync)) -> Option<Arc<Proxy>> {
+    fn start_proxy(&self, report: &(dyn Fn(Report) + Send + Sync)) -> Option<Arc<Proxy>> {
         match self
             .opts
             .proxy
@@ -372,7 +372,7 @@ impl Daemon {
         {
             Some(Ok(p)) => Some(Arc::new(p)),
             Some(Err(e)) => {
-                report(Event::ProxyError(format!("{e}; serving no services")));
+                report(Report::ProxyError(format!("{e}; serving no services")));
                 None
             }
             None => None,
@@ -396,7 +396,7 @@ impl Daemon {
     fn spawn_prober(
         &mut self,
         tasks: &mut tokio::task::JoinSet<()>,
-        shared: &Arc<Mutex<Shared>>,
+        shared: &Arc<Mutex<LoopState>>,
         proxy: &Option<Arc<Proxy>>,
         wake: &tokio::sync::mpsc::Sender<()>,
     ) -> (
@@ -445,13 +445,13 @@ impl Daemon {
         &mut self,
         shell: &Shell,
         memory: &mut Memory,
-        report: &(dyn Fn(Event) + Send + Sync),
+        report: &(dyn Fn(Report) + Send + Sync),
     ) -> Option<Arc<StoreLock>> {
         if let Some(why) = self.lock.as_ref().and_then(|l| l.lost_because()) {
             self.lock = None;
             shell.leading.store(false, Ordering::SeqCst);
             memory.leader_said = None;
-            report(Event::Deposed(why));
+            report(Report::Deposed(why));
             // Said at once, with no call to a store that may not answer: this daemon no
             // longer leads, whoever does.
             no_longer_leading(&mut shell.status.lock().expect("status").document);
@@ -460,7 +460,7 @@ impl Daemon {
             match self.try_lead() {
                 Ok(true) => {
                     shell.leading.store(true, Ordering::SeqCst);
-                    report(Event::Leading);
+                    report(Report::Leading);
                     memory.last_round = None;
                 }
                 Ok(false) => {
@@ -473,7 +473,7 @@ impl Daemon {
                     no_longer_leading(&mut s.document);
                     s.not_ready = Some(format!("store: {why}"));
                     drop(s);
-                    report(Event::StoreError(why));
+                    report(Report::StoreError(why));
                     return None;
                 }
             }
@@ -482,7 +482,7 @@ impl Daemon {
     }
 
     /// Another daemon leads: says who (when that changes) and serves the follower's status.
-    fn follow(&self, shell: &Shell, memory: &mut Memory, report: &(dyn Fn(Event) + Send + Sync)) {
+    fn follow(&self, shell: &Shell, memory: &mut Memory, report: &(dyn Fn(Report) + Send + Sync)) {
         // Its own lease, not lapsed in etcd yet, is no leader to follow.
         let holder = self
             .store
@@ -495,7 +495,7 @@ impl Daemon {
             .map(|h| h.who.clone())
             .unwrap_or_else(|| "another drover (unknown)".into());
         if memory.leader_said.as_deref() != Some(&who) {
-            report(Event::Following(who.clone()));
+            report(Report::Following(who.clone()));
             memory.leader_said = Some(who);
         }
         let document = self.follower_status(holder.as_ref(), &shell.proxy);
@@ -505,13 +505,17 @@ impl Daemon {
 
     /// Whether the store may be acted on: a store damaged while running stops acting, as it
     /// stopped the start, and nothing is changed on the minions until it is repaired.
-    fn store_sound(&self, status: &status::Shared, report: &(dyn Fn(Event) + Send + Sync)) -> bool {
+    fn store_sound(
+        &self,
+        status: &status::SharedStatus,
+        report: &(dyn Fn(Report) + Send + Sync),
+    ) -> bool {
         match self.store.verify() {
             Ok(_) => true,
             Err(e) => {
                 let why = format!("{e}; nothing is changed until it is repaired");
                 status.lock().expect("status").not_ready = Some(format!("store: {why}"));
-                report(Event::StoreError(why));
+                report(Report::StoreError(why));
                 false
             }
         }
@@ -525,7 +529,7 @@ impl Daemon {
         lock: &Arc<StoreLock>,
         shell: &Shell,
         memory: &mut Memory,
-        report: &(dyn Fn(Event) + Send + Sync),
+        report: &(dyn Fn(Report) + Send + Sync),
     ) {
         let started = Instant::now();
         self.reconciler.probes_passed = Some(shell.shared.lock().expect("shared").passed.clone());
@@ -537,7 +541,7 @@ impl Daemon {
         // A leader paused or cut off past its lease must not act on what it planned.
         let plan = match plan.map(|p| self.store.confirm(lock).map(|()| p)) {
             Some(Err(e)) => {
-                report(Event::StoreError(format!("{e}; not acting")));
+                report(Report::StoreError(format!("{e}; not acting")));
                 return;
             }
             Some(Ok(p)) => Some(p),
@@ -556,14 +560,14 @@ impl Daemon {
             }
         }
         if let Some(problem) = shell.keeper.as_ref().and_then(|s| s.problem()) {
-            report(Event::StoreError(problem));
+            report(Report::StoreError(problem));
         }
         memory.rounds += 1;
         count_round(&round, started.elapsed());
         for note in crate::reconcile::round_events::from_round(memory.last_round.as_ref(), &round) {
             self.note(note);
         }
-        report(Event::Round(&round, started.elapsed()));
+        report(Report::Round(&round, started.elapsed()));
         let services = shell.proxy.as_ref().map(|p| p.status()).unwrap_or_default();
         let current = with_listener_errors(current, &services);
         self.publish_status(&shell.status, memory.rounds, &round, &current, &services);
@@ -574,7 +578,7 @@ impl Daemon {
     /// Serves what `round` ended with at `GET /status` and `/readyz`.
     fn publish_status(
         &self,
-        status: &status::Shared,
+        status: &status::SharedStatus,
         number: u64,
         round: &Round,
         current: &[ServiceEndpoints],
@@ -610,16 +614,16 @@ impl Daemon {
         round: &Round,
         current: &[ServiceEndpoints],
         memory: &mut Memory,
-        report: &(dyn Fn(Event) + Send + Sync),
+        report: &(dyn Fn(Report) + Send + Sync),
     ) {
         if let Err(e) = project::record_seen(&self.store, lock, &round.observation(), current) {
-            report(Event::StoreError(e.to_string()));
+            report(Report::StoreError(e.to_string()));
         }
         let log = self.events.lock().expect("event log").clone();
         if log != memory.events_written {
             match log.write(&self.store, lock) {
                 Ok(()) => memory.events_written = log,
-                Err(e) => report(Event::StoreError(e.to_string())),
+                Err(e) => report(Report::StoreError(e.to_string())),
             }
         }
     }
@@ -633,7 +637,7 @@ impl Daemon {
         round: Round,
         wake: &tokio::sync::mpsc::Sender<()>,
         memory: &mut Memory,
-        report: &(dyn Fn(Event) + Send + Sync),
+        report: &(dyn Fn(Report) + Send + Sync),
     ) {
         let converged = round.converged();
         // Pods backing off are not work in flight: their retry is woken below.
@@ -645,7 +649,7 @@ impl Daemon {
         if converged {
             let desired = &self.loaded.desired;
             if let Err(e) = project::record_applied(&self.store, lock, desired, true) {
-                report(Event::StoreError(e.to_string()));
+                report(Report::StoreError(e.to_string()));
             }
         } else if working {
             // Work in flight (starting pods, a rollout): look again soon, not at the resync.
@@ -707,14 +711,14 @@ impl Daemon {
     }
 
     /// Reads the source again; an unusable one leaves the last valid state in force.
-    fn reload(&mut self, report: &(dyn Fn(Event) + Send + Sync)) {
+    fn reload(&mut self, report: &(dyn Fn(Report) + Send + Sync)) {
         let metrics = crate::metrics::global();
         metrics.source_reads.inc();
         self.reload_pending = false;
         let index = match self.store.read_index() {
             Ok(i) => i,
             Err(e) => {
-                report(Event::StoreError(format!(
+                report(Report::StoreError(format!(
                     "{e}; the source is read again when the store answers"
                 )));
                 self.reload_pending = true;
@@ -735,13 +739,13 @@ impl Daemon {
         match loaded {
             Ok(l) => {
                 if let Some(note) = &l.skipped {
-                    report(Event::Skipped(note));
+                    report(Report::Skipped(note));
                 }
                 if l.warnings != self.loaded.warnings {
-                    report(Event::Warnings(&l.warnings));
+                    report(Report::Warnings(&l.warnings));
                 }
                 if l.commit != self.loaded.commit {
-                    report(Event::SourceAt(l.commit.as_deref()));
+                    report(Report::SourceAt(l.commit.as_deref()));
                     self.note(Note::normal(
                         ObjectRef::new("Source", &self.opts.spec.describe()),
                         "SourceChanged",
@@ -755,18 +759,18 @@ impl Daemon {
                 metrics.source_read_errors.inc();
                 let why = match &e {
                     LoadError::Invalid(invalid) => {
-                        report(Event::Warnings(&invalid.warnings));
+                        report(Report::Warnings(&invalid.warnings));
                         let diags = &invalid.errors;
-                        report(Event::SourceInvalid(diags));
+                        report(Report::SourceInvalid(diags));
                         let first = diags.first().map(|d| format!(": {d}")).unwrap_or_default();
                         format!("{} errors{first}", diags.len())
                     }
                     LoadError::Source(e) => {
-                        report(Event::SourceUnusable(e.to_string()));
+                        report(Report::SourceUnusable(e.to_string()));
                         e.to_string()
                     }
                     LoadError::Refused(e) => {
-                        report(Event::SourceUnusable(e.clone()));
+                        report(Report::SourceUnusable(e.clone()));
                         e.clone()
                     }
                 };
@@ -844,10 +848,10 @@ impl Triggers {
 /// status API's state, the proxy (and its record in the store), what the prober shares.
 struct Shell {
     wake: tokio::sync::mpsc::Sender<()>,
-    status: status::Shared,
+    status: status::SharedStatus,
     proxy: Option<Arc<Proxy>>,
     keeper: Option<crate::serving::Keeper>,
-    shared: Arc<Mutex<Shared>>,
+    shared: Arc<Mutex<LoopState>>,
     /// Held while a proxy table is computed and handed to the proxy (rounds, prober).
     feed: Arc<tokio::sync::Mutex<()>>,
     /// Whether this daemon leads (a follower's proxy follows the store, a leader's its rounds).
@@ -865,7 +869,7 @@ impl Shell {
         round: &Round,
         deleted: &BTreeSet<(String, String)>,
         memory: &mut Memory,
-        report: &(dyn Fn(Event) + Send + Sync),
+        report: &(dyn Fn(Report) + Send + Sync),
     ) -> Vec<ServiceEndpoints> {
         let fed = self.feed.lock().await;
         let current = {
@@ -894,7 +898,7 @@ impl Shell {
         if let (Some(proxy), Some(errors)) = (&self.proxy, errors) {
             if errors != memory.proxy_errors {
                 for e in &errors {
-                    report(Event::ProxyError(e.clone()));
+                    report(Report::ProxyError(e.clone()));
                 }
                 memory.proxy_errors = errors;
             }
@@ -1102,7 +1106,7 @@ struct ProbeReport {
 async fn probe_loop(
     minions: Vec<Arc<Minion>>,
     project: String,
-    shared: Arc<Mutex<Shared>>,
+    shared: Arc<Mutex<LoopState>>,
     (proxy, feed): (Option<Arc<Proxy>>, Arc<tokio::sync::Mutex<()>>),
     (reports, restarts): (tokio::sync::mpsc::Sender<ProbeReport>, Arc<Restarts>),
     round: tokio::sync::mpsc::Sender<()>,
@@ -1156,7 +1160,11 @@ struct ProbeJob {
 }
 
 /// What to probe, from the last round: its running containers that have a probe.
-fn probe_jobs(s: &Shared, by_name: &BTreeMap<String, Arc<Minion>>, project: &str) -> Vec<ProbeJob> {
+fn probe_jobs(
+    s: &LoopState,
+    by_name: &BTreeMap<String, Arc<Minion>>,
+    project: &str,
+) -> Vec<ProbeJob> {
     let manifests = &s.manifests;
     let mut jobs = Vec::new();
     for p in s.pods.iter().filter(|p| p.phase == Phase::Running) {
@@ -1360,7 +1368,7 @@ fn status_document(
     proxy: &[ServiceStatus],
 ) -> serde_json::Value {
     let at = crate::clock::rfc3339(std::time::SystemTime::now());
-    let describe = |a: &Action| crate::exec::describe(a).1;
+    let describe = |a: &Action| crate::executor::describe(a).1;
     serde_json::json!({
         "project": project,
         "source": source,

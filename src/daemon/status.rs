@@ -51,7 +51,7 @@ impl Default for State {
     }
 }
 
-pub type Shared = Arc<Mutex<State>>;
+pub type SharedStatus = Arc<Mutex<State>>;
 
 /// What the web interface may ask of the daemon.
 #[derive(Clone)]
@@ -95,7 +95,7 @@ const PAGE_POLICY: &str = "default-src 'none'; script-src 'self'; connect-src 's
 /// Answers one request: refused (an unknown path, a method the path does not take, a
 /// browser's request from elsewhere), or the path's answer.
 async fn respond(
-    status: &Shared,
+    status: &SharedStatus,
     controls: Option<&Controls>,
     req: &Request<Incoming>,
 ) -> Response<Body> {
@@ -148,7 +148,7 @@ async fn respond(
 
 /// Why a request is refused, as the answer: an unknown path, a method the path does not take,
 /// or a browser's request from elsewhere.
-fn refusal(status: &Shared, req: &Request<Incoming>, path: &str) -> Option<Response<Body>> {
+fn refusal(status: &SharedStatus, req: &Request<Incoming>, path: &str) -> Option<Response<Body>> {
     if !PATHS.contains(&path) {
         let body = serde_json::json!({"error": format!("not found: {path}"), "paths": PATHS});
         return Some(answer(StatusCode::NOT_FOUND, JSON, body.to_string()));
@@ -261,7 +261,7 @@ fn browser_checks(req: &Request<Incoming>, names: &[String]) -> Result<(), Strin
 }
 
 /// The last lines of one container's log, as text.
-async fn logs(status: &Shared, controls: Option<&Controls>, query: &str) -> Response<Body> {
+async fn logs(status: &SharedStatus, controls: Option<&Controls>, query: &str) -> Response<Body> {
     let param = |key: &str| {
         query.split('&').find_map(|kv| {
             let (k, v) = kv.split_once('=')?;
@@ -375,7 +375,7 @@ fn answer(code: StatusCode, content_type: &'static str, text: String) -> Respons
 /// Binds `addr` and serves until the runtime shuts down. Returns the bound address.
 pub async fn serve(
     addr: SocketAddr,
-    status: Shared,
+    status: SharedStatus,
     controls: Option<Controls>,
 ) -> std::io::Result<SocketAddr> {
     serve_with(addr, status, controls, LIMITS).await
@@ -384,7 +384,7 @@ pub async fn serve(
 /// `serve` with other limits (tests use short ones).
 pub async fn serve_with(
     addr: SocketAddr,
-    status: Shared,
+    status: SharedStatus,
     controls: Option<Controls>,
     limits: crate::net::Limits,
 ) -> std::io::Result<SocketAddr> {
@@ -461,9 +461,13 @@ mod tests {
 
     #[tokio::test]
     async fn healthz_answers_within_a_second_while_200_idle_connections_are_open() {
-        let addr = serve("127.0.0.1:0".parse().unwrap(), Shared::default(), None)
-            .await
-            .unwrap();
+        let addr = serve(
+            "127.0.0.1:0".parse().unwrap(),
+            SharedStatus::default(),
+            None,
+        )
+        .await
+        .unwrap();
         let mut idle = Vec::new();
         for _ in 0..200 {
             idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
@@ -495,7 +499,7 @@ mod tests {
         };
         let addr = serve_with(
             "127.0.0.1:0".parse().unwrap(),
-            Shared::default(),
+            SharedStatus::default(),
             None,
             limits,
         )
@@ -515,7 +519,7 @@ mod tests {
 
     #[tokio::test]
     async fn answers_as_http_expects_for_methods_paths_and_readiness() {
-        let state = Shared::default();
+        let state = SharedStatus::default();
         let addr = serve("127.0.0.1:0".parse().unwrap(), state.clone(), None)
             .await
             .unwrap();

@@ -2,7 +2,7 @@
 //! `apply` and the daemon. A round never asks why it runs: it observes, plans against what it
 //! saw, and executes. `project.rs` connects it to the project's store.
 
-use crate::exec::{execute, Credentials, Progress, Quiet};
+use crate::executor::{execute, Credentials, Progress, Quiet};
 use crate::minion::pods::MinionObservation;
 use crate::minion::{Minion, MinionError};
 use crate::model::DesiredState;
@@ -197,7 +197,7 @@ pub struct Reconciler {
     /// Pods that failed to be made wait before the next try.
     pub backoff: backoff::Backoff,
     /// Set when the run is to stop (apply interrupted): actions not begun are not begun.
-    pub stop: crate::exec::Stop,
+    pub stop: crate::executor::Stop,
 }
 
 impl Reconciler {

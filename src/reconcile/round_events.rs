@@ -74,7 +74,7 @@ pub fn from_round(before: Option<&Round>, round: &Round) -> Vec<Note> {
             notes.push(Note::warning(
                 ObjectRef::new("Minion", &error.minion),
                 "FailedAction",
-                format!("{}: {}", crate::exec::describe(action).1, error.message),
+                format!("{}: {}", crate::executor::describe(action).1, error.message),
             ));
         }
     }
