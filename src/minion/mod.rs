@@ -48,6 +48,22 @@ pub struct MinionError {
     pub timed_out: bool,
     /// Not tried: the run was interrupted before it began (`MinionError::not_started`).
     pub not_started: bool,
+    /// The HTTP status Docker answered with, when it answered with an error: callers decide
+    /// by it (`not_found`, `conflict`, `not_modified`), not by Docker's words.
+    pub docker_status: Option<u16>,
+    /// What failed, where the reconciler decides by it (back-off reasons, events).
+    pub kind: Option<FailureKind>,
+}
+
+/// A failure to make a pod that is told apart from the rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The image could not be pulled.
+    ImagePull,
+    /// The image is not on the minion and its `imagePullPolicy` is `PullNever`.
+    ImageNeverPull,
+    /// A container's postStart hook failed (the container was killed).
+    PostStartHook,
 }
 
 impl MinionError {
@@ -58,7 +74,33 @@ impl MinionError {
             message: message.into(),
             timed_out: false,
             not_started: false,
+            docker_status: None,
+            kind: None,
         }
+    }
+
+    /// This error, said to be of `kind`.
+    pub fn of_kind(self, kind: FailureKind) -> MinionError {
+        MinionError {
+            kind: Some(kind),
+            ..self
+        }
+    }
+
+    /// Docker said 404: what was named (a container, an image) is not there.
+    pub fn not_found(&self) -> bool {
+        self.docker_status == Some(404)
+    }
+
+    /// Docker said 409: the object is in a state that refuses the call (a name in use, a
+    /// removal already under way, a container not running).
+    pub fn conflict(&self) -> bool {
+        self.docker_status == Some(409)
+    }
+
+    /// Docker said 304: nothing to do (a container already started or stopped).
+    pub fn not_modified(&self) -> bool {
+        self.docker_status == Some(304)
     }
 
     /// An action not begun because the run was interrupted (SIGINT, SIGTERM).

@@ -78,7 +78,18 @@ impl Minion {
         super::Trace::note(Some(what));
         let started = std::time::Instant::now();
         let result = match tokio::time::timeout(limit, f).await {
-            Ok(r) => r.map_err(|e| self.error(e)),
+            Ok(r) => r.map_err(|e| {
+                let status = match &e {
+                    bollard::errors::Error::DockerResponseServerError { status_code, .. } => {
+                        Some(*status_code)
+                    }
+                    _ => None,
+                };
+                MinionError {
+                    docker_status: status,
+                    ..self.error(e)
+                }
+            }),
             Err(_) => Err(MinionError::hung(
                 &self.spec.name,
                 &self.spec.address,
@@ -287,7 +298,7 @@ impl Minion {
         .await
         .map_err(|mut e| {
             e.message = format!("cannot pull image {image}: {}", e.message);
-            e
+            e.of_kind(super::FailureKind::ImagePull)
         })
     }
 

@@ -103,19 +103,20 @@ fn is_running(c: &bollard::models::ContainerSummary) -> bool {
     )
 }
 
-/// Docker's answer to a create whose image it does not hold.
+/// Docker's answer to a create whose image it does not hold (a 404 that names the image, not
+/// the container whose network namespace it was to join).
 fn is_no_such_image(e: &MinionError) -> bool {
-    e.message.contains("No such image")
+    e.not_found() && e.message.contains("No such image")
 }
 
 fn is_not_found(e: &MinionError) -> bool {
-    e.message.contains("404") || e.message.contains("No such")
+    e.not_found()
 }
 
 /// Docker's 409 to a removal of a container it is already removing (a restart policy's
 /// exit, an earlier removal cut short by a timeout): the container goes either way.
 fn is_being_removed(e: &MinionError) -> bool {
-    e.message.contains("removal of container") && e.message.contains("already in progress")
+    e.conflict() && e.message.contains("already in progress")
 }
 
 /// Docker CPU shares from thousandths of a core (1024 shares per core, at least 2).
@@ -124,9 +125,7 @@ fn cpu_shares(milli: u64) -> Option<i64> {
 }
 
 fn is_conflict(e: &MinionError) -> bool {
-    e.message.contains("409")
-        || e.message.contains("Conflict")
-        || e.message.contains("already in use")
+    e.conflict()
 }
 
 /// How long the outcome of a pull of an image on a minion stands for the pods made there after
@@ -171,6 +170,7 @@ pub fn never_pull_error(minion: &Minion, image: &str) -> MinionError {
              imagePullPolicy is PullNever (load it there, or allow a pull)"
         ),
     )
+    .of_kind(super::FailureKind::ImageNeverPull)
 }
 
 /// Kubernetes' reason for an absent image that may not be pulled.
@@ -497,7 +497,9 @@ impl Minion {
         };
         let killed = match self.kill_container(name).await {
             Ok(()) => "killed".to_string(),
-            Err(e) if e.message.contains("is not running") => "already stopped".into(),
+            Err(e) if e.conflict() && e.message.contains("is not running") => {
+                "already stopped".into()
+            }
             Err(e) => format!("not killed: {}", e.message),
         };
         let message = format!(
@@ -511,11 +513,10 @@ impl Minion {
                 message,
             }));
         }
-        Err(MinionError::new(
-            &self.spec.name,
-            &self.spec.address,
-            message,
-        ))
+        Err(
+            MinionError::new(&self.spec.name, &self.spec.address, message)
+                .of_kind(super::FailureKind::PostStartHook),
+        )
     }
 
     /// Runs a container's postStart hook after Docker started it again (its restart policy,
@@ -548,7 +549,9 @@ impl Minion {
             .err()?;
         let killed = match self.kill_container(container_id).await {
             Ok(()) => "killed".to_string(),
-            Err(e) if e.message.contains("is not running") => "already stopped".into(),
+            Err(e) if e.conflict() && e.message.contains("is not running") => {
+                "already stopped".into()
+            }
             Err(e) => format!("not killed: {}", e.message),
         };
         Some(Warning {
@@ -1156,7 +1159,7 @@ impl<'p> PodShape<'p> {
 }
 
 fn already_started(e: MinionError) -> Result<(), MinionError> {
-    if e.message.contains("304") || e.message.contains("already started") {
+    if e.not_modified() {
         Ok(())
     } else {
         Err(e)
@@ -1236,7 +1239,10 @@ mod tests {
 
     #[test]
     fn a_removal_already_under_way_is_not_a_failed_deletion() {
-        let said = |m: &str| MinionError::new("m1", "10.0.0.2", m);
+        let said = |m: &str| MinionError {
+            docker_status: Some(409),
+            ..MinionError::new("m1", "10.0.0.2", m)
+        };
         assert!(is_being_removed(&said(
             "Docker responded with status code 409: removal of container 3f2a is already in progress"
         )));

@@ -7,6 +7,7 @@
 //! after starting are restarted by Docker's own restart policy, which backs off the same way
 //! (100 ms doubling to a minute); drover reports those restarts as events. Pure.
 
+use crate::minion::{FailureKind, MinionError};
 use crate::model::ContainerManifest;
 use crate::plan::scheduler::MinionView;
 use crate::plan::types::{phase_of, Action, ContainerState, ObservedPod, Phase};
@@ -47,16 +48,13 @@ impl Reason {
         }
     }
 
-    /// The reason a create failure gives.
-    pub fn of_failure(message: &str) -> Reason {
-        if is_post_start_failure(message) {
-            Reason::PostStartHookError
-        } else if message.contains(crate::minion::pods::ERR_IMAGE_NEVER_PULL) {
-            Reason::ErrImageNeverPull
-        } else if is_pull_failure(message) {
-            Reason::ImagePullBackOff
-        } else {
-            Reason::CreateContainerBackOff
+    /// The reason a create failure gives, by its kind.
+    pub fn of_failure(error: &MinionError) -> Reason {
+        match error.kind {
+            Some(FailureKind::PostStartHook) => Reason::PostStartHookError,
+            Some(FailureKind::ImageNeverPull) => Reason::ErrImageNeverPull,
+            Some(FailureKind::ImagePull) => Reason::ImagePullBackOff,
+            None => Reason::CreateContainerBackOff,
         }
     }
 }
@@ -104,8 +102,8 @@ impl Backoff {
     }
 
     /// A create of `pod` failed at `now`: it waits twice as long as last time.
-    pub fn failed(&mut self, pod: &str, message: &str, now: Instant) -> &Waiting {
-        self.fail(pod, Reason::of_failure(message), message, now)
+    pub fn failed(&mut self, pod: &str, error: &MinionError, now: Instant) -> &Waiting {
+        self.fail(pod, Reason::of_failure(error), &error.message, now)
     }
 
     /// `pod` was found failed and is deleted at `now`: when it was made less than [`RESET`]
@@ -166,25 +164,6 @@ impl Backoff {
     }
 }
 
-/// Whether a create failure was the image (Docker says "pull access denied", "not found",
-/// "manifest unknown", or drover's own "cannot pull").
-pub fn is_pull_failure(message: &str) -> bool {
-    let m = message.to_ascii_lowercase();
-    [
-        "pull",
-        "manifest unknown",
-        "no such image",
-        "repository does not exist",
-    ]
-    .iter()
-    .any(|s| m.contains(s))
-}
-
-/// Whether a create failure was a container's postStart hook (`minion::hooks`).
-pub fn is_post_start_failure(message: &str) -> bool {
-    message.starts_with(crate::minion::hooks::POST_START_FAILED)
-}
-
 /// The pods a plan deletes that failed on their own: seen Failed on a minion that answered
 /// (a lost minion's pods are Failed by the node controller), their containers all there, one
 /// exited as its restart policy does not restart, or one never started. A pod changed by hand
@@ -220,12 +199,20 @@ pub fn crashes<'a>(
 mod tests {
     use super::*;
 
+    fn failure(message: &str, kind: Option<FailureKind>) -> MinionError {
+        MinionError {
+            kind,
+            ..MinionError::new("m1", "10.0.0.2", message)
+        }
+    }
+
     #[test]
     fn delays_double_up_to_the_cap_and_reset_after_ten_minutes_of_running() {
         let mut b = Backoff::default();
         let now = Instant::now();
+        let pull = failure("cannot pull image x: denied", Some(FailureKind::ImagePull));
         let delays: Vec<u64> = (0..10)
-            .map(|_| b.failed("p", "pull access denied", now).delay.as_secs())
+            .map(|_| b.failed("p", &pull, now).delay.as_secs())
             .collect();
         assert_eq!(delays, [5, 10, 20, 40, 80, 160, 300, 300, 300, 300]);
         assert!(b.holds("p", now + Duration::from_secs(299)).is_some());
@@ -245,7 +232,8 @@ mod tests {
         b.retain(|_| false, made + RESET);
         assert!(!b.crashed("p", "failed much later", made + RESET));
         assert_eq!(
-            b.failed("p", "port is already allocated", now).delay,
+            b.failed("p", &failure("port is already allocated", None), now)
+                .delay,
             INITIAL
         );
         assert_eq!(
@@ -253,24 +241,25 @@ mod tests {
             Reason::CreateContainerBackOff
         );
         assert_eq!(b.next_retry(now), Some(now + INITIAL));
+        // By its kind, whatever its words say ("pull" in a hook's output is no pull).
         assert_eq!(
-            Reason::of_failure(
-                "postStart hook of container app failed: touch /x exited with 1: pull"
-            ),
+            Reason::of_failure(&failure(
+                "postStart hook of container app failed: touch /x exited with 1: pull",
+                Some(FailureKind::PostStartHook)
+            )),
             Reason::PostStartHookError
         );
         assert_eq!(
-            Reason::of_failure("ErrImageNeverPull: image app:1 is not present on the minion"),
+            Reason::of_failure(&failure(
+                "ErrImageNeverPull: image app:1 is not present on the minion",
+                Some(FailureKind::ImageNeverPull)
+            )),
             Reason::ErrImageNeverPull
         );
-    }
-
-    #[test]
-    fn pull_failures_are_told_apart() {
-        assert!(is_pull_failure(
-            "pull access denied for nope/nope, repository does not exist"
-        ));
-        assert!(!is_pull_failure("port is already allocated"));
+        assert_eq!(
+            Reason::of_failure(&failure("no such image: repository does not exist", None)),
+            Reason::CreateContainerBackOff
+        );
     }
 
     #[test]

@@ -415,18 +415,16 @@ impl Reconciler {
                 }
             }
             // One failure a round for each series, however many of its replicas failed.
-            let failed: BTreeMap<String, &str> = round
+            let failed: BTreeMap<String, &MinionError> = round
                 .failed
                 .iter()
                 .filter_map(|(a, e)| match a {
-                    Action::CreatePod { pod, .. } => {
-                        Some((backoff::key_of(pod), e.message.as_str()))
-                    }
+                    Action::CreatePod { pod, .. } => Some((backoff::key_of(pod), e)),
                     _ => None,
                 })
                 .collect();
-            for (key, message) in failed {
-                self.backoff.failed(&key, message, now);
+            for (key, error) in failed {
+                self.backoff.failed(&key, error, now);
             }
         }
         round

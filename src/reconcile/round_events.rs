@@ -3,9 +3,10 @@
 //! before), and the back-off each failed create now waits (`from_backoff`). Pure: the caller
 //! records the notes in its `EventLog`.
 
-use super::backoff::{self, is_post_start_failure, is_pull_failure, Backoff};
+use super::backoff::{self, Backoff};
 use super::Round;
 use crate::events::{Note, ObjectRef};
+use crate::minion::FailureKind;
 use crate::plan::types::{Action, ObservedPod, Phase};
 
 /// What happened in `round`, judged against the round before it (`None` for the first).
@@ -62,12 +63,10 @@ pub fn from_round(before: Option<&Round>, round: &Round) -> Vec<Note> {
     for (action, error) in &round.failed {
         if let Action::CreatePod { pod: spec, .. } = action {
             let message = error.message.clone();
-            let reason = if is_post_start_failure(&message) {
-                "FailedPostStartHook"
-            } else if is_pull_failure(&message) {
-                "FailedToPull"
-            } else {
-                "FailedCreate"
+            let reason = match error.kind {
+                Some(FailureKind::PostStartHook) => "FailedPostStartHook",
+                Some(FailureKind::ImagePull | FailureKind::ImageNeverPull) => "FailedToPull",
+                None => "FailedCreate",
             };
             notes.push(Note::warning(pod(&spec.id), reason, message));
         } else {
@@ -185,11 +184,5 @@ mod tests {
             .unwrap();
         assert_eq!(n.object, ObjectRef::new("Pod", "web-1"));
         assert_eq!(n.severity, Severity::Warning);
-        assert!(crate::reconcile::backoff::is_post_start_failure(
-            "postStart hook of container c failed: exited with 1"
-        ));
-        assert!(!crate::reconcile::backoff::is_post_start_failure(
-            "cannot pull image x: postStart hook"
-        ));
     }
 }
