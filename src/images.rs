@@ -462,7 +462,6 @@ pub async fn push(
         return results;
     }
     // Where the layer files are matters only to a minion that has some of them.
-    let layers = image.chains.len();
     let scanned = if to_feed.iter().any(|(_, _, present)| *present > 0) {
         match scan(local, image).await {
             Ok(s) => Some(s),
@@ -477,19 +476,51 @@ pub async fn push(
     } else {
         None
     };
-    struct Feed {
+    let mut feeds = Vec::new();
+    for (index, minion, present) in to_feed {
+        let name = results[index].0.clone();
+        feeds.push(Feed::start(
+            index,
+            name,
+            minion,
+            image,
+            present,
+            scanned.as_ref(),
+            &*progress,
+        ));
+    }
+    let broken = feed_all(local, image, &mut feeds, &*progress).await;
+    for feed in feeds {
+        let index = feed.index;
+        results[index].1 = feed.finish(image, &broken, started).await;
+    }
+    results
+}
+
+/// One minion being fed: its filter, the queue its `docker load` reads from, and the load.
+struct Feed {
+    index: usize,
+    name: String,
+    filter: TarFilter,
+    queue: Option<tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>>,
+    load: tokio::task::JoinHandle<Result<(), MinionError>>,
+    sent: u64,
+    skipped_bytes: u64,
+    present: usize,
+}
+
+impl Feed {
+    /// Starts `docker load` on `minion`, reading from a queue this feed fills.
+    fn start(
         index: usize,
         name: String,
-        filter: TarFilter,
-        queue: Option<tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>>,
-        sent: u64,
-        skipped_bytes: u64,
+        minion: Arc<Minion>,
+        image: &LocalImage,
         present: usize,
-    }
-    let mut feeds = Vec::new();
-    let mut loads = Vec::new();
-    for (index, minion, present) in to_feed {
-        let (skip, skipped_bytes, to_send) = match &scanned {
+        scanned: Option<&Scan>,
+        progress: &dyn PushProgress,
+    ) -> Feed {
+        let (skip, skipped_bytes, to_send) = match scanned {
             Some(s) => {
                 let skip: HashSet<String> = s.layer_paths[..present].iter().cloned().collect();
                 let bytes: u64 = skip
@@ -500,28 +531,63 @@ pub async fn push(
             }
             None => (HashSet::new(), 0, None),
         };
-        progress.starting(minion.name(), to_send);
+        progress.starting(&name, to_send);
         let (queue, receiver) = tokio::sync::mpsc::channel(QUEUE);
         let tar = futures_util::stream::unfold(receiver, |mut r| async move {
             r.recv().await.map(|chunk| (chunk, r))
         });
-        let name = image.name.clone();
-        loads.push(tokio::spawn(
-            async move { minion.load_image(&name, tar).await },
-        ));
-        feeds.push(Feed {
+        let image_name = image.name.clone();
+        let load = tokio::spawn(async move { minion.load_image(&image_name, tar).await });
+        Feed {
             index,
-            name: results[index].0.clone(),
+            name,
             filter: TarFilter::new(skip),
             queue: Some(queue),
+            load,
             sent: 0,
             skipped_bytes,
             present,
-        });
+        }
     }
+
+    /// Waits for its load: what was sent, or why not.
+    async fn finish(
+        self,
+        image: &LocalImage,
+        broken: &Option<String>,
+        started: Instant,
+    ) -> Result<Sent, PushError> {
+        let loaded = match self.load.await {
+            Ok(r) => r.map_err(PushError::from),
+            Err(e) => Err(PushError::Local(format!("the push task failed: {e}"))),
+        };
+        match (loaded, broken) {
+            (Ok(()), None) => Ok(Sent {
+                already: false,
+                layers_sent: image.chains.len() - self.present,
+                layers_skipped: self.present,
+                bytes_sent: self.sent,
+                bytes_skipped: self.skipped_bytes,
+                took: started.elapsed(),
+            }),
+            (_, Some(why)) => Err(PushError::Stream(why.clone())),
+            (Err(e), None) => Err(e),
+        }
+    }
+}
+
+/// Reads the save stream once and hands each chunk, filtered, to every feed; a feed whose load
+/// ended drops out. Returns why the stream broke, if it did (every feed is then failed, so no
+/// minion's load finishes on a stream cut short).
+async fn feed_all(
+    local: &bollard::Docker,
+    image: &LocalImage,
+    feeds: &mut [Feed],
+    progress: &dyn PushProgress,
+) -> Option<String> {
     let mut stream = local.export_image(&image.name);
     let mut broken: Option<String> = None;
-    while let Some(chunk) = stream.next().await {
+    'chunks: while let Some(chunk) = stream.next().await {
         let chunk = match chunk {
             Ok(c) => c,
             Err(e) => {
@@ -529,51 +595,31 @@ pub async fn push(
                 break;
             }
         };
-        for feed in &mut feeds {
+        for feed in feeds.iter_mut() {
             let Some(queue) = &feed.queue else { continue };
             let mut out = Vec::with_capacity(chunk.len());
             if let Err(e) = feed.filter.push(&chunk, &mut out) {
                 broken = Some(e);
-                break;
+                break 'chunks;
             }
             let n = out.len() as u64;
             if queue.send(Ok(bytes::Bytes::from(out))).await.is_err() {
-                // Its load ended (failed): it is told below; the others go on.
+                // Its load ended (failed): `finish` tells why; the others go on.
                 feed.queue = None;
                 continue;
             }
             feed.sent += n;
             progress.sent(&feed.name, n);
         }
-        if broken.is_some() {
-            break;
-        }
     }
-    for feed in &mut feeds {
-        if let (Some(queue), Some(why)) = (feed.queue.take(), &broken) {
-            // An error into the stream makes the minion's load fail rather than finish.
+    for feed in feeds.iter_mut() {
+        let queue = feed.queue.take();
+        if let (Some(queue), Some(why)) = (queue, &broken) {
+            // An error in the stream makes the minion's load fail rather than finish.
             let _ = queue.send(Err(std::io::Error::other(why.clone()))).await;
         }
     }
-    for (feed, load) in feeds.into_iter().zip(loads) {
-        let loaded = match load.await {
-            Ok(r) => r.map_err(PushError::from),
-            Err(e) => Err(PushError::Local(format!("the push task failed: {e}"))),
-        };
-        results[feed.index].1 = match (loaded, &broken) {
-            (Ok(()), None) => Ok(Sent {
-                already: false,
-                layers_sent: layers - feed.present,
-                layers_skipped: feed.present,
-                bytes_sent: feed.sent,
-                bytes_skipped: feed.skipped_bytes,
-                took: started.elapsed(),
-            }),
-            (_, Some(why)) => Err(PushError::Stream(why.clone())),
-            (Err(e), None) => Err(e),
-        };
-    }
-    results
+    broken
 }
 
 #[cfg(test)]

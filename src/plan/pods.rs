@@ -117,112 +117,153 @@ pub fn plan_with(
     minions: &[MinionView],
     prune: Prune,
 ) -> Plan {
-    let mut unowned = Vec::new();
-    // Whether a pod whose object left the source goes: only if this project made it.
-    let mut prunable = |p: &ObservedPod| match prune {
-        Prune::Off => false,
-        Prune::Owned(inventory) => {
-            let owner = owner_of(p.owner.as_deref(), &p.id);
-            let owned = inventory.contains(&owner);
-            if !owned {
-                unowned.push((
-                    p.id.clone(),
-                    format!(
-                        "{} {} is not in the source and was never applied by this project; left alone",
-                        match owner.kind {
-                            crate::model::Kind::ReplicationController => "replication controller",
-                            _ => "pod",
-                        },
-                        owner.id
-                    ),
-                ));
-            }
-            owned
-        }
+    let mut changes = Changes {
+        ready: minions
+            .iter()
+            .filter(|m| m.ready)
+            .map(|m| m.name.as_str())
+            .collect(),
+        prune,
+        unowned: Vec::new(),
+        deletes: Vec::new(),
+        creates: Vec::new(),
     };
-    let ready: BTreeSet<&str> = minions
-        .iter()
-        .filter(|m| m.ready)
-        .map(|m| m.name.as_str())
-        .collect();
-    let mut scheduler = Scheduler::new(minions);
-    for p in observed.iter().filter(|p| active(p)) {
-        scheduler.account(&p.minion, &p.request);
-    }
-    let mut deletes: Vec<(&ObservedPod, String)> = Vec::new();
-    let mut creates: Vec<PodSpec> = Vec::new();
+    changes.explicit_pods(desired, observed);
+    changes.replication_controllers(desired, observed);
+    changes.into_plan(minions, observed)
+}
 
-    // Explicit pods.
-    let explicit: BTreeMap<&str, PodSpec> = desired
-        .objects
-        .values()
-        .filter_map(|(o, _)| match o {
-            Object::Pod(p) => Some((
-                p.id.as_str(),
-                PodSpec {
-                    id: p.id.clone(),
-                    labels: p.labels.clone(),
-                    node_selector: p.node_selector.clone(),
-                    manifest: p.desired_state.manifest.clone(),
-                    owner: None,
-                    template_hash: template_hash(
-                        &p.desired_state.manifest,
-                        &p.labels,
-                        &p.node_selector,
-                    ),
-                },
-            )),
-            _ => None,
-        })
-        .collect();
-    let mut seen_explicit = BTreeSet::new();
-    for p in observed.iter().filter(|p| p.owner.is_none()) {
-        match explicit.get(p.id.as_str()) {
-            Some(spec)
-                if p.phase == Phase::Failed
-                    && spec.manifest.restart_policy == crate::model::RestartPolicy::Always {} =>
-            {
-                // Failed although it must always run: make it again, where it can be reached.
-                if ready.contains(p.minion.as_str()) {
-                    deletes.push((p, "pod failed; its restart policy is always".into()));
-                } else {
+/// What a plan is made of while it is worked out: the pods to delete (with why) and to create.
+struct Changes<'a> {
+    /// The minions that answered: only there are failed pods cleaned up.
+    ready: BTreeSet<&'a str>,
+    prune: Prune<'a>,
+    /// Pods of objects not in the source that this project never made: left, with why.
+    unowned: Vec<(String, String)>,
+    deletes: Vec<(&'a ObservedPod, String)>,
+    creates: Vec<PodSpec>,
+}
+
+impl<'a> Changes<'a> {
+    /// Whether a pod whose object left the source goes: only if this project made it (else it
+    /// is noted as left alone).
+    fn prunable(&mut self, p: &ObservedPod) -> bool {
+        match self.prune {
+            Prune::Off => false,
+            Prune::Owned(inventory) => {
+                let owner = owner_of(p.owner.as_deref(), &p.id);
+                let owned = inventory.contains(&owner);
+                if !owned {
+                    self.unowned.push((
+                        p.id.clone(),
+                        format!(
+                            "{} {} is not in the source and was never applied by this project; left alone",
+                            match owner.kind {
+                                crate::model::Kind::ReplicationController => "replication controller",
+                                _ => "pod",
+                            },
+                            owner.id
+                        ),
+                    ));
+                }
+                owned
+            }
+        }
+    }
+
+    /// Explicit pods: made when missing, made again when their definition changed or when
+    /// one that must always run failed, deleted when they left the source (as pruning allows).
+    fn explicit_pods(&mut self, desired: &DesiredState, observed: &'a [ObservedPod]) {
+        let explicit: BTreeMap<&str, PodSpec> = desired
+            .objects
+            .values()
+            .filter_map(|(o, _)| match o {
+                Object::Pod(p) => Some((
+                    p.id.as_str(),
+                    PodSpec {
+                        id: p.id.clone(),
+                        labels: p.labels.clone(),
+                        node_selector: p.node_selector.clone(),
+                        manifest: p.desired_state.manifest.clone(),
+                        owner: None,
+                        template_hash: template_hash(
+                            &p.desired_state.manifest,
+                            &p.labels,
+                            &p.node_selector,
+                        ),
+                    },
+                )),
+                _ => None,
+            })
+            .collect();
+        let mut seen_explicit = BTreeSet::new();
+        for p in observed.iter().filter(|p| p.owner.is_none()) {
+            match explicit.get(p.id.as_str()) {
+                Some(spec)
+                    if p.phase == Phase::Failed
+                        && spec.manifest.restart_policy
+                            == crate::model::RestartPolicy::Always {} =>
+                {
+                    // Failed although it must always run: make it again, where it can be
+                    // reached.
+                    if self.ready.contains(p.minion.as_str()) {
+                        self.deletes
+                            .push((p, "pod failed; its restart policy is always".into()));
+                    } else {
+                        seen_explicit.insert(p.id.as_str());
+                    }
+                }
+                Some(spec) if spec.template_hash == p.template_hash => {
                     seen_explicit.insert(p.id.as_str());
                 }
+                Some(_) => self.deletes.push((p, "pod definition changed".into())),
+                None if self.prunable(p) => {
+                    self.deletes.push((p, "pod no longer in the source".into()))
+                }
+                None => {}
             }
-            Some(spec) if spec.template_hash == p.template_hash => {
-                seen_explicit.insert(p.id.as_str());
-            }
-            Some(_) => deletes.push((p, "pod definition changed".into())),
-            None if prunable(p) => deletes.push((p, "pod no longer in the source".into())),
-            None => {}
         }
-    }
-    for (id, spec) in &explicit {
-        if !seen_explicit.contains(id) {
-            creates.push(spec.clone());
+        for (id, spec) in &explicit {
+            if !seen_explicit.contains(id) {
+                self.creates.push(spec.clone());
+            }
         }
     }
 
-    // Replication controllers.
-    let rcs: BTreeMap<&str, _> = desired
-        .objects
-        .values()
-        .filter_map(|(o, _)| match o {
-            Object::ReplicationController(rc) => Some((rc.id.as_str(), rc)),
-            _ => None,
-        })
-        .collect();
-    for p in observed.iter() {
-        if let Some(owner) = &p.owner {
-            if !rcs.contains_key(owner.as_str()) && prunable(p) {
-                deletes.push((
-                    p,
-                    format!("replication controller {owner} no longer in the source"),
-                ));
+    /// Replication controllers: the replicas of those that left the source go (as pruning
+    /// allows); each other one is brought to its count and its template (`one_controller`).
+    fn replication_controllers(&mut self, desired: &DesiredState, observed: &'a [ObservedPod]) {
+        let rcs: BTreeMap<&str, _> = desired
+            .objects
+            .values()
+            .filter_map(|(o, _)| match o {
+                Object::ReplicationController(rc) => Some((rc.id.as_str(), rc)),
+                _ => None,
+            })
+            .collect();
+        for p in observed.iter() {
+            if let Some(owner) = &p.owner {
+                if !rcs.contains_key(owner.as_str()) && self.prunable(p) {
+                    self.deletes.push((
+                        p,
+                        format!("replication controller {owner} no longer in the source"),
+                    ));
+                }
             }
         }
+        for (id, rc) in &rcs {
+            self.one_controller(id, rc, observed);
+        }
     }
-    for (id, rc) in &rcs {
+
+    /// One RC: finished replicas cleaned up, the count kept, and a changed template rolled out
+    /// one replica at a time (a surge of one; an old replica goes only when every new one runs).
+    fn one_controller(
+        &mut self,
+        id: &str,
+        rc: &crate::model::ReplicationController,
+        observed: &'a [ObservedPod],
+    ) {
         let t = &rc.desired_state.pod_template;
         let hash = template_hash(&t.desired_state.manifest, &t.labels, &t.node_selector);
         let replicas = rc.desired_state.replicas as usize;
@@ -233,9 +274,10 @@ pub fn plan_with(
         // Finished or failed replicas are cleaned up where the minion can be reached.
         for p in mine
             .iter()
-            .filter(|p| !active(p) && ready.contains(p.minion.as_str()))
+            .filter(|p| !active(p) && self.ready.contains(p.minion.as_str()))
         {
-            deletes.push((p, "replica is no longer running".into()));
+            self.deletes
+                .push((p, "replica is no longer running".into()));
         }
         let mut new: Vec<&ObservedPod> = mine
             .iter()
@@ -268,14 +310,14 @@ pub fn plan_with(
         deletion_order(&mut old);
         deletion_order(&mut new);
         if total < replicas {
-            creates.extend(spec(replicas - total));
+            self.creates.extend(spec(replicas - total));
         } else if old.is_empty() {
             for p in new.iter().take(total - replicas) {
-                deletes.push((p, format!("scaled down to {replicas}")));
+                self.deletes.push((p, format!("scaled down to {replicas}")));
             }
         } else if all_new_running && total == replicas {
             // Rolling update at the count: add one new replica (a surge of one).
-            creates.extend(spec(1));
+            self.creates.extend(spec(1));
         } else {
             // Rolling update past the count: old replicas go once every new one runs; while a
             // new one is still starting, only what exceeds the surge of one goes.
@@ -287,44 +329,54 @@ pub fn plan_with(
             let surplus = total.saturating_sub(allowed);
             let from_old = surplus.min(old.len());
             for p in old.iter().take(from_old) {
-                deletes.push((p, "rolling update: replaced by a new replica".into()));
+                self.deletes
+                    .push((p, "rolling update: replaced by a new replica".into()));
             }
             for p in new.iter().take(surplus - from_old) {
-                deletes.push((p, format!("scaled down to {replicas}")));
+                self.deletes.push((p, format!("scaled down to {replicas}")));
             }
             // Back at the count with every new replica running and old ones left: the next
             // surge of one goes in the same round (deletions run first), not a round later.
             if all_new_running && total - surplus == replicas && old.len() > from_old {
-                creates.extend(spec(1));
+                self.creates.extend(spec(1));
             }
         }
     }
 
-    // Deletions free room before creations are placed.
-    deletes.sort_by(|a, b| (&a.0.minion, &a.0.id).cmp(&(&b.0.minion, &b.0.id)));
-    deletes.dedup_by(|a, b| a.0.id == b.0.id && a.0.minion == b.0.minion);
-    let mut plan = Plan::default();
-    for (p, reason) in deletes {
-        if active(p) {
-            scheduler.release(&p.minion, &p.request);
+    /// The plan: deletions first (in a fixed order, each pod once), freeing room before the
+    /// creations are placed by the scheduler.
+    fn into_plan(self, minions: &[MinionView], observed: &[ObservedPod]) -> Plan {
+        let mut scheduler = Scheduler::new(minions);
+        for p in observed.iter().filter(|p| active(p)) {
+            scheduler.account(&p.minion, &p.request);
         }
-        plan.actions.push(Action::DeletePod {
-            minion: p.minion.clone(),
-            id: p.id.clone(),
-            reason,
-            legacy: p.legacy,
-        });
-    }
-    unowned.sort();
-    unowned.dedup();
-    plan.unowned = unowned;
-    for pod in creates {
-        match scheduler.place(&pod.request()) {
-            Ok(minion) => plan.actions.push(Action::CreatePod { minion, pod }),
-            Err(reason) => plan.unschedulable.push((pod.id.clone(), reason)),
+        let mut deletes = self.deletes;
+        deletes.sort_by(|a, b| (&a.0.minion, &a.0.id).cmp(&(&b.0.minion, &b.0.id)));
+        deletes.dedup_by(|a, b| a.0.id == b.0.id && a.0.minion == b.0.minion);
+        let mut plan = Plan::default();
+        for (p, reason) in deletes {
+            if active(p) {
+                scheduler.release(&p.minion, &p.request);
+            }
+            plan.actions.push(Action::DeletePod {
+                minion: p.minion.clone(),
+                id: p.id.clone(),
+                reason,
+                legacy: p.legacy,
+            });
         }
+        let mut unowned = self.unowned;
+        unowned.sort();
+        unowned.dedup();
+        plan.unowned = unowned;
+        for pod in self.creates {
+            match scheduler.place(&pod.request()) {
+                Ok(minion) => plan.actions.push(Action::CreatePod { minion, pod }),
+                Err(reason) => plan.unschedulable.push((pod.id.clone(), reason)),
+            }
+        }
+        plan
     }
-    plan
 }
 
 /// Deletions of this project's emptyDir volumes whose pod is not on their minion any more.

@@ -12,8 +12,37 @@ use crate::plan::types::{Action, ObservedPod, Phase};
 /// What happened in `round`, judged against the round before it (`None` for the first).
 pub fn from_round(before: Option<&Round>, round: &Round) -> Vec<Note> {
     let mut notes = Vec::new();
-    let pod = |id: &str| ObjectRef::new("Pod", id);
-    let rc = |id: &str| ObjectRef::new("ReplicationController", id);
+    done(before, round, &mut notes);
+    failed(round, &mut notes);
+    for (action, warning) in &round.warnings {
+        let object = match action {
+            Action::CreatePod { pod: spec, .. } => pod(&spec.id),
+            Action::DeletePod { id, .. } => pod(id),
+            Action::DeleteVolumes { minion, .. } => ObjectRef::new("Minion", minion),
+        };
+        notes.push(Note::warning(
+            object,
+            warning.reason,
+            warning.message.clone(),
+        ));
+    }
+    for (id, why) in &round.unschedulable {
+        notes.push(Note::warning(pod(id), "FailedScheduling", why.clone()));
+    }
+    minions_and_lost_pods(before, round, &mut notes);
+    notes
+}
+
+fn pod(id: &str) -> ObjectRef {
+    ObjectRef::new("Pod", id)
+}
+
+fn rc(id: &str) -> ObjectRef {
+    ObjectRef::new("ReplicationController", id)
+}
+
+/// The pods the round made and removed, told of each pod and of its RC.
+fn done(before: Option<&Round>, round: &Round, notes: &mut Vec<Note>) {
     for action in &round.done {
         match action {
             Action::CreatePod { minion, pod: spec } => {
@@ -60,15 +89,19 @@ pub fn from_round(before: Option<&Round>, round: &Round) -> Vec<Note> {
             Action::DeleteVolumes { .. } => {}
         }
     }
+}
+
+/// What failed: a pod that could not be made, by the kind of failure; any other action, on
+/// its minion.
+fn failed(round: &Round, notes: &mut Vec<Note>) {
     for (action, error) in &round.failed {
         if let Action::CreatePod { pod: spec, .. } = action {
-            let message = error.message.clone();
             let reason = match error.kind {
                 Some(FailureKind::PostStartHook) => "FailedPostStartHook",
                 Some(FailureKind::ImagePull | FailureKind::ImageNeverPull) => "FailedToPull",
                 None => "FailedCreate",
             };
-            notes.push(Note::warning(pod(&spec.id), reason, message));
+            notes.push(Note::warning(pod(&spec.id), reason, error.message.clone()));
         } else {
             notes.push(Note::warning(
                 ObjectRef::new("Minion", &error.minion),
@@ -77,22 +110,10 @@ pub fn from_round(before: Option<&Round>, round: &Round) -> Vec<Note> {
             ));
         }
     }
-    for (action, warning) in &round.warnings {
-        let object = match action {
-            Action::CreatePod { pod: spec, .. } => pod(&spec.id),
-            Action::DeletePod { id, .. } => pod(id),
-            Action::DeleteVolumes { minion, .. } => ObjectRef::new("Minion", minion),
-        };
-        notes.push(Note::warning(
-            object,
-            warning.reason,
-            warning.message.clone(),
-        ));
-    }
-    for (id, why) in &round.unschedulable {
-        notes.push(Note::warning(pod(id), "FailedScheduling", why.clone()));
-    }
-    // Minions that changed state, and the pods the node controller gave up on.
+}
+
+/// Minions that changed state, and the pods the node controller gave up on.
+fn minions_and_lost_pods(before: Option<&Round>, round: &Round, notes: &mut Vec<Note>) {
     let was_ready = |name: &str| {
         before.and_then(|b| b.minions.iter().find(|m| m.name == name).map(|m| m.ready))
     };
@@ -128,7 +149,6 @@ pub fn from_round(before: Option<&Round>, round: &Round) -> Vec<Note> {
             ));
         }
     }
-    notes
 }
 
 /// The back-off each failed create of `round` now waits (after `Reconciler::execute`
