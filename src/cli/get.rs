@@ -48,8 +48,8 @@ pub(crate) fn observe(cx: &Context) -> Result<World, String> {
     let mut minions = Vec::new();
     let mut errors = Vec::new();
     for spec in drover::minion::minion_specs(&cx.settings, &cx.project, desired.as_ref().ok())? {
-        match Minion::new(spec) {
-            Ok(m) => minions.push(Arc::new(m)),
+        match super::kept_minion(spec) {
+            Ok(m) => minions.push(m),
             Err(e) => errors.push(e),
         }
     }

@@ -2,7 +2,7 @@
 
 use super::output::{self, Item, Listing, Resource};
 use super::{fail, Context, EXIT_ERROR, EXIT_OK};
-use drover::minion::{minion_specs, Health, Minion, MinionSpec, MinionStatus, TransportSpec};
+use drover::minion::{minion_specs, Health, MinionSpec, MinionStatus, TransportSpec};
 use drover::model::API_VERSION;
 use serde_json::json;
 use std::process::ExitCode;
@@ -33,7 +33,7 @@ pub fn listing(cx: &Context, detailed: bool) -> Result<Listing, String> {
     let runtime = super::runtime();
     let statuses: Vec<MinionStatus> = runtime.block_on(async {
         let checks = specs.into_iter().map(|s| async move {
-            match Minion::new(s.clone()) {
+            match super::kept_minion(s.clone()) {
                 Ok(m) => m.status().await,
                 Err(e) => MinionStatus {
                     name: s.name.clone(),

@@ -256,3 +256,20 @@ pub fn paint(color: bool, code: &str, text: &str) -> String {
         text.to_string()
     }
 }
+
+/// The minion for `spec`, made once per process: `get -w` looks again every 2 s, and a minion
+/// kept between looks keeps its SSH session (its I/O thread outlives each look's runtime), so a
+/// look opens channels, not connections.
+pub fn kept_minion(
+    spec: drover::minion::MinionSpec,
+) -> Result<std::sync::Arc<drover::minion::Minion>, drover::minion::MinionError> {
+    static KEPT: std::sync::Mutex<Vec<std::sync::Arc<drover::minion::Minion>>> =
+        std::sync::Mutex::new(Vec::new());
+    let mut kept = KEPT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(m) = kept.iter().find(|m| m.spec == spec) {
+        return Ok(m.clone());
+    }
+    let m = std::sync::Arc::new(drover::minion::Minion::new(spec)?);
+    kept.push(m.clone());
+    Ok(m)
+}

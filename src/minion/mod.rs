@@ -162,14 +162,14 @@ impl std::fmt::Display for MinionError {
 impl std::error::Error for MinionError {}
 
 /// How to reach a minion's Docker Engine.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TransportSpec {
     Local,
     Ssh(SshTarget),
 }
 
 /// One minion as configured: config file and Minion manifests merged.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MinionSpec {
     pub name: String,
     /// What people call its address: the SSH host, or `local`.
