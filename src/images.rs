@@ -1,8 +1,8 @@
 //! Your own images on the minions without a registry (`drover images push`): from the Docker
 //! Engine on the drover host to each minion over its usual transport, sending only the layers a
-//! minion lacks. Nothing is installed on a minion and nothing is written to disk on either
-//! side: the local engine's `docker save` stream is filtered on the fly and fed to the minion's
-//! `docker load`.
+//! minion lacks. Nothing is installed on a minion and drover writes no file: the local engine's
+//! `docker save` stream is filtered on the fly and fed to the minion's `docker load` (the
+//! engines stage the image in their own temporary space, as those commands do).
 //!
 //! Which layers a minion has is asked by chain id (a layer is only the same layer on top of the
 //! same layers below it): the chain ids of every image it holds. The layers of ours whose chain
@@ -41,6 +41,18 @@ pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
         chains.push(next);
     }
     chains
+}
+
+/// The layer files left out for a minion that has the first `present` layers: theirs, less
+/// any a layer above also names (in the OCI layout a file is named by its digest, so two
+/// layers with the same content, such as empty ones, share it).
+pub fn skipped_files(layer_paths: &[String], present: usize) -> HashSet<String> {
+    let needed: HashSet<&String> = layer_paths[present..].iter().collect();
+    layer_paths[..present]
+        .iter()
+        .filter(|p| !needed.contains(p))
+        .cloned()
+        .collect()
 }
 
 /// How many of an image's layers (bottom first) a minion holding the layers `has` (chain ids)
@@ -98,6 +110,11 @@ pub struct TarFilter {
     pub captured: Vec<u8>,
     /// The size of the last entry whose header was read.
     last_size: u64,
+    /// A size given by a PAX `size` record for the next entry (Go's tar writes entries of 8 GiB
+    /// and more so, with 0 in the ustar field).
+    pax_size: Option<u64>,
+    /// The end-of-archive blocks have passed.
+    ended: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,6 +141,8 @@ impl TarFilter {
             capturing: false,
             captured: Vec::new(),
             last_size: 0,
+            pax_size: None,
+            ended: false,
         }
     }
 
@@ -192,18 +211,21 @@ impl TarFilter {
                 self.long_name = Some(String::from_utf8_lossy(name).into_owned());
             }
             b'x' => {
-                // Records of the form "<length> <key>=<value>\n".
-                let text = String::from_utf8_lossy(data);
-                for record in text.split('\n') {
-                    if let Some((_, kv)) = record.split_once(' ') {
-                        if let Some(path) = kv.strip_prefix("path=") {
-                            self.long_name = Some(path.to_string());
-                        }
-                    }
+                let (path, size) = pax_records(data);
+                if path.is_some() {
+                    self.long_name = path;
                 }
+                self.pax_size = size.or(self.pax_size);
             }
             _ => {}
         }
+    }
+
+    /// Whether the stream so far is a whole archive: its end-of-archive block passed, and no
+    /// entry or header is left half-read. A save stream that stops anywhere else is cut short,
+    /// and must not reach a minion as if it were whole.
+    pub fn complete(&self) -> bool {
+        self.ended && self.remaining == 0 && self.header.is_empty()
     }
 
     fn on_header(&mut self, header: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
@@ -212,11 +234,21 @@ impl TarFilter {
             out.extend_from_slice(&self.held);
             self.held.clear();
             out.extend_from_slice(header);
+            self.ended = true;
             return Ok(());
         }
-        let size = entry_size(header)?;
-        self.last_size = size;
+        if !checksum_ok(header) {
+            return Err("a tar header with a wrong checksum in the save stream".into());
+        }
         let kind = header[156];
+        let size = match kind {
+            b'x' | b'L' | b'K' | b'g' => entry_size(header)?,
+            _ => match self.pax_size.take() {
+                Some(size) => size,
+                None => entry_size(header)?,
+            },
+        };
+        self.last_size = size;
         self.remaining = padded(size) as u64;
         if matches!(kind, b'x' | b'L' | b'K' | b'g') {
             // Describes the next entry: held until that entry is judged.
@@ -250,6 +282,61 @@ impl TarFilter {
         }
         Ok(())
     }
+}
+
+/// The `path` and `size` of a PAX header's records, each `<length> <key>=<value>\n` where the
+/// length counts the whole record (a value may hold newlines).
+fn pax_records(data: &[u8]) -> (Option<String>, Option<u64>) {
+    let (mut path, mut size) = (None, None);
+    let mut rest = data;
+    while !rest.is_empty() {
+        let Some(space) = rest.iter().position(|b| *b == b' ') else {
+            break;
+        };
+        let Some(len) = std::str::from_utf8(&rest[..space])
+            .ok()
+            .and_then(|l| l.parse::<usize>().ok())
+            .filter(|l| *l > space + 1 && *l <= rest.len())
+        else {
+            break;
+        };
+        let record = &rest[space + 1..len];
+        let record = record.strip_suffix(b"\n").unwrap_or(record);
+        if let Some(eq) = record.iter().position(|b| *b == b'=') {
+            let (key, value) = (&record[..eq], &record[eq + 1..]);
+            match key {
+                b"path" => path = Some(String::from_utf8_lossy(value).into_owned()),
+                b"size" => size = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok()),
+                _ => {}
+            }
+        }
+        rest = &rest[len..];
+    }
+    (path, size)
+}
+
+/// Whether a header's checksum field matches its bytes (summed with the field as spaces).
+fn checksum_ok(header: &[u8]) -> bool {
+    let field: String = header[148..156]
+        .iter()
+        .take_while(|b| **b != 0 && **b != b' ')
+        .map(|b| *b as char)
+        .collect();
+    let Ok(stated) = u32::from_str_radix(field.trim(), 8) else {
+        return false;
+    };
+    let sum: u32 = header
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u32::from(*b)
+            }
+        })
+        .sum();
+    sum == stated
 }
 
 /// `size` rounded up to whole blocks.
@@ -334,7 +421,11 @@ pub enum PushError {
 
 /// The drover host's Docker Engine (its socket, or `DOCKER_HOST`).
 pub fn local_engine() -> Result<bollard::Docker, PushError> {
-    bollard::Docker::connect_with_defaults().map_err(|e| PushError::Local(e.to_string()))
+    // `docker save` sends nothing until the engine has written the image out: the wait for
+    // its answer is as long as a transfer may take (10 minutes), not bollard's two.
+    bollard::Docker::connect_with_defaults()
+        .map(|d| d.with_timeout(Duration::from_secs(600)))
+        .map_err(|e| PushError::Local(e.to_string()))
 }
 
 /// `name` as the local engine holds it.
@@ -522,7 +613,7 @@ impl Feed {
     ) -> Feed {
         let (skip, skipped_bytes, to_send) = match scanned {
             Some(s) => {
-                let skip: HashSet<String> = s.layer_paths[..present].iter().cloned().collect();
+                let skip = skipped_files(&s.layer_paths, present);
                 let bytes: u64 = skip
                     .iter()
                     .map(|p| s.entry_bytes.get(p).copied().unwrap_or(0))
@@ -612,6 +703,12 @@ async fn feed_all(
             progress.sent(&feed.name, n);
         }
     }
+    if broken.is_none() && feeds.iter().any(|f| !f.filter.complete()) {
+        broken = Some(format!(
+            "the save stream of {} ended before the end of its archive",
+            image.name
+        ));
+    }
     for feed in feeds.iter_mut() {
         let queue = feed.queue.take();
         if let (Some(queue), Some(why)) = (queue, &broken) {
@@ -628,10 +725,25 @@ mod tests {
 
     /// One ustar entry: header (with its checksum) and padded data.
     fn entry(name: &str, kind: u8, data: &[u8]) -> Vec<u8> {
+        entry_sized(name, kind, data, data.len())
+    }
+
+    /// A PAX record, its length prefix counting itself.
+    fn pax_record(key: &str, value: &str) -> Vec<u8> {
+        let body = format!(" {key}={value}\n");
+        let mut len = body.len() + 1;
+        while format!("{len}{body}").len() != len {
+            len += 1;
+        }
+        format!("{len}{body}").into_bytes()
+    }
+
+    /// An entry whose ustar size field says `size` whatever its data.
+    fn entry_sized(name: &str, kind: u8, data: &[u8], size: usize) -> Vec<u8> {
         let mut h = vec![0u8; BLOCK];
         h[..name.len()].copy_from_slice(name.as_bytes());
         h[100..107].copy_from_slice(b"0000644");
-        h[124..135].copy_from_slice(format!("{:011o}", data.len()).as_bytes());
+        h[124..135].copy_from_slice(format!("{size:011o}").as_bytes());
         h[156] = kind;
         h[257..263].copy_from_slice(b"ustar\0");
         h[263..265].copy_from_slice(b"00");
@@ -657,7 +769,7 @@ mod tests {
     #[test]
     fn a_layer_file_is_left_out_with_its_metadata_at_any_chunking() {
         let layer: Vec<u8> = (0..1500u32).map(|i| (i % 251) as u8).collect();
-        let pax = entry("PaxHeaders/x", b'x', b"30 path=aaaa/layer.tar\n");
+        let pax = entry("PaxHeaders/x", b'x', &pax_record("path", "aaaa/layer.tar"));
         let a_dir = entry("aaaa/", b'5', b"");
         let a_layer = entry("ignored-name", b'0', &layer);
         let b_json = entry("bbbb/json", b'0', b"{\"id\":\"bbbb\"}");
@@ -697,6 +809,67 @@ mod tests {
             layer_paths(&filtered(&archive, &[], 100).1.captured).unwrap(),
             ["aaaa/layer.tar", "bbbb/layer.tar"]
         );
+    }
+
+    #[test]
+    fn long_names_and_pax_sizes_name_and_bound_the_entry_they_describe() {
+        let layer: Vec<u8> = (0..3000u32).map(|i| (i % 253) as u8).collect();
+        let long = format!("{}/layer.tar", "d".repeat(120));
+        // A GNU long name; then a PAX size over a ustar field of 0 (as Go writes entries of
+        // 8 GiB and more), at every chunking.
+        let archive = [
+            entry("././@LongLink", b'L', format!("{long}\0").as_bytes()),
+            entry("short-name", b'0', &layer),
+            entry(
+                "PaxHeaders/big",
+                b'x',
+                &[
+                    pax_record("path", "eeee/layer.tar"),
+                    pax_record("size", "3000"),
+                ]
+                .concat(),
+            ),
+            entry_sized("eeee/layer.tar", b'0', &layer, 0),
+            entry("manifest.json", b'0', b"[]"),
+            vec![0u8; 2 * BLOCK],
+        ]
+        .concat();
+        for chunk in [1, 100, 512, 1000, archive.len()] {
+            let (out, f) = filtered(&archive, &[&long, "eeee/layer.tar"], chunk);
+            assert_eq!(f.skipped, 2, "chunk {chunk}");
+            assert_eq!(f.skipped_bytes, 6000);
+            assert_eq!(
+                out,
+                [entry("manifest.json", b'0', b"[]"), vec![0u8; 2 * BLOCK]].concat()
+            );
+            assert!(f.complete());
+        }
+        // Cut short: not a whole archive.
+        let (_, f) = filtered(&archive[..archive.len() - 2 * BLOCK], &[], 512);
+        assert!(!f.complete());
+        // A damaged header is refused, not guessed at.
+        let mut bad = archive.clone();
+        bad[3] ^= 1;
+        let mut f = TarFilter::new(HashSet::new());
+        assert!(f.push(&bad, &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn a_layer_file_a_higher_layer_also_names_is_not_left_out() {
+        let paths: Vec<String> = [
+            "blobs/sha256/a",
+            "blobs/sha256/e",
+            "blobs/sha256/b",
+            "blobs/sha256/e",
+        ]
+        .map(String::from)
+        .to_vec();
+        // The minion has the first two layers; the empty layer's file is named again above.
+        assert_eq!(
+            skipped_files(&paths, 2),
+            HashSet::from(["blobs/sha256/a".to_string()])
+        );
+        assert_eq!(skipped_files(&paths, 4).len(), 3);
     }
 
     #[test]

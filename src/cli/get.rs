@@ -117,24 +117,28 @@ const WATCH_EVERY: Duration = Duration::from_secs(2);
 
 /// One kind's listing as the minions and the source show it now; `detailed`: with each
 /// container's inspect details (restart counts, times).
+/// Also says whether every minion answered (else some objects may be missing only from this
+/// look, not from the minions).
 fn gather(
     cx: &Context,
     resource: Resource,
     format: &Format,
     detailed: bool,
-) -> Result<Listing, String> {
+) -> Result<(Listing, bool), String> {
     match resource {
         // Whether the format shows why a minion is not Ready (else said on stderr).
-        Resource::Minions => super::minions::listing(cx, format.detailed()),
+        Resource::Minions => super::minions::listing(cx, format.detailed()).map(|l| (l, true)),
         other => observe(cx).and_then(|world| {
             for e in &world.errors {
                 super::warn_once(&format!("{e}; its pods are not listed"));
             }
+            let whole = world.errors.is_empty();
             match other {
                 Resource::Pods => Ok(pods(cx, &world, detailed)),
                 Resource::ReplicationControllers => rcs(cx, &world),
                 _ => services(cx, &world),
             }
+            .map(|l| (l, whole))
         }),
     }
 }
@@ -145,7 +149,7 @@ pub fn get(cx: &Context, resource: Resource, opts: &GetOptions) -> ExitCode {
     // --sort-by reads the JSON, which holds the per-container details.
     let detailed = opts.format.detailed() || opts.sort_by.is_some();
     let listing = match gather(cx, resource, opts.format, detailed) {
-        Ok(l) => l,
+        Ok((l, _)) => l,
         Err(e) => return fail(&e),
     };
     let mut selected = listing.select(opts.names, opts.selector);
@@ -194,6 +198,7 @@ fn watch(
     // Set once the header is printed: later rows keep its columns.
     let mut widths: Option<Vec<usize>> = None;
     let mut listing = first;
+    let mut whole = true;
     loop {
         let mut selected = listing.select(opts.names, opts.selector);
         // A later poll where no object has the path keeps the name order.
@@ -208,12 +213,19 @@ fn watch(
             now.insert(item.id.clone(), (print, (*item).clone()));
         }
         // An object gone since the last look gets its last row once more, as kubectl's watch
-        // prints a deleted object.
-        let gone: Vec<Item> = shown
-            .into_iter()
-            .filter(|(id, _)| !now.contains_key(id))
-            .map(|(_, (_, item))| item)
-            .collect();
+        // prints a deleted object; not when a minion did not answer this look (its pods are
+        // unknown, not gone: they are kept as last shown).
+        let mut gone: Vec<Item> = Vec::new();
+        for (id, last) in shown {
+            if now.contains_key(&id) {
+                continue;
+            }
+            if whole {
+                gone.push(last.1);
+            } else {
+                now.insert(id, last);
+            }
+        }
         changed.extend(gone.iter());
         shown = now;
         let text = match watch_text(&listing, &changed, opts.format, &mut widths) {
@@ -226,7 +238,10 @@ fn watch(
         listing = loop {
             std::thread::sleep(WATCH_EVERY);
             match gather(cx, resource, opts.format, detailed) {
-                Ok(l) => break l,
+                Ok((l, w)) => {
+                    whole = w;
+                    break l;
+                }
                 Err(e) => super::warn_once(&e),
             }
         };

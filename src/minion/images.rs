@@ -51,7 +51,13 @@ impl Minion {
         let options = bollard::query_parameters::ImportImageOptionsBuilder::new()
             .quiet(true)
             .build();
-        let answers = self.docker().import_image_stream(options, tar, None);
+        // Docker answers a quiet load only once all of it is in: bollard's own wait for the
+        // answer's headers (a minute on minions) must be as long as the transfer may take.
+        let docker = self
+            .docker()
+            .clone()
+            .with_timeout(super::ops::TRANSFER_TIMEOUT);
+        let answers = docker.import_image_stream(options, tar, None);
         self.call_within(
             &format!("load image {image}"),
             super::ops::TRANSFER_TIMEOUT,

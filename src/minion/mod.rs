@@ -98,7 +98,8 @@ impl MinionError {
         self.docker_status == Some(409)
     }
 
-    /// Docker said 304: nothing to do (a container already started or stopped).
+    /// Docker said 304: nothing to do (a container already started or stopped). bollard takes
+    /// most 304 answers for success, so this is a backstop.
     pub fn not_modified(&self) -> bool {
         self.docker_status == Some(304)
     }
