@@ -20,7 +20,8 @@ impl Minion {
         .await
     }
 
-    /// The layers (diff ids, bottom first) of every image this minion holds.
+    /// The layers (diff ids, bottom first) of every image this minion holds (asked of all at
+    /// once; one removed between the list and its inspection is left out).
     pub async fn image_layers(&self) -> Result<Vec<Vec<String>>, MinionError> {
         let options = bollard::query_parameters::ListImagesOptionsBuilder::new()
             .all(true)
@@ -28,16 +29,25 @@ impl Minion {
         let images = self
             .call("list images", self.docker().list_images(Some(options)))
             .await?;
+        let inspections = images.iter().map(|image| async move {
+            let what = format!("inspect image {}", short_id(&image.id));
+            self.call(&what, async {
+                match self.docker().inspect_image(&image.id).await {
+                    Ok(i) => Ok(Some(i)),
+                    Err(bollard::errors::Error::DockerResponseServerError {
+                        status_code: 404,
+                        ..
+                    }) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            })
+            .await
+        });
         let mut all = Vec::new();
-        for image in images {
-            let inspected = self
-                .call(
-                    &format!("inspect image {}", short_id(&image.id)),
-                    self.docker().inspect_image(&image.id),
-                )
-                .await?;
-            let layers = inspected.root_fs.and_then(|r| r.layers).unwrap_or_default();
-            all.push(layers);
+        for inspected in futures_util::future::join_all(inspections).await {
+            if let Some(image) = inspected? {
+                all.push(image.root_fs.and_then(|r| r.layers).unwrap_or_default());
+            }
         }
         Ok(all)
     }
