@@ -82,6 +82,8 @@ fn parse_validate(s: &str) -> Result<drover::manifest::Validate, String> {
 pub enum DiffOutput {
     Text,
     Json,
+    /// For a pull request's comment: a summary, then one collapsible diff per object
+    Markdown,
 }
 
 #[derive(Subcommand)]
@@ -138,6 +140,10 @@ enum Command {
         /// Observe the minions first and keep what was seen in the store
         #[arg(long)]
         live: bool,
+        /// With -o markdown: at most this many lines of each object's diff (the rest is cut,
+        /// and the cut said)
+        #[arg(long, value_name = "N", default_value_t = 200)]
+        max_lines: usize,
     },
     /// Reconcile once: make the minions run what the manifests say, wait for it, record it
     /// (exit 0 converged, 2 error)
@@ -371,7 +377,8 @@ fn run(cx: cli::Context, command: Command) -> ExitCode {
             source,
             output,
             live,
-        } => cli::diff::run(&cx, &source, output, live),
+            max_lines,
+        } => cli::diff::run(&cx, &source, output, live, max_lines),
         Command::Apply {
             source,
             dry_run,

@@ -136,6 +136,72 @@ fn a_changed_field_is_named_and_shown() {
 }
 
 #[test]
+fn markdown_for_a_pull_request_sums_up_and_folds_each_diff_cut_at_max_lines() {
+    let t = TestDir::new();
+    t.copy_manifests("manifests");
+    record_as_applied(&t.join("manifests"), &t.join(".drover"));
+    let file = t.join("manifests/web-controller.json");
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("\"replicas\": 2", "\"replicas\": 5");
+    std::fs::write(&file, text).unwrap();
+    std::fs::remove_file(t.join("manifests/web-service.json")).unwrap();
+    let r = t.drover(&["diff", "-o", "markdown"]);
+    r.expect_code(1);
+    let md = &r.stdout;
+    assert!(
+        md.starts_with("### drover diff: 0 to create, 1 to change, 1 to delete\n"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| ~ | ReplicationController/web | `manifests/web-controller.json` | `desiredState.replicas` |")
+            && md.contains("| - | Service/web |"),
+        "{md}"
+    );
+    assert_eq!(md.matches("<details>").count(), 2, "{md}");
+    assert_eq!(md.matches("</details>").count(), 2, "{md}");
+    assert_eq!(md.matches("```diff\n").count(), 2, "{md}");
+    assert_eq!(md.matches("\n```\n").count(), 2, "every fence closed: {md}");
+    assert!(md.contains("+    \"replicas\": 5,"), "{md}");
+    assert!(
+        !md.contains("more line"),
+        "nothing cut at the default: {md}"
+    );
+    // Cut at --max-lines, and the cut said.
+    let r = t.drover(&["diff", "-o", "markdown", "--max-lines", "3"]);
+    r.expect_code(1);
+    let cut: Vec<&str> = r
+        .stdout
+        .lines()
+        .filter(|l| l.contains("more line"))
+        .collect();
+    assert_eq!(cut.len(), 2, "{}", r.stdout);
+    assert!(
+        cut.iter().all(|l| l.ends_with("cut (`--max-lines 3`).")),
+        "{cut:?}"
+    );
+    let fenced: Vec<&str> = r
+        .stdout
+        .split("```diff\n")
+        .skip(1)
+        .map(|b| b.split("\n```").next().unwrap())
+        .collect();
+    assert!(fenced.iter().all(|b| b.lines().count() == 3), "{fenced:?}");
+    // In sync: a heading that says so, nothing folded.
+    let t = TestDir::new();
+    t.copy_manifests("manifests");
+    record_as_applied(&t.join("manifests"), &t.join(".drover"));
+    let r = t.drover(&["diff", "-o", "markdown"]);
+    r.expect_code(0);
+    assert!(
+        r.stdout.starts_with("### drover diff: in sync\n"),
+        "{}",
+        r.stdout
+    );
+    assert!(!r.stdout.contains("<details>"), "{}", r.stdout);
+}
+
+#[test]
 fn a_deleted_file_is_a_delete() {
     let t = TestDir::new();
     t.copy_manifests("manifests");

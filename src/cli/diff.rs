@@ -193,14 +193,20 @@ fn observation(
     Ok(seen)
 }
 
-pub fn run(cx: &Context, args: &SourceArgs, output: DiffOutput, live: bool) -> ExitCode {
-    run_attempt(cx, args, output, live, 5)
+pub fn run(
+    cx: &Context,
+    args: &SourceArgs,
+    output: DiffOutput,
+    live: bool,
+    max_lines: usize,
+) -> ExitCode {
+    run_attempt(cx, args, (output, max_lines), live, 5)
 }
 
 fn run_attempt(
     cx: &Context,
     args: &SourceArgs,
-    output: DiffOutput,
+    output: (DiffOutput, usize),
     live: bool,
     attempts: u32,
 ) -> ExitCode {
@@ -345,10 +351,15 @@ fn mask_key_for_diff(store: &Store) -> Result<MaskKey, ExitCode> {
 
 /// Writes the report to stdout as `output` asks (`objects`: how many the source holds). A
 /// closed pipe (`drover diff | head`) is not an error worth a message.
-fn write_report(output: DiffOutput, report: &Report, objects: usize) -> Result<(), ExitCode> {
+fn write_report(
+    (output, max_lines): (DiffOutput, usize),
+    report: &Report,
+    objects: usize,
+) -> Result<(), ExitCode> {
     // Buffered: stdout alone writes each line with its own system call.
     let mut out = std::io::BufWriter::with_capacity(64 << 10, std::io::stdout().lock());
     let written = match output {
+        DiffOutput::Markdown => render_markdown(&mut out, report, objects, max_lines),
         DiffOutput::Json => serde_json::to_writer_pretty(&mut out, report)
             .map_err(std::io::Error::from)
             .and_then(|_| writeln!(out)),
@@ -591,6 +602,116 @@ fn render_text(
         )
     } else {
         writeln!(out, "{summary}")
+    }
+}
+
+/// The report as a pull request's comment (the shape argocd-diff-preview posts): a heading
+/// with the counts, a table of the changed objects, one collapsible block per object with its
+/// unified diff (at most `max_lines` lines, the cut said), then the pod actions.
+fn render_markdown(
+    out: &mut impl Write,
+    report: &Report,
+    total: usize,
+    max_lines: usize,
+) -> std::io::Result<()> {
+    let s = report.summary;
+    let pods_in_sync = report.pods.is_none_or(PodReport::in_sync);
+    if s.is_empty() && pods_in_sync {
+        writeln!(out, "### drover diff: in sync")?;
+    } else {
+        writeln!(out, "### drover diff: {s}")?;
+    }
+    let at = match &report.commit {
+        Some(c) => format!(" at commit `{}`", &c[..c.len().min(12)]),
+        None => String::new(),
+    };
+    writeln!(
+        out,
+        "\n{total} object{} in `{}`{at}.",
+        plural(total),
+        report.source
+    )?;
+    if !report.changes.is_empty() {
+        writeln!(out, "\n| | object | file | fields |\n|---|---|---|---|")?;
+        for c in report.changes {
+            let file = c.origin.as_ref().map(|o| o.file.as_str()).unwrap_or("");
+            writeln!(
+                out,
+                "| {} | {}/{} | {} | {} |",
+                mark(c.action),
+                c.kind,
+                c.id,
+                code_span(file),
+                code_span(&c.fields.join(", "))
+            )?;
+        }
+        for c in report.changes {
+            writeln!(
+                out,
+                "\n<details><summary>{} {}/{}</summary>\n\n```diff",
+                mark(c.action),
+                c.kind,
+                c.id
+            )?;
+            let lines = c.diff.lines().count();
+            for line in c.diff.lines().take(max_lines) {
+                // A fence inside the diff must not end the block.
+                writeln!(out, "{}", line.replace("```", "`\u{200b}``"))?;
+            }
+            writeln!(out, "```")?;
+            if lines > max_lines {
+                let cut = lines - max_lines;
+                writeln!(
+                    out,
+                    "\n{cut} more line{} cut (`--max-lines {max_lines}`).",
+                    plural(cut)
+                )?;
+            }
+            writeln!(out, "\n</details>")?;
+        }
+    }
+    if let Some(p) = report.pods.filter(|p| !p.in_sync()) {
+        let seen = if p.live {
+            "observed now"
+        } else {
+            "last observed"
+        };
+        writeln!(
+            out,
+            "\n**Pods** ({seen} on {} minion{}):\n",
+            p.minions,
+            plural(p.minions)
+        )?;
+        for a in &p.actions {
+            let mark = if a.action == "create" { "+" } else { "-" };
+            let reason = a
+                .reason
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default();
+            writeln!(out, "- `{mark}` pod `{}` on `{}`{reason}", a.pod, a.minion)?;
+        }
+        for PodReason { pod, reason } in &p.unschedulable {
+            writeln!(out, "- `!` pod `{pod}` cannot be placed: {reason}")?;
+        }
+    }
+    Ok(())
+}
+
+fn mark(action: ChangeAction) -> &'static str {
+    match action {
+        ChangeAction::Create => "+",
+        ChangeAction::Change => "~",
+        ChangeAction::Delete => "-",
+    }
+}
+
+/// `text` as an inline code span in a table cell (empty stays empty; `|` escaped).
+fn code_span(text: &str) -> String {
+    if text.is_empty() {
+        String::new()
+    } else {
+        format!("`{}`", text.replace('|', "\\|").replace('`', "'"))
     }
 }
 
