@@ -100,8 +100,6 @@ pub struct TarFilter {
     /// Files left out, and the bytes they would have cost.
     pub skipped: usize,
     pub skipped_bytes: u64,
-    /// Files passed on.
-    pub kept_files: usize,
     /// Every entry seen: its path, and the bytes it takes in the stream (header and data).
     pub entries: Vec<(String, u64)>,
     /// The file whose data is kept in `captured` (a save stream's `manifest.json`).
@@ -135,7 +133,6 @@ impl TarFilter {
             now: Data::Keep,
             skipped: 0,
             skipped_bytes: 0,
-            kept_files: 0,
             entries: Vec::new(),
             capture: None,
             capturing: false,
@@ -276,9 +273,6 @@ impl TarFilter {
             self.held.clear();
             out.extend_from_slice(header);
             self.now = Data::Keep;
-            if regular {
-                self.kept_files += 1;
-            }
         }
         Ok(())
     }
@@ -430,13 +424,9 @@ pub fn local_engine() -> Result<bollard::Docker, PushError> {
 
 /// `name` as the local engine holds it.
 pub async fn inspect_local(docker: &bollard::Docker, name: &str) -> Result<LocalImage, PushError> {
-    let inspected = match docker.inspect_image(name).await {
-        Ok(i) => i,
-        Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 404, ..
-        }) => return Err(PushError::Missing(name.to_string())),
-        Err(e) => return Err(PushError::Local(e.to_string())),
-    };
+    let inspected = crate::minion::found(docker.inspect_image(name).await)
+        .map_err(|e| PushError::Local(e.to_string()))?
+        .ok_or_else(|| PushError::Missing(name.to_string()))?;
     let diff_ids = inspected.root_fs.and_then(|r| r.layers).unwrap_or_default();
     Ok(LocalImage {
         name: name.to_string(),
@@ -491,14 +481,6 @@ pub struct Sent {
 pub trait PushProgress: Send + Sync {
     fn starting(&self, minion: &str, bytes: Option<u64>);
     fn sent(&self, minion: &str, bytes: u64);
-}
-
-/// A progress that tells nothing.
-pub struct Silent;
-
-impl PushProgress for Silent {
-    fn starting(&self, _: &str, _: Option<u64>) {}
-    fn sent(&self, _: &str, _: u64) {}
 }
 
 /// What a minion lacks of an image: nothing (it holds this very image under this name), or

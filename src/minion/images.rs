@@ -8,16 +8,7 @@ use futures_util::{Stream, TryStreamExt};
 impl Minion {
     /// The id of the image `name` on this minion, or `None` when it has none by that name.
     pub async fn image_id(&self, name: &str) -> Result<Option<String>, MinionError> {
-        self.call(&format!("inspect image {name}"), async {
-            match self.docker().inspect_image(name).await {
-                Ok(image) => Ok(image.id),
-                Err(bollard::errors::Error::DockerResponseServerError {
-                    status_code: 404, ..
-                }) => Ok(None),
-                Err(e) => Err(e),
-            }
-        })
-        .await
+        Ok(self.inspect_image(name).await?.and_then(|image| image.id))
     }
 
     /// The layers (diff ids, bottom first) of every image this minion holds (asked of all at
@@ -29,20 +20,7 @@ impl Minion {
         let images = self
             .call("list images", self.docker().list_images(Some(options)))
             .await?;
-        let inspections = images.iter().map(|image| async move {
-            let what = format!("inspect image {}", short_id(&image.id));
-            self.call(&what, async {
-                match self.docker().inspect_image(&image.id).await {
-                    Ok(i) => Ok(Some(i)),
-                    Err(bollard::errors::Error::DockerResponseServerError {
-                        status_code: 404,
-                        ..
-                    }) => Ok(None),
-                    Err(e) => Err(e),
-                }
-            })
-            .await
-        });
+        let inspections = images.iter().map(|image| self.inspect_image(&image.id));
         let mut all = Vec::new();
         for inspected in futures_util::future::join_all(inspections).await {
             if let Some(image) = inspected? {
@@ -75,10 +53,4 @@ impl Minion {
         )
         .await
     }
-}
-
-/// An image id as people read it.
-fn short_id(id: &str) -> &str {
-    let hex = id.strip_prefix("sha256:").unwrap_or(id);
-    &hex[..hex.len().min(12)]
 }

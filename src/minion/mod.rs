@@ -37,6 +37,19 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// do not go through `Minion::call` (log streams), so `call`'s clearer error comes first.
 const BOLLARD_TIMEOUT_SECS: u64 = 60;
 
+/// Docker's 404 as `None`: what was named is not there, an answer rather than a failure.
+pub fn found<T>(
+    answer: Result<T, bollard::errors::Error>,
+) -> Result<Option<T>, bollard::errors::Error> {
+    match answer {
+        Ok(t) => Ok(Some(t)),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// An error on one minion; always names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MinionError {

@@ -268,15 +268,21 @@ impl Minion {
     }
 
     pub async fn image_present(&self, image: &str) -> Result<bool, MinionError> {
-        self.call(&format!("inspect image {image}"), async {
-            match self.docker().inspect_image(image).await {
-                Ok(_) => Ok(true),
-                // Absent is an answer, not a failure of the minion.
-                Err(bollard::errors::Error::DockerResponseServerError {
-                    status_code: 404, ..
-                }) => Ok(false),
-                Err(e) => Err(e),
-            }
+        Ok(self.inspect_image(image).await?.is_some())
+    }
+
+    /// An image by name or id, `None` when this minion has none (an answer, not a failure).
+    pub async fn inspect_image(
+        &self,
+        image: &str,
+    ) -> Result<Option<bollard::models::ImageInspect>, MinionError> {
+        // An id as people read it; a name as it is.
+        let shown = match image.strip_prefix("sha256:") {
+            Some(hex) => &hex[..hex.len().min(12)],
+            None => image,
+        };
+        self.call(&format!("inspect image {shown}"), async {
+            super::found(self.docker().inspect_image(image).await)
         })
         .await
     }
