@@ -81,13 +81,23 @@ fn drover_push(config: &Path) -> (Duration, String) {
 
 /// `docker save IMAGE | ssh root@m1 docker load`, the way people copy an image by hand.
 fn save_ssh_load() -> Duration {
+    save_ssh_load_to(&["127.0.1.1"])
+}
+
+/// That to each of `hosts` at once (each its own save): what the three minions sharing this
+/// machine's disk and cores cost when every one of them loads the image.
+fn save_ssh_load_to(hosts: &[&str]) -> Duration {
     let dir = testbed_dir();
     let started = Instant::now();
-    let script = format!(
-        "set -o pipefail; docker save {IMAGE} | ssh -i {key} -o UserKnownHostsFile={known} -o BatchMode=yes root@127.0.1.1 docker load -q",
-        key = dir.join("id_ed25519").display(),
-        known = dir.join("known_hosts").display(),
-    );
+    let one = |host: &str| {
+        format!(
+            "(set -o pipefail; docker save {IMAGE} | ssh -i {key} -o UserKnownHostsFile={known} -o BatchMode=yes root@{host} docker load -q) &",
+            key = dir.join("id_ed25519").display(),
+            known = dir.join("known_hosts").display(),
+        )
+    };
+    let jobs: Vec<String> = hosts.iter().map(|h| one(h)).collect();
+    let script = format!("{} for j in $(jobs -p); do wait $j || exit 1; done", jobs.join(" "));
     sh(Command::new("bash")
         .args(["-c", &script])
         .stdout(Stdio::null()));
@@ -185,6 +195,19 @@ fn main() {
         "    ratio drover(3)/save|ssh|load(1): {:.2}x",
         median(&drover_a) / median(&baseline_a)
     );
+    // The machine's share: three minions on one host load three copies on its disk and cores.
+    let mut parallel_a = Vec::new();
+    for _ in 0..RUNS {
+        for m in ["m1", "m2", "m3"] {
+            forget(m);
+        }
+        parallel_a.push(save_ssh_load_to(&["127.0.1.1", "127.0.1.2", "127.0.1.3"]));
+    }
+    println!("    save|ssh|load to 3 at once:  {}", stats(&parallel_a));
+    println!(
+        "    ratio drover(3)/save|ssh|load(3 at once): {:.2}x",
+        median(&drover_a) / median(&parallel_a)
+    );
 
     // (b) A rebuild that changes the 1 MB top layer only.
     let (mut drover_b, mut baseline_b, mut sent) = (Vec::new(), Vec::new(), Vec::new());
@@ -206,6 +229,18 @@ fn main() {
         median(&drover_b) / median(&baseline_b),
         most_sent,
         most_sent / layer
+    );
+    // The floor of any push built on `docker save`: Docker 20.10 exports whole images only.
+    let mut save_only = Vec::new();
+    for _ in 0..RUNS {
+        let started = Instant::now();
+        sh(Command::new("bash").args(["-c", &format!("docker save {IMAGE} >/dev/null")]));
+        save_only.push(started.elapsed());
+    }
+    println!("    docker save alone (the floor): {}", stats(&save_only));
+    println!(
+        "    ratio drover(3)/docker save alone: {:.2}x",
+        median(&drover_b) / median(&save_only)
     );
 
     // (c) Already everywhere.

@@ -37,6 +37,9 @@ pub struct Config {
     pub minions: Vec<MinionConfig>,
     #[serde(default)]
     pub registries: Vec<RegistryConfig>,
+    /// Images drover delivers to the minions itself, from the local Docker Engine.
+    #[serde(default)]
+    pub images: ImagesConfig,
     /// Largest manifest file read, in bytes (default `manifest::DEFAULT_MAX_MANIFEST_BYTES`).
     pub max_manifest_bytes: Option<u64>,
     /// How strictly manifests are read: `strict` (default), `warn` or `ignore`; `--validate`
@@ -125,6 +128,16 @@ pub struct SshDefaults {
     pub identity: Option<String>,
     pub known_hosts: Option<String>,
     pub port: Option<u16>,
+}
+
+/// `[images]`: `push = ["myapp/*", "tools:2"]` names (shell patterns, `*` and `?`) of images
+/// built or pulled on the drover host that drover sends to a minion before it runs a container
+/// of one there, and pins to the local build, so a rebuild under the same tag rolls out.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImagesConfig {
+    #[serde(default)]
+    pub push: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -6,20 +6,22 @@
 //!
 //! Which layers a minion has is asked by chain id (a layer is only the same layer on top of the
 //! same layers below it): the chain ids of every image it holds. The layers of ours whose chain
-//! ids it has form a prefix of our layer list, and their `layer.tar` files are left out of the
-//! stream; `docker load` finds those layers by the chain ids it computes from the image's
-//! config and reads no file for them. Where the save stream puts a layer's file is read first
-//! from its `manifest.json` (in Docker's classic layout the entries are ordered by a legacy
-//! id, not by layer, and the manifest comes last), so when a minion has some of the layers the
-//! local image is read twice: once for its manifest, once to send. One save stream feeds every
-//! minion that needs the image, each through its own filter.
+//! ids it has form a prefix of our layer list, and their files are left out of the stream;
+//! `docker load` finds those layers by the chain ids it computes from the image's config and
+//! reads no file for them. Which file holds which layer is told as the stream passes, in one
+//! read of the local image: in the OCI layout (Docker 25 and later) a layer's file is named by
+//! its digest, which for the uncompressed layers of a save is its diff id; in Docker's classic
+//! layout each layer has a directory named by a legacy id, whose `json` comes before its
+//! `layer.tar` and proves which layer it is (see [`legacy_layer_id`]). A file told apart by
+//! neither is sent: the push is then larger, never wrong. One save stream feeds every minion
+//! that needs the image, each through its own filter.
 //!
 //! A push that is cut off (drover killed, the connection lost) leaves no image on the minion:
 //! `docker load` tags the image only once every layer is in, and releases the layers it added
 //! when the stream ends early.
 
 use crate::minion::{Minion, MinionError};
-use futures_util::StreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -34,25 +36,12 @@ pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
             None => d.clone(),
             Some(below) => {
                 let digest = Sha256::digest(format!("{below} {d}").as_bytes());
-                let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-                format!("sha256:{hex}")
+                format!("sha256:{}", hex(&digest))
             }
         };
         chains.push(next);
     }
     chains
-}
-
-/// The layer files left out for a minion that has the first `present` layers: theirs, less
-/// any a layer above also names (in the OCI layout a file is named by its digest, so two
-/// layers with the same content, such as empty ones, share it).
-pub fn skipped_files(layer_paths: &[String], present: usize) -> HashSet<String> {
-    let needed: HashSet<&String> = layer_paths[present..].iter().collect();
-    layer_paths[..present]
-        .iter()
-        .filter(|p| !needed.contains(p))
-        .cloned()
-        .collect()
 }
 
 /// How many of an image's layers (bottom first) a minion holding the layers `has` (chain ids)
@@ -61,22 +50,118 @@ pub fn present_prefix(chains: &[String], has: &HashSet<String>) -> usize {
     chains.iter().take_while(|c| has.contains(*c)).count()
 }
 
-/// The layer files named by a save stream's `manifest.json`, in layer order (bottom first).
-pub fn layer_paths(manifest_json: &[u8]) -> Result<Vec<String>, String> {
-    #[derive(serde::Deserialize)]
-    #[serde(rename_all = "PascalCase")]
-    struct Entry {
-        layers: Vec<String>,
+/// Which layer files of a save stream one minion is not sent, told apart by name as the
+/// stream passes.
+#[derive(Debug, Clone, Default)]
+pub struct LayerSkip {
+    /// The image's chain ids (bottom first), to prove a classic layer directory's layer.
+    chains: Vec<String>,
+    diff_ids: Vec<String>,
+    /// Diff ids of the layers whose files are left out.
+    skip: HashSet<String>,
+    /// Classic layout: the layers (indices into `chains`) that left-out directories hold.
+    dirs: HashMap<String, bool>,
+}
+
+impl LayerSkip {
+    /// For a minion holding the first `present` of the layers `diff_ids` (bottom first): their
+    /// files, less any a layer above also has (two layers with the same content, such as empty
+    /// ones, share a file).
+    pub fn new(diff_ids: &[String], present: usize) -> LayerSkip {
+        let needed: HashSet<&String> = diff_ids[present..].iter().collect();
+        LayerSkip {
+            chains: chain_ids(diff_ids),
+            diff_ids: diff_ids.to_vec(),
+            skip: diff_ids[..present]
+                .iter()
+                .filter(|d| !needed.contains(d))
+                .cloned()
+                .collect(),
+            dirs: HashMap::new(),
+        }
     }
-    let entries: Vec<Entry> = serde_json::from_slice(manifest_json)
-        .map_err(|e| format!("the image's manifest.json cannot be read: {e}"))?;
-    match entries.as_slice() {
-        [one] => Ok(one.layers.clone()),
-        _ => Err(format!(
-            "the saved image holds {} images, not one",
-            entries.len()
-        )),
+
+    /// Nothing left out.
+    pub fn none() -> LayerSkip {
+        LayerSkip::default()
     }
+
+    /// Whether the regular file `path` is left out.
+    fn leaves_out(&self, path: &str) -> bool {
+        if self.skip.is_empty() {
+            return false;
+        }
+        if let Some(hex) = path.strip_prefix("blobs/sha256/") {
+            return self.skip.contains(&format!("sha256:{hex}"));
+        }
+        match path.strip_suffix("/layer.tar") {
+            Some(dir) => self.dirs.get(dir).copied().unwrap_or(false),
+            None => false,
+        }
+    }
+
+    /// Whether `path` is a classic layer directory's `json`, to be read.
+    fn wants(&self, path: &str) -> bool {
+        !self.skip.is_empty()
+            && path
+                .strip_suffix("/json")
+                .is_some_and(|dir| !dir.contains('/'))
+    }
+
+    /// Learns from a classic directory's `json` which layer the directory holds.
+    fn learn(&mut self, path: &str, json: &[u8]) {
+        let Some(dir) = path.strip_suffix("/json") else {
+            return;
+        };
+        for (i, chain) in self.chains.iter().enumerate() {
+            let proven = [false, true].iter().any(|with_os| {
+                legacy_layer_id(json, chain, *with_os).as_deref() == Some(dir)
+            });
+            if proven {
+                let left_out = self.skip.contains(&self.diff_ids[i]);
+                self.dirs.insert(dir.to_string(), left_out);
+                return;
+            }
+        }
+    }
+}
+
+/// The legacy id Docker's classic `docker save` names a layer's directory by, rebuilt from the
+/// directory's `json` as `v1.CreateID` made it (Docker 20.10 `image/v1/imagev1.go`): the
+/// SHA-256 of the json's fields in key order, without `id`, with `layer_id` set to the layer's
+/// chain id and `parent` as a digest. The save adds `os` after the id was made for every layer
+/// but the top one, hence `with_os`. `None` when the json is not an object.
+pub fn legacy_layer_id(json: &[u8], chain: &str, with_os: bool) -> Option<String> {
+    use serde_json::value::RawValue;
+    let mut fields: std::collections::BTreeMap<String, Box<RawValue>> =
+        serde_json::from_slice(json).ok()?;
+    fields.remove("id");
+    if !with_os {
+        fields.remove("os");
+    }
+    let string = |s: &str| RawValue::from_string(serde_json::to_string(s).ok()?).ok();
+    fields.insert("layer_id".into(), string(chain)?);
+    if let Some(parent) = fields.get("parent") {
+        let parent: String = serde_json::from_str(parent.get()).ok()?;
+        if !parent.starts_with("sha256:") {
+            fields.insert("parent".into(), string(&format!("sha256:{parent}"))?);
+        }
+    }
+    let mut text = String::from("{");
+    for (i, (key, value)) in fields.iter().enumerate() {
+        if i > 0 {
+            text.push(',');
+        }
+        text.push_str(&serde_json::to_string(key).ok()?);
+        text.push(':');
+        text.push_str(value.get());
+    }
+    text.push('}');
+    Some(hex(&Sha256::digest(text.as_bytes())))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 const BLOCK: usize = 512;
@@ -86,8 +171,8 @@ const BLOCK: usize = 512;
 /// next entry (PAX headers, GNU long names) go or stay with it.
 #[derive(Debug)]
 pub struct TarFilter {
-    /// Paths of the files to leave out.
-    skip: HashSet<String>,
+    /// Which files to leave out.
+    rule: LayerSkip,
     /// A header being assembled (fewer than 512 bytes seen so far).
     header: Vec<u8>,
     /// Metadata entries (header and data) held until the entry they describe.
@@ -100,12 +185,10 @@ pub struct TarFilter {
     /// Files left out, and the bytes they would have cost.
     pub skipped: usize,
     pub skipped_bytes: u64,
-    /// Every entry seen: its path, and the bytes it takes in the stream (header and data).
-    pub entries: Vec<(String, u64)>,
-    /// The file whose data is kept in `captured` (a save stream's `manifest.json`).
-    capture: Option<String>,
-    capturing: bool,
-    pub captured: Vec<u8>,
+    /// The path of the file being read for the rule (a classic layer directory's `json`), and
+    /// its data so far.
+    reading: Option<String>,
+    read: Vec<u8>,
     /// The size of the last entry whose header was read.
     last_size: u64,
     /// A size given by a PAX `size` record for the next entry (Go's tar writes entries of 8 GiB
@@ -123,9 +206,9 @@ enum Data {
 }
 
 impl TarFilter {
-    pub fn new(skip: HashSet<String>) -> TarFilter {
+    pub fn new(rule: LayerSkip) -> TarFilter {
         TarFilter {
-            skip,
+            rule,
             header: Vec::with_capacity(BLOCK),
             held: Vec::new(),
             long_name: None,
@@ -133,21 +216,11 @@ impl TarFilter {
             now: Data::Keep,
             skipped: 0,
             skipped_bytes: 0,
-            entries: Vec::new(),
-            capture: None,
-            capturing: false,
-            captured: Vec::new(),
+            reading: None,
+            read: Vec::new(),
             last_size: 0,
             pax_size: None,
             ended: false,
-        }
-    }
-
-    /// A filter that also keeps the data of the file `name` (in `captured`).
-    pub fn capturing(skip: HashSet<String>, name: &str) -> TarFilter {
-        TarFilter {
-            capture: Some(name.to_string()),
-            ..TarFilter::new(skip)
         }
     }
 
@@ -156,13 +229,10 @@ impl TarFilter {
         while !input.is_empty() {
             if self.remaining > 0 {
                 let n = (self.remaining.min(input.len() as u64)) as usize;
-                if self.capturing {
+                if self.reading.is_some() {
                     // The data without the padding after it.
-                    let room = (self.last_size as usize).saturating_sub(self.captured.len());
-                    self.captured.extend_from_slice(&input[..n.min(room)]);
-                    if self.captured.len() > 1 << 20 {
-                        return Err("a manifest.json over 1 MiB".into());
-                    }
+                    let room = (self.last_size as usize).saturating_sub(self.read.len());
+                    self.read.extend_from_slice(&input[..n.min(room)]);
                 }
                 match self.now {
                     Data::Keep => out.extend_from_slice(&input[..n]),
@@ -177,7 +247,10 @@ impl TarFilter {
                 self.remaining -= n as u64;
                 input = &input[n..];
                 if self.remaining == 0 {
-                    self.capturing = false;
+                    if let Some(path) = self.reading.take() {
+                        self.rule.learn(&path, &self.read);
+                        self.read.clear();
+                    }
                     if self.now == Data::Hold {
                         self.read_long_name();
                     }
@@ -258,12 +331,11 @@ impl TarFilter {
         }
         let name = self.long_name.take().unwrap_or_else(|| ustar_name(header));
         let regular = matches!(kind, b'0' | 0);
-        self.entries.push((
-            name.clone(),
-            (BLOCK + padded(size)) as u64 + self.held.len() as u64,
-        ));
-        self.capturing = regular && self.capture.as_deref() == Some(name.as_str());
-        if regular && self.skip.contains(&name) {
+        // A layer directory's json is small; one that is not is not read (its layer is sent).
+        if regular && size > 0 && size <= 1 << 20 && self.rule.wants(&name) {
+            self.reading = Some(name.clone());
+        }
+        if regular && self.rule.leaves_out(&name) {
             self.held.clear();
             self.now = Data::Drop;
             self.skipped += 1;
@@ -388,15 +460,10 @@ fn ustar_name(header: &[u8]) -> String {
 pub struct LocalImage {
     pub name: String,
     pub id: String,
+    pub diff_ids: Vec<String>,
     pub chains: Vec<String>,
-}
-
-/// What one pass over an image's save stream tells: where each layer's file is (in layer
-/// order) and the bytes each entry and the whole stream take.
-struct Scan {
-    layer_paths: Vec<String>,
-    entry_bytes: HashMap<String, u64>,
-    total_bytes: u64,
+    /// The sum of its layers' sizes, as the engine counts them (near the bytes of a save).
+    pub size: u64,
 }
 
 /// Why an image could not be pushed.
@@ -432,35 +499,106 @@ pub async fn inspect_local(docker: &bollard::Docker, name: &str) -> Result<Local
         name: name.to_string(),
         id: inspected.id.unwrap_or_default(),
         chains: chain_ids(&diff_ids),
+        diff_ids,
+        size: inspected.size.unwrap_or(0).max(0) as u64,
     })
 }
 
-/// One pass over the save stream, sending nothing: where the layer files are.
-async fn scan(docker: &bollard::Docker, image: &LocalImage) -> Result<Scan, PushError> {
-    let mut scan = TarFilter::capturing(HashSet::new(), "manifest.json");
-    let mut stream = docker.export_image(&image.name);
-    let mut sink = Vec::new();
-    let mut total_bytes = 0u64;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| PushError::Local(format!("saving {}: {e}", image.name)))?;
-        total_bytes += chunk.len() as u64;
-        sink.clear();
-        scan.push(&chunk, &mut sink).map_err(PushError::Local)?;
+/// The `[images] push` patterns with the local engine's id of every tag they take (one list
+/// of the local engine's images). Without patterns, the local engine is not asked.
+pub async fn local_pins(
+    patterns: &[String],
+) -> Result<crate::image_pins::ImagePins, PushError> {
+    let mut ids = std::collections::BTreeMap::new();
+    if !patterns.is_empty() {
+        let docker = local_engine()?;
+        let pins = crate::image_pins::ImagePins::new(patterns.to_vec(), Default::default());
+        let images = docker
+            .list_images(None::<bollard::query_parameters::ListImagesOptions>)
+            .await
+            .map_err(|e| PushError::Local(format!("listing its images: {e}")))?;
+        for image in images {
+            for tag in pins.taken(image.repo_tags.iter().map(String::as_str)) {
+                ids.insert(tag.to_string(), image.id.clone());
+            }
+        }
     }
-    let layer_paths = layer_paths(&scan.captured).map_err(PushError::Local)?;
-    if layer_paths.len() != image.chains.len() {
-        return Err(PushError::Local(format!(
-            "image {}: its save stream names {} layer files for {} layers",
-            image.name,
-            layer_paths.len(),
-            image.chains.len()
-        )));
+    Ok(crate::image_pins::ImagePins::new(patterns.to_vec(), ids))
+}
+
+/// Pulls `reference` into the local engine (a name in `[images] push` it lacks: minions
+/// without a way to a registry get it through the drover host).
+pub async fn pull_local(reference: &str) -> Result<(), PushError> {
+    let docker = local_engine()?;
+    let options = bollard::query_parameters::CreateImageOptionsBuilder::new()
+        .from_image(reference)
+        .build();
+    docker
+        .create_image(Some(options), None, None)
+        .try_for_each(|_| async { Ok(()) })
+        .await
+        .map_err(|e| PushError::Local(format!("pulling {reference}: {e}")))
+}
+
+/// An image a plan's pods run on some minions, pinned to one build (`Container::image_id`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Delivery {
+    pub reference: String,
+    pub id: String,
+}
+
+/// Delivers each image to the minions about to run it that lack that build under its name,
+/// one save stream per image for all of them. The local engine must still hold the very build
+/// the plan pinned (a rebuild since is the next round's change, not this one's). Returns, per
+/// image, each minion's outcome (`already` when it held the build).
+pub async fn deliver(
+    wanted: &[(Delivery, Vec<Arc<Minion>>)],
+    progress: Arc<dyn PushProgress>,
+) -> Vec<(Delivery, Vec<(String, Result<Sent, PushError>)>)> {
+    let local = match local_engine() {
+        Ok(l) => l,
+        Err(e) => {
+            let why = e.to_string();
+            return wanted
+                .iter()
+                .map(|(d, ms)| {
+                    let failed = ms.iter().map(|m| (m.name().to_string(), Err(PushError::Local(why.clone()))));
+                    (d.clone(), failed.collect())
+                })
+                .collect();
+        }
+    };
+    let mut out = Vec::new();
+    for (delivery, minions) in wanted {
+        let results = match inspect_local(&local, &delivery.reference).await {
+            Ok(image) if image.id == delivery.id => push(&local, &image, minions, progress.clone()).await,
+            Ok(image) => {
+                let why = PushError::Local(format!(
+                    "{} is now {}, not the build {} this plan runs (rebuilt since: the next round rolls it out)",
+                    delivery.reference,
+                    short_id(&image.id),
+                    short_id(&delivery.id)
+                ));
+                fail_all(minions, &why)
+            }
+            Err(e) => fail_all(minions, &e),
+        };
+        out.push((delivery.clone(), results));
     }
-    Ok(Scan {
-        layer_paths,
-        entry_bytes: scan.entries.into_iter().collect(),
-        total_bytes,
-    })
+    out
+}
+
+fn fail_all(minions: &[Arc<Minion>], why: &PushError) -> Vec<(String, Result<Sent, PushError>)> {
+    minions
+        .iter()
+        .map(|m| (m.name().to_string(), Err(PushError::Local(why.to_string()))))
+        .collect()
+}
+
+/// `sha256:0123456789ab…` cut to its first twelve hex digits, as `docker images` shows ids.
+pub fn short_id(id: &str) -> &str {
+    let hex = id.strip_prefix("sha256:").unwrap_or(id);
+    &hex[..hex.len().min(12)]
 }
 
 /// What a push to one minion did.
@@ -474,6 +612,36 @@ pub struct Sent {
     pub bytes_sent: u64,
     pub bytes_skipped: u64,
     pub took: Duration,
+}
+
+impl Sent {
+    /// The push in words: layers and bytes sent and left out, and the time it took.
+    pub fn summary(&self) -> String {
+        let secs = self.took.as_secs_f64();
+        if self.already {
+            return format!("already there (the same image id), nothing sent, {secs:.1} s");
+        }
+        let layers = |n: usize| if n == 1 { "layer" } else { "layers" };
+        format!(
+            "sent {} {} ({}), {} {} there already ({} not sent), {secs:.1} s",
+            self.layers_sent,
+            layers(self.layers_sent),
+            bytes(self.bytes_sent),
+            self.layers_skipped,
+            layers(self.layers_skipped),
+            bytes(self.bytes_skipped),
+        )
+    }
+}
+
+/// Bytes in decimal units, as `docker images` shows sizes.
+fn bytes(b: u64) -> String {
+    match b {
+        b if b >= 1_000_000_000 => format!("{:.1} GB", b as f64 / 1e9),
+        b if b >= 1_000_000 => format!("{:.1} MB", b as f64 / 1e6),
+        b if b >= 1_000 => format!("{:.1} kB", b as f64 / 1e3),
+        b => format!("{b} B"),
+    }
 }
 
 /// Told how a push goes: the bytes a minion will be sent (when known), then each chunk as it
@@ -534,33 +702,10 @@ pub async fn push(
     if to_feed.is_empty() {
         return results;
     }
-    // Where the layer files are matters only to a minion that has some of them.
-    let scanned = if to_feed.iter().any(|(_, _, present)| *present > 0) {
-        match scan(local, image).await {
-            Ok(s) => Some(s),
-            Err(e) => {
-                let why = e.to_string();
-                for (i, _, _) in &to_feed {
-                    results[*i].1 = Err(PushError::Local(why.clone()));
-                }
-                return results;
-            }
-        }
-    } else {
-        None
-    };
     let mut feeds = Vec::new();
     for (index, minion, present) in to_feed {
         let name = results[index].0.clone();
-        feeds.push(Feed::start(
-            index,
-            name,
-            minion,
-            image,
-            present,
-            scanned.as_ref(),
-            &*progress,
-        ));
+        feeds.push(Feed::start(index, name, minion, image, present, &*progress));
     }
     let broken = feed_all(local, image, &mut feeds, &*progress).await;
     for feed in feeds {
@@ -578,8 +723,6 @@ struct Feed {
     queue: Option<tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>>,
     load: tokio::task::JoinHandle<Result<(), MinionError>>,
     sent: u64,
-    skipped_bytes: u64,
-    present: usize,
 }
 
 impl Feed {
@@ -590,21 +733,10 @@ impl Feed {
         minion: Arc<Minion>,
         image: &LocalImage,
         present: usize,
-        scanned: Option<&Scan>,
         progress: &dyn PushProgress,
     ) -> Feed {
-        let (skip, skipped_bytes, to_send) = match scanned {
-            Some(s) => {
-                let skip = skipped_files(&s.layer_paths, present);
-                let bytes: u64 = skip
-                    .iter()
-                    .map(|p| s.entry_bytes.get(p).copied().unwrap_or(0))
-                    .sum();
-                (skip, bytes, Some(s.total_bytes.saturating_sub(bytes)))
-            }
-            None => (HashSet::new(), 0, None),
-        };
-        progress.starting(&name, to_send);
+        // The bytes are known ahead only when the whole image goes (then near its size).
+        progress.starting(&name, (present == 0).then_some(image.size));
         let (queue, receiver) = tokio::sync::mpsc::channel(QUEUE);
         let tar = futures_util::stream::unfold(receiver, |mut r| async move {
             r.recv().await.map(|chunk| (chunk, r))
@@ -614,12 +746,10 @@ impl Feed {
         Feed {
             index,
             name,
-            filter: TarFilter::new(skip),
+            filter: TarFilter::new(LayerSkip::new(&image.diff_ids, present)),
             queue: Some(queue),
             load,
             sent: 0,
-            skipped_bytes,
-            present,
         }
     }
 
@@ -637,10 +767,10 @@ impl Feed {
         match (loaded, broken) {
             (Ok(()), None) => Ok(Sent {
                 already: false,
-                layers_sent: image.chains.len() - self.present,
-                layers_skipped: self.present,
+                layers_sent: image.chains.len() - self.filter.skipped,
+                layers_skipped: self.filter.skipped,
                 bytes_sent: self.sent,
-                bytes_skipped: self.skipped_bytes,
+                bytes_skipped: self.filter.skipped_bytes,
                 took: started.elapsed(),
             }),
             (_, Some(why)) => Err(PushError::Stream(why.clone())),
@@ -738,9 +868,8 @@ mod tests {
         out
     }
 
-    fn filtered(archive: &[u8], skip: &[&str], chunk: usize) -> (Vec<u8>, TarFilter) {
-        let skip = skip.iter().map(|s| s.to_string()).collect();
-        let mut f = TarFilter::capturing(skip, "manifest.json");
+    fn filtered(archive: &[u8], rule: LayerSkip, chunk: usize) -> (Vec<u8>, TarFilter) {
+        let mut f = TarFilter::new(rule);
         let mut out = Vec::new();
         for piece in archive.chunks(chunk) {
             f.push(piece, &mut out).unwrap();
@@ -748,76 +877,66 @@ mod tests {
         (out, f)
     }
 
+    fn digest(c: char) -> String {
+        format!("sha256:{}", c.to_string().repeat(64))
+    }
+
+    fn blob(c: char) -> String {
+        format!("blobs/sha256/{}", c.to_string().repeat(64))
+    }
+
     #[test]
     fn a_layer_file_is_left_out_with_its_metadata_at_any_chunking() {
         let layer: Vec<u8> = (0..1500u32).map(|i| (i % 251) as u8).collect();
-        let pax = entry("PaxHeaders/x", b'x', &pax_record("path", "aaaa/layer.tar"));
-        let a_dir = entry("aaaa/", b'5', b"");
+        let pax = entry("PaxHeaders/x", b'x', &pax_record("path", &blob('a')));
+        let dir = entry("blobs/sha256/", b'5', b"");
         let a_layer = entry("ignored-name", b'0', &layer);
-        let b_json = entry("bbbb/json", b'0', b"{\"id\":\"bbbb\"}");
-        let manifest = br#"[{"Config":"c.json","RepoTags":["app:1"],"Layers":["aaaa/layer.tar","bbbb/layer.tar"]}]"#;
-        let m = entry("manifest.json", b'0', manifest);
+        let b_layer = entry(&blob('b'), b'0', b"the layer above");
+        let m = entry("manifest.json", b'0', b"[]");
         let end = vec![0u8; 2 * BLOCK];
         let archive = [
-            a_dir.clone(),
+            dir.clone(),
             pax.clone(),
             a_layer.clone(),
-            b_json.clone(),
+            b_layer.clone(),
             m.clone(),
             end.clone(),
         ]
         .concat();
-        let expected = [a_dir, b_json, m.clone(), end].concat();
+        let expected = [dir, b_layer, m, end].concat();
+        let layers = [digest('a'), digest('b')];
         for chunk in [1, 7, 511, 512, 513, 4096, archive.len()] {
-            let (out, f) = filtered(&archive, &["aaaa/layer.tar"], chunk);
+            let (out, f) = filtered(&archive, LayerSkip::new(&layers, 1), chunk);
             assert_eq!(out, expected, "chunk {chunk}");
             assert_eq!((f.skipped, f.skipped_bytes), (1, 1500));
-            assert_eq!(f.captured, manifest.to_vec());
-            assert_eq!(
-                f.entries.iter().map(|e| e.0.as_str()).collect::<Vec<_>>(),
-                ["aaaa/", "aaaa/layer.tar", "bbbb/json", "manifest.json"]
-            );
-            let costs: u64 = f.entries.iter().map(|e| e.1).sum();
-            assert_eq!(
-                costs as usize + 2 * BLOCK,
-                archive.len(),
-                "every byte counted"
-            );
+            assert!(f.complete());
         }
         // Nothing to leave out: the stream unchanged.
-        let (out, _) = filtered(&archive, &[], 100);
+        let (out, _) = filtered(&archive, LayerSkip::new(&layers, 0), 100);
         assert_eq!(out, archive);
-        assert_eq!(
-            layer_paths(&filtered(&archive, &[], 100).1.captured).unwrap(),
-            ["aaaa/layer.tar", "bbbb/layer.tar"]
-        );
     }
 
     #[test]
     fn long_names_and_pax_sizes_name_and_bound_the_entry_they_describe() {
         let layer: Vec<u8> = (0..3000u32).map(|i| (i % 253) as u8).collect();
-        let long = format!("{}/layer.tar", "d".repeat(120));
         // A GNU long name; then a PAX size over a ustar field of 0 (as Go writes entries of
         // 8 GiB and more), at every chunking.
         let archive = [
-            entry("././@LongLink", b'L', format!("{long}\0").as_bytes()),
+            entry("././@LongLink", b'L', format!("{}\0", blob('a')).as_bytes()),
             entry("short-name", b'0', &layer),
             entry(
                 "PaxHeaders/big",
                 b'x',
-                &[
-                    pax_record("path", "eeee/layer.tar"),
-                    pax_record("size", "3000"),
-                ]
-                .concat(),
+                &[pax_record("path", &blob('b')), pax_record("size", "3000")].concat(),
             ),
-            entry_sized("eeee/layer.tar", b'0', &layer, 0),
+            entry_sized("ignored-name", b'0', &layer, 0),
             entry("manifest.json", b'0', b"[]"),
             vec![0u8; 2 * BLOCK],
         ]
         .concat();
+        let layers = [digest('a'), digest('b'), digest('c')];
         for chunk in [1, 100, 512, 1000, archive.len()] {
-            let (out, f) = filtered(&archive, &[&long, "eeee/layer.tar"], chunk);
+            let (out, f) = filtered(&archive, LayerSkip::new(&layers, 2), chunk);
             assert_eq!(f.skipped, 2, "chunk {chunk}");
             assert_eq!(f.skipped_bytes, 6000);
             assert_eq!(
@@ -827,31 +946,108 @@ mod tests {
             assert!(f.complete());
         }
         // Cut short: not a whole archive.
-        let (_, f) = filtered(&archive[..archive.len() - 2 * BLOCK], &[], 512);
+        let (_, f) = filtered(&archive[..archive.len() - 2 * BLOCK], LayerSkip::none(), 512);
         assert!(!f.complete());
         // A damaged header is refused, not guessed at.
         let mut bad = archive.clone();
         bad[3] ^= 1;
-        let mut f = TarFilter::new(HashSet::new());
+        let mut f = TarFilter::new(LayerSkip::none());
         assert!(f.push(&bad, &mut Vec::new()).is_err());
     }
 
     #[test]
-    fn a_layer_file_a_higher_layer_also_names_is_not_left_out() {
-        let paths: Vec<String> = [
-            "blobs/sha256/a",
-            "blobs/sha256/e",
-            "blobs/sha256/b",
-            "blobs/sha256/e",
-        ]
-        .map(String::from)
-        .to_vec();
-        // The minion has the first two layers; the empty layer's file is named again above.
+    fn a_layer_file_a_higher_layer_also_has_is_not_left_out() {
+        // The minion has the first two layers; the empty layer's content comes again above.
+        let layers = [digest('a'), digest('e'), digest('b'), digest('e')];
         assert_eq!(
-            skipped_files(&paths, 2),
-            HashSet::from(["blobs/sha256/a".to_string()])
+            LayerSkip::new(&layers, 2).skip,
+            HashSet::from([digest('a')])
         );
-        assert_eq!(skipped_files(&paths, 4).len(), 3);
+        assert_eq!(LayerSkip::new(&layers, 4).skip.len(), 3);
+    }
+
+    /// A classic save of a three-layer image by Docker 20.10.24 (`FROM scratch`, three
+    /// `COPY`s, `CMD`): its layers' diff ids, and each directory with its `json`.
+    const DIFF_IDS: [&str; 3] = [
+        "sha256:85cce657fecba1fce59ac171ef098252787fff19ced995cfb2524b2a9e7dfd5b",
+        "sha256:5f7b57d43a6b5b28ddb780ee224f9057e34dc6d8c9a00005ef1f7da829db9a5d",
+        "sha256:aa767f5bd3e625fc676897195c2aec6aef4f31bef56d9823cf48ac79e08b1b38",
+    ];
+    const CONTAINER_CONFIG: &str = r#""container_config":{"Hostname":"","Domainname":"","User":"","AttachStdin":false,"AttachStdout":false,"AttachStderr":false,"Tty":false,"OpenStdin":false,"StdinOnce":false,"Env":null,"Cmd":null,"Image":"","Volumes":null,"WorkingDir":"","Entrypoint":null,"OnBuild":null,"Labels":null}"#;
+    const DIRS: [&str; 3] = [
+        "6421817c4940f4a6edf80657a63a396c608bd3afbc56ea74236ecde0f2df6192",
+        "af4ce437706bd80929b9a7fa9f510eaa570ee6841e20fa933042efd95a8c36dc",
+        "d73c4a03acfc8fd7b13127098ae51769bb811942f43c5aa5a543979bd45da9f5",
+    ];
+    const TOP_JSON: &str = r##"{"id":"d73c4a03acfc8fd7b13127098ae51769bb811942f43c5aa5a543979bd45da9f5","parent":"af4ce437706bd80929b9a7fa9f510eaa570ee6841e20fa933042efd95a8c36dc","created":"2026-12-07T21:23:45.074528372Z","container":"7c309da8d1ae82e9abdef206cfe48a71baa5657086ce23cdce94e273aad894cb","container_config":{"Hostname":"7c309da8d1ae","Domainname":"","User":"","AttachStdin":false,"AttachStdout":false,"AttachStderr":false,"Tty":false,"OpenStdin":false,"StdinOnce":false,"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"Cmd":["/bin/sh","-c","#(nop) ","CMD [\"/a\"]"],"Image":"sha256:03a403902297c31746ce30d5d369e952c471d296a0a827fd1d299cec1ebac19d","Volumes":null,"WorkingDir":"","Entrypoint":null,"OnBuild":null,"Labels":{}},"docker_version":"20.10.24+dfsg1","config":{"Hostname":"","Domainname":"","User":"","AttachStdin":false,"AttachStdout":false,"AttachStderr":false,"Tty":false,"OpenStdin":false,"StdinOnce":false,"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"Cmd":["/a"],"Image":"sha256:03a403902297c31746ce30d5d369e952c471d296a0a827fd1d299cec1ebac19d","Volumes":null,"WorkingDir":"","Entrypoint":null,"OnBuild":null,"Labels":null},"architecture":"amd64","os":"linux"}"##;
+
+    fn classic_json(layer: usize) -> String {
+        match layer {
+            0 => format!(
+                r#"{{"id":"{}","created":"1970-01-01T00:00:00Z",{CONTAINER_CONFIG},"os":"linux"}}"#,
+                DIRS[0]
+            ),
+            1 => format!(
+                r#"{{"id":"{}","parent":"{}","created":"1970-01-01T00:00:00Z",{CONTAINER_CONFIG},"os":"linux"}}"#,
+                DIRS[1], DIRS[0]
+            ),
+            _ => TOP_JSON.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_classic_layer_directory_is_proven_by_its_json_as_docker_named_it() {
+        let diff_ids = DIFF_IDS.map(String::from);
+        let chains = chain_ids(&diff_ids);
+        for (layer, dir) in DIRS.iter().enumerate() {
+            let json = classic_json(layer);
+            let named = [false, true]
+                .map(|with_os| legacy_layer_id(json.as_bytes(), &chains[layer], with_os));
+            assert!(
+                named.iter().any(|id| id.as_deref() == Some(*dir)),
+                "layer {layer}: {named:?}"
+            );
+            // Another layer's chain id does not prove it.
+            let other = &chains[(layer + 1) % 3];
+            assert!([false, true]
+                .iter()
+                .all(|o| legacy_layer_id(json.as_bytes(), other, *o).as_deref() != Some(*dir)));
+        }
+        // The stream: each directory, in name order, with its VERSION, json and layer.tar.
+        let mut parts = Vec::new();
+        for (layer, dir) in DIRS.iter().enumerate() {
+            parts.push(entry(&format!("{dir}/"), b'5', b""));
+            parts.push(entry(&format!("{dir}/VERSION"), b'0', b"1.0"));
+            parts.push(entry(&format!("{dir}/json"), b'0', classic_json(layer).as_bytes()));
+            parts.push(entry(&format!("{dir}/layer.tar"), b'0', &vec![layer as u8; 2048]));
+        }
+        parts.push(vec![0u8; 2 * BLOCK]);
+        let archive = parts.concat();
+        for chunk in [1, 300, 512, 4096, archive.len()] {
+            let (out, f) = filtered(&archive, LayerSkip::new(&diff_ids, 2), chunk);
+            assert_eq!((f.skipped, f.skipped_bytes), (2, 4096), "chunk {chunk}");
+            assert_eq!(out.len(), archive.len() - 2 * (BLOCK + 2048));
+            assert!(f.complete());
+        }
+        // A json that proves nothing: its layer is sent, not guessed at.
+        // (the same length, so the tar stays whole; its checksums are not read past a json)
+        let tampered: Vec<u8> = parts[..parts.len() - 1]
+            .iter()
+            .enumerate()
+            .flat_map(|(i, p)| {
+                if i % 4 == 2 {
+                    let json = String::from_utf8(p[BLOCK..].to_vec()).unwrap();
+                    let mut e = p[..BLOCK].to_vec();
+                    e.extend_from_slice(json.replace("1970", "1971").as_bytes());
+                    e
+                } else {
+                    p.clone()
+                }
+            })
+            .chain(vec![0u8; 2 * BLOCK])
+            .collect();
+        let (out, f) = filtered(&tampered, LayerSkip::new(&diff_ids, 2), 512);
+        assert_eq!((f.skipped, out.len()), (0, tampered.len()));
     }
 
     #[test]
@@ -861,8 +1057,7 @@ mod tests {
         assert_eq!(chains[0], d('a'));
         // sha256("sha256:aaa… sha256:bbb…"), as `docker inspect` chains them.
         let expect = Sha256::digest(format!("{} {}", d('a'), d('b')).as_bytes());
-        let hex: String = expect.iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(chains[1], format!("sha256:{hex}"));
+        assert_eq!(chains[1], format!("sha256:{}", hex(&expect)));
         let has: HashSet<String> = [chains[0].clone(), chains[1].clone()].into();
         assert_eq!(present_prefix(&chains, &has), 2);
         // The same top layer on other layers below is not the same layer.

@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod events;
 pub mod executor;
 pub mod files;
+pub mod image_pins;
 pub mod images;
 pub mod known_hosts;
 pub mod manifest;

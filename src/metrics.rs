@@ -48,6 +48,19 @@ pub struct CallLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PushLabels {
+    pub minion: String,
+    /// `ok` or `failed`.
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ImageLabels {
+    pub minion: String,
+    pub image: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ServiceLabels {
     pub service: String,
 }
@@ -77,6 +90,10 @@ pub struct Metrics {
     pub proxy_connections: Family<ServiceLabels, Counter>,
     pub proxy_bytes: Family<DirectionLabels, Counter>,
     pub proxy_errors: Family<ServiceLabels, Counter>,
+    pub image_pushes: Family<PushLabels, Counter>,
+    pub image_push_bytes: Family<ImageLabels, Counter>,
+    pub image_push_seconds: Family<ImageLabels, Counter<f64>>,
+    pub image_push_layers_skipped: Family<ImageLabels, Counter>,
     registry: Registry,
 }
 
@@ -102,6 +119,10 @@ impl Metrics {
             proxy_connections: Family::default(),
             proxy_bytes: Family::default(),
             proxy_errors: Family::default(),
+            image_pushes: Family::default(),
+            image_push_bytes: Family::default(),
+            image_push_seconds: Family::default(),
+            image_push_layers_skipped: Family::default(),
             registry: Registry::with_prefix("drover"),
         };
         let r = &mut m.registry;
@@ -163,7 +184,51 @@ impl Metrics {
             "Connections or datagrams the proxy could not forward, per service",
             m.proxy_errors.clone(),
         );
+        r.register(
+            "image_pushes",
+            "Deliveries of an image to a minion that sent something, per minion and result",
+            m.image_pushes.clone(),
+        );
+        r.register(
+            "image_push_bytes",
+            "Bytes of images sent to minions, per minion and image",
+            m.image_push_bytes.clone(),
+        );
+        r.register(
+            "image_push_seconds",
+            "Time spent delivering images to minions, per minion and image",
+            m.image_push_seconds.clone(),
+        );
+        r.register(
+            "image_push_layers_skipped",
+            "Layers a minion already had and was not sent, per minion and image",
+            m.image_push_layers_skipped.clone(),
+        );
         m
+    }
+
+    /// Counts a delivery of `image` to `minion` that sent something: its bytes, seconds and
+    /// the layers it left out; `None` when it failed.
+    pub fn image_push(&self, minion: &str, image: &str, sent: Option<(u64, f64, u64)>) {
+        let result = if sent.is_some() { "ok" } else { "failed" };
+        self.image_pushes
+            .get_or_create(&PushLabels {
+                minion: minion.to_string(),
+                result: result.into(),
+            })
+            .inc();
+        let Some((bytes, seconds, skipped)) = sent else {
+            return;
+        };
+        let labels = ImageLabels {
+            minion: minion.to_string(),
+            image: image.to_string(),
+        };
+        self.image_push_bytes.get_or_create(&labels).inc_by(bytes);
+        self.image_push_seconds.get_or_create(&labels).inc_by(seconds);
+        self.image_push_layers_skipped
+            .get_or_create(&labels)
+            .inc_by(skipped);
     }
 
     /// Counts one call to a minion that took `took`.

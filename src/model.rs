@@ -251,11 +251,20 @@ pub struct Container {
     /// Boxed: rare, and inline it would double the size of every container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lifecycle: Option<Box<Lifecycle>>,
+    /// The drover host's build of `image` this container runs (`sha256:…`), when drover.toml's
+    /// `[images] push` names the image: set by drover from the local engine, never by a
+    /// manifest (`image_pins`). Part of the template, so a rebuild is a change that rolls out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
 }
 
 impl Container {
-    /// The pull policy in force: the one given, else the image's default.
+    /// The pull policy in force: the one given, else the image's default. An image drover
+    /// delivers itself is never pulled on a minion: it is there because drover sent it.
     pub fn pull_policy(&self) -> PullPolicy {
+        if self.image_id.is_some() {
+            return PullPolicy::PullNever;
+        }
         self.image_pull_policy
             .unwrap_or_else(|| PullPolicy::default_for(&self.image))
     }

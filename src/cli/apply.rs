@@ -297,6 +297,7 @@ impl Rounds<'_> {
             self.show_plan(round);
             return Some(true);
         }
+        report_deliveries(round);
         // Each action was reported by `progress` as it finished.
         for a in &round.done {
             match a {
@@ -586,6 +587,25 @@ pub fn failure_key(action: &Action) -> String {
     match action {
         Action::CreatePod { pod, .. } => drover::reconcile::backoff::key_of(pod),
         other => describe(other).1,
+    }
+}
+
+/// A line per image sent to a minion before its pods were made (stdout; failures on stderr;
+/// a minion that had the build says nothing).
+fn report_deliveries(round: &drover::reconcile::Round) {
+    for (d, results) in &round.deliveries {
+        let build = drover::images::short_id(&d.id);
+        for (minion, result) in results {
+            match result {
+                Ok(sent) if sent.already => {}
+                Ok(sent) => println!(
+                    "pushed {} ({build}) to {minion}: {}",
+                    d.reference,
+                    sent.summary()
+                ),
+                Err(e) => eprintln!("drover: pushing {} ({build}) to {minion}: {e}", d.reference),
+            }
+        }
     }
 }
 

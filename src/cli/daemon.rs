@@ -2,7 +2,7 @@
 //! into options and the daemon's events into lines. SIGTERM or Ctrl-C ends it after the round
 //! in progress.
 
-use super::{fail, load_source, report_load_error, Context, EXIT_ERROR, EXIT_OK};
+use super::{fail, load_source_pinned, report_load_error, Context, EXIT_ERROR, EXIT_OK};
 use crate::SourceArgs;
 use drover::daemon::{Daemon, Options, Report};
 use drover::executor::describe;
@@ -20,7 +20,7 @@ pub fn run(
     allow_empty: bool,
 ) -> ExitCode {
     let spec = cx.source_spec(args);
-    let loaded = match load_source(cx, &spec, args.validate) {
+    let (loaded, pins) = match load_source_pinned(cx, &spec, args.validate) {
         Ok(l) => l,
         Err(e) => return report_load_error(e),
     };
@@ -81,13 +81,14 @@ pub fn run(
         manifest: cx.settings.manifest_options(args.validate),
         advertise_status: Some(status_url),
         status_hosts: cx.settings.config.status_hosts.clone(),
+        image_patterns: cx.settings.config.images.push.clone(),
     };
     let loaded = drover::reconcile::project::Loaded {
         skipped: None,
         ..loaded
     };
     super::raise_fd_limit();
-    let daemon = Daemon::new(opts, reconciler, store, lock, loaded);
+    let daemon = Daemon::new(opts, reconciler, store, lock, (loaded, std::sync::Arc::new(pins)));
     // Said when it changes, not every round.
     let said = Mutex::new(Said::default());
     let report = move |event: Report| print_event(event, &said);

@@ -37,6 +37,9 @@ struct Change {
     /// Leaf fields that differ (changes only).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     fields: Vec<String>,
+    /// Builds of delivered images that change (`image myapp:latest sha256:ab12… → sha256:cd34…`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    images: Vec<String>,
     diff: String,
 }
 
@@ -518,13 +521,13 @@ fn gather(
             Some((c, origin)) => (c.after.as_deref().unwrap_or_default(), Some(origin.clone())),
             None => ("", None),
         };
-        let fields = if action == ChangeAction::Change {
+        let (fields, images) = if action == ChangeAction::Change {
             match (serde_json::from_str(&before), serde_json::from_str(after)) {
-                (Ok(a), Ok(b)) => changed_fields(&a, &b),
-                _ => Vec::new(),
+                (Ok(a), Ok(b)) => (changed_fields(&a, &b), image_changes(&a, &b)),
+                _ => (Vec::new(), Vec::new()),
             }
         } else {
-            Vec::new()
+            (Vec::new(), Vec::new())
         };
         let old_header = match action {
             ChangeAction::Create => "/dev/null".to_string(),
@@ -550,11 +553,55 @@ fn gather(
             id: key.id.clone(),
             origin,
             fields,
+            images,
             diff,
         })
     })
     .into_iter()
     .collect()
+}
+
+/// The delivered images whose build changes between two normalised objects, one line each
+/// (`image myapp:latest sha256:ab12… → sha256:cd34…`), containers matched by name.
+fn image_changes(before: &serde_json::Value, after: &serde_json::Value) -> Vec<String> {
+    fn containers(v: &serde_json::Value, out: &mut BTreeMap<String, (String, String)>) {
+        match v {
+            serde_json::Value::Object(map) => {
+                if let (Some(name), Some(image)) = (map.get("name"), map.get("image")) {
+                    let id = map.get("imageId").and_then(|i| i.as_str()).unwrap_or("");
+                    if let (Some(name), Some(image)) = (name.as_str(), image.as_str()) {
+                        out.insert(name.to_string(), (image.to_string(), id.to_string()));
+                    }
+                }
+                map.values().for_each(|v| containers(v, out));
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| containers(v, out)),
+            _ => {}
+        }
+    }
+    let build = |id: &str| {
+        if id.is_empty() {
+            "(not delivered by drover)".to_string()
+        } else {
+            format!("sha256:{}…", drover::images::short_id(id))
+        }
+    };
+    let (mut old, mut new) = (BTreeMap::new(), BTreeMap::new());
+    containers(before, &mut old);
+    containers(after, &mut new);
+    new.iter()
+        .filter_map(|(name, (image, id))| {
+            let (_, old_id) = old.get(name)?;
+            (old_id != id && !id.is_empty()).then(|| {
+                format!(
+                    "image {} {} → {}",
+                    drover::image_pins::reference(image),
+                    build(old_id),
+                    build(id)
+                )
+            })
+        })
+        .collect()
 }
 
 fn render_text(
@@ -576,6 +623,9 @@ fn render_text(
             title.push_str(&format!(": {}", c.fields.join(", ")));
         }
         writeln!(out, "{}", paint(color, code, &paint(color, BOLD, &title)))?;
+        for image in &c.images {
+            writeln!(out, "{}", paint(color, CYAN, &format!("~ {image}")))?;
+        }
         for line in c.diff.lines() {
             let painted = if line.starts_with("+++") || line.starts_with("---") {
                 paint(color, BOLD, line)
@@ -653,6 +703,9 @@ fn render_markdown(
                 c.kind,
                 c.id
             )?;
+            for image in &c.images {
+                writeln!(out, "~ {image}")?;
+            }
             let lines = c.diff.lines().count();
             for line in c.diff.lines().take(max_lines) {
                 // A fence inside the diff must not end the block.

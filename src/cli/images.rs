@@ -4,7 +4,7 @@
 //! layers there already, 0.4 s`. Exit 0 when every push succeeded, 2 otherwise.
 
 use super::{fail, Context, EXIT_ERROR, EXIT_OK};
-use drover::images::{PushProgress, Sent};
+use drover::images::PushProgress;
 use drover::minion::Minion;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::HashMap;
@@ -51,7 +51,7 @@ pub fn push(cx: &Context, images: &[String], only: &[String]) -> ExitCode {
         bars.clear();
         for (minion, result) in results {
             match result {
-                Ok(sent) => println!("{minion}: {name} {}", summary(&sent)),
+                Ok(sent) => println!("{minion}: {name} {}", sent.summary()),
                 Err(e) => {
                     failed = true;
                     eprintln!("drover: error: pushing {name} to {minion}: {e}");
@@ -60,33 +60,6 @@ pub fn push(cx: &Context, images: &[String], only: &[String]) -> ExitCode {
         }
     }
     ExitCode::from(if failed { EXIT_ERROR } else { EXIT_OK })
-}
-
-/// One push in words.
-fn summary(s: &Sent) -> String {
-    let secs = s.took.as_secs_f64();
-    if s.already {
-        return format!("already there (the same image id), nothing sent, {secs:.1} s");
-    }
-    let layers = |n: usize| if n == 1 { "layer" } else { "layers" };
-    format!(
-        "sent {} {} ({}), {} {} there already ({} not sent), {secs:.1} s",
-        s.layers_sent,
-        layers(s.layers_sent),
-        bytes(s.bytes_sent),
-        s.layers_skipped,
-        layers(s.layers_skipped),
-        bytes(s.bytes_skipped),
-    )
-}
-
-fn bytes(b: u64) -> String {
-    match b {
-        b if b >= 1 << 30 => format!("{:.1} GB", b as f64 / 1e9),
-        b if b >= 1 << 20 => format!("{:.1} MB", b as f64 / 1e6),
-        b if b >= 1 << 10 => format!("{:.1} kB", b as f64 / 1e3),
-        b => format!("{b} B"),
-    }
 }
 
 /// A progress bar per minion on a terminal (none otherwise: the summary lines say it all).
@@ -115,16 +88,19 @@ impl Bars {
 impl PushProgress for Bars {
     fn starting(&self, minion: &str, bytes: Option<u64>) {
         let Some(multi) = &self.multi else { return };
-        let bar = multi.add(match bytes {
-            Some(n) => ProgressBar::new(n),
-            None => ProgressBar::no_length(),
-        });
-        bar.set_style(
-            ProgressStyle::with_template(
+        // Without a length (only some layers go) the bar says the bytes so far, not a share.
+        let (bar, template) = match bytes {
+            Some(n) => (
+                ProgressBar::new(n),
                 "{prefix:>12} {wide_bar} {bytes}/{total_bytes} {bytes_per_sec}",
-            )
-            .expect("template"),
-        );
+            ),
+            None => (
+                ProgressBar::no_length(),
+                "{prefix:>12} {spinner} {bytes} {bytes_per_sec}",
+            ),
+        };
+        let bar = multi.add(bar);
+        bar.set_style(ProgressStyle::with_template(template).expect("template"));
         bar.set_prefix(format!("{minion} {}", self.image));
         self.bars
             .lock()
@@ -134,6 +110,10 @@ impl PushProgress for Bars {
 
     fn sent(&self, minion: &str, bytes: u64) {
         if let Some(bar) = self.bars.lock().expect("bars").get(minion) {
+            // The length was the image's size, a little under its save stream.
+            if let Some(len) = bar.length().filter(|l| bar.position() + bytes > *l) {
+                bar.set_length(len.max(bar.position() + bytes));
+            }
             bar.inc(bytes);
         }
     }

@@ -85,6 +85,7 @@ pub fn warn_once(message: &str) {
     }
 }
 
+use drover::image_pins::ImagePins;
 pub use drover::reconcile::project::LoadError;
 
 /// Reads and validates the whole source as the config says; names the files it skipped and
@@ -103,14 +104,25 @@ pub fn load_source(
     spec: &SourceSpec,
     validate: Option<drover::manifest::Validate>,
 ) -> Result<drover::reconcile::project::Loaded, LoadError> {
+    load_source_pinned(cx, spec, validate).map(|(loaded, _)| loaded)
+}
+
+/// `load_source`, with the local builds its delivered images were pinned to.
+pub fn load_source_pinned(
+    cx: &Context,
+    spec: &SourceSpec,
+    validate: Option<drover::manifest::Validate>,
+) -> Result<(drover::reconcile::project::Loaded, ImagePins), LoadError> {
     let opts = cx.settings.manifest_options(validate);
-    let loaded =
-        drover::reconcile::project::load(spec, &cx.settings.git_options(&cx.state_dir), &opts)?;
+    let git = cx.settings.git_options(&cx.state_dir);
+    let (loaded, pins) = load_pinned(cx, |pins| {
+        drover::reconcile::project::load(spec, &git, &opts, pins)
+    })?;
     if let Some(note) = &loaded.skipped {
         eprintln!("drover: note: {note}");
     }
     report_warnings(&loaded.warnings);
-    Ok(loaded)
+    Ok((loaded, pins))
 }
 
 /// `load_source` of a source already listed (`drover::source::list`), keeping of each object
@@ -123,12 +135,51 @@ pub fn load_listed_each<V: Send>(
     keep: impl Fn(&drover::model::ObjectKey, drover::model::Object) -> V + Sync,
 ) -> Result<drover::reconcile::project::LoadedEach<V>, LoadError> {
     let opts = cx.settings.manifest_options(validate);
-    let loaded = drover::reconcile::project::load_listed(listing, &opts, keep)?;
+    let pins = image_pins(cx)?;
+    let loaded = drover::reconcile::project::load_listed(listing, &opts, &pins, keep)?;
+    drover::reconcile::project::refuse_undelivered(&pins)?;
     if let Some(note) = &loaded.skipped {
         eprintln!("drover: note: {note}");
     }
     report_warnings(&loaded.objects.warnings);
     Ok(loaded)
+}
+
+/// The local engine's builds of the images drover delivers (`[images] push`; the engine is
+/// not asked without it).
+pub fn image_pins(cx: &Context) -> Result<ImagePins, LoadError> {
+    let patterns = &cx.settings.config.images.push;
+    if patterns.is_empty() {
+        return Ok(ImagePins::default());
+    }
+    runtime()
+        .block_on(drover::images::local_pins(patterns))
+        .map_err(|e| LoadError::Refused(format!("[images] push: {e}")))
+}
+
+/// Loads with the delivered images pinned; a name the local engine lacks is pulled there
+/// (minions without a way to a registry get it through the drover host) and the source read
+/// again; one that cannot be had refuses the source. Returns the pins used.
+pub fn load_pinned<T>(
+    cx: &Context,
+    load: impl Fn(&ImagePins) -> Result<T, LoadError>,
+) -> Result<(T, ImagePins), LoadError> {
+    let pins = image_pins(cx)?;
+    let loaded = load(&pins)?;
+    let missing = pins.missing();
+    if missing.is_empty() {
+        return Ok((loaded, pins));
+    }
+    for name in &missing {
+        eprintln!("drover: pulling {name} into the local Docker Engine ([images] push)");
+        if let Err(e) = runtime().block_on(drover::images::pull_local(name)) {
+            eprintln!("drover: {e}");
+        }
+    }
+    let pins = image_pins(cx)?;
+    let loaded = load(&pins)?;
+    drover::reconcile::project::refuse_undelivered(&pins)?;
+    Ok((loaded, pins))
 }
 
 /// Every warning on stderr, one located line each (stdout stays for the command's output).

@@ -26,6 +26,7 @@ pub mod status;
 pub mod watch;
 
 use crate::events::{EventLog, Note, ObjectRef};
+use crate::image_pins::ImagePins;
 use crate::manifest::Diagnostic;
 use crate::minion::Minion;
 use crate::model::{ContainerManifest, DesiredState};
@@ -66,6 +67,8 @@ pub struct Options {
     /// Host names the status API also answers to, besides IP addresses and `localhost`
     /// (`status_hosts` in drover.toml: for those who scrape it by name).
     pub status_hosts: Vec<String>,
+    /// `[images] push`: images the daemon delivers from the local engine.
+    pub image_patterns: Vec<String>,
 }
 
 /// What happened, for the caller to show.
@@ -148,6 +151,8 @@ pub struct Daemon {
     /// (etcd unreachable), so it was neither taken nor refused.
     reload_pending: bool,
     events: Arc<Mutex<EventLog>>,
+    /// The local builds the loaded source's delivered images are pinned to.
+    pins: Arc<ImagePins>,
 }
 
 impl Daemon {
@@ -159,7 +164,7 @@ impl Daemon {
         reconciler: Reconciler,
         store: Store,
         lock: Option<Arc<StoreLock>>,
-        loaded: Loaded,
+        (loaded, pins): (Loaded, Arc<ImagePins>),
     ) -> Daemon {
         Daemon {
             opts,
@@ -170,6 +175,41 @@ impl Daemon {
             source_invalid: None,
             reload_pending: false,
             events: Default::default(),
+            pins,
+        }
+    }
+
+    /// Looks again at the local engine's builds of the delivered images (one list of its
+    /// images; none without `[images] push`), pulling there first the names the last read
+    /// found it lacking. Whether a build changed, so the source is to be pinned again. The
+    /// engine not answering keeps the builds in force (said once per round).
+    async fn refresh_pins(&mut self, report: &(dyn Fn(Report) + Send + Sync)) -> bool {
+        if self.opts.image_patterns.is_empty() {
+            return false;
+        }
+        let missing = self.pins.missing();
+        for name in &missing {
+            if let Err(e) = crate::images::pull_local(name).await {
+                report(Report::SourceUnusable(format!(
+                    "image {name} is in [images] push but not in the local Docker Engine, and \
+                     {e}"
+                )));
+            }
+        }
+        match crate::images::local_pins(&self.opts.image_patterns).await {
+            Ok(pins) => {
+                let changed = pins.ids() != self.pins.ids() || !missing.is_empty();
+                if changed {
+                    self.pins = Arc::new(pins);
+                }
+                changed
+            }
+            Err(e) => {
+                report(Report::SourceUnusable(format!(
+                    "{e}; the images' last known builds stay in force"
+                )));
+                false
+            }
         }
     }
 
@@ -256,7 +296,8 @@ impl Daemon {
                 Woken::Asked => true,
                 Woken::Look => false,
             };
-            if source_changed || self.reload_pending {
+            let rebuilt = self.refresh_pins(report).await;
+            if source_changed || self.reload_pending || rebuilt {
                 self.reload(report);
             }
             let Some(lock) = self.lead_or_follow(&shell, &mut memory, report) else {
@@ -725,8 +766,9 @@ impl Daemon {
                 return;
             }
         };
-        let loaded =
-            project::load(&self.opts.spec, &self.opts.git, &self.opts.manifest).and_then(|l| {
+        let loaded = project::load(&self.opts.spec, &self.opts.git, &self.opts.manifest, &self.pins)
+            .and_then(|l| {
+                project::refuse_undelivered(&self.pins)?;
                 project::refuse_empty_source(
                     &self.opts.spec,
                     &l.desired,

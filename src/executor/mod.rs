@@ -5,7 +5,8 @@
 //! actions with errors naming it; the others go on. A minion that stops answering costs its
 //! actions one call timeout: once a call there timed out, its queued actions are not tried.
 
-use crate::minion::{Minion, MinionError, Trace, Warning};
+use crate::images::{Delivery, PushProgress, Sent};
+use crate::minion::{FailureKind, Minion, MinionError, Trace, Warning};
 use crate::plan::types::{Action, Plan};
 use futures_util::StreamExt;
 use std::collections::{BTreeMap, HashMap};
@@ -26,6 +27,9 @@ pub struct Outcome {
     /// What finished actions (done or not) had to tell besides (a pull that failed with the
     /// minion's image run instead, a lifecycle hook that failed).
     pub warnings: Vec<(Action, Warning)>,
+    /// Images drover delivered (or tried to) before creating the pods that run them: per
+    /// image, each minion's outcome.
+    pub deliveries: Vec<(Delivery, Vec<(String, Result<Sent, String>)>)>,
 }
 
 pub type Credentials = Arc<dyn Fn(&str) -> Option<crate::minion::Credentials> + Send + Sync>;
@@ -59,10 +63,19 @@ pub async fn execute(
 ) -> Outcome {
     let env: Arc<Vec<String>> = Arc::new(env.to_vec());
     progress.started(plan.actions.len());
-    let mut outcome = Outcome::default();
+    let mut outcome = Outcome {
+        deliveries: deliver_images(plan, minions).await,
+        ..Outcome::default()
+    };
+    let undelivered = undelivered(&outcome.deliveries);
     let mut queues: BTreeMap<String, (Arc<Minion>, Vec<Action>)> = BTreeMap::new();
     for action in &plan.actions {
         let (minion_name, _) = describe(action);
+        if let Some(e) = lacks_its_image(action, &undelivered) {
+            progress.finished(action, Some(&e));
+            outcome.failed.push((action.clone(), e));
+            continue;
+        }
         match minions.get(&minion_name) {
             Some(m) => queues
                 .entry(minion_name)
@@ -113,6 +126,95 @@ pub async fn execute(
         }
     }
     outcome
+}
+
+/// The images drover delivers that this plan's new pods run (`Container::image_id`), each sent
+/// once to all the minions about to run it that lack that build (`images::deliver`).
+async fn deliver_images(
+    plan: &Plan,
+    minions: &HashMap<String, Arc<Minion>>,
+) -> Vec<(Delivery, Vec<(String, Result<Sent, String>)>)> {
+    let mut wanted: BTreeMap<Delivery, BTreeMap<String, Arc<Minion>>> = BTreeMap::new();
+    for action in &plan.actions {
+        let Action::CreatePod { minion, pod } = action else {
+            continue;
+        };
+        let Some(m) = minions.get(minion) else {
+            continue;
+        };
+        for c in &pod.manifest.containers {
+            if let Some(id) = &c.image_id {
+                let delivery = Delivery {
+                    reference: crate::image_pins::reference(&c.image),
+                    id: id.clone(),
+                };
+                wanted
+                    .entry(delivery)
+                    .or_default()
+                    .insert(minion.clone(), m.clone());
+            }
+        }
+    }
+    if wanted.is_empty() {
+        return Vec::new();
+    }
+    let wanted: Vec<(Delivery, Vec<Arc<Minion>>)> = wanted
+        .into_iter()
+        .map(|(d, ms)| (d, ms.into_values().collect()))
+        .collect();
+    crate::images::deliver(&wanted, Arc::new(Unseen))
+        .await
+        .into_iter()
+        .map(|(d, results)| {
+            let results = results
+                .into_iter()
+                .map(|(m, r)| (m, r.map_err(|e| e.to_string())))
+                .collect();
+            (d, results)
+        })
+        .collect()
+}
+
+/// No bars for a delivery during a plan: its outcome is told per minion afterwards.
+struct Unseen;
+impl PushProgress for Unseen {
+    fn starting(&self, _: &str, _: Option<u64>) {}
+    fn sent(&self, _: &str, _: u64) {}
+}
+
+/// (minion, reference) → why that build could not be delivered there.
+fn undelivered(
+    deliveries: &[(Delivery, Vec<(String, Result<Sent, String>)>)],
+) -> HashMap<(String, String), String> {
+    let mut out = HashMap::new();
+    for (d, results) in deliveries {
+        for (minion, result) in results {
+            if let Err(why) = result {
+                out.insert((minion.clone(), d.reference.clone()), why.clone());
+            }
+        }
+    }
+    out
+}
+
+/// A creation whose image drover could not deliver to its minion fails as a pull would (it
+/// backs off), before anything of the pod is made.
+fn lacks_its_image(
+    action: &Action,
+    undelivered: &HashMap<(String, String), String>,
+) -> Option<MinionError> {
+    let Action::CreatePod { minion, pod } = action else {
+        return None;
+    };
+    pod.manifest.containers.iter().find_map(|c| {
+        c.image_id.as_ref()?;
+        let reference = crate::image_pins::reference(&c.image);
+        let why = undelivered.get(&(minion.clone(), reference.clone()))?;
+        Some(
+            MinionError::new(minion, &format!("push image {reference}"), why)
+                .of_kind(FailureKind::ImagePull),
+        )
+    })
 }
 
 type Finished = (Action, Result<Vec<Warning>, MinionError>);

@@ -1524,6 +1524,7 @@ fn container(
             image_pull_policy,
             privileged,
             lifecycle,
+            image_id: None,
         },
         n.pos,
         path,

@@ -46,6 +46,8 @@ pub struct Round {
     /// Actions not begun because the run was stopped (`Reconciler::stop`): no failure, no
     /// back-off, no event.
     pub not_started: Vec<Action>,
+    /// Images drover delivered before making the pods that run them (`executor::Outcome`).
+    pub deliveries: Vec<(crate::images::Delivery, Vec<(String, Result<crate::images::Sent, String>)>)>,
 }
 
 /// A pod waiting out its back-off.
@@ -408,6 +410,7 @@ impl Reconciler {
             round.failed = failed;
             round.not_started = not_started.into_iter().map(|(a, _)| a).collect();
             round.warnings = outcome.warnings;
+            round.deliveries = outcome.deliveries;
             let now = Instant::now();
             for a in &round.done {
                 if let Action::CreatePod { pod, .. } = a {

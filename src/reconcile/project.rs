@@ -4,6 +4,7 @@
 //! applied objects once converged). Shared by `apply` and the daemon; prints nothing.
 
 use super::{Adoptable, InventoryWriter, Reconciler};
+use crate::image_pins::ImagePins;
 use crate::manifest::Diagnostic;
 use crate::model::{DesiredState, Kind};
 use crate::plan::endpoints::ServiceEndpoints;
@@ -34,12 +35,14 @@ pub struct Loaded {
 }
 
 /// Reads and validates the whole source; a file over the size limit is an error naming it.
+/// Containers of images drover delivers are pinned to the local builds `pins` holds.
 pub fn load(
     spec: &SourceSpec,
     git: &GitOptions,
     opts: &crate::manifest::Options,
+    pins: &ImagePins,
 ) -> Result<Loaded, LoadError> {
-    let loaded = load_each(spec, git, opts, |_, object| object)?;
+    let loaded = load_each(spec, git, opts, pins, |_, object| object)?;
     Ok(Loaded {
         desired: DesiredState {
             objects: loaded.objects.objects,
@@ -65,10 +68,11 @@ pub fn load_each<V: Send>(
     spec: &SourceSpec,
     git: &GitOptions,
     opts: &crate::manifest::Options,
+    pins: &ImagePins,
     keep: impl Fn(&crate::model::ObjectKey, crate::model::Object) -> V + Sync,
 ) -> Result<LoadedEach<V>, LoadError> {
     let listing = source::list(spec, git).map_err(LoadError::Source)?;
-    load_listed(listing, opts, keep)
+    load_listed(listing, opts, pins, keep)
 }
 
 /// `load_each` of a source already listed (`source::list`), so a caller can list it while
@@ -76,6 +80,7 @@ pub fn load_each<V: Send>(
 pub fn load_listed<V: Send>(
     listing: source::Listing,
     opts: &crate::manifest::Options,
+    pins: &ImagePins,
     keep: impl Fn(&crate::model::ObjectKey, crate::model::Object) -> V + Sync,
 ) -> Result<LoadedEach<V>, LoadError> {
     let skipped = listing.skipped_note();
@@ -84,7 +89,10 @@ pub fn load_listed<V: Send>(
         |f| &f.origin,
         |f, buf, limit| f.read_into(buf, limit),
         opts,
-        keep,
+        |key, mut object| {
+            pins.pin(&mut object);
+            keep(key, object)
+        },
     )
     .map_err(|e| match e {
         crate::manifest::ReadError::Source(e) => LoadError::Source(e),
@@ -95,6 +103,25 @@ pub fn load_listed<V: Send>(
         commit: listing.commit,
         skipped,
     })
+}
+
+/// A source whose containers name images drover delivers (`[images] push`) that the local
+/// engine does not hold is refused: a pod of no known build is neither planned nor made.
+pub fn refuse_undelivered(pins: &ImagePins) -> Result<(), LoadError> {
+    let missing = pins.missing();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = missing.iter().map(String::as_str).collect();
+    Err(LoadError::Refused(format!(
+        "image{} {} {} in [images] push but not in the local Docker Engine, which could not \
+         pull {}: build or pull {} there; nothing was changed",
+        if names.len() == 1 { "" } else { "s" },
+        names.join(", "),
+        if names.len() == 1 { "is" } else { "are" },
+        if names.len() == 1 { "it" } else { "them" },
+        if names.len() == 1 { "it" } else { "them" },
+    )))
 }
 
 /// The empty-source guard (as Argo CD's `allowEmpty`): a source with no objects while the

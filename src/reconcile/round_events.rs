@@ -29,8 +29,50 @@ pub fn from_round(before: Option<&Round>, round: &Round) -> Vec<Note> {
     for (id, why) in &round.unschedulable {
         notes.push(Note::warning(pod(id), "FailedScheduling", why.clone()));
     }
+    deliveries(round, &mut notes);
     minions_and_lost_pods(before, round, &mut notes);
     notes
+}
+
+/// Each image sent to a minion (`Pushed`, with what went and what was left out), or that
+/// could not be (`FailedToPush`); a minion that had the build says nothing. Counted in the
+/// metrics as they are told.
+fn deliveries(round: &Round, notes: &mut Vec<Note>) {
+    let metrics = crate::metrics::global();
+    for (delivery, results) in &round.deliveries {
+        let image = &delivery.reference;
+        let build = crate::images::short_id(&delivery.id);
+        for (minion, result) in results {
+            let object = ObjectRef::new("Minion", minion);
+            match result {
+                Ok(sent) if sent.already => {}
+                Ok(sent) => {
+                    metrics.image_push(
+                        minion,
+                        image,
+                        Some((
+                            sent.bytes_sent,
+                            sent.took.as_secs_f64(),
+                            sent.layers_skipped as u64,
+                        )),
+                    );
+                    notes.push(Note::normal(
+                        object,
+                        "Pushed",
+                        format!("Pushed image {image} ({build}): {}", sent.summary()),
+                    ));
+                }
+                Err(why) => {
+                    metrics.image_push(minion, image, None);
+                    notes.push(Note::warning(
+                        object,
+                        "FailedToPush",
+                        format!("Failed to push image {image} ({build}): {why}"),
+                    ));
+                }
+            }
+        }
+    }
 }
 
 fn pod(id: &str) -> ObjectRef {
