@@ -97,7 +97,10 @@ fn save_ssh_load_to(hosts: &[&str]) -> Duration {
         )
     };
     let jobs: Vec<String> = hosts.iter().map(|h| one(h)).collect();
-    let script = format!("{} for j in $(jobs -p); do wait $j || exit 1; done", jobs.join(" "));
+    let script = format!(
+        "{} for j in $(jobs -p); do wait $j || exit 1; done",
+        jobs.join(" ")
+    );
     sh(Command::new("bash")
         .args(["-c", &script])
         .stdout(Stdio::null()));

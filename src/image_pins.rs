@@ -35,7 +35,9 @@ impl ImagePins {
     /// Whether drover delivers `image` (as a manifest writes it).
     pub fn takes(&self, image: &str) -> bool {
         let image = reference(image);
-        self.patterns.iter().any(|p| glob(p, &image) || glob(p, name_of(&image)))
+        self.patterns
+            .iter()
+            .any(|p| glob(p, &image) || glob(p, name_of(&image)))
     }
 
     /// Sets `image_id` on each container of `object` whose image the patterns take; a name
@@ -102,7 +104,9 @@ pub fn reference(image: &str) -> String {
 
 /// A reference without its tag (`myapp/web:1` → `myapp/web`).
 fn name_of(reference: &str) -> &str {
-    let cut = reference.rfind(':').filter(|i| !reference[*i..].contains('/'));
+    let cut = reference
+        .rfind(':')
+        .filter(|i| !reference[*i..].contains('/'));
     match (reference.find('@'), cut) {
         (Some(at), _) => &reference[..at],
         (None, Some(colon)) => &reference[..colon],
@@ -151,7 +155,10 @@ mod tests {
         assert!(!glob("myapp", "myapp2"));
         let pins = ImagePins::new(vec!["myapp/*".into(), "tools".into()], BTreeMap::new());
         assert!(pins.takes("myapp/web"));
-        assert!(pins.takes("tools"), "a pattern without a tag takes the name's tags");
+        assert!(
+            pins.takes("tools"),
+            "a pattern without a tag takes the name's tags"
+        );
         assert!(pins.takes("tools:2"));
         assert!(!pins.takes("busybox"));
         assert!(!ImagePins::default().any());
@@ -182,16 +189,16 @@ mod tests {
                         restart_policy: RestartPolicy::default(),
                         dns_policy: Default::default(),
                         containers: vec![
-                    Container {
-                        name: "app".into(),
-                        image: image.into(),
-                        ..Container::default()
-                    },
-                    Container {
-                        name: "side".into(),
-                        image: "busybox".into(),
-                        ..Container::default()
-                    },
+                            Container {
+                                name: "app".into(),
+                                image: image.into(),
+                                ..Container::default()
+                            },
+                            Container {
+                                name: "side".into(),
+                                image: "busybox".into(),
+                                ..Container::default()
+                            },
                         ],
                     },
                 },

@@ -114,9 +114,9 @@ impl LayerSkip {
             return;
         };
         for (i, chain) in self.chains.iter().enumerate() {
-            let proven = [false, true].iter().any(|with_os| {
-                legacy_layer_id(json, chain, *with_os).as_deref() == Some(dir)
-            });
+            let proven = [false, true]
+                .iter()
+                .any(|with_os| legacy_layer_id(json, chain, *with_os).as_deref() == Some(dir));
             if proven {
                 let left_out = self.skip.contains(&self.diff_ids[i]);
                 self.dirs.insert(dir.to_string(), left_out);
@@ -506,9 +506,7 @@ pub async fn inspect_local(docker: &bollard::Docker, name: &str) -> Result<Local
 
 /// The `[images] push` patterns with the local engine's id of every tag they take (one list
 /// of the local engine's images). Without patterns, the local engine is not asked.
-pub async fn local_pins(
-    patterns: &[String],
-) -> Result<crate::image_pins::ImagePins, PushError> {
+pub async fn local_pins(patterns: &[String]) -> Result<crate::image_pins::ImagePins, PushError> {
     let mut ids = std::collections::BTreeMap::new();
     if !patterns.is_empty() {
         let docker = local_engine()?;
@@ -547,6 +545,9 @@ pub struct Delivery {
     pub id: String,
 }
 
+/// One image's delivery during a plan: each minion's outcome (a failure in words).
+pub type Delivered = (Delivery, Vec<(String, Result<Sent, String>)>);
+
 /// Delivers each image to the minions about to run it that lack that build under its name,
 /// one save stream per image for all of them. The local engine must still hold the very build
 /// the plan pinned (a rebuild since is the next round's change, not this one's). Returns, per
@@ -562,7 +563,9 @@ pub async fn deliver(
             return wanted
                 .iter()
                 .map(|(d, ms)| {
-                    let failed = ms.iter().map(|m| (m.name().to_string(), Err(PushError::Local(why.clone()))));
+                    let failed = ms
+                        .iter()
+                        .map(|m| (m.name().to_string(), Err(PushError::Local(why.clone()))));
                     (d.clone(), failed.collect())
                 })
                 .collect();
@@ -571,7 +574,9 @@ pub async fn deliver(
     let mut out = Vec::new();
     for (delivery, minions) in wanted {
         let results = match inspect_local(&local, &delivery.reference).await {
-            Ok(image) if image.id == delivery.id => push(&local, &image, minions, progress.clone()).await,
+            Ok(image) if image.id == delivery.id => {
+                push(&local, &image, minions, progress.clone()).await
+            }
             Ok(image) => {
                 let why = PushError::Local(format!(
                     "{} is now {}, not the build {} this plan runs (rebuilt since: the next round rolls it out)",
@@ -946,7 +951,11 @@ mod tests {
             assert!(f.complete());
         }
         // Cut short: not a whole archive.
-        let (_, f) = filtered(&archive[..archive.len() - 2 * BLOCK], LayerSkip::none(), 512);
+        let (_, f) = filtered(
+            &archive[..archive.len() - 2 * BLOCK],
+            LayerSkip::none(),
+            512,
+        );
         assert!(!f.complete());
         // A damaged header is refused, not guessed at.
         let mut bad = archive.clone();
@@ -1018,8 +1027,16 @@ mod tests {
         for (layer, dir) in DIRS.iter().enumerate() {
             parts.push(entry(&format!("{dir}/"), b'5', b""));
             parts.push(entry(&format!("{dir}/VERSION"), b'0', b"1.0"));
-            parts.push(entry(&format!("{dir}/json"), b'0', classic_json(layer).as_bytes()));
-            parts.push(entry(&format!("{dir}/layer.tar"), b'0', &vec![layer as u8; 2048]));
+            parts.push(entry(
+                &format!("{dir}/json"),
+                b'0',
+                classic_json(layer).as_bytes(),
+            ));
+            parts.push(entry(
+                &format!("{dir}/layer.tar"),
+                b'0',
+                &vec![layer as u8; 2048],
+            ));
         }
         parts.push(vec![0u8; 2 * BLOCK]);
         let archive = parts.concat();

@@ -225,7 +225,9 @@ impl Metrics {
             image: image.to_string(),
         };
         self.image_push_bytes.get_or_create(&labels).inc_by(bytes);
-        self.image_push_seconds.get_or_create(&labels).inc_by(seconds);
+        self.image_push_seconds
+            .get_or_create(&labels)
+            .inc_by(seconds);
         self.image_push_layers_skipped
             .get_or_create(&labels)
             .inc_by(skipped);

@@ -88,7 +88,13 @@ pub fn run(
         ..loaded
     };
     super::raise_fd_limit();
-    let daemon = Daemon::new(opts, reconciler, store, lock, (loaded, std::sync::Arc::new(pins)));
+    let daemon = Daemon::new(
+        opts,
+        reconciler,
+        store,
+        lock,
+        (loaded, std::sync::Arc::new(pins)),
+    );
     // Said when it changes, not every round.
     let said = Mutex::new(Said::default());
     let report = move |event: Report| print_event(event, &said);

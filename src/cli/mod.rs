@@ -94,8 +94,31 @@ pub fn load_desired(
     cx: &Context,
     spec: &SourceSpec,
 ) -> Result<(DesiredState, Option<String>), LoadError> {
-    let loaded = load_source(cx, spec, None)?;
+    let loaded = look_at_source(cx, spec, None)?;
     Ok((loaded.desired, loaded.commit))
+}
+
+/// `load_source` for a command that only looks (`validate`, `get`): the delivered images are
+/// pinned to the local builds there are, and none is pulled or refused for lacking.
+pub fn look_at_source(
+    cx: &Context,
+    spec: &SourceSpec,
+    validate: Option<drover::manifest::Validate>,
+) -> Result<drover::reconcile::project::Loaded, LoadError> {
+    let opts = cx.settings.manifest_options(validate);
+    let git = cx.settings.git_options(&cx.state_dir);
+    let pins = image_pins(cx).unwrap_or_default();
+    let loaded = drover::reconcile::project::load(spec, &git, &opts, &pins)?;
+    Ok(told(loaded))
+}
+
+/// The loaded source, its skipped files and warnings said on stderr.
+fn told(loaded: drover::reconcile::project::Loaded) -> drover::reconcile::project::Loaded {
+    if let Some(note) = &loaded.skipped {
+        eprintln!("drover: note: {note}");
+    }
+    report_warnings(&loaded.warnings);
+    loaded
 }
 
 /// `load_desired` with `--validate` (None: the config's `validate`, else strict).
@@ -118,11 +141,7 @@ pub fn load_source_pinned(
     let (loaded, pins) = load_pinned(cx, |pins| {
         drover::reconcile::project::load(spec, &git, &opts, pins)
     })?;
-    if let Some(note) = &loaded.skipped {
-        eprintln!("drover: note: {note}");
-    }
-    report_warnings(&loaded.warnings);
-    Ok((loaded, pins))
+    Ok((told(loaded), pins))
 }
 
 /// `load_source` of a source already listed (`drover::source::list`), keeping of each object

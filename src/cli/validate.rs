@@ -1,12 +1,12 @@
 //! `drover validate`: parse and validate only.
 
-use super::{load_source, report_load_error, Context, EXIT_OK};
+use super::{look_at_source, report_load_error, Context, EXIT_OK};
 use crate::SourceArgs;
 use std::process::ExitCode;
 
 pub fn run(cx: &Context, args: &SourceArgs) -> ExitCode {
     let spec = cx.source_spec(args);
-    match load_source(cx, &spec, args.validate) {
+    match look_at_source(cx, &spec, args.validate) {
         Ok(drover::reconcile::project::Loaded {
             desired, commit, ..
         }) => {

@@ -766,18 +766,23 @@ impl Daemon {
                 return;
             }
         };
-        let loaded = project::load(&self.opts.spec, &self.opts.git, &self.opts.manifest, &self.pins)
-            .and_then(|l| {
-                project::refuse_undelivered(&self.pins)?;
-                project::refuse_empty_source(
-                    &self.opts.spec,
-                    &l.desired,
-                    &index,
-                    self.opts.allow_empty,
-                )
-                .map_err(LoadError::Refused)?;
-                Ok(l)
-            });
+        let loaded = project::load(
+            &self.opts.spec,
+            &self.opts.git,
+            &self.opts.manifest,
+            &self.pins,
+        )
+        .and_then(|l| {
+            project::refuse_undelivered(&self.pins)?;
+            project::refuse_empty_source(
+                &self.opts.spec,
+                &l.desired,
+                &index,
+                self.opts.allow_empty,
+            )
+            .map_err(LoadError::Refused)?;
+            Ok(l)
+        });
         match loaded {
             Ok(l) => {
                 if let Some(note) = &l.skipped {

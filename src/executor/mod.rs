@@ -5,7 +5,7 @@
 //! actions with errors naming it; the others go on. A minion that stops answering costs its
 //! actions one call timeout: once a call there timed out, its queued actions are not tried.
 
-use crate::images::{Delivery, PushProgress, Sent};
+use crate::images::{Delivered, Delivery, PushProgress};
 use crate::minion::{FailureKind, Minion, MinionError, Trace, Warning};
 use crate::plan::types::{Action, Plan};
 use futures_util::StreamExt;
@@ -29,7 +29,7 @@ pub struct Outcome {
     pub warnings: Vec<(Action, Warning)>,
     /// Images drover delivered (or tried to) before creating the pods that run them: per
     /// image, each minion's outcome.
-    pub deliveries: Vec<(Delivery, Vec<(String, Result<Sent, String>)>)>,
+    pub deliveries: Vec<Delivered>,
 }
 
 pub type Credentials = Arc<dyn Fn(&str) -> Option<crate::minion::Credentials> + Send + Sync>;
@@ -130,10 +130,7 @@ pub async fn execute(
 
 /// The images drover delivers that this plan's new pods run (`Container::image_id`), each sent
 /// once to all the minions about to run it that lack that build (`images::deliver`).
-async fn deliver_images(
-    plan: &Plan,
-    minions: &HashMap<String, Arc<Minion>>,
-) -> Vec<(Delivery, Vec<(String, Result<Sent, String>)>)> {
+async fn deliver_images(plan: &Plan, minions: &HashMap<String, Arc<Minion>>) -> Vec<Delivered> {
     let mut wanted: BTreeMap<Delivery, BTreeMap<String, Arc<Minion>>> = BTreeMap::new();
     for action in &plan.actions {
         let Action::CreatePod { minion, pod } = action else {
@@ -183,9 +180,7 @@ impl PushProgress for Unseen {
 }
 
 /// (minion, reference) → why that build could not be delivered there.
-fn undelivered(
-    deliveries: &[(Delivery, Vec<(String, Result<Sent, String>)>)],
-) -> HashMap<(String, String), String> {
+fn undelivered(deliveries: &[Delivered]) -> HashMap<(String, String), String> {
     let mut out = HashMap::new();
     for (d, results) in deliveries {
         for (minion, result) in results {

@@ -47,7 +47,7 @@ pub struct Round {
     /// back-off, no event.
     pub not_started: Vec<Action>,
     /// Images drover delivered before making the pods that run them (`executor::Outcome`).
-    pub deliveries: Vec<(crate::images::Delivery, Vec<(String, Result<crate::images::Sent, String>)>)>,
+    pub deliveries: Vec<crate::images::Delivered>,
 }
 
 /// A pod waiting out its back-off.
