@@ -144,6 +144,9 @@ enum Command {
         /// and the cut said)
         #[arg(long, value_name = "N", default_value_t = 200)]
         max_lines: usize,
+        /// Also save the plan to FILE (mode 0600), for `drover apply --plan FILE`
+        #[arg(long, value_name = "FILE")]
+        out: Option<std::path::PathBuf>,
     },
     /// Reconcile once: make the minions run what the manifests say, wait for it, record it
     /// (exit 0 converged, 2 error)
@@ -166,6 +169,10 @@ enum Command {
         /// Give up waiting for convergence after this many seconds
         #[arg(long, default_value_t = 120)]
         timeout: u64,
+        /// Apply exactly the plan `drover diff --out FILE` saved; refused, changing nothing,
+        /// when the store or the source moved since
+        #[arg(long, value_name = "FILE")]
+        plan: Option<std::path::PathBuf>,
     },
     /// Watch mode: reconcile on every change and every resync, replace pods of lost minions
     Daemon {
@@ -378,7 +385,8 @@ fn run(cx: cli::Context, command: Command) -> ExitCode {
             output,
             live,
             max_lines,
-        } => cli::diff::run(&cx, &source, output, live, max_lines),
+            out,
+        } => cli::diff::run(&cx, &source, (output, max_lines), live, out.as_deref()),
         Command::Apply {
             source,
             dry_run,
@@ -386,6 +394,7 @@ fn run(cx: cli::Context, command: Command) -> ExitCode {
             yes,
             allow_empty,
             timeout,
+            plan,
         } => cli::apply::run(
             &cx,
             &source,
@@ -395,6 +404,7 @@ fn run(cx: cli::Context, command: Command) -> ExitCode {
                 yes,
                 allow_empty: allow_empty || cx.settings.config.allow_empty,
                 timeout: std::time::Duration::from_secs(timeout),
+                plan,
             },
         ),
         Command::Daemon {

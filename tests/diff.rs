@@ -495,3 +495,101 @@ fn secrets_in_env_never_reach_the_diff() {
     let r = t.drover(&["diff", "m", "-o", "json"]);
     assert!(!r.stdout.contains("hunter2"), "{}", r.stdout);
 }
+
+#[test]
+fn a_saved_plan_applies_as_saved_and_is_refused_once_the_store_or_the_source_moved() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = TestDir::new();
+    let repo = GitRepo::init(&t.join("repo"));
+    let service = |port: u16| {
+        format!(
+            r#"{{"kind": "Service", "apiVersion": "v1beta1", "id": "planned", "port": {port},
+  "containerPort": 80, "selector": {{"app": "planned"}}}}"#
+        )
+    };
+    t.write("repo/deploy/svc.json", &service(8080));
+    repo.commit_all("first");
+    let source = ["repo", "--ref", "main", "--path", "deploy"];
+    fn with<'a>(args: &[&'a str], source: &[&'a str]) -> Vec<&'a str> {
+        [args, source].concat()
+    }
+    let revision = || -> u64 {
+        let state = std::fs::read_to_string(t.join(".drover/state.json")).unwrap_or_default();
+        serde_json::from_str::<serde_json::Value>(&state)
+            .map(|v| v["resourceVersion"].as_u64().unwrap_or(0))
+            .unwrap_or(0)
+    };
+
+    // Saved, private, and applied as saved.
+    let r = t.drover(&with(&["diff", "--out", "plan.json"], &source));
+    r.expect_code(1);
+    assert!(r.stdout.contains("+ Service/planned"), "{}", r.stdout);
+    assert!(r.stderr.contains("plan saved to plan.json"), "{}", r.stderr);
+    let mode = std::fs::metadata(t.join("plan.json"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let plan: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(t.join("plan.json")).unwrap()).unwrap();
+    assert_eq!(plan["storeRevision"], 0);
+    assert_eq!(plan["changes"][0]["id"], "planned");
+    t.drover(&with(&["apply", "--plan", "plan.json"], &source))
+        .expect_code(0);
+    t.drover(&with(&["diff"], &source)).expect_code(0);
+
+    // The store moved (another apply) since the plan: refused, nothing changed.
+    t.write("repo/deploy/svc.json", &service(8081));
+    repo.commit_all("8081");
+    t.drover(&with(&["diff", "--out", "stale-store.json"], &source))
+        .expect_code(1);
+    let made_at = revision();
+    t.drover(&with(&["apply", "--yes"], &source)).expect_code(0);
+    let now = revision();
+    assert!(now > made_at);
+    let r = t.drover(&with(&["apply", "--plan", "stale-store.json"], &source));
+    r.expect_code(2);
+    let said = format!(
+        "the store changed since this plan was made: revision {made_at}, now {now}; nothing was changed"
+    );
+    assert!(r.stderr.contains(&said), "{said} in: {}", r.stderr);
+    assert_eq!(revision(), now, "nothing committed");
+
+    // The source moved (a new commit, or the same ref's objects) since the plan: refused.
+    t.drover(&with(&["diff", "--out", "stale-source.json"], &source))
+        .expect_code(0);
+    t.write("repo/deploy/svc.json", &service(8082));
+    repo.commit_all("8082");
+    let r = t.drover(&with(&["apply", "--plan", "stale-source.json"], &source));
+    r.expect_code(2);
+    assert!(
+        r.stderr
+            .contains("the source changed since this plan was made: commit "),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(revision(), now, "nothing committed");
+    let r = t.drover(&with(&["diff"], &source));
+    r.expect_code(1);
+    assert!(r.stdout.contains("~ Service/planned: port"), "{}", r.stdout);
+
+    // A directory source has no commit: its objects' digest tells.
+    t.write("manifests/svc.json", &service(9090));
+    t.drover(&["diff", "manifests", "--out", "dir.json"])
+        .expect_code(1);
+    t.write("manifests/svc.json", &service(9091));
+    let r = t.drover(&["apply", "manifests", "--plan", "dir.json"]);
+    r.expect_code(2);
+    assert!(
+        r.stderr
+            .contains("the source changed since this plan was made: its objects' digest"),
+        "{}",
+        r.stderr
+    );
+    // Not a plan: the file, line and column.
+    t.write("broken.json", "{\"droverPlan\": 1,");
+    let r = t.drover(&["apply", "manifests", "--plan", "broken.json"]);
+    r.expect_code(2);
+    assert!(r.stderr.contains("broken.json:1:"), "{}", r.stderr);
+    assert_eq!(revision(), now, "nothing committed");
+}

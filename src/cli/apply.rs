@@ -22,6 +22,8 @@ pub struct Options {
     /// Let a source with no objects prune everything applied before.
     pub allow_empty: bool,
     pub timeout: Duration,
+    /// A saved plan (`diff --out`) to apply exactly, refused if the store or source moved.
+    pub plan: Option<std::path::PathBuf>,
 }
 
 /// Applies the source: opens the store, shows and (on a terminal) asks, runs the rounds, and
@@ -29,11 +31,30 @@ pub struct Options {
 pub fn run(cx: &Context, args: &SourceArgs, opts: Options) -> ExitCode {
     let spec = cx.source_spec(args);
     // A bad manifest anywhere: nothing is applied and nothing is pruned.
-    let desired = match load_source(cx, &spec, args.validate) {
-        Ok(l) => l.desired,
+    let loaded = match load_source(cx, &spec, args.validate) {
+        Ok(l) => l,
         Err(e) => return report_load_error(e),
     };
-    let (mut reconciler, store, lock) = match open(cx, &spec, &desired, &opts) {
+    let saved = match opts.plan.as_deref().map(read_plan).transpose() {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    // With a saved plan: its objects, once the store and the source are seen not to have moved.
+    let stale = |revision: u64| {
+        saved.as_ref().and_then(|p| {
+            p.stale(
+                &cx.project,
+                revision,
+                loaded.commit.as_deref(),
+                &loaded.desired,
+            )
+        })
+    };
+    let desired = match &saved {
+        Some(p) => p.desired(),
+        None => loaded.desired.clone(),
+    };
+    let (mut reconciler, store, lock) = match open(cx, &spec, &desired, &opts, &stale) {
         Ok(opened) => opened,
         Err(code) => return code,
     };
@@ -42,7 +63,8 @@ pub fn run(cx: &Context, args: &SourceArgs, opts: Options) -> ExitCode {
         .iter()
         .map(|m| (m.spec.name.clone(), m.spec.publish_address.clone()))
         .collect();
-    let asks = !opts.dry_run && !opts.yes && std::io::stdin().is_terminal();
+    // A saved plan was read before it was made a file: it is not asked about again.
+    let asks = !opts.dry_run && !opts.yes && saved.is_none() && std::io::stdin().is_terminal();
     // The objects apply records differently (a dry run and the question show them first,
     // then the pod actions): a change that moves no pod, such as a Service's port, is still
     // a change.
@@ -110,6 +132,7 @@ fn open(
     spec: &drover::source::SourceSpec,
     desired: &drover::model::DesiredState,
     opts: &Options,
+    stale: &dyn Fn(u64) -> Option<String>,
 ) -> Result<
     (
         drover::reconcile::Reconciler,
@@ -130,6 +153,12 @@ fn open(
         }
     };
     // After the lock is taken: no other drover changes the store from here on.
+    let revision = store.read_index().map_err(|e| fail(&e))?.resource_version;
+    if let Some(why) = stale(revision) {
+        return Err(fail(&format!(
+            "{why}; nothing was changed (run `drover diff --out` again)"
+        )));
+    }
     if let Err(e) = drover::reconcile::project::open_for_writing(
         &mut reconciler,
         &store,
@@ -145,6 +174,20 @@ fn open(
         Err(e) => return Err(fail(&e)),
     }
     Ok((reconciler, store, lock))
+}
+
+/// A plan file written by `drover diff --out`. An error is the exit code, already told.
+fn read_plan(path: &std::path::Path) -> Result<drover::plan::saved::SavedPlan, ExitCode> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| fail(&format!("reading the plan {}: {e}", path.display())))?;
+    serde_json::from_str(&text).map_err(|e| {
+        fail(&format!(
+            "{}:{}:{}: not a drover plan: {e}",
+            path.display(),
+            e.line(),
+            e.column()
+        ))
+    })
 }
 
 /// Shows what a round would do and asks whether to do it. Whether to go on: yes, or nothing

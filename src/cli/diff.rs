@@ -199,18 +199,18 @@ fn observation(
 pub fn run(
     cx: &Context,
     args: &SourceArgs,
-    output: DiffOutput,
+    output: (DiffOutput, usize),
     live: bool,
-    max_lines: usize,
+    out: Option<&std::path::Path>,
 ) -> ExitCode {
-    run_attempt(cx, args, (output, max_lines), live, 5)
+    run_attempt(cx, args, output, (live, out), 5)
 }
 
 fn run_attempt(
     cx: &Context,
     args: &SourceArgs,
     output: (DiffOutput, usize),
-    live: bool,
+    (live, out): (bool, Option<&std::path::Path>),
     attempts: u32,
 ) -> ExitCode {
     let spec = cx.source_spec(args);
@@ -218,10 +218,12 @@ fn run_attempt(
         Ok(s) => s,
         Err(e) => return super::fail(&e),
     };
-    let (loaded, index, verified) = match read_source_and_store(cx, args, &spec, &store, live) {
-        Ok(done) => done,
-        Err(code) => return code,
-    };
+    let keep_all = out.is_some();
+    let (loaded, index, verified) =
+        match read_source_and_store(cx, args, &spec, &store, (live, keep_all)) {
+            Ok(done) => done,
+            Err(code) => return code,
+        };
     let loaded = match loaded {
         Ok(l) => l,
         Err(e) => return report_load_error(e),
@@ -233,7 +235,7 @@ fn run_attempt(
             .read_index()
             .is_ok_and(|now| now.resource_version != index.resource_version);
         if moved && attempts > 1 {
-            return run_attempt(cx, args, output, live, attempts - 1);
+            return run_attempt(cx, args, output, (live, out), attempts - 1);
         }
         return super::fail(&e);
     }
@@ -268,6 +270,11 @@ fn run_attempt(
         changes: &changes,
         pods: pods.as_ref(),
     };
+    if let Some(path) = out {
+        if let Err(e) = save_plan(cx, path, &report, &desired, index.resource_version) {
+            return super::fail(&e);
+        }
+    }
     if let Err(code) = write_report(output, &report, compared.len()) {
         return code;
     }
@@ -295,7 +302,7 @@ fn read_source_and_store(
     args: &SourceArgs,
     spec: &drover::source::SourceSpec,
     store: &Store,
-    live: bool,
+    (live, keep_all): (bool, bool),
 ) -> Result<Strands, ExitCode> {
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     std::thread::scope(|s| {
@@ -329,7 +336,7 @@ fn read_source_and_store(
         // The pod part plans against the desired objects themselves; it runs only when
         // something was observed (or is about to be). Otherwise diff keeps of each object only
         // whether it differs from the applied copy, and the text of those that do.
-        let keep_objects = live || !index.observed.is_empty();
+        let keep_objects = live || keep_all || !index.observed.is_empty();
         let loaded = load_listed_each(cx, listing, args.validate, |key, object| Compared {
             after: differs(key, &object, &index),
             object: keep_objects.then(|| Box::new(object)),
@@ -337,6 +344,55 @@ fn read_source_and_store(
         let verified = checked.join().expect("the store's check does not panic");
         Ok((loaded, index, verified))
     })
+}
+
+/// Writes the plan `report` shows to `path` (mode 0600: the objects hold what the manifests
+/// say, secrets included), with the store revision and source it was made against.
+fn save_plan(
+    cx: &Context,
+    path: &std::path::Path,
+    report: &Report,
+    desired: &DesiredState,
+    store_revision: u64,
+) -> Result<(), String> {
+    use drover::plan::saved::{source_digest, SavedObject, SavedPlan, FORMAT};
+    let shown = serde_json::to_value(report).map_err(|e| e.to_string())?;
+    let plan = SavedPlan {
+        drover_plan: FORMAT,
+        project: cx.project.clone(),
+        source: report.source.clone(),
+        commit: report.commit.clone(),
+        source_digest: source_digest(desired),
+        store_revision,
+        changes: shown["changes"].clone(),
+        pods: shown.get("pods").cloned(),
+        objects: desired
+            .objects
+            .values()
+            .map(|(object, origin)| SavedObject {
+                origin: origin.clone(),
+                object: object.clone(),
+            })
+            .collect(),
+    };
+    let mut text = serde_json::to_vec_pretty(&plan).map_err(|e| e.to_string())?;
+    text.push(b'\n');
+    // Written beside itself (a temporary file renamed over it): its folder, even for `plan.json`.
+    std::path::absolute(path)
+        .map_err(|e| e.to_string())
+        .and_then(|p| drover::files::write_private_file(&p, &text).map_err(|e| e.to_string()))
+        .map_err(|e| format!("saving the plan to {}: {e}", path.display()))?;
+    eprintln!(
+        "drover: plan saved to {} (store revision {store_revision}{}); apply it with `drover apply --plan {}`",
+        path.display(),
+        report
+            .commit
+            .as_deref()
+            .map(|c| format!(", commit {}", &c[..c.len().min(12)]))
+            .unwrap_or_default(),
+        path.display()
+    );
+    Ok(())
 }
 
 /// The state directory's mask key when there is one; else one for this run only (diff

@@ -7,5 +7,6 @@ pub mod nodes;
 pub mod objects;
 pub mod observed;
 pub mod pods;
+pub mod saved;
 pub mod scheduler;
 pub mod types;
