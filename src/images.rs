@@ -656,19 +656,20 @@ pub trait PushProgress: Send + Sync {
     fn sent(&self, minion: &str, bytes: u64);
 }
 
-/// What a minion lacks of an image: nothing (it holds this very image under this name), or
-/// the layers above the `present` ones.
-async fn needs(minion: &Minion, image: &LocalImage) -> Result<Option<usize>, PushError> {
-    if minion.image_id(&image.name).await?.as_deref() == Some(image.id.as_str()) {
-        return Ok(None);
-    }
+/// Whether a minion holds this very image under this name (then it is sent nothing).
+async fn holds(minion: &Minion, image: &LocalImage) -> Result<bool, PushError> {
+    Ok(minion.image_id(&image.name).await?.as_deref() == Some(image.id.as_str()))
+}
+
+/// How many of the image's layers (bottom first) a minion has, asked by chain id.
+async fn present_layers(minion: &Minion, image: &LocalImage) -> Result<usize, PushError> {
     let has: HashSet<String> = minion
         .image_layers()
         .await?
         .iter()
         .flat_map(|layers| chain_ids(layers))
         .collect();
-    Ok(Some(present_prefix(&image.chains, &has)))
+    Ok(present_prefix(&image.chains, &has))
 }
 
 /// How many chunks of the stream may wait for the slowest minion.
@@ -684,25 +685,42 @@ pub async fn push(
     progress: Arc<dyn PushProgress>,
 ) -> Vec<(String, Result<Sent, PushError>)> {
     let started = Instant::now();
-    let asked = futures_util::future::join_all(minions.iter().map(|m| needs(m, image))).await;
+    let held = futures_util::future::join_all(minions.iter().map(|m| holds(m, image))).await;
     let mut results: Vec<(String, Result<Sent, PushError>)> = Vec::new();
-    // (index into results, minion, layers present)
-    let mut to_feed: Vec<(usize, Arc<Minion>, usize)> = Vec::new();
-    for (m, need) in minions.iter().zip(asked) {
-        let result = match need {
-            Ok(None) => Ok(Sent {
+    let mut lacking: Vec<(usize, Arc<Minion>)> = Vec::new();
+    for (m, held) in minions.iter().zip(held) {
+        let result = match held {
+            Ok(true) => Ok(Sent {
                 already: true,
                 layers_skipped: image.chains.len(),
                 took: started.elapsed(),
                 ..Sent::default()
             }),
-            Ok(Some(present)) => {
-                to_feed.push((results.len(), m.clone(), present));
+            Ok(false) => {
+                lacking.push((results.len(), m.clone()));
                 Ok(Sent::default())
             }
             Err(e) => Err(e),
         };
         results.push((m.name().to_string(), result));
+    }
+    if lacking.is_empty() {
+        return results;
+    }
+    // The engine sends the first byte of a save only once it has written the image out: the
+    // minions are asked which layers they have meanwhile.
+    let mut stream = local.export_image(&image.name);
+    let (asked, first) = tokio::join!(
+        futures_util::future::join_all(lacking.iter().map(|(_, m)| present_layers(m, image))),
+        stream.next()
+    );
+    // (index into results, minion, layers present)
+    let mut to_feed: Vec<(usize, Arc<Minion>, usize)> = Vec::new();
+    for ((index, m), present) in lacking.into_iter().zip(asked) {
+        match present {
+            Ok(present) => to_feed.push((index, m, present)),
+            Err(e) => results[index].1 = Err(e),
+        }
     }
     if to_feed.is_empty() {
         return results;
@@ -712,7 +730,8 @@ pub async fn push(
         let name = results[index].0.clone();
         feeds.push(Feed::start(index, name, minion, image, present, &*progress));
     }
-    let broken = feed_all(local, image, &mut feeds, &*progress).await;
+    let stream = futures_util::stream::iter(first).chain(stream);
+    let broken = feed_all(stream, image, &mut feeds, &*progress).await;
     for feed in feeds {
         let index = feed.index;
         results[index].1 = feed.finish(image, &broken, started).await;
@@ -788,12 +807,12 @@ impl Feed {
 /// ended drops out. Returns why the stream broke, if it did (every feed is then failed, so no
 /// minion's load finishes on a stream cut short).
 async fn feed_all(
-    local: &bollard::Docker,
+    stream: impl futures_util::Stream<Item = Result<bytes::Bytes, bollard::errors::Error>>,
     image: &LocalImage,
     feeds: &mut [Feed],
     progress: &dyn PushProgress,
 ) -> Option<String> {
-    let mut stream = local.export_image(&image.name);
+    let mut stream = std::pin::pin!(stream);
     let mut broken: Option<String> = None;
     'chunks: while let Some(chunk) = stream.next().await {
         let chunk = match chunk {
