@@ -92,10 +92,12 @@ impl SavedPlan {
             ));
         }
         if self.commit.as_deref() != commit {
+            let short =
+                |c: Option<&str>| c.map_or("none".to_string(), |c| c.chars().take(12).collect());
             return Some(format!(
                 "the source changed since this plan was made: commit {}, now {}",
-                self.commit.as_deref().unwrap_or("none"),
-                commit.unwrap_or("none")
+                short(self.commit.as_deref()),
+                short(commit)
             ));
         }
         let digest = source_digest(desired_now);
