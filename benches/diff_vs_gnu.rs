@@ -88,6 +88,7 @@ fn object(i: usize, changed: bool) -> Object {
             container_port: Some(PortRef::Name("http".into())),
             selector: labels(i),
             session_affinity: SessionAffinity::None,
+            proxy_protocol: None,
         }),
     }
 }

@@ -371,6 +371,7 @@ fn service(name: &str, port: u16, endpoints: &[SocketAddr]) -> ServiceEntry {
         port,
         protocol: Protocol::TCP,
         affinity: SessionAffinity::None,
+        proxy_protocol: None,
         endpoints: endpoints.to_vec(),
     }
 }

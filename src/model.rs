@@ -426,6 +426,20 @@ pub struct PodTemplate {
     pub node_selector: Labels,
 }
 
+/// The PROXY protocol header (HAProxy's `doc/proxy-protocol.txt`) a service's proxy sends its
+/// backends first, so they learn the client's address: the annotation
+/// `drover.io/proxy-protocol: "v1"` (text) or `"v2"` (binary); v1beta1 has no field for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProxyProtocol {
+    #[serde(rename = "v1")]
+    V1,
+    #[serde(rename = "v2")]
+    V2,
+}
+
+/// The Service annotation that asks for the PROXY protocol.
+pub const PROXY_PROTOCOL_ANNOTATION: &str = "drover.io/proxy-protocol";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum SessionAffinity {
     #[default]
@@ -447,6 +461,9 @@ pub struct Service {
     pub container_port: Option<PortRef>,
     pub selector: Labels,
     pub session_affinity: SessionAffinity,
+    /// From the annotation `drover.io/proxy-protocol`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_protocol: Option<ProxyProtocol>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

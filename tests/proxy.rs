@@ -60,6 +60,7 @@ fn tcp(name: &str, endpoints: &[SocketAddr]) -> ServiceEntry {
         port: 0,
         protocol: Protocol::TCP,
         affinity: SessionAffinity::None,
+        proxy_protocol: None,
         endpoints: endpoints.to_vec(),
     }
 }
@@ -695,4 +696,105 @@ async fn metrics_count_connections_bytes_and_errors_per_service() {
         metric(r#"drover_proxy_errors_total{service="metered-none"}"#) == Some(1.0)
     })
     .await;
+}
+
+/// HAProxy with `accept-proxy` as the backend: an independent reader of the PROXY protocol,
+/// answering each HTTP request with the client address and the destination it was told.
+struct HaproxyBackend {
+    child: std::process::Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for HaproxyBackend {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn haproxy_backend() -> HaproxyBackend {
+    let port = std::net::TcpListener::bind((LOOPBACK, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("haproxy.cfg");
+    std::fs::write(
+        &config,
+        format!(
+            "defaults\n  mode http\n  timeout connect 5s\n  timeout client 5s\n  timeout server 5s\n\
+             frontend told\n  bind 127.0.0.1:{port} accept-proxy\n  \
+             http-request return status 200 content-type text/plain lf-string \"%[src] %[src_port] %[dst] %[dst_port]\"\n"
+        ),
+    )
+    .unwrap();
+    let child = std::process::Command::new("haproxy")
+        .args(["-db", "-f"])
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("haproxy (Debian's package) runs");
+    let addr = SocketAddr::new(LOOPBACK, port);
+    let started = Instant::now();
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(started.elapsed() < DEADLINE, "haproxy did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    HaproxyBackend {
+        child,
+        addr,
+        _dir: dir,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_protocol_brings_the_client_address_to_the_backend_in_both_versions() {
+    use drover::model::ProxyProtocol;
+    let told = haproxy_backend();
+    for version in [ProxyProtocol::V1, ProxyProtocol::V2] {
+        let proxy = start(
+            vec![ServiceEntry {
+                proxy_protocol: Some(version),
+                ..tcp("told", &[told.addr])
+            }],
+            limits(),
+        )
+        .await;
+        let service = address(&proxy, "told");
+        // A client on another loopback address than the proxy's own.
+        let from = Ipv4Addr::new(127, 0, 0, 7);
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::new(IpAddr::V4(from), 0)).unwrap();
+        let mut stream = socket.connect(service).await.unwrap();
+        let client = stream.local_addr().unwrap();
+        stream
+            .write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        tokio::time::timeout(DEADLINE, stream.read_to_string(&mut answer))
+            .await
+            .expect("an answer in time")
+            .unwrap();
+        let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+        assert_eq!(
+            body,
+            format!("{} {} {} {}", from, client.port(), service.ip(), service.port()),
+            "{version:?}: {answer}"
+        );
+        // Closed first: the proxy's shutdown waits for its connections to end.
+        drop(stream);
+        proxy.shutdown().await;
+    }
+    // Without it, the backend sees the proxy: HAProxy refuses a connection with no header.
+    let proxy = start(vec![tcp("plain", &[told.addr])], limits()).await;
+    let mut stream = TcpStream::connect(address(&proxy, "plain")).await.unwrap();
+    stream.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+    let mut answer = String::new();
+    let _ = tokio::time::timeout(DEADLINE, stream.read_to_string(&mut answer)).await;
+    assert!(!answer.contains("200"), "{answer}");
+    drop(stream);
+    proxy.shutdown().await;
 }

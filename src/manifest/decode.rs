@@ -693,10 +693,19 @@ fn api_version(cx: &mut Cx, n: &Node, path: &str) {
     }
 }
 
+/// An annotation drover reads: its value, where it is, and its field path.
+struct Annotation {
+    value: String,
+    pos: Pos,
+    path: String,
+}
+
 /// v1beta1's object metadata beside `id` and `labels`: `namespace` (checked, and reported when
-/// it is not `default`: a project is drover's one namespace), `annotations` (strings, kept by
-/// nobody), and the output fields the API server filled in itself.
-fn metadata(cx: &mut Cx, f: &mut Fields, kind: Option<Kind>) {
+/// it is not `default`: a project is drover's one namespace), `annotations` (strings; those
+/// under `drover.io/` are returned for the kind to read), and the output fields the API server
+/// filled in itself.
+fn metadata(cx: &mut Cx, f: &mut Fields, kind: Option<Kind>) -> BTreeMap<String, Annotation> {
+    let mut ours = BTreeMap::new();
     f.accept(&[
         "creationTimestamp",
         "selfLink",
@@ -734,16 +743,23 @@ fn metadata(cx: &mut Cx, f: &mut Fields, kind: Option<Kind>) {
         }
     }
     if let Some((n, p)) = f.opt_non_null("annotations") {
-        // Type-checked like labels' values; drover keeps no annotations.
+        // Type-checked like labels' values; drover keeps only its own.
         if let Value::Object(entries) = &n.value {
             duplicate_fields(cx, entries, &p);
             for e in entries {
-                string(cx, &e.node, &join(&p, &e.key));
+                let path = join(&p, &e.key);
+                if let Some(value) = string(cx, &e.node, &path) {
+                    if e.key.starts_with("drover.io/") {
+                        let pos = e.node.pos;
+                        ours.insert(e.key.to_string(), Annotation { value, pos, path });
+                    }
+                }
             }
         } else {
             cx.type_err(n, &p, "an object of names to strings");
         }
     }
+    ours
 }
 
 type NameRule = fn(&str) -> bool;
@@ -824,12 +840,22 @@ fn object(cx: &mut Cx, node: &Node, path: &str, implied: Option<Kind>) -> Option
         .opt_non_null("labels")
         .map(|(n, p)| labels(cx, n, &p))
         .unwrap_or_default();
-    metadata(cx, &mut f, kind);
+    let mut annotations = metadata(cx, &mut f, kind);
     let Some(kind) = kind else {
         // Without a kind the other fields cannot be judged; the kind error says it all.
         return None;
     };
-    let object = object_of_kind(cx, &mut f, kind, id.unwrap_or_default(), labels);
+    let mut object = object_of_kind(cx, &mut f, kind, id.unwrap_or_default(), labels);
+    if let Object::Service(service) = &mut object {
+        service.proxy_protocol = proxy_protocol(cx, &mut annotations, service.protocol);
+    }
+    for (key, a) in annotations {
+        cx.warn(
+            a.pos,
+            &a.path,
+            format!("annotation `{key}` means nothing to drover on a {kind}; it is ignored"),
+        );
+    }
     f.finish(cx);
     (cx.diags.len() == errors_before).then_some(ParsedObject { object, id_pos })
 }
@@ -1009,7 +1035,38 @@ fn service(cx: &mut Cx, f: &mut Fields, id: String, labels: Labels) -> Object {
         container_port,
         selector,
         session_affinity,
+        proxy_protocol: None,
     })
+}
+
+/// The service's `drover.io/proxy-protocol` annotation: `v1` or `v2`, for a TCP service.
+fn proxy_protocol(
+    cx: &mut Cx,
+    annotations: &mut BTreeMap<String, Annotation>,
+    protocol: Protocol,
+) -> Option<ProxyProtocol> {
+    let a = annotations.remove(PROXY_PROTOCOL_ANNOTATION)?;
+    let chosen = match a.value.as_str() {
+        "v1" => ProxyProtocol::V1,
+        "v2" => ProxyProtocol::V2,
+        other => {
+            cx.err(
+                a.pos,
+                &a.path,
+                format!("`{other}` is not a PROXY protocol version: \"v1\" (text) or \"v2\" (binary)"),
+            );
+            return None;
+        }
+    };
+    if protocol != Protocol::TCP {
+        cx.err(
+            a.pos,
+            &a.path,
+            "drover's proxy sends the PROXY protocol header to TCP backends only",
+        );
+        return None;
+    }
+    Some(chosen)
 }
 
 /// `TCP` or `UDP`, compared upper-cased as v0.8.0 did (`tcp` is fine).

@@ -1083,3 +1083,34 @@ fn host_dirs_that_would_give_a_pod_the_minion_are_refused_unless_allowed() {
         );
     }
 }
+
+/// drover's own annotation (v1beta1 has no field for it): the PROXY protocol, TCP only.
+#[test]
+fn the_proxy_protocol_annotation_is_v1_or_v2_on_a_tcp_service() {
+    for (value, want) in [("v1", ProxyProtocol::V1), ("v2", ProxyProtocol::V2)] {
+        match accepts(&service(&format!(
+            "annotations: {{drover.io/proxy-protocol: \"{value}\"}}\n"
+        ))) {
+            Object::Service(s) => assert_eq!(s.proxy_protocol, Some(want)),
+            other => panic!("not a service: {other:?}"),
+        }
+    }
+    match accepts(&service("")) {
+        Object::Service(s) => assert_eq!(s.proxy_protocol, None),
+        other => panic!("not a service: {other:?}"),
+    }
+    rejects(
+        &service("annotations: {drover.io/proxy-protocol: \"v3\"}\n"),
+        "annotations.drover.io/proxy-protocol: `v3` is not a PROXY protocol version",
+    );
+    rejects(
+        &service("protocol: UDP\nannotations: {drover.io/proxy-protocol: v2}\n"),
+        "to TCP backends only",
+    );
+    warns(
+        &service("annotations: {drover.io/proxy-protocl: v1}\n"),
+        "annotation `drover.io/proxy-protocl` means nothing to drover",
+    );
+    // Anyone else's annotations are kept by nobody, and said by nobody.
+    accepts(&service("annotations: {example.com/owner: team-a}\n"));
+}

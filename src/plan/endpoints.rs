@@ -33,6 +33,9 @@ pub struct ServiceEndpoints {
     /// Why the proxy cannot serve it (its port cannot be bound), as the daemon last saw.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The PROXY protocol header its backends are sent first (`drover.io/proxy-protocol`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_protocol: Option<crate::model::ProxyProtocol>,
 }
 
 /// A pod behind a service.
@@ -142,6 +145,7 @@ pub fn endpoints(
                 container_port: s.container_port.clone(),
                 endpoints,
                 error: None,
+                proxy_protocol: s.proxy_protocol,
             }
         })
         .collect()
@@ -244,6 +248,7 @@ pub fn proxy_table(services: &[ServiceEndpoints]) -> crate::proxy::ServiceTable 
                 protocol: s.protocol,
                 affinity: s.session_affinity,
                 endpoints: s.ready_addresses(),
+                proxy_protocol: s.proxy_protocol,
             })
             .collect(),
     }

@@ -14,6 +14,7 @@
 //! waits behind the reconciler's work and a connection's events never hop between threads.
 
 pub mod forward;
+pub mod header;
 pub mod picker;
 pub mod table;
 mod tcp;
@@ -157,6 +158,8 @@ struct Balance {
 /// One served service, shared by its listener task and its connections.
 struct Service {
     balance: Mutex<Balance>,
+    /// The PROXY protocol header its endpoints are sent first: 0 none, 1 or 2 its version.
+    header: std::sync::atomic::AtomicU8,
     active: AtomicUsize,
     rejected: AtomicU64,
     metrics: ServiceMetrics,
@@ -204,6 +207,15 @@ impl ServiceMetrics {
 }
 
 impl Service {
+    /// The PROXY protocol version its endpoints are sent, if any.
+    fn proxy_protocol(&self) -> Option<crate::model::ProxyProtocol> {
+        match self.header.load(Ordering::Relaxed) {
+            1 => Some(crate::model::ProxyProtocol::V1),
+            2 => Some(crate::model::ProxyProtocol::V2),
+            _ => None,
+        }
+    }
+
     fn new(entry: &ServiceEntry, limits: &Limits) -> Arc<Service> {
         let service = Arc::new(Service {
             balance: Mutex::new(Balance {
@@ -211,6 +223,7 @@ impl Service {
                 endpoints: HashMap::new(),
                 draining: HashMap::new(),
             }),
+            header: Default::default(),
             active: AtomicUsize::new(0),
             rejected: AtomicU64::new(0),
             metrics: ServiceMetrics::of(&entry.name),
@@ -224,6 +237,12 @@ impl Service {
     fn set_endpoints(&self, entry: &ServiceEntry, grace: Duration) {
         let now = Instant::now();
         let deadline = now + grace;
+        let version = match entry.proxy_protocol {
+            None => 0,
+            Some(crate::model::ProxyProtocol::V1) => 1,
+            Some(crate::model::ProxyProtocol::V2) => 2,
+        };
+        self.header.store(version, Ordering::Relaxed);
         let mut guard = self.balance.lock().expect("balance lock");
         let b = &mut *guard;
         b.picker.set_affinity(entry.affinity);
@@ -698,6 +717,7 @@ mod tests {
             port: 0,
             protocol: Protocol::TCP,
             affinity: Default::default(),
+            proxy_protocol: None,
             endpoints: endpoints.iter().map(|a| a.parse().unwrap()).collect(),
         }
     }

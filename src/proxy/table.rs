@@ -2,7 +2,7 @@
 //! by whoever computes endpoints (the daemon, or `drover proxy` reading the store); the proxy
 //! never looks anything up itself.
 
-use crate::model::{Protocol, SessionAffinity};
+use crate::model::{Protocol, ProxyProtocol, SessionAffinity};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
@@ -26,4 +26,7 @@ pub struct ServiceEntry {
     pub affinity: SessionAffinity,
     /// Ready endpoints, in a stable order (round robin follows it). Duplicates are ignored.
     pub endpoints: Vec<SocketAddr>,
+    /// Sent to each endpoint first, with the client's address (TCP only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_protocol: Option<ProxyProtocol>,
 }

@@ -193,10 +193,23 @@ async fn serve(
     let Ok(first) = forward::Prefetched::read(&client, how) else {
         return;
     };
-    let Some((upstream, claim)) = connect(&service, peer, shared).await else {
+    let Some((mut upstream, claim)) = connect(&service, peer, shared).await else {
         service.metrics.rejected(&service);
         return;
     };
+    if let Some(version) = service.proxy_protocol() {
+        // The client's address, and the one it reached the proxy on, before any of its bytes.
+        let Ok(local) = client.local_addr() else {
+            return;
+        };
+        let header = super::header::header(version, peer, local);
+        if tokio::io::AsyncWriteExt::write_all(&mut upstream, &header)
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
     // Registered with this thread's event loop only now: until here nothing waited on it.
     let Ok(client) = TcpStream::from_std(client) else {
         return;

@@ -12,6 +12,7 @@ fn service(id: &str, port: u16, container_port: Option<PortRef>) -> Object {
         container_port,
         selector: [("app".to_string(), "web".to_string())].into(),
         session_affinity: SessionAffinity::None,
+        proxy_protocol: None,
     })
 }
 
