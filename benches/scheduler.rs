@@ -18,6 +18,8 @@ const NAIVE_PODS: usize = 2_000;
 fn minions() -> Vec<MinionView> {
     (0..MINIONS)
         .map(|i| MinionView {
+            unschedulable: false,
+            drain: None,
             name: format!("m{i:05}"),
             ready: true,
             labels: [("zone".to_string(), format!("z{}", i % 3))].into(),

@@ -213,6 +213,9 @@ pub struct MinionConfig {
     pub capacity: Option<CapacityConfig>,
     #[serde(default)]
     pub transport: Transport,
+    /// Cordoned: no new pod is placed there (`drover minions cordon` says it from outside git).
+    #[serde(default)]
+    pub unschedulable: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize)]

@@ -95,6 +95,36 @@ enum MinionsCommand {
         #[arg(long)]
         replace: bool,
     },
+    /// Place no new pods on a minion (SchedulingDisabled); its pods stay
+    Cordon { name: String },
+    /// Let pods be placed on a minion again
+    Uncordon { name: String },
+    /// Cordon a minion and move its pods off it start-first (each replacement running and
+    /// ready elsewhere before the pod it replaces stops); waits until it is empty
+    Drain {
+        name: String,
+        /// Give up waiting after this long (90s, 5m, 1h; the minion stays cordoned)
+        #[arg(long, default_value = "5m", value_parser = parse_duration)]
+        deadline: std::time::Duration,
+        /// Also move pods no replication controller replaces (deleted, then made again
+        /// elsewhere, with a gap)
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let (number, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("`{s}`: a number and a unit (90s, 5m, 1h)"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return Err(format!("`{s}`: the unit is s, m or h")),
+    };
+    Ok(std::time::Duration::from_secs(secs))
 }
 
 #[derive(Subcommand)]
@@ -497,6 +527,20 @@ fn run(cx: cli::Context, command: Command) -> ExitCode {
         Command::Minions {
             command: MinionsCommand::Trust { name, replace },
         } => cli::minions::trust(&cx, &name, replace),
+        Command::Minions {
+            command: MinionsCommand::Cordon { name },
+        } => cli::cordon::cordon(&cx, &name),
+        Command::Minions {
+            command: MinionsCommand::Uncordon { name },
+        } => cli::cordon::uncordon(&cx, &name),
+        Command::Minions {
+            command:
+                MinionsCommand::Drain {
+                    name,
+                    deadline,
+                    force,
+                },
+        } => cli::cordon::drain(&cx, &name, deadline, force),
         Command::Images {
             command: ImagesCommand::Push { images, minions },
         } => cli::images::push(&cx, &images, &minions),

@@ -475,6 +475,9 @@ pub struct Minion {
     pub labels: Labels,
     #[serde(default, skip_serializing_if = "is_default")]
     pub resources: NodeResources,
+    /// No new pod is placed on it (as `spec.unschedulable` of later Kubernetes nodes).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub unschedulable: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]

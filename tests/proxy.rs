@@ -781,7 +781,13 @@ async fn the_proxy_protocol_brings_the_client_address_to_the_backend_in_both_ver
         let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
         assert_eq!(
             body,
-            format!("{} {} {} {}", from, client.port(), service.ip(), service.port()),
+            format!(
+                "{} {} {} {}",
+                from,
+                client.port(),
+                service.ip(),
+                service.port()
+            ),
             "{version:?}: {answer}"
         );
         // Closed first: the proxy's shutdown waits for its connections to end.

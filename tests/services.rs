@@ -564,3 +564,128 @@ fn drover_proxy_alone_serves_what_apply_recorded_and_follows_it() {
     assert_eq!(state(&t)["state"], "notServed");
     tear_down(&t);
 }
+
+#[test]
+fn a_drain_under_load_fails_no_request_and_uncordon_lets_pods_return() {
+    let _g = steady();
+    let (t, p, port, daemon) = web_behind_a_service("drained", 3);
+    // Three replicas on three minions: one is on m2.
+    let on = |minion: &str| {
+        containers(&p, "label=io.drover.container=httpd")
+            .iter()
+            .filter(|(m, _)| m == minion)
+            .count()
+    };
+    assert_eq!(
+        on("m2"),
+        1,
+        "{:?}",
+        containers(&p, "label=io.drover.container=httpd")
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let load = {
+        let (stop, ok, failed, errors) = (stop.clone(), ok.clone(), failed.clone(), errors.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                match get(port, "/") {
+                    Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
+                    Err(e) => {
+                        errors
+                            .lock()
+                            .unwrap()
+                            .push(format!("{e} at {} UTC", utc_time_of_day()));
+                        failed.fetch_add(1, Ordering::Relaxed)
+                    }
+                };
+            }
+        })
+    };
+    // Through the daemon, which holds the store: the command waits until m2 is empty.
+    let r = t.drover(&["minions", "drain", "m2", "--deadline", "120s"]);
+    stop.store(true, Ordering::Relaxed);
+    load.join().unwrap();
+    r.expect_code(0);
+    assert!(r.stdout.contains("minion m2 drained"), "{}", r.stdout);
+    assert_eq!(on("m2"), 0, "m2 ends empty");
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    assert!(ok > 100, "too little load to mean anything: {ok} requests");
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {} requests failed: {:?}\n{}",
+        ok + failed,
+        errors.lock().unwrap(),
+        daemon.log()
+    );
+    wait_until(
+        "three ready endpoints again",
+        Duration::from_secs(60),
+        &daemon,
+        || ready_endpoints(&t, "drained") == 3,
+    );
+    let minions = t.drover(&["get", "minions"]);
+    assert!(
+        minions
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("m2 ") && l.contains("Ready,SchedulingDisabled")),
+        "{}",
+        minions.stdout
+    );
+
+    // Cordoned, a scale-up places nothing there; uncordoned, pods may return.
+    t.write("manifests/drained.json", &web_rc("drained", 6, "1"));
+    wait_until("six replicas", Duration::from_secs(60), &daemon, || {
+        containers(&p, "label=io.drover.container=httpd").len() == 6
+    });
+    assert_eq!(on("m2"), 0, "nothing new on a cordoned minion");
+    t.drover(&["minions", "uncordon", "m2"]).expect_code(0);
+    t.write("manifests/drained.json", &web_rc("drained", 9, "1"));
+    wait_until(
+        "a replica back on m2",
+        Duration::from_secs(60),
+        &daemon,
+        || on("m2") > 0,
+    );
+    drop(daemon);
+    tear_down(&t);
+}
+
+#[test]
+fn a_pod_no_controller_replaces_stops_a_drain_unless_forced() {
+    let _g = steady();
+    let (t, p) = services_dir();
+    t.write(
+        "manifests/solo.json",
+        r#"{"kind": "Pod", "apiVersion": "v1beta1", "id": "solo",
+  "desiredState": {"manifest": {"version": "v1beta1", "id": "solo",
+    "containers": [{"name": "httpd", "image": "drover/busybox:latest",
+                    "command": ["sh", "-c", "exec sleep 3600"]}]}}}"#,
+    );
+    t.drover(&["apply", "--yes"]).expect_code(0);
+    let where_ = containers(&p, "label=io.drover.container=httpd");
+    assert_eq!(where_.len(), 1);
+    let minion = where_[0].0.clone();
+    // Without --force: refused, nothing changed (not even cordoned).
+    let r = t.drover(&["minions", "drain", &minion]);
+    r.expect_code(2);
+    assert!(
+        r.stderr
+            .contains("pod solo is not managed by a replication controller"),
+        "{}",
+        r.stderr
+    );
+    let listed = t.drover(&["get", "minions"]).stdout;
+    assert!(!listed.contains("SchedulingDisabled"), "{listed}");
+    // Forced, without a daemon: drain runs the rounds itself; the pod is made elsewhere.
+    let r = t.drover(&["minions", "drain", &minion, "--force", "--deadline", "60s"]);
+    r.expect_code(0);
+    let now = containers(&p, "label=io.drover.container=httpd");
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert_ne!(now[0].0, minion, "made again on another minion");
+    t.drover(&["minions", "uncordon", &minion]).expect_code(0);
+    tear_down(&t);
+}

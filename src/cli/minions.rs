@@ -30,6 +30,17 @@ pub fn specs(cx: &Context) -> Result<Vec<MinionSpec>, String> {
 /// local Docker socket that does not exist) is listed NotReady with the reason, not left out.
 pub fn listing(cx: &Context, detailed: bool) -> Result<Listing, String> {
     let specs = specs(cx)?;
+    // Cordoned by a record beside the state, or by git.
+    let cordoned = cx
+        .store()
+        .ok()
+        .and_then(|s| drover::reconcile::cordons::read(&s).ok())
+        .unwrap_or_default();
+    let specs_cordoned: Vec<String> = specs
+        .iter()
+        .filter(|s| s.unschedulable)
+        .map(|s| s.name.clone())
+        .collect();
     let runtime = super::runtime();
     let statuses: Vec<MinionStatus> = runtime.block_on(async {
         let checks = specs.into_iter().map(|s| async move {
@@ -79,7 +90,13 @@ pub fn listing(cx: &Context, detailed: bool) -> Result<Listing, String> {
             "LABELS",
         ],
         wide_headers: &["PROJECT", "REASON"],
-        items: statuses.iter().map(item).collect(),
+        items: statuses
+            .iter()
+            .map(|s| {
+                let spec_says = specs_cordoned.contains(&s.name);
+                item(s, spec_says || cordoned.contains_key(&s.name))
+            })
+            .collect(),
     })
 }
 
@@ -91,8 +108,14 @@ fn state(s: &MinionStatus) -> &'static str {
     }
 }
 
-/// A minion in v1beta1's shape (`status.conditions` of kinds Reachable and Ready).
-fn item(s: &MinionStatus) -> Item {
+/// A minion in v1beta1's shape (`status.conditions` of kinds Reachable and Ready), with
+/// `unschedulable` when it is cordoned (shown as kubectl does: `Ready,SchedulingDisabled`).
+fn item(s: &MinionStatus, unschedulable: bool) -> Item {
+    let shown = if unschedulable {
+        format!("{},SchedulingDisabled", state(s))
+    } else {
+        state(s).to_string()
+    };
     let condition = |kind: &str, ok: bool| {
         let mut c = json!({"kind": kind, "status": if ok { "Full" } else { "None" }});
         if let Some(t) = s.health.last_seen {
@@ -124,6 +147,7 @@ fn item(s: &MinionStatus) -> Item {
         "labels": s.labels,
         "resources": {"capacity": s.capacity},
         "project": s.project,
+        "unschedulable": unschedulable,
         "status": status,
     });
     Item {
@@ -132,7 +156,7 @@ fn item(s: &MinionStatus) -> Item {
         row: vec![
             s.name.clone(),
             s.address.clone(),
-            state(s).to_string(),
+            shown,
             s.capacity
                 .cpu
                 .map(|c| format!("{c}m"))

@@ -1,6 +1,7 @@
 //! Command implementations: gather through the library, render, choose the exit code.
 
 pub mod apply;
+pub mod cordon;
 pub mod daemon;
 pub mod diff;
 pub mod events;

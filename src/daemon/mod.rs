@@ -1438,6 +1438,7 @@ fn status_document(
             let pods: Vec<_> = round.pods.iter().filter(|p| p.minion == m.name).collect();
             serde_json::json!({
                 "name": m.name, "ready": m.ready, "capacity": m.capacity,
+                "unschedulable": m.unschedulable, "draining": m.drain.is_some(),
                 "used": {
                     "cpu": pods.iter().map(|p| p.request.cpu).sum::<u64>(),
                     "memory": pods.iter().map(|p| p.request.memory).sum::<u64>(),

@@ -951,11 +951,16 @@ fn object_of_kind(cx: &mut Cx, f: &mut Fields, kind: Kind, id: String, labels: L
                 "a minion is reached at its `id` (or its [[minions]] address in drover.toml)",
             );
             f.accept(&["status"]);
+            let unschedulable = f
+                .opt_non_null("unschedulable")
+                .and_then(|(n, p)| boolean(cx, n, &p))
+                .unwrap_or(false);
             Object::Minion(Minion {
                 id,
                 api_version,
                 labels,
                 resources,
+                unschedulable,
             })
         }
     }
@@ -1053,7 +1058,9 @@ fn proxy_protocol(
             cx.err(
                 a.pos,
                 &a.path,
-                format!("`{other}` is not a PROXY protocol version: \"v1\" (text) or \"v2\" (binary)"),
+                format!(
+                    "`{other}` is not a PROXY protocol version: \"v1\" (text) or \"v2\" (binary)"
+                ),
             );
             return None;
         }

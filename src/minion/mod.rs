@@ -197,6 +197,8 @@ pub struct MinionSpec {
     pub capacity: Capacity,
     /// The project this drover acts for: it sees and touches only that project's containers.
     pub project: String,
+    /// Cordoned in git: `unschedulable` in drover.toml or on its Minion manifest.
+    pub unschedulable: bool,
 }
 
 /// The minions drover drives: `[[minions]]` of the config, plus Minion manifests of the source
@@ -234,6 +236,7 @@ pub fn minion_specs(
             labels: Labels::new(),
             capacity: Capacity::default(),
             project: project.to_string(),
+            unschedulable: false,
         });
     }
     Ok(specs)
@@ -328,6 +331,7 @@ fn configured_minion(
             })
             .unwrap_or_default(),
         project: project.to_string(),
+        unschedulable: m.unschedulable,
     })
 }
 
@@ -354,6 +358,7 @@ fn merge_minion_objects(
                 let cap = minion.resources.capacity;
                 spec.capacity.cpu = spec.capacity.cpu.or(cap.cpu);
                 spec.capacity.memory = spec.capacity.memory.or(cap.memory);
+                spec.unschedulable |= minion.unschedulable;
             }
             None => specs.push(MinionSpec {
                 name: minion.id.clone(),
@@ -364,6 +369,7 @@ fn merge_minion_objects(
                 labels: minion.labels.clone(),
                 capacity: minion.resources.capacity,
                 project: project.to_string(),
+                unschedulable: minion.unschedulable,
             }),
         }
     }

@@ -144,6 +144,8 @@ mod tests {
 
     fn minion(name: &str, ready: bool) -> MinionView {
         MinionView {
+            unschedulable: false,
+            drain: None,
             name: name.into(),
             ready,
             labels: Default::default(),

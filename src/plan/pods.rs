@@ -123,6 +123,10 @@ pub fn plan_with(
             .filter(|m| m.ready)
             .map(|m| m.name.as_str())
             .collect(),
+        draining: minions
+            .iter()
+            .filter_map(|m| Some((m.name.as_str(), m.drain?)))
+            .collect(),
         prune,
         unowned: Vec::new(),
         deletes: Vec::new(),
@@ -137,6 +141,8 @@ pub fn plan_with(
 struct Changes<'a> {
     /// The minions that answered: only there are failed pods cleaned up.
     ready: BTreeSet<&'a str>,
+    /// Minions being drained, and how.
+    draining: BTreeMap<&'a str, crate::plan::scheduler::Drain>,
     prune: Prune<'a>,
     /// Pods of objects not in the source that this project never made: left, with why.
     unowned: Vec<(String, String)>,
@@ -213,6 +219,14 @@ impl<'a> Changes<'a> {
                         seen_explicit.insert(p.id.as_str());
                     }
                 }
+                Some(_)
+                    if self.draining.get(p.minion.as_str())
+                        == Some(&crate::plan::scheduler::Drain::Force) =>
+                {
+                    // Made again on another minion once gone (this one is cordoned).
+                    self.deletes
+                        .push((p, "drained (--force): no controller replaces it".into()));
+                }
                 Some(spec) if spec.template_hash == p.template_hash => {
                     seen_explicit.insert(p.id.as_str());
                 }
@@ -279,15 +293,20 @@ impl<'a> Changes<'a> {
             self.deletes
                 .push((p, "replica is no longer running".into()));
         }
+        // A replica on a minion being drained is replaced as an outdated one is: a new one
+        // elsewhere runs (and is ready) before it goes.
+        let current = |p: &ObservedPod| {
+            p.template_hash == hash && !self.draining.contains_key(p.minion.as_str())
+        };
         let mut new: Vec<&ObservedPod> = mine
             .iter()
             .copied()
-            .filter(|p| active(p) && p.template_hash == hash)
+            .filter(|p| active(p) && current(p))
             .collect();
         let mut old: Vec<&ObservedPod> = mine
             .iter()
             .copied()
-            .filter(|p| active(p) && p.template_hash != hash)
+            .filter(|p| active(p) && !current(p))
             .collect();
         let total = new.len() + old.len();
         let used: BTreeSet<&str> = mine.iter().map(|p| p.id.as_str()).collect();

@@ -26,6 +26,23 @@ pub struct MinionView {
     /// What others use there (other projects' pods, containers drover did not make).
     #[serde(default, skip_serializing_if = "Taken::is_empty")]
     pub taken: Taken,
+    /// Cordoned (`drover minions cordon`, or `unschedulable` in git): no new pod goes there.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unschedulable: bool,
+    /// Being drained: its replicated pods move to other minions, start-first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain: Option<Drain>,
+}
+
+/// How a minion is drained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Drain {
+    /// Replicated pods move; a pod no controller replaces stays (the drain command refuses).
+    Replicated,
+    /// Also pods no controller replaces: deleted, then made again elsewhere as the source
+    /// says (`--force`).
+    Force,
 }
 
 /// What a minion gives to others than this project: never changed by it, but counted against
@@ -83,6 +100,9 @@ impl MinionState {
 
     /// Why this minion cannot take the pod, if it cannot.
     fn unfit(&self, pod: &PodRequest) -> Option<&'static str> {
+        if self.view.unschedulable {
+            return Some("minion cordoned (SchedulingDisabled)");
+        }
         if !pod
             .node_selector
             .iter()
@@ -257,6 +277,8 @@ mod tests {
 
     fn minion(name: &str, cpu: Option<u64>) -> MinionView {
         MinionView {
+            unschedulable: false,
+            drain: None,
             name: name.into(),
             ready: true,
             labels: Labels::new(),
@@ -290,6 +312,8 @@ mod tests {
         let mut views = vec![minion("a", Some(300)), minion("b", Some(1000))];
         views[1].labels.insert("disk".into(), "ssd".into());
         views.push(MinionView {
+            unschedulable: false,
+            drain: None,
             ready: false,
             ..minion("c", None)
         });

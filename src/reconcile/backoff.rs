@@ -275,6 +275,8 @@ mod tests {
             legacy: false,
         }];
         let m1 = |ready| MinionView {
+            unschedulable: false,
+            drain: None,
             name: "m1".into(),
             ready,
             labels: Default::default(),

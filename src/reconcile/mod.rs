@@ -145,6 +145,8 @@ pub async fn observe_all(
     let mut errors = Vec::new();
     for (m, result, capacity) in observe(minions, adoptable).await {
         let mut view = MinionView {
+            unschedulable: false,
+            drain: None,
             name: m.spec.name.clone(),
             ready: result.is_ok(),
             labels: m.spec.labels.clone(),
@@ -200,6 +202,9 @@ pub struct Reconciler {
     pub backoff: backoff::Backoff,
     /// Set when the run is to stop (apply interrupted): actions not begun are not begun.
     pub stop: crate::executor::Stop,
+    /// Where the cordon records are (`cordons`); none: only git cordons.
+    pub cordons: Option<crate::store::Store>,
+    cordon_records: BTreeMap<String, cordons::Cordon>,
 }
 
 impl Reconciler {
@@ -229,6 +234,8 @@ impl Reconciler {
             backoff: Default::default(),
             deadline: None,
             stop: Default::default(),
+            cordons: None,
+            cordon_records: BTreeMap::new(),
         }
     }
 
@@ -301,6 +308,8 @@ impl Reconciler {
                 }
             };
             views.push(MinionView {
+                unschedulable: false,
+                drain: None,
                 name,
                 ready,
                 labels: m.spec.labels.clone(),
@@ -315,6 +324,20 @@ impl Reconciler {
             }
         }
         round.pods = pods;
+        if let Some(store) = &self.cordons {
+            // Read every round: a command cordons a minion while a daemon runs. Unreadable
+            // (etcd away): the last records stand.
+            if let Ok(records) = cordons::read(store) {
+                self.cordon_records = records;
+            }
+        }
+        let in_git: Vec<String> = self
+            .minions
+            .iter()
+            .filter(|m| m.spec.unschedulable)
+            .map(|m| m.spec.name.clone())
+            .collect();
+        cordons::mark(&mut views, &self.cordon_records, &in_git);
         round.minions = views;
         if strict && !round.unobserved.is_empty() {
             return (round, None);
@@ -435,6 +458,7 @@ impl Reconciler {
 }
 
 pub mod backoff;
+pub mod cordons;
 pub mod project;
 pub mod restarts;
 pub mod round_events;

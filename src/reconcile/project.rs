@@ -182,6 +182,7 @@ pub fn attach_store(
 ) {
     reconciler.inventory = Inventory::from_index(index);
     reconciler.adoptable = adoptable(index);
+    reconciler.cordons = Some(store.clone());
     reconciler.record_inventory = lock.map(|lock| {
         let store = store.clone();
         let write: InventoryWriter = Box::new(move |keys| {

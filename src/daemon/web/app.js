@@ -108,7 +108,9 @@ function draw(status) {
 
   fill("minions", (status.minions || []).map(m => row([
     m.name,
-    state(m.ready, "Ready", "NotReady"),
+    m.unschedulable
+      ? el("span", (m.ready ? "Ready" : "NotReady") + (m.draining ? ", draining" : ", SchedulingDisabled"), m.ready ? "" : "bad")
+      : state(m.ready, "Ready", "NotReady"),
     m.pods,
     used(m.used && m.used.cpu, m.capacity && m.capacity.cpu, n => n + "m"),
     used(m.used && m.used.memory, m.capacity && m.capacity.memory, bytes),

@@ -64,6 +64,8 @@ fn desired(objects: Vec<Object>) -> DesiredState {
 fn minions(n: usize, cpu: Option<u64>) -> Vec<MinionView> {
     (0..n)
         .map(|i| MinionView {
+            unschedulable: false,
+            drain: None,
             name: format!("m{i}"),
             ready: true,
             labels: Labels::new(),
@@ -476,6 +478,8 @@ fn arb_minions() -> impl Strategy<Value = Vec<MinionView>> {
         caps.into_iter()
             .enumerate()
             .map(|(i, cpu)| MinionView {
+                unschedulable: false,
+                drain: None,
                 name: format!("m{i}"),
                 ready: true,
                 labels: Labels::new(),
@@ -520,4 +524,73 @@ proptest! {
         let (min, max) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
         prop_assert!(max - min <= 1, "{:?}", counts);
     }
+}
+
+#[test]
+fn a_drained_minion_is_emptied_start_first_and_a_cordoned_one_gets_nothing_new() {
+    use crate::plan::scheduler::Drain;
+    let mut m = minions(3, None);
+    let mut w = World::default();
+    let d = desired(vec![rc("web", 3, "v1", 0), pod("solo", "v1", 0, None)]);
+    w.converge(&d, &m);
+    let on = |w: &World, minion: &str| w.pods.iter().filter(|p| p.minion == minion).count();
+    // The minion of the explicit pod; three replicas on three minions put one there too.
+    let victim = w
+        .pods
+        .iter()
+        .find(|p| p.id == "solo")
+        .unwrap()
+        .minion
+        .clone();
+    assert_eq!(on(&w, &victim), 2);
+    // Cordoned: nothing moves, and nothing new is placed there.
+    let v = m.iter().position(|x| x.name == victim).unwrap();
+    m[v].unschedulable = true;
+    assert!(plan(&d, &w.pods, &m).is_empty());
+    let more = desired(vec![rc("web", 6, "v1", 0), pod("solo", "v1", 0, None)]);
+    let p = plan(&more, &w.pods, &m);
+    assert!(p
+        .actions
+        .iter()
+        .all(|a| !matches!(a, Action::CreatePod { minion, .. } if *minion == victim)));
+    // Drained: each replica there goes only once a replacement elsewhere runs.
+    m[v].drain = Some(Drain::Replicated);
+    let mut steps = 0;
+    loop {
+        let p = plan(&d, &w.pods, &m);
+        if p.is_empty() {
+            break;
+        }
+        w.apply(&p);
+        let running = w
+            .pods
+            .iter()
+            .filter(|p| p.owner.is_some() && p.phase == Phase::Running)
+            .count();
+        assert!(running >= 3, "never below replicas while draining: {p:?}");
+        assert!(p
+            .actions
+            .iter()
+            .all(|a| !matches!(a, Action::CreatePod { minion, .. } if *minion == victim)));
+        w.settle();
+        steps += 1;
+        assert!(steps < 20);
+    }
+    let replicas_left = w
+        .pods
+        .iter()
+        .filter(|p| p.minion == victim && p.owner.is_some())
+        .count();
+    assert_eq!(replicas_left, 0, "no replica left on {victim}");
+    // A pod no controller replaces stays, unless forced: then it is made again elsewhere.
+    assert_eq!(on(&w, &victim), 1, "the explicit pod stays");
+    m[v].drain = Some(Drain::Force);
+    w.converge(&d, &m);
+    assert_eq!(on(&w, &victim), 0);
+    assert_eq!(w.pods.iter().filter(|p| p.id == "solo").count(), 1);
+    // Uncordoned: pods may return (a scale-up lands there too).
+    m[v].unschedulable = false;
+    m[v].drain = None;
+    w.converge(&more, &m);
+    assert!(on(&w, &victim) > 0);
 }
