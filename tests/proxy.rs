@@ -753,13 +753,20 @@ fn haproxy_backend() -> HaproxyBackend {
 async fn the_proxy_protocol_brings_the_client_address_to_the_backend_in_both_versions() {
     use drover::model::ProxyProtocol;
     let told = haproxy_backend();
-    for version in [ProxyProtocol::V1, ProxyProtocol::V2] {
+    let modes = [Forwarding::Auto, Forwarding::Splice, Forwarding::Copy];
+    for (version, forwarding) in [ProxyProtocol::V1, ProxyProtocol::V2]
+        .into_iter()
+        .flat_map(|v| modes.map(|f| (v, f)))
+    {
         let proxy = start(
             vec![ServiceEntry {
                 proxy_protocol: Some(version),
                 ..tcp("told", &[told.addr])
             }],
-            limits(),
+            Limits {
+                forwarding,
+                ..limits()
+            },
         )
         .await;
         let service = address(&proxy, "told");
@@ -788,7 +795,7 @@ async fn the_proxy_protocol_brings_the_client_address_to_the_backend_in_both_ver
                 service.ip(),
                 service.port()
             ),
-            "{version:?}: {answer}"
+            "{version:?} {forwarding:?}: {answer}"
         );
         // Closed first: the proxy's shutdown waits for its connections to end.
         drop(stream);

@@ -62,6 +62,31 @@ impl Prefetched {
     }
 }
 
+impl Prefetched {
+    /// `prefix` (a PROXY protocol header) followed by what the client sent already, to go out
+    /// in one write.
+    pub fn behind(prefix: &[u8], first: Option<Prefetched>) -> Prefetched {
+        let had = first.as_ref().map_or(0, |p| p.len);
+        let len = prefix.len() + had;
+        let mut buf = Box::<[u8]>::new_uninit_slice(COPY_BUFFER.max(len));
+        for (slot, byte) in buf.iter_mut().zip(prefix) {
+            slot.write(*byte);
+        }
+        if let Some(p) = first {
+            // SAFETY: recv initialised the first `p.len` bytes of `p.buf`; the copy goes to
+            // the slots after the prefix, inside `buf` (its length is at least `len`).
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    p.buf.as_ptr(),
+                    buf.as_mut_ptr().add(prefix.len()),
+                    p.len,
+                );
+            }
+        }
+        Prefetched { buf, len }
+    }
+}
+
 /// Forwards until both directions reached EOF, or either failed. Returns the bytes moved
 /// client-to-endpoint and endpoint-to-client. `first` is what the client sent before.
 pub async fn forward(
@@ -107,8 +132,9 @@ async fn one_way(
         let data = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n) };
         write_all(dst, data).await?;
         total += n as u64;
+        // Splice from the first byte once what came before it (a PROXY header) is out.
         #[cfg(target_os = "linux")]
-        if how == Forwarding::Auto && n == buf.len() {
+        if (how == Forwarding::Auto && n == buf.len()) || how == Forwarding::Splice {
             return splice::one_way(src, dst, total, finished).await;
         }
         n = 0;

@@ -190,25 +190,21 @@ async fn serve(
     let how = shared.limits.forwarding;
     // Before connecting, so a request already there goes out as soon as the endpoint answers.
     // A client that reset already needs no endpoint.
-    let Ok(first) = forward::Prefetched::read(&client, how) else {
+    let Ok(mut first) = forward::Prefetched::read(&client, how) else {
         return;
     };
-    let Some((mut upstream, claim)) = connect(&service, peer, shared).await else {
+    let Some((upstream, claim)) = connect(&service, peer, shared).await else {
         service.metrics.rejected(&service);
         return;
     };
     if let Some(version) = service.proxy_protocol() {
-        // The client's address, and the one it reached the proxy on, before any of its bytes.
+        // The client's address, and the one it reached the proxy on, before any of its bytes
+        // (in the same write as those it sent already).
         let Ok(local) = client.local_addr() else {
             return;
         };
         let header = super::header::header(version, peer, local);
-        if tokio::io::AsyncWriteExt::write_all(&mut upstream, &header)
-            .await
-            .is_err()
-        {
-            return;
-        }
+        first = Some(forward::Prefetched::behind(&header, first));
     }
     // Registered with this thread's event loop only now: until here nothing waited on it.
     let Ok(client) = TcpStream::from_std(client) else {
