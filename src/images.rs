@@ -59,7 +59,7 @@ pub struct LayerSkip {
     diff_ids: Vec<String>,
     /// Diff ids of the layers whose files are left out.
     skip: HashSet<String>,
-    /// Classic layout: the layers (indices into `chains`) that left-out directories hold.
+    /// Classic layout: each directory its `json` proved, and whether its layer is left out.
     dirs: HashMap<String, bool>,
 }
 

@@ -464,36 +464,65 @@ fn udp_affinity_service_variables_and_a_taken_port() {
     tear_down(&t);
 }
 
+/// Requests through the proxy, one new connection each, as fast as one client goes, until
+/// `finish`: how many succeeded, and each failure with when it happened.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    errors: Arc<std::sync::Mutex<Vec<String>>>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Load {
+    fn start(port: u16) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicUsize::new(0));
+        let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let thread = {
+            let (stop, ok, errors) = (stop.clone(), ok.clone(), errors.clone());
+            std::thread::spawn(move || {
+                let start = Instant::now();
+                while !stop.load(Ordering::Relaxed) {
+                    let (sent, wall) = (start.elapsed(), utc_time_of_day());
+                    match get(port, "/") {
+                        Ok(_) => {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => {
+                            // When, and for how long: to line it up with the daemon's log.
+                            let took = start.elapsed() - sent;
+                            errors.lock().unwrap().push(format!(
+                                "{e} (sent at {wall} UTC, {sent:.3?} into the load; failed after {took:.3?})"
+                            ));
+                        }
+                    }
+                }
+            })
+        };
+        Load {
+            stop,
+            ok,
+            errors,
+            thread,
+        }
+    }
+
+    /// Stops the load: (requests that succeeded, the failures).
+    fn finish(self) -> (usize, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap();
+        let errors = self.errors.lock().unwrap().clone();
+        (self.ok.load(Ordering::Relaxed), errors)
+    }
+}
+
 #[test]
 fn a_rolling_update_under_load_fails_no_request() {
     let _g = steady();
     let (t, p, port, daemon) = web_behind_a_service("roll", 3);
     let old: Vec<(String, String)> = containers(&p, "label=io.drover.container=httpd");
 
-    // Load: one new connection per request, as fast as one client goes, until told to stop.
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let load = {
-        let (stop, ok, failed, errors) = (stop.clone(), ok.clone(), failed.clone(), errors.clone());
-        std::thread::spawn(move || {
-            let start = Instant::now();
-            while !stop.load(Ordering::Relaxed) {
-                let (sent, wall) = (start.elapsed(), utc_time_of_day());
-                match get(port, "/") {
-                    Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
-                    Err(e) => {
-                        // When, and for how long: to line it up with the daemon's log.
-                        let took = start.elapsed() - sent;
-                        errors.lock().unwrap().push(format!(
-                            "{e} (sent at {wall} UTC, {sent:.3?} into the load; failed after {took:.3?})"
-                        ));
-                        failed.fetch_add(1, Ordering::Relaxed)
-                    }
-                };
-            }
-        })
-    };
+    let load = Load::start(port);
     t.write("manifests/roll.json", &web_rc("roll", 3, "2"));
     wait_until(
         "the rollout to finish",
@@ -506,16 +535,13 @@ fn a_rolling_update_under_load_fails_no_request() {
                 && ready_endpoints(&t, "roll") == 3
         },
     );
-    stop.store(true, Ordering::Relaxed);
-    load.join().unwrap();
-    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    let (ok, errors) = load.finish();
     assert!(ok > 100, "too little load to mean anything: {ok} requests");
-    assert_eq!(
-        failed,
-        0,
-        "{failed} of {} requests failed: {:?}\n{}\n{}",
-        ok + failed,
-        errors.lock().unwrap(),
+    assert!(
+        errors.is_empty(),
+        "{} of {} requests failed: {errors:?}\n{}\n{}",
+        errors.len(),
+        ok + errors.len(),
         t.drover(&["get", "services", "roll", "-o", "json"]).stdout,
         daemon.log()
     );
@@ -583,41 +609,19 @@ fn a_drain_under_load_fails_no_request_and_uncordon_lets_pods_return() {
         containers(&p, "label=io.drover.container=httpd")
     );
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let load = {
-        let (stop, ok, failed, errors) = (stop.clone(), ok.clone(), failed.clone(), errors.clone());
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                match get(port, "/") {
-                    Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
-                    Err(e) => {
-                        errors
-                            .lock()
-                            .unwrap()
-                            .push(format!("{e} at {} UTC", utc_time_of_day()));
-                        failed.fetch_add(1, Ordering::Relaxed)
-                    }
-                };
-            }
-        })
-    };
+    let load = Load::start(port);
     // Through the daemon, which holds the store: the command waits until m2 is empty.
     let r = t.drover(&["minions", "drain", "m2", "--deadline", "120s"]);
-    stop.store(true, Ordering::Relaxed);
-    load.join().unwrap();
+    let (ok, errors) = load.finish();
     r.expect_code(0);
     assert!(r.stdout.contains("minion m2 drained"), "{}", r.stdout);
     assert_eq!(on("m2"), 0, "m2 ends empty");
-    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
     assert!(ok > 100, "too little load to mean anything: {ok} requests");
-    assert_eq!(
-        failed,
-        0,
-        "{failed} of {} requests failed: {:?}\n{}",
-        ok + failed,
-        errors.lock().unwrap(),
+    assert!(
+        errors.is_empty(),
+        "{} of {} requests failed: {errors:?}\n{}",
+        errors.len(),
+        ok + errors.len(),
         daemon.log()
     );
     wait_until(

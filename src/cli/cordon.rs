@@ -11,11 +11,14 @@ use drover::reconcile::cordons::{self, Cordon};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-/// The minion `name` as configured, or the exit code (told).
-fn known(cx: &Context, name: &str) -> Result<drover::minion::MinionSpec, ExitCode> {
+/// The minion `name` as configured, and the store, or the exit code (told).
+fn known(
+    cx: &Context,
+    name: &str,
+) -> Result<(drover::minion::MinionSpec, drover::store::Store), ExitCode> {
     let specs = super::minions::specs(cx).map_err(|e| fail(&e))?;
     let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
-    specs
+    let spec = specs
         .iter()
         .find(|s| s.name == name)
         .cloned()
@@ -24,16 +27,15 @@ fn known(cx: &Context, name: &str) -> Result<drover::minion::MinionSpec, ExitCod
                 "no minion `{name}` (minions: {})",
                 names.join(", ")
             ))
-        })
+        })?;
+    let store = cx.store().map_err(|e| fail(&e))?;
+    Ok((spec, store))
 }
 
 pub fn cordon(cx: &Context, name: &str) -> ExitCode {
-    if let Err(code) = known(cx, name) {
-        return code;
-    }
-    let store = match cx.store() {
-        Ok(s) => s,
-        Err(e) => return fail(&e),
+    let store = match known(cx, name) {
+        Ok((_, store)) => store,
+        Err(code) => return code,
     };
     let since = drover::clock::unix_secs(std::time::SystemTime::now());
     match cordons::set(&store, name, &Cordon { since, drain: None }) {
@@ -46,13 +48,9 @@ pub fn cordon(cx: &Context, name: &str) -> ExitCode {
 }
 
 pub fn uncordon(cx: &Context, name: &str) -> ExitCode {
-    let spec = match known(cx, name) {
-        Ok(s) => s,
+    let (spec, store) = match known(cx, name) {
+        Ok(known) => known,
         Err(code) => return code,
-    };
-    let store = match cx.store() {
-        Ok(s) => s,
-        Err(e) => return fail(&e),
     };
     if let Err(e) = cordons::clear(&store, name) {
         return fail(&e);
@@ -73,13 +71,9 @@ pub fn uncordon(cx: &Context, name: &str) -> ExitCode {
 /// unless `force`; cordons it for draining; moves its pods; waits until none of this project's
 /// are left or `deadline` passes, saying what is left.
 pub fn drain(cx: &Context, name: &str, deadline: Duration, force: bool) -> ExitCode {
-    let spec = match known(cx, name) {
-        Ok(s) => s,
+    let (spec, store) = match known(cx, name) {
+        Ok(known) => known,
         Err(code) => return code,
-    };
-    let store = match cx.store() {
-        Ok(s) => s,
-        Err(e) => return fail(&e),
     };
     let pods = match pods_on(&spec) {
         Ok(p) => p,
@@ -120,7 +114,7 @@ pub fn drain(cx: &Context, name: &str, deadline: Duration, force: bool) -> ExitC
         super::plural(pods.len())
     );
     let started = Instant::now();
-    let ran = match store.lock("drain", Duration::from_millis(300)) {
+    match store.lock("drain", Duration::from_millis(300)) {
         // No daemon: the rounds are ours, as apply runs them.
         Ok(lock) => {
             drop(lock);
@@ -138,15 +132,12 @@ pub fn drain(cx: &Context, name: &str, deadline: Duration, force: bool) -> ExitC
                 timeout: deadline,
                 plan: None,
             };
-            super::apply::run(cx, &args, opts)
+            // What apply could not do is said by it; what is left is said below.
+            let _ = super::apply::run(cx, &args, opts);
         }
         // A daemon holds the store: it moves the pods; we watch.
-        Err(_) => {
-            ask_for_a_round(&store);
-            ExitCode::from(EXIT_OK)
-        }
-    };
-    let _ = ran;
+        Err(_) => ask_for_a_round(&store),
+    }
     let mut told = usize::MAX;
     loop {
         let left = match pods_on(&spec) {

@@ -355,7 +355,7 @@ fn save_plan(
     desired: &DesiredState,
     store_revision: u64,
 ) -> Result<(), String> {
-    use drover::plan::saved::{source_digest, SavedObject, SavedPlan, FORMAT};
+    use drover::plan::saved::{saved_objects, source_digest, SavedPlan, FORMAT};
     let shown = serde_json::to_value(report).map_err(|e| e.to_string())?;
     let plan = SavedPlan {
         drover_plan: FORMAT,
@@ -366,14 +366,7 @@ fn save_plan(
         store_revision,
         changes: shown["changes"].clone(),
         pods: shown.get("pods").cloned(),
-        objects: desired
-            .objects
-            .values()
-            .map(|(object, origin)| SavedObject {
-                origin: origin.clone(),
-                object: object.clone(),
-            })
-            .collect(),
+        objects: saved_objects(desired),
     };
     let mut text = serde_json::to_vec_pretty(&plan).map_err(|e| e.to_string())?;
     text.push(b'\n');

@@ -51,6 +51,18 @@ pub fn source_digest(desired: &DesiredState) -> String {
     format!("sha256:{}", crate::store::content_hash(&text))
 }
 
+/// A desired state's objects as a plan keeps them.
+pub fn saved_objects(desired: &DesiredState) -> Vec<SavedObject> {
+    desired
+        .objects
+        .values()
+        .map(|(object, origin)| SavedObject {
+            origin: origin.clone(),
+            object: object.clone(),
+        })
+        .collect()
+}
+
 impl SavedPlan {
     /// The desired state the plan applies.
     pub fn desired(&self) -> DesiredState {
@@ -138,14 +150,7 @@ mod tests {
             store_revision: 41,
             changes: serde_json::Value::Null,
             pods: None,
-            objects: desired
-                .objects
-                .values()
-                .map(|(object, origin)| SavedObject {
-                    origin: origin.clone(),
-                    object: object.clone(),
-                })
-                .collect(),
+            objects: saved_objects(desired),
         }
     }
 
