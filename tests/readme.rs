@@ -214,7 +214,7 @@ fn the_cluster_examples_run_on_the_test_cluster() {
         run(&b, t.path(), t.path());
         checked += 1;
     }
-    assert_eq!(checked, 3);
+    assert_eq!(checked, 4);
 }
 
 /// Removes a project's containers from the local Docker Engine when dropped.

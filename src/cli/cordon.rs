@@ -115,6 +115,8 @@ pub fn drain(cx: &Context, name: &str, deadline: Duration, force: bool) -> ExitC
     );
     let started = Instant::now();
     match store.lock("drain", Duration::from_millis(300)) {
+        // Nothing of this project there: nothing to move.
+        _ if pods.is_empty() => {}
         // No daemon: the rounds are ours, as apply runs them.
         Ok(lock) => {
             drop(lock);
