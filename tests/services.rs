@@ -693,3 +693,39 @@ fn a_pod_no_controller_replaces_stops_a_drain_unless_forced() {
     t.drover(&["minions", "uncordon", &minion]).expect_code(0);
     tear_down(&t);
 }
+
+#[test]
+fn a_drain_that_cannot_place_a_replacement_stops_at_its_deadline_and_removes_nothing() {
+    let _g = steady();
+    let (t, p) = services_dir();
+    // Only m2 is in zone z1: a replica there has nowhere else to go.
+    t.write(
+        "manifests/pinned.json",
+        r#"{"kind": "ReplicationController", "apiVersion": "v1beta1", "id": "pinned",
+  "desiredState": {"replicas": 1, "replicaSelector": {"app": "pinned"},
+    "podTemplate": {"labels": {"app": "pinned"}, "nodeSelector": {"zone": "z1"},
+      "desiredState": {"manifest": {"version": "v1beta1", "id": "pinned",
+        "containers": [{"name": "httpd", "image": "drover/busybox:latest",
+                        "command": ["sh", "-c", "exec sleep 3600"]}]}}}}}"#,
+    );
+    t.drover(&["apply", "--yes"]).expect_code(0);
+    let before = containers(&p, "label=io.drover.container=httpd");
+    assert_eq!(before.len(), 1);
+    assert_eq!(before[0].0, "m2");
+    let r = t.drover(&["minions", "drain", "m2", "--deadline", "5s"]);
+    r.expect_code(2);
+    assert!(
+        r.stderr
+            .contains("minion m2 not drained after 5s: 1 pod left: pinned-"),
+        "{}",
+        r.stderr
+    );
+    // Start-first: with no replacement running, the pod was not touched.
+    assert_eq!(containers(&p, "label=io.drover.container=httpd"), before);
+    let listed = t.drover(&["get", "minions", "m2"]).stdout;
+    assert!(listed.contains("SchedulingDisabled"), "{listed}");
+    t.drover(&["minions", "uncordon", "m2"]).expect_code(0);
+    let listed = t.drover(&["get", "minions", "m2"]).stdout;
+    assert!(!listed.contains("SchedulingDisabled"), "{listed}");
+    tear_down(&t);
+}

@@ -1114,3 +1114,20 @@ fn the_proxy_protocol_annotation_is_v1_or_v2_on_a_tcp_service() {
     // Anyone else's annotations are kept by nobody, and said by nobody.
     accepts(&service("annotations: {example.com/owner: team-a}\n"));
 }
+
+/// Git can cordon a minion: `unschedulable` (a boolean) on its manifest.
+#[test]
+fn a_minion_manifest_may_say_it_is_unschedulable() {
+    match accepts("kind: Minion\nid: 10.0.0.5\nunschedulable: true\n") {
+        Object::Minion(m) => assert!(m.unschedulable),
+        other => panic!("not a minion: {other:?}"),
+    }
+    match accepts("kind: Minion\nid: 10.0.0.5\n") {
+        Object::Minion(m) => assert!(!m.unschedulable),
+        other => panic!("not a minion: {other:?}"),
+    }
+    rejects(
+        "kind: Minion\nid: 10.0.0.5\nunschedulable: \"yes\"\n",
+        "unschedulable",
+    );
+}
