@@ -22,7 +22,6 @@
 
 use crate::minion::{Minion, MinionError};
 use futures_util::{StreamExt, TryStreamExt};
-use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,8 +34,8 @@ pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
         let next = match chains.last() {
             None => d.clone(),
             Some(below) => {
-                let digest = Sha256::digest(format!("{below} {d}").as_bytes());
-                format!("sha256:{}", hex(&digest))
+                let hash = crate::store::content_hash(format!("{below} {d}").as_bytes());
+                format!("sha256:{hash}")
             }
         };
         chains.push(next);
@@ -157,11 +156,7 @@ pub fn legacy_layer_id(json: &[u8], chain: &str, with_os: bool) -> Option<String
         text.push_str(value.get());
     }
     text.push('}');
-    Some(hex(&Sha256::digest(text.as_bytes())))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    Some(crate::store::content_hash(text.as_bytes()))
 }
 
 const BLOCK: usize = 512;
@@ -1092,8 +1087,9 @@ mod tests {
         let chains = chain_ids(&[d('a'), d('b'), d('c')]);
         assert_eq!(chains[0], d('a'));
         // sha256("sha256:aaa… sha256:bbb…"), as `docker inspect` chains them.
-        let expect = Sha256::digest(format!("{} {}", d('a'), d('b')).as_bytes());
-        assert_eq!(chains[1], format!("sha256:{}", hex(&expect)));
+        use sha2::Digest;
+        let expect = sha2::Sha256::digest(format!("{} {}", d('a'), d('b')).as_bytes());
+        assert_eq!(chains[1], format!("sha256:{expect:x}"));
         let has: HashSet<String> = [chains[0].clone(), chains[1].clone()].into();
         assert_eq!(present_prefix(&chains, &has), 2);
         // The same top layer on other layers below is not the same layer.
