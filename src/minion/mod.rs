@@ -8,8 +8,10 @@ pub mod hooks;
 mod images;
 mod ops;
 pub mod pause;
+mod pipe;
 pub mod pods;
 pub mod ssh;
+mod ssh_pool;
 mod transport;
 
 pub use ops::*;

@@ -32,7 +32,7 @@ struct ChannelConnector {
 }
 
 impl tower_service::Service<http::Uri> for ChannelConnector {
-    type Response = TokioIo<tokio::net::UnixStream>;
+    type Response = TokioIo<super::pipe::ChannelStream>;
     type Error = super::MinionError;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
