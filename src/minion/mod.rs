@@ -499,6 +499,15 @@ impl Minion {
         &self.docker
     }
 
+    /// Connects the SSH session if it is not up (a local minion has nothing to connect).
+    /// Handshakes are paced process-wide, so with many minions this may wait its turn.
+    pub async fn connect(&self) -> Result<(), MinionError> {
+        match &self.link {
+            Some(link) => link.connect().await,
+            None => Ok(()),
+        }
+    }
+
     /// The error for a task cut off at a deadline: the call it was waiting on, if any.
     pub fn deadline_error(&self, trace: &Trace) -> MinionError {
         let message = match trace.waiting_on() {

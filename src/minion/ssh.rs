@@ -87,6 +87,12 @@ impl SshLink {
             .is_some_and(|w| w.alive.load(Ordering::Acquire))
     }
 
+    /// Makes sure the session is up (waiting for a handshake slot if need be), so a caller
+    /// can time what follows without the time it took to connect.
+    pub async fn connect(&self) -> Result<(), MinionError> {
+        self.worker().await.map(|_| ())
+    }
+
     /// The last failure the minion itself reported (stderr of the dial-stdio fallback), once.
     pub fn take_remote_diagnostic(&self) -> Option<String> {
         self.diagnostic.lock().expect("diagnostic").take()

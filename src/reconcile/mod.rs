@@ -102,6 +102,10 @@ pub async fn observe(
 /// healthy engine lists hundreds of containers over SSH well within a second.
 pub const OBSERVE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a minion may wait to be connected before the round goes on without it: its turn
+/// among paced handshakes (a thousand minions connect in a few seconds) and its own connect.
+pub const CONNECT_WAIT: Duration = Duration::from_secs(30);
+
 /// `observe`, a minion that has not answered by `deadline` (or within `OBSERVE_TIMEOUT`)
 /// counted as unobserved (its error names the call it waited on).
 pub async fn observe_by(
@@ -122,11 +126,22 @@ pub async fn observe_by(
             let capacity = m.capacity().await.unwrap_or(m.spec.capacity);
             Ok((seen, capacity))
         });
-        let limit = Instant::now() + OBSERVE_TIMEOUT;
-        let until = deadline.map_or(limit, |d| d.min(limit));
-        let seen = tokio::time::timeout_at(until.into(), look)
+        // Connecting first, outside the observation's own bound: handshakes are paced
+        // (`minion::ssh`), so with hundreds of minions to connect one may wait its turn.
+        let connect_until = deadline.unwrap_or_else(|| Instant::now() + CONNECT_WAIT);
+        let connected = tokio::time::timeout_at(connect_until.into(), m.connect())
             .await
             .unwrap_or_else(|_| Err(m.deadline_error(&trace)));
+        let seen = match connected {
+            Err(e) => Err(e),
+            Ok(()) => {
+                let limit = Instant::now() + OBSERVE_TIMEOUT;
+                let until = deadline.map_or(limit, |d| d.min(limit));
+                tokio::time::timeout_at(until.into(), look)
+                    .await
+                    .unwrap_or_else(|_| Err(m.deadline_error(&trace)))
+            }
+        };
         match seen {
             Ok((seen, capacity)) => (m.clone(), Ok(seen), capacity),
             Err(e) => (m.clone(), Err(e), m.spec.capacity),
