@@ -127,10 +127,13 @@ struct Binding {
     host_port: Arc<str>,
 }
 
+/// One port's bindings as the create asked for them.
+type PortBindings = (PortKey, Box<[Binding]>);
+
 /// The parts of a create's HostConfig that inspect gives back; the rest are Docker's defaults.
 struct HostCfg {
     network_mode: Arc<str>,
-    port_bindings: Option<Box<[(PortKey, Box<[Binding]>)]>>,
+    port_bindings: Option<Box<[PortBindings]>>,
     binds: Option<Box<[Arc<str>]>>,
     restart_name: Arc<str>,
     restart_max: i64,
@@ -442,7 +445,9 @@ pub struct State {
     volumes: BTreeMap<String, Volume>,
     execs: HashMap<Id, Exec>,
     ring: VecDeque<Arc<Event>>,
-    events: broadcast::Sender<Arc<Event>>,
+    /// Made when someone follows the events, dropped when nobody does any more: a channel's
+    /// slots cost 40 kB, and most of a thousand engines have no follower most of the time.
+    events: Option<broadcast::Sender<Arc<Event>>>,
     next_pid: u32,
     ip_cursor: u16,
     ips: HashSet<u16>,
@@ -473,7 +478,6 @@ pub struct Counts {
 
 impl Engine {
     pub fn new(index: usize) -> Engine {
-        let (events, _) = broadcast::channel(1024);
         Engine {
             index,
             name: format!("m{index}"),
@@ -484,7 +488,7 @@ impl Engine {
                 volumes: BTreeMap::new(),
                 execs: HashMap::new(),
                 ring: VecDeque::new(),
-                events,
+                events: None,
                 next_pid: 1000,
                 ip_cursor: 1,
                 ips: HashSet::new(),
@@ -539,7 +543,7 @@ impl Engine {
         since: Option<i64>,
         filters: &Filters,
     ) -> (Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>) {
-        let s = self.lock();
+        let mut s = self.lock();
         let past = match since {
             Some(since) => s
                 .ring
@@ -549,7 +553,11 @@ impl Engine {
                 .collect(),
             None => Vec::new(),
         };
-        (past, s.events.subscribe())
+        let rx = s
+            .events
+            .get_or_insert_with(|| broadcast::channel(1024).0)
+            .subscribe();
+        (past, rx)
     }
 
     // ---- system
@@ -595,7 +603,7 @@ impl Engine {
             "PidsLimit": true, "IPv4Forwarding": true, "BridgeNfIptables": true,
             "BridgeNfIp6tables": true, "Debug": false, "NFd": 25, "OomKillDisable": true,
             "NGoroutines": 40, "SystemTime": rfc3339_nano(now_nanos()), "LoggingDriver": "json-file",
-            "CgroupDriver": "cgroupfs", "CgroupVersion": "1", "NEventsListener": s.events.receiver_count(),
+            "CgroupDriver": "cgroupfs", "CgroupVersion": "1", "NEventsListener": s.events.as_ref().map_or(0, |e| e.receiver_count()),
             "KernelVersion": kernel(), "OperatingSystem": "Debian GNU/Linux 12 (bookworm)",
             "OSVersion": "12", "OSType": "linux", "Architecture": "x86_64",
             "IndexServerAddress": "https://index.docker.io/v1/",
@@ -759,7 +767,7 @@ impl Engine {
                     })
             })
             .collect();
-        picked.sort_by(|a, b| b.created.cmp(&a.created));
+        picked.sort_by_key(|c| std::cmp::Reverse(c.created));
         let now = now_nanos();
         let bridge = self.bridge_id();
         Ok(Value::Array(
@@ -957,7 +965,7 @@ impl Engine {
                 })
             })
             .collect();
-        list.sort_by(|a, b| b.created.cmp(&a.created));
+        list.sort_by_key(|i| std::cmp::Reverse(i.created));
         Ok(Value::Array(
             list.into_iter()
                 .map(|i| {
@@ -1374,8 +1382,12 @@ impl State {
             self.ring.pop_front();
         }
         self.ring.push_back(event.clone());
-        // No receiver is no error: nobody follows this engine's events now.
-        let _ = self.events.send(event);
+        if let Some(tx) = &self.events {
+            if tx.send(event).is_err() {
+                // Nobody follows this engine's events any more.
+                self.events = None;
+            }
+        }
     }
 
     fn container_event(&mut self, id: Id, action: &str, extra: Vec<(&'static str, String)>) {
