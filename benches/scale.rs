@@ -179,25 +179,29 @@ fn hollow(root: &Path, args: &[&str]) -> String {
 fn manifests(dir: &Path, minions: usize) -> usize {
     std::fs::create_dir_all(dir).unwrap();
     let groups = (minions * PODS_PER_MINION).div_ceil(GROUP.iter().sum::<u32>() as usize);
-    let mut pods = 0;
     for g in 1..=groups {
-        let mut objects = Vec::new();
-        for (k, replicas) in GROUP.iter().enumerate() {
-            let id = format!("g{g}-{}", (b'a' + k as u8) as char);
-            objects.push(rc_json(&id, &format!("g{g}"), *replicas));
-            pods += *replicas as usize;
-        }
-        objects.push(format!(
-            r#"{{"kind": "Service", "apiVersion": "v1beta1", "id": "g{g}", "port": {}, "containerPort": 80, "selector": {{"group": "g{g}"}}}}"#,
-            20000 + g
-        ));
-        let list = format!(
-            r#"{{"kind": "List", "apiVersion": "v1beta1", "items": [{}]}}"#,
-            objects.join(",\n")
-        );
-        std::fs::write(dir.join(format!("g{g}.json")), list).unwrap();
+        std::fs::write(dir.join(format!("g{g}.json")), group_list(g, None)).unwrap();
     }
-    pods
+    groups * GROUP.iter().sum::<u32>() as usize
+}
+
+/// Group `g`'s six RCs and its service as one List; `fifth` overrides the size of its fifth
+/// RC (the 10-replica one).
+fn group_list(g: usize, fifth: Option<u32>) -> String {
+    let mut objects = Vec::new();
+    for (k, replicas) in GROUP.iter().enumerate() {
+        let id = format!("g{g}-{}", (b'a' + k as u8) as char);
+        let replicas = if k == 4 { fifth.unwrap_or(*replicas) } else { *replicas };
+        objects.push(rc_json(&id, &format!("g{g}"), replicas));
+    }
+    objects.push(format!(
+        r#"{{"kind": "Service", "apiVersion": "v1beta1", "id": "g{g}", "port": {}, "containerPort": 80, "selector": {{"group": "g{g}"}}}}"#,
+        20000 + g
+    ));
+    format!(
+        r#"{{"kind": "List", "apiVersion": "v1beta1", "items": [{}]}}"#,
+        objects.join(",\n")
+    )
 }
 
 fn rc_json(id: &str, group: &str, replicas: u32) -> String {
@@ -214,18 +218,9 @@ fn rc_json(id: &str, group: &str, replicas: u32) -> String {
 /// Saves `g1.json` with its 10-replica RC at `replicas`, atomically (the watcher sees one
 /// change).
 fn scale_g1(dir: &Path, replicas: u32) {
-    let path = dir.join("g1.json");
-    let text = std::fs::read_to_string(&path).unwrap();
-    let old = rc_json("g1-e", "g1", 10);
-    let cur = text
-        .split(",\n")
-        .find(|o| o.contains(r#""id": "g1-e""#))
-        .map(str::to_string)
-        .unwrap_or(old);
-    let text = text.replace(&cur, &rc_json("g1-e", "g1", replicas));
     let tmp = dir.join(".g1.json.tmp");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(tmp, path).unwrap();
+    std::fs::write(&tmp, group_list(1, Some(replicas))).unwrap();
+    std::fs::rename(tmp, dir.join("g1.json")).unwrap();
 }
 
 fn drover(dir: &Path, args: &[&str]) -> Duration {
@@ -252,9 +247,9 @@ fn http(method: &str, path: &str) -> Option<String> {
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
     let (head, body) = text.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200")
-        .then(|| body.to_string())
-        .or_else(|| head.starts_with("HTTP/1.0 200").then(|| body.to_string()))
+    // 200, or 202 for POST /reconcile.
+    let code = head.split_whitespace().nth(1)?;
+    code.starts_with('2').then(|| body.to_string())
 }
 
 fn metric(text: &str, name: &str) -> f64 {
@@ -309,6 +304,18 @@ fn dir_bytes(dir: &Path) -> u64 {
         .sum()
 }
 
+/// `hollow down` however the run ends.
+struct HollowDown(PathBuf);
+
+impl Drop for HollowDown {
+    fn drop(&mut self) {
+        let _ = Command::new(self.0.join("tests/cluster/hollow"))
+            .arg("down")
+            .stdout(Stdio::null())
+            .status();
+    }
+}
+
 struct Daemon(Child);
 
 impl Drop for Daemon {
@@ -328,6 +335,7 @@ fn run_size(root: &Path, n: usize) -> Figures {
         .status();
     let t = Instant::now();
     let toml = hollow(root, &["up", &n.to_string()]);
+    let _down = HollowDown(root.to_path_buf());
     let hollow_up = t.elapsed();
     std::fs::write(
         work.join("drover.toml"),
@@ -432,7 +440,6 @@ fn run_size(root: &Path, n: usize) -> Figures {
     hollow(root, &["fault", "m1", "heal"]);
     drop(daemon);
     let state_bytes = dir_bytes(&work.join("state"));
-    hollow(root, &["down"]);
 
     Figures {
         minions: n,

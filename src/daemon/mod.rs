@@ -47,6 +47,8 @@ use std::time::{Duration, Instant};
 
 /// How long a round waits for connections to pods it is about to delete to finish.
 pub const DRAIN_WAIT: Duration = Duration::from_secs(10);
+/// How often a daemon looks again while a minion is silent within its grace (to see it back).
+const SILENT_MINION_LOOK: Duration = Duration::from_secs(5);
 
 /// What the daemon is asked to do.
 pub struct Options {
@@ -670,7 +672,8 @@ impl Daemon {
     }
 
     /// When to look again after `round` (besides the resync): when the first pod backing off
-    /// may retry, and soon while work is in flight. A converged round records the source as
+    /// may retry, while a minion is silent (every few seconds, and when its grace ends), and
+    /// soon while work is in flight. A converged round records the source as
     /// applied.
     fn schedule_next(
         &self,
@@ -685,6 +688,11 @@ impl Daemon {
         let working = round.planned > round.held.len() || round.pending;
         if let Some(first) = round.held.iter().map(|h| h.retry_in).min() {
             wake_after(wake, first);
+        }
+        // A silent minion: look again when its grace ends (its pods are replaced then), and
+        // every few seconds before, to see it answer again.
+        if let Some(left) = self.reconciler.next_grace_expiry() {
+            wake_after(wake, left.min(SILENT_MINION_LOOK) + Duration::from_millis(50));
         }
         memory.last_round = Some(round);
         if converged {

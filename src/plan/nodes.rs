@@ -53,6 +53,17 @@ impl NodeController {
             .collect()
     }
 
+    /// How long until the next silent minion's grace ends, counted from `now`: the round
+    /// then is the one that has its pods replaced, whatever the resync period. `None` when no
+    /// minion is silent within its grace.
+    pub fn next_expiry(&self, now: Instant) -> Option<Duration> {
+        self.failing_since
+            .values()
+            .map(|since| (*since + self.grace).saturating_duration_since(now))
+            .filter(|left| !left.is_zero())
+            .min()
+    }
+
     /// Has this minion been silent for longer than the grace period?
     pub fn is_lost(&self, minion: &str, now: Instant) -> bool {
         self.failing_since
@@ -64,6 +75,20 @@ impl NodeController {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_next_expiry_is_the_earliest_grace_still_running() {
+        let mut nodes = NodeController::new(Duration::from_secs(30));
+        let t0 = Instant::now();
+        assert_eq!(nodes.next_expiry(t0), None, "nobody silent");
+        nodes.unobserved("m1", t0);
+        nodes.unobserved("m2", t0 + Duration::from_secs(10));
+        assert_eq!(nodes.next_expiry(t0 + Duration::from_secs(12)), Some(Duration::from_secs(18)));
+        // m1's grace is over (it is lost, not waiting): m2's is next.
+        assert_eq!(nodes.next_expiry(t0 + Duration::from_secs(31)), Some(Duration::from_secs(9)));
+        nodes.observed("m2", &[]);
+        assert_eq!(nodes.next_expiry(t0 + Duration::from_secs(31)), None);
+    }
     use crate::plan::scheduler::PodRequest;
 
     fn pod(id: &str) -> ObservedPod {

@@ -223,6 +223,12 @@ pub struct Reconciler {
 }
 
 impl Reconciler {
+    /// How long until a silent minion's grace ends (`plan::nodes`): a daemon with a long
+    /// resync looks again then, so a lost minion's pods are replaced in time.
+    pub fn next_grace_expiry(&self) -> Option<Duration> {
+        self.nodes.next_expiry(Instant::now())
+    }
+
     pub fn new(
         minions: Vec<Arc<Minion>>,
         credentials: Credentials,
