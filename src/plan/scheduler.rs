@@ -13,6 +13,7 @@
 use crate::model::{Capacity, Labels, Protocol};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 
 /// What the scheduler knows of a minion. Its serde form is the minion's record in the store's
 /// observed section.
@@ -75,6 +76,31 @@ pub struct PodRequest {
     pub group: String,
 }
 
+/// A group's number in one `Scheduler` (`Scheduler::group_ids`): a minion's counts are kept by
+/// number, so placing a pod hashes its group's name once, not once per minion looked at.
+type GroupId = u32;
+
+/// Hashes a `GroupId` by one multiplication (its counts are looked up for every minion a
+/// placement looks at; SipHash's resistance to chosen keys buys nothing for numbers we hand out).
+#[derive(Debug, Clone, Copy, Default)]
+struct GroupIdHasher(u64);
+
+impl Hasher for GroupIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.0 = u64::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
 #[derive(Debug, Clone)]
 struct MinionState {
     view: MinionView,
@@ -83,14 +109,20 @@ struct MinionState {
     ports: HashSet<(u16, Protocol)>,
     /// Host ports others hold (`MinionView::taken`).
     foreign_ports: HashSet<(u16, Protocol)>,
-    groups: HashMap<String, u32>,
+    /// Pods of each group here.
+    groups: HashMap<GroupId, u32, BuildHasherDefault<GroupIdHasher>>,
 }
 
 impl MinionState {
     /// Share of capacity in use, in millionths, averaged over cpu and memory (0 if unlimited).
     fn load(&self, extra_cpu: u64, extra_memory: u64) -> u64 {
         let share = |used: u64, cap: Option<u64>| match cap {
-            Some(c) if c > 0 => ((used as u128 * 1_000_000) / c as u128) as u64,
+            // In 64 bits while it fits (any use below 18 TB): the same quotient, without the
+            // 128-bit division this runs on every placement otherwise.
+            Some(c) if c > 0 => match used.checked_mul(1_000_000) {
+                Some(scaled) => scaled / c,
+                None => ((used as u128 * 1_000_000) / c as u128) as u64,
+            },
             _ => 0,
         };
         (share(self.cpu + extra_cpu, self.view.capacity.cpu)
@@ -147,6 +179,8 @@ pub struct Scheduler {
     /// (load, index) of Ready minions, least loaded first.
     by_load: BTreeSet<(u64, usize)>,
     not_ready: usize,
+    /// Every group a pod was accounted for in, numbered.
+    group_ids: HashMap<String, GroupId>,
 }
 
 impl Scheduler {
@@ -161,7 +195,7 @@ impl Scheduler {
                 memory: v.taken.memory,
                 ports: HashSet::new(),
                 foreign_ports: v.taken.host_ports.iter().copied().collect(),
-                groups: HashMap::new(),
+                groups: HashMap::default(),
             })
             .collect();
         let by_load = minions
@@ -175,6 +209,7 @@ impl Scheduler {
             minions,
             by_load,
             not_ready,
+            group_ids: HashMap::new(),
         }
     }
 
@@ -184,23 +219,42 @@ impl Scheduler {
             .ok()
     }
 
+    /// The group's number, given one if it has none yet.
+    fn group_id(&mut self, group: &str) -> GroupId {
+        if let Some(&g) = self.group_ids.get(group) {
+            return g;
+        }
+        let g = GroupId::try_from(self.group_ids.len()).expect("fewer than 2^32 groups");
+        self.group_ids.insert(group.to_string(), g);
+        g
+    }
+
+    /// Moves minion `i` to its place in `by_load` after its use changed from `old_load`.
+    fn reorder(&mut self, i: usize, old_load: u64) {
+        let new_load = self.minions[i].load(0, 0);
+        if self.minions[i].view.ready && new_load != old_load {
+            self.by_load.remove(&(old_load, i));
+            self.by_load.insert((new_load, i));
+        }
+    }
+
     /// Records a pod already running (or pending) on a minion.
     pub fn account(&mut self, minion: &str, pod: &PodRequest) {
         let Some(i) = self.index_of(minion) else {
             return;
         };
-        let m = &self.minions[i];
-        let ready = m.view.ready;
-        let old_key = (m.load(0, 0), i);
+        let g = self.group_id(&pod.group);
+        self.account_at(i, pod, g);
+    }
+
+    fn account_at(&mut self, i: usize, pod: &PodRequest, group: GroupId) {
         let m = &mut self.minions[i];
+        let old_load = m.load(0, 0);
         m.cpu += pod.cpu;
         m.memory += pod.memory;
         m.ports.extend(pod.host_ports.iter().copied());
-        *m.groups.entry(pod.group.clone()).or_default() += 1;
-        if ready {
-            self.by_load.remove(&old_key);
-            self.by_load.insert((self.minions[i].load(0, 0), i));
-        }
+        *m.groups.entry(group).or_default() += 1;
+        self.reorder(i, old_load);
     }
 
     /// Removes a pod from a minion's accounting (it is being deleted).
@@ -208,27 +262,26 @@ impl Scheduler {
         let Some(i) = self.index_of(minion) else {
             return;
         };
-        let ready = self.minions[i].view.ready;
-        let old_key = (self.minions[i].load(0, 0), i);
+        let group = self.group_ids.get(pod.group.as_str()).copied();
         let m = &mut self.minions[i];
+        let old_load = m.load(0, 0);
         m.cpu = m.cpu.saturating_sub(pod.cpu);
         m.memory = m.memory.saturating_sub(pod.memory);
         for p in &pod.host_ports {
             m.ports.remove(p);
         }
-        if let Some(n) = m.groups.get_mut(&pod.group) {
+        if let Some(n) = group.and_then(|g| m.groups.get_mut(&g)) {
             *n = n.saturating_sub(1);
         }
-        if ready {
-            self.by_load.remove(&old_key);
-            self.by_load.insert((self.minions[i].load(0, 0), i));
-        }
+        self.reorder(i, old_load);
     }
 
     /// Chooses a minion for the pod and accounts for it, or says why none fits.
     pub fn place(&mut self, pod: &PodRequest) -> Result<String, String> {
         // Walk minions least loaded first; the first feasible one with no pod of the group is
         // the best possible answer. Otherwise keep the best (fewest of the group, then load).
+        // A group no pod was accounted for in has none anywhere.
+        let group = self.group_ids.get(pod.group.as_str()).copied();
         let mut best: Option<(u32, u64, usize)> = None;
         let mut reasons: BTreeMap<&'static str, usize> = BTreeMap::new();
         for &(_, i) in &self.by_load {
@@ -237,7 +290,7 @@ impl Scheduler {
                 *reasons.entry(r).or_default() += 1;
                 continue;
             }
-            let spread = m.groups.get(&pod.group).copied().unwrap_or(0);
+            let spread = group.map_or(0, |g| m.groups.get(&g).copied().unwrap_or(0));
             let candidate = (spread, m.load(pod.cpu, pod.memory), i);
             if best.is_none_or(|b| candidate < b) {
                 best = Some(candidate);
@@ -248,9 +301,12 @@ impl Scheduler {
         }
         match best {
             Some((_, _, i)) => {
-                let name = self.minions[i].view.name.clone();
-                self.account(&name, pod);
-                Ok(name)
+                let g = match group {
+                    Some(g) => g,
+                    None => self.group_id(&pod.group),
+                };
+                self.account_at(i, pod, g);
+                Ok(self.minions[i].view.name.clone())
             }
             None => {
                 if self.not_ready > 0 {
