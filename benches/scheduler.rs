@@ -94,7 +94,7 @@ fn observed_after(p: &Plan) -> Vec<ObservedPod> {
                 minion: minion.clone(),
                 owner: pod.owner.clone(),
                 template_hash: pod.template_hash.clone(),
-                labels: pod.labels.clone(),
+                labels: (*pod.labels).clone(),
                 phase: Phase::Running,
                 containers: vec![],
                 created: n as u64,

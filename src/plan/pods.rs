@@ -225,9 +225,9 @@ impl<'a> Changes<'a> {
                     p.id.as_str(),
                     PodSpec {
                         id: p.id.clone(),
-                        labels: p.labels.clone(),
-                        node_selector: p.node_selector.clone(),
-                        manifest: p.desired_state.manifest.clone(),
+                        labels: Shared::new(p.labels.clone()),
+                        node_selector: Shared::new(p.node_selector.clone()),
+                        manifest: Shared::new(p.desired_state.manifest.clone()),
                         owner: None,
                         template_hash: template_hash(
                             &p.desired_state.manifest,
@@ -352,13 +352,17 @@ impl<'a> Changes<'a> {
         let mut ordinals = (0..)
             .map(|n| replica_id(id, &hash, n))
             .filter(|n| !used.contains(n.as_str()));
+        // One copy of the template for all the replicas this round adds.
+        let labels = Shared::new(t.labels.clone());
+        let node_selector = Shared::new(t.node_selector.clone());
+        let manifest = Shared::new(t.desired_state.manifest.clone());
         let mut spec = |n: usize| -> Vec<PodSpec> {
             (0..n)
                 .map(|_| PodSpec {
                     id: ordinals.next().expect("infinite"),
-                    labels: t.labels.clone(),
-                    node_selector: t.node_selector.clone(),
-                    manifest: t.desired_state.manifest.clone(),
+                    labels: labels.clone(),
+                    node_selector: node_selector.clone(),
+                    manifest: manifest.clone(),
                     owner: Some(id.to_string()),
                     template_hash: hash.clone(),
                 })
