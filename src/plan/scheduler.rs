@@ -124,59 +124,42 @@ impl Hasher for FastHasher {
     }
 }
 
-/// The Ready minions, least loaded first: a tournament tree over the minions' numbers (their
-/// places in name order), each node holding the least (load, number) of its subtree. A minion's
-/// load changes in at most log2(n) steps of one comparison (a `BTreeSet` of (load, number)
-/// spent most of a placement removing and inserting); `walk` visits minions in order, and
-/// costs nothing past the first when the first is taken, as it usually is.
+/// A tournament tree over the minions' numbers (their places in name order): each node holds
+/// the least key of its subtree, a key being anything that orders minions with the number in
+/// its low 32 bits. A key changes in at most log2(n) steps of one comparison; `walk` visits
+/// minions least key first, and costs nothing past the first when the first is taken.
 #[derive(Debug, Clone)]
-struct ByLoad {
-    /// Node `k`'s least `key`; the leaves start at `leaves`, one per minion (`OUT` for one not
-    /// in the order, and for the padding up to a power of two). Node 0 is unused.
+struct Tournament {
+    /// Node `k`'s least key; the leaves start at `leaves`, one per minion (`OUT` for one left
+    /// out, and for the padding up to a power of two). Node 0 is unused.
     tree: Vec<u128>,
     leaves: usize,
-    len: usize,
 }
 
-/// (load, number) as one integer that orders as the pair does: one comparison a step.
-fn key(load: u64, number: u32) -> u128 {
-    (u128::from(load) << 32) | u128::from(number)
-}
+/// A leaf of a `Tournament` that is left out. Greater than every minion's key (a number is
+/// below `u32::MAX`), so never the least of a subtree that has a minion.
+const OUT: u128 = u128::MAX;
 
 fn number(key: u128) -> usize {
     (key as u32) as usize
 }
 
-/// A leaf of `ByLoad` that is in no order: not Ready, or padding. Greater than every minion's
-/// key (a number is below `u32::MAX`), so never the least of a subtree that has a minion.
-const OUT: u128 = (1 << 96) - 1;
-
-impl ByLoad {
-    /// `loads`: each minion's load, or `None` for one not in the order.
-    fn new(loads: impl ExactSizeIterator<Item = Option<u64>>) -> ByLoad {
-        let leaves = loads.len().next_power_of_two();
+impl Tournament {
+    fn new(keys: impl ExactSizeIterator<Item = u128>) -> Tournament {
+        let leaves = keys.len().next_power_of_two();
         let mut tree = vec![OUT; 2 * leaves];
-        let mut len = 0;
-        for (i, load) in loads.enumerate() {
-            if let Some(load) = load {
-                let number = u32::try_from(i)
-                    .ok()
-                    .filter(|&n| n != u32::MAX)
-                    .expect("fewer than 2^32 - 1 minions");
-                tree[leaves + i] = key(load, number);
-                len += 1;
-            }
+        for (i, key) in keys.enumerate() {
+            tree[leaves + i] = key;
         }
         for k in (1..leaves).rev() {
             tree[k] = tree[2 * k].min(tree[2 * k + 1]);
         }
-        ByLoad { tree, leaves, len }
+        Tournament { tree, leaves }
     }
 
-    /// Minion `i`'s load is now `load` (it must be in the order).
-    fn set(&mut self, i: usize, load: u64) {
+    fn set(&mut self, i: usize, key: u128) {
         let mut k = self.leaves + i;
-        self.tree[k] = key(load, number(self.tree[k]) as u32);
+        self.tree[k] = key;
         while k > 1 {
             k /= 2;
             let least = self.tree[2 * k].min(self.tree[2 * k + 1]);
@@ -188,25 +171,30 @@ impl ByLoad {
         }
     }
 
-    /// The minions in the order, least (load, number) first.
+    /// The least key (`OUT` if every minion is left out).
+    fn least(&self) -> u128 {
+        self.tree[1]
+    }
+
+    /// The minions not left out, least key first.
     fn walk(&self) -> Walk<'_> {
         let mut heap = BinaryHeap::new();
-        if self.tree.len() > 1 && self.tree[1] != OUT {
-            heap.push(Reverse((self.tree[1], 1)));
+        if self.least() != OUT {
+            heap.push(Reverse((self.least(), 1)));
         }
         Walk {
-            by_load: self,
+            tournament: self,
             heap,
             last: None,
         }
     }
 }
 
-/// `ByLoad::walk`: best first over the tree. Each node in the heap stands for the minions of its
-/// subtree, keyed by its least; taking one splits the rest of its subtree into the subtrees
-/// beside that minion's path, done only when a next minion is asked for.
+/// `Tournament::walk`: best first over the tree. Each node in the heap stands for the minions
+/// of its subtree, keyed by its least; taking one splits the rest of its subtree into the
+/// subtrees beside that minion's path, done only when a next minion is asked for.
 struct Walk<'a> {
-    by_load: &'a ByLoad,
+    tournament: &'a Tournament,
     heap: BinaryHeap<Reverse<(u128, usize)>>,
     /// The node whose least was given last.
     last: Option<usize>,
@@ -216,10 +204,10 @@ impl Iterator for Walk<'_> {
     type Item = usize;
 
     fn next(&mut self) -> Option<usize> {
-        let tree = &self.by_load.tree;
+        let tree = &self.tournament.tree;
         if let Some(mut k) = self.last.take() {
             let given = tree[k];
-            while k < self.by_load.leaves {
+            while k < self.tournament.leaves {
                 let (on_path, beside) = if tree[2 * k] == given {
                     (2 * k, 2 * k + 1)
                 } else {
@@ -235,6 +223,73 @@ impl Iterator for Walk<'_> {
         self.last = Some(k);
         Some(number(least))
     }
+}
+
+/// A minion's number as a key's low 32 bits.
+fn low(i: usize) -> u128 {
+    let number = u32::try_from(i)
+        .ok()
+        .filter(|&n| n != u32::MAX)
+        .expect("fewer than 2^32 - 1 minions");
+    u128::from(number)
+}
+
+/// The Ready minions, least loaded first: keys (load, number). (A `BTreeSet` of (load, number)
+/// spent most of a placement removing and inserting.)
+#[derive(Debug, Clone)]
+struct ByLoad {
+    order: Tournament,
+    len: usize,
+}
+
+impl ByLoad {
+    /// `loads`: each minion's load, or `None` for one not Ready.
+    fn new(loads: impl ExactSizeIterator<Item = Option<u64>>) -> ByLoad {
+        let mut len = 0;
+        let order = Tournament::new(loads.enumerate().map(|(i, load)| match load {
+            Some(load) => {
+                len += 1;
+                (u128::from(load) << 32) | low(i)
+            }
+            None => OUT,
+        }));
+        ByLoad { order, len }
+    }
+
+    /// Minion `i`'s load is now `load` (it must be Ready).
+    fn set(&mut self, i: usize, load: u64) {
+        self.order.set(i, (u128::from(load) << 32) | low(i));
+    }
+
+    fn walk(&self) -> Walk<'_> {
+        self.order.walk()
+    }
+}
+
+/// The minions ranked as a placement that finds no minion without a pod of the group ranks
+/// them for one request: fewest pods of the group, then least loaded after placing it, then
+/// number; a minion that cannot take it is left out. Kept for the last few requests whose
+/// placement had to look at every minion (an RC with more replicas than minions that fit),
+/// so the next one (its next replica: the same request) takes the least at once.
+#[derive(Debug, Clone)]
+struct Ranked {
+    request: PodRequest,
+    group: GroupId,
+    order: Tournament,
+    /// When it last placed a pod (`Scheduler::placements`).
+    used: u64,
+}
+
+/// How many requests keep a `Ranked`: each costs a key update whenever a pod is accounted.
+const RANKED: usize = 4;
+
+/// Minion `i`'s key in a `Ranked` for `pod` of `group`.
+fn rank(m: &MinionState, i: usize, pod: &PodRequest, group: GroupId) -> u128 {
+    if !m.view.ready || m.unfit(pod).is_some() {
+        return OUT;
+    }
+    let spread = m.groups.get(&group).copied().unwrap_or(0);
+    (u128::from(spread) << 96) | (u128::from(m.load(pod.cpu, pod.memory)) << 32) | low(i)
 }
 
 #[derive(Debug, Clone)]
@@ -323,6 +378,10 @@ pub struct Scheduler {
     /// For each group, how many Ready minions have a pod of it: when all have, no minion
     /// can be one without, and a placement must look at every minion whatever their order.
     ready_with: Vec<u32>,
+    /// The last requests whose placement looked at every minion, at most `RANKED`.
+    ranked: Vec<Ranked>,
+    /// Placements so far.
+    placements: u64,
 }
 
 impl Scheduler {
@@ -349,6 +408,8 @@ impl Scheduler {
             not_ready,
             group_ids: FastMap::default(),
             ready_with: Vec::new(),
+            ranked: Vec::new(),
+            placements: 0,
         };
         // Names are unique; if two were not, the one a binary search finds is the one used.
         for m in &s.minions {
@@ -378,11 +439,16 @@ impl Scheduler {
         g
     }
 
-    /// Moves minion `i` to its place in `by_load` after its use changed from `old_load`.
+    /// Moves minion `i` to its places in `by_load` and `ranked` after its use changed (its load
+    /// was `old_load`).
     fn reorder(&mut self, i: usize, old_load: u64) {
-        let new_load = self.minions[i].load(0, 0);
-        if self.minions[i].view.ready && new_load != old_load {
+        let m = &self.minions[i];
+        let new_load = m.load(0, 0);
+        if m.view.ready && new_load != old_load {
             self.by_load.set(i, new_load);
+        }
+        for r in &mut self.ranked {
+            r.order.set(i, rank(m, i, &r.request, r.group));
         }
     }
 
@@ -433,12 +499,60 @@ impl Scheduler {
         self.reorder(i, old_load);
     }
 
+    /// Keeps the minions ranked for `pod` (the oldest such ranking goes past `RANKED`).
+    fn rank_for(&mut self, pod: &PodRequest, group: GroupId) {
+        if self
+            .ranked
+            .iter()
+            .any(|r| r.group == group && r.request == *pod)
+        {
+            return;
+        }
+        if self.ranked.len() == RANKED {
+            let oldest = (0..RANKED)
+                .min_by_key(|&k| self.ranked[k].used)
+                .expect("RANKED > 0");
+            self.ranked.swap_remove(oldest);
+        }
+        let order = Tournament::new(
+            self.minions
+                .iter()
+                .enumerate()
+                .map(|(i, m)| rank(m, i, pod, group)),
+        );
+        self.ranked.push(Ranked {
+            request: pod.clone(),
+            group,
+            order,
+            used: self.placements,
+        });
+    }
+
     /// Chooses a minion for the pod and accounts for it, or says why none fits.
     pub fn place(&mut self, pod: &PodRequest) -> Result<String, String> {
         // Walk minions least loaded first; the first feasible one with no pod of the group is
         // the best possible answer. Otherwise keep the best (fewest of the group, then load).
         // A group no pod was accounted for in has none anywhere.
         let group = self.group_ids.get(pod.group.as_str()).copied();
+        self.placements += 1;
+        if let Some(g) = group {
+            let now = self.placements;
+            if let Some(r) = self
+                .ranked
+                .iter_mut()
+                .find(|r| r.group == g && r.request == *pod)
+            {
+                r.used = now;
+                let least = r.order.least();
+                // The best minion that can take it has a pod of the group: so has every one
+                // that can, and the walk would look at them all to find this one.
+                if least != OUT && least >> 96 > 0 {
+                    let i = number(least);
+                    self.account_at(i, pod, g);
+                    return Ok(self.minions[i].view.name.clone());
+                }
+            }
+        }
         // When every Ready minion has a pod of the group, the walk cannot stop early and its
         // order cannot change the best: look at them in name order, without the tree.
         let everywhere =
@@ -451,6 +565,7 @@ impl Scheduler {
         };
         let mut best: Option<(u32, u64, usize)> = None;
         let mut reasons: BTreeMap<&'static str, usize> = BTreeMap::new();
+        let mut every_minion = true;
         for i in order {
             let m = &self.minions[i];
             if let Some(r) = m.unfit(pod) {
@@ -463,6 +578,7 @@ impl Scheduler {
                 best = Some(candidate);
             }
             if spread == 0 {
+                every_minion = false;
                 break;
             }
         }
@@ -473,6 +589,9 @@ impl Scheduler {
                     None => self.group_id(&pod.group),
                 };
                 self.account_at(i, pod, g);
+                if every_minion {
+                    self.rank_for(pod, g);
+                }
                 Ok(self.minions[i].view.name.clone())
             }
             None => {
@@ -717,11 +836,13 @@ mod tests {
 
         /// Placements, pods accounted and pods released in any order: the same minions as the
         /// scheduler as first written, on clusters of any shape (groups on every minion, loads
-        /// that order minions otherwise than the pod's share would, cordons, selectors).
+        /// that order minions otherwise than the pod's share would, cordons, selectors), with
+        /// requests repeated as an RC's replicas repeat them (and more of them than `RANKED`).
         #[test]
         fn places_as_the_first_scheduler_did(
             mut views in proptest::collection::vec(arb_view(), 1..40),
-            ops in proptest::collection::vec((arb_pod(), 0u8..8, 0usize..40), 1..300),
+            requests in proptest::collection::vec(arb_pod(), 1..7),
+            ops in proptest::collection::vec((0usize..7, 0u8..8, 0usize..40), 1..400),
         ) {
             for (i, v) in views.iter_mut().enumerate() {
                 v.name = format!("m{:02}", (i * 7) % 41);
@@ -729,7 +850,8 @@ mod tests {
             let mut s = Scheduler::new(&views);
             let mut r = Reference::new(&views);
             let mut placed = Vec::new();
-            for (pod, op, at) in &ops {
+            for (which, op, at) in &ops {
+                let pod = &requests[which % requests.len()];
                 match op {
                     0 => {
                         let name = r.minions[at % r.minions.len()].view.name.clone();
@@ -744,6 +866,7 @@ mod tests {
                     }
                     _ => {
                         let got = s.place(pod).ok();
+                        proptest::prop_assert!(s.ranked.len() <= RANKED);
                         let want = r.place(pod);
                         proptest::prop_assert_eq!(
                             got.as_deref(),
