@@ -9,9 +9,9 @@
 //! new pod is Running does an old one go, so the service never drops below `replicas`.
 
 use super::inventory::{owner_of, Inventory};
-use super::scheduler::{MinionView, Scheduler};
+use super::scheduler::{MinionView, PodRequest, Scheduler};
 use crate::model::{ContainerManifest, DesiredState, Labels, Object};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 // The pod vocabulary lives in `types`; its old paths (`plan::pods::ObservedPod`) keep working.
 pub use super::types::*;
@@ -77,9 +77,30 @@ pub fn probes_passed(
 
 /// The id of an RC's replica: `<rc>-<hash>-<n>`, kept within the 63-character name limit.
 pub fn replica_id(rc: &str, hash: &str, ordinal: usize) -> String {
-    let suffix = format!("-{}-{ordinal}", &hash[..6.min(hash.len())]);
-    let keep = 63usize.saturating_sub(suffix.len()).min(rc.len());
-    format!("{}{suffix}", &rc[..keep])
+    // Built by hand, one allocation: this runs for every replica made (`format!` twice cost
+    // more than placing the pod).
+    let hash = &hash[..6.min(hash.len())];
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    let mut n = ordinal;
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let ordinal = std::str::from_utf8(&digits[start..]).expect("ASCII digits");
+    let suffix_len = 2 + hash.len() + ordinal.len();
+    let keep = 63usize.saturating_sub(suffix_len).min(rc.len());
+    let mut id = String::with_capacity(keep + suffix_len);
+    id.push_str(&rc[..keep]);
+    id.push('-');
+    id.push_str(hash);
+    id.push('-');
+    id.push_str(ordinal);
+    id
 }
 
 fn active(p: &ObservedPod) -> bool {
@@ -131,6 +152,7 @@ pub fn plan_with(
         unowned: Vec::new(),
         deletes: Vec::new(),
         creates: Vec::new(),
+        requests: Vec::new(),
     };
     changes.explicit_pods(desired, observed);
     changes.replication_controllers(desired, observed);
@@ -147,10 +169,25 @@ struct Changes<'a> {
     /// Pods of objects not in the source that this project never made: left, with why.
     unowned: Vec<(String, String)>,
     deletes: Vec<(&'a ObservedPod, String)>,
-    creates: Vec<PodSpec>,
+    /// Pods to make, each with its request's place in `requests`.
+    creates: Vec<(PodSpec, usize)>,
+    /// What the pods to make ask of a minion: one for all the new replicas of an RC (they ask
+    /// the same), rather than one worked out per pod.
+    requests: Vec<PodRequest>,
 }
 
 impl<'a> Changes<'a> {
+    /// Pods to make that ask the same of a minion (the new replicas of one RC template).
+    fn create(&mut self, specs: impl IntoIterator<Item = PodSpec>) {
+        let mut specs = specs.into_iter().peekable();
+        let Some(first) = specs.peek() else {
+            return;
+        };
+        let request = self.requests.len();
+        self.requests.push(first.request());
+        self.creates.extend(specs.map(|spec| (spec, request)));
+    }
+
     /// Whether a pod whose object left the source goes: only if this project made it (else it
     /// is noted as left alone).
     fn prunable(&mut self, p: &ObservedPod) -> bool {
@@ -188,9 +225,9 @@ impl<'a> Changes<'a> {
                     p.id.as_str(),
                     PodSpec {
                         id: p.id.clone(),
-                        labels: p.labels.clone(),
-                        node_selector: p.node_selector.clone(),
-                        manifest: p.desired_state.manifest.clone(),
+                        labels: Shared::new(p.labels.clone()),
+                        node_selector: Shared::new(p.node_selector.clone()),
+                        manifest: Shared::new(p.desired_state.manifest.clone()),
                         owner: None,
                         template_hash: template_hash(
                             &p.desired_state.manifest,
@@ -237,9 +274,9 @@ impl<'a> Changes<'a> {
                 None => {}
             }
         }
-        for (id, spec) in &explicit {
+        for (id, spec) in explicit {
             if !seen_explicit.contains(id) {
-                self.creates.push(spec.clone());
+                self.create([spec]);
             }
         }
     }
@@ -255,9 +292,13 @@ impl<'a> Changes<'a> {
                 _ => None,
             })
             .collect();
+        // Each RC's replicas, in the order observed: one pass over the pods, not one per RC.
+        let mut replicas: HashMap<&str, Vec<&'a ObservedPod>> = HashMap::new();
         for p in observed.iter() {
             if let Some(owner) = &p.owner {
-                if !rcs.contains_key(owner.as_str()) && self.prunable(p) {
+                if rcs.contains_key(owner.as_str()) {
+                    replicas.entry(owner.as_str()).or_default().push(p);
+                } else if self.prunable(p) {
                     self.deletes.push((
                         p,
                         format!("replication controller {owner} no longer in the source"),
@@ -266,25 +307,23 @@ impl<'a> Changes<'a> {
             }
         }
         for (id, rc) in &rcs {
-            self.one_controller(id, rc, observed);
+            let mine = replicas.remove(id).unwrap_or_default();
+            self.one_controller(id, rc, &mine);
         }
     }
 
-    /// One RC: finished replicas cleaned up, the count kept, and a changed template rolled out
-    /// one replica at a time (a surge of one; an old replica goes only when every new one runs).
+    /// One RC (`mine`: its replicas observed): finished replicas cleaned up, the count kept, and
+    /// a changed template rolled out one replica at a time (a surge of one; an old replica goes
+    /// only when every new one runs).
     fn one_controller(
         &mut self,
         id: &str,
         rc: &crate::model::ReplicationController,
-        observed: &'a [ObservedPod],
+        mine: &[&'a ObservedPod],
     ) {
         let t = &rc.desired_state.pod_template;
         let hash = template_hash(&t.desired_state.manifest, &t.labels, &t.node_selector);
         let replicas = rc.desired_state.replicas as usize;
-        let mine: Vec<&ObservedPod> = observed
-            .iter()
-            .filter(|p| p.owner.as_deref() == Some(id))
-            .collect();
         // Finished or failed replicas are cleaned up where the minion can be reached.
         for p in mine
             .iter()
@@ -313,13 +352,17 @@ impl<'a> Changes<'a> {
         let mut ordinals = (0..)
             .map(|n| replica_id(id, &hash, n))
             .filter(|n| !used.contains(n.as_str()));
+        // One copy of the template for all the replicas this round adds.
+        let labels = Shared::new(t.labels.clone());
+        let node_selector = Shared::new(t.node_selector.clone());
+        let manifest = Shared::new(t.desired_state.manifest.clone());
         let mut spec = |n: usize| -> Vec<PodSpec> {
             (0..n)
                 .map(|_| PodSpec {
                     id: ordinals.next().expect("infinite"),
-                    labels: t.labels.clone(),
-                    node_selector: t.node_selector.clone(),
-                    manifest: t.desired_state.manifest.clone(),
+                    labels: labels.clone(),
+                    node_selector: node_selector.clone(),
+                    manifest: manifest.clone(),
                     owner: Some(id.to_string()),
                     template_hash: hash.clone(),
                 })
@@ -329,14 +372,14 @@ impl<'a> Changes<'a> {
         deletion_order(&mut old);
         deletion_order(&mut new);
         if total < replicas {
-            self.creates.extend(spec(replicas - total));
+            self.create(spec(replicas - total));
         } else if old.is_empty() {
             for p in new.iter().take(total - replicas) {
                 self.deletes.push((p, format!("scaled down to {replicas}")));
             }
         } else if all_new_running && total == replicas {
             // Rolling update at the count: add one new replica (a surge of one).
-            self.creates.extend(spec(1));
+            self.create(spec(1));
         } else {
             // Rolling update past the count: old replicas go once every new one runs; while a
             // new one is still starting, only what exceeds the surge of one goes.
@@ -357,7 +400,7 @@ impl<'a> Changes<'a> {
             // Back at the count with every new replica running and old ones left: the next
             // surge of one goes in the same round (deletions run first), not a round later.
             if all_new_running && total - surplus == replicas && old.len() > from_old {
-                self.creates.extend(spec(1));
+                self.create(spec(1));
             }
         }
     }
@@ -372,7 +415,10 @@ impl<'a> Changes<'a> {
         let mut deletes = self.deletes;
         deletes.sort_by(|a, b| (&a.0.minion, &a.0.id).cmp(&(&b.0.minion, &b.0.id)));
         deletes.dedup_by(|a, b| a.0.id == b.0.id && a.0.minion == b.0.minion);
-        let mut plan = Plan::default();
+        let mut plan = Plan {
+            actions: Vec::with_capacity(deletes.len() + self.creates.len()),
+            ..Plan::default()
+        };
         for (p, reason) in deletes {
             if active(p) {
                 scheduler.release(&p.minion, &p.request);
@@ -388,8 +434,8 @@ impl<'a> Changes<'a> {
         unowned.sort();
         unowned.dedup();
         plan.unowned = unowned;
-        for pod in self.creates {
-            match scheduler.place(&pod.request()) {
+        for (pod, request) in self.creates {
+            match scheduler.place(&self.requests[request]) {
                 Ok(minion) => plan.actions.push(Action::CreatePod { minion, pod }),
                 Err(reason) => plan.unschedulable.push((pod.id.clone(), reason)),
             }

@@ -7,6 +7,7 @@
 use super::scheduler::PodRequest;
 use crate::model::{ContainerManifest, Labels, RestartPolicy};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Phase {
@@ -16,14 +17,15 @@ pub enum Phase {
     Failed,
 }
 
-/// A pod drover wants: an explicit Pod object, or one replica of an RC.
+/// A pod drover wants: an explicit Pod object, or one replica of an RC. The replicas of one
+/// template share its labels, node selector and manifest (`Shared`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PodSpec {
     pub id: String,
-    pub labels: Labels,
-    pub node_selector: Labels,
-    pub manifest: ContainerManifest,
+    pub labels: Shared<Labels>,
+    pub node_selector: Shared<Labels>,
+    pub manifest: Shared<ContainerManifest>,
     /// The RC that owns it.
     pub owner: Option<String>,
     /// Hash of what the pod runs; a different hash means a different pod.
@@ -44,9 +46,47 @@ impl PodSpec {
                         .filter_map(|p| p.host_port.map(|hp| (hp, p.protocol)))
                 })
                 .collect(),
-            node_selector: self.node_selector.clone(),
+            node_selector: Labels::clone(&self.node_selector),
             group: spread_group(self.owner.as_deref(), &self.template_hash, &self.id),
         }
+    }
+}
+
+/// A part of a pod's definition that the pods of one template share: made once, not copied
+/// for every replica (a plan of 100,000 replicas spent most of its time and memory copying
+/// manifests and labels). Read through `Deref`; compares, prints and serialises as the value.
+#[derive(Clone, PartialEq)]
+pub struct Shared<T>(Arc<T>);
+
+impl<T> Shared<T> {
+    pub fn new(value: T) -> Shared<T> {
+        Shared(Arc::new(value))
+    }
+}
+
+impl<T> From<T> for Shared<T> {
+    fn from(value: T) -> Shared<T> {
+        Shared::new(value)
+    }
+}
+
+impl<T> std::ops::Deref for Shared<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: std::fmt::Debug> std::fmt::Debug for Shared<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl<T: Serialize> Serialize for Shared<T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
     }
 }
 

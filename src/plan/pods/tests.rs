@@ -102,7 +102,7 @@ impl World {
                         minion: minion.clone(),
                         owner: pod.owner.clone(),
                         template_hash: pod.template_hash.clone(),
-                        labels: pod.labels.clone(),
+                        labels: (*pod.labels).clone(),
                         containers: vec![],
                         phase: Phase::Pending,
                         created: self.clock,
