@@ -191,7 +191,11 @@ fn group_list(g: usize, fifth: Option<u32>) -> String {
     let mut objects = Vec::new();
     for (k, replicas) in GROUP.iter().enumerate() {
         let id = format!("g{g}-{}", (b'a' + k as u8) as char);
-        let replicas = if k == 4 { fifth.unwrap_or(*replicas) } else { *replicas };
+        let replicas = if k == 4 {
+            fifth.unwrap_or(*replicas)
+        } else {
+            *replicas
+        };
         objects.push(rc_json(&id, &format!("g{g}"), replicas));
     }
     objects.push(format!(

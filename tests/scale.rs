@@ -108,7 +108,10 @@ fn three_hundred_minions_are_driven_within_bounds() {
         &format!("project = \"scale-test\"\nstate_dir = \"state\"\n{toml}"),
     );
     for i in 1..=RCS {
-        t.write(&format!("manifests/rc{i}.json"), &rc(&format!("rc{i}"), REPLICAS));
+        t.write(
+            &format!("manifests/rc{i}.json"),
+            &rc(&format!("rc{i}"), REPLICAS),
+        );
     }
     let pods = RCS * REPLICAS;
 
@@ -140,19 +143,35 @@ fn three_hundred_minions_are_driven_within_bounds() {
         let host = p["currentState"]["host"].as_str().unwrap_or("").to_string();
         *per_minion.entry(host).or_default() += 1;
     }
-    assert_eq!(per_minion.len(), MINIONS, "pods on every minion: {per_minion:?}");
+    assert_eq!(
+        per_minion.len(),
+        MINIONS,
+        "pods on every minion: {per_minion:?}"
+    );
     assert!(
         per_minion.values().all(|&n| n == pods / MINIONS),
         "spread evenly: {per_minion:?}"
     );
     let diff = t.drover(&["diff"]);
-    assert_eq!(diff.code, 0, "apply then diff finds nothing:\n{}", diff.stdout);
+    assert_eq!(
+        diff.code, 0,
+        "apply then diff finds nothing:\n{}",
+        diff.stdout
+    );
 
     // The daemon: its threads and descriptors do not grow with the minions.
     // A resync far away: only the node controller's own wake-up can replace a lost minion's pods.
     let daemon = Daemon::spawn(
         &t,
-        &["daemon", "--resync", "3600", "--node-grace", "5", "--listen", "127.0.0.1:0"],
+        &[
+            "daemon",
+            "--resync",
+            "3600",
+            "--node-grace",
+            "5",
+            "--listen",
+            "127.0.0.1:0",
+        ],
         "daemon.log",
     );
     let addr = daemon.status_addr();
@@ -163,7 +182,9 @@ fn three_hundred_minions_are_driven_within_bounds() {
     });
     let pid = daemon.pid();
     let threads = proc_status(pid, "Threads:");
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count();
     assert!(
         threads < 64,
         "{threads} threads for {MINIONS} minions: the SSH I/O is a fixed pool"
@@ -178,22 +199,26 @@ fn three_hundred_minions_are_driven_within_bounds() {
     let on_m7 = per_minion["m7"];
     hollow(&hollow_dir, &["fault", "m7", "hang"]);
     http(&addr, "POST", "/reconcile", &[]);
-    wait_until("m7's pods running elsewhere", Duration::from_secs(90), || {
-        let answer = http(&addr, "GET", "/status", &[]);
-        let status: serde_json::Value = serde_json::from_str(body(&answer)).ok()?;
-        let minions = status["minions"].as_array()?;
-        let down: Vec<&str> = minions
-            .iter()
-            .filter(|m| m["ready"] != true)
-            .filter_map(|m| m["name"].as_str())
-            .collect();
-        let elsewhere = status["pods"]
-            .as_array()?
-            .iter()
-            .filter(|p| p["minion"] != "m7" && p["phase"] == "Running")
-            .count();
-        (minions.len() == MINIONS && down == ["m7"] && elsewhere == pods).then_some(())
-    });
+    wait_until(
+        "m7's pods running elsewhere",
+        Duration::from_secs(90),
+        || {
+            let answer = http(&addr, "GET", "/status", &[]);
+            let status: serde_json::Value = serde_json::from_str(body(&answer)).ok()?;
+            let minions = status["minions"].as_array()?;
+            let down: Vec<&str> = minions
+                .iter()
+                .filter(|m| m["ready"] != true)
+                .filter_map(|m| m["name"].as_str())
+                .collect();
+            let elsewhere = status["pods"]
+                .as_array()?
+                .iter()
+                .filter(|p| p["minion"] != "m7" && p["phase"] == "Running")
+                .count();
+            (minions.len() == MINIONS && down == ["m7"] && elsewhere == pods).then_some(())
+        },
+    );
     assert!(on_m7 > 0);
     hollow(&hollow_dir, &["fault", "m7", "heal"]);
 }

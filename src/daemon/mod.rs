@@ -692,7 +692,10 @@ impl Daemon {
         // A silent minion: look again when its grace ends (its pods are replaced then), and
         // every few seconds before, to see it answer again.
         if let Some(left) = self.reconciler.next_grace_expiry() {
-            wake_after(wake, left.min(SILENT_MINION_LOOK) + Duration::from_millis(50));
+            wake_after(
+                wake,
+                left.min(SILENT_MINION_LOOK) + Duration::from_millis(50),
+            );
         }
         memory.last_round = Some(round);
         if converged {

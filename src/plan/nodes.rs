@@ -83,9 +83,15 @@ mod tests {
         assert_eq!(nodes.next_expiry(t0), None, "nobody silent");
         nodes.unobserved("m1", t0);
         nodes.unobserved("m2", t0 + Duration::from_secs(10));
-        assert_eq!(nodes.next_expiry(t0 + Duration::from_secs(12)), Some(Duration::from_secs(18)));
+        assert_eq!(
+            nodes.next_expiry(t0 + Duration::from_secs(12)),
+            Some(Duration::from_secs(18))
+        );
         // m1's grace is over (it is lost, not waiting): m2's is next.
-        assert_eq!(nodes.next_expiry(t0 + Duration::from_secs(31)), Some(Duration::from_secs(9)));
+        assert_eq!(
+            nodes.next_expiry(t0 + Duration::from_secs(31)),
+            Some(Duration::from_secs(9))
+        );
         nodes.observed("m2", &[]);
         assert_eq!(nodes.next_expiry(t0 + Duration::from_secs(31)), None);
     }

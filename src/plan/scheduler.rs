@@ -4,7 +4,9 @@
 //! the pod's host ports are free there; the cpu and memory the pod requests fit what is left of
 //! its capacity (a capacity not known is not limited). Priorities, in order: fewest pods of the
 //! same group (the RC, or the pod itself) — spreading replicas — then least requested (the
-//! smaller share of capacity in use after placing the pod), then the minion's name.
+//! smaller share of capacity in use after placing the pod), then fewest pods on the minion (so
+//! pods that request nothing still spread over every minion, where early Kubernetes picked at
+//! random among equals), then the minion's name.
 //!
 //! Minions are kept ordered by load (`ByLoad`), so a pod is usually placed after looking at a
 //! handful of minions rather than all of them (the O(nodes)-per-pod scan that limited early
@@ -234,7 +236,13 @@ fn low(i: usize) -> u128 {
     u128::from(number)
 }
 
-/// The Ready minions, least loaded first: keys (load, number). (A `BTreeSet` of (load, number)
+/// A minion's place in an order: (load, pods, number) as one integer that orders as the
+/// triple does. Load is clamped to 32 bits (a load that fits is at most 1,000,000).
+fn order_key(load: u64, pods: u32, i: usize) -> u128 {
+    (u128::from(load.min(u64::from(u32::MAX))) << 64) | (u128::from(pods) << 32) | low(i)
+}
+
+/// The Ready minions, least loaded first: keys (load, pods, number). (A `BTreeSet` of (load, number)
 /// spent most of a placement removing and inserting.)
 #[derive(Debug, Clone)]
 struct ByLoad {
@@ -243,22 +251,22 @@ struct ByLoad {
 }
 
 impl ByLoad {
-    /// `loads`: each minion's load, or `None` for one not Ready.
-    fn new(loads: impl ExactSizeIterator<Item = Option<u64>>) -> ByLoad {
+    /// `loads`: each minion's (load, pods), or `None` for one not Ready.
+    fn new(loads: impl ExactSizeIterator<Item = Option<(u64, u32)>>) -> ByLoad {
         let mut len = 0;
         let order = Tournament::new(loads.enumerate().map(|(i, load)| match load {
-            Some(load) => {
+            Some((load, pods)) => {
                 len += 1;
-                (u128::from(load) << 32) | low(i)
+                order_key(load, pods, i)
             }
             None => OUT,
         }));
         ByLoad { order, len }
     }
 
-    /// Minion `i`'s load is now `load` (it must be Ready).
-    fn set(&mut self, i: usize, load: u64) {
-        self.order.set(i, (u128::from(load) << 32) | low(i));
+    /// Minion `i` now has this load and this many pods (it must be Ready).
+    fn set(&mut self, i: usize, load: u64, pods: u32) {
+        self.order.set(i, order_key(load, pods, i));
     }
 
     fn walk(&self) -> Walk<'_> {
@@ -289,7 +297,7 @@ fn rank(m: &MinionState, i: usize, pod: &PodRequest, group: GroupId) -> u128 {
         return OUT;
     }
     let spread = m.groups.get(&group).copied().unwrap_or(0);
-    (u128::from(spread) << 96) | (u128::from(m.load(pod.cpu, pod.memory)) << 32) | low(i)
+    (u128::from(spread) << 96) | order_key(m.load(pod.cpu, pod.memory), m.pods, i)
 }
 
 #[derive(Debug, Clone)]
@@ -302,6 +310,8 @@ struct MinionState {
     foreign_ports: HashSet<(u16, Protocol)>,
     /// Pods of each group here.
     groups: FastMap<GroupId, u32>,
+    /// Pods here, of every group.
+    pods: u32,
 }
 
 impl MinionState {
@@ -397,9 +407,14 @@ impl Scheduler {
                 ports: HashSet::new(),
                 foreign_ports: v.taken.host_ports.iter().copied().collect(),
                 groups: HashMap::default(),
+                pods: 0,
             })
             .collect();
-        let by_load = ByLoad::new(minions.iter().map(|m| m.view.ready.then(|| m.load(0, 0))));
+        let by_load = ByLoad::new(
+            minions
+                .iter()
+                .map(|m| m.view.ready.then(|| (m.load(0, 0), m.pods))),
+        );
         let not_ready = minions.iter().filter(|m| !m.view.ready).count();
         let mut s = Scheduler {
             minions,
@@ -439,13 +454,11 @@ impl Scheduler {
         g
     }
 
-    /// Moves minion `i` to its places in `by_load` and `ranked` after its use changed (its load
-    /// was `old_load`).
-    fn reorder(&mut self, i: usize, old_load: u64) {
+    /// Moves minion `i` to its places in `by_load` and `ranked` after its use changed.
+    fn reorder(&mut self, i: usize) {
         let m = &self.minions[i];
-        let new_load = m.load(0, 0);
-        if m.view.ready && new_load != old_load {
-            self.by_load.set(i, new_load);
+        if m.view.ready {
+            self.by_load.set(i, m.load(0, 0), m.pods);
         }
         for r in &mut self.ranked {
             r.order.set(i, rank(m, i, &r.request, r.group));
@@ -463,16 +476,16 @@ impl Scheduler {
 
     fn account_at(&mut self, i: usize, pod: &PodRequest, group: GroupId) {
         let m = &mut self.minions[i];
-        let old_load = m.load(0, 0);
         m.cpu += pod.cpu;
         m.memory += pod.memory;
+        m.pods += 1;
         m.ports.extend(pod.host_ports.iter().copied());
         let n = m.groups.entry(group).or_default();
         *n += 1;
         if *n == 1 && m.view.ready {
             self.ready_with[group as usize] += 1;
         }
-        self.reorder(i, old_load);
+        self.reorder(i);
     }
 
     /// Removes a pod from a minion's accounting (it is being deleted).
@@ -482,9 +495,9 @@ impl Scheduler {
         };
         let group = self.group_ids.get(pod.group.as_str()).copied();
         let m = &mut self.minions[i];
-        let old_load = m.load(0, 0);
         m.cpu = m.cpu.saturating_sub(pod.cpu);
         m.memory = m.memory.saturating_sub(pod.memory);
+        m.pods = m.pods.saturating_sub(1);
         for p in &pod.host_ports {
             m.ports.remove(p);
         }
@@ -496,7 +509,7 @@ impl Scheduler {
                 *n = n.saturating_sub(1);
             }
         }
-        self.reorder(i, old_load);
+        self.reorder(i);
     }
 
     /// Keeps the minions ranked for `pod` (the oldest such ranking goes past `RANKED`).
@@ -563,7 +576,7 @@ impl Scheduler {
         } else {
             &mut self.by_load.walk()
         };
-        let mut best: Option<(u32, u64, usize)> = None;
+        let mut best: Option<(u32, u64, u32, usize)> = None;
         let mut reasons: BTreeMap<&'static str, usize> = BTreeMap::new();
         let mut every_minion = true;
         for i in order {
@@ -573,7 +586,8 @@ impl Scheduler {
                 continue;
             }
             let spread = group.map_or(0, |g| m.groups.get(&g).copied().unwrap_or(0));
-            let candidate = (spread, m.load(pod.cpu, pod.memory), i);
+            let load = m.load(pod.cpu, pod.memory).min(u64::from(u32::MAX));
+            let candidate = (spread, load, m.pods, i);
             if best.is_none_or(|b| candidate < b) {
                 best = Some(candidate);
             }
@@ -583,7 +597,7 @@ impl Scheduler {
             }
         }
         match best {
-            Some((_, _, i)) => {
+            Some((_, _, _, i)) => {
                 let g = match group {
                     Some(g) => g,
                     None => self.group_id(&pod.group),
@@ -675,6 +689,22 @@ mod tests {
     }
 
     #[test]
+    fn pods_that_request_nothing_spread_over_every_minion_across_groups() {
+        // Three RCs of two replicas on six minions of unknown capacity: each RC alone would
+        // spread, and together they fill every minion rather than the first two each time.
+        let views: Vec<MinionView> = (1..=6).map(|i| minion(&format!("m{i}"), None)).collect();
+        let mut s = Scheduler::new(&views);
+        let mut placed = std::collections::BTreeMap::<String, u32>::new();
+        for group in ["a", "b", "c"] {
+            for _ in 0..2 {
+                *placed.entry(s.place(&pod(group, 0)).unwrap()).or_default() += 1;
+            }
+        }
+        assert_eq!(placed.len(), 6, "{placed:?}");
+        assert!(placed.values().all(|&n| n == 1), "{placed:?}");
+    }
+
+    #[test]
     fn placement_is_deterministic() {
         let views: Vec<MinionView> = (0..20)
             .map(|i| minion(&format!("m{i:02}"), Some(4000)))
@@ -692,7 +722,7 @@ mod tests {
     fn by_load_walks_ready_minions_least_loaded_first() {
         let mut loads = [5u64, 3, 9, 3, 0, 7, 3];
         let ready = [true, true, false, true, true, true, false];
-        let mut b = ByLoad::new(loads.iter().zip(ready).map(|(l, r)| r.then_some(*l)));
+        let mut b = ByLoad::new(loads.iter().zip(ready).map(|(l, r)| r.then_some((*l, 0))));
         let sorted = |loads: &[u64]| {
             let mut v: Vec<usize> = (0..loads.len()).filter(|&i| ready[i]).collect();
             v.sort_by_key(|&i| (loads[i], i));
@@ -701,24 +731,24 @@ mod tests {
         assert_eq!(b.walk().collect::<Vec<_>>(), vec![4, 1, 3, 0, 5]);
         for (i, load) in [(4, 8), (1, 8), (3, 1), (0, 0), (5, 2)] {
             loads[i] = load;
-            b.set(i, load);
+            b.set(i, load, 0);
             assert_eq!(b.walk().collect::<Vec<_>>(), sorted(&loads));
         }
         assert_eq!(ByLoad::new(std::iter::empty()).walk().count(), 0);
         assert_eq!(
-            ByLoad::new([Some(1)].into_iter())
+            ByLoad::new([Some((1, 0))].into_iter())
                 .walk()
                 .collect::<Vec<_>>(),
             vec![0]
         );
     }
 
-    /// The scheduler as first written: a `BTreeSet` of (load, number) walked for each pod, and
-    /// counts kept by group name.
+    /// The scheduler's rules written plainly: a `BTreeSet` of (load, pods, number) walked for
+    /// each pod, and counts kept by group name.
     struct Reference {
         minions: Vec<MinionState>,
         groups: Vec<HashMap<String, u32>>,
-        by_load: std::collections::BTreeSet<(u64, usize)>,
+        by_load: std::collections::BTreeSet<(u64, u32, usize)>,
     }
 
     impl Reference {
@@ -726,7 +756,7 @@ mod tests {
             let s = Scheduler::new(views);
             let by_load = (0..s.minions.len())
                 .filter(|&i| s.minions[i].view.ready)
-                .map(|i| (s.minions[i].load(0, 0), i))
+                .map(|i| (s.minions[i].load(0, 0), 0, i))
                 .collect();
             Reference {
                 groups: vec![HashMap::new(); s.minions.len()],
@@ -736,13 +766,14 @@ mod tests {
         }
 
         fn change(&mut self, i: usize, pod: &PodRequest, add: bool) {
-            let old = (self.minions[i].load(0, 0), i);
+            let old = (self.minions[i].load(0, 0), self.minions[i].pods, i);
             let m = &mut self.minions[i];
             let n = self.groups[i].entry(pod.group.clone()).or_default();
             if add {
                 m.cpu += pod.cpu;
                 m.memory += pod.memory;
                 m.ports.extend(pod.host_ports.iter().copied());
+                m.pods += 1;
                 *n += 1;
             } else {
                 m.cpu = m.cpu.saturating_sub(pod.cpu);
@@ -750,23 +781,25 @@ mod tests {
                 for p in &pod.host_ports {
                     m.ports.remove(p);
                 }
+                m.pods = m.pods.saturating_sub(1);
                 *n = n.saturating_sub(1);
             }
             if m.view.ready {
                 self.by_load.remove(&old);
-                self.by_load.insert((self.minions[i].load(0, 0), i));
+                let m = &self.minions[i];
+                self.by_load.insert((m.load(0, 0), m.pods, i));
             }
         }
 
         fn place(&mut self, pod: &PodRequest) -> Option<usize> {
-            let mut best: Option<(u32, u64, usize)> = None;
-            for &(_, i) in &self.by_load {
+            let mut best: Option<(u32, u64, u32, usize)> = None;
+            for &(_, _, i) in &self.by_load {
                 let m = &self.minions[i];
                 if m.unfit(pod).is_some() {
                     continue;
                 }
                 let spread = self.groups[i].get(&pod.group).copied().unwrap_or(0);
-                let candidate = (spread, m.load(pod.cpu, pod.memory), i);
+                let candidate = (spread, m.load(pod.cpu, pod.memory), m.pods, i);
                 if best.is_none_or(|b| candidate < b) {
                     best = Some(candidate);
                 }
@@ -774,7 +807,7 @@ mod tests {
                     break;
                 }
             }
-            let (_, _, i) = best?;
+            let (_, _, _, i) = best?;
             self.change(i, pod, true);
             Some(i)
         }
