@@ -41,9 +41,21 @@ const MAX_BACKOFF: Duration = Duration::from_secs(4);
 
 /// SSH handshakes in flight at once, across all minions. OpenSSH's default `MaxStartups
 /// 10:30:100` starts dropping unauthenticated connections beyond 10 to one sshd; staying
-/// under it means none is ever dropped, even when every minion sits behind one sshd. Eight
-/// also bounds the blocking threads that connecting borrows from tokio.
-const HANDSHAKES: usize = 8;
+/// well under it means none is dropped even when every minion sits behind one sshd. This
+/// also bounds the blocking threads that connecting borrows from tokio. Handshakes cost
+/// CPU on both ends, so more at once would not connect a thousand minions sooner on a few
+/// cores.
+const HANDSHAKES: usize = 4;
+
+/// sshd counts a connection as unauthenticated until its listener hears from the child, a
+/// little after the client is in: so even paced handshakes can meet a full `MaxStartups` when
+/// many minions share one sshd (and other clients connect too). A connection closed before
+/// the server's banner is such a drop, and is tried again.
+const DROPPED_RETRIES: u32 = 2;
+
+fn dropped_before_banner(error: &str) -> bool {
+    error.contains("Failed getting banner")
+}
 
 fn handshakes() -> &'static tokio::sync::Semaphore {
     static PERMITS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(HANDSHAKES);
@@ -153,13 +165,23 @@ impl SshLink {
                 }
             }
         }
-        let _permit = handshakes().acquire().await.expect("never closed");
-        let target = self.target.clone();
-        let diagnostic = self.diagnostic.clone();
         let connecting = std::time::Instant::now();
-        let started = tokio::task::spawn_blocking(move || start_worker(&target, diagnostic))
-            .await
-            .map_err(|e| self.err(format!("connect task failed: {e}")))?;
+        let mut started = Err(String::new());
+        for attempt in 0..=DROPPED_RETRIES {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+            }
+            let _permit = handshakes().acquire().await.expect("never closed");
+            let target = self.target.clone();
+            let diagnostic = self.diagnostic.clone();
+            started = tokio::task::spawn_blocking(move || start_worker(&target, diagnostic))
+                .await
+                .map_err(|e| self.err(format!("connect task failed: {e}")))?;
+            match &started {
+                Err(e) if dropped_before_banner(e) => continue,
+                _ => break,
+            }
+        }
         crate::metrics::global().minion_call(
             &self.target.minion,
             "ssh_connect",
