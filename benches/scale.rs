@@ -442,6 +442,16 @@ fn run_size(root: &Path, n: usize) -> Figures {
         (elsewhere >= desired).then(|| t.elapsed())
     });
     hollow(root, &["fault", "m1", "heal"]);
+    // The store's commits over the daemon's whole run (the replacements wrote some).
+    let total = http("GET", "/metrics").unwrap_or_default();
+    let commits = metric(&total, "drover_store_commit_duration_seconds_count");
+    let commit = commit.or_else(|| {
+        (commits > 0.0).then(|| {
+            Duration::from_secs_f64(
+                metric(&total, "drover_store_commit_duration_seconds_sum") / commits,
+            )
+        })
+    });
     drop(daemon);
     let state_bytes = dir_bytes(&work.join("state"));
 
