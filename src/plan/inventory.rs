@@ -14,7 +14,7 @@
 use super::types::{Action, ObservedPod, Plan};
 use crate::model::{DesiredState, Kind, Object, ObjectKey};
 use crate::store::{Batch, Index, Section};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Inventory {
@@ -60,10 +60,19 @@ impl Inventory {
 
     /// Every object the given pods were made for (tests, and planning without a store).
     pub fn of_pods(pods: &[ObservedPod]) -> Inventory {
+        // The replicas of an RC share their owner: each owner is found once before its key is
+        // made (a key per pod was most of a steady-state plan's time).
+        let distinct: HashSet<(Option<&str>, &str)> = pods
+            .iter()
+            .map(|p| match p.owner.as_deref() {
+                Some(rc) => (Some(rc), ""),
+                None => (None, p.id.as_str()),
+            })
+            .collect();
         Inventory {
-            owners: pods
-                .iter()
-                .map(|p| owner_of(p.owner.as_deref(), &p.id))
+            owners: distinct
+                .into_iter()
+                .map(|(owner, pod)| owner_of(owner, pod))
                 .collect(),
         }
     }

@@ -123,6 +123,34 @@ fn deletion_order(pods: &mut [&ObservedPod]) {
     });
 }
 
+/// `n` new replicas of RC `id` (template `t`, hash `hash`): the lowest ordinals no replica
+/// observed (`mine`) has, sharing one copy of the template.
+fn new_replicas(
+    id: &str,
+    t: &crate::model::PodTemplate,
+    hash: &str,
+    mine: &[&ObservedPod],
+    n: usize,
+) -> Vec<PodSpec> {
+    let used: BTreeSet<&str> = mine.iter().map(|p| p.id.as_str()).collect();
+    let labels = Shared::new(t.labels.clone());
+    let node_selector = Shared::new(t.node_selector.clone());
+    let manifest = Shared::new(t.desired_state.manifest.clone());
+    let mut ids = (0..)
+        .map(|ordinal| replica_id(id, hash, ordinal))
+        .filter(|rid| !used.contains(rid.as_str()));
+    let mut specs = Vec::with_capacity(n);
+    specs.extend((0..n).map(|_| PodSpec {
+        id: ids.next().expect("ordinals never run out"),
+        labels: labels.clone(),
+        node_selector: node_selector.clone(),
+        manifest: manifest.clone(),
+        owner: Some(id.to_string()),
+        template_hash: hash.to_string(),
+    }));
+    specs
+}
+
 /// Plans with pruning, every observed pod's object counted as owned: pods whose Pod or RC
 /// left the source are deleted.
 pub fn plan(desired: &DesiredState, observed: &[ObservedPod], minions: &[MinionView]) -> Plan {
@@ -293,11 +321,12 @@ impl<'a> Changes<'a> {
             })
             .collect();
         // Each RC's replicas, in the order observed: one pass over the pods, not one per RC.
-        let mut replicas: HashMap<&str, Vec<&'a ObservedPod>> = HashMap::new();
+        let mut replicas: HashMap<&str, Vec<&'a ObservedPod>> =
+            rcs.keys().map(|&id| (id, Vec::new())).collect();
         for p in observed.iter() {
             if let Some(owner) = &p.owner {
-                if rcs.contains_key(owner.as_str()) {
-                    replicas.entry(owner.as_str()).or_default().push(p);
+                if let Some(mine) = replicas.get_mut(owner.as_str()) {
+                    mine.push(p);
                 } else if self.prunable(p) {
                     self.deletes.push((
                         p,
@@ -348,38 +377,21 @@ impl<'a> Changes<'a> {
             .filter(|p| active(p) && !current(p))
             .collect();
         let total = new.len() + old.len();
-        let used: BTreeSet<&str> = mine.iter().map(|p| p.id.as_str()).collect();
-        let mut ordinals = (0..)
-            .map(|n| replica_id(id, &hash, n))
-            .filter(|n| !used.contains(n.as_str()));
-        // One copy of the template for all the replicas this round adds.
-        let labels = Shared::new(t.labels.clone());
-        let node_selector = Shared::new(t.node_selector.clone());
-        let manifest = Shared::new(t.desired_state.manifest.clone());
-        let mut spec = |n: usize| -> Vec<PodSpec> {
-            (0..n)
-                .map(|_| PodSpec {
-                    id: ordinals.next().expect("infinite"),
-                    labels: labels.clone(),
-                    node_selector: node_selector.clone(),
-                    manifest: manifest.clone(),
-                    owner: Some(id.to_string()),
-                    template_hash: hash.clone(),
-                })
-                .collect()
-        };
         let all_new_running = new.iter().all(|p| p.phase == Phase::Running && !p.unready);
-        deletion_order(&mut old);
-        deletion_order(&mut new);
+        // Replicas to add; `old` and `new` are put in deletion order only when some go.
+        let mut add = 0;
         if total < replicas {
-            self.create(spec(replicas - total));
+            add = replicas - total;
         } else if old.is_empty() {
+            if total > replicas {
+                deletion_order(&mut new);
+            }
             for p in new.iter().take(total - replicas) {
                 self.deletes.push((p, format!("scaled down to {replicas}")));
             }
         } else if all_new_running && total == replicas {
             // Rolling update at the count: add one new replica (a surge of one).
-            self.create(spec(1));
+            add = 1;
         } else {
             // Rolling update past the count: old replicas go once every new one runs; while a
             // new one is still starting, only what exceeds the surge of one goes.
@@ -390,6 +402,8 @@ impl<'a> Changes<'a> {
             };
             let surplus = total.saturating_sub(allowed);
             let from_old = surplus.min(old.len());
+            deletion_order(&mut old);
+            deletion_order(&mut new);
             for p in old.iter().take(from_old) {
                 self.deletes
                     .push((p, "rolling update: replaced by a new replica".into()));
@@ -400,8 +414,11 @@ impl<'a> Changes<'a> {
             // Back at the count with every new replica running and old ones left: the next
             // surge of one goes in the same round (deletions run first), not a round later.
             if all_new_running && total - surplus == replicas && old.len() > from_old {
-                self.create(spec(1));
+                add = 1;
             }
+        }
+        if add > 0 {
+            self.create(new_replicas(id, t, &hash, mine, add));
         }
     }
 
