@@ -219,13 +219,20 @@ fn the_cluster_examples_run_on_the_test_cluster() {
 
 #[test]
 fn the_hollow_minion_example_runs() {
-    let blocks: Vec<Block> = blocks().into_iter().filter(|b| b.mode == "hollow").collect();
+    let blocks: Vec<Block> = blocks()
+        .into_iter()
+        .filter(|b| b.mode == "hollow")
+        .collect();
     assert_eq!(blocks.len(), 1);
     let t = TestDir::new();
     std::os::unix::fs::symlink(project().join("tests"), t.join("tests")).unwrap();
     // The engine `cargo test` built, and a directory of this test's own.
     let target = std::env::current_exe().unwrap();
-    let engine = target.parent().and_then(Path::parent).unwrap().join("examples/hollow-engine");
+    let engine = target
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .join("examples/hollow-engine");
     if !engine.exists() {
         let built = Command::new(env!("CARGO"))
             .args(["build", "--example", "hollow-engine"])

@@ -160,7 +160,12 @@ fn minions_and_lost_pods(before: Option<&Round>, round: &Round, notes: &mut Vec<
     // Looked up by name, not searched: a round of a thousand minions and 30,000 pods
     // compared pod by pod with the last one was most of a no-op round's CPU.
     let was_ready: HashMap<&str, bool> = before
-        .map(|b| b.minions.iter().map(|m| (m.name.as_str(), m.ready)).collect())
+        .map(|b| {
+            b.minions
+                .iter()
+                .map(|m| (m.name.as_str(), m.ready))
+                .collect()
+        })
         .unwrap_or_default();
     for m in &round.minions {
         match (was_ready.get(m.name.as_str()), m.ready) {
