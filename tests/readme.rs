@@ -227,37 +227,12 @@ fn the_hollow_minion_example_runs() {
     let t = TestDir::new();
     std::os::unix::fs::symlink(project().join("tests"), t.join("tests")).unwrap();
     // The engine `cargo test` built, and a directory of this test's own.
-    let target = std::env::current_exe().unwrap();
-    let engine = target
-        .parent()
-        .and_then(Path::parent)
-        .unwrap()
-        .join("examples/hollow-engine");
-    if !engine.exists() {
-        let built = Command::new(env!("CARGO"))
-            .args(["build", "--example", "hollow-engine"])
-            .current_dir(project())
-            .status()
-            .unwrap();
-        assert!(built.success());
-    }
+    let engine = common::hollow::engine();
     std::env::set_var("HOLLOW_ENGINE", &engine);
     std::env::set_var("DROVER_HOLLOW_DIR", t.join("hollow"));
-    let down = HollowDown(t.join("hollow"));
+    let down = common::hollow::Down(t.join("hollow"));
     run(&blocks[0], t.path(), t.path());
     drop(down);
-}
-
-/// `hollow down` however the test ends.
-struct HollowDown(std::path::PathBuf);
-
-impl Drop for HollowDown {
-    fn drop(&mut self) {
-        let _ = Command::new(project().join("tests/cluster/hollow"))
-            .arg("down")
-            .env("DROVER_HOLLOW_DIR", &self.0)
-            .output();
-    }
 }
 
 /// Removes a project's containers from the local Docker Engine when dropped./// Removes a project's containers from the local Docker Engine when dropped.

@@ -25,7 +25,7 @@ fn hollow(dir: &Path, args: &[&str]) -> String {
     let out = Command::new(common::project().join("tests/cluster/hollow"))
         .args(args)
         .env("DROVER_HOLLOW_DIR", dir)
-        .env("HOLLOW_ENGINE", engine())
+        .env("HOLLOW_ENGINE", common::hollow::engine())
         .output()
         .expect("run tests/cluster/hollow");
     assert!(
@@ -34,36 +34,6 @@ fn hollow(dir: &Path, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The hollow engine `cargo test` built beside this test (examples are built with the tests),
-/// so the test does not wait for a release build of its own.
-fn engine() -> std::path::PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let target = exe.parent().and_then(Path::parent).unwrap();
-    let engine = target.join("examples/hollow-engine");
-    if !engine.exists() {
-        // `cargo test --test scale` alone builds no examples.
-        let built = Command::new(env!("CARGO"))
-            .args(["build", "--example", "hollow-engine"])
-            .current_dir(common::project())
-            .status()
-            .expect("cargo build --example hollow-engine");
-        assert!(built.success(), "cannot build the hollow engine");
-    }
-    engine
-}
-
-/// Takes the hollow minions down when the test ends, passed or not.
-struct Hollow(std::path::PathBuf);
-
-impl Drop for Hollow {
-    fn drop(&mut self) {
-        let _ = Command::new(common::project().join("tests/cluster/hollow"))
-            .arg("down")
-            .env("DROVER_HOLLOW_DIR", &self.0)
-            .output();
-    }
 }
 
 fn rc(id: &str, replicas: usize) -> String {
@@ -101,7 +71,7 @@ fn proc_status(pid: u32, key: &str) -> u64 {
 fn three_hundred_minions_are_driven_within_bounds() {
     let t = TestDir::new();
     let hollow_dir = t.join("hollow");
-    let _down = Hollow(hollow_dir.clone());
+    let _down = common::hollow::Down(hollow_dir.clone());
     let toml = hollow(&hollow_dir, &["up", &MINIONS.to_string()]);
     t.write(
         "drover.toml",

@@ -5,6 +5,7 @@
 pub mod browser;
 pub mod cluster;
 pub mod daemon;
+pub mod hollow;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
